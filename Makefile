@@ -1,0 +1,150 @@
+# dstack services in C: module, daemon, CLI and their tests.
+#
+#   ./configure && make          build everything into build/
+#   make test                    unit tests, fuzz smoke, prove t/*.t
+#   make test SANITIZE=1         the same with ASan+UBSan (build/san/)
+#   make check                   make test, then make test SANITIZE=1
+#   make bench                   benchmarks against plain nginx
+#   make demo                    the README's demo
+
+SHELL := /bin/bash
+
+-include build/config.mk
+ifeq ($(CONFIGURED),)
+$(error run ./configure first)
+endif
+
+SANITIZE ?= 0
+ifeq ($(SANITIZE),1)
+B := build/san
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
+             -fno-sanitize-recover=undefined
+else
+B := build
+SAN_FLAGS :=
+endif
+
+CC ?= cc
+CFLAGS ?= -O2 -g
+DS_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -Icommon $(SAN_FLAGS) $(CFLAGS)
+DS_LDFLAGS := $(SAN_FLAGS) $(LDFLAGS)
+
+COMMON_SRCS := $(wildcard common/*.c)
+COMMON_HDRS := $(wildcard common/*.h)
+COMMON_OBJS := $(COMMON_SRCS:common/%.c=$(B)/common/%.o)
+MODULE_SRCS := $(wildcard ngx_dstack_module/*.c ngx_dstack_module/*.h)
+
+MODULE := $(B)/ngx_http_dstack_module.so
+SEED := $(B)/dstack-seed
+UNIT_TESTS := $(B)/t/test_state
+FUZZ_TARGETS := $(patsubst t/fuzz/%.c,$(B)/fuzz/%,$(wildcard t/fuzz/*.c))
+ifneq ($(HAVE_CLANG_FUZZER),1)
+FUZZ_TARGETS :=
+endif
+
+PROGRAMS := $(MODULE) $(SEED)
+
+.PHONY: all test unit fuzz-smoke prove check bench demo clean distclean
+
+all: $(PROGRAMS) $(UNIT_TESTS) $(FUZZ_TARGETS)
+
+# ---- common ----------------------------------------------------------------
+
+$(B)/common/%.o: common/%.c $(COMMON_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(DS_CFLAGS) -fPIC -c $< -o $@
+
+$(B)/libdscommon.a: $(COMMON_OBJS)
+	ar rcs $@ $^
+
+# ---- the nginx module --------------------------------------------------------
+#
+# nginx's configure runs once per build dir, and again only when the
+# module's config or our configure output changes; after that nginx's own
+# Makefile tracks the sources.
+
+NGX_CC_OPT := -O2 -g -fPIC -I$(CURDIR)/common $(SAN_FLAGS)
+
+ifeq ($(NGINX_KIND),devtree)
+$(B)/nginx/Makefile: ngx_dstack_module/config build/config.mk
+	@mkdir -p $(B)/nginx
+	cd $(NGINX_SRC) && . ./conf_flags && \
+	./configure --with-cc-opt="$(NGX_CC_OPT)" \
+	    --with-ld-opt="$(SAN_FLAGS)" "$${NGX_CONF_FLAGS[@]}" \
+	    --add-dynamic-module=$(CURDIR)/ngx_dstack_module \
+	    --builddir=$(CURDIR)/$(B)/nginx > $(CURDIR)/$(B)/nginx/configure.log
+NGX_TARGET := modules
+else
+$(B)/nginx/Makefile: ngx_dstack_module/config build/config.mk
+	@mkdir -p $(B)/nginx
+	cd $(NGINX_SRC) && ./configure --with-compat --with-threads \
+	    --with-http_ssl_module --with-http_v2_module \
+	    --with-http_stub_status_module --with-http_auth_request_module \
+	    --with-cc-opt="$(NGX_CC_OPT)" --with-ld-opt="$(SAN_FLAGS)" \
+	    --add-dynamic-module=$(CURDIR)/ngx_dstack_module \
+	    --builddir=$(CURDIR)/$(B)/nginx > $(CURDIR)/$(B)/nginx/configure.log
+NGX_TARGET := build
+endif
+
+$(MODULE): $(B)/nginx/Makefile $(MODULE_SRCS) $(COMMON_SRCS) $(COMMON_HDRS)
+	$(MAKE) -s -f $(CURDIR)/$(B)/nginx/Makefile -C $(NGINX_SRC) $(NGX_TARGET)
+	cp $(B)/nginx/ngx_http_dstack_module.so $@
+
+# ---- tools and tests ---------------------------------------------------------
+
+$(SEED): t/lib/dstack_seed.c $(B)/libdscommon.a
+	@mkdir -p $(@D)
+	$(CC) $(DS_CFLAGS) $< $(B)/libdscommon.a -o $@ $(DS_LDFLAGS) -lcjson -llmdb
+
+$(B)/t/test_%: t/unit/test_%.c $(B)/libdscommon.a
+	@mkdir -p $(@D)
+	$(CC) $(DS_CFLAGS) $< $(B)/libdscommon.a -o $@ $(DS_LDFLAGS) -lcmocka -llmdb
+
+FUZZ_FLAGS := -std=gnu11 -g -O1 -Icommon -fsanitize=fuzzer,address,undefined
+$(B)/fuzz/%: t/fuzz/%.c $(COMMON_SRCS) $(COMMON_HDRS)
+	@mkdir -p $(@D)
+	clang $(FUZZ_FLAGS) $< $(COMMON_SRCS) -o $@ -llmdb
+
+FUZZ_SECONDS ?= 10
+
+unit: $(UNIT_TESTS)
+	@for t in $(UNIT_TESTS); do echo "== $$t"; $$t || exit 1; done
+
+fuzz-smoke: $(FUZZ_TARGETS)
+	@for f in $(FUZZ_TARGETS); do \
+	    echo "== $$f ($(FUZZ_SECONDS) s)"; \
+	    mkdir -p $(B)/fuzz/corpus-$$(basename $$f); \
+	    $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 \
+	        $(B)/fuzz/corpus-$$(basename $$f) \
+	        $$( [ -d t/fuzz/seeds/$$(basename $$f) ] && \
+	            echo t/fuzz/seeds/$$(basename $$f) ) \
+	        2>$(B)/fuzz/$$(basename $$f).log \
+	    || { tail -50 $(B)/fuzz/$$(basename $$f).log; exit 1; }; \
+	done
+
+PROVE ?= prove
+PROVE_FLAGS ?=
+TESTS ?= t/*.t
+
+prove: $(PROGRAMS)
+	DSTACK_BUILD=$(CURDIR)/$(B) DSTACK_NGINX=$(NGINX_BIN) \
+	DSTACK_SANITIZE=$(SANITIZE) $(PROVE) $(PROVE_FLAGS) $(TESTS)
+
+test: all unit fuzz-smoke prove
+
+check:
+	$(MAKE) test
+	$(MAKE) test SANITIZE=1
+
+bench: $(PROGRAMS)
+	DSTACK_BUILD=$(CURDIR)/$(B) DSTACK_NGINX=$(NGINX_BIN) bench/run
+
+demo: $(PROGRAMS)
+	DSTACK_BUILD=$(CURDIR)/$(B) DSTACK_NGINX=$(NGINX_BIN) examples/demo
+
+clean:
+	rm -rf build/common build/san build/t build/fuzz build/nginx \
+	    build/*.so build/*.a build/dstack-*
+
+distclean:
+	rm -rf build

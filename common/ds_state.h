@@ -1,0 +1,319 @@
+/*
+ * Shared state: the LMDB schema, its codec and the reader/writer API.
+ *
+ * Compiled into all three programs (the nginx module, controld, dstackctl)
+ * and the test tools.  Plain C99 + LMDB; no nginx types here.
+ *
+ * One environment (a directory holding data.mdb and lock.mdb), named
+ * databases:
+ *
+ *   meta      "schema" -> u32 schema version
+ *             "seq"    -> u64 last uid handed out
+ *             "slots.s", "slots.r" -> bitmaps of used metric slots
+ *   services  run name -> service record      (binary, hot path)
+ *   replicas  run name -> replica set record  (binary, hot path)
+ *   tokens    sha256(token) -> token record   (binary, hot path)
+ *   models    model name -> model record      (binary, hot path)
+ *   settings  key -> value                    (opaque bytes, control plane)
+ *   runs      run name -> run document        (JSON, control plane only)
+ *
+ * Hot-path records are little-endian binary with a 4-byte magic and a
+ * 2-byte version first; a decoder rejects what it does not know rather
+ * than guessing.  Decoded records point into the value they came from
+ * (zero copy): the strings stay valid only until the transaction ends,
+ * so a reader copies out what it keeps.
+ *
+ * The writer keeps the indexes consistent inside one write transaction:
+ * putting a service updates the models index, deleting it removes its
+ * replicas and frees its metric slots.  Each logical change is one
+ * transaction, so readers never see half of it.
+ */
+
+#ifndef DS_STATE_H
+#define DS_STATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define DS_SCHEMA_VERSION       1
+
+#define DS_OK                   0
+#define DS_NOTFOUND             1
+#define DS_ERROR               -1      /* LMDB or system failure */
+#define DS_EINVAL              -2      /* bad argument or corrupt record */
+#define DS_EFULL               -3      /* no free slot, map full */
+
+#define DS_NAME_MAX             63     /* run and model names, header names */
+#define DS_PREFIX_MAX           255    /* rate limit and model prefixes */
+#define DS_RATE_LIMITS_MAX      16
+#define DS_TOKEN_HASH_LEN       32     /* SHA-256 */
+#define DS_TOKEN_SCOPE_MAX      256    /* services named in one token */
+#define DS_REPLICAS_MAX         65535  /* replicas in one set */
+
+/* Metric slots: indexes into the module's shared-memory arrays. */
+#define DS_SLOT_NONE            UINT32_MAX
+#define DS_SERVICE_SLOTS_MAX    65536
+#define DS_REPLICA_SLOTS_MAX    262144
+
+/* defaults applied by ds_service_init() */
+#define DS_DEFAULT_MAX_BODY     (64ULL * 1024 * 1024)
+#define DS_DEFAULT_READ_TIMEOUT_MS    (3600U * 1000)   /* between two reads */
+#define DS_DEFAULT_CONNECT_TIMEOUT_MS (5U * 1000)
+
+
+typedef struct {
+    char            msg[256];
+} ds_err_t;
+
+/* A string inside a record: not NUL-terminated. */
+typedef struct {
+    const char     *data;
+    uint32_t        len;
+} ds_str_t;
+
+
+/* ---- services ---------------------------------------------------------- */
+
+#define DS_SERVICE_AUTH         0x0001  /* require a bearer token */
+#define DS_SERVICE_HTTPS        0x0002  /* redirect plain http to https */
+#define DS_SERVICE_HTTPS_AUTO   0x0004
+
+#define DS_RL_KEY_IP            0
+#define DS_RL_KEY_HEADER        1
+
+typedef struct {
+    ds_str_t        prefix;         /* URI prefix, starts with '/' */
+    ds_str_t        header;         /* DS_RL_KEY_HEADER: the header name */
+    uint32_t        key_type;       /* DS_RL_KEY_* */
+    uint32_t        rps_milli;      /* rate in 1/1000 requests per second */
+    uint32_t        burst;          /* requests above the rate allowed */
+} ds_rate_limit_t;
+
+#define DS_MODEL_OPENAI         0
+#define DS_MODEL_TGI            1
+
+typedef struct {
+    ds_str_t        name;           /* run name = host label */
+    ds_str_t        model;          /* model name, empty if none */
+    ds_str_t        model_prefix;   /* e.g. "/v1" */
+    uint32_t        model_format;   /* DS_MODEL_* */
+
+    uint64_t        uid;            /* set by the writer when created */
+    uint32_t        slot;           /* metric slot, set by the writer */
+    uint32_t        flags;          /* DS_SERVICE_* */
+
+    uint64_t        max_body_size;  /* bytes, 0 = unlimited */
+    uint32_t        read_timeout_ms;
+    uint32_t        connect_timeout_ms;
+
+    uint32_t        n_rate_limits;
+    ds_rate_limit_t rate_limits[DS_RATE_LIMITS_MAX];
+} ds_service_t;
+
+
+/* ---- replicas ---------------------------------------------------------- */
+
+#define DS_REPLICA_READY        1       /* takes new requests */
+#define DS_REPLICA_DRAINING     2       /* finishes what it has, no new */
+
+#define DS_AF_INET              4
+#define DS_AF_INET6             6
+
+/*
+ * A replica's identity is its address within the service: putting a set
+ * whose entry has the address of an entry of the previous set keeps that
+ * entry's uid and slot (its metrics continue); a new address gets a new
+ * uid and slot; an address that disappears frees its slot.
+ */
+typedef struct {
+    uint64_t        uid;            /* set by the writer */
+    uint32_t        slot;           /* set by the writer */
+    uint32_t        version;        /* spec version it runs */
+    uint16_t        weight;         /* reserved for weighted choice; 1 */
+    uint8_t         state;          /* DS_REPLICA_* */
+    uint8_t         family;         /* DS_AF_* */
+    uint16_t        port;           /* host order */
+    uint8_t         addr[16];       /* network order; 4 bytes for inet */
+} ds_replica_t;
+
+#define DS_REPLICA_WIRE_SIZE    40  /* bytes per encoded entry */
+
+/* A decoded replica set; entries stay encoded, read with ds_replica_at(). */
+typedef struct {
+    uint64_t        generation;     /* bumped on every put */
+    uint32_t        count;
+    const uint8_t  *entries;        /* count * DS_REPLICA_WIRE_SIZE bytes */
+} ds_replica_set_t;
+
+
+/* ---- tokens ------------------------------------------------------------ */
+
+#define DS_TOKEN_ADMIN          0x0001  /* the API; implies all services */
+#define DS_TOKEN_ALL_SERVICES   0x0002  /* every service */
+
+typedef struct {
+    uint8_t         hash[DS_TOKEN_HASH_LEN];
+    ds_str_t        name;
+    uint32_t        flags;          /* DS_TOKEN_* */
+    uint64_t        created;        /* unix seconds */
+    uint64_t        expires;        /* unix seconds, 0 = never */
+    uint32_t        n_services;     /* services named in the scope */
+    const uint8_t  *scope;          /* encoded names; ds_token_allows() */
+    uint32_t        scope_len;
+} ds_token_t;
+
+
+/* ---- models ------------------------------------------------------------ */
+
+typedef struct {
+    ds_str_t        name;           /* model name */
+    ds_str_t        service;        /* run name serving it */
+    ds_str_t        prefix;         /* e.g. "/v1" */
+    uint32_t        format;         /* DS_MODEL_* */
+    uint64_t        created;        /* unix seconds */
+} ds_model_t;
+
+
+/* ---- codec (pure, no LMDB) --------------------------------------------- */
+
+/*
+ * A growable output buffer for encoders; start from all zeros.  Each
+ * encoder replaces the buffer's contents with one record, so a buffer
+ * can be reused; encoders return DS_OK, DS_EINVAL (the record breaks a
+ * rule, err says which) or DS_ERROR (out of memory).  Decoders return
+ * DS_OK or DS_EINVAL.
+ */
+typedef struct {
+    uint8_t        *data;
+    size_t          len;
+    size_t          cap;
+    int             failed;         /* allocation failed; len is stale */
+} ds_buf_t;
+
+void ds_buf_free(ds_buf_t *b);
+
+void ds_service_init(ds_service_t *svc);   /* zero + defaults */
+int ds_service_encode(const ds_service_t *svc, ds_buf_t *out, ds_err_t *err);
+int ds_service_decode(const void *data, size_t len, ds_service_t *svc,
+    ds_err_t *err);
+
+int ds_replicas_encode(uint64_t generation, const ds_replica_t *r,
+    uint32_t n, ds_buf_t *out, ds_err_t *err);
+int ds_replicas_decode(const void *data, size_t len, ds_replica_set_t *set,
+    ds_err_t *err);
+void ds_replica_at(const ds_replica_set_t *set, uint32_t i, ds_replica_t *r);
+
+/* services: tok->n_services names; NULL re-encodes tok->scope as is */
+int ds_token_encode(const ds_token_t *tok, const ds_str_t *services,
+    ds_buf_t *out, ds_err_t *err);
+int ds_token_decode(const void *data, size_t len, ds_token_t *tok,
+    ds_err_t *err);
+/* 1 when the token opens service `name` (admin and all-services do) */
+int ds_token_allows(const ds_token_t *tok, const char *name, size_t len);
+/* walks the scope: *off starts at 0; returns 0 after the last name */
+int ds_token_scope_next(const ds_token_t *tok, uint32_t *off,
+    ds_str_t *name);
+
+int ds_model_encode(const ds_model_t *m, ds_buf_t *out, ds_err_t *err);
+int ds_model_decode(const void *data, size_t len, ds_model_t *m,
+    ds_err_t *err);
+
+/*
+ * "127.0.0.1:8000", "[::1]:8000" <-> replica address fields.  parse sets
+ * family, addr and port only (DS_OK or DS_EINVAL); format returns the
+ * length written without the NUL, 0 when it does not fit in n.
+ */
+#define DS_REPLICA_ADDR_LEN     56      /* "[v6]:port" + NUL fits */
+int ds_replica_parse_addr(ds_replica_t *r, const char *s, size_t len);
+size_t ds_replica_format_addr(const ds_replica_t *r, char *buf, size_t n);
+
+/* run names: ^[a-z][a-z0-9-]{1,40}$ */
+int ds_valid_run_name(const char *s, size_t len);
+
+
+/* ---- state (LMDB) ------------------------------------------------------ */
+
+typedef struct ds_state_s  ds_state_t;
+typedef struct ds_txn_s    ds_txn_t;
+
+#define DS_STATE_RDONLY         0x01    /* readers: nginx workers, CLI */
+#define DS_STATE_CREATE         0x02    /* create the directory and files */
+
+/*
+ * mode: permissions for created files (e.g. 0660 so that the nginx group
+ * may use the lock file); the directory gets mode | 0110 & ~0001-ish bits.
+ */
+int ds_state_open(ds_state_t **st, const char *dir, int flags,
+    unsigned mode, ds_err_t *err);
+void ds_state_close(ds_state_t *st);
+/* clears reader slots of dead processes; returns how many, or DS_ERROR */
+int ds_state_reader_check(ds_state_t *st);
+
+/*
+ * Transactions.  A read transaction can be reset and renewed many times
+ * (the module keeps one per worker and renews it per request); renew
+ * handles a map grown by the writer.
+ */
+int ds_txn_begin(ds_state_t *st, int write, ds_txn_t **txn, ds_err_t *err);
+int ds_txn_commit(ds_txn_t *txn, ds_err_t *err);  /* frees txn */
+void ds_txn_abort(ds_txn_t *txn);                 /* frees txn */
+void ds_txn_reset(ds_txn_t *txn);                 /* read only */
+int ds_txn_renew(ds_txn_t *txn, ds_err_t *err);   /* read only */
+
+/* readers: results point into the map until the txn ends or resets */
+int ds_get_service(ds_txn_t *txn, const char *name, size_t len,
+    ds_service_t *svc, ds_err_t *err);
+int ds_get_replicas(ds_txn_t *txn, const char *name, size_t len,
+    ds_replica_set_t *set, ds_err_t *err);
+int ds_get_token(ds_txn_t *txn, const uint8_t hash[DS_TOKEN_HASH_LEN],
+    ds_token_t *tok, ds_err_t *err);
+int ds_get_model(ds_txn_t *txn, const char *name, size_t len,
+    ds_model_t *m, ds_err_t *err);
+
+/* iterate; the callback returns non-zero to stop */
+typedef int (*ds_service_cb)(void *arg, const ds_service_t *svc);
+int ds_foreach_service(ds_txn_t *txn, ds_service_cb cb, void *arg,
+    ds_err_t *err);
+typedef int (*ds_token_cb)(void *arg, const ds_token_t *tok);
+int ds_foreach_token(ds_txn_t *txn, ds_token_cb cb, void *arg,
+    ds_err_t *err);
+typedef int (*ds_model_cb)(void *arg, const ds_model_t *m);
+int ds_foreach_model(ds_txn_t *txn, ds_model_cb cb, void *arg,
+    ds_err_t *err);
+
+/* writers (controld; tests seed through the same calls) */
+int ds_put_service(ds_txn_t *txn, ds_service_t *svc, ds_err_t *err);
+int ds_del_service(ds_txn_t *txn, const char *name, size_t len,
+    ds_err_t *err);
+int ds_put_replicas(ds_txn_t *txn, const char *name, size_t len,
+    ds_replica_t *r, uint32_t n, ds_err_t *err);
+int ds_put_token(ds_txn_t *txn, const ds_token_t *tok,
+    const ds_str_t *services, ds_err_t *err);
+int ds_del_token(ds_txn_t *txn, const uint8_t hash[DS_TOKEN_HASH_LEN],
+    ds_err_t *err);
+
+int ds_get_setting(ds_txn_t *txn, const char *key, ds_str_t *val,
+    ds_err_t *err);
+int ds_put_setting(ds_txn_t *txn, const char *key, const void *val,
+    size_t len, ds_err_t *err);
+int ds_get_run(ds_txn_t *txn, const char *name, size_t len, ds_str_t *doc,
+    ds_err_t *err);
+int ds_put_run(ds_txn_t *txn, const char *name, size_t len,
+    const char *doc, size_t doc_len, ds_err_t *err);
+int ds_del_run(ds_txn_t *txn, const char *name, size_t len, ds_err_t *err);
+/* settings and runs as raw key -> value, in key order */
+typedef int (*ds_kv_cb)(void *arg, const ds_str_t *key, const ds_str_t *val);
+int ds_foreach_setting(ds_txn_t *txn, ds_kv_cb cb, void *arg, ds_err_t *err);
+int ds_foreach_run(ds_txn_t *txn, ds_kv_cb cb, void *arg, ds_err_t *err);
+
+
+/* ---- tokens: hashing and comparing ------------------------------------- */
+
+void ds_sha256(const void *data, size_t len, uint8_t out[32]);
+/* constant time in len: 1 when equal */
+int ds_ct_equal(const void *a, const void *b, size_t len);
+/* fills buf with "dst_" + 43 chars of base64url(32 random bytes) + NUL */
+#define DS_TOKEN_TEXT_LEN       47
+int ds_token_generate(char buf[DS_TOKEN_TEXT_LEN + 1], ds_err_t *err);
+
+#endif /* DS_STATE_H */

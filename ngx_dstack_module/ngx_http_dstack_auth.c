@@ -1,0 +1,110 @@
+/*
+ * Bearer tokens.  State keeps only SHA-256 of each token, so the lookup
+ * key is the hash of what the client sent; the stored hash is compared
+ * again in constant time.  A revoked token is a deleted record: the next
+ * request on any worker no longer finds it.  Tokens never reach a log.
+ */
+
+#include "ngx_http_dstack_module.h"
+
+
+/* longer than any token we issue by far; bounds the hashing work */
+#define NGX_HTTP_DSTACK_TOKEN_MAX  512
+
+
+static ngx_int_t ngx_http_dstack_bearer(ngx_http_request_t *r,
+    ngx_str_t *token);
+
+
+ngx_int_t
+ngx_http_dstack_auth(ngx_http_request_t *r, ds_txn_t *txn,
+    const ds_service_t *svc, ngx_str_t *reason)
+{
+    u_char                  hash[DS_TOKEN_HASH_LEN];
+    ngx_int_t               rc;
+    ngx_str_t               token;
+    ds_err_t                err;
+    ds_token_t              tok;
+    ngx_http_dstack_ctx_t  *ctx;
+
+    rc = ngx_http_dstack_bearer(r, &token);
+
+    if (rc != NGX_OK) {
+        ngx_str_set(reason, "missing or malformed bearer token");
+        return NGX_HTTP_UNAUTHORIZED;
+    }
+
+    ds_sha256(token.data, token.len, hash);
+
+    rc = ds_get_token(txn, hash, &tok, &err);
+
+    if (rc == DS_NOTFOUND || (rc == DS_OK
+        && !ds_ct_equal(tok.hash, hash, DS_TOKEN_HASH_LEN)))
+    {
+        ngx_str_set(reason, "invalid token");
+        return NGX_HTTP_UNAUTHORIZED;
+    }
+
+    if (rc != DS_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "dstack token record: %s", err.msg);
+        ngx_str_set(reason, "invalid token");
+        return NGX_HTTP_UNAUTHORIZED;
+    }
+
+    if (tok.expires && (uint64_t) ngx_time() >= tok.expires) {
+        ngx_str_set(reason, "token expired");
+        return NGX_HTTP_UNAUTHORIZED;
+    }
+
+    if (!ds_token_allows(&tok, svc->name.data, svc->name.len)) {
+        ngx_str_set(reason, "token has no access to this service");
+        return NGX_HTTP_FORBIDDEN;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_dstack_module);
+    ctx->token_consumed = 1;
+
+    return NGX_OK;
+}
+
+
+/* "Authorization: Bearer <token>", scheme case-insensitive (RFC 6750) */
+static ngx_int_t
+ngx_http_dstack_bearer(ngx_http_request_t *r, ngx_str_t *token)
+{
+    u_char     *p, *last;
+    ngx_str_t  *v;
+
+    if (r->headers_in.authorization == NULL) {
+        return NGX_DECLINED;
+    }
+
+    v = &r->headers_in.authorization->value;
+
+    if (v->len < sizeof("Bearer x") - 1
+        || ngx_strncasecmp(v->data, (u_char *) "Bearer ", 7) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    p = v->data + 7;
+    last = v->data + v->len;
+
+    while (p < last && *p == ' ') {
+        p++;
+    }
+
+    while (last > p && last[-1] == ' ') {
+        last--;
+    }
+
+    if (p == last || last - p > NGX_HTTP_DSTACK_TOKEN_MAX) {
+        return NGX_DECLINED;
+    }
+
+    token->data = p;
+    token->len = last - p;
+
+    return NGX_OK;
+}

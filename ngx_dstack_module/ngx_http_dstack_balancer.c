@@ -1,0 +1,297 @@
+/*
+ * "dstack_balancer": an upstream whose peers are the ready replicas the
+ * access phase copied into the request context.
+ *
+ * The rule: the replica with the fewest requests in flight, counted in
+ * shared memory across all workers; among equals, round-robin (each
+ * worker starts its scan one position further every time).  A replica
+ * already tried by this request is skipped, so a refused or failed
+ * connect goes to another one (proxy_next_upstream bounds the tries).
+ *
+ * Per-service timeouts replace the location's in a copy of the upstream
+ * configuration made in r->pool.
+ */
+
+#include "ngx_http_dstack_module.h"
+
+
+typedef struct {
+    ngx_http_dstack_ctx_t   *ctx;
+    uint8_t                 *tried;     /* one byte per peer */
+    ngx_http_dstack_peer_t  *current;
+    ngx_pool_t              *pool;
+    ngx_sockaddr_t           sockaddr;
+    ngx_str_t                name;
+} ngx_http_dstack_balancer_data_t;
+
+
+static ngx_int_t ngx_http_dstack_balancer_init(ngx_conf_t *cf,
+    ngx_http_upstream_srv_conf_t *us);
+static ngx_int_t ngx_http_dstack_balancer_init_peer(ngx_http_request_t *r,
+    ngx_http_upstream_srv_conf_t *us);
+static ngx_int_t ngx_http_dstack_balancer_get(ngx_peer_connection_t *pc,
+    void *data);
+static void ngx_http_dstack_balancer_free(ngx_peer_connection_t *pc,
+    void *data, ngx_uint_t state);
+static void ngx_http_dstack_set_timeouts(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx);
+static ngx_int_t ngx_http_dstack_peer_sockaddr(ngx_http_dstack_balancer_data_t *bd,
+    ngx_http_dstack_peer_t *peer, ngx_peer_connection_t *pc);
+
+
+char *
+ngx_http_dstack_balancer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_url_t                      u;
+    ngx_http_upstream_server_t    *us;
+    ngx_http_upstream_srv_conf_t  *uscf;
+
+    uscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_upstream_module);
+
+    if (uscf->peer.init_upstream) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"dstack_balancer\" must come first in the "
+                           "upstream block (before \"keepalive\" and any "
+                           "other balancer)");
+        return NGX_CONF_ERROR;
+    }
+
+    uscf->peer.init_upstream = ngx_http_dstack_balancer_init;
+
+    /*
+     * nginx wants a server in every upstream block; this one is never
+     * used: peers come from state, per request.
+     */
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    ngx_str_set(&u.url, "0.0.0.1:1");
+    u.no_resolve = 1;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    us = ngx_array_push(uscf->servers);
+    if (us == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(us, sizeof(ngx_http_upstream_server_t));
+    us->addrs = u.addrs;
+    us->naddrs = u.naddrs;
+    us->weight = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_dstack_balancer_init(ngx_conf_t *cf,
+    ngx_http_upstream_srv_conf_t *us)
+{
+    us->peer.init = ngx_http_dstack_balancer_init_peer;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_dstack_balancer_init_peer(ngx_http_request_t *r,
+    ngx_http_upstream_srv_conf_t *us)
+{
+    ngx_http_dstack_ctx_t            *ctx;
+    ngx_http_dstack_balancer_data_t  *bd;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_dstack_module);
+
+    if (ctx == NULL || ctx->npeers == 0) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "dstack_balancer without replicas: is "
+                      "\"dstack_gateway on\" set in this location?");
+        return NGX_ERROR;
+    }
+
+    bd = ngx_palloc(r->pool, sizeof(ngx_http_dstack_balancer_data_t));
+    if (bd == NULL) {
+        return NGX_ERROR;
+    }
+
+    bd->tried = ngx_pcalloc(r->pool, ctx->npeers);
+    if (bd->tried == NULL) {
+        return NGX_ERROR;
+    }
+
+    bd->ctx = ctx;
+    bd->current = NULL;
+    bd->pool = r->pool;
+
+    r->upstream->peer.data = bd;
+    r->upstream->peer.get = ngx_http_dstack_balancer_get;
+    r->upstream->peer.free = ngx_http_dstack_balancer_free;
+    r->upstream->peer.tries = ctx->npeers;
+
+    ngx_http_dstack_set_timeouts(r, ctx);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_dstack_balancer_get(ngx_peer_connection_t *pc, void *data)
+{
+    ngx_http_dstack_balancer_data_t  *bd = data;
+
+    int64_t                  inflight, best_inflight;
+    ngx_uint_t               i, k, n, best;
+    ngx_http_dstack_peer_t  *peers;
+
+    static ngx_uint_t        rr;
+
+    n = bd->ctx->npeers;
+    peers = bd->ctx->peers;
+    best = n;
+    best_inflight = INT64_MAX;
+    rr++;
+
+    for (k = 0; k < n; k++) {
+        i = (rr + k) % n;
+
+        if (bd->tried[i]) {
+            continue;
+        }
+
+        inflight = peers[i].metrics
+                   ? __atomic_load_n(&peers[i].metrics->inflight,
+                                     __ATOMIC_RELAXED)
+                   : 0;
+
+        if (inflight < best_inflight) {
+            best = i;
+            best_inflight = inflight;
+        }
+    }
+
+    if (best == n) {
+        ngx_str_set(&bd->name, "dstack replicas");
+        pc->name = &bd->name;
+        return NGX_BUSY;
+    }
+
+    bd->tried[best] = 1;
+    bd->current = &peers[best];
+
+    if (bd->current->metrics) {
+        __atomic_fetch_add(&bd->current->metrics->inflight, 1,
+                           __ATOMIC_RELAXED);
+        __atomic_fetch_add(&bd->current->metrics->requests, 1,
+                           __ATOMIC_RELAXED);
+    }
+
+    return ngx_http_dstack_peer_sockaddr(bd, bd->current, pc);
+}
+
+
+static void
+ngx_http_dstack_balancer_free(ngx_peer_connection_t *pc, void *data,
+    ngx_uint_t state)
+{
+    ngx_http_dstack_balancer_data_t  *bd = data;
+
+    ngx_http_dstack_replica_metrics_t  *m;
+
+    if (bd->current == NULL) {
+        return;
+    }
+
+    m = bd->current->metrics;
+    bd->current = NULL;
+
+    if (m) {
+        __atomic_fetch_sub(&m->inflight, 1, __ATOMIC_RELAXED);
+
+        if (state & NGX_PEER_FAILED) {
+            __atomic_fetch_add(&m->failures, 1, __ATOMIC_RELAXED);
+        }
+    }
+
+    if (pc->tries) {
+        pc->tries--;
+    }
+}
+
+
+static void
+ngx_http_dstack_set_timeouts(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx)
+{
+    ngx_http_upstream_t       *u;
+    ngx_http_upstream_conf_t  *ucf;
+
+    u = r->upstream;
+
+    if ((ctx->read_timeout == 0 || ctx->read_timeout == u->conf->read_timeout)
+        && (ctx->connect_timeout == 0
+            || ctx->connect_timeout == u->conf->connect_timeout))
+    {
+        return;
+    }
+
+    ucf = ngx_palloc(r->pool, sizeof(ngx_http_upstream_conf_t));
+    if (ucf == NULL) {
+        return;     /* the location's timeouts still apply */
+    }
+
+    ngx_memcpy(ucf, u->conf, sizeof(ngx_http_upstream_conf_t));
+
+    if (ctx->read_timeout) {
+        ucf->read_timeout = ctx->read_timeout;
+        ucf->send_timeout = ctx->read_timeout;
+    }
+
+    if (ctx->connect_timeout) {
+        ucf->connect_timeout = ctx->connect_timeout;
+    }
+
+    u->conf = ucf;
+}
+
+
+/*
+ * The name is allocated per try: nginx keeps a pointer to it in the
+ * upstream state of each try ($upstream_addr).
+ */
+static ngx_int_t
+ngx_http_dstack_peer_sockaddr(ngx_http_dstack_balancer_data_t *bd,
+    ngx_http_dstack_peer_t *peer, ngx_peer_connection_t *pc)
+{
+    ngx_str_t     *name;
+    ds_replica_t  *rep = &peer->replica;
+
+    ngx_memzero(&bd->sockaddr, sizeof(ngx_sockaddr_t));
+
+    if (rep->family == DS_AF_INET6) {
+        bd->sockaddr.sockaddr_in6.sin6_family = AF_INET6;
+        bd->sockaddr.sockaddr_in6.sin6_port = htons(rep->port);
+        ngx_memcpy(&bd->sockaddr.sockaddr_in6.sin6_addr, rep->addr, 16);
+        pc->socklen = sizeof(struct sockaddr_in6);
+
+    } else {
+        bd->sockaddr.sockaddr_in.sin_family = AF_INET;
+        bd->sockaddr.sockaddr_in.sin_port = htons(rep->port);
+        ngx_memcpy(&bd->sockaddr.sockaddr_in.sin_addr, rep->addr, 4);
+        pc->socklen = sizeof(struct sockaddr_in);
+    }
+
+    pc->sockaddr = &bd->sockaddr.sockaddr;
+
+    name = ngx_palloc(bd->pool, sizeof(ngx_str_t) + NGX_SOCKADDR_STRLEN);
+    if (name == NULL) {
+        return NGX_ERROR;
+    }
+
+    name->data = (u_char *) (name + 1);
+    name->len = ngx_sock_ntop(pc->sockaddr, pc->socklen, name->data,
+                              NGX_SOCKADDR_STRLEN, 1);
+    pc->name = name;
+
+    return NGX_OK;
+}

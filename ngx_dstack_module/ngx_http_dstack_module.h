@@ -1,0 +1,176 @@
+/*
+ * ngx_http_dstack_module: the gateway data plane.
+ *
+ * Request flow (a location with "dstack_gateway on"):
+ *
+ *   access phase   ngx_http_dstack_handler.c: Host -> service (LMDB),
+ *                  bearer auth (auth.c), rate limits (limit.c), ready
+ *                  replicas copied into the request context
+ *   content        stock proxy_pass to an upstream whose balancer is
+ *                  "dstack_balancer" (balancer.c): least in-flight across
+ *                  workers, ties round-robin, another replica on a failed
+ *                  connect
+ *   log phase      metrics.c: status class, request time, in-flight
+ *
+ * Everything a request reads from LMDB is copied into r->pool before the
+ * worker's read transaction is reset, within the access handler.  Shared
+ * memory: a fixed-layout metrics zone (metrics.c) and a slab zone for rate
+ * limit buckets (limit.c); both keep their data over "nginx -s reload".
+ */
+
+#ifndef NGX_HTTP_DSTACK_MODULE_H
+#define NGX_HTTP_DSTACK_MODULE_H
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ds_state.h"
+
+
+#define NGX_HTTP_DSTACK_WINDOW      300     /* seconds of 1 s buckets */
+#define NGX_HTTP_DSTACK_HIST        12      /* request time histogram */
+
+/* counter classes: index 0 counts requests the gateway refused itself
+ * (auth, rate limits, bad requests); 1..5 the status classes of requests
+ * admitted to the service (1xx..5xx, 503 "no replica" included) */
+#define NGX_HTTP_DSTACK_REFUSED     0
+#define NGX_HTTP_DSTACK_CLASSES     6
+
+#define NGX_HTTP_DSTACK_STATS_OFF   0
+#define NGX_HTTP_DSTACK_STATS_JSON  1
+#define NGX_HTTP_DSTACK_STATS_PROM  2
+
+
+/* ---- shared-memory metrics (metrics.c) --------------------------------- */
+
+typedef struct {
+    uint32_t                    second;     /* unix time it counts */
+    uint32_t                    arrivals;   /* admitted, at arrival */
+    uint32_t                    count[NGX_HTTP_DSTACK_CLASSES];
+                                            /* at completion */
+    uint32_t                    time_ms;    /* sum of admitted request
+                                               times that second, capped */
+} ngx_http_dstack_bucket_t;
+
+/* Counters are updated with __atomic builtins without a lock; a slot
+ * changes owner (uid) only when the writer reassigns a freed slot, and
+ * the first worker to see the new uid zeroes it. */
+typedef struct {
+    uint64_t                    uid;        /* owning service, 0 = free */
+    int64_t                     inflight;
+    uint64_t                    requests[NGX_HTTP_DSTACK_CLASSES];
+    uint64_t                    time_ms_sum;
+    uint64_t                    hist[NGX_HTTP_DSTACK_HIST];
+    ngx_http_dstack_bucket_t    buckets[NGX_HTTP_DSTACK_WINDOW];
+} ngx_http_dstack_service_metrics_t;
+
+typedef struct {
+    uint64_t                    uid;        /* owning replica, 0 = free */
+    int64_t                     inflight;
+    uint64_t                    requests;
+    uint64_t                    failures;   /* connect/read failures */
+} ngx_http_dstack_replica_metrics_t;
+
+
+/* ---- configuration ----------------------------------------------------- */
+
+typedef struct {
+    ngx_str_t                   state_path;     /* dstack_state */
+    ngx_uint_t                  max_services;   /* dstack_capacity */
+    ngx_uint_t                  max_replicas;
+    ngx_shm_zone_t             *metrics_zone;
+    ngx_shm_zone_t             *limit_zone;
+    size_t                      limit_zone_size; /* dstack_limit_zone */
+    ngx_msec_t                  watch_interval;  /* state file checks */
+    time_t                      retry_after;     /* 503 Retry-After */
+} ngx_http_dstack_main_conf_t;
+
+typedef struct {
+    ngx_flag_t                  gateway;        /* dstack_gateway */
+    ngx_str_t                   domain;         /* dstack_domain */
+    ngx_uint_t                  stats;          /* dstack_stats */
+} ngx_http_dstack_loc_conf_t;
+
+
+/* ---- per request ------------------------------------------------------- */
+
+/* a ready replica, copied out of LMDB into r->pool; its sockaddr is
+ * built only when the balancer picks it */
+typedef struct {
+    ds_replica_t                replica;
+    ngx_http_dstack_replica_metrics_t *metrics; /* NULL: slot over capacity */
+} ngx_http_dstack_peer_t;
+
+typedef struct {
+    ngx_str_t                   service;        /* run name */
+    uint64_t                    service_uid;
+    ngx_http_dstack_service_metrics_t *metrics; /* NULL: no slot */
+
+    ngx_http_dstack_peer_t     *peers;          /* ready replicas */
+    ngx_uint_t                  npeers;
+
+    uint64_t                    max_body_size;  /* 0 = unlimited */
+    off_t                       body_received;  /* chunked bodies */
+    ngx_msec_t                  read_timeout;
+    ngx_msec_t                  connect_timeout;
+
+    ngx_msec_t                  start;          /* ngx_current_msec */
+
+    unsigned                    admitted:1;     /* counted in-flight */
+    unsigned                    token_consumed:1; /* not forwarded */
+    unsigned                    refused:1;      /* refused by the gateway */
+    unsigned                    done:1;         /* access phase finished */
+} ngx_http_dstack_ctx_t;
+
+
+extern ngx_module_t  ngx_http_dstack_module;
+
+
+/* state.c: the worker's LMDB reader */
+ngx_int_t ngx_http_dstack_state_init_worker(ngx_cycle_t *cycle);
+void ngx_http_dstack_state_exit_worker(ngx_cycle_t *cycle);
+/* a renewed read transaction, or NULL when the state is unavailable (the
+ * reason is logged at most once per watch interval) */
+ds_txn_t *ngx_http_dstack_state_begin(ngx_log_t *log);
+void ngx_http_dstack_state_end(void);
+
+/* handler.c */
+ngx_int_t ngx_http_dstack_access_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_dstack_send_error(ngx_http_request_t *r,
+    ngx_uint_t status, const char *type, ngx_str_t *message);
+ngx_int_t ngx_http_dstack_body_filter_init(ngx_conf_t *cf);
+
+/* auth.c: NGX_OK, or the status to answer (401, 403, 400) */
+ngx_int_t ngx_http_dstack_auth(ngx_http_request_t *r, ds_txn_t *txn,
+    const ds_service_t *svc, ngx_str_t *reason);
+
+/* limit.c */
+ngx_int_t ngx_http_dstack_limit_zone_init(ngx_conf_t *cf,
+    ngx_http_dstack_main_conf_t *dmcf);
+/* NGX_OK, NGX_BUSY (over the limit; *retry_after set) or NGX_ERROR */
+ngx_int_t ngx_http_dstack_limit(ngx_http_request_t *r,
+    const ds_service_t *svc, time_t *retry_after);
+
+/* metrics.c */
+ngx_int_t ngx_http_dstack_metrics_zone_init(ngx_conf_t *cf,
+    ngx_http_dstack_main_conf_t *dmcf);
+ngx_http_dstack_service_metrics_t *ngx_http_dstack_service_metrics(
+    uint32_t slot, uint64_t uid);
+ngx_http_dstack_replica_metrics_t *ngx_http_dstack_replica_metrics(
+    uint32_t slot, uint64_t uid);
+void ngx_http_dstack_metrics_admit(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx);
+ngx_int_t ngx_http_dstack_log_handler(ngx_http_request_t *r);
+/* sums of a service's buckets over the last `seconds` (<= WINDOW) */
+void ngx_http_dstack_metrics_window(ngx_http_dstack_service_metrics_t *m,
+    time_t now, ngx_uint_t seconds, uint64_t sums[NGX_HTTP_DSTACK_CLASSES]);
+
+/* stats.c: content handler of "dstack_stats" */
+ngx_int_t ngx_http_dstack_stats_handler(ngx_http_request_t *r);
+
+/* balancer.c: the "dstack_balancer" directive */
+char *ngx_http_dstack_balancer(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+#endif /* NGX_HTTP_DSTACK_MODULE_H */
