@@ -36,13 +36,24 @@ MODULE_SRCS := $(wildcard ngx_dstack_module/*.c ngx_dstack_module/*.h)
 
 MODULE := $(B)/ngx_http_dstack_module.so
 SEED := $(B)/dstack-seed
-UNIT_TESTS := $(B)/t/test_state
+CONTROLD := $(B)/dstack-controld
+CLI := $(B)/dstackctl
+CONTROLD_SRCS := $(wildcard controld/*.c)
+CLI_SRCS := $(wildcard cli/*.c)
+COMMON_LIBS := -lyaml -lcjson -llmdb
+UNIT_TESTS := $(patsubst t/unit/%.c,$(B)/t/%,$(wildcard t/unit/test_*.c))
 FUZZ_TARGETS := $(patsubst t/fuzz/%.c,$(B)/fuzz/%,$(wildcard t/fuzz/*.c))
 ifneq ($(HAVE_CLANG_FUZZER),1)
 FUZZ_TARGETS :=
 endif
 
 PROGRAMS := $(MODULE) $(SEED)
+ifneq ($(CONTROLD_SRCS),)
+PROGRAMS += $(CONTROLD)
+endif
+ifneq ($(CLI_SRCS),)
+PROGRAMS += $(CLI)
+endif
 
 .PHONY: all test unit fuzz-smoke prove check bench demo clean distclean
 
@@ -90,20 +101,30 @@ $(MODULE): $(B)/nginx/Makefile $(MODULE_SRCS) $(COMMON_SRCS) $(COMMON_HDRS)
 	$(MAKE) -s -f $(CURDIR)/$(B)/nginx/Makefile -C $(NGINX_SRC) $(NGX_TARGET)
 	cp $(B)/nginx/ngx_http_dstack_module.so $@
 
+# ---- daemon and CLI ----------------------------------------------------------
+
+$(CONTROLD): $(CONTROLD_SRCS) $(wildcard controld/*.h) $(B)/libdscommon.a
+	$(CC) $(DS_CFLAGS) -Icontrold $(CONTROLD_SRCS) $(B)/libdscommon.a -o $@ \
+	    $(DS_LDFLAGS) -lmicrohttpd $(COMMON_LIBS) -lcrypto -lpthread
+
+$(CLI): $(CLI_SRCS) $(wildcard cli/*.h) $(B)/libdscommon.a
+	$(CC) $(DS_CFLAGS) -Icli $(CLI_SRCS) $(B)/libdscommon.a -o $@ \
+	    $(DS_LDFLAGS) -lcurl $(COMMON_LIBS)
+
 # ---- tools and tests ---------------------------------------------------------
 
 $(SEED): t/lib/dstack_seed.c $(B)/libdscommon.a
 	@mkdir -p $(@D)
-	$(CC) $(DS_CFLAGS) $< $(B)/libdscommon.a -o $@ $(DS_LDFLAGS) -lcjson -llmdb
+	$(CC) $(DS_CFLAGS) $< $(B)/libdscommon.a -o $@ $(DS_LDFLAGS) $(COMMON_LIBS)
 
 $(B)/t/test_%: t/unit/test_%.c $(B)/libdscommon.a
 	@mkdir -p $(@D)
-	$(CC) $(DS_CFLAGS) $< $(B)/libdscommon.a -o $@ $(DS_LDFLAGS) -lcmocka -llmdb
+	$(CC) $(DS_CFLAGS) $< $(B)/libdscommon.a -o $@ $(DS_LDFLAGS) -lcmocka $(COMMON_LIBS)
 
 FUZZ_FLAGS := -std=gnu11 -g -O1 -Icommon -fsanitize=fuzzer,address,undefined
 $(B)/fuzz/%: t/fuzz/%.c $(COMMON_SRCS) $(COMMON_HDRS)
 	@mkdir -p $(@D)
-	clang $(FUZZ_FLAGS) $< $(COMMON_SRCS) -o $@ -llmdb
+	clang $(FUZZ_FLAGS) $< $(COMMON_SRCS) -o $@ $(COMMON_LIBS)
 
 FUZZ_SECONDS ?= 10
 
