@@ -358,17 +358,18 @@ ngx_http_dstack_capacity(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         } else {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid parameter \"%V\", expected "
-                               "\"services=N\" or \"replicas=N\"", &value[i]);
+                               "invalid parameter \"%V\" in \"%V\", "
+                               "expected \"services=N\" or \"replicas=N\"",
+                               &value[i], &cmd->name);
             return NGX_CONF_ERROR;
         }
 
         n = ngx_atoi(v.data, v.len);
         if (n == NGX_ERROR || n < 1 || (ngx_uint_t) n > max) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid value in \"%V\": "
+                               "invalid value \"%V\" in \"%V\": "
                                "a number from 1 to %ui expected",
-                               &value[i], max);
+                               &value[i], &cmd->name, max);
             return NGX_CONF_ERROR;
         }
 
@@ -396,8 +397,8 @@ ngx_http_dstack_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (size == NGX_ERROR || size < NGX_HTTP_DSTACK_MIN_LIMIT_ZONE) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid zone size \"%V\": a size of at least "
-                           "64k expected", &value[1]);
+                           "invalid size \"%V\" in \"%V\": a size of at "
+                           "least 64k expected", &value[1], &cmd->name);
         return NGX_CONF_ERROR;
     }
 
@@ -449,7 +450,8 @@ ngx_http_dstack_domain(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     dlcf->domain.len = d.len;
 
     for ( /* void */ ; d.len; d.len--) {
-        c = ngx_tolower(*d.data++);
+        c = ngx_tolower(*d.data);
+        d.data++;
 
         if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
               || c == '-' || c == '.'))
@@ -465,7 +467,8 @@ ngx_http_dstack_domain(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 invalid:
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid domain \"%V\"", &value[1]);
+                       "invalid domain \"%V\" in \"%V\"", &value[1],
+                       &cmd->name);
     return NGX_CONF_ERROR;
 }
 
@@ -492,8 +495,9 @@ ngx_http_dstack_stats(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     } else {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid value \"%V\", "
-                           "expected \"json\" or \"prometheus\"", &value[1]);
+                           "invalid value \"%V\" in \"%V\", "
+                           "expected \"json\" or \"prometheus\"",
+                           &value[1], &cmd->name);
         return NGX_CONF_ERROR;
     }
 
