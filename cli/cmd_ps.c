@@ -1,0 +1,204 @@
+/*
+ * dstackctl ps [-a] [-w] [--json]
+ *
+ * One row per run; a run with several replicas gets a row per replica
+ * under it.  --json prints the API's runs array as is (stable for
+ * scripts); -w redraws every second on a terminal until Ctrl-C.
+ */
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dstackctl.h"
+
+
+#define DSCTL_PS_USAGE  "dstackctl ps [-a] [-w] [--json]"
+
+
+static void
+dsctl_ps_help(void)
+{
+    printf("usage: %s\n\n", DSCTL_PS_USAGE);
+    printf(
+        "List the runs that are not finished, with their replicas.\n\n"
+        "  -a, --all     finished runs too\n"
+        "  -w, --watch   redraw every second (on a terminal) until Ctrl-C\n"
+        "      --json    the runs as JSON, as the API gives them\n"
+        "  -h, --help    this help\n");
+}
+
+
+static void
+dsctl_ps_status(const cJSON *o, char *buf, size_t n)
+{
+    const char  *st = dsctl_json_str(o, "status");
+    const char  *msg = dsctl_json_str(o, "message");
+
+    if (st == NULL) {
+        st = "-";
+    }
+    if (msg != NULL && msg[0] != '\0'
+        && (strcmp(st, "pending") == 0 || strcmp(st, "failed") == 0))
+    {
+        snprintf(buf, n, "%s (%s)", st, msg);
+    } else {
+        snprintf(buf, n, "%s", st);
+    }
+}
+
+
+static void
+dsctl_ps_render(const cJSON *runs, dsctl_str_t *out)
+{
+    static const char *const  hdr[] = {
+        "NAME", "BACKEND", "GPU", "PRICE", "STATUS", "SUBMITTED"
+    };
+    dsctl_table_t  *t;
+    const cJSON    *run, *reps, *r;
+    const char     *gpu, *backend;
+    char            status[160], ago[32], price[32], num[32];
+    double          now = (double) time(NULL);
+    int             n;
+
+    t = dsctl_table_new(6, hdr);
+    cJSON_ArrayForEach(run, runs) {
+        reps = cJSON_GetObjectItemCaseSensitive(run, "replicas");
+        n = cJSON_GetArraySize(reps);
+        dsctl_ps_status(run, status, sizeof(status));
+        dsctl_fmt_ago(ago, sizeof(ago),
+            dsctl_json_num(run, "submitted_at", 0), now);
+
+        if (n <= 1) {
+            r = cJSON_GetArrayItem(reps, 0);
+            backend = dsctl_json_str(r, "backend");
+            gpu = dsctl_json_str(r, "gpu");
+            if (r != NULL) {
+                dsctl_fmt_price(price, sizeof(price),
+                    dsctl_json_num(r, "price", 0));
+            }
+            dsctl_table_addv(t, dsctl_json_str(run, "name"),
+                backend != NULL ? backend : "-",
+                gpu != NULL && gpu[0] != '\0' ? gpu : "-",
+                r != NULL ? price : "-", status, ago);
+            continue;
+        }
+
+        dsctl_table_addv(t, dsctl_json_str(run, "name"), "", "", "",
+            status, ago);
+        cJSON_ArrayForEach(r, reps) {
+            snprintf(num, sizeof(num), "  replica=%.0f",
+                dsctl_json_num(r, "num", 0));
+            gpu = dsctl_json_str(r, "gpu");
+            backend = dsctl_json_str(r, "backend");
+            dsctl_fmt_price(price, sizeof(price),
+                dsctl_json_num(r, "price", 0));
+            dsctl_ps_status(r, status, sizeof(status));
+            dsctl_fmt_ago(ago, sizeof(ago),
+                dsctl_json_num(r, "started_at", 0), now);
+            dsctl_table_addv(t, num, backend != NULL ? backend : "-",
+                gpu != NULL && gpu[0] != '\0' ? gpu : "-", price, status,
+                ago);
+        }
+    }
+    dsctl_table_render(t, out);
+    dsctl_table_free(t);
+}
+
+
+int
+cmd_ps(int argc, char **argv)
+{
+    static const struct option  opts[] = {
+        { "all", no_argument, NULL, 'a' },
+        { "watch", no_argument, NULL, 'w' },
+        { "json", no_argument, NULL, 'j' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 }
+    };
+    dsctl_config_t   cfg;
+    dsctl_resp_t     resp;
+    dsctl_str_t      out = { 0 };
+    const cJSON     *runs;
+    char            *text;
+    int              all = 0, watch = 0, json = 0, c, rc = DSCTL_EXIT_OK;
+
+    opterr = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, ":awh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'a': all = 1; break;
+        case 'w': watch = 1; break;
+        case 'j': json = 1; break;
+        case 'h': dsctl_ps_help(); return DSCTL_EXIT_OK;
+        default: return dsctl_opt_error(DSCTL_PS_USAGE, c, argv);
+        }
+    }
+    if (optind < argc) {
+        return dsctl_usage(DSCTL_PS_USAGE, "unexpected argument \"%s\"",
+            argv[optind]);
+    }
+    if (watch && json) {
+        return dsctl_usage(DSCTL_PS_USAGE, "-w and --json do not go "
+            "together");
+    }
+    /* watching is for eyes: without a terminal, one table */
+    if (!dsctl_isatty_out()) {
+        watch = 0;
+    }
+
+    if (dsctl_config_load(&cfg) != 0) {
+        return DSCTL_EXIT_FAIL;
+    }
+    if (dsctl_api_init(&cfg) != 0) {
+        dsctl_config_free(&cfg);
+        return DSCTL_EXIT_FAIL;
+    }
+
+    if (watch) {
+        dsctl_catch_interrupt();
+    }
+    do {
+        if (dsctl_api_call("GET", all ? "/api/runs?all=1" : "/api/runs",
+                NULL, 0, &resp) != 0)
+        {
+            rc = dsctl_interrupted ? DSCTL_EXIT_OK : DSCTL_EXIT_FAIL;
+            dsctl_resp_free(&resp);
+            break;
+        }
+        runs = cJSON_GetObjectItemCaseSensitive(resp.json, "runs");
+        if (!cJSON_IsArray(runs)) {
+            dsctl_error("the server's answer to GET /api/runs has no "
+                "\"runs\" array");
+            dsctl_resp_free(&resp);
+            rc = DSCTL_EXIT_FAIL;
+            break;
+        }
+        if (json) {
+            text = cJSON_Print(runs);
+            printf("%s\n", text);
+            free(text);
+        } else {
+            out.len = 0;
+            dsctl_ps_render(runs, &out);
+            if (watch) {
+                printf("\033[H\033[2J%s", out.s);
+            } else {
+                fputs(out.s, stdout);
+            }
+            fflush(stdout);
+        }
+        dsctl_resp_free(&resp);
+        if (watch && out.len > 0 && !dsctl_interrupted) {
+            dsctl_sleep_ms(1000);
+        }
+    } while (watch && !dsctl_interrupted);
+
+    if (watch) {
+        dsctl_release_interrupt();
+    }
+    dsctl_str_free(&out);
+    dsctl_config_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,281 @@
+/*
+ * dstackctl: the CLI.  One file per command (cmd_*.c), one per concern
+ * (api.c: HTTP client, config.c: server and token, pack.c: the code
+ * archive, ignore.c: .gitignore rules, table.c: aligned tables, term.c:
+ * messages, prompts and formatting).
+ *
+ * Exit codes: 0 ok, 1 failure, 2 usage error.  Errors go to stderr as
+ * "dstackctl: <message>", lowercase, no final period, subjects quoted.
+ */
+
+#ifndef DSTACKCTL_H
+#define DSTACKCTL_H
+
+#include <stddef.h>
+#include <stdio.h>
+#include <signal.h>
+
+#include <cjson/cJSON.h>
+
+#define DSCTL_VERSION           "0.1.0"
+
+#define DSCTL_EXIT_OK           0
+#define DSCTL_EXIT_FAIL         1
+#define DSCTL_EXIT_USAGE        2
+
+#define DSCTL_ATTR_PRINTF(a, b) __attribute__((format(printf, a, b)))
+
+
+/* ---- the command table (main.c) ---------------------------------------- */
+
+#define DSCTL_CMD_HIDDEN        0x01    /* not listed in --help */
+#define DSCTL_CMD_NO_CONFIG     0x02    /* never talks to the server */
+
+typedef struct {
+    const char     *name;
+    int           (*fn)(int argc, char **argv);
+    unsigned        flags;
+    const char     *summary;            /* one line for dstackctl --help */
+} dsctl_cmd_t;
+
+int cmd_apply(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_ps(int argc, char **argv);
+int cmd_stop(int argc, char **argv);
+int cmd_logs(int argc, char **argv);
+int cmd_offer(int argc, char **argv);
+int cmd_token(int argc, char **argv);
+int cmd_ignore_check(int argc, char **argv);
+
+
+/* ---- messages, prompts, formatting (term.c) ---------------------------- */
+
+/* "dstackctl: " + message + newline on stderr */
+void dsctl_error(const char *fmt, ...) DSCTL_ATTR_PRINTF(1, 2);
+
+/*
+ * A usage error: the message, then "usage: <usage>" and a hint to --help,
+ * on stderr.  Returns DSCTL_EXIT_USAGE for "return dsctl_usage(...)".
+ */
+int dsctl_usage(const char *usage, const char *fmt, ...)
+    DSCTL_ATTR_PRINTF(2, 3);
+
+/* the usage error for getopt_long's ':' (missing value) or '?' */
+int dsctl_opt_error(const char *usage, int c, char **argv);
+
+int dsctl_isatty_out(void);
+int dsctl_isatty_in(void);
+
+/*
+ * Asks QUESTION "[y/n]: " on the terminal.  Returns 1 yes, 0 no, -1 when
+ * stdin is not a terminal (the caller says to use -y).
+ */
+int dsctl_confirm(const char *question);
+
+/*
+ * Ctrl-C while following: dsctl_catch_interrupt() installs a SIGINT
+ * handler (no SA_RESTART, so sleeps and reads return) that only sets
+ * dsctl_interrupted; dsctl_release_interrupt() restores the default.
+ */
+extern volatile sig_atomic_t dsctl_interrupted;
+void dsctl_catch_interrupt(void);
+void dsctl_release_interrupt(void);
+/* sleeps ms milliseconds or until interrupted; 0 when interrupted */
+int dsctl_sleep_ms(long ms);
+
+/* "now", "5 secs ago", "3 mins ago", "2 hours ago", "yesterday", date */
+void dsctl_fmt_ago(char *buf, size_t n, double when, double now);
+/* "$0", "$1.595", "$0.5" */
+void dsctl_fmt_price(char *buf, size_t n, double price);
+/* "512MB", "8GB", "1.5TB" from megabytes */
+void dsctl_fmt_mb(char *buf, size_t n, double mb);
+/* "1.2 MB" from bytes */
+void dsctl_fmt_bytes(char *buf, size_t n, double bytes);
+/* "30s", "5m", "1h", "7d", "2w" or plain seconds; -1 when invalid */
+long long dsctl_parse_duration(const char *s);
+
+/* a growable string */
+typedef struct {
+    char           *s;
+    size_t          len;
+    size_t          cap;
+} dsctl_str_t;
+
+void dsctl_str_add(dsctl_str_t *b, const char *s, size_t len);
+void dsctl_str_addf(dsctl_str_t *b, const char *fmt, ...)
+    DSCTL_ATTR_PRINTF(2, 3);
+void dsctl_str_free(dsctl_str_t *b);
+
+void *dsctl_xmalloc(size_t n);
+void *dsctl_xrealloc(void *p, size_t n);
+char *dsctl_xstrdup(const char *s);
+
+/* reads a whole file (NUL-terminated); NULL with errno set on failure */
+char *dsctl_read_file(const char *path, size_t *len);
+
+/* JSON helpers: NULL / 0 / "" when absent or of another type */
+const char *dsctl_json_str(const cJSON *o, const char *key);
+double dsctl_json_num(const cJSON *o, const char *key, double dflt);
+int dsctl_json_bool(const cJSON *o, const char *key);
+
+
+/* ---- config (config.c) ------------------------------------------------- */
+
+typedef struct {
+    char           *server;     /* "http(s)://host[:port]" or "unix:/path" */
+    char           *token;
+    char           *project;    /* shown in the plan; "main" by default */
+    char           *source;     /* where server came from, for messages */
+} dsctl_config_t;
+
+/*
+ * Server and token: DSTACK_SERVER / DSTACK_TOKEN, else the file named by
+ * DSTACK_CONFIG, else ~/.dstack/config.yml.  The file has top-level keys
+ * "server:" and "token:" (and optionally "project:"), or dstack's own
+ * layout ("projects:" with url/token/name/default).  Prints the error and
+ * returns -1 when no server or token can be found.
+ */
+int dsctl_config_load(dsctl_config_t *cfg);
+void dsctl_config_free(dsctl_config_t *cfg);
+/* parses a config file's text; err (if not NULL) gets a message */
+int dsctl_config_parse(dsctl_config_t *cfg, const char *path,
+    const char *text, size_t len, char *err, size_t errlen);
+
+
+/* ---- the API client (api.c) -------------------------------------------- */
+
+/* Answer of a call that reached the server. */
+typedef struct {
+    long            status;
+    cJSON          *json;       /* parsed body, NULL if not JSON */
+    const char     *err_type;   /* error.type of a 4xx/5xx, or "" */
+    const char     *err_msg;    /* error.message of a 4xx/5xx, or "" */
+} dsctl_resp_t;
+
+int dsctl_api_init(const dsctl_config_t *cfg);
+void dsctl_api_cleanup(void);
+
+/*
+ * A JSON call.  Returns 0 with a 2xx answer; -1 otherwise, after printing
+ * "dstackctl: <message>" unless DSCTL_API_QUIET is set.  resp->json is
+ * kept either way (free with dsctl_resp_free).  body may be NULL.
+ */
+#define DSCTL_API_QUIET         0x01
+int dsctl_api_call(const char *method, const char *path, const cJSON *body,
+    unsigned flags, dsctl_resp_t *resp);
+void dsctl_resp_free(dsctl_resp_t *resp);
+
+/* PUT of raw bytes (the code archive), with a progress bar on a TTY */
+int dsctl_api_upload(const char *path, const void *data, size_t len,
+    const char *content_type, const char *label, dsctl_resp_t *resp);
+
+/*
+ * A streamed GET (logs): the body goes to out as it arrives.  Returns 0
+ * at the end of the stream or when interrupted (dsctl_interrupted).
+ */
+int dsctl_api_stream(const char *path, FILE *out);
+
+/* percent-encodes s for a path segment or query value */
+char *dsctl_url_escape(const char *s);
+
+
+/* ---- tables (table.c) -------------------------------------------------- */
+
+typedef struct dsctl_table_s  dsctl_table_t;
+
+#define DSCTL_ALIGN_LEFT        0
+#define DSCTL_ALIGN_RIGHT       1
+
+/* headers: ncols strings, or NULL for a table without a header row */
+dsctl_table_t *dsctl_table_new(int ncols, const char *const *headers);
+void dsctl_table_align(dsctl_table_t *t, int col, int align);
+/* adds a row of ncols cells (NULL = empty); the table copies them */
+void dsctl_table_add(dsctl_table_t *t, const char *const *cells);
+void dsctl_table_addv(dsctl_table_t *t, ...);   /* ncols const char * */
+int dsctl_table_rows(const dsctl_table_t *t);
+/* columns separated by two spaces, one space of margin, no trailing */
+void dsctl_table_print(const dsctl_table_t *t, FILE *out);
+void dsctl_table_render(const dsctl_table_t *t, dsctl_str_t *out);
+void dsctl_table_free(dsctl_table_t *t);
+/* display width of UTF-8 text (code points; no wide characters) */
+size_t dsctl_text_width(const char *s);
+
+
+/* ---- .gitignore rules (ignore.c) --------------------------------------- */
+
+typedef struct dsctl_ignore_s  dsctl_ignore_t;
+
+dsctl_ignore_t *dsctl_ignore_new(void);
+void dsctl_ignore_free(dsctl_ignore_t *ig);
+/*
+ * Adds the rules of one .gitignore whose directory is base ("" for the
+ * root, else "sub/dir/" relative to the root, with the final slash).
+ * Rules added later (deeper files) take precedence.
+ */
+void dsctl_ignore_add(dsctl_ignore_t *ig, const char *base,
+    const char *text, size_t len);
+/* forgets the rules added since mark (dsctl_ignore_mark) */
+size_t dsctl_ignore_mark(const dsctl_ignore_t *ig);
+void dsctl_ignore_pop(dsctl_ignore_t *ig, size_t mark);
+/* 1 when path (relative to the root, no leading or trailing slash) is
+ * ignored; the parents' verdicts are the caller's business (walk) */
+int dsctl_ignore_match(const dsctl_ignore_t *ig, const char *path,
+    int is_dir);
+/* git's wildmatch with WM_PATHNAME: 1 when text matches pattern */
+int dsctl_wildmatch(const char *pattern, const char *text);
+
+/*
+ * Walks root honouring .gitignore files (and never .git): cb gets each
+ * kept path relative to root ("a", "a/b.txt"; directories too, with
+ * is_dir set), in name order, parents before children.  Returns 0, or
+ * -1 after printing an error.
+ */
+typedef int (*dsctl_walk_cb)(void *arg, const char *path, int is_dir);
+int dsctl_walk(const char *root, dsctl_walk_cb cb, void *arg);
+
+
+/* ---- the code archive (pack.c) ----------------------------------------- */
+
+typedef struct {
+    char           *path;       /* temporary file, removed by free */
+    void           *data;       /* mapped archive */
+    size_t          len;
+    size_t          files;
+    char            hash[65];   /* sha256 hex */
+} dsctl_pack_t;
+
+/* tar.gz of dir honouring .gitignore; -1 after printing an error */
+int dsctl_pack(const char *dir, dsctl_pack_t *pk);
+void dsctl_pack_free(dsctl_pack_t *pk);
+/* packs dir and PUTs it to /api/code/<hash>; fills hash */
+int dsctl_pack_upload(const char *dir, char hash[65]);
+
+
+/* ---- spec helpers (spec.c) --------------------------------------------- */
+
+typedef struct {
+    char           *file;       /* as given */
+    cJSON          *spec;       /* normalized, env resolved */
+} dsctl_spec_t;
+
+/*
+ * Reads, parses and validates FILE (errors "file:line:col: message" on
+ * stderr), then fills env from the environment and the -e overrides
+ * (K=V strings).  Returns 0, or -1 after printing the errors.
+ */
+int dsctl_spec_load(dsctl_spec_t *sp, const char *file,
+    char **overrides, int n_overrides);
+void dsctl_spec_free(dsctl_spec_t *sp);
+/* one-line summaries for the plan table */
+void dsctl_spec_resources(const cJSON *spec, dsctl_str_t *out);
+void dsctl_spec_replicas(const cJSON *spec, dsctl_str_t *out);
+/* "name" of the spec's model, or NULL */
+const char *dsctl_spec_model(const cJSON *spec);
+const char *dsctl_spec_model_prefix(const cJSON *spec);
+
+/* offers: "16xCPU, 62GB, 100GB (disk), 1xH100 (80GB)" */
+void dsctl_offer_resources(const cJSON *res, dsctl_str_t *out);
+/* the offers table: at most max rows (0 = all), cheapest first */
+void dsctl_print_offers(const cJSON *offers, int total, int max);
+
+#endif /* DSTACKCTL_H */

@@ -1,0 +1,352 @@
+/*
+ * The .dstack.yml as the CLI sees it: read, parsed and validated by
+ * common/ds_spec (errors "file:line:col: message"), env resolved from
+ * this process and -e; plus the one-line summaries of resources,
+ * replicas and offers the tables print.
+ */
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ds_spec.h"
+#include "dstackctl.h"
+
+
+int
+dsctl_spec_load(dsctl_spec_t *sp, const char *file, char **overrides,
+    int n_overrides)
+{
+    char         *text;
+    size_t        len;
+    ds_err_t      err;
+    cJSON        *spec = NULL;
+    const char  **ov;
+    int           i, rc;
+
+    memset(sp, 0, sizeof(*sp));
+    text = dsctl_read_file(file, &len);
+    if (text == NULL) {
+        dsctl_error("cannot read \"%s\": %s", file, strerror(errno));
+        return -1;
+    }
+
+    memset(&err, 0, sizeof(err));
+    rc = ds_spec_parse_yaml(file, text, len, &spec, &err);
+    free(text);
+    if (rc != DS_OK) {
+        /* "file:line:col: message", as compilers print it */
+        fflush(stdout);
+        fprintf(stderr, "%s\n", err.msg[0] ? err.msg : "invalid spec");
+        cJSON_Delete(spec);
+        return -1;
+    }
+
+    ov = dsctl_xmalloc(sizeof(char *) * (n_overrides + 1));
+    for (i = 0; i < n_overrides; i++) {
+        ov[i] = overrides[i];
+    }
+    ov[n_overrides] = NULL;
+    memset(&err, 0, sizeof(err));
+    rc = ds_spec_resolve_env(spec, ov, NULL, &err);
+    free(ov);
+    if (rc != DS_OK) {
+        dsctl_error("%s: %s", file, err.msg[0] ? err.msg : "invalid env");
+        cJSON_Delete(spec);
+        return -1;
+    }
+
+    sp->file = dsctl_xstrdup(file);
+    sp->spec = spec;
+    return 0;
+}
+
+
+void
+dsctl_spec_free(dsctl_spec_t *sp)
+{
+    free(sp->file);
+    cJSON_Delete(sp->spec);
+    memset(sp, 0, sizeof(*sp));
+}
+
+
+/* ---- summaries ------------------------------------------------------------ */
+
+typedef void (*dsctl_fmt_fn)(char *buf, size_t n, double v);
+
+static void
+dsctl_fmt_count(char *buf, size_t n, double v)
+{
+    snprintf(buf, n, "%.0f", v);
+}
+
+
+/* {"min","max"} -> "2", "2..", "..4", "1..4"; empty when absent */
+static void
+dsctl_range(const cJSON *r, dsctl_fmt_fn fmt, dsctl_str_t *out)
+{
+    const cJSON  *mn, *mx;
+    char          a[32], b[32];
+
+    if (!cJSON_IsObject(r)) {
+        return;
+    }
+    mn = cJSON_GetObjectItemCaseSensitive(r, "min");
+    mx = cJSON_GetObjectItemCaseSensitive(r, "max");
+    a[0] = b[0] = '\0';
+    if (cJSON_IsNumber(mn) && mn->valuedouble > 0) {
+        fmt(a, sizeof(a), mn->valuedouble);
+    }
+    if (cJSON_IsNumber(mx)) {
+        fmt(b, sizeof(b), mx->valuedouble);
+    }
+    if (a[0] == '\0' && b[0] == '\0') {
+        dsctl_str_add(out, "0..", 3);
+    } else if (strcmp(a, b) == 0) {
+        dsctl_str_add(out, a, strlen(a));
+    } else if (b[0] == '\0') {
+        dsctl_str_addf(out, "%s..", a);
+    } else if (a[0] == '\0') {
+        dsctl_str_addf(out, "..%s", b);
+    } else {
+        dsctl_str_addf(out, "%s..%s", a, b);
+    }
+}
+
+
+/* dstack's way: "2..xCPU, 8GB.., 1xA100 (80GB), 100GB.. (disk)" */
+void
+dsctl_spec_resources(const cJSON *spec, dsctl_str_t *out)
+{
+    const cJSON  *res, *cpu, *gpu, *names, *name, *cnt, *mx, *mem;
+    const char   *arch, *vendor;
+    int           first;
+
+    res = cJSON_GetObjectItemCaseSensitive(spec, "resources");
+    cpu = cJSON_GetObjectItemCaseSensitive(res, "cpu");
+    dsctl_range(cJSON_GetObjectItemCaseSensitive(cpu, "count"),
+        dsctl_fmt_count, out);
+    dsctl_str_add(out, "xCPU", 4);
+    arch = dsctl_json_str(cpu, "arch");
+    if (arch != NULL) {
+        dsctl_str_addf(out, " (%s)", arch);
+    }
+
+    if (cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(res, "memory"))) {
+        dsctl_str_add(out, ", ", 2);
+        dsctl_range(cJSON_GetObjectItemCaseSensitive(res, "memory"),
+            dsctl_fmt_mb, out);
+    }
+
+    gpu = cJSON_GetObjectItemCaseSensitive(res, "gpu");
+    cnt = cJSON_GetObjectItemCaseSensitive(gpu, "count");
+    mx = cJSON_GetObjectItemCaseSensitive(cnt, "max");
+    if (cJSON_IsObject(gpu) && !(cJSON_IsNumber(mx) && mx->valuedouble == 0))
+    {
+        dsctl_str_add(out, ", ", 2);
+        dsctl_range(cnt, dsctl_fmt_count, out);
+        dsctl_str_add(out, "x", 1);
+        names = cJSON_GetObjectItemCaseSensitive(gpu, "name");
+        vendor = dsctl_json_str(gpu, "vendor");
+        if (cJSON_IsArray(names) && cJSON_GetArraySize(names) > 0) {
+            first = 1;
+            cJSON_ArrayForEach(name, names) {
+                if (cJSON_IsString(name)) {
+                    dsctl_str_addf(out, "%s%s", first ? "" : ",",
+                        name->valuestring);
+                    first = 0;
+                }
+            }
+        } else {
+            dsctl_str_addf(out, "%s", vendor != NULL ? vendor : "GPU");
+        }
+        mem = cJSON_GetObjectItemCaseSensitive(gpu, "memory");
+        if (cJSON_IsObject(mem)) {
+            dsctl_str_add(out, " (", 2);
+            dsctl_range(mem, dsctl_fmt_mb, out);
+            dsctl_str_add(out, ")", 1);
+        }
+        mem = cJSON_GetObjectItemCaseSensitive(gpu, "total_memory");
+        if (cJSON_IsObject(mem)) {
+            dsctl_str_add(out, " (total ", 8);
+            dsctl_range(mem, dsctl_fmt_mb, out);
+            dsctl_str_add(out, ")", 1);
+        }
+    }
+
+    if (cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(res, "disk"))) {
+        dsctl_str_add(out, ", ", 2);
+        dsctl_range(cJSON_GetObjectItemCaseSensitive(res, "disk"),
+            dsctl_fmt_mb, out);
+        dsctl_str_add(out, " (disk)", 7);
+    }
+}
+
+
+/* "2", or "0..4 (rps, target 10)" */
+void
+dsctl_spec_replicas(const cJSON *spec, dsctl_str_t *out)
+{
+    const cJSON  *sc;
+    const char   *metric;
+    char          t[32];
+
+    dsctl_range(cJSON_GetObjectItemCaseSensitive(spec, "replicas"),
+        dsctl_fmt_count, out);
+    sc = cJSON_GetObjectItemCaseSensitive(spec, "scaling");
+    if (cJSON_IsObject(sc)) {
+        metric = dsctl_json_str(sc, "metric");
+        snprintf(t, sizeof(t), "%g", dsctl_json_num(sc, "target", 0));
+        dsctl_str_addf(out, " (%s, target %s)",
+            metric != NULL ? metric : "rps", t);
+    }
+}
+
+
+const char *
+dsctl_spec_model(const cJSON *spec)
+{
+    const cJSON  *m = cJSON_GetObjectItemCaseSensitive(spec, "model");
+
+    if (cJSON_IsString(m)) {
+        return m->valuestring;
+    }
+    return dsctl_json_str(m, "name");
+}
+
+
+const char *
+dsctl_spec_model_prefix(const cJSON *spec)
+{
+    const cJSON  *m = cJSON_GetObjectItemCaseSensitive(spec, "model");
+    const char   *p = dsctl_json_str(m, "prefix");
+
+    return p != NULL ? p : "/v1";
+}
+
+
+/* ---- offers ----------------------------------------------------------------- */
+
+void
+dsctl_offer_resources(const cJSON *res, dsctl_str_t *out)
+{
+    const cJSON  *gpus, *g, *h;
+    const char   *name, *hname;
+    char          m[32];
+    double        mem;
+    int           i, j, n, count, seen;
+
+    dsctl_str_addf(out, "%.0fxCPU", dsctl_json_num(res, "cpus", 0));
+    dsctl_fmt_mb(m, sizeof(m), dsctl_json_num(res, "memory_mb", 0));
+    dsctl_str_addf(out, ", %s", m);
+
+    /* "2xH100 (80GB)": one group per name and memory, in order */
+    gpus = cJSON_GetObjectItemCaseSensitive(res, "gpus");
+    n = cJSON_GetArraySize(gpus);
+    for (i = 0; i < n; i++) {
+        g = cJSON_GetArrayItem(gpus, i);
+        name = dsctl_json_str(g, "name");
+        name = name != NULL ? name : "GPU";
+        mem = dsctl_json_num(g, "memory_mb", 0);
+        seen = 0;
+        for (j = 0; j < i && !seen; j++) {
+            h = cJSON_GetArrayItem(gpus, j);
+            hname = dsctl_json_str(h, "name");
+            seen = strcmp(hname != NULL ? hname : "GPU", name) == 0
+                   && dsctl_json_num(h, "memory_mb", 0) == mem;
+        }
+        if (seen) {
+            continue;
+        }
+        count = 0;
+        for (j = i; j < n; j++) {
+            h = cJSON_GetArrayItem(gpus, j);
+            hname = dsctl_json_str(h, "name");
+            if (strcmp(hname != NULL ? hname : "GPU", name) == 0
+                && dsctl_json_num(h, "memory_mb", 0) == mem)
+            {
+                count++;
+            }
+        }
+        dsctl_str_addf(out, ", %dx%s", count, name);
+        if (mem > 0) {
+            dsctl_fmt_mb(m, sizeof(m), mem);
+            dsctl_str_addf(out, " (%s)", m);
+        }
+    }
+
+    if (dsctl_json_num(res, "disk_mb", 0) > 0) {
+        dsctl_fmt_mb(m, sizeof(m), dsctl_json_num(res, "disk_mb", 0));
+        dsctl_str_addf(out, ", %s (disk)", m);
+    }
+}
+
+
+typedef struct {
+    const cJSON    *offer;
+    double          price;
+    int             index;
+} dsctl_offer_ref_t;
+
+static int
+dsctl_cmp_offers(const void *a, const void *b)
+{
+    const dsctl_offer_ref_t  *x = a, *y = b;
+
+    if (x->price != y->price) {
+        return x->price < y->price ? -1 : 1;
+    }
+    return x->index - y->index;
+}
+
+
+void
+dsctl_print_offers(const cJSON *offers, int total, int max)
+{
+    static const char *const  hdr[] = {
+        "#", "BACKEND", "REGION", "RESOURCES", "INSTANCE-TYPE", "SPOT",
+        "PRICE"
+    };
+    dsctl_table_t      *t;
+    dsctl_offer_ref_t  *refs;
+    dsctl_str_t         res = { 0 };
+    const cJSON        *o;
+    char                num[16], price[32];
+    int                 n, i, shown;
+
+    n = cJSON_GetArraySize(offers);
+    if (total < n) {
+        total = n;
+    }
+    refs = dsctl_xmalloc(sizeof(*refs) * (n ? n : 1));
+    for (i = 0; i < n; i++) {
+        refs[i].offer = cJSON_GetArrayItem(offers, i);
+        refs[i].price = dsctl_json_num(refs[i].offer, "price", 0);
+        refs[i].index = i;
+    }
+    qsort(refs, n, sizeof(*refs), dsctl_cmp_offers);
+
+    shown = max > 0 && n > max ? max : n;
+    t = dsctl_table_new(7, hdr);
+    for (i = 0; i < shown; i++) {
+        o = refs[i].offer;
+        snprintf(num, sizeof(num), "%d", i + 1);
+        res.len = 0;
+        dsctl_offer_resources(cJSON_GetObjectItemCaseSensitive(o,
+            "resources"), &res);
+        dsctl_fmt_price(price, sizeof(price), refs[i].price);
+        dsctl_table_addv(t, num, dsctl_json_str(o, "backend"),
+            dsctl_json_str(o, "region"), res.s,
+            dsctl_json_str(o, "instance_type"),
+            dsctl_json_bool(o, "spot") ? "yes" : "no", price);
+    }
+    dsctl_table_print(t, stdout);
+    if (shown < total) {
+        printf(" Shown %d of %d offers\n", shown, total);
+    }
+    dsctl_table_free(t);
+    dsctl_str_free(&res);
+    free(refs);
+}
