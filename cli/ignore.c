@@ -400,7 +400,8 @@ dsctl_walk_dir(const char *root, dsctl_str_t *rel, dsctl_ignore_t *ig,
 
     mark = dsctl_ignore_mark(ig);
     full.len = 0;
-    dsctl_str_addf(&full, "%s/%s.gitignore", root, rel->len ? rel->s : "");
+    dsctl_str_addf(&full, "%s/%s%s.gitignore", root, rel->len ? rel->s : "",
+        rel->len ? "/" : "");
     if (rel->len) {
         /* the base of a nested .gitignore is its directory plus "/" */
         dsctl_str_add(rel, "/", 1);

@@ -6,7 +6,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -219,7 +218,7 @@ dsctl_fmt_unit(char *buf, size_t n, double v, const char *const *units,
     for (i = 0; i < nunits - 1 && v >= step; i++) {
         v /= step;
     }
-    if (v == floor(v) || v >= 100) {
+    if (v == (double) (long long) v || v >= 100) {
         snprintf(buf, n, "%.0f%s%s", v, sep, units[i]);
     } else {
         snprintf(buf, n, "%.1f%s%s", v, sep, units[i]);

@@ -1,0 +1,448 @@
+/*
+ * Unit tests of dstackctl's pure parts: .gitignore matching (ignore.c),
+ * tables (table.c), config files (config.c), durations and formatting
+ * (term.c).
+ *
+ * The Makefile links t/unit/test_*.c with libdscommon.a only, so the CLI
+ * sources under test are compiled into this file; none of them needs
+ * libcurl.
+ */
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "../../cli/term.c"
+#include "../../cli/table.c"
+#include "../../cli/ignore.c"
+#include "../../cli/config.c"
+
+
+/* ---- wildmatch ------------------------------------------------------------- */
+
+static void
+test_wildmatch(void **state)
+{
+    static const struct { const char *p, *t; int m; } cases[] = {
+        { "foo", "foo", 1 },
+        { "foo", "foobar", 0 },
+        { "*.o", "main.o", 1 },
+        { "*.o", "dir/main.o", 0 },         /* "*" stops at "/" */
+        { "*", "", 1 },
+        { "a*b", "ab", 1 },
+        { "a*b", "axxb", 1 },
+        { "a*b", "ax/b", 0 },
+        { "?.c", "a.c", 1 },
+        { "?.c", "/.c", 0 },
+        { "?.c", "ab.c", 0 },
+        { "[abc].txt", "b.txt", 1 },
+        { "[abc].txt", "d.txt", 0 },
+        { "[a-c]x", "bx", 1 },
+        { "[!a-c]x", "bx", 0 },
+        { "[!a-c]x", "dx", 1 },
+        { "[^a-c]x", "dx", 1 },
+        { "[]]", "]", 1 },
+        { "[", "[", 1 },                    /* unclosed: a plain "[" */
+        { "\\*", "*", 1 },
+        { "\\*", "a", 0 },
+        { "\\#x", "#x", 1 },
+        { "**/foo", "foo", 1 },
+        { "**/foo", "a/b/foo", 1 },
+        { "**/foo", "a/b/foox", 0 },
+        { "**/foo/bar", "x/foo/bar", 1 },
+        { "abc/**", "abc/x", 1 },
+        { "abc/**", "abc/x/y/z", 1 },
+        { "abc/**", "abc", 0 },
+        { "a/**/b", "a/b", 1 },
+        { "a/**/b", "a/x/b", 1 },
+        { "a/**/b", "a/x/y/b", 1 },
+        { "a/**/b", "a/x/y/c", 0 },
+        { "a**b", "axxb", 1 },              /* "**" inside a segment */
+        { "a**b", "ax/b", 0 },
+        { "doc/*.txt", "doc/a.txt", 1 },
+        { "doc/*.txt", "doc/x/a.txt", 0 },
+        { "*.tar.gz", "x.tar.gz", 1 },
+    };
+    size_t  i;
+
+    (void) state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (dsctl_wildmatch(cases[i].p, cases[i].t) != cases[i].m) {
+            fail_msg("wildmatch(\"%s\", \"%s\") != %d", cases[i].p,
+                cases[i].t, cases[i].m);
+        }
+    }
+}
+
+
+/* ---- rules ------------------------------------------------------------------ */
+
+static void
+test_ignore_rules(void **state)
+{
+    static const char  root[] =
+        "# a comment\n"
+        "\n"
+        "*.log\n"
+        "!keep.log\n"
+        "build/\n"
+        "/top.txt\n"
+        "docs/*.pdf\n"
+        "trailing.txt   \n"
+        "escaped\\ \n"
+        "\\#hash\n"
+        "\\!bang\n"
+        "cache/**\n"
+        "**/tmp\n"
+        "crlf.txt\r\n";
+    static const char  sub[] = "!important.log\nlocal\n";
+    dsctl_ignore_t    *ig;
+    size_t             mark;
+
+    (void) state;
+    ig = dsctl_ignore_new();
+    dsctl_ignore_add(ig, "", root, sizeof(root) - 1);
+
+    assert_int_equal(dsctl_ignore_match(ig, "a.log", 0), 1);
+    assert_int_equal(dsctl_ignore_match(ig, "x/y/a.log", 0), 1);
+    assert_int_equal(dsctl_ignore_match(ig, "keep.log", 0), 0);
+    assert_int_equal(dsctl_ignore_match(ig, "x/keep.log", 0), 0);
+    assert_int_equal(dsctl_ignore_match(ig, "build", 1), 1);
+    assert_int_equal(dsctl_ignore_match(ig, "build", 0), 0); /* a file */
+    assert_int_equal(dsctl_ignore_match(ig, "src/build", 1), 1);
+    assert_int_equal(dsctl_ignore_match(ig, "top.txt", 0), 1);
+    assert_int_equal(dsctl_ignore_match(ig, "x/top.txt", 0), 0);
+    assert_int_equal(dsctl_ignore_match(ig, "docs/a.pdf", 0), 1);
+    assert_int_equal(dsctl_ignore_match(ig, "x/docs/a.pdf", 0), 0);
+    assert_int_equal(dsctl_ignore_match(ig, "trailing.txt", 0), 1);
+    assert_int_equal(dsctl_ignore_match(ig, "escaped ", 0), 1);
+    assert_int_equal(dsctl_ignore_match(ig, "escaped", 0), 0);
+    assert_int_equal(dsctl_ignore_match(ig, "#hash", 0), 1);
+    assert_int_equal(dsctl_ignore_match(ig, "!bang", 0), 1);
+    assert_int_equal(dsctl_ignore_match(ig, "cache/a/b", 0), 1);
+    assert_int_equal(dsctl_ignore_match(ig, "cache", 1), 0);
+    assert_int_equal(dsctl_ignore_match(ig, "tmp", 1), 1);
+    assert_int_equal(dsctl_ignore_match(ig, "a/b/tmp", 0), 1);
+    assert_int_equal(dsctl_ignore_match(ig, "crlf.txt", 0), 1);
+    assert_int_equal(dsctl_ignore_match(ig, "main.c", 0), 0);
+
+    /* a nested file overrides and adds, for its directory only */
+    mark = dsctl_ignore_mark(ig);
+    dsctl_ignore_add(ig, "sub/", sub, sizeof(sub) - 1);
+    assert_int_equal(dsctl_ignore_match(ig, "sub/important.log", 0), 0);
+    assert_int_equal(dsctl_ignore_match(ig, "sub/other.log", 0), 1);
+    assert_int_equal(dsctl_ignore_match(ig, "sub/local", 0), 1);
+    assert_int_equal(dsctl_ignore_match(ig, "local", 0), 0);
+    assert_int_equal(dsctl_ignore_match(ig, "important.log", 0), 1);
+    dsctl_ignore_pop(ig, mark);
+    assert_int_equal(dsctl_ignore_match(ig, "sub/important.log", 0), 1);
+
+    dsctl_ignore_free(ig);
+}
+
+
+/* ---- the walk over a real tree ---------------------------------------------- */
+
+static void
+put(const char *dir, const char *rel, const char *text)
+{
+    char   path[512], *slash;
+    FILE  *f;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, rel);
+    for (slash = strchr(path + strlen(dir) + 1, '/'); slash != NULL;
+         slash = strchr(slash + 1, '/'))
+    {
+        *slash = '\0';
+        mkdir(path, 0755);
+        *slash = '/';
+    }
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+
+static int
+collect(void *arg, const char *path, int is_dir)
+{
+    dsctl_str_addf(arg, "%s%s\n", path, is_dir ? "/" : "");
+    return 0;
+}
+
+
+static void
+test_walk(void **state)
+{
+    char         dir[] = "/tmp/dstackctl-walk-XXXXXX";
+    char         cmd[600];
+    dsctl_str_t  out = { 0 };
+
+    (void) state;
+    assert_non_null(mkdtemp(dir));
+    put(dir, ".gitignore", "*.log\nbuild/\n/data/*\n!/data/keep\n");
+    put(dir, "app.py", "print(1)\n");
+    put(dir, "debug.log", "x\n");
+    put(dir, "build/out.o", "x\n");
+    put(dir, "data/big.bin", "x\n");
+    put(dir, "data/keep", "x\n");
+    put(dir, ".git/config", "x\n");
+    put(dir, "src/.gitignore", "secret.txt\n!special.log\n");
+    put(dir, "src/main.c", "x\n");
+    put(dir, "src/secret.txt", "x\n");
+    put(dir, "src/special.log", "x\n");
+    put(dir, "src/deep/secret.txt", "x\n");
+    put(dir, "src/deep/other.log", "x\n");
+    put(dir, "secret.txt", "top\n");
+
+    assert_int_equal(dsctl_walk(dir, collect, &out), 0);
+    assert_string_equal(out.s,
+        ".gitignore\n"
+        "app.py\n"
+        "data/\n"
+        "data/keep\n"
+        "secret.txt\n"
+        "src/\n"
+        "src/.gitignore\n"
+        "src/deep/\n"
+        "src/main.c\n"
+        "src/special.log\n");
+    dsctl_str_free(&out);
+
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+
+/* ---- tables ------------------------------------------------------------------ */
+
+static void
+test_table(void **state)
+{
+    static const char *const  hdr[] = { "NAME", "STATUS", "PRICE" };
+    dsctl_table_t  *t;
+    dsctl_str_t     out = { 0 };
+
+    (void) state;
+    t = dsctl_table_new(3, hdr);
+    dsctl_table_addv(t, "yellow-cat-1", "running", "$0");
+    dsctl_table_addv(t, "a", "provisioning", "$1.595");
+    dsctl_table_addv(t, "  replica=0", "", "");
+    dsctl_table_addv(t, "b×c", "ok", NULL);        /* UTF-8: 3 columns */
+    assert_int_equal(dsctl_table_rows(t), 4);
+    dsctl_table_render(t, &out);
+    assert_string_equal(out.s,
+        " NAME          STATUS        PRICE\n"
+        " yellow-cat-1  running       $0\n"
+        " a             provisioning  $1.595\n"
+        "   replica=0\n"
+        " b×c           ok\n");
+    dsctl_table_free(t);
+
+    /* right alignment, and a table without a header */
+    out.len = 0;
+    t = dsctl_table_new(2, NULL);
+    dsctl_table_align(t, 1, DSCTL_ALIGN_RIGHT);
+    dsctl_table_addv(t, "x", "1");
+    dsctl_table_addv(t, "long key", "100");
+    assert_int_equal(dsctl_table_rows(t), 2);
+    dsctl_table_render(t, &out);
+    assert_string_equal(out.s,
+        " x           1\n"
+        " long key  100\n");
+    dsctl_table_free(t);
+    dsctl_str_free(&out);
+}
+
+
+/* ---- config files ----------------------------------------------------------- */
+
+static void
+test_config(void **state)
+{
+    static const char  ours[] =
+        "server: unix:/var/lib/dstack/api.sock\n"
+        "token: dst_abc\n"
+        "project: demo\n";
+    static const char  dstacks[] =
+        "projects:\n"
+        "- name: first\n"
+        "  url: http://a:3000\n"
+        "  token: t1\n"
+        "- name: second\n"
+        "  url: http://b:3000\n"
+        "  token: t2\n"
+        "  default: true\n"
+        "repos: []\n";
+    static const char  bad[] = "server: [unclosed\n";
+    static const char  list[] = "- a\n- b\n";
+    dsctl_config_t     cfg;
+    char               err[256];
+
+    (void) state;
+    memset(&cfg, 0, sizeof(cfg));
+    assert_int_equal(dsctl_config_parse(&cfg, "c.yml", ours,
+        sizeof(ours) - 1, err, sizeof(err)), 0);
+    assert_string_equal(cfg.server, "unix:/var/lib/dstack/api.sock");
+    assert_string_equal(cfg.token, "dst_abc");
+    assert_string_equal(cfg.project, "demo");
+    dsctl_config_free(&cfg);
+
+    assert_int_equal(dsctl_config_parse(&cfg, "c.yml", dstacks,
+        sizeof(dstacks) - 1, err, sizeof(err)), 0);
+    assert_string_equal(cfg.server, "http://b:3000");
+    assert_string_equal(cfg.token, "t2");
+    assert_string_equal(cfg.project, "second");
+    dsctl_config_free(&cfg);
+
+    /* what is already set (from the environment) wins */
+    cfg.token = dsctl_xstrdup("from-env");
+    assert_int_equal(dsctl_config_parse(&cfg, "c.yml", ours,
+        sizeof(ours) - 1, err, sizeof(err)), 0);
+    assert_string_equal(cfg.token, "from-env");
+    assert_string_equal(cfg.server, "unix:/var/lib/dstack/api.sock");
+    dsctl_config_free(&cfg);
+
+    assert_int_equal(dsctl_config_parse(&cfg, "c.yml", bad,
+        sizeof(bad) - 1, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "c.yml:"));
+    dsctl_config_free(&cfg);
+
+    assert_int_equal(dsctl_config_parse(&cfg, "c.yml", list,
+        sizeof(list) - 1, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "c.yml:1:1: expected a mapping"));
+    dsctl_config_free(&cfg);
+
+    assert_int_equal(dsctl_config_parse(&cfg, "c.yml", "", 0, err,
+        sizeof(err)), 0);
+    assert_null(cfg.server);
+    dsctl_config_free(&cfg);
+}
+
+
+static void
+test_config_load(void **state)
+{
+    char            dir[] = "/tmp/dstackctl-cfg-XXXXXX";
+    char            path[300];
+    dsctl_config_t  cfg;
+
+    (void) state;
+    assert_non_null(mkdtemp(dir));
+    put(dir, "c.yml", "server: http://gw.example.com\ntoken: file-token\n");
+    snprintf(path, sizeof(path), "%s/c.yml", dir);
+
+    unsetenv("DSTACK_SERVER");
+    unsetenv("DSTACK_TOKEN");
+    unsetenv("DSTACK_PROJECT");
+    setenv("DSTACK_CONFIG", path, 1);
+    assert_int_equal(dsctl_config_load(&cfg), 0);
+    assert_string_equal(cfg.server, "http://gw.example.com");
+    assert_string_equal(cfg.token, "file-token");
+    assert_string_equal(cfg.project, "main");
+    dsctl_config_free(&cfg);
+
+    setenv("DSTACK_TOKEN", "env-token", 1);
+    assert_int_equal(dsctl_config_load(&cfg), 0);
+    assert_string_equal(cfg.token, "env-token");
+    assert_string_equal(cfg.server, "http://gw.example.com");
+    dsctl_config_free(&cfg);
+
+    /* both in the environment: the file is not even read */
+    setenv("DSTACK_SERVER", "unix:/x.sock", 1);
+    setenv("DSTACK_CONFIG", "/nonexistent/c.yml", 1);
+    assert_int_equal(dsctl_config_load(&cfg), 0);
+    assert_string_equal(cfg.server, "unix:/x.sock");
+    dsctl_config_free(&cfg);
+
+    /* a named file that is missing is an error; a default one is not */
+    unsetenv("DSTACK_SERVER");
+    assert_int_equal(dsctl_config_load(&cfg), -1);
+    unsetenv("DSTACK_CONFIG");
+    unsetenv("DSTACK_TOKEN");
+    setenv("HOME", dir, 1);
+    assert_int_equal(dsctl_config_load(&cfg), -1);     /* nothing set */
+
+    snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+    assert_int_equal(system(path), 0);
+}
+
+
+/* ---- formatting -------------------------------------------------------------- */
+
+static void
+test_formats(void **state)
+{
+    char  b[64];
+
+    (void) state;
+    assert_int_equal(dsctl_parse_duration("30"), 30);
+    assert_int_equal(dsctl_parse_duration("30s"), 30);
+    assert_int_equal(dsctl_parse_duration("5m"), 300);
+    assert_int_equal(dsctl_parse_duration("2h"), 7200);
+    assert_int_equal(dsctl_parse_duration("30d"), 30 * 86400);
+    assert_int_equal(dsctl_parse_duration("1w"), 7 * 86400);
+    assert_int_equal(dsctl_parse_duration(""), -1);
+    assert_int_equal(dsctl_parse_duration("5x"), -1);
+    assert_int_equal(dsctl_parse_duration("5mm"), -1);
+    assert_int_equal(dsctl_parse_duration("-5"), -1);
+    assert_int_equal(dsctl_parse_duration("m"), -1);
+
+    dsctl_fmt_price(b, sizeof(b), 0);
+    assert_string_equal(b, "$0");
+    dsctl_fmt_price(b, sizeof(b), 1.595);
+    assert_string_equal(b, "$1.595");
+    dsctl_fmt_price(b, sizeof(b), 2);
+    assert_string_equal(b, "$2");
+
+    dsctl_fmt_mb(b, sizeof(b), 8192);
+    assert_string_equal(b, "8GB");
+    dsctl_fmt_mb(b, sizeof(b), 512);
+    assert_string_equal(b, "512MB");
+    dsctl_fmt_mb(b, sizeof(b), 1536);
+    assert_string_equal(b, "1.5GB");
+    dsctl_fmt_mb(b, sizeof(b), 81920);
+    assert_string_equal(b, "80GB");
+    dsctl_fmt_mb(b, sizeof(b), 2 * 1024 * 1024);
+    assert_string_equal(b, "2TB");
+    dsctl_fmt_bytes(b, sizeof(b), 1300);
+    assert_string_equal(b, "1.3 KB");
+
+    dsctl_fmt_ago(b, sizeof(b), 1000, 1002);
+    assert_string_equal(b, "now");
+    dsctl_fmt_ago(b, sizeof(b), 1000, 1030);
+    assert_string_equal(b, "30 secs ago");
+    dsctl_fmt_ago(b, sizeof(b), 1000, 1000 + 300);
+    assert_string_equal(b, "5 mins ago");
+    dsctl_fmt_ago(b, sizeof(b), 1000, 1000 + 3 * 3600);
+    assert_string_equal(b, "3 hours ago");
+    dsctl_fmt_ago(b, sizeof(b), 0, 1000);
+    assert_string_equal(b, "-");
+
+    assert_int_equal(dsctl_text_width("×—é"), 3);
+}
+
+
+int
+main(void)
+{
+    const struct CMUnitTest  tests[] = {
+        cmocka_unit_test(test_wildmatch),
+        cmocka_unit_test(test_ignore_rules),
+        cmocka_unit_test(test_walk),
+        cmocka_unit_test(test_table),
+        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_config_load),
+        cmocka_unit_test(test_formats),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
