@@ -1,0 +1,1198 @@
+/*
+ * dstack-seed: writes the shared state from JSON, and dumps it as JSON.
+ * A test and operations tool: it goes through the same calls as
+ * controld, so what it writes is what the writer would write.
+ *
+ *   dstack-seed STATE_DIR < ops.json     apply the operations
+ *   dstack-seed STATE_DIR --dump         print the whole state
+ *
+ * The operations are a JSON array applied in one write transaction: all
+ * of them or none.  On the first error it prints
+ * "dstack-seed: op N: <reason>" (N counts from 0, the array index) and
+ * exits 1 with nothing committed.
+ *
+ *   {"op":"service","name":"a","auth":true,"https":false,
+ *    "max_body_size":123,"read_timeout_ms":1000,"connect_timeout_ms":500,
+ *    "model":"m","model_prefix":"/v1","model_format":"openai|tgi",
+ *    "rate_limits":[{"prefix":"/","key":"ip"|{"header":"X-Key"},
+ *                    "rps":2.5,"burst":3}]}
+ *   {"op":"del_service","name":"a"}
+ *   {"op":"replicas","service":"a","replicas":[{"addr":"127.0.0.1:8001",
+ *    "state":"ready|draining","version":1,"weight":1}]}
+ *   {"op":"token","token":"<plain text>","name":"t1","admin":false,
+ *    "all":false,"services":["a"],"expires":0,"created":0}
+ *   {"op":"del_token","token":"<plain text>"}
+ *   {"op":"setting","key":"k","value":"v"}
+ *   {"op":"run","name":"a","doc":{...}}
+ *
+ * Omitted service fields take ds_service_init()'s defaults, except auth
+ * (on unless "auth":false) and model_prefix ("/v1" when a model is set).
+ * Unknown keys are errors, so that a typo in a test does not pass
+ * silently.  The state is created if needed, files with mode 0660.
+ */
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "ds_state.h"
+
+
+#define SEED_MODE               0660
+#define SEED_ERR_LEN            512
+
+typedef struct {
+    ds_txn_t       *txn;
+    char            msg[SEED_ERR_LEN];
+} seed_ctx_t;
+
+typedef int (*seed_op_fn)(seed_ctx_t *ctx, const cJSON *op);
+
+typedef struct {
+    const char     *name;
+    seed_op_fn      fn;
+    const char     *keys;           /* allowed keys, space-separated */
+} seed_op_t;
+
+
+static int seed_fail(seed_ctx_t *ctx, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+
+static int
+seed_fail(seed_ctx_t *ctx, const char *fmt, ...)
+{
+    va_list  ap;
+
+    va_start(ap, fmt);
+    vsnprintf(ctx->msg, sizeof(ctx->msg), fmt, ap);
+    va_end(ap);
+
+    return -1;
+}
+
+
+/* ---- reading fields ---------------------------------------------------- */
+
+/* 1 when `name` is one of the space-separated words of `keys` */
+static int
+seed_key_listed(const char *keys, const char *name)
+{
+    size_t       n, w;
+    const char  *p;
+
+    n = strlen(name);
+
+    for (p = keys; *p != '\0'; p += w + (p[w] == ' ')) {
+        w = strcspn(p, " ");
+
+        if (w == n && strncmp(p, name, n) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static int
+seed_check_keys(seed_ctx_t *ctx, const cJSON *obj, const char *keys)
+{
+    const cJSON  *it;
+
+    cJSON_ArrayForEach(it, obj) {
+        if (!seed_key_listed(keys, it->string)) {
+            return seed_fail(ctx, "unknown key \"%s\"", it->string);
+        }
+    }
+
+    return 0;
+}
+
+
+/* a string field; *out stays as it is when the field is absent */
+static int
+seed_string(seed_ctx_t *ctx, const cJSON *obj, const char *key,
+    int required, const char **out)
+{
+    const cJSON  *it;
+
+    it = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+    if (it == NULL) {
+        return required ? seed_fail(ctx, "missing \"%s\"", key) : 0;
+    }
+
+    if (!cJSON_IsString(it)) {
+        return seed_fail(ctx, "\"%s\" must be a string", key);
+    }
+
+    *out = it->valuestring;
+    return 0;
+}
+
+
+static int
+seed_str(seed_ctx_t *ctx, const cJSON *obj, const char *key, int required,
+    ds_str_t *out)
+{
+    const char  *s;
+
+    s = NULL;
+    if (seed_string(ctx, obj, key, required, &s) != 0) {
+        return -1;
+    }
+
+    if (s != NULL) {
+        out->data = s;
+        out->len = (uint32_t) strlen(s);
+    }
+
+    return 0;
+}
+
+
+static int
+seed_bool(seed_ctx_t *ctx, const cJSON *obj, const char *key, int *out)
+{
+    const cJSON  *it;
+
+    it = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+    if (it == NULL) {
+        return 0;
+    }
+
+    if (!cJSON_IsBool(it)) {
+        return seed_fail(ctx, "\"%s\" must be true or false", key);
+    }
+
+    *out = cJSON_IsTrue(it);
+    return 0;
+}
+
+
+/* a whole number in [0, max]; doubles hold integers exactly to 2^53 */
+static int
+seed_uint(seed_ctx_t *ctx, const cJSON *obj, const char *key, uint64_t max,
+    uint64_t *out)
+{
+    double        d;
+    const cJSON  *it;
+
+    it = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+    if (it == NULL) {
+        return 0;
+    }
+
+    d = cJSON_IsNumber(it) ? it->valuedouble : -1;
+
+    /* the range check first: the cast is defined only within it */
+    if (!(d >= 0 && d <= 9007199254740992.0 && d <= (double) max)
+        || d != (double) (uint64_t) d)
+    {
+        return seed_fail(ctx, "\"%s\" must be a whole number from 0 to "
+                         "%llu", key, (unsigned long long) max);
+    }
+
+    *out = (uint64_t) d;
+    return 0;
+}
+
+
+static int
+seed_u32(seed_ctx_t *ctx, const cJSON *obj, const char *key, uint32_t *out)
+{
+    uint64_t  v;
+
+    v = *out;
+    if (seed_uint(ctx, obj, key, UINT32_MAX, &v) != 0) {
+        return -1;
+    }
+
+    *out = (uint32_t) v;
+    return 0;
+}
+
+
+static int
+seed_array(seed_ctx_t *ctx, const cJSON *obj, const char *key, int required,
+    const cJSON **out)
+{
+    const cJSON  *it;
+
+    *out = NULL;
+    it = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+    if (it == NULL) {
+        return required ? seed_fail(ctx, "missing \"%s\"", key) : 0;
+    }
+
+    if (!cJSON_IsArray(it)) {
+        return seed_fail(ctx, "\"%s\" must be an array", key);
+    }
+
+    *out = it;
+    return 0;
+}
+
+
+/* ---- operations -------------------------------------------------------- */
+
+static int
+seed_rate_limit(seed_ctx_t *ctx, const cJSON *it, int i, ds_rate_limit_t *rl)
+{
+    double        rps;
+    const cJSON  *key, *v;
+
+    if (!cJSON_IsObject(it)) {
+        return seed_fail(ctx, "rate_limits[%d] must be an object", i);
+    }
+
+    if (seed_check_keys(ctx, it, "prefix key rps burst") != 0
+        || seed_str(ctx, it, "prefix", 1, &rl->prefix) != 0
+        || seed_u32(ctx, it, "burst", &rl->burst) != 0)
+    {
+        goto fail;
+    }
+
+    key = cJSON_GetObjectItemCaseSensitive(it, "key");
+    rl->key_type = DS_RL_KEY_IP;
+
+    if (cJSON_IsObject(key)) {
+        if (seed_check_keys(ctx, key, "header") != 0
+            || seed_str(ctx, key, "header", 1, &rl->header) != 0)
+        {
+            goto fail;
+        }
+        rl->key_type = DS_RL_KEY_HEADER;
+
+    } else if (key != NULL
+               && !(cJSON_IsString(key)
+                    && strcmp(key->valuestring, "ip") == 0))
+    {
+        seed_fail(ctx, "\"key\" must be \"ip\" or {\"header\": NAME}");
+        goto fail;
+    }
+
+    v = cJSON_GetObjectItemCaseSensitive(it, "rps");
+    rps = cJSON_IsNumber(v) ? v->valuedouble : 0;
+
+    if (!(rps >= 0.001 && rps <= 4000000.0)) {
+        seed_fail(ctx, "\"rps\" must be a number from 0.001 to 4000000");
+        goto fail;
+    }
+
+    rl->rps_milli = (uint32_t) (rps * 1000 + 0.5);
+    return 0;
+
+fail:
+
+    /* name the element in the message */
+    {
+        char  tmp[SEED_ERR_LEN];
+
+        memcpy(tmp, ctx->msg, sizeof(tmp));
+        snprintf(ctx->msg, sizeof(ctx->msg), "rate_limits[%d]: %.400s", i,
+                 tmp);
+    }
+
+    return -1;
+}
+
+
+static int
+seed_service(seed_ctx_t *ctx, const cJSON *op)
+{
+    int           auth, https, https_auto, i;
+    ds_err_t      err;
+    const char   *format;
+    const cJSON  *rls, *it;
+    ds_service_t  svc;
+
+    ds_service_init(&svc);
+    auth = 1;
+    https = 0;
+    https_auto = 0;
+    format = "openai";
+
+    if (seed_str(ctx, op, "name", 1, &svc.name) != 0
+        || seed_bool(ctx, op, "auth", &auth) != 0
+        || seed_bool(ctx, op, "https", &https) != 0
+        || seed_bool(ctx, op, "https_auto", &https_auto) != 0
+        || seed_uint(ctx, op, "max_body_size", UINT64_MAX,
+                     &svc.max_body_size) != 0
+        || seed_u32(ctx, op, "read_timeout_ms", &svc.read_timeout_ms) != 0
+        || seed_u32(ctx, op, "connect_timeout_ms", &svc.connect_timeout_ms)
+           != 0
+        || seed_str(ctx, op, "model", 0, &svc.model) != 0
+        || seed_str(ctx, op, "model_prefix", 0, &svc.model_prefix) != 0
+        || seed_string(ctx, op, "model_format", 0, &format) != 0
+        || seed_array(ctx, op, "rate_limits", 0, &rls) != 0)
+    {
+        return -1;
+    }
+
+    svc.flags = (auth ? DS_SERVICE_AUTH : 0) | (https ? DS_SERVICE_HTTPS : 0)
+                | (https_auto ? DS_SERVICE_HTTPS_AUTO : 0);
+
+    if (strcmp(format, "openai") == 0) {
+        svc.model_format = DS_MODEL_OPENAI;
+
+    } else if (strcmp(format, "tgi") == 0) {
+        svc.model_format = DS_MODEL_TGI;
+
+    } else {
+        return seed_fail(ctx, "\"model_format\" must be \"openai\" or "
+                         "\"tgi\", not \"%s\"", format);
+    }
+
+    if (svc.model.len > 0
+        && cJSON_GetObjectItemCaseSensitive(op, "model_prefix") == NULL)
+    {
+        svc.model_prefix.data = "/v1";
+        svc.model_prefix.len = 3;
+    }
+
+    if (rls != NULL) {
+        if (cJSON_GetArraySize(rls) > DS_RATE_LIMITS_MAX) {
+            return seed_fail(ctx, "%d rate limits exceed the maximum of %d",
+                             cJSON_GetArraySize(rls), DS_RATE_LIMITS_MAX);
+        }
+
+        i = 0;
+        cJSON_ArrayForEach(it, rls) {
+            if (seed_rate_limit(ctx, it, i, &svc.rate_limits[i]) != 0) {
+                return -1;
+            }
+            i++;
+        }
+
+        svc.n_rate_limits = (uint32_t) i;
+    }
+
+    if (ds_put_service(ctx->txn, &svc, &err) != DS_OK) {
+        return seed_fail(ctx, "%s", err.msg);
+    }
+
+    return 0;
+}
+
+
+static int
+seed_del_service(seed_ctx_t *ctx, const cJSON *op)
+{
+    ds_err_t  err;
+    ds_str_t  name;
+
+    name.data = NULL;
+    name.len = 0;
+
+    if (seed_str(ctx, op, "name", 1, &name) != 0) {
+        return -1;
+    }
+
+    if (ds_del_service(ctx->txn, name.data, name.len, &err) != DS_OK) {
+        return seed_fail(ctx, "%s", err.msg);
+    }
+
+    return 0;
+}
+
+
+static int
+seed_replica(seed_ctx_t *ctx, const cJSON *it, int i, ds_replica_t *r)
+{
+    uint32_t     weight;
+    const char  *addr, *state;
+
+    addr = NULL;
+    state = "ready";
+    weight = 1;
+
+    memset(r, 0, sizeof(*r));
+    r->version = 1;
+
+    if (!cJSON_IsObject(it)) {
+        return seed_fail(ctx, "replicas[%d] must be an object", i);
+    }
+
+    if (seed_check_keys(ctx, it, "addr state version weight") != 0
+        || seed_string(ctx, it, "addr", 1, &addr) != 0
+        || seed_string(ctx, it, "state", 0, &state) != 0
+        || seed_u32(ctx, it, "version", &r->version) != 0
+        || seed_u32(ctx, it, "weight", &weight) != 0)
+    {
+        char  tmp[SEED_ERR_LEN];
+
+        memcpy(tmp, ctx->msg, sizeof(tmp));
+        return seed_fail(ctx, "replicas[%d]: %.400s", i, tmp);
+    }
+
+    if (ds_replica_parse_addr(r, addr, strlen(addr)) != DS_OK) {
+        return seed_fail(ctx, "replicas[%d]: bad address \"%s\" (expected "
+                         "1.2.3.4:80 or [::1]:80)", i, addr);
+    }
+
+    if (strcmp(state, "ready") == 0) {
+        r->state = DS_REPLICA_READY;
+
+    } else if (strcmp(state, "draining") == 0) {
+        r->state = DS_REPLICA_DRAINING;
+
+    } else {
+        return seed_fail(ctx, "replicas[%d]: \"state\" must be \"ready\" or "
+                         "\"draining\", not \"%s\"", i, state);
+    }
+
+    if (weight > UINT16_MAX) {
+        return seed_fail(ctx, "replicas[%d]: \"weight\" must be at most "
+                         "65535", i);
+    }
+
+    r->weight = (uint16_t) weight;
+    return 0;
+}
+
+
+static int
+seed_replicas(seed_ctx_t *ctx, const cJSON *op)
+{
+    int            i, n, rc;
+    ds_err_t       err;
+    ds_str_t       name;
+    const cJSON   *list, *it;
+    ds_replica_t  *r;
+
+    name.data = NULL;
+    name.len = 0;
+
+    if (seed_str(ctx, op, "service", 1, &name) != 0
+        || seed_array(ctx, op, "replicas", 1, &list) != 0)
+    {
+        return -1;
+    }
+
+    n = cJSON_GetArraySize(list);
+    if (n > DS_REPLICAS_MAX) {
+        return seed_fail(ctx, "%d replicas exceed the maximum of %d", n,
+                         DS_REPLICAS_MAX);
+    }
+
+    r = calloc(n ? (size_t) n : 1, sizeof(ds_replica_t));
+    if (r == NULL) {
+        return seed_fail(ctx, "out of memory");
+    }
+
+    i = 0;
+    cJSON_ArrayForEach(it, list) {
+        if (seed_replica(ctx, it, i, &r[i]) != 0) {
+            free(r);
+            return -1;
+        }
+        i++;
+    }
+
+    rc = ds_put_replicas(ctx->txn, name.data, name.len, r, (uint32_t) n,
+                         &err);
+    free(r);
+
+    if (rc != DS_OK) {
+        return seed_fail(ctx, "%s", err.msg);
+    }
+
+    return 0;
+}
+
+
+static int
+seed_token(seed_ctx_t *ctx, const cJSON *op)
+{
+    int           admin, all, i, n, rc;
+    ds_err_t      err;
+    ds_str_t     *services;
+    uint64_t      created;
+    const char   *text;
+    ds_token_t    tok;
+    const cJSON  *list, *it;
+
+    memset(&tok, 0, sizeof(tok));
+    text = NULL;
+    admin = 0;
+    all = 0;
+    created = (uint64_t) time(NULL);
+
+    if (seed_string(ctx, op, "token", 1, &text) != 0
+        || seed_str(ctx, op, "name", 1, &tok.name) != 0
+        || seed_bool(ctx, op, "admin", &admin) != 0
+        || seed_bool(ctx, op, "all", &all) != 0
+        || seed_uint(ctx, op, "expires", UINT64_MAX, &tok.expires) != 0
+        || seed_uint(ctx, op, "created", UINT64_MAX, &created) != 0
+        || seed_array(ctx, op, "services", 0, &list) != 0)
+    {
+        return -1;
+    }
+
+    if (text[0] == '\0') {
+        return seed_fail(ctx, "\"token\" is empty");
+    }
+
+    ds_sha256(text, strlen(text), tok.hash);
+    tok.created = created;
+    tok.flags = (admin ? DS_TOKEN_ADMIN : 0)
+                | (all ? DS_TOKEN_ALL_SERVICES : 0);
+
+    n = list ? cJSON_GetArraySize(list) : 0;
+    if (n > DS_TOKEN_SCOPE_MAX) {
+        return seed_fail(ctx, "%d services exceed the maximum of %d", n,
+                         DS_TOKEN_SCOPE_MAX);
+    }
+
+    services = calloc(n ? (size_t) n : 1, sizeof(ds_str_t));
+    if (services == NULL) {
+        return seed_fail(ctx, "out of memory");
+    }
+
+    i = 0;
+    if (list != NULL) {
+        cJSON_ArrayForEach(it, list) {
+            if (!cJSON_IsString(it)) {
+                free(services);
+                return seed_fail(ctx, "services[%d] must be a string", i);
+            }
+
+            services[i].data = it->valuestring;
+            services[i].len = (uint32_t) strlen(it->valuestring);
+            i++;
+        }
+    }
+
+    tok.n_services = (uint32_t) n;
+
+    rc = ds_put_token(ctx->txn, &tok, services, &err);
+    free(services);
+
+    if (rc != DS_OK) {
+        return seed_fail(ctx, "%s", err.msg);
+    }
+
+    return 0;
+}
+
+
+static int
+seed_del_token(seed_ctx_t *ctx, const cJSON *op)
+{
+    uint8_t      hash[DS_TOKEN_HASH_LEN];
+    ds_err_t     err;
+    const char  *text;
+
+    text = NULL;
+    if (seed_string(ctx, op, "token", 1, &text) != 0) {
+        return -1;
+    }
+
+    ds_sha256(text, strlen(text), hash);
+
+    if (ds_del_token(ctx->txn, hash, &err) != DS_OK) {
+        return seed_fail(ctx, "%s", err.msg);
+    }
+
+    return 0;
+}
+
+
+static int
+seed_setting(seed_ctx_t *ctx, const cJSON *op)
+{
+    ds_err_t     err;
+    const char  *key, *value;
+
+    key = NULL;
+    value = NULL;
+
+    if (seed_string(ctx, op, "key", 1, &key) != 0
+        || seed_string(ctx, op, "value", 1, &value) != 0)
+    {
+        return -1;
+    }
+
+    if (ds_put_setting(ctx->txn, key, value, strlen(value), &err) != DS_OK) {
+        return seed_fail(ctx, "%s", err.msg);
+    }
+
+    return 0;
+}
+
+
+static int
+seed_run(seed_ctx_t *ctx, const cJSON *op)
+{
+    int           rc;
+    char         *doc;
+    ds_err_t      err;
+    ds_str_t      name;
+    const cJSON  *d;
+
+    name.data = NULL;
+    name.len = 0;
+
+    if (seed_str(ctx, op, "name", 1, &name) != 0) {
+        return -1;
+    }
+
+    d = cJSON_GetObjectItemCaseSensitive(op, "doc");
+    if (!cJSON_IsObject(d)) {
+        return seed_fail(ctx, "\"doc\" must be an object");
+    }
+
+    doc = cJSON_PrintUnformatted(d);
+    if (doc == NULL) {
+        return seed_fail(ctx, "out of memory");
+    }
+
+    rc = ds_put_run(ctx->txn, name.data, name.len, doc, strlen(doc), &err);
+    cJSON_free(doc);
+
+    if (rc != DS_OK) {
+        return seed_fail(ctx, "%s", err.msg);
+    }
+
+    return 0;
+}
+
+
+static const seed_op_t  seed_ops[] = {
+    { "service", seed_service,
+      "op name auth https https_auto max_body_size read_timeout_ms "
+      "connect_timeout_ms model model_prefix model_format rate_limits" },
+    { "del_service", seed_del_service, "op name" },
+    { "replicas", seed_replicas, "op service replicas" },
+    { "token", seed_token,
+      "op token name admin all services expires created" },
+    { "del_token", seed_del_token, "op token" },
+    { "setting", seed_setting, "op key value" },
+    { "run", seed_run, "op name doc" },
+};
+
+
+static int
+seed_apply(seed_ctx_t *ctx, const cJSON *op)
+{
+    size_t       i;
+    const char  *name;
+
+    if (!cJSON_IsObject(op)) {
+        return seed_fail(ctx, "an operation must be an object");
+    }
+
+    name = NULL;
+    if (seed_string(ctx, op, "op", 1, &name) != 0) {
+        return -1;
+    }
+
+    for (i = 0; i < sizeof(seed_ops) / sizeof(seed_ops[0]); i++) {
+        if (strcmp(seed_ops[i].name, name) == 0) {
+            if (seed_check_keys(ctx, op, seed_ops[i].keys) != 0) {
+                return -1;
+            }
+
+            return seed_ops[i].fn(ctx, op);
+        }
+    }
+
+    return seed_fail(ctx, "unknown op \"%s\"", name);
+}
+
+
+static char *
+read_all(FILE *f, size_t *len)
+{
+    char    *buf, *p;
+    size_t   cap, n;
+
+    cap = 65536;
+    *len = 0;
+
+    buf = malloc(cap);
+    if (buf == NULL) {
+        return NULL;
+    }
+
+    for ( ;; ) {
+        n = fread(buf + *len, 1, cap - *len, f);
+        *len += n;
+
+        if (*len < cap) {
+            if (ferror(f)) {
+                free(buf);
+                return NULL;
+            }
+            return buf;
+        }
+
+        p = realloc(buf, cap * 2);
+        if (p == NULL) {
+            free(buf);
+            return NULL;
+        }
+
+        buf = p;
+        cap *= 2;
+    }
+}
+
+
+static int
+seed(const char *dir)
+{
+    int          i, rc;
+    char        *input;
+    size_t       len;
+    cJSON       *root;
+    ds_err_t     err;
+    ds_state_t  *st;
+    seed_ctx_t   ctx;
+    const cJSON *op;
+
+    input = read_all(stdin, &len);
+    if (input == NULL) {
+        fprintf(stderr, "dstack-seed: cannot read stdin: %s\n",
+                strerror(errno));
+        return 1;
+    }
+
+    root = cJSON_ParseWithLength(input, len);
+    if (root == NULL) {
+        const char  *at = cJSON_GetErrorPtr();
+
+        fprintf(stderr, "dstack-seed: invalid JSON at byte %ld\n",
+                at ? (long) (at - input) : 0L);
+        free(input);
+        return 1;
+    }
+
+    free(input);
+
+    if (!cJSON_IsArray(root)) {
+        fprintf(stderr, "dstack-seed: the input must be a JSON array of "
+                "operations\n");
+        cJSON_Delete(root);
+        return 1;
+    }
+
+    if (ds_state_open(&st, dir, DS_STATE_CREATE, SEED_MODE, &err) != DS_OK) {
+        fprintf(stderr, "dstack-seed: %s\n", err.msg);
+        cJSON_Delete(root);
+        return 1;
+    }
+
+    if (ds_txn_begin(st, 1, &ctx.txn, &err) != DS_OK) {
+        fprintf(stderr, "dstack-seed: %s\n", err.msg);
+        ds_state_close(st);
+        cJSON_Delete(root);
+        return 1;
+    }
+
+    i = 0;
+    rc = 0;
+
+    cJSON_ArrayForEach(op, root) {
+        ctx.msg[0] = '\0';
+
+        if (seed_apply(&ctx, op) != 0) {
+            fprintf(stderr, "dstack-seed: op %d: %s\n", i, ctx.msg);
+            rc = 1;
+            break;
+        }
+
+        i++;
+    }
+
+    if (rc == 0) {
+        if (ds_txn_commit(ctx.txn, &err) != DS_OK) {
+            fprintf(stderr, "dstack-seed: %s\n", err.msg);
+            rc = 1;
+        }
+
+    } else {
+        ds_txn_abort(ctx.txn);
+    }
+
+    ds_state_close(st);
+    cJSON_Delete(root);
+    return rc;
+}
+
+
+/* ---- dump -------------------------------------------------------------- */
+
+typedef struct {
+    ds_txn_t       *txn;
+    cJSON          *obj;
+    int             failed;
+    ds_err_t        err;
+} dump_ctx_t;
+
+
+/* a string from bytes that are not NUL-terminated */
+static cJSON *
+dump_str(ds_str_t s)
+{
+    char   *c;
+    cJSON  *j;
+
+    c = malloc(s.len + 1);
+    if (c == NULL) {
+        return NULL;
+    }
+
+    memcpy(c, s.data, s.len);
+    c[s.len] = '\0';
+
+    j = cJSON_CreateString(c);
+    free(c);
+    return j;
+}
+
+
+/* object[key] = item, with key from bytes; keys are names, short */
+static void
+dump_add(cJSON *obj, ds_str_t key, cJSON *item)
+{
+    char  k[1024];
+
+    snprintf(k, sizeof(k), "%.*s", (int) key.len, key.data);
+    cJSON_AddItemToObject(obj, k, item);
+}
+
+
+static const char *
+dump_format(uint32_t format)
+{
+    return format == DS_MODEL_TGI ? "tgi" : "openai";
+}
+
+
+static cJSON *
+dump_replicas(dump_ctx_t *ctx, const ds_service_t *svc)
+{
+    char              addr[DS_REPLICA_ADDR_LEN];
+    cJSON            *o, *list, *e;
+    uint32_t          i;
+    ds_replica_t      r;
+    ds_replica_set_t  set;
+
+    switch (ds_get_replicas(ctx->txn, svc->name.data, svc->name.len, &set,
+                            &ctx->err))
+    {
+    case DS_OK:
+        break;
+    case DS_NOTFOUND:
+        return cJSON_CreateNull();
+    default:
+        ctx->failed = 1;
+        return cJSON_CreateNull();
+    }
+
+    o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "generation", (double) set.generation);
+    list = cJSON_AddArrayToObject(o, "list");
+
+    for (i = 0; i < set.count; i++) {
+        ds_replica_at(&set, i, &r);
+        ds_replica_format_addr(&r, addr, sizeof(addr));
+
+        e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "addr", addr);
+        cJSON_AddStringToObject(e, "state", r.state == DS_REPLICA_READY
+                                            ? "ready" : "draining");
+        cJSON_AddNumberToObject(e, "version", r.version);
+        cJSON_AddNumberToObject(e, "weight", r.weight);
+        cJSON_AddNumberToObject(e, "uid", (double) r.uid);
+        cJSON_AddNumberToObject(e, "slot", r.slot);
+        cJSON_AddItemToArray(list, e);
+    }
+
+    return o;
+}
+
+
+static int
+dump_service(void *arg, const ds_service_t *svc)
+{
+    cJSON                  *o, *rls, *e, *key;
+    uint32_t                i;
+    dump_ctx_t             *ctx;
+    const ds_rate_limit_t  *rl;
+
+    ctx = arg;
+    o = cJSON_CreateObject();
+
+    cJSON_AddNumberToObject(o, "uid", (double) svc->uid);
+    cJSON_AddNumberToObject(o, "slot", svc->slot);
+    cJSON_AddNumberToObject(o, "flags", svc->flags);
+    cJSON_AddBoolToObject(o, "auth", svc->flags & DS_SERVICE_AUTH);
+    cJSON_AddBoolToObject(o, "https", svc->flags & DS_SERVICE_HTTPS);
+    cJSON_AddBoolToObject(o, "https_auto", svc->flags & DS_SERVICE_HTTPS_AUTO);
+    cJSON_AddNumberToObject(o, "max_body_size", (double) svc->max_body_size);
+    cJSON_AddNumberToObject(o, "read_timeout_ms", svc->read_timeout_ms);
+    cJSON_AddNumberToObject(o, "connect_timeout_ms",
+                            svc->connect_timeout_ms);
+
+    if (svc->model.len > 0) {
+        cJSON_AddItemToObject(o, "model", dump_str(svc->model));
+        cJSON_AddItemToObject(o, "model_prefix", dump_str(svc->model_prefix));
+        cJSON_AddStringToObject(o, "model_format",
+                                dump_format(svc->model_format));
+    } else {
+        cJSON_AddNullToObject(o, "model");
+    }
+
+    rls = cJSON_AddArrayToObject(o, "rate_limits");
+
+    for (i = 0; i < svc->n_rate_limits; i++) {
+        rl = &svc->rate_limits[i];
+        e = cJSON_CreateObject();
+        cJSON_AddItemToObject(e, "prefix", dump_str(rl->prefix));
+
+        if (rl->key_type == DS_RL_KEY_HEADER) {
+            key = cJSON_CreateObject();
+            cJSON_AddItemToObject(key, "header", dump_str(rl->header));
+            cJSON_AddItemToObject(e, "key", key);
+        } else {
+            cJSON_AddStringToObject(e, "key", "ip");
+        }
+
+        cJSON_AddNumberToObject(e, "rps", rl->rps_milli / 1000.0);
+        cJSON_AddNumberToObject(e, "burst", rl->burst);
+        cJSON_AddItemToArray(rls, e);
+    }
+
+    cJSON_AddItemToObject(o, "replicas", dump_replicas(ctx, svc));
+    dump_add(ctx->obj, svc->name, o);
+
+    return ctx->failed;
+}
+
+
+static int
+dump_token(void *arg, const ds_token_t *tok)
+{
+    char         hex[9], key[128];
+    cJSON       *o, *list;
+    uint32_t     off;
+    ds_str_t     name;
+    dump_ctx_t  *ctx;
+
+    ctx = arg;
+    o = cJSON_CreateObject();
+
+    /* a prefix identifies the token; the whole hash is a secret's twin */
+    snprintf(hex, sizeof(hex), "%02x%02x%02x%02x", tok->hash[0],
+             tok->hash[1], tok->hash[2], tok->hash[3]);
+
+    cJSON_AddStringToObject(o, "hash", hex);
+    cJSON_AddBoolToObject(o, "admin", tok->flags & DS_TOKEN_ADMIN);
+    cJSON_AddBoolToObject(o, "all", tok->flags & DS_TOKEN_ALL_SERVICES);
+    list = cJSON_AddArrayToObject(o, "services");
+
+    off = 0;
+    while (ds_token_scope_next(tok, &off, &name)) {
+        cJSON_AddItemToArray(list, dump_str(name));
+    }
+
+    cJSON_AddNumberToObject(o, "created", (double) tok->created);
+    cJSON_AddNumberToObject(o, "expires", (double) tok->expires);
+
+    /* token names need not be unique: the hash prefix tells them apart */
+    snprintf(key, sizeof(key), "%.*s", (int) tok->name.len, tok->name.data);
+    if (cJSON_GetObjectItemCaseSensitive(ctx->obj, key) != NULL) {
+        snprintf(key, sizeof(key), "%.*s#%s", (int) tok->name.len,
+                 tok->name.data, hex);
+    }
+
+    cJSON_AddItemToObject(ctx->obj, key, o);
+    return 0;
+}
+
+
+static int
+dump_model(void *arg, const ds_model_t *m)
+{
+    cJSON       *o;
+    dump_ctx_t  *ctx;
+
+    ctx = arg;
+    o = cJSON_CreateObject();
+
+    cJSON_AddItemToObject(o, "service", dump_str(m->service));
+    cJSON_AddItemToObject(o, "prefix", dump_str(m->prefix));
+    cJSON_AddStringToObject(o, "format", dump_format(m->format));
+    cJSON_AddNumberToObject(o, "created", (double) m->created);
+
+    dump_add(ctx->obj, m->name, o);
+    return 0;
+}
+
+
+/* text as a string; anything with a NUL or control bytes as hex */
+static cJSON *
+dump_bytes(const ds_str_t *v)
+{
+    char     *hex;
+    cJSON    *o;
+    uint32_t  i;
+
+    for (i = 0; i < v->len; i++) {
+        if ((unsigned char) v->data[i] < 0x20 && v->data[i] != '\t'
+            && v->data[i] != '\n' && v->data[i] != '\r')
+        {
+            break;
+        }
+    }
+
+    if (i == v->len) {
+        return dump_str(*v);
+    }
+
+    hex = malloc((size_t) v->len * 2 + 1);
+    if (hex == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < v->len; i++) {
+        snprintf(hex + 2 * i, 3, "%02x", (unsigned char) v->data[i]);
+    }
+    hex[2 * v->len] = '\0';
+
+    o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "hex", hex);
+    free(hex);
+    return o;
+}
+
+
+static int
+dump_setting(void *arg, const ds_str_t *key, const ds_str_t *val)
+{
+    dump_ctx_t  *ctx;
+
+    ctx = arg;
+    dump_add(ctx->obj, *key, dump_bytes(val));
+    return 0;
+}
+
+
+static int
+dump_run(void *arg, const ds_str_t *key, const ds_str_t *val)
+{
+    cJSON       *doc;
+    dump_ctx_t  *ctx;
+
+    ctx = arg;
+
+    doc = cJSON_ParseWithLength(val->data, val->len);
+    if (doc == NULL) {
+        doc = dump_bytes(val);
+    }
+
+    dump_add(ctx->obj, *key, doc);
+    return 0;
+}
+
+
+static int
+dump(const char *dir)
+{
+    int          rc;
+    char        *out;
+    cJSON       *root;
+    ds_state_t  *st;
+    dump_ctx_t   ctx;
+
+    memset(&ctx, 0, sizeof(ctx));
+
+    if (ds_state_open(&st, dir, DS_STATE_RDONLY, SEED_MODE, &ctx.err)
+        != DS_OK)
+    {
+        fprintf(stderr, "dstack-seed: %s\n", ctx.err.msg);
+        return 1;
+    }
+
+    if (ds_txn_begin(st, 0, &ctx.txn, &ctx.err) != DS_OK) {
+        fprintf(stderr, "dstack-seed: %s\n", ctx.err.msg);
+        ds_state_close(st);
+        return 1;
+    }
+
+    root = cJSON_CreateObject();
+
+    ctx.obj = cJSON_AddObjectToObject(root, "services");
+    rc = ds_foreach_service(ctx.txn, dump_service, &ctx, &ctx.err);
+
+    if (rc == DS_OK && !ctx.failed) {
+        ctx.obj = cJSON_AddObjectToObject(root, "tokens");
+        rc = ds_foreach_token(ctx.txn, dump_token, &ctx, &ctx.err);
+    }
+
+    if (rc == DS_OK && !ctx.failed) {
+        ctx.obj = cJSON_AddObjectToObject(root, "models");
+        rc = ds_foreach_model(ctx.txn, dump_model, &ctx, &ctx.err);
+    }
+
+    if (rc == DS_OK && !ctx.failed) {
+        ctx.obj = cJSON_AddObjectToObject(root, "settings");
+        rc = ds_foreach_setting(ctx.txn, dump_setting, &ctx, &ctx.err);
+    }
+
+    if (rc == DS_OK && !ctx.failed) {
+        ctx.obj = cJSON_AddObjectToObject(root, "runs");
+        rc = ds_foreach_run(ctx.txn, dump_run, &ctx, &ctx.err);
+    }
+
+    ds_txn_abort(ctx.txn);
+    ds_state_close(st);
+
+    if (rc != DS_OK || ctx.failed) {
+        fprintf(stderr, "dstack-seed: %s\n", ctx.err.msg);
+        cJSON_Delete(root);
+        return 1;
+    }
+
+    out = cJSON_Print(root);
+    cJSON_Delete(root);
+
+    if (out == NULL) {
+        fprintf(stderr, "dstack-seed: out of memory\n");
+        return 1;
+    }
+
+    printf("%s\n", out);
+    cJSON_free(out);
+
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
+
+int
+main(int argc, char **argv)
+{
+    if (argc == 2 && argv[1][0] != '-') {
+        return seed(argv[1]);
+    }
+
+    if (argc == 3 && strcmp(argv[2], "--dump") == 0) {
+        return dump(argv[1]);
+    }
+
+    fprintf(stderr, "usage: dstack-seed STATE_DIR < ops.json\n"
+            "       dstack-seed STATE_DIR --dump\n");
+    return 2;
+}
