@@ -207,16 +207,17 @@ ds_key_desc(int db, const void *key, size_t len, char *buf, size_t size)
 /* ---- opening ----------------------------------------------------------- */
 
 /*
- * The directory gets the files' mode plus rwx for the owner, and search
- * (x) for the group when the group may use the files: readers in that
- * group open data.mdb and lock.mdb by name.
+ * The directory is rwx for the owner and r-x for the group when the
+ * group may use the files: readers in that group (nginx) open data.mdb
+ * and lock.mdb by name but never create or delete anything there.
  */
 static int
 ds_state_mkdir(const char *dir, unsigned mode, ds_err_t *err)
 {
     mode_t  dmode;
 
-    dmode = (mode_t) ((mode | 0700 | ((mode & 0070) ? 0010 : 0)) & 0777);
+    /* the group (nginx) may enter and read, never create or delete */
+    dmode = (mode_t) (0700 | ((mode & 0070) ? 0050 : 0));
 
     if (mkdir(dir, dmode) == -1) {
         if (errno == EEXIST) {
