@@ -119,7 +119,7 @@ dsctl_range(const cJSON *r, dsctl_fmt_fn fmt, dsctl_str_t *out)
 void
 dsctl_spec_resources(const cJSON *spec, dsctl_str_t *out)
 {
-    const cJSON  *res, *cpu, *gpu, *names, *name, *cnt, *mx, *mem;
+    const cJSON  *res, *cpu, *gpu, *names, *name, *cnt, *mn, *mx, *mem;
     const char   *arch, *vendor;
     int           first;
 
@@ -139,15 +139,23 @@ dsctl_spec_resources(const cJSON *spec, dsctl_str_t *out)
             dsctl_fmt_mb, out);
     }
 
+    /* the default "gpu: 0.." (any, none needed) is not worth a word */
     gpu = cJSON_GetObjectItemCaseSensitive(res, "gpu");
     cnt = cJSON_GetObjectItemCaseSensitive(gpu, "count");
+    mn = cJSON_GetObjectItemCaseSensitive(cnt, "min");
     mx = cJSON_GetObjectItemCaseSensitive(cnt, "max");
-    if (cJSON_IsObject(gpu) && !(cJSON_IsNumber(mx) && mx->valuedouble == 0))
+    names = cJSON_GetObjectItemCaseSensitive(gpu, "name");
+    if (cJSON_IsObject(gpu) && !(cJSON_IsNumber(mx) && mx->valuedouble == 0)
+        && ((cJSON_IsNumber(mn) && mn->valuedouble > 0)
+            || cJSON_GetArraySize(names) > 0
+            || dsctl_json_str(gpu, "vendor") != NULL
+            || cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(gpu, "memory"))
+            || cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(gpu,
+                   "total_memory"))))
     {
         dsctl_str_add(out, ", ", 2);
         dsctl_range(cnt, dsctl_fmt_count, out);
         dsctl_str_add(out, "x", 1);
-        names = cJSON_GetObjectItemCaseSensitive(gpu, "name");
         vendor = dsctl_json_str(gpu, "vendor");
         if (cJSON_IsArray(names) && cJSON_GetArraySize(names) > 0) {
             first = 1;
