@@ -8,7 +8,9 @@
  * reusing it keeps the connection alive across the polls of "apply".
  */
 
+#include <errno.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -208,6 +210,7 @@ dsctl_finish(CURLcode cc, const char *method, const char *path,
 {
     const cJSON  *e;
     const char   *msg, *type;
+    struct stat   st;
 
     memset(resp, 0, sizeof(*resp));
     resp->err_type = "";
@@ -221,7 +224,16 @@ dsctl_finish(CURLcode cc, const char *method, const char *path,
         }
         resp->err_type = "connect";
         resp->err_msg = "cannot reach the server";
-        if (!(flags & DSCTL_API_QUIET)) {
+        if (flags & DSCTL_API_QUIET) {
+            return -1;
+        }
+        /* curl's words for a socket speak of "localhost port 80" */
+        if (dsctl_socket != NULL && cc == CURLE_COULDNT_CONNECT) {
+            dsctl_error("cannot reach the server \"%s\": %s (is "
+                "dstack-controld running?)", dsctl_server,
+                stat(dsctl_socket, &st) == -1 ? strerror(errno)
+                : "connection refused");
+        } else {
             dsctl_error("cannot reach the server \"%s\": %s", dsctl_server,
                 dsctl_curl_err[0] ? dsctl_curl_err : curl_easy_strerror(cc));
         }

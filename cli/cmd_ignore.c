@@ -1,11 +1,15 @@
 /*
  * dstackctl __ignore-check DIR [PATH...]      (hidden, for the tests)
+ * dstackctl __pack DIR FILE                    (hidden, for the tests)
  *
  * Without PATHs: the paths "apply" would pack from DIR, one a line,
  * directories with a trailing "/".  With PATHs: for each, "ignored" or
  * "kept" as the root .gitignore rules alone decide (no parent check).
+ * __pack writes the archive apply would upload to FILE and prints its
+ * sha256 and the number of files.
  */
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,5 +66,32 @@ cmd_ignore_check(int argc, char **argv)
         free(p);
     }
     dsctl_ignore_free(ig);
+    return DSCTL_EXIT_OK;
+}
+
+
+int
+cmd_pack(int argc, char **argv)
+{
+    dsctl_pack_t   pk;
+    FILE          *f;
+
+    if (argc != 3) {
+        return dsctl_usage("dstackctl __pack DIR FILE", NULL);
+    }
+    if (dsctl_pack(argv[1], &pk) != 0) {
+        return DSCTL_EXIT_FAIL;
+    }
+    f = fopen(argv[2], "wb");
+    if (f == NULL
+        || (pk.len > 0 && fwrite(pk.data, 1, pk.len, f) != pk.len)
+        || fclose(f) != 0)
+    {
+        dsctl_error("cannot write \"%s\": %s", argv[2], strerror(errno));
+        dsctl_pack_free(&pk);
+        return DSCTL_EXIT_FAIL;
+    }
+    printf("%s %zu\n", pk.hash, pk.files);
+    dsctl_pack_free(&pk);
     return DSCTL_EXIT_OK;
 }

@@ -29,6 +29,8 @@ static const dsctl_cmd_t  dsctl_commands[] = {
     { "__ignore-check", cmd_ignore_check,
       DSCTL_CMD_HIDDEN | DSCTL_CMD_NO_CONFIG,
       "list the files apply would pack from DIR" },
+    { "__pack", cmd_pack, DSCTL_CMD_HIDDEN | DSCTL_CMD_NO_CONFIG,
+      "write the code archive apply would upload" },
 };
 
 #define DSCTL_NCOMMANDS  (sizeof(dsctl_commands) / sizeof(dsctl_commands[0]))
