@@ -483,7 +483,7 @@ dsctl_apply(int argc, char **argv, int run)
         file = strcmp(dir, ".") == 0 ? ".dstack.yml" : fpath.s;
     }
 
-    if (dsctl_spec_load(&sp, file, envs, n_envs) != 0) {
+    if (dsctl_spec_load(&sp, file, envs, n_envs, 1) != 0) {
         dsctl_str_free(&fpath);
         free(envs);
         return DSCTL_EXIT_FAIL;

@@ -65,7 +65,7 @@ cmd_offer(int argc, char **argv)
         return dsctl_usage(DSCTL_OFFER_USAGE, "offer needs -f FILE");
     }
 
-    if (dsctl_spec_load(&sp, file, NULL, 0) != 0) {
+    if (dsctl_spec_load(&sp, file, NULL, 0, 0) != 0) {
         return DSCTL_EXIT_FAIL;
     }
     if (dsctl_config_load(&cfg) != 0) {

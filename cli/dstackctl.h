@@ -262,10 +262,12 @@ typedef struct {
 /*
  * Reads, parses and validates FILE (errors "file:line:col: message" on
  * stderr), then fills env from the environment and the -e overrides
- * (K=V strings).  Returns 0, or -1 after printing the errors.
+ * (K=V strings) when resolve is set (offers do not depend on env, so
+ * "offer" leaves bare names unresolved).  Returns 0, or -1 after
+ * printing the errors.
  */
 int dsctl_spec_load(dsctl_spec_t *sp, const char *file,
-    char **overrides, int n_overrides);
+    char **overrides, int n_overrides, int resolve);
 void dsctl_spec_free(dsctl_spec_t *sp);
 /* one-line summaries for the plan table */
 void dsctl_spec_resources(const cJSON *spec, dsctl_str_t *out);

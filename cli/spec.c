@@ -15,7 +15,7 @@
 
 int
 dsctl_spec_load(dsctl_spec_t *sp, const char *file, char **overrides,
-    int n_overrides)
+    int n_overrides, int resolve)
 {
     char         *text;
     size_t        len;
@@ -40,6 +40,12 @@ dsctl_spec_load(dsctl_spec_t *sp, const char *file, char **overrides,
         fprintf(stderr, "%s\n", err.msg[0] ? err.msg : "invalid spec");
         cJSON_Delete(spec);
         return -1;
+    }
+
+    if (!resolve) {
+        sp->file = dsctl_xstrdup(file);
+        sp->spec = spec;
+        return 0;
     }
 
     ov = dsctl_xmalloc(sizeof(char *) * (n_overrides + 1));

@@ -31,6 +31,7 @@ package DsCli;
 use strict;
 use warnings;
 
+use Cwd ();
 use File::Path qw(make_path);
 use File::Temp qw(tempdir);
 use JSON::PP;
@@ -42,8 +43,11 @@ use DsTest;
 
 my @INSTANCES;
 
-sub cli_path      { "$DsTest::BUILD/dstackctl" }
-sub controld_path { "$DsTest::BUILD/dstack-controld" }
+# absolute: the CLI runs from other working directories
+my $BUILD = Cwd::abs_path($DsTest::BUILD) // $DsTest::BUILD;
+
+sub cli_path      { "$BUILD/dstackctl" }
+sub controld_path { "$BUILD/dstack-controld" }
 
 # plan skip_all unless the programs this test needs are built
 sub require_built {
