@@ -163,6 +163,7 @@ typedef struct {
     const char     *message;
     int             ready;
     int             starting;   /* on their way: not failed, not ready */
+    int             old;        /* of an older version, still there */
     int             total;
 } dsctl_runstate_t;
 
@@ -172,6 +173,7 @@ dsctl_run_state(const cJSON *run, dsctl_runstate_t *rs)
 {
     const cJSON  *reps, *r;
     const char   *st;
+    double        version;
 
     memset(rs, 0, sizeof(*rs));
     rs->status = dsctl_json_str(run, "status");
@@ -182,6 +184,9 @@ dsctl_run_state(const cJSON *run, dsctl_runstate_t *rs)
     if (rs->message == NULL) {
         rs->message = "";
     }
+    /* after an update, replicas of an older version are on their way
+     * out: the rollout is done when only the new version serves */
+    version = dsctl_json_num(run, "version", 0);
     reps = cJSON_GetObjectItemCaseSensitive(run, "replicas");
     cJSON_ArrayForEach(r, reps) {
         st = dsctl_json_str(r, "status");
@@ -194,7 +199,11 @@ dsctl_run_state(const cJSON *run, dsctl_runstate_t *rs)
             continue;           /* old replicas on their way out */
         }
         rs->total++;
-        if (dsctl_json_bool(r, "ready")) {
+        if (version > 0 && dsctl_json_num(r, "version", version) < version
+            && strcmp(st, "failed") != 0)
+        {
+            rs->old++;
+        } else if (dsctl_json_bool(r, "ready")) {
             rs->ready++;
         } else if (strcmp(st, "failed") != 0
                    && strcmp(st, "terminating") != 0)
@@ -217,7 +226,9 @@ dsctl_run_settled(const dsctl_runstate_t *rs)
     {
         return -1;
     }
-    if (strcmp(s, "running") == 0 && rs->ready > 0 && rs->starting == 0) {
+    if (strcmp(s, "running") == 0 && rs->ready > 0 && rs->starting == 0
+        && rs->old == 0)
+    {
         return 1;
     }
     /* scaled to zero: the gateway holds the first request and starts one */
@@ -237,8 +248,11 @@ dsctl_state_line(const char *name, const dsctl_runstate_t *rs,
     out->len = 0;
     dsctl_str_addf(out, "%s  %s", name, rs->status);
     if (rs->total > 0) {
-        dsctl_str_addf(out, "  %d/%d replica%s ready", rs->ready, rs->total,
-            rs->total == 1 ? "" : "s");
+        dsctl_str_addf(out, "  %d/%d replica%s ready", rs->ready,
+            rs->total - rs->old, rs->total - rs->old == 1 ? "" : "s");
+    }
+    if (rs->old > 0) {
+        dsctl_str_addf(out, "  (%d of the previous version)", rs->old);
     }
     if (rs->message[0] != '\0') {
         dsctl_str_addf(out, "  (%s)", rs->message);
