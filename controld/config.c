@@ -1,0 +1,533 @@
+/*
+ * controld.yml: read with libyaml's document loader so that every node
+ * keeps its line for messages ("file:line: message").  Unknown keys are
+ * errors, like in the service file.  See conf/controld.yml.
+ */
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <arpa/inet.h>
+
+#include <yaml.h>
+
+#include "controld.h"
+
+
+struct config  *conf;
+
+struct cfg_ctx {
+    const char     *file;
+    yaml_document_t *doc;
+    char           *err;
+    size_t          errlen;
+};
+
+
+static int
+cfg_error(struct cfg_ctx *cx, yaml_node_t *node, const char *f, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int
+cfg_error(struct cfg_ctx *cx, yaml_node_t *node, const char *f, ...)
+{
+    va_list  ap;
+    char     msg[512];
+
+    va_start(ap, f);
+    vsnprintf(msg, sizeof(msg), f, ap);
+    va_end(ap);
+
+    snprintf(cx->err, cx->errlen, "%s:%lu: %s", cx->file,
+             node ? (unsigned long) node->start_mark.line + 1 : 0UL, msg);
+    return -1;
+}
+
+
+static const char *
+cfg_scalar(struct cfg_ctx *cx, yaml_node_t *node, const char *key)
+{
+    if (node->type != YAML_SCALAR_NODE) {
+        cfg_error(cx, node, "%s: expected a string", key);
+        return NULL;
+    }
+    return (const char *) node->data.scalar.value;
+}
+
+
+static int
+cfg_string(struct cfg_ctx *cx, yaml_node_t *node, const char *key,
+    char **dst)
+{
+    const char  *s;
+
+    s = cfg_scalar(cx, node, key);
+    if (s == NULL) {
+        return -1;
+    }
+    if (*s == '\0') {
+        return cfg_error(cx, node, "%s: empty value", key);
+    }
+    free(*dst);
+    *dst = xstrdup(s);
+    return 0;
+}
+
+
+static int
+cfg_path(struct cfg_ctx *cx, yaml_node_t *node, const char *key, char **dst)
+{
+    if (cfg_string(cx, node, key, dst) != 0) {
+        return -1;
+    }
+    if ((*dst)[0] != '/') {
+        return cfg_error(cx, node, "%s: \"%s\" is not an absolute path",
+                         key, *dst);
+    }
+    if (strlen(*dst) > 200) {
+        return cfg_error(cx, node, "%s: path longer than 200 bytes", key);
+    }
+    return 0;
+}
+
+
+static int
+cfg_bool(struct cfg_ctx *cx, yaml_node_t *node, const char *key, int *dst)
+{
+    const char  *s;
+
+    s = cfg_scalar(cx, node, key);
+    if (s == NULL) {
+        return -1;
+    }
+    if (strcmp(s, "true") == 0 || strcmp(s, "yes") == 0
+        || strcmp(s, "on") == 0)
+    {
+        *dst = 1;
+    } else if (strcmp(s, "false") == 0 || strcmp(s, "no") == 0
+               || strcmp(s, "off") == 0)
+    {
+        *dst = 0;
+    } else {
+        return cfg_error(cx, node, "%s: \"%s\" is not true or false", key, s);
+    }
+    return 0;
+}
+
+
+static int
+cfg_duration(struct cfg_ctx *cx, yaml_node_t *node, const char *key,
+    unsigned *dst)
+{
+    const char  *s;
+    long long    ms;
+
+    s = cfg_scalar(cx, node, key);
+    if (s == NULL) {
+        return -1;
+    }
+    ms = parse_duration_ms(s);
+    if (ms < 0 || ms > 86400LL * 1000) {
+        return cfg_error(cx, node, "%s: \"%s\" is not a duration "
+                         "(e.g. 10s, 5m)", key, s);
+    }
+    *dst = (unsigned) ms;
+    return 0;
+}
+
+
+static int
+cfg_subnet(struct cfg_ctx *cx, yaml_node_t *node, struct local_conf *lc)
+{
+    const char      *s, *slash;
+    char             ip[32], *end;
+    long             bits;
+    struct in_addr   a;
+
+    s = cfg_scalar(cx, node, "subnet");
+    if (s == NULL) {
+        return -1;
+    }
+    slash = strchr(s, '/');
+    if (slash == NULL || (size_t) (slash - s) >= sizeof(ip)) {
+        return cfg_error(cx, node, "subnet: \"%s\" is not an IPv4 CIDR "
+                         "(e.g. 10.213.0.0/16)", s);
+    }
+    memcpy(ip, s, slash - s);
+    ip[slash - s] = '\0';
+    errno = 0;
+    bits = strtol(slash + 1, &end, 10);
+    if (inet_pton(AF_INET, ip, &a) != 1 || *end != '\0' || errno
+        || bits < 8 || bits > 28)
+    {
+        return cfg_error(cx, node, "subnet: \"%s\" is not an IPv4 CIDR "
+                         "with a prefix of 8 to 28 bits", s);
+    }
+    lc->subnet = ntohl(a.s_addr) & (0xffffffffU << (32 - bits));
+    lc->subnet_bits = (int) bits;
+    return 0;
+}
+
+
+static int
+cfg_local(struct cfg_ctx *cx, yaml_node_t *map, struct local_conf *lc)
+{
+    yaml_node_pair_t  *p;
+    yaml_node_t       *k, *v;
+    const char        *key, *s;
+    char              *end;
+    long               n;
+
+    if (map->type != YAML_MAPPING_NODE) {
+        return cfg_error(cx, map, "backends.local: expected a mapping");
+    }
+
+    for (p = map->data.mapping.pairs.start;
+         p < map->data.mapping.pairs.top; p++)
+    {
+        k = yaml_document_get_node(cx->doc, p->key);
+        v = yaml_document_get_node(cx->doc, p->value);
+        if (k->type != YAML_SCALAR_NODE) {
+            return cfg_error(cx, k, "backends.local: keys are strings");
+        }
+        key = (const char *) k->data.scalar.value;
+
+        if (strcmp(key, "enabled") == 0) {
+            if (cfg_bool(cx, v, key, &lc->enabled) != 0) {
+                return -1;
+            }
+
+        } else if (strcmp(key, "network") == 0) {
+            s = cfg_scalar(cx, v, key);
+            if (s == NULL) {
+                return -1;
+            }
+            if (strcmp(s, "auto") == 0) {
+                lc->network = NET_AUTO;
+            } else if (strcmp(s, "netns") == 0) {
+                lc->network = NET_NETNS;
+            } else if (strcmp(s, "host") == 0) {
+                lc->network = NET_HOST;
+            } else {
+                return cfg_error(cx, v, "network: \"%s\" is not one of "
+                                 "auto, netns, host", s);
+            }
+
+        } else if (strcmp(key, "subnet") == 0) {
+            if (cfg_subnet(cx, v, lc) != 0) {
+                return -1;
+            }
+
+        } else if (strcmp(key, "gpus") == 0) {
+            s = cfg_scalar(cx, v, key);
+            if (s == NULL) {
+                return -1;
+            }
+            if (strcmp(s, "auto") == 0) {
+                lc->gpus = 1;
+            } else if (strcmp(s, "none") == 0) {
+                lc->gpus = 0;
+            } else {
+                return cfg_error(cx, v, "gpus: \"%s\" is not auto or none",
+                                 s);
+            }
+
+        } else if (strcmp(key, "nvidia_smi") == 0) {
+            if (cfg_string(cx, v, key, &lc->nvidia_smi) != 0) {
+                return -1;
+            }
+
+        } else if (strcmp(key, "stop_grace") == 0) {
+            if (cfg_duration(cx, v, key, &lc->stop_grace_ms) != 0) {
+                return -1;
+            }
+
+        } else if (strcmp(key, "drain_without_stats") == 0) {
+            if (cfg_duration(cx, v, key, &lc->drain_unknown_ms) != 0) {
+                return -1;
+            }
+
+        } else if (strcmp(key, "max_failures") == 0) {
+            s = cfg_scalar(cx, v, key);
+            if (s == NULL) {
+                return -1;
+            }
+            n = strtol(s, &end, 10);
+            if (*s == '\0' || *end != '\0' || n < 1 || n > 1000) {
+                return cfg_error(cx, v, "max_failures: \"%s\" is not a "
+                                 "number from 1 to 1000", s);
+            }
+            lc->max_failures = (unsigned) n;
+
+        } else {
+            return cfg_error(cx, k, "backends.local: unknown key \"%s\"",
+                             key);
+        }
+    }
+
+    return 0;
+}
+
+
+static int
+cfg_backends(struct cfg_ctx *cx, yaml_node_t *map, struct config *c)
+{
+    yaml_node_pair_t  *p;
+    yaml_node_t       *k, *v;
+    const char        *key;
+
+    if (map->type != YAML_MAPPING_NODE) {
+        return cfg_error(cx, map, "backends: expected a mapping");
+    }
+
+    for (p = map->data.mapping.pairs.start;
+         p < map->data.mapping.pairs.top; p++)
+    {
+        k = yaml_document_get_node(cx->doc, p->key);
+        v = yaml_document_get_node(cx->doc, p->value);
+        if (k->type != YAML_SCALAR_NODE) {
+            return cfg_error(cx, k, "backends: keys are strings");
+        }
+        key = (const char *) k->data.scalar.value;
+
+        if (strcmp(key, "local") == 0) {
+            if (cfg_local(cx, v, &c->local) != 0) {
+                return -1;
+            }
+        } else {
+            return cfg_error(cx, k, "backends: unknown backend \"%s\" "
+                             "(this build has: local)", key);
+        }
+    }
+
+    return 0;
+}
+
+
+static int
+cfg_root(struct cfg_ctx *cx, yaml_node_t *root, struct config *c)
+{
+    yaml_node_pair_t  *p;
+    yaml_node_t       *k, *v;
+    const char        *key, *s;
+    char              *end;
+    unsigned long      mode;
+
+    if (root == NULL) {
+        return cfg_error(cx, NULL, "empty configuration");
+    }
+    if (root->type != YAML_MAPPING_NODE) {
+        return cfg_error(cx, root, "expected a mapping at the top");
+    }
+
+    for (p = root->data.mapping.pairs.start;
+         p < root->data.mapping.pairs.top; p++)
+    {
+        k = yaml_document_get_node(cx->doc, p->key);
+        v = yaml_document_get_node(cx->doc, p->value);
+        if (k->type != YAML_SCALAR_NODE) {
+            return cfg_error(cx, k, "keys are strings");
+        }
+        key = (const char *) k->data.scalar.value;
+
+        if (strcmp(key, "state_dir") == 0) {
+            if (cfg_path(cx, v, key, &c->state_dir) != 0) {
+                return -1;
+            }
+        } else if (strcmp(key, "domain") == 0) {
+            if (cfg_string(cx, v, key, &c->domain) != 0) {
+                return -1;
+            }
+            for (s = c->domain; *s; s++) {
+                if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9')
+                      || *s == '-' || *s == '.'))
+                {
+                    return cfg_error(cx, v, "domain: \"%s\" is not a "
+                                     "lower-case DNS name", c->domain);
+                }
+            }
+        } else if (strcmp(key, "api_socket") == 0) {
+            if (cfg_path(cx, v, key, &c->api_socket) != 0) {
+                return -1;
+            }
+            if (strlen(c->api_socket) >= 100) {
+                return cfg_error(cx, v, "api_socket: a unix socket path "
+                                 "must be shorter than 100 bytes");
+            }
+        } else if (strcmp(key, "api_socket_mode") == 0) {
+            s = cfg_scalar(cx, v, key);
+            if (s == NULL) {
+                return -1;
+            }
+            mode = strtoul(s, &end, 8);
+            if (*s == '\0' || *end != '\0' || mode > 0777) {
+                return cfg_error(cx, v, "api_socket_mode: \"%s\" is not an "
+                                 "octal mode", s);
+            }
+            c->api_socket_mode = (unsigned) mode;
+        } else if (strcmp(key, "stats_url") == 0) {
+            if (cfg_string(cx, v, key, &c->stats_url) != 0) {
+                return -1;
+            }
+            if (strncmp(c->stats_url, "http://", 7) != 0) {
+                return cfg_error(cx, v, "stats_url: \"%s\" is not an "
+                                 "http:// URL", c->stats_url);
+            }
+        } else if (strcmp(key, "replicas_dir") == 0) {
+            if (cfg_path(cx, v, key, &c->replicas_dir) != 0) {
+                return -1;
+            }
+        } else if (strcmp(key, "service_url") == 0) {
+            if (cfg_string(cx, v, key, &c->service_url) != 0) {
+                return -1;
+            }
+            if (strstr(c->service_url, "{name}") == NULL) {
+                return cfg_error(cx, v, "service_url: \"%s\" has no {name}",
+                                 c->service_url);
+            }
+        } else if (strcmp(key, "client_config") == 0) {
+            if (cfg_path(cx, v, key, &c->client_config) != 0) {
+                return -1;
+            }
+        } else if (strcmp(key, "log_level") == 0) {
+            s = cfg_scalar(cx, v, key);
+            if (s == NULL) {
+                return -1;
+            }
+            if (strcmp(s, "warn") == 0) {
+                c->log_level = LOG_LEVEL_WARN;
+            } else if (strcmp(s, "info") == 0) {
+                c->log_level = LOG_LEVEL_INFO;
+            } else if (strcmp(s, "debug") == 0) {
+                c->log_level = LOG_LEVEL_DEBUG;
+            } else {
+                return cfg_error(cx, v, "log_level: \"%s\" is not one of "
+                                 "warn, info, debug", s);
+            }
+        } else if (strcmp(key, "backends") == 0) {
+            if (cfg_backends(cx, v, c) != 0) {
+                return -1;
+            }
+        } else {
+            return cfg_error(cx, k, "unknown key \"%s\"", key);
+        }
+    }
+
+    if (c->domain == NULL) {
+        return cfg_error(cx, root, "domain: required (the gateway domain)");
+    }
+
+    return 0;
+}
+
+
+static struct config *
+config_defaults(const char *file)
+{
+    struct config  *c;
+
+    c = xcalloc(1, sizeof(struct config));
+    c->file = xstrdup(file);
+    c->state_dir = xstrdup("/var/lib/dstack/state");
+    c->api_socket = xstrdup("/run/dstack/api.sock");
+    c->api_socket_mode = 0660;
+    c->stats_url = xstrdup("http://127.0.0.1:9180/stats");
+    c->replicas_dir = xstrdup("/var/lib/dstack/replicas");
+    c->log_level = LOG_LEVEL_INFO;
+    c->local.enabled = 1;
+    c->local.network = NET_AUTO;
+    c->local.subnet = (10U << 24) | (213U << 16);
+    c->local.subnet_bits = 16;
+    c->local.gpus = 1;
+    c->local.nvidia_smi = xstrdup("nvidia-smi");
+    c->local.stop_grace_ms = 10000;
+    c->local.drain_unknown_ms = 10000;
+    c->local.max_failures = 3;
+    return c;
+}
+
+
+struct config *
+config_load(const char *file, char *err, size_t errlen)
+{
+    FILE             *fp;
+    yaml_parser_t     parser;
+    yaml_document_t   doc;
+    struct config    *c;
+    struct cfg_ctx    cx;
+    int               rc;
+    char              buf[512];
+
+    fp = fopen(file, "r");
+    if (fp == NULL) {
+        snprintf(err, errlen, "%s: %s", file, strerror(errno));
+        return NULL;
+    }
+
+    if (!yaml_parser_initialize(&parser)) {
+        fclose(fp);
+        snprintf(err, errlen, "%s: out of memory", file);
+        return NULL;
+    }
+    yaml_parser_set_input_file(&parser, fp);
+
+    if (!yaml_parser_load(&parser, &doc)) {
+        snprintf(err, errlen, "%s:%lu:%lu: %s", file,
+                 (unsigned long) parser.problem_mark.line + 1,
+                 (unsigned long) parser.problem_mark.column + 1,
+                 parser.problem ? parser.problem : "invalid YAML");
+        yaml_parser_delete(&parser);
+        fclose(fp);
+        return NULL;
+    }
+
+    c = config_defaults(file);
+    cx.file = file;
+    cx.doc = &doc;
+    cx.err = err;
+    cx.errlen = errlen;
+
+    rc = cfg_root(&cx, yaml_document_get_root_node(&doc), c);
+
+    yaml_document_delete(&doc);
+    yaml_parser_delete(&parser);
+    fclose(fp);
+
+    if (rc != 0) {
+        config_free(c);
+        return NULL;
+    }
+
+    if (c->service_url == NULL) {
+        snprintf(buf, sizeof(buf), "http://{name}.%s", c->domain);
+        c->service_url = xstrdup(buf);
+    }
+    if (c->client_config == NULL) {
+        snprintf(buf, sizeof(buf), "%s/client.yml", c->state_dir);
+        c->client_config = xstrdup(buf);
+    }
+
+    return c;
+}
+
+
+void
+config_free(struct config *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    free(c->file);
+    free(c->state_dir);
+    free(c->domain);
+    free(c->api_socket);
+    free(c->stats_url);
+    free(c->replicas_dir);
+    free(c->service_url);
+    free(c->client_config);
+    free(c->local.nvidia_smi);
+    free(c);
+}

@@ -1,0 +1,327 @@
+/*
+ * dstack-controld: the control plane of self-hosted dstack services.
+ *
+ *   dstack-controld [-dnv] [-f file]
+ *
+ *   -d        stay in the foreground and log to stderr
+ *   -n        check the configuration and exit
+ *   -f file   the configuration (default /etc/dstack/controld.yml)
+ *   -v        more logging (repeat for debug)
+ *
+ * One loop: ppoll() over the API (libmicrohttpd's epoll descriptor),
+ * replicas being set up, probes and the stats client, with signals
+ * unblocked only inside ppoll() so that a handler's flag is never missed.
+ * Handlers only set flags.  Every CONTROLD_TICK_MS the loop runs the
+ * housekeeping (like redis' serverCron): reap children, reconcile, start
+ * due probes, fetch the module's stats, resume log streams; every 10 s
+ * it also clears LMDB reader slots of dead processes.  Whatever changed is
+ * written to LMDB at the end of each iteration, in one transaction.
+ *
+ * SIGTERM/SIGINT: write state and exit; replicas keep running and serving,
+ * and the next controld adopts them.  SIGHUP: re-read the configuration
+ * (the settings that can change live) and detect GPUs again.
+ */
+
+#define _GNU_SOURCE
+
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "controld.h"
+
+
+#define POLL_MAX                1024
+#define READER_CHECK_MS         10000
+
+static volatile sig_atomic_t  got_term;
+static volatile sig_atomic_t  got_hup;
+static volatile sig_atomic_t  got_chld;
+
+
+static void
+on_signal(int sig)
+{
+    switch (sig) {
+    case SIGTERM:
+    case SIGINT:
+        got_term = sig;
+        break;
+    case SIGHUP:
+        got_hup = 1;
+        break;
+    case SIGCHLD:
+        got_chld = 1;
+        break;
+    }
+}
+
+
+static void
+usage(void)
+{
+    fprintf(stderr, "usage: dstack-controld [-dnv] [-f file]\n");
+    exit(2);
+}
+
+
+static void
+reap_children(void)
+{
+    pid_t  pid;
+    int    status;
+
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        reconcile_child_exited(pid, status);
+    }
+}
+
+
+/* SIGHUP: what can change while replicas run */
+static void
+reload(void)
+{
+    struct config  *c;
+    char            err[1024];
+
+    c = config_load(conf->file, err, sizeof(err));
+    if (c == NULL) {
+        log_warnx("reload: %s (keeping the running configuration)", err);
+        return;
+    }
+    if (strcmp(c->state_dir, conf->state_dir) != 0
+        || strcmp(c->api_socket, conf->api_socket) != 0
+        || strcmp(c->replicas_dir, conf->replicas_dir) != 0
+        || strcmp(c->stats_url, conf->stats_url) != 0
+        || c->local.network != conf->local.network
+        || c->local.subnet != conf->local.subnet)
+    {
+        log_warnx("reload: state_dir, api_socket, replicas_dir, stats_url "
+                  "and the network of backends.local change only with a "
+                  "restart");
+    }
+
+    free(conf->domain);
+    conf->domain = xstrdup(c->domain);
+    free(conf->service_url);
+    conf->service_url = xstrdup(c->service_url);
+    conf->log_level = c->log_level;
+    conf->local.gpus = c->local.gpus;
+    free(conf->local.nvidia_smi);
+    conf->local.nvidia_smi = xstrdup(c->local.nvidia_smi);
+    conf->local.stop_grace_ms = c->local.stop_grace_ms;
+    conf->local.drain_unknown_ms = c->local.drain_unknown_ms;
+    conf->local.max_failures = c->local.max_failures;
+    config_free(c);
+
+    if (backend->init(err, sizeof(err)) != 0) {
+        log_warnx("reload: %s", err);
+    }
+    log_info("configuration reloaded");
+}
+
+
+static int
+next_timeout(int64_t next_tick)
+{
+    int64_t  now, t;
+    int      a;
+
+    now = now_ms();
+    t = next_tick - now;
+    if (t < 0) {
+        t = 0;
+    }
+    a = api_timeout_ms();
+    if (a >= 0 && a < t) {
+        t = a;
+    }
+    a = probes_timeout_ms();
+    if (a >= 0 && a < t) {
+        t = a;
+    }
+    return (int) t;
+}
+
+
+int
+main(int argc, char **argv)
+{
+    const char        *file = CONTROLD_CONF;
+    int                ch, foreground = 0, check = 0, verbose = 0;
+    int                n, napi, nset, nprobe, nstats, timeout;
+    char               err[1024];
+    struct pollfd      pfd[POLL_MAX];
+    struct sigaction   sa;
+    struct timespec    ts;
+    sigset_t           block, orig;
+    int64_t            next_tick, next_readers, now;
+
+    while ((ch = getopt(argc, argv, "dnf:vh")) != -1) {
+        switch (ch) {
+        case 'd':
+            foreground = 1;
+            break;
+        case 'n':
+            check = 1;
+            break;
+        case 'f':
+            file = optarg;
+            break;
+        case 'v':
+            verbose++;
+            break;
+        default:
+            usage();
+        }
+    }
+    if (optind != argc) {
+        usage();
+    }
+
+    log_init(1, LOG_LEVEL_INFO + verbose);
+
+    conf = config_load(file, err, sizeof(err));
+    if (conf == NULL) {
+        fprintf(stderr, "dstack-controld: %s\n", err);
+        return 1;
+    }
+    if (check) {
+        fprintf(stderr, "dstack-controld: configuration OK\n");
+        return 0;
+    }
+    if (verbose == 0) {
+        log_setlevel(conf->log_level);
+    }
+
+    /* signals: flags only, delivered inside ppoll() */
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGCHLD, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGHUP);
+    sigaddset(&block, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &block, &orig);
+    sigdelset(&orig, SIGTERM);
+    sigdelset(&orig, SIGINT);
+    sigdelset(&orig, SIGHUP);
+    sigdelset(&orig, SIGCHLD);
+
+    umask(027);
+    srandom((unsigned) (time(NULL) ^ getpid()));
+
+    if (store_open() != 0) {
+        return 1;
+    }
+    if (backend->init(err, sizeof(err)) != 0) {
+        log_warnx("%s", err);
+        return 1;
+    }
+    if (stats_init(conf->stats_url, err, sizeof(err)) != 0) {
+        log_warnx("%s", err);
+        return 1;
+    }
+    if (store_load_runs() != 0) {
+        return 1;
+    }
+    if (tokens_bootstrap() != 0) {
+        return 1;
+    }
+    if (api_start(err, sizeof(err)) != 0) {
+        log_warnx("%s", err);
+        return 1;
+    }
+
+    if (!foreground) {
+        if (daemon(0, 0) != 0) {
+            fatal("daemon");
+        }
+        log_init(0, log_getlevel());
+    }
+
+    reconcile_adopt();
+    store_flush();
+
+    log_info("dstack-controld %s started: state %s, domain %s",
+             CONTROLD_VERSION, conf->state_dir, conf->domain);
+
+    next_tick = 0;
+    next_readers = now_ms() + READER_CHECK_MS;
+
+    while (!got_term) {
+        n = 0;
+        napi = api_fill(pfd + n, POLL_MAX - n);
+        n += napi;
+        nset = backend->fill(pfd + n, POLL_MAX - n);
+        n += nset;
+        nprobe = probes_fill(pfd + n, POLL_MAX - n);
+        n += nprobe;
+        nstats = stats_fill(pfd + n, POLL_MAX - n);
+        n += nstats;
+
+        timeout = reconcile_now ? 0 : next_timeout(next_tick);
+        ts.tv_sec = timeout / 1000;
+        ts.tv_nsec = (long) (timeout % 1000) * 1000000;
+
+        if (ppoll(pfd, (nfds_t) n, &ts, &orig) < 0 && errno != EINTR) {
+            fatal("ppoll");
+        }
+
+        if (got_chld) {
+            got_chld = 0;
+            reap_children();
+        }
+        if (got_hup) {
+            got_hup = 0;
+            reload();
+        }
+
+        api_process();
+        backend->process(pfd + napi, nset);
+        probes_process(pfd + napi + nset, nprobe);
+        stats_process(pfd + napi + nset + nprobe, nstats);
+
+        now = now_ms();
+        if (now >= next_tick || reconcile_now) {
+            reconcile_now = 0;
+            reap_children();
+            reconcile_tick();
+            stats_tick();
+            api_tick();
+            next_tick = now + CONTROLD_TICK_MS;
+        }
+        probes_tick();
+
+        store_flush();
+
+        if (now >= next_readers) {
+            next_readers = now + READER_CHECK_MS;
+            n = ds_state_reader_check(state);
+            if (n > 0) {
+                log_info("cleared %d stale LMDB reader slot%s", n,
+                         n == 1 ? "" : "s");
+            }
+        }
+    }
+
+    log_info("%s: exiting; replicas keep running and the next start adopts "
+             "them", got_term == SIGINT ? "SIGINT" : "SIGTERM");
+    store_flush();
+    api_stop();
+    store_close();
+    return 0;
+}

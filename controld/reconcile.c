@@ -1,0 +1,1343 @@
+/*
+ * The reconciler: desired runs -> replicas, and the lifecycle of each.
+ *
+ *   replica:  submitted -> (backend start) -> provisioning -> (commands
+ *             run) -> running -> (probes pass) ready, in LMDB
+ *             -> retire: draining in LMDB -> in-flight 0 or stop_duration
+ *             -> SIGTERM -> stop_grace -> SIGKILL -> terminated, out of
+ *             LMDB
+ *             a replica that exits on its own: failed, out of LMDB, and
+ *             started again after 1 s, 2 s, 4 s .. 60 s
+ *   run:      submitted / provisioning until a replica is ready, running
+ *             while one is, pending when scaled to zero, terminating ->
+ *             terminated on stop, failed when no replica can run at all
+ *             (each failed max_failures times in a row with none ready,
+ *             or for retry.duration when the spec has a retry policy)
+ *
+ * A re-apply that changes more than replicas/scaling bumps the run's
+ * version and rolls out one replica number at a time: the new version of
+ * replica k starts next to the old one (its own namespace), and when it is
+ * ready the old one drains; the step that makes the new replica ready and
+ * the old one draining is one LMDB transaction.  Without namespaces (host
+ * network) two versions cannot share the port, so the old one stops first.
+ *
+ * Everything here runs on the main loop.  Changes mark runs dirty (their
+ * document) and publish (their replica set); store_flush() writes them
+ * after each pass.
+ */
+
+#define _GNU_SOURCE
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/wait.h>
+
+#include "controld.h"
+
+
+#define BACKOFF_MAX_MS          60000
+#define DRAIN_STATS_MARGIN_MS   100     /* in-flight counted after this */
+
+int  reconcile_now;
+
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+static int
+replica_ended(const struct replica *rep)
+{
+    return rep->status == REP_TERMINATED || rep->status == REP_ABORTED
+           || rep->status == REP_DONE
+           || (rep->status == REP_FAILED && rep->retire);
+}
+
+
+static unsigned
+stop_duration_ms(const struct run *r)
+{
+    if (r->spec.stop_duration == DS_SPEC_OFF) {
+        return 0;
+    }
+    return r->spec.stop_duration * 1000U;
+}
+
+
+static void
+replica_set_message(struct replica *rep, const char *msg)
+{
+    if (strcmp(rep->message, msg) != 0) {
+        snprintf(rep->message, sizeof(rep->message), "%s", msg);
+        rep->run->dirty = 1;
+    }
+}
+
+
+static void
+replica_set_status(struct replica *rep, int status)
+{
+    if (rep->status != status) {
+        log_debug("run \"%s\": replica %d v%d: %s -> %s", rep->run->name,
+                  rep->num, rep->version, replica_status_name(rep->status),
+                  replica_status_name(status));
+        rep->status = status;
+        run_touch(rep->run);
+    }
+}
+
+
+static struct replica *
+replica_by_pid(pid_t pid)
+{
+    struct run      *r;
+    struct replica  *rep;
+
+    TAILQ_FOREACH(r, &runs, entry) {
+        TAILQ_FOREACH(rep, &r->replicas, entry) {
+            if (rep->pid == pid && !rep->adopted) {
+                return rep;
+            }
+        }
+    }
+    return NULL;
+}
+
+
+static void
+exit_text(int status, char *buf, size_t n)
+{
+    if (status < 0) {
+        snprintf(buf, n, "exited");
+    } else if (WIFEXITED(status)) {
+        snprintf(buf, n, "exited with status %d", WEXITSTATUS(status));
+    } else if (WIFSIGNALED(status)) {
+        snprintf(buf, n, "killed by signal %d (%s)", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
+    } else {
+        snprintf(buf, n, "ended (status 0x%x)", status);
+    }
+}
+
+
+/* ---- stopping ------------------------------------------------------------------ */
+
+/*
+ * Takes a replica out: draining first when it serves (unless aborting),
+ * then SIGTERM; the tick does the rest.
+ */
+static void
+replica_stop(struct replica *rep, int abort)
+{
+    struct run  *r = rep->run;
+    unsigned     bound;
+
+    rep->retire = 1;
+    if (abort) {
+        rep->abort = 1;
+    }
+    run_touch(r);
+
+    if (rep->pid <= 0) {
+        /* never started, or between restarts */
+        probes_cancel(rep);
+        if (rep->ready || rep->draining) {
+            rep->ready = rep->draining = 0;
+            r->publish = 1;
+        }
+        replica_set_status(rep, abort ? REP_ABORTED : REP_TERMINATED);
+        return;
+    }
+
+    if (rep->status != REP_TERMINATING) {
+        replica_set_status(rep, REP_TERMINATING);
+    }
+
+    if (abort) {
+        probes_cancel(rep);
+        if (rep->ready || rep->draining) {
+            rep->ready = rep->draining = 0;
+            r->publish = 1;
+        }
+        backend->signal(rep, SIGKILL);
+        rep->kill_sent = 1;
+        if (rep->term_sent_ms == 0) {
+            rep->term_sent_ms = now_ms();
+        }
+        return;
+    }
+
+    if (rep->ready && !rep->draining) {
+        probes_cancel(rep);
+        rep->ready = 0;
+        rep->draining = 1;
+        rep->drain_started_ms = now_ms();
+        bound = stop_duration_ms(r);
+        if (!conf->stats_url[0] || bound == 0) {
+            /* without stats nobody can tell when in-flight requests are
+             * done: a short wait instead of the whole stop_duration */
+            if (bound == 0 || bound > conf->local.drain_unknown_ms) {
+                bound = conf->local.drain_unknown_ms;
+            }
+        }
+        rep->drain_deadline_ms = rep->drain_started_ms + bound;
+        r->publish = 1;
+        stats_request(DRAIN_STATS_MARGIN_MS + 10);
+        replica_set_message(rep, "draining");
+        log_info("run \"%s\": replica %d v%d draining", r->name, rep->num,
+                 rep->version);
+        return;
+    }
+
+    if (!rep->draining && rep->term_sent_ms == 0) {
+        probes_cancel(rep);
+        backend->signal(rep, SIGTERM);
+        rep->term_sent_ms = now_ms();
+    }
+}
+
+
+/* drives draining and terminating replicas */
+static void
+replica_stop_tick(struct replica *rep, int64_t now)
+{
+    struct run  *r = rep->run;
+    long         inflight;
+    int          done = 0;
+    unsigned     bound;
+
+    if (rep->pid <= 0) {
+        return;
+    }
+
+    if (rep->draining) {
+        if (now >= rep->drain_deadline_ms) {
+            done = 1;
+            log_info("run \"%s\": replica %d v%d: drain ended after %lld "
+                     "ms (bound)", r->name, rep->num, rep->version,
+                     (long long) (now - rep->drain_started_ms));
+        } else if (stats_fresh_ms()
+                   >= rep->drain_started_ms + DRAIN_STATS_MARGIN_MS)
+        {
+            inflight = stats_replica_inflight(r->name, rep->addr);
+            if (inflight == 0) {
+                done = 1;
+                log_debug("run \"%s\": replica %d v%d drained in %lld ms",
+                          r->name, rep->num, rep->version,
+                          (long long) (now - rep->drain_started_ms));
+            } else {
+                stats_request(100);
+            }
+        } else {
+            /* stats unreachable: wait the short bound, not minutes */
+            bound = conf->local.drain_unknown_ms;
+            if (stats_fresh_ms() + 3000 < now
+                && now >= rep->drain_started_ms + (int64_t) bound)
+            {
+                done = 1;
+            }
+            stats_request(100);
+        }
+        if (!done) {
+            return;
+        }
+        /* out of the replica set in the same write that follows */
+        rep->draining = 0;
+        r->publish = 1;
+        backend->signal(rep, SIGTERM);
+        rep->term_sent_ms = now;
+        return;
+    }
+
+    if (rep->term_sent_ms == 0) {
+        backend->signal(rep, SIGTERM);
+        rep->term_sent_ms = now;
+        return;
+    }
+
+    if (!rep->kill_sent
+        && now - rep->term_sent_ms >= (int64_t) conf->local.stop_grace_ms)
+    {
+        log_info("run \"%s\": replica %d v%d ignored SIGTERM for %u ms: "
+                 "SIGKILL", r->name, rep->num, rep->version,
+                 conf->local.stop_grace_ms);
+        backend->signal(rep, SIGKILL);
+        rep->kill_sent = 1;
+    }
+}
+
+
+/* ---- failures ------------------------------------------------------------------ */
+
+static void
+run_finish(struct run *r, int status, const char *msg)
+{
+    struct replica  *rep;
+
+    r->finished = 1;
+    r->stopping = 0;
+    r->status = status;
+    snprintf(r->message, sizeof(r->message), "%s", msg ? msg : "");
+    TAILQ_FOREACH(rep, &r->replicas, entry) {
+        rep->ready = rep->draining = 0;
+    }
+    r->publish = 1;
+    run_touch(r);
+    log_info("run \"%s\": %s%s%s", r->name, run_status_name(status),
+             msg && *msg ? ": " : "", msg ? msg : "");
+}
+
+
+/* no replica can run at all: the run fails, what is left stops */
+static void
+run_fail(struct run *r, const char *why)
+{
+    struct replica  *rep;
+    int              alive = 0;
+
+    snprintf(r->message, sizeof(r->message), "%s", why);
+    TAILQ_FOREACH(rep, &r->replicas, entry) {
+        if (rep->pid > 0) {
+            replica_stop(rep, 1);
+            alive = 1;
+        } else if (!replica_ended(rep) && rep->status != REP_FAILED) {
+            replica_set_status(rep, REP_ABORTED);
+        }
+        rep->retire = 1;
+    }
+    if (alive) {
+        /* finish once the processes are gone; remember why */
+        r->stopping = 1;
+        r->abort = 1;
+        r->status = RUN_FAILED;
+        run_touch(r);
+        return;
+    }
+    run_finish(r, RUN_FAILED, why);
+}
+
+
+static int
+run_has_ready(const struct run *r)
+{
+    const struct replica  *rep;
+
+    TAILQ_FOREACH(rep, &r->replicas, entry) {
+        if (rep->ready) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+
+static void
+run_check_failed(struct run *r, const struct replica *last)
+{
+    const struct replica  *rep;
+    unsigned               limit;
+    int                    any = 0;
+    char                   why[256];
+
+    if (run_has_ready(r) || r->stopping || r->finished) {
+        return;
+    }
+
+    if (r->spec.retry.enabled) {
+        if (r->failing_since == 0
+            || time(NULL) - r->failing_since < (time_t) r->spec.retry.duration)
+        {
+            return;
+        }
+        fmt(why, sizeof(why), "no replica got ready within "
+                 "retry.duration (%us); replica %d: %s", r->spec.retry.duration,
+                 last->num, last->message);
+        run_fail(r, why);
+        return;
+    }
+
+    limit = conf->local.max_failures;
+    TAILQ_FOREACH(rep, &r->replicas, entry) {
+        if (rep->retire) {
+            continue;
+        }
+        any = 1;
+        if ((unsigned) rep->failures < limit) {
+            return;
+        }
+    }
+    if (!any) {
+        return;
+    }
+    fmt(why, sizeof(why), "every replica failed %u times in a row; "
+             "replica %d: %s (see: dstackctl logs %s --replica %d)", limit,
+             last->num, last->message, r->name, last->num);
+    run_fail(r, why);
+}
+
+
+static void
+replica_failed(struct replica *rep, const char *why)
+{
+    struct run  *r = rep->run;
+    int64_t      backoff;
+
+    rep->failures++;
+    backoff = 1000LL << (rep->failures > 7 ? 6 : rep->failures - 1);
+    if (backoff > BACKOFF_MAX_MS) {
+        backoff = BACKOFF_MAX_MS;
+    }
+    rep->next_start_ms = now_ms() + backoff;
+    replica_set_status(rep, REP_FAILED);
+    replica_set_message(rep, why);
+    if (r->failing_since == 0 && !run_has_ready(r)) {
+        r->failing_since = time(NULL);
+    }
+    log_warnx("run \"%s\": replica %d v%d failed: %s; restart in %lld s",
+              r->name, rep->num, rep->version, why,
+              (long long) (backoff / 1000));
+    run_check_failed(r, rep);
+}
+
+
+/* the replica's process group is gone */
+static void
+replica_exited(struct replica *rep, int status)
+{
+    struct run  *r = rep->run;
+    char         why[384], ex[96];
+
+    probes_cancel(rep);
+    rep->exit_status = status;
+    if (rep->ready || rep->draining) {
+        rep->ready = rep->draining = 0;
+        r->publish = 1;
+    }
+    backend->release(rep, rep->retire || r->stopping);
+    run_touch(r);
+
+    if (rep->retire || r->stopping) {
+        replica_set_status(rep, rep->abort ? REP_ABORTED : REP_TERMINATED);
+        log_info("run \"%s\": replica %d v%d %s", r->name, rep->num,
+                 rep->version, replica_status_name(rep->status));
+        return;
+    }
+
+    exit_text(status, ex, sizeof(ex));
+    if (rep->message[0] && rep->status == REP_PROVISIONING) {
+        /* the setup said why */
+        snprintf(why, sizeof(why), "%s", rep->message);
+    } else if (rep->probe_error[0] && !rep->ready) {
+        snprintf(why, sizeof(why), "%s before it got ready (last probe: %s)",
+                 ex, rep->probe_error);
+    } else {
+        snprintf(why, sizeof(why), "%s", ex);
+    }
+    replica_failed(rep, why);
+}
+
+
+void
+reconcile_child_exited(pid_t pid, int status)
+{
+    struct replica  *rep;
+
+    rep = replica_by_pid(pid);
+    if (rep == NULL) {
+        return;         /* a cleanup helper */
+    }
+    replica_exited(rep, status);
+}
+
+
+void
+reconcile_setup_done(struct replica *rep, const char *error)
+{
+    if (error != NULL) {
+        /* the child exits next; its exit fails the replica */
+        replica_set_message(rep, error);
+        return;
+    }
+    if (rep->status == REP_PROVISIONING) {
+        replica_set_status(rep, REP_RUNNING);
+        replica_set_message(rep, "");
+        probes_start(rep);
+        reconcile_now = 1;
+    }
+}
+
+
+void
+reconcile_probe_result(struct replica *rep, int ok, const char *why)
+{
+    struct run      *r = rep->run;
+    struct replica  *old;
+
+    if (rep->retire || r->stopping || r->finished) {
+        return;
+    }
+
+    if (!ok) {
+        if (rep->ready) {
+            rep->ready = 0;
+            r->publish = 1;
+            replica_set_message(rep, why ? why : "probe failed");
+            log_warnx("run \"%s\": replica %d v%d out of routing: %s",
+                      r->name, rep->num, rep->version, why ? why : "");
+            rep->probe_delay_ms = 0;
+        }
+        return;
+    }
+
+    rep->ready = 1;
+    rep->ready_since_ms = now_ms();
+    rep->failures = 0;
+    r->failing_since = 0;
+    r->publish = 1;
+    replica_set_message(rep, "");
+    run_touch(r);
+    log_info("run \"%s\": replica %d v%d ready at %s", r->name, rep->num,
+             rep->version, rep->addr);
+
+    /* a rollout step: the old version of this replica drains now, in the
+     * same transaction that makes the new one ready */
+    TAILQ_FOREACH(old, &r->replicas, entry) {
+        if (old != rep && old->num == rep->num && !old->retire
+            && old->version < rep->version)
+        {
+            replica_stop(old, 0);
+        }
+    }
+    reconcile_now = 1;
+}
+
+
+/* ---- the pass -------------------------------------------------------------------- */
+
+static int
+num_in_use(const struct run *r, int num)
+{
+    const struct replica  *rep;
+
+    TAILQ_FOREACH(rep, &r->replicas, entry) {
+        if (rep->num == num && !rep->retire) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+
+/* the replica of number num that counts: the newest not retired */
+static struct replica *
+replica_current(struct run *r, int num)
+{
+    struct replica  *rep, *best = NULL;
+
+    TAILQ_FOREACH(rep, &r->replicas, entry) {
+        if (rep->num == num && !rep->retire
+            && (best == NULL || rep->version > best->version))
+        {
+            best = rep;
+        }
+    }
+    return best;
+}
+
+
+static int
+run_slots(const struct run *r, int *max_num)
+{
+    const struct replica  *rep;
+    int                    n = 0, seen[1024], i, dup;
+
+    *max_num = -1;
+    TAILQ_FOREACH(rep, &r->replicas, entry) {
+        if (rep->retire) {
+            continue;
+        }
+        dup = 0;
+        for (i = 0; i < n && i < 1024; i++) {
+            if (seen[i] == rep->num) {
+                dup = 1;
+                break;
+            }
+        }
+        if (!dup && n < 1024) {
+            seen[n++] = rep->num;
+        }
+        if (rep->num > *max_num) {
+            *max_num = rep->num;
+        }
+    }
+    return n;
+}
+
+
+static void
+run_scale(struct run *r)
+{
+    struct replica  *rep, *victim;
+    int              n, max_num, num;
+
+    n = run_slots(r, &max_num);
+
+    while (n < r->desired) {
+        for (num = 0; num_in_use(r, num); num++) {
+            /* the lowest free number */
+        }
+        rep = replica_new(r, num, r->version);
+        TAILQ_INSERT_TAIL(&r->replicas, rep, entry);
+        log_info("run \"%s\": replica %d v%d submitted", r->name, num,
+                 r->version);
+        run_touch(r);
+        n++;
+    }
+
+    while (n > r->desired) {
+        /* the highest number goes; not-ready ones first */
+        victim = NULL;
+        TAILQ_FOREACH(rep, &r->replicas, entry) {
+            if (rep->retire) {
+                continue;
+            }
+            if (victim == NULL || (!rep->ready && victim->ready)
+                || (rep->ready == victim->ready && rep->num > victim->num))
+            {
+                victim = rep;
+            }
+        }
+        if (victim == NULL) {
+            break;
+        }
+        num = victim->num;
+        TAILQ_FOREACH(rep, &r->replicas, entry) {
+            if (rep->num == num && !rep->retire) {
+                replica_stop(rep, 0);
+            }
+        }
+        log_info("run \"%s\": replica %d scaled down", r->name, num);
+        n--;
+    }
+}
+
+
+/*
+ * One rollout step at a time: while a new-version replica is not ready
+ * next to its old version, nothing else starts.
+ */
+static void
+run_rollout(struct run *r)
+{
+    struct replica  *rep, *cur, *nr;
+    int              max_num, num, surge;
+
+    TAILQ_FOREACH(rep, &r->replicas, entry) {
+        if (rep->retire || rep->version != r->version || rep->ready) {
+            continue;
+        }
+        TAILQ_FOREACH(cur, &r->replicas, entry) {
+            if (cur->num == rep->num && cur != rep && !cur->retire
+                && cur->version < rep->version)
+            {
+                return;     /* a step in progress */
+            }
+        }
+    }
+
+    run_slots(r, &max_num);
+    for (num = 0; num <= max_num; num++) {
+        cur = replica_current(r, num);
+        if (cur == NULL || cur->version >= r->version) {
+            continue;
+        }
+
+        /* a replica that does not serve is simply replaced; one that
+         * serves gets its successor next to it first (host network: no
+         * room for two, so it stops first) */
+        surge = cur->ready && strcmp(backend_network_name(), "netns") == 0;
+        if (!surge) {
+            replica_stop(cur, 0);
+        }
+        nr = replica_new(r, num, r->version);
+        nr->restarts = 0;
+        TAILQ_INSERT_TAIL(&r->replicas, nr, entry);
+        log_info("run \"%s\": rolling out version %d to replica %d%s",
+                 r->name, r->version, num,
+                 surge ? " (next to the old one)" : "");
+        run_touch(r);
+        return;
+    }
+}
+
+
+static void
+replica_start(struct replica *rep, int64_t now)
+{
+    struct run  *r = rep->run;
+    int          rc;
+
+    if (rep->next_start_ms > now) {
+        return;
+    }
+    if (!rep->retire) {
+        /* host network: the old version must be gone from the port */
+        struct replica  *o;
+
+        if (strcmp(backend_network_name(), "host") == 0) {
+            TAILQ_FOREACH(o, &r->replicas, entry) {
+                if (o != rep && o->pid > 0) {
+                    return;
+                }
+            }
+        }
+    }
+
+    if (rep->status == REP_FAILED) {
+        rep->restarts++;
+    }
+    rep->exit_status = -1;
+    rep->probe_error[0] = '\0';
+    rep->term_sent_ms = 0;
+    rep->kill_sent = 0;
+    replica_set_message(rep, "");
+
+    rc = backend->start(rep);
+    if (rc == BACKEND_STARTED) {
+        rep->started_at = time(NULL);
+        replica_set_status(rep, REP_PROVISIONING);
+        run_touch(r);
+        return;
+    }
+    if (rc == BACKEND_WAIT) {
+        replica_set_status(rep, REP_SUBMITTED);
+        rep->next_start_ms = now + 1000;
+        r->dirty = 1;
+        return;
+    }
+    replica_failed(rep, rep->message[0] ? rep->message : "cannot start");
+}
+
+
+static void
+run_status_update(struct run *r)
+{
+    struct replica  *rep;
+    int              status, ready = 0, starting = 0, live = 0, rolling = 0;
+    char             msg[256];
+
+    if (r->finished) {
+        return;
+    }
+
+    msg[0] = '\0';
+    TAILQ_FOREACH(rep, &r->replicas, entry) {
+        if (rep->ready) {
+            ready++;
+        }
+        if (rep->status == REP_PROVISIONING || rep->status == REP_PULLING
+            || (rep->status == REP_RUNNING && !rep->ready))
+        {
+            starting++;
+        }
+        if (!rep->retire) {
+            live++;
+            if (rep->version < r->version) {
+                rolling++;
+            }
+        }
+        if (rep->status == REP_FAILED && !rep->retire && msg[0] == '\0') {
+            fmt(msg, sizeof(msg), "replica %d: %s", rep->num,
+                     rep->message);
+        }
+    }
+
+    if (r->stopping) {
+        status = RUN_TERMINATING;
+        snprintf(msg, sizeof(msg), "%s", r->status == RUN_FAILED
+                                         ? r->message : "");
+        if (r->status == RUN_FAILED) {
+            return;
+        }
+    } else if (ready > 0) {
+        status = RUN_RUNNING;
+        if (rolling > 0) {
+            snprintf(msg, sizeof(msg), "rolling out version %d (%d of %d "
+                     "replicas left)", r->version, rolling, live);
+        } else if (ready < r->desired && msg[0] == '\0') {
+            snprintf(msg, sizeof(msg), "%d of %d replicas ready", ready,
+                     r->desired);
+        }
+    } else if (r->desired == 0) {
+        status = RUN_PENDING;
+        snprintf(msg, sizeof(msg), "waiting for requests");
+    } else if (starting > 0) {
+        status = RUN_PROVISIONING;
+    } else {
+        status = RUN_SUBMITTED;
+    }
+
+    if (status != r->status || strcmp(msg, r->message) != 0) {
+        if (status != r->status) {
+            log_info("run \"%s\": %s -> %s", r->name,
+                     run_status_name(r->status), run_status_name(status));
+        }
+        r->status = status;
+        snprintf(r->message, sizeof(r->message), "%s", msg);
+        run_touch(r);
+    }
+}
+
+
+/*
+ * dstack's rule (REFERENCE §5) on the module's arrival counts:
+ * desired = clamp(ceil(rps / target), min, max), up after scale_up_delay
+ * (at once from zero), down after scale_down_delay.
+ */
+static void
+run_autoscale(struct run *r, int64_t now)
+{
+    const ds_spec_t  *sp = &r->spec;
+    long              arrivals;
+    double            rps;
+    int               want;
+
+    if (!sp->scaling.enabled || sp->scaling.target <= 0 || r->stopping) {
+        return;
+    }
+    if (stats_fresh_ms() == 0 || now - stats_fresh_ms() > 5000) {
+        return;
+    }
+    arrivals = stats_service_arrivals(r->name, sp->scaling.window);
+    if (arrivals < 0) {
+        return;
+    }
+    rps = (double) arrivals / (sp->scaling.window ? sp->scaling.window : 60);
+    /* ceil() without libm */
+    want = (int) (rps / sp->scaling.target);
+    if ((double) want < rps / sp->scaling.target) {
+        want++;
+    }
+    if (want < (int) sp->replicas.min) {
+        want = (int) sp->replicas.min;
+    }
+    if (sp->replicas.max != DS_SPEC_UNLIMITED && want > (int) sp->replicas.max)
+    {
+        want = (int) sp->replicas.max;
+    }
+    if (want > r->desired) {
+        if (r->desired > 0
+            && now - r->last_scaled_ms
+               < (int64_t) sp->scaling.scale_up_delay * 1000)
+        {
+            return;
+        }
+    } else if (want < r->desired) {
+        if (now - r->last_scaled_ms
+            < (int64_t) sp->scaling.scale_down_delay * 1000)
+        {
+            return;
+        }
+    } else {
+        return;
+    }
+    log_info("run \"%s\": scaling %d -> %d replicas (%.2f rps, target %g)",
+             r->name, r->desired, want, rps, sp->scaling.target);
+    r->desired = want;
+    r->last_scaled_ms = now;
+    run_touch(r);
+}
+
+
+static void
+run_tick(struct run *r, int64_t now)
+{
+    struct replica  *rep, *next;
+    int              alive;
+
+    /* adopted replicas are not our children: look at them */
+    TAILQ_FOREACH(rep, &r->replicas, entry) {
+        if (rep->pid > 0 && rep->adopted && !backend->alive(rep)) {
+            log_info("run \"%s\": replica %d v%d (pid %d, adopted) is gone",
+                     r->name, rep->num, rep->version, (int) rep->pid);
+            replica_exited(rep, -1);
+        }
+    }
+
+    if (r->stopping) {
+        alive = 0;
+        TAILQ_FOREACH(rep, &r->replicas, entry) {
+            if (rep->pid > 0) {
+                replica_stop_tick(rep, now);
+                alive = 1;
+            } else if (!replica_ended(rep)) {
+                probes_cancel(rep);
+                replica_set_status(rep, r->abort ? REP_ABORTED
+                                                 : REP_TERMINATED);
+            }
+        }
+        if (!alive) {
+            if (r->status == RUN_FAILED) {
+                run_finish(r, RUN_FAILED, r->message);
+            } else {
+                run_finish(r, RUN_TERMINATED, "");
+            }
+        }
+        return;
+    }
+
+    run_autoscale(r, now);
+    run_scale(r);
+    run_rollout(r);
+
+    for (rep = TAILQ_FIRST(&r->replicas); rep != NULL; rep = next) {
+        next = TAILQ_NEXT(rep, entry);
+
+        if (rep->retire) {
+            if (rep->pid > 0) {
+                replica_stop_tick(rep, now);
+            } else if (replica_ended(rep) || rep->status == REP_FAILED
+                       || rep->status == REP_SUBMITTED)
+            {
+                /* gone for good: out of the document */
+                TAILQ_REMOVE(&r->replicas, rep, entry);
+                replica_free(rep);
+                r->publish = 1;
+                run_touch(r);
+            }
+            continue;
+        }
+
+        if (rep->pid <= 0
+            && (rep->status == REP_SUBMITTED || rep->status == REP_FAILED))
+        {
+            replica_start(rep, now);
+        }
+        if (r->finished) {
+            return;
+        }
+    }
+
+    run_status_update(r);
+}
+
+
+void
+reconcile_tick(void)
+{
+    struct run  *r;
+    int64_t      now;
+
+    now = now_ms();
+    TAILQ_FOREACH(r, &runs, entry) {
+        if (!r->finished) {
+            run_tick(r, now);
+        }
+    }
+}
+
+
+/* ---- startup ------------------------------------------------------------------------ */
+
+/*
+ * After a restart: a replica whose process still runs (same pid, same
+ * start time) is adopted as it is, keeping its place in LMDB; one whose
+ * process is gone is started again.  Nothing runs twice.
+ */
+void
+reconcile_adopt(void)
+{
+    struct run      *r;
+    struct replica  *rep;
+    int              i, n;
+    int64_t          now;
+
+    now = now_ms();
+    TAILQ_FOREACH(r, &runs, entry) {
+        if (r->finished) {
+            continue;
+        }
+        r->publish = 1;
+        n = 0;
+        TAILQ_FOREACH(rep, &r->replicas, entry) {
+            if (rep->pid > 0 && backend->alive(rep)) {
+                rep->adopted = 1;
+                n++;
+                if (rep->status == REP_PROVISIONING) {
+                    replica_set_status(rep, REP_RUNNING);
+                }
+                if (rep->draining) {
+                    rep->drain_started_ms = now;
+                    rep->drain_deadline_ms = now + stop_duration_ms(r);
+                } else if (rep->status == REP_TERMINATING) {
+                    rep->term_sent_ms = 0;
+                } else if (!rep->ready) {
+                    probes_start(rep);
+                } else {
+                    /* ready: keep it; probe again at the interval */
+                    probes_start(rep);
+                    rep->probe_done = r->spec.n_probes == 0;
+                    for (i = 0; i < DS_SPEC_PROBES_MAX; i++) {
+                        rep->probe_pass[i] = 1000;
+                        rep->probe_at[i] = now + (r->spec.n_probes
+                            ? r->spec.probes[i < (int) r->spec.n_probes ? i
+                                                                        : 0]
+                                  .interval * 1000LL
+                            : 1000);
+                    }
+                    rep->ready_since_ms = now;
+                }
+                log_info("run \"%s\": adopted replica %d v%d (pid %d, %s%s)",
+                         r->name, rep->num, rep->version, (int) rep->pid,
+                         rep->addr, rep->ready ? ", ready" : "");
+                continue;
+            }
+            if (rep->pid > 0) {
+                log_info("run \"%s\": replica %d v%d (pid %d) is gone; "
+                         "starting it again", r->name, rep->num,
+                         rep->version, (int) rep->pid);
+                rep->adopted = 1;
+                replica_exited(rep, -1);
+                if (!rep->retire && !r->stopping) {
+                    /* not its fault: at once */
+                    rep->failures = rep->failures > 0 ? rep->failures - 1 : 0;
+                    rep->next_start_ms = 0;
+                }
+            } else if (rep->ready || rep->draining) {
+                rep->ready = rep->draining = 0;
+            }
+        }
+        log_info("run \"%s\": %s, version %d, %d replica process%s adopted",
+                 r->name, run_status_name(r->status), r->version, n,
+                 n == 1 ? "" : "es");
+    }
+    backend_gc();
+}
+
+
+/* ---- API actions ---------------------------------------------------------------------- */
+
+struct apply_req {
+    const cJSON    *spec;
+    const char     *name;
+    const char     *code;
+};
+
+
+static int
+apply_parse(const cJSON *req, struct apply_req *a, char *err, size_t n)
+{
+    const cJSON  *it;
+
+    memset(a, 0, sizeof(*a));
+    cJSON_ArrayForEach(it, req) {
+        if (strcmp(it->string, "spec") == 0) {
+            a->spec = it;
+        } else if (strcmp(it->string, "name") == 0) {
+            if (!cJSON_IsNull(it)) {
+                if (!cJSON_IsString(it)) {
+                    snprintf(err, n, "name: expected a string");
+                    return 400;
+                }
+                a->name = it->valuestring;
+            }
+        } else if (strcmp(it->string, "code") == 0) {
+            if (!cJSON_IsNull(it)) {
+                if (!cJSON_IsString(it)) {
+                    snprintf(err, n, "code: expected a SHA-256 hex string");
+                    return 400;
+                }
+                a->code = it->valuestring;
+            }
+        } else {
+            snprintf(err, n, "unknown field \"%.80s\"", it->string);
+            return 400;
+        }
+    }
+    if (a->spec == NULL) {
+        snprintf(err, n, "spec: required");
+        return 400;
+    }
+    if (!cJSON_IsObject(a->spec)) {
+        snprintf(err, n, "spec: expected an object");
+        return 400;
+    }
+    if (a->name != NULL && !ds_valid_run_name(a->name, strlen(a->name))) {
+        snprintf(err, n, "name: \"%.80s\" is not a valid run name "
+                 "(^[a-z][a-z0-9-]{1,40}$)", a->name);
+        return 400;
+    }
+    if (a->code != NULL) {
+        if (!valid_hex_hash(a->code)) {
+            snprintf(err, n, "code: \"%.80s\" is not a SHA-256 in lower-case "
+                     "hex", a->code);
+            return 400;
+        }
+    }
+    return 0;
+}
+
+
+static int
+plan_replicas(const ds_spec_t *sp)
+{
+    return sp->replicas.min > 0 ? (int) sp->replicas.min : 1;
+}
+
+
+int
+reconcile_plan(const cJSON *req, cJSON **answer, char *err, size_t n)
+{
+    struct apply_req   a;
+    ds_spec_t          sp;
+    struct run        *r;
+    cJSON             *offers, *changes = NULL;
+    const char        *name;
+    char               gen[DS_NAME_MAX + 1];
+    int                rc, rollout;
+
+    rc = apply_parse(req, &a, err, n);
+    if (rc != 0) {
+        return rc;
+    }
+    if (spec_load(a.spec, &sp, err, n) != 0) {
+        return 400;
+    }
+
+    name = a.name ? a.name : sp.name;
+    if (name == NULL) {
+        run_generate_name(gen, sizeof(gen));
+        name = gen;
+    }
+
+    offers = cJSON_CreateArray();
+    rc = backend->offers(&sp, plan_replicas(&sp), offers, err, n);
+    if (rc != 0) {
+        cJSON_Delete(offers);
+        ds_spec_free(&sp);
+        return rc;
+    }
+
+    r = run_find(name);
+    if (r != NULL && !r->finished) {
+        changes = spec_changes(r->spec.json, sp.json, &rollout);
+        if (a.code && strcmp(a.code, r->code) != 0) {
+            cJSON  *c = cJSON_CreateObject();
+
+            cJSON_AddStringToObject(c, "field", "code");
+            cJSON_AddStringToObject(c, "old", r->code);
+            cJSON_AddStringToObject(c, "new", a.code);
+            cJSON_AddBoolToObject(c, "in_place", 0);
+            cJSON_AddItemToArray(changes, c);
+        }
+    }
+
+    *answer = cJSON_CreateObject();
+    cJSON_AddStringToObject(*answer, "name", name);
+    cJSON_AddNumberToObject(*answer, "total", cJSON_GetArraySize(offers));
+    cJSON_AddItemToObject(*answer, "offers", offers);
+    cJSON_AddBoolToObject(*answer, "exists", r != NULL && !r->finished);
+    cJSON_AddItemToObject(*answer, "changes",
+                          changes ? changes : cJSON_CreateArray());
+    cJSON_AddItemToObject(*answer, "spec", cJSON_Duplicate(sp.json, 1));
+    ds_spec_free(&sp);
+    return 0;
+}
+
+
+static int
+code_exists(const char *hash)
+{
+    char  path[4096];
+
+    if (fmt(path, sizeof(path), "%s/code/%s.tar.gz", conf->state_dir, hash)
+        != 0)
+    {
+        return 0;
+    }
+    return access(path, R_OK) == 0;
+}
+
+
+static int
+initial_desired(const ds_spec_t *sp)
+{
+    return (int) sp->replicas.min;
+}
+
+
+int
+reconcile_apply(const cJSON *req, cJSON **answer, int *created, char *err,
+    size_t n)
+{
+    struct apply_req   a;
+    ds_spec_t          sp, old_sp;
+    ds_service_t       old_svc;
+    struct run        *r, *prev;
+    cJSON             *offers, *changes;
+    const char        *name;
+    char               gen[DS_NAME_MAX + 1], path[4096], old_code[65];
+    int                rc, rollout, old_desired, old_version;
+
+    *created = 0;
+    rc = apply_parse(req, &a, err, n);
+    if (rc != 0) {
+        return rc;
+    }
+    if (spec_load(a.spec, &sp, err, n) != 0) {
+        return 400;
+    }
+
+    name = a.name ? a.name : sp.name;
+    if (name == NULL) {
+        run_generate_name(gen, sizeof(gen));
+        name = gen;
+    }
+
+    if (a.code != NULL && !code_exists(a.code)) {
+        snprintf(err, n, "code: no archive %s on the server: upload it "
+                 "first with PUT /api/code/%s", a.code, a.code);
+        ds_spec_free(&sp);
+        return 400;
+    }
+
+    offers = cJSON_CreateArray();
+    rc = backend->offers(&sp, plan_replicas(&sp), offers, err, n);
+    cJSON_Delete(offers);
+    if (rc != 0) {
+        ds_spec_free(&sp);
+        return rc;
+    }
+
+    prev = run_find(name);
+
+    if (prev != NULL && !prev->finished) {
+        r = prev;
+        changes = spec_changes(r->spec.json, sp.json, &rollout);
+        if (a.code != NULL && strcmp(a.code, r->code) != 0) {
+            rollout = 1;
+        }
+        if (cJSON_GetArraySize(changes) == 0 && !rollout) {
+            cJSON_Delete(changes);
+            ds_spec_free(&sp);
+            *answer = run_to_api(r);
+            return 0;
+        }
+        cJSON_Delete(changes);
+
+        /* swap the spec in, keep the old one until the write succeeded */
+        old_sp = r->spec;
+        old_svc = r->svc;
+        old_desired = r->desired;
+        old_version = r->version;
+        snprintf(old_code, sizeof(old_code), "%s", r->code);
+
+        r->spec = sp;
+        spec_service(&r->spec, r->name, &r->svc);
+        if (a.code != NULL) {
+            snprintf(r->code, sizeof(r->code), "%s", a.code);
+        }
+        if (rollout) {
+            r->version++;
+        }
+        if (!sp.scaling.enabled) {
+            r->desired = (int) sp.replicas.min;
+        } else {
+            if (r->desired < (int) sp.replicas.min) {
+                r->desired = (int) sp.replicas.min;
+            }
+            if (sp.replicas.max != DS_SPEC_UNLIMITED
+                && r->desired > (int) sp.replicas.max)
+            {
+                r->desired = (int) sp.replicas.max;
+            }
+        }
+        run_touch(r);
+
+        rc = store_put_service(r, err, n);
+        if (rc != DS_OK) {
+            r->spec = old_sp;
+            r->svc = old_svc;
+            r->desired = old_desired;
+            r->version = old_version;
+            snprintf(r->code, sizeof(r->code), "%s", old_code);
+            ds_spec_free(&sp);
+            return rc == DS_EINVAL ? 409 : 500;
+        }
+        ds_spec_free(&old_sp);
+        log_info("run \"%s\": updated%s (version %d, %d replicas)", r->name,
+                 rollout ? ", rolling out" : " in place", r->version,
+                 r->desired);
+        reconcile_now = 1;
+        *answer = run_to_api(r);
+        return 0;
+    }
+
+    r = run_new(name);
+    r->spec = sp;
+    spec_service(&r->spec, r->name, &r->svc);
+    if (a.code != NULL) {
+        snprintf(r->code, sizeof(r->code), "%s", a.code);
+    }
+    r->desired = initial_desired(&sp);
+    r->status = r->desired > 0 ? RUN_SUBMITTED : RUN_PENDING;
+    if (r->desired == 0) {
+        snprintf(r->message, sizeof(r->message), "waiting for requests");
+    }
+    r->dirty = 1;
+    r->publish = 1;
+
+    rc = store_put_service(r, err, n);
+    if (rc != DS_OK) {
+        run_free(r);
+        return rc == DS_EINVAL ? 409 : 500;
+    }
+
+    if (prev != NULL) {
+        /* a finished run of that name: its files go with it */
+        TAILQ_REMOVE(&runs, prev, entry);
+        run_free(prev);
+        if (fmt(path, sizeof(path), "%s/%s", conf->replicas_dir, name) == 0) {
+            rm_rf(path);
+        }
+    }
+    TAILQ_INSERT_TAIL(&runs, r, entry);
+    log_info("run \"%s\": submitted (%d replica%s, port %u)", r->name,
+             r->desired, r->desired == 1 ? "" : "s", (unsigned) sp.port);
+    *created = 1;
+    reconcile_now = 1;
+    *answer = run_to_api(r);
+    return 0;
+}
+
+
+int
+reconcile_stop(struct run *r, int abort, char *err, size_t n)
+{
+    struct replica  *rep;
+
+    (void) err;
+    (void) n;
+
+    if (r->finished) {
+        return 0;
+    }
+    if (r->stopping && (!abort || r->abort)) {
+        return 0;
+    }
+
+    r->stopping = 1;
+    r->abort = r->abort || abort;
+    if (r->status != RUN_FAILED) {
+        r->status = RUN_TERMINATING;
+    }
+    run_touch(r);
+    TAILQ_FOREACH(rep, &r->replicas, entry) {
+        replica_stop(rep, abort);
+    }
+    log_info("run \"%s\": %s", r->name, abort ? "aborting" : "stopping");
+    reconcile_now = 1;
+    return 0;
+}
