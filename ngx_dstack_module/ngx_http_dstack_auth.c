@@ -20,41 +20,19 @@ ngx_int_t
 ngx_http_dstack_auth(ngx_http_request_t *r, ds_txn_t *txn,
     const ds_service_t *svc, ngx_str_t *reason)
 {
-    u_char                  hash[DS_TOKEN_HASH_LEN];
     ngx_int_t               rc;
-    ngx_str_t               token;
-    ds_err_t                err;
     ds_token_t              tok;
     ngx_http_dstack_ctx_t  *ctx;
 
-    rc = ngx_http_dstack_bearer(r, &token);
+    rc = ngx_http_dstack_token(r, txn, &tok, reason);
+
+    if (rc == NGX_DECLINED) {
+        ngx_str_set(reason, "missing bearer token");
+        return NGX_HTTP_UNAUTHORIZED;
+    }
 
     if (rc != NGX_OK) {
-        ngx_str_set(reason, "missing or malformed bearer token");
-        return NGX_HTTP_UNAUTHORIZED;
-    }
-
-    ds_sha256(token.data, token.len, hash);
-
-    rc = ds_get_token(txn, hash, &tok, &err);
-
-    if (rc == DS_NOTFOUND || (rc == DS_OK
-        && !ds_ct_equal(tok.hash, hash, DS_TOKEN_HASH_LEN)))
-    {
-        ngx_str_set(reason, "invalid token");
-        return NGX_HTTP_UNAUTHORIZED;
-    }
-
-    if (rc != DS_OK) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "dstack token record: %s", err.msg);
-        ngx_str_set(reason, "invalid token");
-        return NGX_HTTP_UNAUTHORIZED;
-    }
-
-    if (tok.expires && (uint64_t) ngx_time() >= tok.expires) {
-        ngx_str_set(reason, "token expired");
-        return NGX_HTTP_UNAUTHORIZED;
+        return rc;
     }
 
     if (!ds_token_allows(&tok, svc->name.data, svc->name.len)) {
@@ -69,16 +47,57 @@ ngx_http_dstack_auth(ngx_http_request_t *r, ds_txn_t *txn,
 }
 
 
+ngx_int_t
+ngx_http_dstack_token(ngx_http_request_t *r, ds_txn_t *txn, ds_token_t *tok,
+    ngx_str_t *reason)
+{
+    u_char      hash[DS_TOKEN_HASH_LEN];
+    ngx_int_t   rc;
+    ngx_str_t   token;
+    ds_err_t    err;
+
+    if (r->headers_in.authorization == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_dstack_bearer(r, &token) != NGX_OK) {
+        ngx_str_set(reason, "malformed bearer token");
+        return NGX_HTTP_UNAUTHORIZED;
+    }
+
+    ds_sha256(token.data, token.len, hash);
+
+    rc = ds_get_token(txn, hash, tok, &err);
+
+    if (rc == DS_NOTFOUND || (rc == DS_OK
+        && !ds_ct_equal(tok->hash, hash, DS_TOKEN_HASH_LEN)))
+    {
+        ngx_str_set(reason, "invalid token");
+        return NGX_HTTP_UNAUTHORIZED;
+    }
+
+    if (rc != DS_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "dstack token record: %s", err.msg);
+        ngx_str_set(reason, "invalid token");
+        return NGX_HTTP_UNAUTHORIZED;
+    }
+
+    if (tok->expires && (uint64_t) ngx_time() >= tok->expires) {
+        ngx_str_set(reason, "token expired");
+        return NGX_HTTP_UNAUTHORIZED;
+    }
+
+    return NGX_OK;
+}
+
+
 /* "Authorization: Bearer <token>", scheme case-insensitive (RFC 6750) */
 static ngx_int_t
 ngx_http_dstack_bearer(ngx_http_request_t *r, ngx_str_t *token)
 {
     u_char     *p, *last;
     ngx_str_t  *v;
-
-    if (r->headers_in.authorization == NULL) {
-        return NGX_DECLINED;
-    }
 
     v = &r->headers_in.authorization->value;
 

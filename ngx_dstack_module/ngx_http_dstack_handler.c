@@ -18,13 +18,10 @@ static ngx_int_t ngx_http_dstack_copy_peers(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx, ds_txn_t *txn, const ds_service_t *svc);
 static ngx_int_t ngx_http_dstack_no_replica(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx);
-static ngx_int_t ngx_http_dstack_refuse(ngx_http_request_t *r,
-    ngx_http_dstack_ctx_t *ctx, ngx_uint_t status, ngx_str_t *reason,
-    time_t retry_after);
-static ngx_int_t ngx_http_dstack_add_header(ngx_http_request_t *r,
-    const char *key, ngx_str_t *value);
 static ngx_int_t ngx_http_dstack_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
+static ngx_table_elt_t *ngx_http_dstack_find_in(ngx_list_t *headers,
+    const char *name);
 
 
 static ngx_http_request_body_filter_pt  ngx_http_next_request_body_filter;
@@ -33,32 +30,36 @@ static ngx_http_request_body_filter_pt  ngx_http_next_request_body_filter;
 ngx_int_t
 ngx_http_dstack_access_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                    rc;
     ngx_str_t                    name, reason;
-    ds_err_t                     err;
     ds_txn_t                    *txn;
-    ds_service_t                 svc;
     ngx_http_dstack_ctx_t       *ctx;
     ngx_http_dstack_loc_conf_t  *dlcf;
 
     dlcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_module);
 
-    if (!dlcf->gateway || r != r->main) {
+    if ((!dlcf->gateway && !dlcf->openai) || r != r->main) {
         return NGX_DECLINED;
     }
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_dstack_module);
-    if (ctx && ctx->done) {
+
+    if (ctx == NULL) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_dstack_ctx_t));
+        if (ctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_http_set_ctx(r, ctx, ngx_http_dstack_module);
+        ctx->start = ngx_current_msec;
+
+    } else if (ctx->done) {
         return NGX_DECLINED;
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_dstack_ctx_t));
-    if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (dlcf->openai) {
+        return ngx_http_dstack_openai_access(r, ctx);
     }
 
-    ngx_http_set_ctx(r, ctx, ngx_http_dstack_module);
-    ctx->start = ngx_current_msec;
     ctx->done = 1;
 
     if (ngx_http_dstack_run_name(r, &dlcf->domain, &name) != NGX_OK) {
@@ -73,24 +74,37 @@ ngx_http_dstack_access_handler(ngx_http_request_t *r)
                                       &reason, 1);
     }
 
-    rc = ds_get_service(txn, (char *) name.data, name.len, &svc, &err);
+    return ngx_http_dstack_serve(r, ctx, txn, &name);
+}
+
+
+ngx_int_t
+ngx_http_dstack_serve(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
+    ds_txn_t *txn, ngx_str_t *name)
+{
+    ngx_int_t     rc;
+    ngx_str_t     reason;
+    ds_err_t      err;
+    ds_service_t  svc;
+
+    rc = ds_get_service(txn, (char *) name->data, name->len, &svc, &err);
 
     if (rc != DS_OK) {
         ngx_http_dstack_state_end();
 
         if (rc != DS_NOTFOUND) {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "dstack service \"%V\": %s", &name, err.msg);
+                          "dstack service \"%V\": %s", name, err.msg);
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        reason.len = name.len + sizeof("service \"\" not found") - 1;
+        reason.len = name->len + sizeof("service \"\" not found") - 1;
         reason.data = ngx_pnalloc(r->pool, reason.len);
         if (reason.data == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        ngx_sprintf(reason.data, "service \"%V\" not found", &name);
+        ngx_sprintf(reason.data, "service \"%V\" not found", name);
         return ngx_http_dstack_refuse(r, ctx, NGX_HTTP_NOT_FOUND, &reason, 0);
     }
 
@@ -190,7 +204,8 @@ ngx_http_dstack_admit(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
     ctx->max_body_size = svc->max_body_size;
 
     if (ctx->max_body_size
-        && r->headers_in.content_length_n > (off_t) ctx->max_body_size)
+        && (r->headers_in.content_length_n > (off_t) ctx->max_body_size
+            || ctx->body_received > (off_t) ctx->max_body_size))
     {
         ngx_str_set(&reason, "request body is larger than the service "
                              "allows");
@@ -280,18 +295,20 @@ ngx_http_dstack_no_replica(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_dstack_refuse(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
     ngx_uint_t status, ngx_str_t *reason, time_t retry_after)
 {
     u_char      *p;
     ngx_int_t    rc;
     ngx_str_t    value;
-    const char  *type;
+    const char  *type, *code;
 
     if (!ctx->admitted) {
         ctx->refused = 1;
     }
+
+    code = NULL;
 
     switch (status) {
 
@@ -301,6 +318,7 @@ ngx_http_dstack_refuse(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
 
     case NGX_HTTP_UNAUTHORIZED:
         type = "authentication_error";
+        code = "invalid_api_key";
         ngx_str_set(&value, "Bearer realm=\"dstack\"");
         if (ngx_http_dstack_add_header(r, "WWW-Authenticate", &value)
             != NGX_OK)
@@ -315,6 +333,7 @@ ngx_http_dstack_refuse(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
 
     case NGX_HTTP_NOT_FOUND:
         type = "not_found";
+        code = ctx->openai ? "model_not_found" : NULL;
         break;
 
     case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
@@ -323,6 +342,7 @@ ngx_http_dstack_refuse(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
 
     case NGX_HTTP_TOO_MANY_REQUESTS:
         type = "rate_limit_exceeded";
+        code = "rate_limit_exceeded";
         break;
 
     default:
@@ -343,7 +363,7 @@ ngx_http_dstack_refuse(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
         }
     }
 
-    rc = ngx_http_dstack_send_error(r, status, type, reason);
+    rc = ngx_http_dstack_send_error(r, status, type, code, reason);
 
     ngx_http_finalize_request(r, rc);
 
@@ -351,26 +371,22 @@ ngx_http_dstack_refuse(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
 }
 
 
-/* {"error":{"message":"...","type":"..."}}: small JSON, OpenAI's shape */
 ngx_int_t
 ngx_http_dstack_send_error(ngx_http_request_t *r, ngx_uint_t status,
-    const char *type, ngx_str_t *message)
+    const char *type, const char *code, ngx_str_t *message)
 {
-    size_t        len, tlen;
+    size_t        len, tlen, clen;
     u_char       *p;
-    ngx_int_t     rc;
     ngx_buf_t    *b;
     ngx_chain_t   out;
 
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
     tlen = ngx_strlen(type);
-    len = sizeof("{\"error\":{\"message\":\"\",\"type\":\"\"}}\n") - 1
+    clen = code ? ngx_strlen(code) + 2 : sizeof("null") - 1;
+
+    len = sizeof("{\"error\":{\"message\":\"\",\"type\":\"\","
+                 "\"param\":null,\"code\":}}\n") - 1
           + message->len + ngx_escape_json(NULL, message->data, message->len)
-          + tlen;
+          + tlen + clen;
 
     b = ngx_create_temp_buf(r->pool, len);
     if (b == NULL) {
@@ -382,13 +398,52 @@ ngx_http_dstack_send_error(ngx_http_request_t *r, ngx_uint_t status,
     p = (u_char *) ngx_escape_json(p, message->data, message->len);
     p = ngx_cpymem(p, "\",\"type\":\"", sizeof("\",\"type\":\"") - 1);
     p = ngx_cpymem(p, type, tlen);
-    p = ngx_cpymem(p, "\"}}\n", sizeof("\"}}\n") - 1);
+    p = ngx_cpymem(p, "\",\"param\":null,\"code\":",
+                   sizeof("\",\"param\":null,\"code\":") - 1);
+
+    if (code) {
+        *p++ = '"';
+        p = ngx_cpymem(p, code, clen - 2);
+        *p++ = '"';
+
+    } else {
+        p = ngx_cpymem(p, "null", sizeof("null") - 1);
+    }
+
+    p = ngx_cpymem(p, "}}\n", sizeof("}}\n") - 1);
     b->last = p;
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
 
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_dstack_send_json(r, status, &out);
+}
+
+
+/* a complete JSON answer from r->pool buffers; discards the request body */
+ngx_int_t
+ngx_http_dstack_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_chain_t *body)
+{
+    off_t         len;
+    ngx_int_t     rc;
+    ngx_chain_t  *cl;
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    len = 0;
+
+    for (cl = body; cl; cl = cl->next) {
+        len += ngx_buf_size(cl->buf);
+    }
+
     r->headers_out.status = status;
-    r->headers_out.content_length_n = b->last - b->pos;
+    r->headers_out.content_length_n = len;
     ngx_str_set(&r->headers_out.content_type, "application/json");
     r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->headers_out.content_type_lowcase = NULL;
@@ -398,14 +453,11 @@ ngx_http_dstack_send_error(ngx_http_request_t *r, ngx_uint_t status,
         return rc;
     }
 
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_output_filter(r, body);
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_dstack_add_header(ngx_http_request_t *r, const char *key,
     ngx_str_t *value)
 {
@@ -422,6 +474,53 @@ ngx_http_dstack_add_header(ngx_http_request_t *r, const char *key,
     h->value = *value;
 
     return NGX_OK;
+}
+
+
+ngx_table_elt_t *
+ngx_http_dstack_find_header(ngx_http_request_t *r, const char *name)
+{
+    return ngx_http_dstack_find_in(&r->headers_in.headers, name);
+}
+
+
+ngx_table_elt_t *
+ngx_http_dstack_find_out_header(ngx_http_request_t *r, const char *name)
+{
+    return ngx_http_dstack_find_in(&r->headers_out.headers, name);
+}
+
+
+static ngx_table_elt_t *
+ngx_http_dstack_find_in(ngx_list_t *headers, const char *name)
+{
+    size_t            len;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    len = ngx_strlen(name);
+    part = &headers->part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash != 0 && h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
 }
 
 

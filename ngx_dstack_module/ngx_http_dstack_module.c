@@ -86,6 +86,13 @@ static ngx_command_t  ngx_http_dstack_commands[] = {
       offsetof(ngx_http_dstack_loc_conf_t, gateway),
       NULL },
 
+    { ngx_string("dstack_openai"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dstack_loc_conf_t, openai),
+      NULL },
+
     { ngx_string("dstack_stats"),
       NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_dstack_stats,
@@ -202,7 +209,11 @@ ngx_http_dstack_postconfiguration(ngx_conf_t *cf)
 
     *h = ngx_http_dstack_log_handler;
 
-    return ngx_http_dstack_body_filter_init(cf);
+    if (ngx_http_dstack_body_filter_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_dstack_openai_filter_init(cf);
 }
 
 
@@ -282,6 +293,7 @@ ngx_http_dstack_create_loc_conf(ngx_conf_t *cf)
      */
 
     dlcf->gateway = NGX_CONF_UNSET;
+    dlcf->openai = NGX_CONF_UNSET;
     dlcf->stats = NGX_CONF_UNSET_UINT;
 
     return dlcf;
@@ -297,11 +309,14 @@ ngx_http_dstack_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_dstack_main_conf_t  *dmcf;
 
     ngx_conf_merge_value(conf->gateway, prev->gateway, 0);
+    ngx_conf_merge_value(conf->openai, prev->openai, 0);
     ngx_conf_merge_str_value(conf->domain, prev->domain, "");
     ngx_conf_merge_uint_value(conf->stats, prev->stats,
                               NGX_HTTP_DSTACK_STATS_OFF);
 
-    if (!conf->gateway && conf->stats == NGX_HTTP_DSTACK_STATS_OFF) {
+    if (!conf->gateway && !conf->openai
+        && conf->stats == NGX_HTTP_DSTACK_STATS_OFF)
+    {
         return NGX_CONF_OK;
     }
 
@@ -309,8 +324,9 @@ ngx_http_dstack_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (dmcf->state_path.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"dstack_gateway\" and \"dstack_stats\" need "
-                           "\"dstack_state\" in the http block");
+                           "\"dstack_gateway\", \"dstack_openai\" and "
+                           "\"dstack_stats\" need \"dstack_state\" in the "
+                           "http block");
         return NGX_CONF_ERROR;
     }
 

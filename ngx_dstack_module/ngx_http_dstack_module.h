@@ -88,6 +88,7 @@ typedef struct {
 
 typedef struct {
     ngx_flag_t                  gateway;        /* dstack_gateway */
+    ngx_flag_t                  openai;         /* dstack_openai */
     ngx_str_t                   domain;         /* dstack_domain */
     ngx_uint_t                  stats;          /* dstack_stats */
 } ngx_http_dstack_loc_conf_t;
@@ -117,6 +118,9 @@ typedef struct {
 
     ngx_msec_t                  start;          /* ngx_current_msec */
 
+    unsigned                    openai:1;       /* model endpoint */
+    unsigned                    reading_body:1; /* openai: body on its way */
+    unsigned                    body_ready:1;   /* openai: body read */
     unsigned                    admitted:1;     /* counted in-flight */
     unsigned                    token_consumed:1; /* not forwarded */
     unsigned                    refused:1;      /* refused by the gateway */
@@ -137,13 +141,40 @@ void ngx_http_dstack_state_end(void);
 
 /* handler.c */
 ngx_int_t ngx_http_dstack_access_handler(ngx_http_request_t *r);
+/* serve the service `name` (auth, limits, replicas); ends the txn */
+ngx_int_t ngx_http_dstack_serve(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx, ds_txn_t *txn, ngx_str_t *name);
+/* answer with a JSON error and finalize; returns NGX_DONE */
+ngx_int_t ngx_http_dstack_refuse(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx, ngx_uint_t status, ngx_str_t *reason,
+    time_t retry_after);
+/* {"error":{"message","type","param":null,"code"}}, OpenAI's shape */
 ngx_int_t ngx_http_dstack_send_error(ngx_http_request_t *r,
-    ngx_uint_t status, const char *type, ngx_str_t *message);
+    ngx_uint_t status, const char *type, const char *code,
+    ngx_str_t *message);
+ngx_int_t ngx_http_dstack_send_json(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_chain_t *body);
+ngx_int_t ngx_http_dstack_add_header(ngx_http_request_t *r,
+    const char *key, ngx_str_t *value);
 ngx_int_t ngx_http_dstack_body_filter_init(ngx_conf_t *cf);
+/* case-insensitive lookup in the request's or the response's headers */
+ngx_table_elt_t *ngx_http_dstack_find_header(ngx_http_request_t *r,
+    const char *name);
+ngx_table_elt_t *ngx_http_dstack_find_out_header(ngx_http_request_t *r,
+    const char *name);
 
-/* auth.c: NGX_OK, or the status to answer (401, 403, 400) */
+/* auth.c: NGX_OK, or the status to answer (401, 403) */
 ngx_int_t ngx_http_dstack_auth(ngx_http_request_t *r, ds_txn_t *txn,
     const ds_service_t *svc, ngx_str_t *reason);
+/* the request's token: NGX_OK (*tok valid until the txn ends),
+ * NGX_DECLINED (no Authorization header) or 401 */
+ngx_int_t ngx_http_dstack_token(ngx_http_request_t *r, ds_txn_t *txn,
+    ds_token_t *tok, ngx_str_t *reason);
+
+/* openai.c: the OpenAI-compatible endpoint ("dstack_openai on") */
+ngx_int_t ngx_http_dstack_openai_access(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx);
+ngx_int_t ngx_http_dstack_openai_filter_init(ngx_conf_t *cf);
 
 /* limit.c */
 ngx_int_t ngx_http_dstack_limit_zone_init(ngx_conf_t *cf,

@@ -1,0 +1,746 @@
+/*
+ * The OpenAI-compatible endpoint ("dstack_openai on", on gateway.<domain>):
+ *
+ *   OPTIONS *                   CORS preflight, answered here
+ *   GET /v1/models[/<id>]       the models the caller may use and that
+ *                               have a ready replica
+ *   POST /v1/chat/completions,  the body is read (into memory, at most
+ *        /v1/completions,       client_body_buffer_size), its top-level
+ *        /v1/embeddings         "model" picks the service, and the request
+ *                               goes on exactly as a Host-routed one
+ *                               (auth, limits, balancer, metrics), its URI
+ *                               moved under the service's model prefix
+ *
+ * Reading the body never blocks the worker: the access handler returns
+ * NGX_DONE and the body handler re-runs the phases when it is complete.
+ * Every answer of this endpoint carries Access-Control-Allow-Origin.
+ */
+
+#include "ngx_http_dstack_module.h"
+#include "ds_json_scan.h"
+
+
+#define NGX_HTTP_DSTACK_V1  "/v1"
+
+
+typedef struct {
+    ngx_http_request_t      *r;
+    ds_txn_t                *txn;
+    ds_token_t              *tok;       /* NULL: anonymous */
+    ngx_str_t                only;      /* one model, or all */
+    ngx_array_t             *models;    /* of ngx_http_dstack_model_t */
+    ngx_int_t                rc;
+} ngx_http_dstack_models_ctx_t;
+
+typedef struct {
+    ngx_str_t                id;
+    ngx_str_t                owner;
+    uint64_t                 created;
+} ngx_http_dstack_model_t;
+
+
+static ngx_int_t ngx_http_dstack_openai_dispatch(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx);
+static ngx_int_t ngx_http_dstack_openai_preflight(ngx_http_request_t *r);
+static ngx_int_t ngx_http_dstack_openai_read_body(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx);
+static void ngx_http_dstack_openai_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_dstack_openai_route(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx);
+static ngx_int_t ngx_http_dstack_openai_body(ngx_http_request_t *r,
+    ngx_str_t *body);
+static ngx_int_t ngx_http_dstack_openai_model_name(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx, ngx_str_t *body, ngx_str_t *model);
+static ngx_int_t ngx_http_dstack_openai_rewrite(ngx_http_request_t *r,
+    ds_str_t *prefix);
+static ngx_int_t ngx_http_dstack_openai_models(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx, ngx_str_t *only);
+static int ngx_http_dstack_openai_collect(void *arg, const ds_model_t *m);
+static ngx_int_t ngx_http_dstack_openai_send_models(ngx_http_request_t *r,
+    ngx_array_t *models, ngx_uint_t one);
+static ngx_int_t ngx_http_dstack_openai_fail(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx, ngx_uint_t status, const char *type,
+    const char *code, const char *fmt, ...);
+static ngx_int_t ngx_http_dstack_openai_header_filter(ngx_http_request_t *r);
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+
+
+ngx_int_t
+ngx_http_dstack_openai_access(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx)
+{
+    ctx->openai = 1;
+
+    if (ctx->reading_body) {
+        return NGX_DONE;
+    }
+
+    if (ctx->body_ready) {
+        ctx->done = 1;
+        return ngx_http_dstack_openai_route(r, ctx);
+    }
+
+    return ngx_http_dstack_openai_dispatch(r, ctx);
+}
+
+
+static ngx_int_t
+ngx_http_dstack_openai_dispatch(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx)
+{
+    ngx_str_t  *uri, id;
+
+    uri = &r->uri;
+
+    if (r->method == NGX_HTTP_OPTIONS) {
+        ctx->done = 1;
+        return ngx_http_dstack_openai_preflight(r);
+    }
+
+    if (r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD)) {
+        ctx->done = 1;
+
+        if (uri->len == sizeof("/v1/models") - 1
+            && ngx_strncmp(uri->data, "/v1/models", uri->len) == 0)
+        {
+            ngx_str_null(&id);
+            return ngx_http_dstack_openai_models(r, ctx, &id);
+        }
+
+        if (uri->len > sizeof("/v1/models/") - 1
+            && ngx_strncmp(uri->data, "/v1/models/",
+                           sizeof("/v1/models/") - 1) == 0)
+        {
+            id.data = uri->data + sizeof("/v1/models/") - 1;
+            id.len = uri->len - (sizeof("/v1/models/") - 1);
+            return ngx_http_dstack_openai_models(r, ctx, &id);
+        }
+
+        return ngx_http_dstack_openai_fail(r, ctx, NGX_HTTP_NOT_FOUND,
+                                           "invalid_request_error",
+                                           "unknown_url",
+                                           "Unknown request URL: GET %V",
+                                           uri);
+    }
+
+    if (r->method == NGX_HTTP_POST
+        && ((uri->len == sizeof("/v1/chat/completions") - 1
+             && ngx_strncmp(uri->data, "/v1/chat/completions", uri->len) == 0)
+            || (uri->len == sizeof("/v1/completions") - 1
+                && ngx_strncmp(uri->data, "/v1/completions", uri->len) == 0)
+            || (uri->len == sizeof("/v1/embeddings") - 1
+                && ngx_strncmp(uri->data, "/v1/embeddings", uri->len) == 0)))
+    {
+        return ngx_http_dstack_openai_read_body(r, ctx);
+    }
+
+    ctx->done = 1;
+
+    return ngx_http_dstack_openai_fail(r, ctx, NGX_HTTP_NOT_FOUND,
+                                       "invalid_request_error", "unknown_url",
+                                       "Unknown request URL: %V %V",
+                                       &r->method_name, uri);
+}
+
+
+static ngx_int_t
+ngx_http_dstack_openai_preflight(ngx_http_request_t *r)
+{
+    ngx_int_t         rc;
+    ngx_str_t         value;
+    ngx_table_elt_t  *h;
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    ngx_str_set(&value, "GET, POST, OPTIONS");
+    if (ngx_http_dstack_add_header(r, "Access-Control-Allow-Methods", &value)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* allow what the browser asks for: the request is authorized by its
+     * bearer token, not by its headers */
+    h = ngx_http_dstack_find_header(r, "Access-Control-Request-Headers");
+    if (h) {
+        value = h->value;
+
+    } else {
+        ngx_str_set(&value, "Authorization, Content-Type");
+    }
+
+    if (ngx_http_dstack_add_header(r, "Access-Control-Allow-Headers", &value)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_str_set(&value, "86400");
+    if (ngx_http_dstack_add_header(r, "Access-Control-Max-Age", &value)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->headers_out.status = NGX_HTTP_NO_CONTENT;
+    r->headers_out.content_length_n = 0;
+    r->header_only = 1;
+
+    rc = ngx_http_send_header(r);
+
+    ngx_http_finalize_request(r, rc);
+
+    return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_http_dstack_openai_read_body(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx)
+{
+    ngx_int_t                  rc;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (r->headers_in.content_length_n > (off_t) clcf->client_body_buffer_size)
+    {
+        ctx->done = 1;
+        return ngx_http_dstack_openai_fail(r, ctx,
+                                           NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                           "invalid_request_error",
+                                           "request_too_large",
+                                           "request body is larger than "
+                                           "%uz bytes",
+                                           clcf->client_body_buffer_size);
+    }
+
+    r->request_body_in_single_buf = 1;
+    ctx->reading_body = 1;
+
+    rc = ngx_http_read_client_request_body(r,
+                                           ngx_http_dstack_openai_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    ngx_http_finalize_request(r, NGX_DONE);
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_dstack_openai_body_handler(ngx_http_request_t *r)
+{
+    ngx_http_dstack_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_dstack_module);
+
+    ctx->reading_body = 0;
+    ctx->body_ready = 1;
+
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+}
+
+
+static ngx_int_t
+ngx_http_dstack_openai_route(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
+{
+    ngx_int_t    rc;
+    ngx_str_t    body, model, service, reason;
+    ds_err_t     err;
+    ds_txn_t    *txn;
+    ds_model_t   m;
+
+    rc = ngx_http_dstack_openai_body(r, &body);
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_dstack_openai_fail(r, ctx,
+                                           NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                           "invalid_request_error",
+                                           "request_too_large",
+                                           "request body is too large");
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->body_received = body.len;
+
+    rc = ngx_http_dstack_openai_model_name(r, ctx, &body, &model);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    txn = ngx_http_dstack_state_begin(r->connection->log);
+    if (txn == NULL) {
+        ngx_str_set(&reason, "gateway state is unavailable");
+        return ngx_http_dstack_refuse(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                      &reason, 1);
+    }
+
+    rc = ds_get_model(txn, (char *) model.data, model.len, &m, &err);
+
+    if (rc != DS_OK) {
+        ngx_http_dstack_state_end();
+
+        if (rc != DS_NOTFOUND) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "dstack model \"%V\": %s", &model, err.msg);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_http_dstack_openai_fail(r, ctx, NGX_HTTP_NOT_FOUND,
+                                           "invalid_request_error",
+                                           "model_not_found",
+                                           "The model `%V` does not exist",
+                                           &model);
+    }
+
+    if (ngx_http_dstack_openai_rewrite(r, &m.prefix) != NGX_OK) {
+        ngx_http_dstack_state_end();
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    service.data = (u_char *) m.service.data;
+    service.len = m.service.len;
+
+    return ngx_http_dstack_serve(r, ctx, txn, &service);
+}
+
+
+/* the body as one buffer: NGX_DECLINED when it went to a temp file */
+static ngx_int_t
+ngx_http_dstack_openai_body(ngx_http_request_t *r, ngx_str_t *body)
+{
+    u_char       *p;
+    size_t        len;
+    ngx_chain_t  *cl;
+
+    ngx_str_null(body);
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return NGX_OK;
+    }
+
+    if (r->request_body->temp_file) {
+        return NGX_DECLINED;
+    }
+
+    len = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        if (cl->buf->in_file) {
+            return NGX_DECLINED;
+        }
+
+        len += cl->buf->last - cl->buf->pos;
+    }
+
+    if (r->request_body->bufs->next == NULL) {
+        body->data = r->request_body->bufs->buf->pos;
+        body->len = len;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    body->data = p;
+    body->len = len;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_dstack_openai_model_name(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx, ngx_str_t *body, ngx_str_t *model)
+{
+    int          rc, escaped;
+    size_t       len, off;
+    const char  *val;
+
+    rc = ds_json_find_string((const char *) body->data, body->len, "model",
+                             &val, &len, &escaped, &off);
+
+    switch (rc) {
+
+    case DS_JSON_INVALID:
+        return ngx_http_dstack_openai_fail(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                           "invalid_request_error", NULL,
+                                           "We could not parse the JSON body "
+                                           "of your request (at byte %uz)",
+                                           off);
+
+    case DS_JSON_MISSING:
+        return ngx_http_dstack_openai_fail(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                           "invalid_request_error", NULL,
+                                           "you must provide a model "
+                                           "parameter");
+
+    case DS_JSON_NOT_STRING:
+        return ngx_http_dstack_openai_fail(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                           "invalid_request_error", NULL,
+                                           "\"model\" must be a string");
+    }
+
+    model->data = (u_char *) val;
+    model->len = len;
+
+    if (escaped) {
+        model->data = ngx_pnalloc(r->pool, len);
+        if (model->data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        model->len = ds_json_unescape(val, len, (char *) model->data);
+
+        if (model->len == (size_t) -1) {
+            return ngx_http_dstack_openai_fail(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                               "invalid_request_error", NULL,
+                                               "\"model\" is not a valid "
+                                               "string");
+        }
+    }
+
+    if (model->len == 0 || model->len > DS_NAME_MAX * 4) {
+        return ngx_http_dstack_openai_fail(r, ctx, NGX_HTTP_NOT_FOUND,
+                                           "invalid_request_error",
+                                           "model_not_found",
+                                           "The model does not exist");
+    }
+
+    return NGX_OK;
+}
+
+
+/* /v1/chat/completions -> <prefix>/chat/completions, arguments kept */
+static ngx_int_t
+ngx_http_dstack_openai_rewrite(ngx_http_request_t *r, ds_str_t *prefix)
+{
+    u_char  *p, *tail;
+    size_t   rest;
+
+    if (prefix->len == sizeof(NGX_HTTP_DSTACK_V1) - 1
+        && ngx_strncmp(prefix->data, NGX_HTTP_DSTACK_V1, prefix->len) == 0)
+    {
+        return NGX_OK;
+    }
+
+    /* the dispatcher matched the URI, so it starts with "/v1/" */
+    tail = r->uri.data + sizeof(NGX_HTTP_DSTACK_V1) - 1;
+    rest = r->uri.len - (sizeof(NGX_HTTP_DSTACK_V1) - 1);
+
+    p = ngx_pnalloc(r->pool, prefix->len + rest);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(p, prefix->data, prefix->len);
+    ngx_memcpy(p + prefix->len, tail, rest);
+
+    r->uri.data = p;
+    r->uri.len = prefix->len + rest;
+    r->valid_unparsed_uri = 0;
+
+    return NGX_OK;
+}
+
+
+/*
+ * GET /v1/models: models of services the caller may use (all services
+ * with auth off; with a token, those in its scope) that have a ready
+ * replica.  A bad token is a 401 even here: clients should learn early.
+ */
+static ngx_int_t
+ngx_http_dstack_openai_models(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx, ngx_str_t *only)
+{
+    ngx_int_t                      rc;
+    ngx_str_t                      reason;
+    ds_err_t                       err;
+    ds_txn_t                      *txn;
+    ds_token_t                     tok;
+    ngx_http_dstack_models_ctx_t   mc;
+
+    txn = ngx_http_dstack_state_begin(r->connection->log);
+    if (txn == NULL) {
+        ngx_str_set(&reason, "gateway state is unavailable");
+        return ngx_http_dstack_refuse(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                      &reason, 1);
+    }
+
+    ngx_memzero(&mc, sizeof(mc));
+    mc.r = r;
+    mc.txn = txn;
+    mc.only = *only;
+
+    rc = ngx_http_dstack_token(r, txn, &tok, &reason);
+
+    if (rc == NGX_OK) {
+        mc.tok = &tok;
+
+    } else if (rc != NGX_DECLINED) {
+        ngx_http_dstack_state_end();
+        return ngx_http_dstack_refuse(r, ctx, rc, &reason, 0);
+    }
+
+    mc.models = ngx_array_create(r->pool, 8, sizeof(ngx_http_dstack_model_t));
+    if (mc.models == NULL) {
+        ngx_http_dstack_state_end();
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ds_foreach_model(txn, ngx_http_dstack_openai_collect, &mc, &err)
+        != DS_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "dstack models: %s", err.msg);
+        mc.rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_dstack_state_end();
+
+    if (mc.rc != NGX_OK) {
+        return mc.rc;
+    }
+
+    if (only->len && mc.models->nelts == 0) {
+        return ngx_http_dstack_openai_fail(r, ctx, NGX_HTTP_NOT_FOUND,
+                                           "invalid_request_error",
+                                           "model_not_found",
+                                           "The model `%V` does not exist",
+                                           only);
+    }
+
+    rc = ngx_http_dstack_openai_send_models(r, mc.models, only->len != 0);
+
+    ngx_http_finalize_request(r, rc);
+
+    return NGX_DONE;
+}
+
+
+static int
+ngx_http_dstack_openai_collect(void *arg, const ds_model_t *m)
+{
+    ngx_http_dstack_models_ctx_t *mc = arg;
+
+    int                       rc;
+    uint32_t                  i;
+    ds_err_t                  err;
+    ds_replica_t              rep;
+    ds_service_t              svc;
+    ds_replica_set_t          set;
+    ngx_http_dstack_model_t  *out;
+
+    if (mc->only.len
+        && (mc->only.len != m->name.len
+            || ngx_strncmp(mc->only.data, m->name.data, m->name.len) != 0))
+    {
+        return 0;
+    }
+
+    if (ds_get_service(mc->txn, m->service.data, m->service.len, &svc, &err)
+        != DS_OK)
+    {
+        return 0;
+    }
+
+    if ((svc.flags & DS_SERVICE_AUTH)
+        && (mc->tok == NULL
+            || !ds_token_allows(mc->tok, svc.name.data, svc.name.len)))
+    {
+        return 0;
+    }
+
+    rc = ds_get_replicas(mc->txn, svc.name.data, svc.name.len, &set, &err);
+    if (rc != DS_OK) {
+        return 0;
+    }
+
+    for (i = 0; i < set.count; i++) {
+        ds_replica_at(&set, i, &rep);
+        if (rep.state == DS_REPLICA_READY) {
+            break;
+        }
+    }
+
+    if (i == set.count) {
+        return 0;
+    }
+
+    out = ngx_array_push(mc->models);
+    if (out == NULL) {
+        mc->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return 1;
+    }
+
+    out->id.len = m->name.len;
+    out->owner.len = m->service.len;
+    out->id.data = ngx_pnalloc(mc->r->pool, m->name.len + m->service.len);
+    if (out->id.data == NULL) {
+        mc->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return 1;
+    }
+
+    out->owner.data = ngx_cpymem(out->id.data, m->name.data, m->name.len);
+    ngx_memcpy(out->owner.data, m->service.data, m->service.len);
+    out->created = m->created;
+
+    return 0;
+}
+
+
+static ngx_int_t
+ngx_http_dstack_openai_send_models(ngx_http_request_t *r,
+    ngx_array_t *models, ngx_uint_t one)
+{
+    size_t                    len;
+    u_char                   *p;
+    ngx_uint_t                i;
+    ngx_buf_t                *b;
+    ngx_chain_t               out;
+    ngx_http_dstack_model_t  *m;
+
+    static const char  entry[] =
+        "{\"id\":\"\",\"object\":\"model\",\"created\":,\"owned_by\":\"\"},";
+
+    m = models->elts;
+    len = sizeof("{\"object\":\"list\",\"data\":[]}\n") - 1;
+
+    for (i = 0; i < models->nelts; i++) {
+        len += sizeof(entry) - 1 + NGX_INT64_LEN
+               + m[i].id.len + ngx_escape_json(NULL, m[i].id.data,
+                                               m[i].id.len)
+               + m[i].owner.len;
+    }
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = b->last;
+
+    if (!one) {
+        p = ngx_cpymem(p, "{\"object\":\"list\",\"data\":[",
+                       sizeof("{\"object\":\"list\",\"data\":[") - 1);
+    }
+
+    for (i = 0; i < models->nelts; i++) {
+        p = ngx_cpymem(p, "{\"id\":\"", sizeof("{\"id\":\"") - 1);
+        p = (u_char *) ngx_escape_json(p, m[i].id.data, m[i].id.len);
+        p = ngx_sprintf(p, "\",\"object\":\"model\",\"created\":%uL,"
+                        "\"owned_by\":\"%V\"}", m[i].created, &m[i].owner);
+
+        if (i + 1 < models->nelts) {
+            *p++ = ',';
+        }
+    }
+
+    if (!one) {
+        *p++ = ']';
+        *p++ = '}';
+    }
+
+    *p++ = '\n';
+
+    b->last = p;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_dstack_send_json(r, NGX_HTTP_OK, &out);
+}
+
+
+static ngx_int_t
+ngx_http_dstack_openai_fail(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
+    ngx_uint_t status, const char *type, const char *code, const char *fmt,
+    ...)
+{
+    u_char     *p;
+    va_list     args;
+    ngx_int_t   rc;
+    ngx_str_t   msg;
+
+    p = ngx_pnalloc(r->pool, NGX_MAX_ERROR_STR);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    va_start(args, fmt);
+    msg.len = ngx_vslprintf(p, p + NGX_MAX_ERROR_STR, fmt, args) - p;
+    va_end(args);
+    msg.data = p;
+
+    if (!ctx->admitted) {
+        ctx->refused = 1;
+    }
+
+    rc = ngx_http_dstack_send_error(r, status, type, code, &msg);
+
+    ngx_http_finalize_request(r, rc);
+
+    return NGX_DONE;
+}
+
+
+ngx_int_t
+ngx_http_dstack_openai_filter_init(ngx_conf_t *cf)
+{
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_dstack_openai_header_filter;
+
+    return NGX_OK;
+}
+
+
+/* browsers may call the endpoint from any origin: the bearer token, not
+ * a cookie, is the credential */
+static ngx_int_t
+ngx_http_dstack_openai_header_filter(ngx_http_request_t *r)
+{
+    ngx_str_t               value;
+    ngx_http_dstack_ctx_t  *ctx;
+
+    if (r != r->main) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_dstack_module);
+
+    if (ctx && ctx->openai
+        && ngx_http_dstack_find_out_header(r, "Access-Control-Allow-Origin")
+           == NULL)
+    {
+        ngx_str_set(&value, "*");
+        if (ngx_http_dstack_add_header(r, "Access-Control-Allow-Origin",
+                                       &value)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return ngx_http_next_header_filter(r);
+}
