@@ -466,6 +466,32 @@ replica_to_api(const struct replica *rep, const char *resources)
 }
 
 
+/*
+ * The model endpoint: gateway.<domain> with the scheme and port of the
+ * service URL, and the model's prefix ("/v1").
+ */
+static void
+run_model_url(const struct run *r, char *buf, size_t n)
+{
+    const char  *url, *host, *port, *end;
+    const char  *prefix;
+
+    url = run_url(r);
+    prefix = r->spec.model.prefix ? r->spec.model.prefix : "";
+    host = strstr(url, "://");
+    if (host == NULL) {
+        fmt(buf, n, "http://gateway.%s%s", conf->domain, prefix);
+        return;
+    }
+    host += 3;
+    port = strchr(host, ':');
+    end = port ? port + strcspn(port, "/") : NULL;
+    fmt(buf, n, "%.*sgateway.%s%.*s%s", (int) (host - url), url,
+        conf->domain, port ? (int) (end - port) : 0, port ? port : "",
+        prefix);
+}
+
+
 cJSON *
 run_to_api(const struct run *r)
 {
@@ -488,19 +514,8 @@ run_to_api(const struct run *r)
     if (r->spec.model.enabled) {
         m = cJSON_AddObjectToObject(o, "model");
         cJSON_AddStringToObject(m, "name", r->spec.model.name);
-        snprintf(url, sizeof(url), "%s", run_url(r));
-        /* the model endpoint is on gateway.<domain>, same scheme/port */
-        {
-            char  *host = strstr(url, "://");
-            char   fixed[700];
-            if (host != NULL) {
-                host += 3;
-                snprintf(fixed, sizeof(fixed), "%.*sgateway.%s%s",
-                         (int) (host - url), url, conf->domain,
-                         strchr(host, ':') ? strchr(host, ':') : "");
-                cJSON_AddStringToObject(m, "url", fixed);
-            }
-        }
+        run_model_url(r, url, sizeof(url));
+        cJSON_AddStringToObject(m, "url", url);
     } else {
         cJSON_AddNullToObject(o, "model");
     }

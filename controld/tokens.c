@@ -182,8 +182,6 @@ tok_list_cb(void *arg, const ds_token_t *tok)
             snprintf(buf, sizeof(buf), "%.*s", (int) s.len, s.data);
             cJSON_AddItemToArray(svcs, cJSON_CreateString(buf));
         }
-    } else {
-        cJSON_AddItemToArray(svcs, cJSON_CreateString("*"));
     }
     cJSON_AddNumberToObject(o, "created", (double) tok->created);
     if (tok->expires) {
