@@ -115,6 +115,14 @@ $r = $c->cli(['token', 'revoke', 'ci']);
 is($r->{rc}, 1, 'revoking it again: exit 1');
 like($r->{err}, qr/^dstackctl: .*ci/, 'and the message names it');
 
+# ---- through nginx ----------------------------------------------------------------
+
+$r = $c->cli(['ps', '--json'], env => $c->via_nginx);
+is($r->{rc}, 0, 'ps through nginx (http://) exits 0') or diag $r->{err};
+like($r->{out}, qr/"\Q$names[0]\E"/, 'and lists the runs');
+$r = $c->cli(['ps'], env => { %{ $c->via_nginx }, DSTACK_TOKEN => $tok });
+is($r->{rc}, 1, 'a revoked token through nginx: exit 1');
+
 # ---- a wrong admin token --------------------------------------------------------
 
 $r = $c->cli(['ps'], env => { DSTACK_TOKEN => 'dst_wrong' });

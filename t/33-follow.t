@@ -127,9 +127,12 @@ like($r->{err}, qr/^dstackctl: .*gpu/mi, 'with the same kind of message');
 
 # ---- run DIR -f FILE, and a model -------------------------------------------------
 
+# this one talks to the API through nginx (http://, not the socket), as
+# a user away from the gateway host does; the code upload goes that way
 $r = $c->cli(['run', $app, '-f', "$app/model.dstack.yml", '-y'],
-    timeout => 90);
-is($r->{rc}, 0, 'run DIR -f FILE exits 0') or diag "$r->{out}\n$r->{err}";
+    timeout => 90, env => $c->via_nginx);
+is($r->{rc}, 0, 'run DIR -f FILE through nginx exits 0')
+    or diag "$r->{out}\n$r->{err}";
 like($r->{out}, qr/^ Model\s+tiny-model$/m, 'the plan names the model');
 like($r->{out}, qr/^Service is published at:\n  http:\/\/chat\.\Q$domain\E:$port\nModel tiny-model is published at:\n  http:\/\/gateway\.\Q$domain\E:$port\/v1\n/m,
     'the service and the model endpoint are published');

@@ -69,8 +69,53 @@ sub new {
         owner => $$,
     }, $class;
     make_path("$self->{dir}/home");
+    $t->{opts}{http} = join "\n", grep { defined }
+        $t->{opts}{http}, $self->gateway_server
+        unless $opts{no_gateway_server};
     push @INSTANCES, $self;
     return $self;
+}
+
+# gateway.<domain> as conf/nginx/dstack-gateway.conf has it: the OpenAI
+# endpoint and controld's API, on the harness's port.  "127.0.0.1" is one
+# of its names so that DSTACK_SERVER=http://127.0.0.1:PORT reaches the
+# API through nginx, as a remote user's https://gateway.<domain> would.
+sub gateway_server {
+    my $self = shift;
+    my $t = $self->{t};
+    my ($port, $domain, $sock) = ($t->port, $t->domain, $self->api_socket);
+    return <<"EOF";
+    server {
+        listen 127.0.0.1:$port;
+        server_name gateway.$domain 127.0.0.1;
+        dstack_domain $domain;
+
+        location /v1/ {
+            include $DsTest::REPO/conf/nginx/dstack-proxy.conf;
+            dstack_openai on;
+            client_body_buffer_size 4m;
+        }
+
+        location /api/ {
+            proxy_pass http://unix:$sock;
+            proxy_http_version 1.1;
+            proxy_set_header Host \$host;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_read_timeout 3600s;
+            client_max_body_size 256m;
+        }
+    }
+EOF
+}
+
+# the API through nginx, for cli(env => ...)
+sub via_nginx {
+    my $self = shift;
+    return { DSTACK_CONFIG => undef,
+        DSTACK_SERVER => 'http://127.0.0.1:' . $self->{t}->port,
+        DSTACK_TOKEN => $self->admin_token };
 }
 
 sub dir { $_[0]{dir} }
