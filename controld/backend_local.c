@@ -3,9 +3,12 @@
  *
  * Isolation.  Every replica of a service listens on the same `port`, so
  * when controld runs as root each replica gets its own network namespace
- * "dstack-<run>-<num>-<version>" joined to the host by a veth pair with a
- * /30 of `subnet` (10.213.0.0/16): the host side is .1, the replica .2,
- * and the gateway reaches the replica at <.2>:<port>.  Without root there
+ * "dstack-<tag>-<run>-<num>-<index>" joined to the host by a veth pair
+ * ("ds<tag>h<index>" / "ds<tag>n<index>") with the index-th /30 of
+ * `subnet` (10.213.0.0/16): the host side is .1, the replica .2, and the
+ * gateway reaches the replica at <.2>:<port>.  <tag> is 4 hex digits of
+ * the state directory's hash: two controlds on one host (tests in
+ * parallel) never touch each other's namespaces.  Without root there
  * are no namespaces: replicas use the host network at 127.0.0.1:<port>,
  * so a run may have one replica only and two runs may not share a port;
  * plan says so (see conf/controld.yml, network).
@@ -43,6 +46,8 @@
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 
 #include "controld.h"
 
@@ -70,6 +75,7 @@ static struct {
     char            gpu_note[128];      /* why there are none */
     int             netns;              /* replicas get namespaces */
     int             next_net;           /* round robin over /30s */
+    char            tag[8];             /* this controld's names */
 } host;
 
 /* a replica being set up: the read end of its exec pipe */
@@ -233,6 +239,16 @@ local_init(char *err, size_t n)
     unsigned long long kb;
     long             cpus;
     int              i;
+    uint8_t          digest[32];
+
+    /* names of namespaces and interfaces carry a tag of the state, so
+     * that several controlds on one host (tests) keep to their own */
+    ds_sha256(conf->state_dir, strlen(conf->state_dir), digest);
+    hex_encode(digest, 2, host.tag);
+    if (host.next_net == 0) {
+        host.next_net = (int) (((unsigned) digest[2] << 8 | digest[3])
+                               % (1U << (32 - conf->local.subnet_bits - 2)));
+    }
 
     cpus = sysconf(_SC_NPROCESSORS_ONLN);
     host.cpus = cpus > 0 ? (int) cpus : 1;
@@ -521,24 +537,24 @@ local_offers(const ds_spec_t *sp, int replicas, cJSON *offers, char *err,
     if (sp->backends != NULL
         && !list_has(sp->backends, sp->n_backends, "local"))
     {
-        snprintf(err, n, "backends: this server has the local backend "
+        snprintf(err, n, "spec.backends: this server has the local backend "
                  "only");
         return 422;
     }
     if (sp->regions != NULL && !list_has(sp->regions, sp->n_regions, "local"))
     {
-        snprintf(err, n, "regions: the local backend has one region, "
+        snprintf(err, n, "spec.regions: the local backend has one region, "
                  "\"local\"");
         return 422;
     }
     if (sp->spot_policy == DS_SPEC_SPOT_SPOT) {
-        snprintf(err, n, "spot_policy: the local backend has on-demand "
+        snprintf(err, n, "spec.spot_policy: the local backend has on-demand "
                  "offers only (use on-demand or auto)");
         return 422;
     }
 
     if (sp->image != NULL && container_runtime(prog, sizeof(prog)) != 0) {
-        snprintf(err, n, "image: running an image needs a container "
+        snprintf(err, n, "spec.image: running an image needs a container "
                  "runtime on the host, and neither podman nor docker is "
                  "in PATH");
         return 422;
@@ -546,7 +562,7 @@ local_offers(const ds_spec_t *sp, int replicas, cJSON *offers, char *err,
     if (sp->python != NULL) {
         snprintf(need, sizeof(need), "python%s", sp->python);
         if (find_in_path(need, prog, sizeof(prog)) != 0) {
-            snprintf(err, n, "python: \"%s\" needs %s on the host, and "
+            snprintf(err, n, "spec.python: \"%s\" needs %s on the host, and "
                      "there is none in PATH (install it, or use an image)",
                      sp->python, need);
             return 422;
@@ -554,7 +570,7 @@ local_offers(const ds_spec_t *sp, int replicas, cJSON *offers, char *err,
     }
 
     if (!host.netns && replicas > 1) {
-        snprintf(err, n, "replicas: %d replicas of one service all listen "
+        snprintf(err, n, "spec.replicas: %d replicas of one service all listen "
                  "on port %u; the local backend separates them with "
                  "network namespaces, which need controld to run as root "
                  "(it runs as uid %d with network: host)", replicas,
@@ -566,7 +582,7 @@ local_offers(const ds_spec_t *sp, int replicas, cJSON *offers, char *err,
             if (!r->finished && r->spec.port == sp->port
                 && (sp->name == NULL || strcmp(r->name, sp->name) != 0))
             {
-                snprintf(err, n, "port: %u is taken by run \"%s\" on the "
+                snprintf(err, n, "spec.port: %u is taken by run \"%s\" on the "
                          "host network (without root, the local backend "
                          "runs one replica per port)", (unsigned) sp->port,
                          r->name);
@@ -579,26 +595,26 @@ local_offers(const ds_spec_t *sp, int replicas, cJSON *offers, char *err,
         && host.arch != DS_SPEC_ARCH_ANY
         && sp->resources.cpu_arch != host.arch)
     {
-        snprintf(err, n, "resources.cpu: needs %s, the host is %s",
+        snprintf(err, n, "spec.resources.cpu: needs %s, the host is %s",
                  sp->resources.cpu_arch == DS_SPEC_ARCH_X86 ? "x86" : "arm",
                  host.machine);
         return 422;
     }
     if ((uint64_t) host.cpus < sp->resources.cpu.min) {
         range_text(need, sizeof(need), &sp->resources.cpu, 1, "");
-        snprintf(err, n, "resources.cpu: needs %s CPUs, the host has %d",
+        snprintf(err, n, "spec.resources.cpu: needs %s CPUs, the host has %d",
                  need, host.cpus);
         return 422;
     }
     if (host.memory_mb < sp->resources.memory_mb.min) {
         range_text(need, sizeof(need), &sp->resources.memory_mb, 1024, "GB");
-        snprintf(err, n, "resources.memory: needs %s, the host has %.1fGB",
+        snprintf(err, n, "spec.resources.memory: needs %s, the host has %.1fGB",
                  need, (double) host.memory_mb / 1024);
         return 422;
     }
     if (host.disk_mb < sp->resources.disk_mb.min) {
         range_text(need, sizeof(need), &sp->resources.disk_mb, 1024, "GB");
-        snprintf(err, n, "resources.disk: needs %s, the disk of %s has "
+        snprintf(err, n, "spec.resources.disk: needs %s, the disk of %s has "
                  "%.0fGB", need, conf->replicas_dir,
                  (double) host.disk_mb / 1024);
         return 422;
@@ -619,7 +635,7 @@ local_offers(const ds_spec_t *sp, int replicas, cJSON *offers, char *err,
         if (matching == 0) {
             host_gpus_text(have, sizeof(have));
             gpu_req_text(sp, need, sizeof(need));
-            snprintf(err, n, "resources.gpu: no GPU of the host matches %s; "
+            snprintf(err, n, "spec.resources.gpu: no GPU of the host matches %s; "
                      "the host has %s", need, have);
             return 422;
         }
@@ -631,7 +647,7 @@ local_offers(const ds_spec_t *sp, int replicas, cJSON *offers, char *err,
                 {
                     range_text(need, sizeof(need),
                                &sp->resources.gpu.total_memory_mb, 1024, "GB");
-                    snprintf(err, n, "resources.gpu.total_memory: needs %s "
+                    snprintf(err, n, "spec.resources.gpu.total_memory: needs %s "
                              "in %d GPUs, %d of the host's %s give %.0fGB",
                              need, per, per, host.gpus[i].model,
                              (double) host.gpus[i].memory_mb * per / 1024);
@@ -642,7 +658,7 @@ local_offers(const ds_spec_t *sp, int replicas, cJSON *offers, char *err,
         }
         if (matching < per * (replicas > 0 ? replicas : 1)) {
             host_gpus_text(have, sizeof(have));
-            snprintf(err, n, "resources.gpu: %d replica%s x %d GPU%s need "
+            snprintf(err, n, "spec.resources.gpu: %d replica%s x %d GPU%s need "
                      "%d, the host has %d that match (%s)",
                      replicas > 0 ? replicas : 1, replicas > 1 ? "s" : "",
                      per, per > 1 ? "s" : "",
@@ -718,8 +734,36 @@ net_used(int idx)
 }
 
 
+/* a /30 of the subnet that has an address on a host interface: another
+ * controld's replica (or a leftover) */
+static int
+net_on_host(int idx)
+{
+    struct ifaddrs  *ifa, *it;
+    uint32_t         a, base;
+    int              found = 0;
+
+    if (getifaddrs(&ifa) != 0) {
+        return 0;
+    }
+    base = conf->local.subnet + (uint32_t) idx * 4;
+    for (it = ifa; it != NULL; it = it->ifa_next) {
+        if (it->ifa_addr == NULL || it->ifa_addr->sa_family != AF_INET) {
+            continue;
+        }
+        a = ntohl(((struct sockaddr_in *) it->ifa_addr)->sin_addr.s_addr);
+        if ((a & ~3U) == base) {
+            found = 1;
+            break;
+        }
+    }
+    freeifaddrs(ifa);
+    return found;
+}
+
+
 /* round robin, so that a namespace the kernel is still tearing down is
- * not reused at once */
+ * not reused at once; the start differs between controlds (the tag) */
 static int
 net_alloc(void)
 {
@@ -728,7 +772,7 @@ net_alloc(void)
     count = 1 << (32 - conf->local.subnet_bits - 2);
     for (i = 0; i < count; i++) {
         idx = (host.next_net + i) % count;
-        if (!net_used(idx)) {
+        if (!net_used(idx) && !net_on_host(idx)) {
             host.next_net = (idx + 1) % count;
             return idx;
         }
@@ -822,7 +866,7 @@ static int
 netns_name(const struct replica *rep, char *buf, size_t n)
 {
     /* unique among live replicas: the /30 is */
-    return fmt(buf, n, "dstack-%s-%d-%d", rep->run->name, rep->num,
+    return fmt(buf, n, "dstack-%s-%s-%d-%d", host.tag, rep->run->name, rep->num,
                rep->net_index);
 }
 
@@ -950,8 +994,8 @@ child_netns(struct replica *rep, const char *name, const char *host_ip,
     char  *ip_del[] = { "ip", "link", "del", hostif, NULL };
     int    fd, null;
 
-    snprintf(hostif, sizeof(hostif), "dsh%d", rep->net_index);
-    snprintf(nsif, sizeof(nsif), "dsn%d", rep->net_index);
+    snprintf(hostif, sizeof(hostif), "ds%sh%d", host.tag, rep->net_index);
+    snprintf(nsif, sizeof(nsif), "ds%sn%d", host.tag, rep->net_index);
 
     /* a leftover of an earlier life of this replica */
     netns_remove(name);
@@ -1483,7 +1527,7 @@ local_release(struct replica *rep, int final)
     netns_name(rep, name, sizeof(name));
     work_path(rep, work, sizeof(work));
     fmt(bin, sizeof(bin), "%s.bin", work);
-    snprintf(hostif, sizeof(hostif), "dsh%d", net);
+    snprintf(hostif, sizeof(hostif), "ds%sh%d", host.tag, net);
 
     /* the leader is gone; the rest of its group goes too (a group
      * outlives its leader, so the id cannot have been reused yet while
@@ -1558,7 +1602,8 @@ backend_gc(void)
         return;
     }
     while ((de = readdir(d)) != NULL) {
-        if (strncmp(de->d_name, "dstack-", 7) != 0) {
+        snprintf(name, sizeof(name), "dstack-%s-", host.tag);
+        if (strncmp(de->d_name, name, strlen(name)) != 0) {
             continue;
         }
         owned = 0;
