@@ -1,0 +1,715 @@
+/*
+ * Per-service and per-replica metrics in shared memory.
+ *
+ * The zone "dstack_metrics" holds one fixed-layout allocation: a header,
+ * max_services service slots, then max_replicas replica slots.  The writer
+ * (controld) assigns every service and replica a slot; the module indexes
+ * the arrays with it and checks the slot's owner uid, so there is no
+ * lookup and no allocation on the hot path.  Counters are updated with
+ * relaxed __atomic operations by all workers at once; the zone mutex is
+ * taken only when a slot changes owner and when a 1-second bucket starts
+ * a new second, i.e. about once per second per service.
+ *
+ * nginx lays a slab pool over every shared zone (ngx_init_zone_pool), so
+ * the layout is one slab allocation of whole pages and the zone mutex is
+ * the slab pool's.  The zone survives "nginx -s reload" as long as its
+ * size and capacities stay the same; a reload that changes them gets a
+ * fresh zone (see ngx_http_dstack_metrics_zone_init).
+ */
+
+#include "ngx_http_dstack_module.h"
+
+
+#define NGX_HTTP_DSTACK_METRICS_MAGIC    0x4d545344    /* "DSTM" */
+#define NGX_HTTP_DSTACK_METRICS_LAYOUT   1
+
+/* bucket time_ms saturates here rather than wrapping */
+#define NGX_HTTP_DSTACK_TIME_MS_MAX      0xffffffff
+
+
+typedef struct {
+    uint32_t                            magic;
+    uint32_t                            layout;
+    uint32_t                            max_services;
+    uint32_t                            max_replicas;
+    uint32_t                            service_size;
+    uint32_t                            replica_size;
+    uint64_t                            created;    /* unix seconds */
+} ngx_http_dstack_metrics_header_t;
+
+/* per cycle, in process memory: shm_zone->data */
+typedef struct {
+    ngx_http_dstack_metrics_header_t   *hdr;
+    ngx_http_dstack_service_metrics_t  *services;
+    ngx_http_dstack_replica_metrics_t  *replicas;
+    ngx_uint_t                          max_services;
+    ngx_uint_t                          max_replicas;
+    size_t                              size;       /* of the layout */
+    ngx_slab_pool_t                    *shpool;
+} ngx_http_dstack_metrics_ctx_t;
+
+/* r->pool cleanup of an admitted request; see metrics_admit() */
+typedef struct {
+    ngx_http_request_t                 *r;
+    ngx_http_dstack_ctx_t              *ctx;
+} ngx_http_dstack_metrics_cln_t;
+
+
+static size_t ngx_http_dstack_metrics_layout_size(ngx_uint_t max_services,
+    ngx_uint_t max_replicas);
+static ngx_int_t ngx_http_dstack_metrics_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+static void ngx_http_dstack_metrics_set_layout(
+    ngx_http_dstack_metrics_ctx_t *ctx, u_char *p);
+static ngx_http_dstack_metrics_ctx_t *ngx_http_dstack_metrics_ctx(void);
+static ngx_http_dstack_bucket_t *ngx_http_dstack_metrics_bucket(
+    ngx_http_dstack_metrics_ctx_t *mctx, ngx_http_dstack_service_metrics_t *m,
+    time_t now);
+static void ngx_http_dstack_metrics_complete(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx);
+static void ngx_http_dstack_metrics_cleanup(void *data);
+
+
+/* upper bounds of the request time histogram, in milliseconds; stats.c
+ * prints the same bounds in seconds */
+static ngx_msec_t  ngx_http_dstack_hist_bounds[NGX_HTTP_DSTACK_HIST] = {
+    5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 60000
+};
+
+
+ngx_int_t
+ngx_http_dstack_metrics_zone_init(ngx_conf_t *cf,
+    ngx_http_dstack_main_conf_t *dmcf)
+{
+    size_t                          size, meta;
+    ngx_str_t                       name = ngx_string("dstack_metrics");
+    ngx_uint_t                      i, pages;
+    ngx_shm_zone_t                 *shm_zone, *oshm_zone;
+    ngx_list_part_t                *part;
+    ngx_http_dstack_metrics_ctx_t  *ctx, *octx;
+
+    if (dmcf->max_services > DS_SERVICE_SLOTS_MAX
+        || dmcf->max_replicas > DS_REPLICA_SLOTS_MAX)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "dstack capacity %ui services, %ui replicas is "
+                           "over the maximum %d, %d",
+                           dmcf->max_services, dmcf->max_replicas,
+                           DS_SERVICE_SLOTS_MAX, DS_REPLICA_SLOTS_MAX);
+        return NGX_ERROR;
+    }
+
+    ctx = ngx_pcalloc(cf->pool, sizeof(ngx_http_dstack_metrics_ctx_t));
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->max_services = dmcf->max_services;
+    ctx->max_replicas = dmcf->max_replicas;
+    ctx->size = ngx_http_dstack_metrics_layout_size(ctx->max_services,
+                                                    ctx->max_replicas);
+
+    /*
+     * The layout is one slab allocation of whole pages; add what
+     * ngx_slab_init() takes for itself: the pool header, slot lists and
+     * stats, one ngx_slab_page_t per page, and alignment to a page.
+     */
+
+    pages = ngx_align(ctx->size, ngx_pagesize) / ngx_pagesize;
+
+    meta = sizeof(ngx_slab_pool_t)
+           + 16 * (sizeof(ngx_slab_page_t) + sizeof(ngx_slab_stat_t))
+           + (pages + 16) * sizeof(ngx_slab_page_t);
+
+    size = (pages + ngx_align(meta, ngx_pagesize) / ngx_pagesize + 2)
+           * ngx_pagesize;
+
+    shm_zone = ngx_shared_memory_add(cf, &name, size,
+                                     &ngx_http_dstack_module);
+    if (shm_zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (shm_zone->data) {
+        /* declared twice in one configuration: same sizes, same zone */
+        dmcf->metrics_zone = shm_zone;
+        return NGX_OK;
+    }
+
+    /*
+     * nginx reuses a zone over a reload when name, tag and size match.
+     * Different capacities can round up to the same size; the old
+     * workers still write with the old layout then, so such a zone must
+     * not be reused: mark both so that nginx maps a new one and frees
+     * the old one once the old workers are gone.
+     */
+
+    part = &cf->cycle->old_cycle->shared_memory.part;
+    oshm_zone = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+            part = part->next;
+            oshm_zone = part->elts;
+            i = 0;
+        }
+
+        if (oshm_zone[i].tag != &ngx_http_dstack_module
+            || oshm_zone[i].shm.size != size
+            || oshm_zone[i].shm.name.len != name.len
+            || ngx_strncmp(oshm_zone[i].shm.name.data, name.data, name.len)
+               != 0
+            || oshm_zone[i].data == NULL)
+        {
+            continue;
+        }
+
+        octx = oshm_zone[i].data;
+
+        if (octx->max_services != ctx->max_services
+            || octx->max_replicas != ctx->max_replicas)
+        {
+            ngx_conf_log_error(NGX_LOG_NOTICE, cf, 0,
+                               "dstack capacity changed, metrics restart "
+                               "from zero");
+            shm_zone->noreuse = 1;
+            oshm_zone[i].noreuse = 1;
+        }
+
+        break;
+    }
+
+    shm_zone->init = ngx_http_dstack_metrics_init_zone;
+    shm_zone->data = ctx;
+
+    dmcf->metrics_zone = shm_zone;
+
+    return NGX_OK;
+}
+
+
+static size_t
+ngx_http_dstack_metrics_layout_size(ngx_uint_t max_services,
+    ngx_uint_t max_replicas)
+{
+    return ngx_align(sizeof(ngx_http_dstack_metrics_header_t), 64)
+           + max_services * sizeof(ngx_http_dstack_service_metrics_t)
+           + max_replicas * sizeof(ngx_http_dstack_replica_metrics_t);
+}
+
+
+static ngx_int_t
+ngx_http_dstack_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_dstack_metrics_ctx_t  *octx = data;
+
+    u_char                            *p;
+    ngx_http_dstack_metrics_ctx_t     *ctx;
+    ngx_http_dstack_metrics_header_t  *hdr;
+
+    ctx = shm_zone->data;
+    ctx->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (octx) {
+        hdr = octx->hdr;
+
+        /* zone_init() made sure of this; check rather than trust */
+
+        if (hdr == NULL
+            || hdr->magic != NGX_HTTP_DSTACK_METRICS_MAGIC
+            || hdr->layout != NGX_HTTP_DSTACK_METRICS_LAYOUT
+            || hdr->max_services != ctx->max_services
+            || hdr->max_replicas != ctx->max_replicas)
+        {
+            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                          "dstack metrics zone \"%V\" has another layout",
+                          &shm_zone->shm.name);
+            return NGX_ERROR;
+        }
+
+        ngx_http_dstack_metrics_set_layout(ctx, (u_char *) hdr);
+
+        return NGX_OK;
+    }
+
+    if (shm_zone->shm.exists) {
+        /* Windows: attached to the master's zone */
+        ngx_http_dstack_metrics_set_layout(ctx, ctx->shpool->data);
+        return NGX_OK;
+    }
+
+    p = ngx_slab_alloc(ctx->shpool, ctx->size);
+    if (p == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                      "dstack metrics zone \"%V\" is too small for %uz bytes",
+                      &shm_zone->shm.name, ctx->size);
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(p, ctx->size);
+
+    hdr = (ngx_http_dstack_metrics_header_t *) p;
+
+    hdr->magic = NGX_HTTP_DSTACK_METRICS_MAGIC;
+    hdr->layout = NGX_HTTP_DSTACK_METRICS_LAYOUT;
+    hdr->max_services = (uint32_t) ctx->max_services;
+    hdr->max_replicas = (uint32_t) ctx->max_replicas;
+    hdr->service_size = sizeof(ngx_http_dstack_service_metrics_t);
+    hdr->replica_size = sizeof(ngx_http_dstack_replica_metrics_t);
+    hdr->created = (uint64_t) ngx_time();
+
+    ctx->shpool->data = p;
+
+    ngx_http_dstack_metrics_set_layout(ctx, p);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_dstack_metrics_set_layout(ngx_http_dstack_metrics_ctx_t *ctx,
+    u_char *p)
+{
+    ctx->hdr = (ngx_http_dstack_metrics_header_t *) p;
+
+    p += ngx_align(sizeof(ngx_http_dstack_metrics_header_t), 64);
+    ctx->services = (ngx_http_dstack_service_metrics_t *) p;
+
+    p += ctx->max_services * sizeof(ngx_http_dstack_service_metrics_t);
+    ctx->replicas = (ngx_http_dstack_replica_metrics_t *) p;
+}
+
+
+/*
+ * The zone of the cycle this process runs.  Looked up through the cycle
+ * rather than kept in a static: a worker respawned after a failed reload
+ * must not see a zone of the configuration that failed.
+ */
+
+static ngx_http_dstack_metrics_ctx_t *
+ngx_http_dstack_metrics_ctx(void)
+{
+    ngx_http_dstack_main_conf_t    *dmcf;
+    ngx_http_dstack_metrics_ctx_t  *ctx;
+
+    dmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_dstack_module);
+    if (dmcf == NULL || dmcf->metrics_zone == NULL) {
+        return NULL;
+    }
+
+    ctx = dmcf->metrics_zone->data;
+
+    if (ctx == NULL || ctx->hdr == NULL) {
+        return NULL;
+    }
+
+    return ctx;
+}
+
+
+ngx_http_dstack_service_metrics_t *
+ngx_http_dstack_service_metrics(uint32_t slot, uint64_t uid)
+{
+    ngx_http_dstack_metrics_ctx_t      *ctx;
+    ngx_http_dstack_service_metrics_t  *m;
+
+    ctx = ngx_http_dstack_metrics_ctx();
+
+    if (ctx == NULL || slot >= ctx->max_services || uid == 0) {
+        return NULL;
+    }
+
+    m = &ctx->services[slot];
+
+    if (__atomic_load_n(&m->uid, __ATOMIC_ACQUIRE) == uid) {
+        return m;
+    }
+
+    /*
+     * The writer gave a freed slot to a new service.  Zero it under the
+     * mutex and publish the uid last, so that a worker that sees the new
+     * uid counts into a clean slot.  Requests of the previous owner
+     * still in flight may touch it afterwards; the output clamps.
+     */
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    if (__atomic_load_n(&m->uid, __ATOMIC_RELAXED) != uid) {
+        ngx_memzero((u_char *) m + sizeof(m->uid),
+                    sizeof(ngx_http_dstack_service_metrics_t)
+                    - sizeof(m->uid));
+        __atomic_store_n(&m->uid, uid, __ATOMIC_RELEASE);
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return m;
+}
+
+
+ngx_http_dstack_replica_metrics_t *
+ngx_http_dstack_replica_metrics(uint32_t slot, uint64_t uid)
+{
+    ngx_http_dstack_metrics_ctx_t      *ctx;
+    ngx_http_dstack_replica_metrics_t  *m;
+
+    ctx = ngx_http_dstack_metrics_ctx();
+
+    if (ctx == NULL || slot >= ctx->max_replicas || uid == 0) {
+        return NULL;
+    }
+
+    m = &ctx->replicas[slot];
+
+    if (__atomic_load_n(&m->uid, __ATOMIC_ACQUIRE) == uid) {
+        return m;
+    }
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    if (__atomic_load_n(&m->uid, __ATOMIC_RELAXED) != uid) {
+        __atomic_store_n(&m->inflight, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&m->requests, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&m->failures, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&m->uid, uid, __ATOMIC_RELEASE);
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return m;
+}
+
+
+/*
+ * The bucket of second `now`.  A bucket still holding an older second is
+ * zeroed first, once, by whichever worker gets the mutex first; the
+ * second is published after the counters are zero.
+ */
+
+static ngx_http_dstack_bucket_t *
+ngx_http_dstack_metrics_bucket(ngx_http_dstack_metrics_ctx_t *mctx,
+    ngx_http_dstack_service_metrics_t *m, time_t now)
+{
+    uint32_t                   sec;
+    ngx_uint_t                 i;
+    ngx_http_dstack_bucket_t  *b;
+
+    sec = (uint32_t) now;
+    b = &m->buckets[(ngx_uint_t) now % NGX_HTTP_DSTACK_WINDOW];
+
+    if (__atomic_load_n(&b->second, __ATOMIC_ACQUIRE) == sec) {
+        return b;
+    }
+
+    ngx_shmtx_lock(&mctx->shpool->mutex);
+
+    if (__atomic_load_n(&b->second, __ATOMIC_RELAXED) != sec) {
+        __atomic_store_n(&b->arrivals, 0, __ATOMIC_RELAXED);
+
+        for (i = 0; i < NGX_HTTP_DSTACK_CLASSES; i++) {
+            __atomic_store_n(&b->count[i], 0, __ATOMIC_RELAXED);
+        }
+
+        __atomic_store_n(&b->time_ms, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&b->second, sec, __ATOMIC_RELEASE);
+    }
+
+    ngx_shmtx_unlock(&mctx->shpool->mutex);
+
+    return b;
+}
+
+
+void
+ngx_http_dstack_metrics_admit(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx)
+{
+    ngx_pool_cleanup_t             *cln;
+    ngx_http_dstack_bucket_t       *b;
+    ngx_http_dstack_metrics_cln_t  *mc;
+    ngx_http_dstack_metrics_ctx_t  *mctx;
+
+    if (ctx->admitted) {
+        return;
+    }
+
+    ctx->admitted = 1;
+
+    if (ctx->start == 0) {
+        ctx->start = ngx_current_msec;
+    }
+
+    mctx = ngx_http_dstack_metrics_ctx();
+
+    if (ctx->metrics == NULL || mctx == NULL) {
+        return;
+    }
+
+    __atomic_fetch_add(&ctx->metrics->inflight, 1, __ATOMIC_RELAXED);
+
+    b = ngx_http_dstack_metrics_bucket(mctx, ctx->metrics, ngx_time());
+    __atomic_fetch_add(&b->arrivals, 1, __ATOMIC_RELAXED);
+
+    /*
+     * An internal redirect (error_page, named locations) clears the
+     * module's request context; the cleanup keeps a reference to it so
+     * that the log phase still completes the request and the in-flight
+     * count does not leak.  Without one the log phase finds the context
+     * as long as no redirect drops it.
+     */
+
+    cln = ngx_pool_cleanup_add(r->pool,
+                               sizeof(ngx_http_dstack_metrics_cln_t));
+    if (cln == NULL) {
+        return;
+    }
+
+    mc = cln->data;
+    mc->r = r;
+    mc->ctx = ctx;
+
+    cln->handler = ngx_http_dstack_metrics_cleanup;
+}
+
+
+ngx_int_t
+ngx_http_dstack_log_handler(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t             *cln;
+    ngx_http_dstack_ctx_t          *ctx;
+    ngx_http_dstack_bucket_t       *b;
+    ngx_http_dstack_metrics_cln_t  *mc;
+    ngx_http_dstack_metrics_ctx_t  *mctx;
+
+    /* admitted requests, the current context and any a redirect lost */
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+
+        if (cln->handler != ngx_http_dstack_metrics_cleanup) {
+            continue;
+        }
+
+        mc = cln->data;
+
+        if (mc->r == r && mc->ctx->admitted) {
+            ngx_http_dstack_metrics_complete(r, mc->ctx);
+        }
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_dstack_module);
+
+    if (ctx == NULL || ctx->metrics == NULL) {
+        return NGX_OK;
+    }
+
+    if (ctx->admitted) {
+        /* admitted without a cleanup: none could be allocated */
+        ngx_http_dstack_metrics_complete(r, ctx);
+        return NGX_OK;
+    }
+
+    if (!ctx->refused) {
+        return NGX_OK;
+    }
+
+    ctx->refused = 0;
+
+    mctx = ngx_http_dstack_metrics_ctx();
+    if (mctx == NULL) {
+        return NGX_OK;
+    }
+
+    __atomic_fetch_add(&ctx->metrics->requests[NGX_HTTP_DSTACK_REFUSED], 1,
+                       __ATOMIC_RELAXED);
+
+    b = ngx_http_dstack_metrics_bucket(mctx, ctx->metrics, ngx_time());
+    __atomic_fetch_add(&b->count[NGX_HTTP_DSTACK_REFUSED], 1,
+                       __ATOMIC_RELAXED);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_dstack_metrics_complete(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx)
+{
+    uint32_t                            cur, add, sum;
+    ngx_uint_t                          status, cls, i;
+    ngx_msec_int_t                      ms;
+    ngx_http_dstack_bucket_t           *b;
+    ngx_http_dstack_metrics_ctx_t      *mctx;
+    ngx_http_dstack_service_metrics_t  *m;
+
+    ctx->admitted = 0;
+
+    m = ctx->metrics;
+    if (m == NULL) {
+        return;
+    }
+
+    mctx = ngx_http_dstack_metrics_ctx();
+    if (mctx == NULL) {
+        return;
+    }
+
+    /* the status the access log shows; none: the client went away */
+
+    if (r->err_status) {
+        status = r->err_status;
+
+    } else if (r->headers_out.status) {
+        status = r->headers_out.status;
+
+    } else {
+        status = NGX_HTTP_CLIENT_CLOSED_REQUEST;
+    }
+
+    cls = status / 100;
+
+    if (cls < 1) {
+        cls = 1;
+
+    } else if (cls > 5) {
+        cls = 5;
+    }
+
+    ms = (ngx_msec_int_t) (ngx_current_msec - ctx->start);
+    if (ms < 0) {
+        ms = 0;
+    }
+
+    __atomic_fetch_add(&m->requests[cls], 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&m->time_ms_sum, (uint64_t) ms, __ATOMIC_RELAXED);
+
+    for (i = 0; i < NGX_HTTP_DSTACK_HIST; i++) {
+        if ((ngx_msec_t) ms <= ngx_http_dstack_hist_bounds[i]) {
+            __atomic_fetch_add(&m->hist[i], 1, __ATOMIC_RELAXED);
+            break;
+        }
+    }
+
+    __atomic_fetch_sub(&m->inflight, 1, __ATOMIC_RELAXED);
+
+    b = ngx_http_dstack_metrics_bucket(mctx, m, ngx_time());
+
+    __atomic_fetch_add(&b->count[cls], 1, __ATOMIC_RELAXED);
+
+    /* time_ms saturates: a compare-and-swap loop, rarely more than once */
+
+    add = (ms > NGX_HTTP_DSTACK_TIME_MS_MAX) ? NGX_HTTP_DSTACK_TIME_MS_MAX
+                                             : (uint32_t) ms;
+    if (add == 0) {
+        return;
+    }
+
+    cur = __atomic_load_n(&b->time_ms, __ATOMIC_RELAXED);
+
+    do {
+        sum = (cur > NGX_HTTP_DSTACK_TIME_MS_MAX - add)
+              ? NGX_HTTP_DSTACK_TIME_MS_MAX : cur + add;
+
+    } while (!__atomic_compare_exchange_n(&b->time_ms, &cur, sum, 1,
+                                          __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+}
+
+
+/* the log phase did not run for an admitted request: release in-flight */
+
+static void
+ngx_http_dstack_metrics_cleanup(void *data)
+{
+    ngx_http_dstack_metrics_cln_t  *mc = data;
+
+    if (!mc->ctx->admitted) {
+        return;
+    }
+
+    mc->ctx->admitted = 0;
+
+    if (mc->ctx->metrics) {
+        __atomic_fetch_sub(&mc->ctx->metrics->inflight, 1, __ATOMIC_RELAXED);
+    }
+}
+
+
+/*
+ * Sums of a service's buckets over several windows in one pass:
+ * seconds[] ascending; a window longer than NGX_HTTP_DSTACK_WINDOW gets
+ * the whole ring.  A bucket counts when its second lies in
+ * (now - seconds, now]; a bucket of an older second is stale and is
+ * skipped, so the windows are exact to the second.  sums[j] and
+ * arrivals[j] (arrivals may be NULL) receive window j.
+ */
+
+void
+ngx_http_dstack_metrics_windows(ngx_http_dstack_service_metrics_t *m,
+    time_t now, const ngx_uint_t *seconds, ngx_uint_t n,
+    uint64_t (*sums)[NGX_HTTP_DSTACK_CLASSES], uint64_t *arrivals)
+{
+    uint32_t                   sec;
+    uint64_t                   acc[NGX_HTTP_DSTACK_CLASSES], arr;
+    time_t                     t;
+    ngx_uint_t                 k, j, c;
+    ngx_http_dstack_bucket_t  *b;
+
+    ngx_memzero(acc, sizeof(acc));
+    arr = 0;
+
+    j = 0;
+
+    for (k = 0; /* void */ ; k++) {
+
+        /* window j is complete after its first seconds[j] buckets */
+
+        while (j < n && (k >= seconds[j] || k == NGX_HTTP_DSTACK_WINDOW)) {
+            ngx_memcpy(sums[j], acc, sizeof(acc));
+
+            if (arrivals) {
+                arrivals[j] = arr;
+            }
+
+            j++;
+        }
+
+        if (j == n) {
+            break;
+        }
+
+        t = now - (time_t) k;
+
+        if (t < 0) {
+            continue;
+        }
+
+        sec = (uint32_t) t;
+        b = &m->buckets[(ngx_uint_t) t % NGX_HTTP_DSTACK_WINDOW];
+
+        if (__atomic_load_n(&b->second, __ATOMIC_ACQUIRE) != sec) {
+            continue;
+        }
+
+        arr += __atomic_load_n(&b->arrivals, __ATOMIC_RELAXED);
+
+        for (c = 0; c < NGX_HTTP_DSTACK_CLASSES; c++) {
+            acc[c] += __atomic_load_n(&b->count[c], __ATOMIC_RELAXED);
+        }
+    }
+}
+
+
+void
+ngx_http_dstack_metrics_window(ngx_http_dstack_service_metrics_t *m,
+    time_t now, ngx_uint_t seconds, uint64_t sums[NGX_HTTP_DSTACK_CLASSES])
+{
+    uint64_t  (*s)[NGX_HTTP_DSTACK_CLASSES];
+
+    s = (uint64_t (*)[NGX_HTTP_DSTACK_CLASSES]) sums;
+
+    ngx_http_dstack_metrics_windows(m, now, &seconds, 1, s, NULL);
+}

@@ -1,0 +1,911 @@
+/*
+ * "dstack_stats json|prometheus": the metrics zone and the services and
+ * replicas in state, for controld (JSON, every second) and Prometheus.
+ *
+ * The services and their replica sets are copied out of one read
+ * transaction first (names and addresses into r->pool), the transaction
+ * ends, and only then is the output written: counters are read from the
+ * zone at that moment.  The output goes into a chain of buffers from
+ * r->pool, so it needs no estimate of its length up front.
+ */
+
+#include "ngx_http_dstack_module.h"
+
+
+#define NGX_HTTP_DSTACK_STATS_BUF       16384
+
+/* upper bound of what one line of output adds besides escaped names */
+#define NGX_HTTP_DSTACK_STATS_LINE      192
+
+#define NGX_HTTP_DSTACK_STATS_NWINDOWS  3
+
+
+/* until ngx_http_dstack_module.h declares it (metrics.c) */
+void ngx_http_dstack_metrics_windows(ngx_http_dstack_service_metrics_t *m,
+    time_t now, const ngx_uint_t *seconds, ngx_uint_t n,
+    uint64_t (*sums)[NGX_HTTP_DSTACK_CLASSES], uint64_t *arrivals);
+
+
+typedef struct {
+    ngx_str_t                           addr;
+    uint64_t                            uid;
+    uint32_t                            slot;
+    uint32_t                            version;
+    ngx_uint_t                          state;
+    ngx_http_dstack_replica_metrics_t  *metrics;
+} ngx_http_dstack_stats_replica_t;
+
+typedef struct {
+    ngx_str_t                           name;
+    uint64_t                            uid;
+    uint32_t                            slot;
+    ngx_http_dstack_service_metrics_t  *metrics;
+    ngx_uint_t                          replica;    /* first, in replicas */
+    ngx_uint_t                          nreplicas;
+} ngx_http_dstack_stats_service_t;
+
+/* what ds_foreach_service() collects */
+typedef struct {
+    ngx_http_request_t                 *r;
+    ds_txn_t                           *txn;
+    ngx_array_t                         services;
+    ngx_array_t                         replicas;
+    ngx_uint_t                          failed;     /* out of memory */
+} ngx_http_dstack_stats_collect_t;
+
+/* a chain of buffers that grows as it is written */
+typedef struct {
+    ngx_pool_t                         *pool;
+    ngx_chain_t                        *first;
+    ngx_chain_t                       **last;
+    ngx_buf_t                          *buf;
+} ngx_http_dstack_stats_out_t;
+
+/* a service's counters, read once from the zone */
+typedef struct {
+    int64_t                             inflight;
+    uint64_t                            requests[NGX_HTTP_DSTACK_CLASSES];
+    uint64_t                            time_ms_sum;
+    uint64_t                            hist[NGX_HTTP_DSTACK_HIST];
+    uint64_t                  windows[NGX_HTTP_DSTACK_STATS_NWINDOWS]
+                                     [NGX_HTTP_DSTACK_CLASSES];
+    uint64_t                  arrivals[NGX_HTTP_DSTACK_STATS_NWINDOWS];
+} ngx_http_dstack_stats_counters_t;
+
+
+static int ngx_http_dstack_stats_collect(void *arg, const ds_service_t *svc);
+static ngx_buf_t *ngx_http_dstack_stats_reserve(
+    ngx_http_dstack_stats_out_t *out, size_t n);
+static void ngx_http_dstack_stats_read(ngx_http_dstack_stats_service_t *s,
+    time_t now, ngx_http_dstack_stats_counters_t *c);
+static ngx_int_t ngx_http_dstack_stats_json(
+    ngx_http_dstack_stats_collect_t *col, ngx_http_dstack_stats_out_t *out);
+static ngx_int_t ngx_http_dstack_stats_prometheus(
+    ngx_http_dstack_stats_collect_t *col, ngx_http_dstack_stats_out_t *out);
+static ngx_int_t ngx_http_dstack_stats_prom_family(
+    ngx_http_dstack_stats_collect_t *col, ngx_http_dstack_stats_out_t *out,
+    ngx_uint_t family, time_t now);
+static u_char *ngx_http_dstack_stats_prom_sample(u_char *p, ngx_str_t *name,
+    char *suffix, ngx_str_t *service);
+static size_t ngx_http_dstack_stats_prom_escape_len(ngx_str_t *s);
+static u_char *ngx_http_dstack_stats_prom_escape(u_char *p, ngx_str_t *s);
+static ngx_int_t ngx_http_dstack_stats_error(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *message);
+
+
+static ngx_uint_t  ngx_http_dstack_stats_seconds[] = { 30, 60, 300 };
+
+static ngx_str_t  ngx_http_dstack_stats_classes[] = {
+    ngx_string("refused"),
+    ngx_string("1xx"),
+    ngx_string("2xx"),
+    ngx_string("3xx"),
+    ngx_string("4xx"),
+    ngx_string("5xx")
+};
+
+/* the bounds metrics.c counts with, in seconds */
+static ngx_str_t  ngx_http_dstack_stats_le[] = {
+    ngx_string("0.005"),
+    ngx_string("0.01"),
+    ngx_string("0.025"),
+    ngx_string("0.05"),
+    ngx_string("0.1"),
+    ngx_string("0.25"),
+    ngx_string("0.5"),
+    ngx_string("1"),
+    ngx_string("2.5"),
+    ngx_string("5"),
+    ngx_string("10"),
+    ngx_string("60")
+};
+
+
+/* Prometheus families, in output order */
+
+#define NGX_HTTP_DSTACK_PROM_REQUESTS         0
+#define NGX_HTTP_DSTACK_PROM_INFLIGHT         1
+#define NGX_HTTP_DSTACK_PROM_DURATION         2
+#define NGX_HTTP_DSTACK_PROM_WINDOW           3
+#define NGX_HTTP_DSTACK_PROM_REPLICA_INFLIGHT 4
+#define NGX_HTTP_DSTACK_PROM_REPLICA_REQUESTS 5
+#define NGX_HTTP_DSTACK_PROM_REPLICA_FAILURES 6
+#define NGX_HTTP_DSTACK_PROM_FAMILIES         7
+
+typedef struct {
+    ngx_str_t                           name;
+    ngx_str_t                           type;
+    ngx_str_t                           help;
+    ngx_uint_t                          lines;  /* per service or replica */
+} ngx_http_dstack_prom_family_t;
+
+static ngx_http_dstack_prom_family_t  ngx_http_dstack_prom_families[] = {
+
+    { ngx_string("dstack_requests_total"),
+      ngx_string("counter"),
+      ngx_string("Requests to a service by outcome: refused by the "
+                 "gateway, or the status class of the answer."),
+      NGX_HTTP_DSTACK_CLASSES },
+
+    { ngx_string("dstack_inflight_requests"),
+      ngx_string("gauge"),
+      ngx_string("Requests admitted to a service and not yet completed."),
+      1 },
+
+    { ngx_string("dstack_request_duration_seconds"),
+      ngx_string("histogram"),
+      ngx_string("Time of the requests admitted to a service, from "
+                 "admission to completion."),
+      NGX_HTTP_DSTACK_HIST + 3 },
+
+    { ngx_string("dstack_window_requests"),
+      ngx_string("gauge"),
+      ngx_string("Requests to a service completed in the last 30, 60 or "
+                 "300 seconds, by outcome."),
+      NGX_HTTP_DSTACK_STATS_NWINDOWS * NGX_HTTP_DSTACK_CLASSES },
+
+    { ngx_string("dstack_replica_inflight_requests"),
+      ngx_string("gauge"),
+      ngx_string("Requests a replica is serving now."),
+      1 },
+
+    { ngx_string("dstack_replica_requests_total"),
+      ngx_string("counter"),
+      ngx_string("Requests sent to a replica."),
+      1 },
+
+    { ngx_string("dstack_replica_failures_total"),
+      ngx_string("counter"),
+      ngx_string("Requests a replica failed: connect or read errors."),
+      1 }
+};
+
+
+/* slots over capacity show as zero */
+static ngx_http_dstack_service_metrics_t  ngx_http_dstack_stats_no_service;
+static ngx_http_dstack_replica_metrics_t  ngx_http_dstack_stats_no_replica;
+
+
+ngx_int_t
+ngx_http_dstack_stats_handler(ngx_http_request_t *r)
+{
+    int                               rc;
+    ds_err_t                          err;
+    ds_txn_t                         *txn;
+    ngx_int_t                         rv;
+    ngx_str_t                         message;
+    ngx_chain_t                      *cl;
+    ngx_http_dstack_loc_conf_t       *dlcf;
+    ngx_http_dstack_stats_out_t       out;
+    ngx_http_dstack_stats_collect_t   col;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rv = ngx_http_discard_request_body(r);
+
+    if (rv != NGX_OK) {
+        return rv;
+    }
+
+    dlcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_module);
+
+    col.r = r;
+    col.failed = 0;
+
+    if (ngx_array_init(&col.services, r->pool, 64,
+                       sizeof(ngx_http_dstack_stats_service_t))
+        != NGX_OK
+        || ngx_array_init(&col.replicas, r->pool, 256,
+                          sizeof(ngx_http_dstack_stats_replica_t))
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    txn = ngx_http_dstack_state_begin(r->connection->log);
+
+    if (txn == NULL) {
+        ngx_str_set(&message, "state unavailable");
+        return ngx_http_dstack_stats_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                           &message);
+    }
+
+    col.txn = txn;
+
+    rc = ds_foreach_service(txn, ngx_http_dstack_stats_collect, &col, &err);
+
+    ngx_http_dstack_state_end();
+
+    if (col.failed) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc != DS_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "dstack stats: %s", err.msg);
+
+        ngx_str_set(&message, "state unavailable");
+        return ngx_http_dstack_stats_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                           &message);
+    }
+
+    out.pool = r->pool;
+    out.first = NULL;
+    out.last = &out.first;
+    out.buf = NULL;
+
+    if (dlcf->stats == NGX_HTTP_DSTACK_STATS_PROM) {
+        rv = ngx_http_dstack_stats_prometheus(&col, &out);
+        ngx_str_set(&r->headers_out.content_type,
+                    "text/plain; version=0.0.4");
+
+    } else {
+        rv = ngx_http_dstack_stats_json(&col, &out);
+        ngx_str_set(&r->headers_out.content_type, "application/json");
+    }
+
+    if (rv != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = 0;
+
+    for (cl = out.first; cl; cl = cl->next) {
+        r->headers_out.content_length_n += cl->buf->last - cl->buf->pos;
+    }
+
+    out.buf->last_buf = (r == r->main) ? 1 : 0;
+    out.buf->last_in_chain = 1;
+
+    rv = ngx_http_send_header(r);
+
+    if (rv == NGX_ERROR || rv > NGX_OK || r->header_only) {
+        return rv;
+    }
+
+    return ngx_http_output_filter(r, out.first);
+}
+
+
+/*
+ * Inside the read transaction: copy what the output needs.  Returns
+ * non-zero to stop the iteration (out of memory).
+ */
+
+static int
+ngx_http_dstack_stats_collect(void *arg, const ds_service_t *svc)
+{
+    ngx_http_dstack_stats_collect_t *col = arg;
+
+    int                               rc;
+    char                              addr[NGX_SOCKADDR_STRLEN];
+    size_t                            len;
+    uint32_t                          i;
+    ds_err_t                          err;
+    ds_replica_t                      rep;
+    ds_replica_set_t                  set;
+    ngx_http_dstack_stats_replica_t  *sr;
+    ngx_http_dstack_stats_service_t  *s;
+
+    s = ngx_array_push(&col->services);
+    if (s == NULL) {
+        goto failed;
+    }
+
+    s->name.len = svc->name.len;
+    s->name.data = ngx_pnalloc(col->r->pool, svc->name.len + 1);
+    if (s->name.data == NULL) {
+        goto failed;
+    }
+
+    ngx_memcpy(s->name.data, svc->name.data, svc->name.len);
+
+    s->uid = svc->uid;
+    s->slot = svc->slot;
+    s->metrics = ngx_http_dstack_service_metrics(svc->slot, svc->uid);
+    s->replica = col->replicas.nelts;
+    s->nreplicas = 0;
+
+    rc = ds_get_replicas(col->txn, svc->name.data, svc->name.len, &set,
+                         &err);
+
+    if (rc == DS_NOTFOUND) {
+        return 0;
+    }
+
+    if (rc != DS_OK) {
+        ngx_log_error(NGX_LOG_ERR, col->r->connection->log, 0,
+                      "dstack stats: replicas of \"%V\": %s",
+                      &s->name, err.msg);
+        return 0;
+    }
+
+    for (i = 0; i < set.count; i++) {
+        ds_replica_at(&set, i, &rep);
+
+        sr = ngx_array_push(&col->replicas);
+        if (sr == NULL) {
+            goto failed;
+        }
+
+        len = ds_replica_format_addr(&rep, addr, sizeof(addr));
+
+        sr->addr.len = len;
+        sr->addr.data = ngx_pnalloc(col->r->pool, len + 1);
+        if (sr->addr.data == NULL) {
+            goto failed;
+        }
+
+        ngx_memcpy(sr->addr.data, addr, len);
+
+        sr->uid = rep.uid;
+        sr->slot = rep.slot;
+        sr->version = rep.version;
+        sr->state = rep.state;
+        sr->metrics = ngx_http_dstack_replica_metrics(rep.slot, rep.uid);
+
+        s->nreplicas++;
+    }
+
+    return 0;
+
+failed:
+
+    col->failed = 1;
+
+    return 1;
+}
+
+
+static ngx_buf_t *
+ngx_http_dstack_stats_reserve(ngx_http_dstack_stats_out_t *out, size_t n)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    b = out->buf;
+
+    if (b && (size_t) (b->end - b->last) >= n) {
+        return b;
+    }
+
+    b = ngx_create_temp_buf(out->pool,
+                            ngx_max(n, NGX_HTTP_DSTACK_STATS_BUF));
+    if (b == NULL) {
+        return NULL;
+    }
+
+    cl = ngx_alloc_chain_link(out->pool);
+    if (cl == NULL) {
+        return NULL;
+    }
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    *out->last = cl;
+    out->last = &cl->next;
+    out->buf = b;
+
+    return b;
+}
+
+
+static void
+ngx_http_dstack_stats_read(ngx_http_dstack_stats_service_t *s, time_t now,
+    ngx_http_dstack_stats_counters_t *c)
+{
+    ngx_uint_t                          i;
+    ngx_http_dstack_service_metrics_t  *m;
+
+    m = s->metrics ? s->metrics : &ngx_http_dstack_stats_no_service;
+
+    c->inflight = __atomic_load_n(&m->inflight, __ATOMIC_RELAXED);
+
+    if (c->inflight < 0) {
+        /* a request of a slot's previous owner ended after the takeover */
+        c->inflight = 0;
+    }
+
+    for (i = 0; i < NGX_HTTP_DSTACK_CLASSES; i++) {
+        c->requests[i] = __atomic_load_n(&m->requests[i], __ATOMIC_RELAXED);
+    }
+
+    c->time_ms_sum = __atomic_load_n(&m->time_ms_sum, __ATOMIC_RELAXED);
+
+    for (i = 0; i < NGX_HTTP_DSTACK_HIST; i++) {
+        c->hist[i] = __atomic_load_n(&m->hist[i], __ATOMIC_RELAXED);
+    }
+
+    ngx_http_dstack_metrics_windows(m, now, ngx_http_dstack_stats_seconds,
+                                    NGX_HTTP_DSTACK_STATS_NWINDOWS,
+                                    c->windows, c->arrivals);
+}
+
+
+static ngx_int_t
+ngx_http_dstack_stats_json(ngx_http_dstack_stats_collect_t *col,
+    ngx_http_dstack_stats_out_t *out)
+{
+    u_char                             *p;
+    size_t                              esc;
+    time_t                              now;
+    int64_t                             inflight;
+    ngx_buf_t                          *b;
+    ngx_uint_t                          i, j, w, c;
+    const char                         *state;
+    ngx_http_dstack_stats_replica_t    *replicas, *sr;
+    ngx_http_dstack_stats_service_t    *services, *s;
+    ngx_http_dstack_replica_metrics_t  *rm;
+    ngx_http_dstack_stats_counters_t    cnt;
+
+    now = ngx_time();
+
+    b = ngx_http_dstack_stats_reserve(out, NGX_HTTP_DSTACK_STATS_LINE);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->last = ngx_sprintf(b->last, "{\"version\":1,\"time\":%T,\"services\":[",
+                          now);
+
+    services = col->services.elts;
+    replicas = col->replicas.elts;
+
+    for (i = 0; i < col->services.nelts; i++) {
+        s = &services[i];
+
+        ngx_http_dstack_stats_read(s, now, &cnt);
+
+        esc = s->name.len + ngx_escape_json(NULL, s->name.data, s->name.len);
+
+        esc += 16 * NGX_HTTP_DSTACK_STATS_LINE;
+
+        b = ngx_http_dstack_stats_reserve(out, esc);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = b->last;
+
+        if (i) {
+            *p++ = ',';
+        }
+
+        p = ngx_cpymem(p, "{\"name\":\"", sizeof("{\"name\":\"") - 1);
+        p = (u_char *) ngx_escape_json(p, s->name.data, s->name.len);
+
+        p = ngx_sprintf(p, "\",\"uid\":%uL,\"slot\":%uD,\"inflight\":%L,"
+                        "\"requests\":{",
+                        s->uid, s->slot, cnt.inflight);
+
+        for (c = 0; c < NGX_HTTP_DSTACK_CLASSES; c++) {
+            p = ngx_sprintf(p, "%s\"%V\":%uL", c ? "," : "",
+                            &ngx_http_dstack_stats_classes[c],
+                            cnt.requests[c]);
+        }
+
+        p = ngx_cpymem(p, "},\"windows\":{", sizeof("},\"windows\":{") - 1);
+
+        for (w = 0; w < NGX_HTTP_DSTACK_STATS_NWINDOWS; w++) {
+            p = ngx_sprintf(p, "%s\"%ui\":{\"arrivals\":%uL", w ? "," : "",
+                            ngx_http_dstack_stats_seconds[w],
+                            cnt.arrivals[w]);
+
+            for (c = 0; c < NGX_HTTP_DSTACK_CLASSES; c++) {
+                p = ngx_sprintf(p, ",\"%V\":%uL",
+                                &ngx_http_dstack_stats_classes[c],
+                                cnt.windows[w][c]);
+            }
+
+            *p++ = '}';
+        }
+
+        p = ngx_sprintf(p, "},\"request_time_ms_sum\":%uL,\"replicas\":[",
+                        cnt.time_ms_sum);
+
+        b->last = p;
+
+        for (j = 0; j < s->nreplicas; j++) {
+            sr = &replicas[s->replica + j];
+            rm = sr->metrics ? sr->metrics : &ngx_http_dstack_stats_no_replica;
+
+            esc = sr->addr.len
+                  + ngx_escape_json(NULL, sr->addr.data, sr->addr.len);
+
+            esc += 2 * NGX_HTTP_DSTACK_STATS_LINE;
+
+            b = ngx_http_dstack_stats_reserve(out, esc);
+            if (b == NULL) {
+                return NGX_ERROR;
+            }
+
+            switch (sr->state) {
+
+            case DS_REPLICA_READY:
+                state = "ready";
+                break;
+
+            case DS_REPLICA_DRAINING:
+                state = "draining";
+                break;
+
+            default:
+                state = "unknown";
+            }
+
+            inflight = __atomic_load_n(&rm->inflight, __ATOMIC_RELAXED);
+
+            p = b->last;
+
+            p = ngx_cpymem(p, j ? ",{\"addr\":\"" : "{\"addr\":\"",
+                           j ? sizeof(",{\"addr\":\"") - 1
+                             : sizeof("{\"addr\":\"") - 1);
+            p = (u_char *) ngx_escape_json(p, sr->addr.data, sr->addr.len);
+
+            p = ngx_sprintf(p, "\",\"uid\":%uL,\"slot\":%uD,\"state\":\"%s\","
+                            "\"version\":%uD,\"inflight\":%L,"
+                            "\"requests\":%uL,\"failures\":%uL}",
+                            sr->uid, sr->slot, state, sr->version,
+                            inflight > 0 ? inflight : (int64_t) 0,
+                            __atomic_load_n(&rm->requests, __ATOMIC_RELAXED),
+                            __atomic_load_n(&rm->failures, __ATOMIC_RELAXED));
+
+            b->last = p;
+        }
+
+        b = ngx_http_dstack_stats_reserve(out, 2);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        *b->last++ = ']';
+        *b->last++ = '}';
+    }
+
+    b = ngx_http_dstack_stats_reserve(out, 3);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    *b->last++ = ']';
+    *b->last++ = '}';
+    *b->last++ = '\n';
+
+    return NGX_OK;
+}
+
+
+/*
+ * The text exposition format groups every sample of a family under its
+ * HELP and TYPE lines, so the services are walked once per family.
+ */
+
+static ngx_int_t
+ngx_http_dstack_stats_prometheus(ngx_http_dstack_stats_collect_t *col,
+    ngx_http_dstack_stats_out_t *out)
+{
+    time_t      now;
+    ngx_uint_t  f;
+
+    now = ngx_time();
+
+    for (f = 0; f < NGX_HTTP_DSTACK_PROM_FAMILIES; f++) {
+        if (ngx_http_dstack_stats_prom_family(col, out, f, now) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
+    ngx_http_dstack_stats_out_t *out, ngx_uint_t family, time_t now)
+{
+    u_char                             *p;
+    size_t                              nlen, alen;
+    int64_t                             inflight;
+    uint64_t                            count, cum, value;
+    ngx_buf_t                          *b;
+    ngx_uint_t                          i, j, k, w, c;
+    ngx_http_dstack_stats_replica_t    *replicas, *sr;
+    ngx_http_dstack_stats_service_t    *services, *s;
+    ngx_http_dstack_replica_metrics_t  *rm;
+    ngx_http_dstack_prom_family_t      *pf;
+    ngx_http_dstack_stats_counters_t    cnt;
+
+    pf = &ngx_http_dstack_prom_families[family];
+
+    b = ngx_http_dstack_stats_reserve(out, 2 * pf->name.len + pf->type.len
+                                      + pf->help.len + 32);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->last = ngx_sprintf(b->last, "# HELP %V %V\n# TYPE %V %V\n",
+                          &pf->name, &pf->help, &pf->name, &pf->type);
+
+    services = col->services.elts;
+    replicas = col->replicas.elts;
+
+    for (i = 0; i < col->services.nelts; i++) {
+        s = &services[i];
+
+        nlen = ngx_http_dstack_stats_prom_escape_len(&s->name);
+
+        if (family >= NGX_HTTP_DSTACK_PROM_REPLICA_INFLIGHT) {
+
+            for (j = 0; j < s->nreplicas; j++) {
+                sr = &replicas[s->replica + j];
+                rm = sr->metrics ? sr->metrics
+                                 : &ngx_http_dstack_stats_no_replica;
+
+                switch (family) {
+
+                case NGX_HTTP_DSTACK_PROM_REPLICA_INFLIGHT:
+                    inflight = __atomic_load_n(&rm->inflight,
+                                               __ATOMIC_RELAXED);
+                    value = inflight > 0 ? (uint64_t) inflight : 0;
+                    break;
+
+                case NGX_HTTP_DSTACK_PROM_REPLICA_REQUESTS:
+                    value = __atomic_load_n(&rm->requests, __ATOMIC_RELAXED);
+                    break;
+
+                default: /* NGX_HTTP_DSTACK_PROM_REPLICA_FAILURES */
+                    value = __atomic_load_n(&rm->failures, __ATOMIC_RELAXED);
+                    break;
+                }
+
+                alen = ngx_http_dstack_stats_prom_escape_len(&sr->addr);
+
+                alen += nlen + NGX_HTTP_DSTACK_STATS_LINE;
+
+                b = ngx_http_dstack_stats_reserve(out, alen);
+                if (b == NULL) {
+                    return NGX_ERROR;
+                }
+
+                p = ngx_http_dstack_stats_prom_sample(b->last, &pf->name, "",
+                                                      &s->name);
+                p = ngx_cpymem(p, "\",replica=\"",
+                               sizeof("\",replica=\"") - 1);
+                p = ngx_http_dstack_stats_prom_escape(p, &sr->addr);
+                b->last = ngx_sprintf(p, "\"} %uL\n", value);
+            }
+
+            continue;
+        }
+
+        ngx_http_dstack_stats_read(s, now, &cnt);
+
+        b = ngx_http_dstack_stats_reserve(out,
+                              pf->lines * (nlen + NGX_HTTP_DSTACK_STATS_LINE));
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = b->last;
+
+        switch (family) {
+
+        case NGX_HTTP_DSTACK_PROM_REQUESTS:
+
+            for (c = 0; c < NGX_HTTP_DSTACK_CLASSES; c++) {
+                p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "",
+                                                      &s->name);
+                p = ngx_sprintf(p, "\",class=\"%V\"} %uL\n",
+                                &ngx_http_dstack_stats_classes[c],
+                                cnt.requests[c]);
+            }
+
+            break;
+
+        case NGX_HTTP_DSTACK_PROM_INFLIGHT:
+
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
+            p = ngx_sprintf(p, "\"} %L\n", cnt.inflight);
+
+            break;
+
+        case NGX_HTTP_DSTACK_PROM_DURATION:
+
+            /*
+             * _count is the completed admitted requests; the buckets are
+             * read a moment apart from it, so keep them under it to stay
+             * cumulative.  Requests over the last bound are only in +Inf.
+             */
+
+            count = 0;
+            for (c = 1; c < NGX_HTTP_DSTACK_CLASSES; c++) {
+                count += cnt.requests[c];
+            }
+
+            cum = 0;
+
+            for (k = 0; k < NGX_HTTP_DSTACK_HIST; k++) {
+                cum += cnt.hist[k];
+
+                p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "_bucket",
+                                                      &s->name);
+                p = ngx_sprintf(p, "\",le=\"%V\"} %uL\n",
+                                &ngx_http_dstack_stats_le[k],
+                                ngx_min(cum, count));
+            }
+
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "_bucket",
+                                                  &s->name);
+            p = ngx_sprintf(p, "\",le=\"+Inf\"} %uL\n", count);
+
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "_sum",
+                                                  &s->name);
+            p = ngx_sprintf(p, "\"} %uL.%03uL\n",
+                            cnt.time_ms_sum / 1000, cnt.time_ms_sum % 1000);
+
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "_count",
+                                                  &s->name);
+            p = ngx_sprintf(p, "\"} %uL\n", count);
+
+            break;
+
+        default: /* NGX_HTTP_DSTACK_PROM_WINDOW */
+
+            for (w = 0; w < NGX_HTTP_DSTACK_STATS_NWINDOWS; w++) {
+                for (c = 0; c < NGX_HTTP_DSTACK_CLASSES; c++) {
+                    p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "",
+                                                          &s->name);
+                    p = ngx_sprintf(p, "\",window=\"%uis\",class=\"%V\"} "
+                                    "%uL\n",
+                                    ngx_http_dstack_stats_seconds[w],
+                                    &ngx_http_dstack_stats_classes[c],
+                                    cnt.windows[w][c]);
+                }
+            }
+
+            break;
+        }
+
+        b->last = p;
+    }
+
+    return NGX_OK;
+}
+
+
+/* "<name><suffix>{service=\"<service>": the caller ends the labels */
+
+static u_char *
+ngx_http_dstack_stats_prom_sample(u_char *p, ngx_str_t *name, char *suffix,
+    ngx_str_t *service)
+{
+    p = ngx_sprintf(p, "%V%s{service=\"", name, suffix);
+
+    return ngx_http_dstack_stats_prom_escape(p, service);
+}
+
+
+/* label values: backslash, double quote and line feed are escaped */
+
+static size_t
+ngx_http_dstack_stats_prom_escape_len(ngx_str_t *s)
+{
+    size_t      n;
+    ngx_uint_t  i;
+
+    n = s->len;
+
+    for (i = 0; i < s->len; i++) {
+        if (s->data[i] == '\\' || s->data[i] == '"' || s->data[i] == '\n') {
+            n++;
+        }
+    }
+
+    return n;
+}
+
+
+static u_char *
+ngx_http_dstack_stats_prom_escape(u_char *p, ngx_str_t *s)
+{
+    u_char      ch;
+    ngx_uint_t  i;
+
+    for (i = 0; i < s->len; i++) {
+        ch = s->data[i];
+
+        switch (ch) {
+
+        case '\\':
+        case '"':
+            *p++ = '\\';
+            *p++ = ch;
+            break;
+
+        case '\n':
+            *p++ = '\\';
+            *p++ = 'n';
+            break;
+
+        default:
+            *p++ = ch;
+        }
+    }
+
+    return p;
+}
+
+
+static ngx_int_t
+ngx_http_dstack_stats_error(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *message)
+{
+    size_t        len;
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    len = sizeof("{\"error\":{\"message\":\"\",\"type\":\"unavailable\"}}\n")
+          - 1 + message->len
+          + ngx_escape_json(NULL, message->data, message->len);
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_cpymem(b->last, "{\"error\":{\"message\":\"",
+                         sizeof("{\"error\":{\"message\":\"") - 1);
+    b->last = (u_char *) ngx_escape_json(b->last, message->data,
+                                         message->len);
+    b->last = ngx_cpymem(b->last, "\",\"type\":\"unavailable\"}}\n",
+                         sizeof("\",\"type\":\"unavailable\"}}\n") - 1);
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = b->last - b->pos;
+
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    return ngx_http_output_filter(r, &out);
+}
