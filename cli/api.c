@@ -312,6 +312,14 @@ dsctl_api_call(const char *method, const char *path, const cJSON *body,
 }
 
 
+int
+dsctl_api_transient(const dsctl_resp_t *resp)
+{
+    return strcmp(resp->err_type, "connect") == 0 || resp->status == 502
+           || resp->status == 503 || resp->status == 504;
+}
+
+
 void
 dsctl_resp_free(dsctl_resp_t *resp)
 {

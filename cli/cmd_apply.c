@@ -302,7 +302,9 @@ dsctl_follow(const char *name, cJSON **final)
                 break;
             }
             /* a server restarting under us: a few tries, then give up */
-            if (strcmp(resp.err_type, "connect") == 0 && ++errors < 20) {
+            if (dsctl_api_transient(&resp)
+                && ++errors < DSCTL_POLL_RETRIES)
+            {
                 dsctl_resp_free(&resp);
                 dsctl_sleep_ms(500);
                 continue;

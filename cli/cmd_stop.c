@@ -55,6 +55,7 @@ cmd_stop(int argc, char **argv)
     char            *ename, *lastbuf = NULL;
     cJSON           *body;
     int              abort_ = 0, yes = 0, c, rc = DSCTL_EXIT_OK, tty;
+    int              errors = 0;
 
     opterr = 0;
     optind = 1;
@@ -142,6 +143,12 @@ cmd_stop(int argc, char **argv)
                 st = "terminated";      /* already forgotten */
             } else if (dsctl_interrupted) {
                 st = NULL;
+            } else if (dsctl_api_transient(&resp)
+                       && ++errors < DSCTL_POLL_RETRIES)
+            {
+                dsctl_resp_free(&resp);
+                dsctl_sleep_ms(500);
+                continue;
             } else {
                 dsctl_error("%s", resp.err_msg[0] ? resp.err_msg
                     : "cannot follow the run");
@@ -149,6 +156,7 @@ cmd_stop(int argc, char **argv)
                 break;
             }
         } else {
+            errors = 0;
             st = dsctl_json_str(resp.json, "status");
             if (st == NULL) {
                 st = "unknown";

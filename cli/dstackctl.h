@@ -165,6 +165,13 @@ void dsctl_api_cleanup(void);
 int dsctl_api_call(const char *method, const char *path, const cJSON *body,
     unsigned flags, dsctl_resp_t *resp);
 void dsctl_resp_free(dsctl_resp_t *resp);
+/*
+ * 1 for a failure worth retrying while polling: the server unreachable
+ * or, behind nginx, not answering (502, 503, 504), as while controld
+ * restarts.
+ */
+int dsctl_api_transient(const dsctl_resp_t *resp);
+#define DSCTL_POLL_RETRIES      60      /* polls of 500 ms: 30 s */
 
 /* PUT of raw bytes (the code archive), with a progress bar on a TTY */
 int dsctl_api_upload(const char *path, const void *data, size_t len,
