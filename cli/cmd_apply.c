@@ -252,7 +252,7 @@ dsctl_state_line(const char *name, const dsctl_runstate_t *rs,
             rs->total - rs->old, rs->total - rs->old == 1 ? "" : "s");
     }
     if (rs->old > 0) {
-        dsctl_str_addf(out, "  (%d of the previous version)", rs->old);
+        dsctl_str_addf(out, ", %d old", rs->old);
     }
     if (rs->message[0] != '\0') {
         dsctl_str_addf(out, "  (%s)", rs->message);
