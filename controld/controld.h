@@ -148,6 +148,7 @@ struct replica {
     unsigned long long pid_start;       /* /proc start time: no pid reuse */
     int             adopted;            /* not our child: poll, no wait */
     int             exit_status;        /* wait status, -1 while none */
+    int             setup_failed;       /* message says why */
 
     /* where it listens */
     char            addr[DS_REPLICA_ADDR_LEN];

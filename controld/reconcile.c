@@ -426,7 +426,7 @@ replica_exited(struct replica *rep, int status)
     }
 
     exit_text(status, ex, sizeof(ex));
-    if (rep->message[0] && rep->status == REP_PROVISIONING) {
+    if (rep->setup_failed) {
         /* the setup said why */
         snprintf(why, sizeof(why), "%s", rep->message);
     } else if (rep->probe_error[0] && !rep->ready) {
@@ -458,11 +458,14 @@ reconcile_setup_done(struct replica *rep, const char *error)
     if (error != NULL) {
         /* the child exits next; its exit fails the replica */
         replica_set_message(rep, error);
+        rep->setup_failed = 1;
         return;
     }
     if (rep->status == REP_PROVISIONING) {
         replica_set_status(rep, REP_RUNNING);
-        replica_set_message(rep, "");
+        if (strncmp(rep->message, "restarted after: ", 17) != 0) {
+            replica_set_message(rep, "");
+        }
         probes_start(rep);
         reconcile_now = 1;
     }
@@ -695,14 +698,22 @@ replica_start(struct replica *rep, int64_t now)
         }
     }
 
-    if (rep->status == REP_FAILED) {
-        rep->restarts++;
-    }
-    rep->exit_status = -1;
     rep->probe_error[0] = '\0';
+    rep->setup_failed = 0;
     rep->term_sent_ms = 0;
     rep->kill_sent = 0;
-    replica_set_message(rep, "");
+    if (rep->status == REP_FAILED) {
+        /* why it restarts stays visible until it is ready again */
+        rep->restarts++;
+        if (strncmp(rep->message, "restarted after: ", 17) != 0) {
+            char  msg[sizeof(rep->message)];
+
+            fmt(msg, sizeof(msg), "restarted after: %s", rep->message);
+            replica_set_message(rep, msg);
+        }
+    } else {
+        replica_set_message(rep, "");
+    }
 
     rc = backend->start(rep);
     if (rc == BACKEND_STARTED) {

@@ -406,9 +406,12 @@ sub start_load {
             for my $try (0 .. ($o{retries} // 0)) {
                 $r = $self->{t}->get($run, $path, timeout => 10,
                     headers => $o{headers} || {});
-                last if $r->{status} != 0;
+                last if $r->{status} != 0 || $stop;
                 sleep 0.01;
             }
+            # the stop signal interrupts the request in flight: not a
+            # failure of the service
+            last if $stop && $r->{status} == 0;
             $res{total}++;
             if ($r->{status} == 200) {
                 $res{ok}++;
