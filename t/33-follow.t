@@ -91,6 +91,24 @@ SKIP: {
         'then the published URL');
 }
 
+# ps -w redraws on a terminal; stop asks there
+SKIP: {
+    skip 'script(1) is not installed', 5 unless $have_script;
+
+    my $bg = $c->cli_bg(['ps', '-w'], tty => 1);
+    sleep 2.5;
+    kill 'INT', -$bg->{pid};
+    my $r = $c->reap($bg);
+    my $frames = () = $r->{out} =~ /\e\[H\e\[2J NAME /g;
+    cmp_ok($frames, '>=', 2, 'ps -w redraws every second') or diag $r->{out};
+    like($r->{out}, qr/^ quick\s+local\s/m, 'with the runs');
+
+    $r = $c->cli(['stop', 'quick'], tty => 1, stdin => "n\n");
+    is($r->{rc}, 0, 'stop answered n exits 0');
+    like($r->{out}, qr/Stop the run quick\? \[y\/n\]: /, 'stop asks first');
+    is($c->run_named('quick')->{status}, 'running', 'n stops nothing');
+}
+
 # ---- Ctrl-C while following detaches ---------------------------------------
 
 my $bg = $c->cli_bg(['apply', '-f', 'slow.dstack.yml', '-y'], dir => $app);
