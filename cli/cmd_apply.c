@@ -358,7 +358,7 @@ dsctl_follow(const char *name, cJSON **final)
             break;
         }
         dsctl_resp_free(&resp);
-        dsctl_sleep_ms(tty ? 250 : 500);
+        dsctl_sleep_ms(200);
     }
     dsctl_release_interrupt();
 

@@ -29,7 +29,6 @@
 /* ---- the command table (main.c) ---------------------------------------- */
 
 #define DSCTL_CMD_HIDDEN        0x01    /* not listed in --help */
-#define DSCTL_CMD_NO_CONFIG     0x02    /* never talks to the server */
 
 typedef struct {
     const char     *name;
@@ -171,7 +170,7 @@ void dsctl_resp_free(dsctl_resp_t *resp);
  * restarts.
  */
 int dsctl_api_transient(const dsctl_resp_t *resp);
-#define DSCTL_POLL_RETRIES      60      /* polls of 500 ms: 30 s */
+#define DSCTL_POLL_RETRIES      60      /* tries 500 ms apart: 30 s */
 
 /* PUT of raw bytes (the code archive), with a progress bar on a TTY */
 int dsctl_api_upload(const char *path, const void *data, size_t len,

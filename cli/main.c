@@ -27,9 +27,9 @@ static const dsctl_cmd_t  dsctl_commands[] = {
     { "offer", cmd_offer, 0, "list the offers for a .dstack.yml" },
     { "token", cmd_token, 0, "create, list and revoke API and service tokens" },
     { "__ignore-check", cmd_ignore_check,
-      DSCTL_CMD_HIDDEN | DSCTL_CMD_NO_CONFIG,
+      DSCTL_CMD_HIDDEN,
       "list the files apply would pack from DIR" },
-    { "__pack", cmd_pack, DSCTL_CMD_HIDDEN | DSCTL_CMD_NO_CONFIG,
+    { "__pack", cmd_pack, DSCTL_CMD_HIDDEN,
       "write the code archive apply would upload" },
 };
 
