@@ -196,6 +196,11 @@ ngx_int_t ngx_http_dstack_log_handler(ngx_http_request_t *r);
 /* sums of a service's buckets over the last `seconds` (<= WINDOW) */
 void ngx_http_dstack_metrics_window(ngx_http_dstack_service_metrics_t *m,
     time_t now, ngx_uint_t seconds, uint64_t sums[NGX_HTTP_DSTACK_CLASSES]);
+/* several windows in one pass: seconds[] ascending; a window longer than
+ * NGX_HTTP_DSTACK_WINDOW gets the whole ring; arrivals may be NULL */
+void ngx_http_dstack_metrics_windows(ngx_http_dstack_service_metrics_t *m,
+    time_t now, const ngx_uint_t *seconds, ngx_uint_t n,
+    uint64_t (*sums)[NGX_HTTP_DSTACK_CLASSES], uint64_t *arrivals);
 
 /* stats.c: content handler of "dstack_stats" */
 ngx_int_t ngx_http_dstack_stats_handler(ngx_http_request_t *r);

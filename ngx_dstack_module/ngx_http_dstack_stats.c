@@ -20,12 +20,6 @@
 #define NGX_HTTP_DSTACK_STATS_NWINDOWS  3
 
 
-/* until ngx_http_dstack_module.h declares it (metrics.c) */
-void ngx_http_dstack_metrics_windows(ngx_http_dstack_service_metrics_t *m,
-    time_t now, const ngx_uint_t *seconds, ngx_uint_t n,
-    uint64_t (*sums)[NGX_HTTP_DSTACK_CLASSES], uint64_t *arrivals);
-
-
 typedef struct {
     ngx_str_t                           addr;
     uint64_t                            uid;
