@@ -35,6 +35,12 @@
 
 #define API_JSON_MAX        (1024 * 1024)
 #define API_CODE_MAX        (256ULL * 1024 * 1024)
+/*
+ * A body over the limit is still read (and dropped) up to this size
+ * before the 413 goes out: answering while the client still sends makes
+ * the kernel reset the connection, and the client may never see why.
+ */
+#define API_DISCARD_MAX     (64ULL * 1024 * 1024)
 
 enum api_route {
     R_NONE = 0,
@@ -47,7 +53,8 @@ enum api_route {
     R_STOP,
     R_LOGS,
     R_TOKENS,
-    R_TOKEN
+    R_TOKEN,
+    R_BADNAME       /* /api/runs/<not a run name>...: 400, not 404 */
 };
 
 struct api_req {
@@ -254,6 +261,10 @@ api_route(const char *url, char *param, size_t n, const char **allow)
         }
         memcpy(param, p, len);
         param[len] = '\0';
+        if (!ds_valid_run_name(param, strlen(param))) {
+            *allow = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
+            return R_BADNAME;
+        }
         if (slash == NULL) {
             *allow = "GET";
             return R_RUN;
@@ -927,6 +938,10 @@ api_dispatch(struct MHD_Connection *c, struct api_req *q, const char *method)
         }
         return api_send_json(c, 201, answer);
 
+    case R_BADNAME:
+        api_find_run(q->param, &status, err, sizeof(err));
+        return api_error(c, status, err);
+
     case R_TOKEN:
         rc = tokens_revoke(q->param, err, sizeof(err));
         if (rc != 0) {
@@ -1015,7 +1030,10 @@ api_handler(void *cls, struct MHD_Connection *c, const char *url,
                 return api_error(c, rc, err);
             }
         } else if (api_has_body(route) && len > API_JSON_MAX) {
-            return api_error(c, 413, "body: larger than 1 MiB");
+            if (len > API_DISCARD_MAX) {
+                return api_error(c, 413, "body: larger than 1 MiB");
+            }
+            q->too_large = 1;
         }
         return MHD_YES;
     }
