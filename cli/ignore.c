@@ -41,8 +41,17 @@ struct dsctl_ignore_s {
 
 /* ---- wildmatch ----------------------------------------------------------- */
 
-#define WM_MATCH        1
-#define WM_NOMATCH      0
+/*
+ * As git's wildmatch: besides match / no match, a recursive call can say
+ * that no later start can match either (the text ran out: ABORT_ALL), or
+ * that a single "*" would have to cross a "/" (ABORT_TO_STARSTAR: only
+ * an enclosing "**" may go on).  Cutting the search there keeps patterns
+ * such as "*a*a*a*a*b" from trying every split of a long name.
+ */
+#define WM_MATCH                1
+#define WM_NOMATCH              0
+#define WM_ABORT_ALL            -1
+#define WM_ABORT_TO_STARSTAR    -2
 
 /* a bracket expression at *pp ("[...]"); 1 when c is in it, -1 when the
  * expression is not closed (then "[" is an ordinary character) */
@@ -94,6 +103,10 @@ dsctl_wm(const char *start, const char *p, const char *t)
     int          r;
 
     for ( /* void */ ; *p != '\0'; p++, t++) {
+        if (*t == '\0' && *p != '*') {
+            return WM_ABORT_ALL;
+        }
+
         switch (*p) {
 
         case '\\':
@@ -107,15 +120,12 @@ dsctl_wm(const char *start, const char *p, const char *t)
             break;
 
         case '?':
-            if (*t == '\0' || *t == '/') {
+            if (*t == '/') {
                 return WM_NOMATCH;
             }
             break;
 
         case '[':
-            if (*t == '\0') {
-                return WM_NOMATCH;
-            }
             s = p;
             r = dsctl_wm_class(&s, (unsigned char) *t);
             if (r == -1) {
@@ -158,16 +168,19 @@ dsctl_wm(const char *start, const char *p, const char *t)
             }
             /* an ordinary "*" (or "**" inside a segment): not across "/" */
             if (*p == '\0') {
-                return strchr(t, '/') == NULL ? WM_MATCH : WM_NOMATCH;
+                return strchr(t, '/') == NULL ? WM_MATCH
+                                              : WM_ABORT_TO_STARSTAR;
             }
-            for ( ;; t++) {
-                if (dsctl_wm(start, p, t) == WM_MATCH) {
-                    return WM_MATCH;
+            for ( /* void */ ; *t != '\0'; t++) {
+                r = dsctl_wm(start, p, t);
+                if (r != WM_NOMATCH) {
+                    return r;
                 }
-                if (*t == '\0' || *t == '/') {
-                    return WM_NOMATCH;
+                if (*t == '/') {
+                    return WM_ABORT_TO_STARSTAR;
                 }
             }
+            return WM_ABORT_ALL;
 
         default:
             if (*t != *p) {

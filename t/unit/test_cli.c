@@ -70,6 +70,7 @@ test_wildmatch(void **state)
         { "doc/*.txt", "doc/x/a.txt", 0 },
         { "*.tar.gz", "x.tar.gz", 1 },
     };
+    char    text[201];
     size_t  i;
 
     (void) state;
@@ -79,6 +80,15 @@ test_wildmatch(void **state)
                 cases[i].t, cases[i].m);
         }
     }
+
+    /* every split of 200 "a"s among 10 stars would take for ever */
+    memset(text, 'a', 200);
+    text[200] = '\0';
+    assert_int_equal(dsctl_wildmatch("*a*a*a*a*a*a*a*a*a*a*b", text), 0);
+    text[199] = 'b';
+    assert_int_equal(dsctl_wildmatch("*a*a*a*a*a*a*a*a*a*a*b", text), 1);
+    assert_int_equal(dsctl_wildmatch("**/*a*a*a*a*a*a*a*a*a*/b",
+        "x/y/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/c"), 0);
 }
 
 
