@@ -534,6 +534,11 @@ local_offers(const ds_spec_t *sp, int replicas, cJSON *offers, char *err,
     cJSON        *o, *res, *gl, *g;
     const struct run *r;
 
+    if (!conf->local.enabled) {
+        snprintf(err, n, "no backend is enabled (backends.local.enabled is "
+                 "false in %s)", conf->file);
+        return 422;
+    }
     if (sp->backends != NULL
         && !list_has(sp->backends, sp->n_backends, "local"))
     {
