@@ -504,6 +504,10 @@ sub dump {
 
 # Starts t/lib/backend.py; returns "127.0.0.1:PORT" once it listens.
 #   name => 'r1', port => P (default: any free), fail_start => 1
+#   host => '0.0.0.0' (listen on every address, so 127.x.y.z:PORT all
+#   reach it; default 127.0.0.1), delay_ms => N (every answer N ms late),
+#   nodelay => 1 (TCP_NODELAY: much faster answers on reused connections,
+#   for load tests)
 sub backend {
     my ($self, %o) = @_;
     my $name = $o{name} // 'b' . (1 + keys %{ $self->{backends} });
@@ -512,6 +516,9 @@ sub backend {
     my @cmd = ($PYTHON, "$REPO/t/lib/backend.py", '--name', $name,
         '--port', $o{port} // 0, '--log', "$self->{dir}/backend-$name.log");
     push @cmd, '--fail-start' if $o{fail_start};
+    push @cmd, '--host', $o{host} if defined $o{host};
+    push @cmd, '--delay-ms', $o{delay_ms} if $o{delay_ms};
+    push @cmd, '--nodelay' if $o{nodelay};
     pipe(my $r, my $w) or die "pipe: $!";
     my $pid = fork // die "fork: $!";
     if (!$pid) {
@@ -842,6 +849,135 @@ sub ws_recv {
         $off = 10 }
     $need->($off + $len) or return;
     return ($b0 & 0x0f, substr($buf, $off, $len));
+}
+
+# ---- load ----------------------------------------------------------------------
+
+# start_load(%o): forks `clients` processes (4) that each send GET requests
+# in a loop, one after the other, until stop_load; returns a handle.
+#   host => 'a.test.local' (default: the domain), path => '/'
+#   keep => 1: each client sends its requests on one keep-alive
+#       connection, opened again when the server closes it.  A request
+#       that finds a *reused* connection closed before any byte of an
+#       answer came (EOF, reset, broken pipe) is sent again once on a new
+#       connection, as HTTP clients do (RFC 9112 9.3.1: a server may close
+#       an idle connection at any time; nginx does on reload); it counts
+#       in {retried}.  Any other failure, and any failure on a new
+#       connection, is a failed request.
+#   timeout => seconds per request (10)
+# stop_load(HANDLE) stops the clients and returns
+#   { total, ok (answers with status 200), status => { code => n },
+#     errors => [ "client K: why" ], replicas => { X-Replica => n },
+#     locals => { address the replica was reached on => n },
+#     workers => { X-Ds-Worker => n }, retried, requests => [ { status,
+#     replica, local, worker, t } ] }
+sub start_load {
+    my ($self, %o) = @_;
+    my $n = $o{clients} // 4;
+    my $base = "$self->{dir}/load-" . ++$self->{load_n};
+    my $h = { stop => "$base.stop", files => [], pids => [] };
+    for my $k (1 .. $n) {
+        my $file = "$base-$k.log";
+        push @{ $h->{files} }, $file;
+        my $pid = fork // die "fork: $!";
+        if (!$pid) {
+            my $ok = eval { $self->_load_client($file, $h->{stop}, %o); 1 };
+            print STDERR "load client: $@" unless $ok;
+            POSIX::_exit($ok ? 0 : 1);
+        }
+        push @{ $h->{pids} }, $pid;
+    }
+    return $h;
+}
+
+sub _load_client {
+    my ($self, $file, $stop, %o) = @_;
+    open my $out, '>', $file or die "$file: $!\n";
+    $out->autoflush(1);
+    my $timeout = $o{timeout} // 10;
+    my $port = $o{port} // $self->{port};
+    my $req = $self->build_request('GET', $o{path} // '/',
+        host => $o{host} // $self->domain, keep => $o{keep});
+    my ($sock, $uses);
+    until (-e $stop) {
+        my ($res, $retried) = (undef, 0);
+        for my $try (1, 2) {
+            if (!$sock) {
+                $sock = _connect($port, $timeout);
+                $uses = 0;
+                if (!$sock) {
+                    $res = { status => 0, error => "connect: $!" };
+                    last;
+                }
+            }
+            my $reused = $uses++ > 0;
+            my $t0 = time;
+            $res = eval {
+                _send_all($sock, $req, $t0 + $timeout);
+                _read_response($sock, timeout => $timeout, t0 => $t0);
+            };
+            my $err = $@;
+            if ($res && $o{keep} && $res->{status}
+                && ($res->{headers}{connection} // '') !~ /close/i
+                && $res->{rest} eq '')
+            {
+                last;
+            }
+            close $sock;
+            undef $sock;
+            last if $res;
+            ($err = $err || 'unknown') =~ s/\s+$//;
+            $res = { status => 0, error => $err . ($reused
+                ? " (connection used $uses times)" : ' (new connection)') };
+            last unless $reused && $try == 1 && $o{keep}
+                && $err =~ /^(?:connection\ closed\ without\ answer
+                    |send:\ |read:\ Connection\ reset)/x;
+            $retried = 1;
+        }
+        my $h = $res->{headers} || {};
+        my $local = $res->{json} && ref $res->{json} eq 'HASH'
+            ? $res->{json}{local} // '' : '';
+        my @f = ($res->{status}, $h->{'x-replica'} // '', $local,
+            $h->{'x-ds-worker'} // '', $retried, sprintf('%.3f', time),
+            $res->{status} == 200 ? ''
+                : $res->{error} // substr($res->{body} // '', 0, 200));
+        s/[\t\n]/ /g for @f;
+        print $out join("\t", @f), "\n";
+    }
+    close $out;
+}
+
+sub stop_load {
+    my ($self, $h) = @_;
+    _write($h->{stop}, '');
+    my $r = { total => 0, ok => 0, status => {}, errors => [],
+        replicas => {}, locals => {}, workers => {}, retried => 0,
+        requests => [] };
+    my $k = 0;
+    for my $pid (@{ $h->{pids} }) {
+        $k++;
+        wait_until(sub { waitpid($pid, WNOHANG) != 0 }, timeout => 30)
+            or do { kill 'KILL', $pid; waitpid($pid, 0) };
+        push @{ $r->{errors} }, "client $k: exit status $?" if $?;
+    }
+    $k = 0;
+    for my $file (@{ $h->{files} }) {
+        $k++;
+        for (split /\n/, _slurp($file)) {
+            my ($st, $rep, $local, $w, $retried, $t, $err) = split /\t/, $_, 7;
+            $r->{total}++;
+            $r->{ok}++ if $st == 200;
+            $r->{status}{$st}++;
+            $r->{replicas}{$rep}++ if length $rep;
+            $r->{locals}{$local}++ if length $local;
+            $r->{workers}{$w}++ if length $w;
+            $r->{retried} += $retried;
+            push @{ $r->{errors} }, "client $k: $st $err" if $st != 200;
+            push @{ $r->{requests} }, { status => $st, replica => $rep,
+                local => $local, worker => $w, t => $t };
+        }
+    }
+    return $r;
 }
 
 # ---- stats ---------------------------------------------------------------------

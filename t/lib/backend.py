@@ -2,12 +2,19 @@
 """A replica for the tests: a threaded HTTP/1.1 server, standard library only.
 
     backend.py --name r1 --port P [--host 127.0.0.1] [--log FILE] [--fail-start]
+               [--delay-ms MS] [--nodelay]
 
 Prints "ready PORT" on stdout once it listens (--port 0 picks a free port,
 which avoids races between tests that run in parallel).  --log appends one
 JSON line per request (replica, method, path, headers, body_len), so a test
 can tell which requests reached this replica.  --fail-start exits with
-status 3 before listening: a replica that does not come up.
+status 3 before listening: a replica that does not come up.  --delay-ms
+makes every answer (WebSocket upgrades aside) wait MS milliseconds first:
+a slow replica.  Answers and log lines also carry "local", the address the
+request came in on (a backend on 0.0.0.0 answers on every 127.x.y.z).
+--nodelay sets TCP_NODELAY on accepted connections: without it the header
+and body writes of an answer meet Nagle and delayed ACKs (~40 ms each on
+a reused connection), which caps a load test at ~25 requests/s a client.
 
 Endpoints (query string in parentheses):
   any path          200 JSON {"replica","method","path","headers","body_len"}
@@ -37,6 +44,7 @@ from urllib.parse import parse_qs, urlsplit
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 NAME = "backend"
+DELAY_MS = 0
 LOG = None
 LOG_LOCK = threading.Lock()
 
@@ -130,8 +138,12 @@ class Handler(BaseHTTPRequestHandler):
             "headers": self.header_map(),
             "raw_headers": [[k, v] for k, v in self.headers.items()],
             "body_len": len(body),
+            "local": "%s:%d" % self.connection.getsockname()[:2],
         }
         log_request(info)
+
+        if DELAY_MS > 0:
+            time.sleep(DELAY_MS / 1000.0)
 
         if path == "/drop":
             self.close_connection = True
@@ -255,15 +267,20 @@ class Server(ThreadingHTTPServer):
 
 
 def main():
-    global NAME, LOG
+    global NAME, LOG, DELAY_MS
     ap = argparse.ArgumentParser()
     ap.add_argument("--name", default="backend")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--log")
     ap.add_argument("--fail-start", action="store_true")
+    ap.add_argument("--delay-ms", type=int, default=0)
+    ap.add_argument("--nodelay", action="store_true")
     a = ap.parse_args()
+    if a.nodelay:
+        Handler.disable_nagle_algorithm = True
     NAME = a.name
+    DELAY_MS = a.delay_ms
     if a.fail_start:
         print("failing on purpose (--fail-start)", file=sys.stderr)
         sys.exit(3)
