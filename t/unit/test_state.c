@@ -1086,7 +1086,7 @@ test_state_service(void **state)
     assert_int_equal(stat(path, &sb), 0);
     assert_int_equal(sb.st_mode & 0777, 0660);
     assert_int_equal(stat(state_dir, &sb), 0);
-    assert_int_equal(sb.st_mode & 0777, 0770);
+    assert_int_equal(sb.st_mode & 0777, 0750);
 
     txn = begin(st, 1);
     make_service(&svc);
