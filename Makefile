@@ -147,7 +147,13 @@ PROVE ?= prove
 PROVE_FLAGS ?=
 TESTS ?= t/*.t
 
-prove: $(PROGRAMS)
+# the official OpenAI SDK for t/10-openai-sdk.t (npm registry)
+OPENAI_SDK := build/openai-sdk/node_modules/openai/package.json
+$(OPENAI_SDK): t/openai/package.json
+	mkdir -p build/openai-sdk && cp t/openai/package.json build/openai-sdk/
+	npm install --prefix build/openai-sdk --no-audit --no-fund --silent
+
+prove: $(PROGRAMS) $(OPENAI_SDK)
 	DSTACK_BUILD=$(CURDIR)/$(B) DSTACK_NGINX=$(NGINX_BIN) \
 	DSTACK_SANITIZE=$(SANITIZE) $(PROVE) $(PROVE_FLAGS) $(TESTS)
 
