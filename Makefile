@@ -99,7 +99,8 @@ endif
 
 $(MODULE): $(B)/nginx/Makefile $(MODULE_SRCS) $(COMMON_SRCS) $(COMMON_HDRS)
 	$(MAKE) -s -f $(CURDIR)/$(B)/nginx/Makefile -C $(NGINX_SRC) $(NGX_TARGET)
-	cp $(B)/nginx/ngx_http_dstack_module.so $@
+	@# a new inode: a running nginx keeps the mapping it loaded
+	cp $(B)/nginx/ngx_http_dstack_module.so $@.tmp && mv -f $@.tmp $@
 
 # ---- daemon and CLI ----------------------------------------------------------
 

@@ -96,6 +96,8 @@ static void ds_err_set(ds_err_t *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static int ds_mdb_err(ds_err_t *err, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+static int ds_state_check_lock(ds_state_t *st, ds_err_t *err);
+static int ds_state_adopt_mapsize(ds_state_t *st, ds_err_t *err);
 
 
 static void
@@ -554,6 +556,10 @@ ds_state_open(ds_state_t **stp, const char *dir, int flags, unsigned mode,
     rc = ds_state_env_open(st, mode, err);
 
     if (rc == DS_OK) {
+        rc = ds_state_check_lock(st, err);
+    }
+
+    if (rc == DS_OK) {
         rc = (flags & DS_STATE_RDONLY) ? ds_state_init_reader(st, err)
                                        : ds_state_init_writer(st, err);
     }
@@ -581,6 +587,59 @@ ds_state_close(ds_state_t *st)
 
     free(st->dir);
     free(st);
+}
+
+
+/*
+ * lock.mdb hands every read transaction the last committed id, and the
+ * reader picks the meta page by it.  When data.mdb was replaced while
+ * other processes kept the old lock.mdb open, LMDB does not reset the
+ * lock, and readers would silently see a wrong snapshot (and a writer
+ * would commit on top of it).  The data file's own last id must be the
+ * one the lock hands out; a commit between the two reads makes them
+ * differ harmlessly, hence the retries.
+ */
+static int
+ds_state_check_lock(ds_state_t *st, ds_err_t *err)
+{
+    int           rc, i;
+    MDB_txn      *txn;
+    MDB_envinfo   info;
+    size_t        id;
+
+    for (i = 0; i < 3; i++) {
+        rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+        if (rc == MDB_MAP_RESIZED) {
+            if (ds_state_adopt_mapsize(st, err) != DS_OK) {
+                return DS_ERROR;
+            }
+            continue;
+        }
+
+        if (rc != 0) {
+            return ds_mdb_err(err, rc, "cannot begin a read transaction on "
+                              "state at %s", st->dir);
+        }
+
+        id = mdb_txn_id(txn);
+        rc = mdb_env_info(st->env, &info);
+        mdb_txn_abort(txn);
+
+        if (rc != 0) {
+            return ds_mdb_err(err, rc, "cannot read state info at %s",
+                              st->dir);
+        }
+
+        if (id == info.me_last_txnid) {
+            return DS_OK;
+        }
+    }
+
+    ds_err_set(err, "state at %s: lock.mdb does not belong to data.mdb "
+               "(data.mdb was replaced while processes had the state "
+               "open); stop them all, or replace lock.mdb with data.mdb",
+               st->dir);
+    return DS_ERROR;
 }
 
 
