@@ -10,7 +10,7 @@
  *   service  "DSVC" 1 0
  *            u64 uid, u32 slot, u32 flags, u64 max_body_size,
  *            u32 read_timeout_ms, u32 connect_timeout_ms,
- *            u16 model_format, u16 n_rate_limits,
+ *            u32 hold_max, u32 hold_timeout_ms, u16 model_format, u16 n_rate_limits,
  *            str name, str model, str model_prefix,
  *            n_rate_limits x { u16 key_type, u32 rps_milli, u32 burst,
  *                              str prefix, str header }
@@ -50,7 +50,8 @@
 #define DS_REPLICAS_HEADER_SIZE 24
 
 #define DS_SERVICE_FLAGS_KNOWN                                               \
-    (DS_SERVICE_AUTH | DS_SERVICE_HTTPS | DS_SERVICE_HTTPS_AUTO)
+    (DS_SERVICE_AUTH | DS_SERVICE_HTTPS | DS_SERVICE_HTTPS_AUTO           \
+     | DS_SERVICE_HOLD)
 #define DS_TOKEN_FLAGS_KNOWN    (DS_TOKEN_ADMIN | DS_TOKEN_ALL_SERVICES)
 
 #define DS_RUN_NAME_MIN         2
@@ -556,6 +557,12 @@ ds_check_service(const ds_service_t *svc, const char *rec, ds_err_t *err)
         return -1;
     }
 
+    if (svc->hold_max > DS_HOLD_MAX_LIMIT) {
+        ds_err_set(err, "%s: hold max %u exceeds %u", rec, svc->hold_max,
+                   DS_HOLD_MAX_LIMIT);
+        return -1;
+    }
+
     if (svc->n_rate_limits > DS_RATE_LIMITS_MAX) {
         ds_err_set(err, "%s: %u rate limits exceed the maximum of %u", rec,
                    svc->n_rate_limits, DS_RATE_LIMITS_MAX);
@@ -662,6 +669,8 @@ ds_service_init(ds_service_t *svc)
     svc->max_body_size = DS_DEFAULT_MAX_BODY;
     svc->read_timeout_ms = DS_DEFAULT_READ_TIMEOUT_MS;
     svc->connect_timeout_ms = DS_DEFAULT_CONNECT_TIMEOUT_MS;
+    svc->hold_max = DS_DEFAULT_HOLD_MAX;
+    svc->hold_timeout_ms = DS_DEFAULT_HOLD_TIMEOUT_MS;
 }
 
 
@@ -682,6 +691,8 @@ ds_service_encode(const ds_service_t *svc, ds_buf_t *out, ds_err_t *err)
     ds_put_u64(out, svc->max_body_size);
     ds_put_u32(out, svc->read_timeout_ms);
     ds_put_u32(out, svc->connect_timeout_ms);
+    ds_put_u32(out, svc->hold_max);
+    ds_put_u32(out, svc->hold_timeout_ms);
     ds_put_u16(out, svc->model_format);
     ds_put_u16(out, svc->n_rate_limits);
     ds_put_str(out, &svc->name);
@@ -743,6 +754,8 @@ ds_service_decode(const void *data, size_t len, ds_service_t *svc,
         || ds_rd_uint(&rd, 8, &v, "max body size") != 0
         || ds_rd_u32(&rd, &svc->read_timeout_ms, "read timeout") != 0
         || ds_rd_u32(&rd, &svc->connect_timeout_ms, "connect timeout") != 0
+        || ds_rd_u32(&rd, &svc->hold_max, "hold max") != 0
+        || ds_rd_u32(&rd, &svc->hold_timeout_ms, "hold timeout") != 0
         || ds_rd_u16(&rd, &format, "model format") != 0
         || ds_rd_u16(&rd, &n, "rate limit count") != 0)
     {

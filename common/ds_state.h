@@ -59,6 +59,9 @@
 #define DS_DEFAULT_MAX_BODY     (64ULL * 1024 * 1024)
 #define DS_DEFAULT_READ_TIMEOUT_MS    (3600U * 1000)   /* between two reads */
 #define DS_DEFAULT_CONNECT_TIMEOUT_MS (5U * 1000)
+#define DS_DEFAULT_HOLD_MAX     1000        /* requests held per service */
+#define DS_DEFAULT_HOLD_TIMEOUT_MS (600U * 1000)
+#define DS_HOLD_MAX_LIMIT       1000000
 
 
 typedef struct {
@@ -77,6 +80,8 @@ typedef struct {
 #define DS_SERVICE_AUTH         0x0001  /* require a bearer token */
 #define DS_SERVICE_HTTPS        0x0002  /* redirect plain http to https */
 #define DS_SERVICE_HTTPS_AUTO   0x0004
+#define DS_SERVICE_HOLD         0x0008  /* scaled to zero: requests wait
+                                           for a replica instead of 503 */
 
 #define DS_RL_KEY_IP            0
 #define DS_RL_KEY_HEADER        1
@@ -105,6 +110,8 @@ typedef struct {
     uint64_t        max_body_size;  /* bytes, 0 = unlimited */
     uint32_t        read_timeout_ms;
     uint32_t        connect_timeout_ms;
+    uint32_t        hold_max;       /* DS_SERVICE_HOLD: queue depth */
+    uint32_t        hold_timeout_ms; /* DS_SERVICE_HOLD: longest wait */
 
     uint32_t        n_rate_limits;
     ds_rate_limit_t rate_limits[DS_RATE_LIMITS_MAX];

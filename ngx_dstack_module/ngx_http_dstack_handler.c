@@ -43,6 +43,11 @@ ngx_http_dstack_access_handler(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_dstack_module);
 
+    if (ctx && ctx->resumed) {
+        ctx->resumed = 0;
+        return ngx_http_dstack_repick(r, ctx);
+    }
+
     if (ctx == NULL) {
         ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_dstack_ctx_t));
         if (ctx == NULL) {
@@ -117,6 +122,55 @@ ngx_http_dstack_serve(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
     }
 
     ngx_http_dstack_metrics_admit(r, ctx);
+
+    if (ctx->npeers == 0) {
+        return ngx_http_dstack_no_replica(r, ctx);
+    }
+
+    return NGX_OK;
+}
+
+
+/* a held request's replicas, now that one is ready */
+ngx_int_t
+ngx_http_dstack_repick(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
+{
+    ngx_int_t     rc;
+    ngx_str_t     reason;
+    ds_err_t      err;
+    ds_txn_t     *txn;
+    ds_service_t  svc;
+
+    txn = ngx_http_dstack_state_begin(r->connection->log);
+    if (txn == NULL) {
+        ngx_str_set(&reason, "gateway state is unavailable");
+        return ngx_http_dstack_refuse(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                      &reason, 1);
+    }
+
+    rc = ds_get_service(txn, (char *) ctx->service.data, ctx->service.len,
+                        &svc, &err);
+
+    if (rc == DS_OK) {
+        ctx->npeers = 0;
+        rc = ngx_http_dstack_copy_peers(r, ctx, txn, &svc);
+
+    } else if (rc == DS_NOTFOUND) {
+        ngx_http_dstack_state_end();
+        ngx_str_set(&reason, "service was removed while the request waited");
+        return ngx_http_dstack_refuse(r, ctx, NGX_HTTP_NOT_FOUND, &reason, 0);
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "dstack service \"%V\": %s", &ctx->service, err.msg);
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_dstack_state_end();
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
 
     if (ctx->npeers == 0) {
         return ngx_http_dstack_no_replica(r, ctx);
@@ -217,6 +271,11 @@ ngx_http_dstack_admit(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
     ctx->read_timeout = svc->read_timeout_ms;
     ctx->connect_timeout = svc->connect_timeout_ms;
 
+    if (svc->flags & DS_SERVICE_HOLD) {
+        ctx->hold_max = svc->hold_max;
+        ctx->hold_timeout = svc->hold_timeout_ms;
+    }
+
     return ngx_http_dstack_copy_peers(r, ctx, txn, svc);
 }
 
@@ -276,14 +335,19 @@ ngx_http_dstack_copy_peers(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
 
 
 /*
- * No ready replica.  The place where a request for a service scaled to
- * zero will wait for its first replica; until then, 503 and when to retry.
+ * No ready replica.  A service that can scale from zero holds the request
+ * until its first replica is ready (hold.c); others answer 503 and when
+ * to retry.
  */
 static ngx_int_t
 ngx_http_dstack_no_replica(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
 {
     ngx_str_t                     reason;
     ngx_http_dstack_main_conf_t  *dmcf;
+
+    if (ctx->hold_max) {
+        return ngx_http_dstack_hold(r, ctx);
+    }
 
     dmcf = ngx_http_get_module_main_conf(r, ngx_http_dstack_module);
 

@@ -72,6 +72,20 @@ static ngx_command_t  ngx_http_dstack_commands[] = {
       offsetof(ngx_http_dstack_main_conf_t, retry_after),
       NULL },
 
+    { ngx_string("dstack_notify"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_dstack_main_conf_t, notify),
+      NULL },
+
+    { ngx_string("dstack_hold_poll"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_dstack_main_conf_t, hold_poll),
+      NULL },
+
     { ngx_string("dstack_domain"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_dstack_domain,
@@ -240,6 +254,7 @@ ngx_http_dstack_create_main_conf(ngx_conf_t *cf)
     dmcf->limit_zone_size = NGX_CONF_UNSET_SIZE;
     dmcf->watch_interval = NGX_CONF_UNSET_MSEC;
     dmcf->retry_after = NGX_CONF_UNSET;
+    dmcf->hold_poll = NGX_CONF_UNSET_MSEC;
 
     return dmcf;
 }
@@ -255,6 +270,11 @@ ngx_http_dstack_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_size_value(dmcf->limit_zone_size, 16 * 1024 * 1024);
     ngx_conf_init_msec_value(dmcf->watch_interval, 1000);
     ngx_conf_init_value(dmcf->retry_after, 5);
+    ngx_conf_init_msec_value(dmcf->hold_poll, 10);
+
+    if (dmcf->hold_poll == 0) {
+        return "\"dstack_hold_poll\" must be more than 0";
+    }
 
     if (dmcf->state_path.len == 0) {
         return NGX_CONF_OK;
@@ -532,6 +552,10 @@ ngx_http_dstack_init_process(ngx_cycle_t *cycle)
     dmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_dstack_module);
     if (dmcf == NULL || dmcf->state_path.len == 0) {
         return NGX_OK;
+    }
+
+    if (ngx_http_dstack_hold_init_worker(cycle) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     return ngx_http_dstack_state_init_worker(cycle);

@@ -62,6 +62,21 @@ typedef struct {
     uint64_t                    requests[NGX_HTTP_DSTACK_CLASSES];
     uint64_t                    time_ms_sum;
     uint64_t                    hist[NGX_HTTP_DSTACK_HIST];
+
+    /* scale from zero (hold.c) */
+    int64_t                     held;           /* waiting now */
+    uint64_t                    held_total;     /* ever held */
+    uint64_t                    held_ms_sum;    /* time spent held */
+    uint64_t                    hold_timeouts;  /* 503 after waiting */
+    uint64_t                    hold_rejected;  /* 429: queue full */
+    uint64_t                    cold_starts;    /* first replica came */
+    uint64_t                    cold_start_ms_sum; /* first held request
+                                                   to a ready replica */
+    uint64_t                    hold_since;     /* ms of the first request
+                                                   held now, 0 = none */
+    uint64_t                    notified;       /* ms of the last notice
+                                                   sent to controld */
+
     ngx_http_dstack_bucket_t    buckets[NGX_HTTP_DSTACK_WINDOW];
 } ngx_http_dstack_service_metrics_t;
 
@@ -84,6 +99,8 @@ typedef struct {
     size_t                      limit_zone_size; /* dstack_limit_zone */
     ngx_msec_t                  watch_interval;  /* state file checks */
     time_t                      retry_after;     /* 503 Retry-After */
+    ngx_str_t                   notify;          /* dstack_notify socket */
+    ngx_msec_t                  hold_poll;       /* dstack_hold_poll */
 } ngx_http_dstack_main_conf_t;
 
 typedef struct {
@@ -116,6 +133,12 @@ typedef struct {
     ngx_msec_t                  read_timeout;
     ngx_msec_t                  connect_timeout;
 
+    ngx_http_request_t         *request;
+    ngx_queue_t                 held;           /* in the worker's queue */
+    ngx_msec_t                  held_at;
+    ngx_uint_t                  hold_max;       /* 0: never hold */
+    ngx_msec_t                  hold_timeout;
+
     ngx_msec_t                  start;          /* ngx_current_msec */
 
     unsigned                    openai:1;       /* model endpoint */
@@ -125,6 +148,9 @@ typedef struct {
     unsigned                    token_consumed:1; /* not forwarded */
     unsigned                    refused:1;      /* refused by the gateway */
     unsigned                    done:1;         /* access phase finished */
+    unsigned                    holding:1;      /* waits for a replica */
+    unsigned                    resumed:1;      /* a replica came */
+    unsigned                    hold_cleanup:1; /* pool cleanup is set */
 } ngx_http_dstack_ctx_t;
 
 
@@ -204,6 +230,17 @@ void ngx_http_dstack_metrics_windows(ngx_http_dstack_service_metrics_t *m,
 
 /* stats.c: content handler of "dstack_stats" */
 ngx_int_t ngx_http_dstack_stats_handler(ngx_http_request_t *r);
+
+/* hold.c: scale from zero.  Parks a request of a service without a
+ * ready replica (NGX_DONE), or answers 429/503; resumes it when a
+ * replica is ready */
+ngx_int_t ngx_http_dstack_hold(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx);
+ngx_int_t ngx_http_dstack_hold_init_worker(ngx_cycle_t *cycle);
+
+/* handler.c: the replicas again, for a request that was held */
+ngx_int_t ngx_http_dstack_repick(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx);
 
 /* balancer.c: the "dstack_balancer" directive */
 char *ngx_http_dstack_balancer(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -64,6 +64,13 @@ typedef struct {
     uint64_t                  windows[NGX_HTTP_DSTACK_STATS_NWINDOWS]
                                      [NGX_HTTP_DSTACK_CLASSES];
     uint64_t                  arrivals[NGX_HTTP_DSTACK_STATS_NWINDOWS];
+    int64_t                             held;
+    uint64_t                            held_total;
+    uint64_t                            held_ms_sum;
+    uint64_t                            hold_timeouts;
+    uint64_t                            hold_rejected;
+    uint64_t                            cold_starts;
+    uint64_t                            cold_start_ms_sum;
 } ngx_http_dstack_stats_counters_t;
 
 
@@ -121,10 +128,14 @@ static ngx_str_t  ngx_http_dstack_stats_le[] = {
 #define NGX_HTTP_DSTACK_PROM_INFLIGHT         1
 #define NGX_HTTP_DSTACK_PROM_DURATION         2
 #define NGX_HTTP_DSTACK_PROM_WINDOW           3
-#define NGX_HTTP_DSTACK_PROM_REPLICA_INFLIGHT 4
-#define NGX_HTTP_DSTACK_PROM_REPLICA_REQUESTS 5
-#define NGX_HTTP_DSTACK_PROM_REPLICA_FAILURES 6
-#define NGX_HTTP_DSTACK_PROM_FAMILIES         7
+#define NGX_HTTP_DSTACK_PROM_HELD             4
+#define NGX_HTTP_DSTACK_PROM_HELD_SECONDS     5
+#define NGX_HTTP_DSTACK_PROM_COLD_STARTS      6
+#define NGX_HTTP_DSTACK_PROM_COLD_SECONDS     7
+#define NGX_HTTP_DSTACK_PROM_REPLICA_INFLIGHT 8
+#define NGX_HTTP_DSTACK_PROM_REPLICA_REQUESTS 9
+#define NGX_HTTP_DSTACK_PROM_REPLICA_FAILURES 10
+#define NGX_HTTP_DSTACK_PROM_FAMILIES         11
 
 typedef struct {
     ngx_str_t                           name;
@@ -157,6 +168,29 @@ static ngx_http_dstack_prom_family_t  ngx_http_dstack_prom_families[] = {
       ngx_string("Requests to a service completed in the last 30, 60 or "
                  "300 seconds, by outcome."),
       NGX_HTTP_DSTACK_STATS_NWINDOWS * NGX_HTTP_DSTACK_CLASSES },
+
+    { ngx_string("dstack_held_requests"),
+      ngx_string("gauge"),
+      ngx_string("Requests waiting inside the gateway for the first "
+                 "replica of a service scaled to zero."),
+      1 },
+
+    { ngx_string("dstack_held_seconds_total"),
+      ngx_string("counter"),
+      ngx_string("Time requests spent waiting for a replica."),
+      1 },
+
+    { ngx_string("dstack_cold_starts_total"),
+      ngx_string("counter"),
+      ngx_string("Times a service went from no ready replica, with "
+                 "requests waiting, to a ready one."),
+      1 },
+
+    { ngx_string("dstack_cold_start_seconds_total"),
+      ngx_string("counter"),
+      ngx_string("Time from the first waiting request to a ready replica, "
+                 "summed over cold starts."),
+      1 },
 
     { ngx_string("dstack_replica_inflight_requests"),
       ngx_string("gauge"),
@@ -440,6 +474,19 @@ ngx_http_dstack_stats_read(ngx_http_dstack_stats_service_t *s, time_t now,
     ngx_http_dstack_metrics_windows(m, now, ngx_http_dstack_stats_seconds,
                                     NGX_HTTP_DSTACK_STATS_NWINDOWS,
                                     c->windows, c->arrivals);
+
+    c->held = __atomic_load_n(&m->held, __ATOMIC_RELAXED);
+    if (c->held < 0) {
+        c->held = 0;
+    }
+
+    c->held_total = __atomic_load_n(&m->held_total, __ATOMIC_RELAXED);
+    c->held_ms_sum = __atomic_load_n(&m->held_ms_sum, __ATOMIC_RELAXED);
+    c->hold_timeouts = __atomic_load_n(&m->hold_timeouts, __ATOMIC_RELAXED);
+    c->hold_rejected = __atomic_load_n(&m->hold_rejected, __ATOMIC_RELAXED);
+    c->cold_starts = __atomic_load_n(&m->cold_starts, __ATOMIC_RELAXED);
+    c->cold_start_ms_sum = __atomic_load_n(&m->cold_start_ms_sum,
+                                           __ATOMIC_RELAXED);
 }
 
 
@@ -521,8 +568,14 @@ ngx_http_dstack_stats_json(ngx_http_dstack_stats_collect_t *col,
             *p++ = '}';
         }
 
-        p = ngx_sprintf(p, "},\"request_time_ms_sum\":%uL,\"replicas\":[",
-                        cnt.time_ms_sum);
+        p = ngx_sprintf(p, "},\"request_time_ms_sum\":%uL,"
+                        "\"hold\":{\"held\":%L,\"total\":%uL,"
+                        "\"ms_sum\":%uL,\"timeouts\":%uL,\"rejected\":%uL,"
+                        "\"cold_starts\":%uL,\"cold_start_ms_sum\":%uL},"
+                        "\"replicas\":[",
+                        cnt.time_ms_sum, cnt.held, cnt.held_total,
+                        cnt.held_ms_sum, cnt.hold_timeouts, cnt.hold_rejected,
+                        cnt.cold_starts, cnt.cold_start_ms_sum);
 
         b->last = p;
 
@@ -727,6 +780,37 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
 
             p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
             p = ngx_sprintf(p, "\"} %L\n", cnt.inflight);
+
+            break;
+
+        case NGX_HTTP_DSTACK_PROM_HELD:
+
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
+            p = ngx_sprintf(p, "\"} %L\n", cnt.held);
+
+            break;
+
+        case NGX_HTTP_DSTACK_PROM_HELD_SECONDS:
+
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
+            p = ngx_sprintf(p, "\"} %uL.%03uL\n", cnt.held_ms_sum / 1000,
+                            cnt.held_ms_sum % 1000);
+
+            break;
+
+        case NGX_HTTP_DSTACK_PROM_COLD_STARTS:
+
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
+            p = ngx_sprintf(p, "\"} %uL\n", cnt.cold_starts);
+
+            break;
+
+        case NGX_HTTP_DSTACK_PROM_COLD_SECONDS:
+
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
+            p = ngx_sprintf(p, "\"} %uL.%03uL\n",
+                            cnt.cold_start_ms_sum / 1000,
+                            cnt.cold_start_ms_sum % 1000);
 
             break;
 

@@ -12,6 +12,7 @@
  * exits 1 with nothing committed.
  *
  *   {"op":"service","name":"a","auth":true,"https":false,
+ *    "hold":false,"hold_max":1000,"hold_timeout_ms":600000,
  *    "max_body_size":123,"read_timeout_ms":1000,"connect_timeout_ms":500,
  *    "model":"m","model_prefix":"/v1","model_format":"openai|tgi",
  *    "rate_limits":[{"prefix":"/","key":"ip"|{"header":"X-Key"},
@@ -310,7 +311,7 @@ fail:
 static int
 seed_service(seed_ctx_t *ctx, const cJSON *op)
 {
-    int           auth, https, https_auto, i;
+    int           auth, https, https_auto, hold, i;
     ds_err_t      err;
     const char   *format;
     const cJSON  *rls, *it;
@@ -320,12 +321,16 @@ seed_service(seed_ctx_t *ctx, const cJSON *op)
     auth = 1;
     https = 0;
     https_auto = 0;
+    hold = 0;
     format = "openai";
 
     if (seed_str(ctx, op, "name", 1, &svc.name) != 0
         || seed_bool(ctx, op, "auth", &auth) != 0
         || seed_bool(ctx, op, "https", &https) != 0
         || seed_bool(ctx, op, "https_auto", &https_auto) != 0
+        || seed_bool(ctx, op, "hold", &hold) != 0
+        || seed_u32(ctx, op, "hold_max", &svc.hold_max) != 0
+        || seed_u32(ctx, op, "hold_timeout_ms", &svc.hold_timeout_ms) != 0
         || seed_uint(ctx, op, "max_body_size", UINT64_MAX,
                      &svc.max_body_size) != 0
         || seed_u32(ctx, op, "read_timeout_ms", &svc.read_timeout_ms) != 0
@@ -340,7 +345,8 @@ seed_service(seed_ctx_t *ctx, const cJSON *op)
     }
 
     svc.flags = (auth ? DS_SERVICE_AUTH : 0) | (https ? DS_SERVICE_HTTPS : 0)
-                | (https_auto ? DS_SERVICE_HTTPS_AUTO : 0);
+                | (https_auto ? DS_SERVICE_HTTPS_AUTO : 0)
+                | (hold ? DS_SERVICE_HOLD : 0);
 
     if (strcmp(format, "openai") == 0) {
         svc.model_format = DS_MODEL_OPENAI;
@@ -670,7 +676,8 @@ seed_run(seed_ctx_t *ctx, const cJSON *op)
 
 static const seed_op_t  seed_ops[] = {
     { "service", seed_service,
-      "op name auth https https_auto max_body_size read_timeout_ms "
+      "op name auth https https_auto hold hold_max hold_timeout_ms "
+      "max_body_size read_timeout_ms "
       "connect_timeout_ms model model_prefix model_format rate_limits" },
     { "del_service", seed_del_service, "op name" },
     { "replicas", seed_replicas, "op service replicas" },
@@ -945,6 +952,9 @@ dump_service(void *arg, const ds_service_t *svc)
     cJSON_AddNumberToObject(o, "read_timeout_ms", svc->read_timeout_ms);
     cJSON_AddNumberToObject(o, "connect_timeout_ms",
                             svc->connect_timeout_ms);
+    cJSON_AddBoolToObject(o, "hold", svc->flags & DS_SERVICE_HOLD);
+    cJSON_AddNumberToObject(o, "hold_max", svc->hold_max);
+    cJSON_AddNumberToObject(o, "hold_timeout_ms", svc->hold_timeout_ms);
 
     if (svc->model.len > 0) {
         cJSON_AddItemToObject(o, "model", dump_str(svc->model));
