@@ -392,6 +392,14 @@ cfg_root(struct cfg_ctx *cx, yaml_node_t *root, struct config *c)
             if (cfg_path(cx, v, key, &c->client_config) != 0) {
                 return -1;
             }
+        } else if (strcmp(key, "notify_socket") == 0) {
+            if (cfg_path(cx, v, key, &c->notify_socket) != 0) {
+                return -1;
+            }
+            if (strlen(c->notify_socket) >= 100) {
+                return cfg_error(cx, v, "notify_socket: a unix socket path "
+                                 "must be shorter than 100 bytes");
+            }
         } else if (strcmp(key, "log_level") == 0) {
             s = cfg_scalar(cx, v, key);
             if (s == NULL) {
@@ -528,6 +536,7 @@ config_free(struct config *c)
     free(c->replicas_dir);
     free(c->service_url);
     free(c->client_config);
+    free(c->notify_socket);
     free(c->local.nvidia_smi);
     free(c);
 }

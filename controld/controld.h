@@ -57,6 +57,7 @@ struct config {
     char           *replicas_dir;
     char           *service_url;        /* "{name}" is replaced */
     char           *client_config;      /* written at first start */
+    char           *notify_socket;      /* module's hold notices, or NULL */
     int             log_level;
     struct local_conf local;
 };
@@ -309,6 +310,8 @@ void probes_tick(void);
 long stats_replica_inflight(const char *service, const char *addr);
 long stats_service_inflight(const char *service);
 long stats_service_arrivals(const char *service, unsigned window);
+/* requests the module holds for a service scaled to zero */
+long stats_service_held(const char *service);
 /* when the stats last answered (monotonic ms), 0 never */
 int64_t stats_fresh_ms(void);
 void stats_request(int64_t soon_ms);
@@ -316,6 +319,16 @@ int stats_fill(struct pollfd *pfd, int max);
 void stats_process(struct pollfd *pfd, int n);
 void stats_tick(void);
 int stats_init(const char *url, char *err, size_t n);
+
+
+/* ---- hold notices from the module (notify.c) ---------------------------- */
+
+int notify_start(char *err, size_t n);
+void notify_stop(void);
+int notify_fill(struct pollfd *pfd, int max);
+void notify_process(struct pollfd *pfd, int n);
+/* reconcile.c: a request waits for a service scaled to zero */
+void reconcile_hold(const char *name);
 
 
 /* ---- API (api.c) --------------------------------------------------------- */

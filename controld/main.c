@@ -100,6 +100,8 @@ reload(void)
         || strcmp(c->api_socket, conf->api_socket) != 0
         || strcmp(c->replicas_dir, conf->replicas_dir) != 0
         || strcmp(c->stats_url, conf->stats_url) != 0
+        || strcmp(c->notify_socket ? c->notify_socket : "",
+                  conf->notify_socket ? conf->notify_socket : "") != 0
         || c->local.network != conf->local.network
         || c->local.subnet != conf->local.subnet)
     {
@@ -156,7 +158,7 @@ main(int argc, char **argv)
 {
     const char        *file = CONTROLD_CONF;
     int                ch, foreground = 0, check = 0, verbose = 0;
-    int                n, napi, nset, nprobe, nstats, timeout;
+    int                n, napi, nset, nprobe, nstats, nnote, timeout;
     char               err[1024];
     struct pollfd      pfd[POLL_MAX];
     struct sigaction   sa;
@@ -245,6 +247,11 @@ main(int argc, char **argv)
         log_warnx("%s", err);
         return 1;
     }
+    if (notify_start(err, sizeof(err)) != 0) {
+        log_warnx("%s", err);
+        api_stop();
+        return 1;
+    }
 
     if (!foreground) {
         if (daemon(0, 0) != 0) {
@@ -272,6 +279,8 @@ main(int argc, char **argv)
         n += nprobe;
         nstats = stats_fill(pfd + n, POLL_MAX - n);
         n += nstats;
+        nnote = notify_fill(pfd + n, POLL_MAX - n);
+        n += nnote;
 
         timeout = reconcile_now ? 0 : next_timeout(next_tick);
         ts.tv_sec = timeout / 1000;
@@ -294,6 +303,7 @@ main(int argc, char **argv)
         backend->process(pfd + napi, nset);
         probes_process(pfd + napi + nset, nprobe);
         stats_process(pfd + napi + nset + nprobe, nstats);
+        notify_process(pfd + napi + nset + nprobe + nstats, nnote);
 
         now = now_ms();
         if (now >= next_tick || reconcile_now) {
@@ -321,6 +331,7 @@ main(int argc, char **argv)
     log_info("%s: exiting; replicas keep running and the next start adopts "
              "them", got_term == SIGINT ? "SIGINT" : "SIGTERM");
     store_flush();
+    notify_stop();
     api_stop();
     store_close();
     return 0;

@@ -821,6 +821,10 @@ run_autoscale(struct run *r, int64_t now)
     if (stats_fresh_ms() == 0 || now - stats_fresh_ms() > 5000) {
         return;
     }
+    if (r->desired == 0 && stats_service_held(r->name) > 0) {
+        reconcile_hold(r->name);
+        return;
+    }
     arrivals = stats_service_arrivals(r->name, sp->scaling.window);
     if (arrivals < 0) {
         return;
@@ -859,6 +863,34 @@ run_autoscale(struct run *r, int64_t now)
     r->desired = want;
     r->last_scaled_ms = now;
     run_touch(r);
+}
+
+
+/* a request waits at the gateway for a service scaled to zero: one
+ * replica now, whatever the delays say (from zero: at once) */
+void
+reconcile_hold(const char *name)
+{
+    struct run  *r;
+    int          want;
+
+    r = run_find(name);
+    if (r == NULL || r->finished || r->stopping || r->desired > 0
+        || !r->spec.scaling.enabled)
+    {
+        return;
+    }
+    want = r->spec.replicas.min > 0 ? (int) r->spec.replicas.min : 1;
+    if (r->spec.replicas.max != DS_SPEC_UNLIMITED
+        && want > (int) r->spec.replicas.max)
+    {
+        return;
+    }
+    log_info("run \"%s\": a request waits: scaling 0 -> %d", r->name, want);
+    r->desired = want;
+    r->last_scaled_ms = now_ms();
+    run_touch(r);
+    reconcile_now = 1;
 }
 
 

@@ -75,6 +75,12 @@ spec_service(const ds_spec_t *sp, const char *name, ds_service_t *svc)
         svc->flags |= DS_SERVICE_HTTPS_AUTO;
     }
 
+    /* scaled to zero, requests wait for the first replica (the module
+     * holds them and tells us through notify_socket) */
+    if (sp->scaling.enabled && sp->replicas.min == 0) {
+        svc->flags |= DS_SERVICE_HOLD;
+    }
+
     if (sp->model.enabled) {
         spec_str(&svc->model, sp->model.name);
         spec_str(&svc->model_prefix, sp->model.prefix);

@@ -440,3 +440,17 @@ stats_service_arrivals(const char *service, unsigned window)
     /* scaled to the window asked for */
     return (long) (a->valuedouble * (double) window / (double) best_len);
 }
+
+
+long
+stats_service_held(const char *service)
+{
+    const cJSON  *s, *v;
+
+    s = stats_service(service);
+    if (s == NULL) {
+        return 0;
+    }
+    v = cJSON_GetObjectItem(s, "held");
+    return cJSON_IsNumber(v) ? (long) v->valuedouble : 0;
+}
