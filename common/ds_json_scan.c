@@ -515,3 +515,83 @@ ds_json_unescape(const char *raw, size_t len, char *out)
 
     return (size_t) (o - out);
 }
+
+
+static const char  *ds_usage_keys[2] = {
+    "\"prompt_tokens\"", "\"completion_tokens\""
+};
+
+
+static void
+ds_usage_store(ds_usage_t *u)
+{
+    if (u->key == 1) {
+        u->prompt = u->value;
+
+    } else {
+        u->completion = u->value;
+    }
+
+    u->seen = 1;
+}
+
+
+void
+ds_usage_scan(ds_usage_t *u, const char *buf, size_t len)
+{
+    int          k;
+    char         c;
+    const char  *p, *end = buf + len;
+
+    for (p = buf; p < end; p++) {
+        c = *p;
+
+        switch (u->state) {
+
+        case 1:     /* after a key: blanks, ':', blanks, then digits */
+            if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == ':') {
+                continue;
+            }
+
+            if (c >= '0' && c <= '9') {
+                u->value = (uint64_t) (c - '0');
+                u->state = 2;
+                continue;
+            }
+
+            u->state = 0;
+            break;
+
+        case 2:     /* digits */
+            if (c >= '0' && c <= '9') {
+                if (u->value < UINT64_MAX / 10 - 9) {
+                    u->value = u->value * 10 + (uint64_t) (c - '0');
+                }
+                continue;
+            }
+
+            ds_usage_store(u);
+            u->state = 0;
+            break;
+        }
+
+        /* state 0: advance both key matches; keys start and end with '"'
+         * and hold no other '"', so a mismatch restarts at '"' or 0 */
+        for (k = 0; k < 2; k++) {
+            if (c == ds_usage_keys[k][u->match[k]]) {
+                u->match[k]++;
+
+                if (ds_usage_keys[k][u->match[k]] == '\0') {
+                    u->match[0] = 0;
+                    u->match[1] = 0;
+                    u->key = (unsigned) k + 1;
+                    u->state = 1;
+                    break;
+                }
+
+            } else {
+                u->match[k] = (c == '"') ? 1 : 0;
+            }
+        }
+    }
+}

@@ -8,6 +8,7 @@
 #define DS_JSON_SCAN_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define DS_JSON_OK              0
 #define DS_JSON_MISSING         1   /* valid, member absent */
@@ -32,5 +33,25 @@ int ds_json_find_string(const char *buf, size_t len, const char *key,
  * (size_t) -1 when the string has an invalid escape or encodes NUL.
  */
 size_t ds_json_unescape(const char *raw, size_t len, char *out);
+
+
+/*
+ * Token counts from OpenAI responses ("usage": {"prompt_tokens": N,
+ * "completion_tokens": M}), found by a byte-at-a-time state machine that
+ * runs over a response as it streams by, in pieces of any size, without
+ * buffering or copying.  The last values seen win (a stream repeats or
+ * ends with its usage chunk).
+ */
+typedef struct {
+    uint64_t        prompt;         /* last "prompt_tokens" value */
+    uint64_t        completion;     /* last "completion_tokens" value */
+    uint64_t        value;          /* digits being read */
+    unsigned        match[2];       /* progress in each key */
+    unsigned        key;            /* key matched: 1 prompt, 2 completion */
+    unsigned        state;          /* 0 scan, 1 after key, 2 digits */
+    unsigned        seen;           /* any value stored */
+} ds_usage_t;
+
+void ds_usage_scan(ds_usage_t *u, const char *buf, size_t len);
 
 #endif /* DS_JSON_SCAN_H */

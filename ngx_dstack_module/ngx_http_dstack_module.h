@@ -26,6 +26,7 @@
 #include <ngx_http.h>
 
 #include "ds_state.h"
+#include "ds_json_scan.h"
 
 
 #define NGX_HTTP_DSTACK_WINDOW      300     /* seconds of 1 s buckets */
@@ -62,6 +63,13 @@ typedef struct {
     uint64_t                    requests[NGX_HTTP_DSTACK_CLASSES];
     uint64_t                    time_ms_sum;
     uint64_t                    hist[NGX_HTTP_DSTACK_HIST];
+
+    /* the model endpoint (openai.c) */
+    uint64_t                    model_requests;
+    uint64_t                    model_errors;   /* 4xx and 5xx answers */
+    uint64_t                    ttfb_ms_sum;    /* admission to header */
+    uint64_t                    prompt_tokens;  /* from "usage" */
+    uint64_t                    completion_tokens;
 
     /* scale from zero (hold.c) */
     int64_t                     held;           /* waiting now */
@@ -133,6 +141,7 @@ typedef struct {
     ngx_msec_t                  read_timeout;
     ngx_msec_t                  connect_timeout;
 
+    ds_usage_t                  usage;          /* openai: token counts */
     ngx_http_request_t         *request;
     ngx_queue_t                 held;           /* in the worker's queue */
     ngx_msec_t                  held_at;

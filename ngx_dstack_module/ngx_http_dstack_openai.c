@@ -64,7 +64,14 @@ static ngx_int_t ngx_http_dstack_openai_fail(ngx_http_request_t *r,
 static ngx_int_t ngx_http_dstack_openai_header_filter(ngx_http_request_t *r);
 
 
+static ngx_int_t ngx_http_dstack_openai_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+static void ngx_http_dstack_openai_count(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx);
+
+
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
 
 
 ngx_int_t
@@ -714,6 +721,9 @@ ngx_http_dstack_openai_filter_init(ngx_conf_t *cf)
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_dstack_openai_header_filter;
 
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_dstack_openai_body_filter;
+
     return NGX_OK;
 }
 
@@ -732,9 +742,14 @@ ngx_http_dstack_openai_header_filter(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_dstack_module);
 
-    if (ctx && ctx->openai
-        && ngx_http_dstack_find_out_header(r, "Access-Control-Allow-Origin")
-           == NULL)
+    if (ctx == NULL || !ctx->openai) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ngx_http_dstack_openai_count(r, ctx);
+
+    if (ngx_http_dstack_find_out_header(r, "Access-Control-Allow-Origin")
+        == NULL)
     {
         ngx_str_set(&value, "*");
         if (ngx_http_dstack_add_header(r, "Access-Control-Allow-Origin",
@@ -746,4 +761,68 @@ ngx_http_dstack_openai_header_filter(ngx_http_request_t *r)
     }
 
     return ngx_http_next_header_filter(r);
+}
+
+
+/* per model: requests, errors and the time to the answer's header */
+static void
+ngx_http_dstack_openai_count(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
+{
+    ngx_http_dstack_service_metrics_t  *m;
+
+    m = ctx->metrics;
+
+    if (m == NULL || !ctx->admitted) {
+        return;
+    }
+
+    __atomic_fetch_add(&m->model_requests, 1, __ATOMIC_RELAXED);
+
+    if (r->headers_out.status >= NGX_HTTP_BAD_REQUEST) {
+        __atomic_fetch_add(&m->model_errors, 1, __ATOMIC_RELAXED);
+    }
+
+    __atomic_fetch_add(&m->ttfb_ms_sum, ngx_current_msec - ctx->start,
+                       __ATOMIC_RELAXED);
+}
+
+
+/* token counts from "usage", as the answer streams by; added at its end */
+static ngx_int_t
+ngx_http_dstack_openai_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_chain_t                        *cl;
+    ngx_http_dstack_ctx_t              *ctx;
+    ngx_http_dstack_service_metrics_t  *m;
+
+    if (r != r->main) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_dstack_module);
+
+    if (ctx == NULL || !ctx->openai || ctx->metrics == NULL
+        || !ctx->admitted || r->headers_out.status != NGX_HTTP_OK)
+    {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    for (cl = in; cl; cl = cl->next) {
+        if (ngx_buf_in_memory(cl->buf) && cl->buf->last > cl->buf->pos) {
+            ds_usage_scan(&ctx->usage, (const char *) cl->buf->pos,
+                          cl->buf->last - cl->buf->pos);
+        }
+
+        /* the end may come as an empty special buffer */
+        if (cl->buf->last_buf && ctx->usage.seen) {
+            m = ctx->metrics;
+            __atomic_fetch_add(&m->prompt_tokens, ctx->usage.prompt,
+                               __ATOMIC_RELAXED);
+            __atomic_fetch_add(&m->completion_tokens,
+                               ctx->usage.completion, __ATOMIC_RELAXED);
+            ctx->usage.seen = 0;
+        }
+    }
+
+    return ngx_http_next_body_filter(r, in);
 }

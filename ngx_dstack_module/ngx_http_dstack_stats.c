@@ -64,6 +64,9 @@ typedef struct {
     uint64_t                  windows[NGX_HTTP_DSTACK_STATS_NWINDOWS]
                                      [NGX_HTTP_DSTACK_CLASSES];
     uint64_t                  arrivals[NGX_HTTP_DSTACK_STATS_NWINDOWS];
+    uint64_t                            model[5];   /* requests, errors,
+                                                       ttfb ms, prompt and
+                                                       completion tokens */
     int64_t                             held;
     uint64_t                            held_total;
     uint64_t                            held_ms_sum;
@@ -132,10 +135,14 @@ static ngx_str_t  ngx_http_dstack_stats_le[] = {
 #define NGX_HTTP_DSTACK_PROM_HELD_SECONDS     5
 #define NGX_HTTP_DSTACK_PROM_COLD_STARTS      6
 #define NGX_HTTP_DSTACK_PROM_COLD_SECONDS     7
-#define NGX_HTTP_DSTACK_PROM_REPLICA_INFLIGHT 8
-#define NGX_HTTP_DSTACK_PROM_REPLICA_REQUESTS 9
-#define NGX_HTTP_DSTACK_PROM_REPLICA_FAILURES 10
-#define NGX_HTTP_DSTACK_PROM_FAMILIES         11
+#define NGX_HTTP_DSTACK_PROM_MODEL_REQUESTS   8
+#define NGX_HTTP_DSTACK_PROM_MODEL_ERRORS     9
+#define NGX_HTTP_DSTACK_PROM_MODEL_TTFB       10
+#define NGX_HTTP_DSTACK_PROM_MODEL_TOKENS     11
+#define NGX_HTTP_DSTACK_PROM_REPLICA_INFLIGHT 12
+#define NGX_HTTP_DSTACK_PROM_REPLICA_REQUESTS 13
+#define NGX_HTTP_DSTACK_PROM_REPLICA_FAILURES 14
+#define NGX_HTTP_DSTACK_PROM_FAMILIES         15
 
 typedef struct {
     ngx_str_t                           name;
@@ -191,6 +198,28 @@ static ngx_http_dstack_prom_family_t  ngx_http_dstack_prom_families[] = {
       ngx_string("Time from the first waiting request to a ready replica, "
                  "summed over cold starts."),
       1 },
+
+    { ngx_string("dstack_model_requests_total"),
+      ngx_string("counter"),
+      ngx_string("Requests to a service's model through the OpenAI "
+                 "endpoint."),
+      1 },
+
+    { ngx_string("dstack_model_errors_total"),
+      ngx_string("counter"),
+      ngx_string("Model requests answered with a 4xx or 5xx status."),
+      1 },
+
+    { ngx_string("dstack_model_ttfb_seconds_total"),
+      ngx_string("counter"),
+      ngx_string("Time from admission to the answer's header, summed over "
+                 "model requests (divide by the requests for the mean)."),
+      1 },
+
+    { ngx_string("dstack_model_tokens_total"),
+      ngx_string("counter"),
+      ngx_string("Tokens reported in the answers' usage, by type."),
+      2 },
 
     { ngx_string("dstack_replica_inflight_requests"),
       ngx_string("gauge"),
@@ -475,6 +504,12 @@ ngx_http_dstack_stats_read(ngx_http_dstack_stats_service_t *s, time_t now,
                                     NGX_HTTP_DSTACK_STATS_NWINDOWS,
                                     c->windows, c->arrivals);
 
+    c->model[0] = __atomic_load_n(&m->model_requests, __ATOMIC_RELAXED);
+    c->model[1] = __atomic_load_n(&m->model_errors, __ATOMIC_RELAXED);
+    c->model[2] = __atomic_load_n(&m->ttfb_ms_sum, __ATOMIC_RELAXED);
+    c->model[3] = __atomic_load_n(&m->prompt_tokens, __ATOMIC_RELAXED);
+    c->model[4] = __atomic_load_n(&m->completion_tokens, __ATOMIC_RELAXED);
+
     c->held = __atomic_load_n(&m->held, __ATOMIC_RELAXED);
     if (c->held < 0) {
         c->held = 0;
@@ -572,10 +607,15 @@ ngx_http_dstack_stats_json(ngx_http_dstack_stats_collect_t *col,
                         "\"hold\":{\"held\":%L,\"total\":%uL,"
                         "\"ms_sum\":%uL,\"timeouts\":%uL,\"rejected\":%uL,"
                         "\"cold_starts\":%uL,\"cold_start_ms_sum\":%uL},"
+                        "\"model\":{\"requests\":%uL,\"errors\":%uL,"
+                        "\"ttfb_ms_sum\":%uL,\"prompt_tokens\":%uL,"
+                        "\"completion_tokens\":%uL},"
                         "\"replicas\":[",
                         cnt.time_ms_sum, cnt.held, cnt.held_total,
                         cnt.held_ms_sum, cnt.hold_timeouts, cnt.hold_rejected,
-                        cnt.cold_starts, cnt.cold_start_ms_sum);
+                        cnt.cold_starts, cnt.cold_start_ms_sum,
+                        cnt.model[0], cnt.model[1], cnt.model[2],
+                        cnt.model[3], cnt.model[4]);
 
         b->last = p;
 
@@ -780,6 +820,34 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
 
             p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
             p = ngx_sprintf(p, "\"} %L\n", cnt.inflight);
+
+            break;
+
+        case NGX_HTTP_DSTACK_PROM_MODEL_REQUESTS:
+        case NGX_HTTP_DSTACK_PROM_MODEL_ERRORS:
+
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
+            p = ngx_sprintf(p, "\"} %uL\n",
+                            cnt.model[family
+                                      - NGX_HTTP_DSTACK_PROM_MODEL_REQUESTS]);
+
+            break;
+
+        case NGX_HTTP_DSTACK_PROM_MODEL_TTFB:
+
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
+            p = ngx_sprintf(p, "\"} %uL.%03uL\n", cnt.model[2] / 1000,
+                            cnt.model[2] % 1000);
+
+            break;
+
+        case NGX_HTTP_DSTACK_PROM_MODEL_TOKENS:
+
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
+            p = ngx_sprintf(p, "\",type=\"prompt\"} %uL\n", cnt.model[3]);
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
+            p = ngx_sprintf(p, "\",type=\"completion\"} %uL\n",
+                            cnt.model[4]);
 
             break;
 

@@ -18,6 +18,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use DsTest;
+use DsOpenAI;
 use Test::More;
 use Digest::SHA qw(sha256);
 use IO::Select;
@@ -34,78 +35,12 @@ my $JSON = $DsTest::JSON;
 
 # The shipped "location /v1/ { ... }" of gateway.<domain>, with its
 # include pointing into the repository, and its client_body_buffer_size.
-sub shipped_openai_location {
-    my $f = "$DsTest::REPO/conf/nginx/dstack-gateway.conf";
-    my $text = DsTest::_slurp($f);
-    $text =~ /^([ \t]*location \/v1\/ \{.*?^[ \t]*\})/ms
-        or die "$f: no \"location /v1/ { ... }\"\n";
-    my $loc = $1;
-    $loc =~ s{include\s+\S*/dstack-proxy\.conf;}
-             {include $DsTest::REPO/conf/nginx/dstack-proxy.conf;}g;
-    $loc =~ /dstack_openai\s+on;/ or die "$f: location /v1/ lacks dstack_openai\n";
-    my ($n, $u) = $loc =~ /client_body_buffer_size\s+(\d+)([kKmM]?);/
-        or die "$f: location /v1/ has no client_body_buffer_size\n";
-    $n *= { '' => 1, k => 1024, m => 1024 * 1024 }->{ lc $u };
-    return ($loc, $n);
-}
-
-# Text whose value is computed when nginx.conf is written: the harness
-# may pick new ports when nginx cannot bind, and the gateway server must
-# listen on the same port as the wildcard server (an exact server_name
-# wins over ".<domain>", as in the shipped configuration).
-{
-    package DsOpenAI::Lazy;
-    use overload '""' => sub { $_[0]->() }, fallback => 1;
-    sub new { my ($class, $code) = @_; return bless $code, $class }
-}
-
-my ($location, $BODY_MAX) = shipped_openai_location();
 my $t = DsTest->new(workers => 1);
 my $D = $t->domain;
 my $GW = "gateway.$D";
-$t->{opts}{http} = DsOpenAI::Lazy->new(sub { <<"EOF" });
-    server {
-        listen 127.0.0.1:@{[ $t->port ]};
-        server_name $GW;
+my $BODY_MAX = DsOpenAI::add_gateway($t);
 
-        dstack_domain $D;
-
-$location
-    }
-EOF
-
-# ---- the replicas ----------------------------------------------------------------
-
-# Starts t/lib/openai_server.py; returns "127.0.0.1:PORT".  It is
-# registered as one of the harness's backends, so that finish() stops it
-# and backend_requests(NAME) reads its log.
-sub openai_server {
-    my (%o) = @_;
-    my $name = $o{name};
-    my $dir = $t->dir;
-    my @cmd = ($DsTest::PYTHON, "$DsTest::REPO/t/lib/openai_server.py",
-        '--name', $name, '--port', 0, '--prefix', $o{prefix} // '/v1',
-        '--log', "$dir/backend-$name.log");
-    pipe(my $r, my $w) or die "pipe: $!";
-    my $pid = fork // die "fork: $!";
-    if (!$pid) {
-        close $r;
-        open STDOUT, '>&', $w or POSIX::_exit(127);
-        open STDERR, '>>', "$dir/backend-$name.stderr" or POSIX::_exit(127);
-        exec @cmd or POSIX::_exit(127);
-    }
-    close $w;
-    $t->{backends}{$name} = { name => $name, pid => $pid, out => $r };
-    my ($line, $sel, $deadline) = ('', IO::Select->new($r), time + 20);
-    while ($line !~ /\n/ && time < $deadline) {
-        last unless $sel->can_read($deadline - time);
-        sysread($r, $line, 256, length $line) or last;
-    }
-    die "openai_server $name did not start: "
-        . DsTest::_slurp("$dir/backend-$name.stderr") . "\n"
-        unless $line =~ /^ready (\d+)/;
-    return "127.0.0.1:$1";
-}
+sub openai_server { DsOpenAI::server($t, @_) }
 
 my %srv = (
     alpha  => openai_server(name => 'srv-alpha'),

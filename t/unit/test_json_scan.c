@@ -156,6 +156,62 @@ test_unescape_rejects(void **state)
 }
 
 
+static void
+test_usage_any_split(void **state)
+{
+    size_t       i, j, len;
+    ds_usage_t   u;
+    const char  *resp =
+        "{\"id\":\"x\",\"choices\":[{\"message\":{\"content\":"
+        "\"prompt_tokens: 99\"}}],\"usage\": {\"prompt_tokens\" : 12,"
+        "\n \"completion_tokens\":345, \"total_tokens\":357}}";
+
+    (void) state;
+
+    len = strlen(resp);
+
+    /* every split into three pieces gives the same counts */
+    for (i = 0; i <= len; i++) {
+        for (j = i; j <= len; j += 7) {
+            memset(&u, 0, sizeof(u));
+            ds_usage_scan(&u, resp, i);
+            ds_usage_scan(&u, resp + i, j - i);
+            ds_usage_scan(&u, resp + j, len - j);
+            assert_true(u.seen);
+            assert_int_equal(u.prompt, 12);
+            assert_int_equal(u.completion, 345);
+        }
+    }
+}
+
+
+static void
+test_usage_stream(void **state)
+{
+    ds_usage_t   u;
+    const char  *chunks[] = {
+        "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,",
+        "\"completion_tokens\":7}}\n\ndata: [DONE]\n\n",
+    };
+    size_t       i;
+
+    (void) state;
+
+    memset(&u, 0, sizeof(u));
+    for (i = 0; i < 3; i++) {
+        ds_usage_scan(&u, chunks[i], strlen(chunks[i]));
+    }
+
+    assert_int_equal(u.prompt, 5);
+    assert_int_equal(u.completion, 7);
+
+    memset(&u, 0, sizeof(u));
+    ds_usage_scan(&u, "{\"prompt_tokens\":\"x\"}", 21);
+    assert_false(u.seen);
+}
+
+
 int
 main(void)
 {
@@ -165,6 +221,8 @@ main(void)
         cmocka_unit_test(test_invalid),
         cmocka_unit_test(test_depth_limit),
         cmocka_unit_test(test_unescape_rejects),
+        cmocka_unit_test(test_usage_any_split),
+        cmocka_unit_test(test_usage_stream),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
