@@ -97,7 +97,7 @@ static struct MHD_Daemon  *api_daemon;
 static int                 api_fd = -1;
 
 
-/* ---- answers --------------------------------------------------------------- */
+/* ---- answers ------------------------------------------------------------ */
 
 static const char *
 api_error_type(unsigned status)
@@ -206,7 +206,7 @@ api_method_not_allowed(struct MHD_Connection *c, const char *method,
 }
 
 
-/* ---- routing ----------------------------------------------------------------- */
+/* ---- routing ------------------------------------------------------------ */
 
 /*
  * Splits the path into a route and its parameter; *allow gets the methods
@@ -320,7 +320,7 @@ api_has_body(int route)
 }
 
 
-/* ---- bodies -------------------------------------------------------------------- */
+/* ---- bodies ------------------------------------------------------------- */
 
 static int
 api_body_append(struct api_req *q, const char *data, size_t size)
@@ -397,7 +397,7 @@ api_parse_body(struct api_req *q, int optional, char *err, size_t n)
 }
 
 
-/* ---- code uploads --------------------------------------------------------------- */
+/* ---- code uploads ------------------------------------------------------- */
 
 static int
 api_code_path(char *buf, size_t n, const char *hash)
@@ -524,7 +524,7 @@ api_code_end(struct api_req *q, cJSON **answer, char *err, size_t n)
 }
 
 
-/* ---- log streams ------------------------------------------------------------------ */
+/* ---- log streams -------------------------------------------------------- */
 
 /* the replica a log stream reads: the newest with that number */
 static struct replica *
@@ -768,7 +768,7 @@ api_logs(struct MHD_Connection *c, struct run *r)
 }
 
 
-/* ---- handlers ---------------------------------------------------------------------- */
+/* ---- handlers ----------------------------------------------------------- */
 
 static struct run *
 api_find_run(const char *name, unsigned *status, char *err, size_t n)
@@ -1100,7 +1100,7 @@ api_mhd_log(void *cls, const char *fm, va_list ap)
 }
 
 
-/* ---- the socket -------------------------------------------------------------------- */
+/* ---- the socket --------------------------------------------------------- */
 
 static int
 api_listen(char *err, size_t n)

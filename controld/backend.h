@@ -30,12 +30,13 @@ struct backend_ops {
     int   (*init)(char *err, size_t n);
 
     /*
-     * Offers for a spec and a replica count, as API offer objects in
-     * `offers`; 0, or an HTTP status (422: nothing matches) with a
-     * message naming the requirement and what the backend has.
+     * Offers for a spec of run `name` (new or re-applied) and a replica
+     * count, as API offer objects in `offers`; 0, or an HTTP status (422:
+     * nothing matches) with a message naming the requirement and what
+     * the backend has.
      */
-    int   (*offers)(const ds_spec_t *sp, int replicas, cJSON *offers,
-              char *err, size_t n);
+    int   (*offers)(const ds_spec_t *sp, const char *name, int replicas,
+              cJSON *offers, char *err, size_t n);
 
     int   (*start)(struct replica *rep);
     /* signals the replica's process group */

@@ -90,7 +90,7 @@ struct setup {
 static LIST_HEAD(, setup)  setups = LIST_HEAD_INITIALIZER(setups);
 
 
-/* ---- host ---------------------------------------------------------------- */
+/* ---- host --------------------------------------------------------------- */
 
 static int
 find_in_path(const char *prog, char *out, size_t n)
@@ -229,6 +229,55 @@ detect_gpus(void)
 }
 
 
+static int child_run(char *const argv[], const char *input);
+static void netns_remove(const char *name);
+
+
+/*
+ * Root is not enough in a container without CAP_SYS_ADMIN/NET_ADMIN:
+ * try what a replica's setup does (a namespace, a veth pair into it),
+ * once, at start.
+ */
+static int
+netns_probe(char *why, size_t n)
+{
+    char    batch[512], name[64];
+    char   *argv[] = { "ip", "-batch", "-", NULL };
+    pid_t   pid;
+    int     status, fd;
+
+    snprintf(name, sizeof(name), "dstack-%s-probe", host.tag);
+    snprintf(batch, sizeof(batch),
+             "netns add %s\n"
+             "link add ds%shp type veth peer name ds%snp netns %s\n"
+             "netns del %s\n", name, host.tag, host.tag, name, name);
+
+    pid = fork();
+    if (pid < 0) {
+        snprintf(why, n, "fork: %s", strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        fd = open("/dev/null", O_RDWR);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        /* a leftover of a probe that was killed half way */
+        netns_remove(name);
+        _exit(child_run(argv, batch) == 0 ? 0 : 1);
+    }
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        /* again */
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        snprintf(why, n, "ip netns add / ip link add veth failed");
+        return -1;
+    }
+    return 0;
+}
+
+
 static int
 local_init(char *err, size_t n)
 {
@@ -240,6 +289,7 @@ local_init(char *err, size_t n)
     long             cpus;
     int              i;
     uint8_t          digest[32];
+    char             why[128];
 
     /* names of namespaces and interfaces carry a tag of the state, so
      * that several controlds on one host (tests) keep to their own */
@@ -311,7 +361,13 @@ local_init(char *err, size_t n)
         host.netns = 0;
         break;
     default:
-        host.netns = geteuid() == 0 && find_in_path("ip", ip, sizeof(ip)) == 0;
+        host.netns = geteuid() == 0 && find_in_path("ip", ip, sizeof(ip)) == 0
+                     && netns_probe(why, sizeof(why)) == 0;
+        if (!host.netns && geteuid() == 0) {
+            log_warnx("local backend: network namespaces do not work here "
+                      "(%s): replicas use the host network, one per run "
+                      "and port", why);
+        }
         break;
     }
 
@@ -354,7 +410,7 @@ backend_network_name(void)
 }
 
 
-/* ---- matching ------------------------------------------------------------- */
+/* ---- matching ----------------------------------------------------------- */
 
 /* GPU memory: nvidia-smi reports MiB of usable memory, a little under the
  * size on the box (an "80GB" H100 says 81559, an "24GB" A10G 23028) */
@@ -450,7 +506,8 @@ host_gpus_text(char *buf, size_t n)
         }
         off += snprintf(buf + off, n - off, "%s%dx %s (%.0fGB)",
                         off ? ", " : "", cnt, host.gpus[i].name,
-                        (double) (long) ((double) host.gpus[i].memory_mb / 1024 + 0.5));
+                        (double) (long) ((double) host.gpus[i].memory_mb
+                                         / 1024 + 0.5));
     }
 }
 
@@ -526,8 +583,8 @@ container_runtime(char *out, size_t n)
 
 
 static int
-local_offers(const ds_spec_t *sp, int replicas, cJSON *offers, char *err,
-    size_t n)
+local_offers(const ds_spec_t *sp, const char *name, int replicas,
+    cJSON *offers, char *err, size_t n)
 {
     char          need[256], have[512], prog[4096], gname[160];
     int           matching, per, i;
@@ -575,17 +632,18 @@ local_offers(const ds_spec_t *sp, int replicas, cJSON *offers, char *err,
     }
 
     if (!host.netns && replicas > 1) {
-        snprintf(err, n, "spec.replicas: %d replicas of one service all listen "
-                 "on port %u; the local backend separates them with "
-                 "network namespaces, which need controld to run as root "
-                 "(it runs as uid %d with network: host)", replicas,
-                 (unsigned) sp->port, (int) geteuid());
+        snprintf(err, n, "spec.replicas: %d replicas of one service all "
+                 "listen on port %u; the local backend separates them with "
+                 "network namespaces, which it has only as root with "
+                 "CAP_NET_ADMIN (here it uses the host network: one "
+                 "replica per run and port)", replicas,
+                 (unsigned) sp->port);
         return 422;
     }
     if (!host.netns) {
         TAILQ_FOREACH(r, &runs, entry) {
             if (!r->finished && r->spec.port == sp->port
-                && (sp->name == NULL || strcmp(r->name, sp->name) != 0))
+                && strcmp(r->name, name) != 0)
             {
                 snprintf(err, n, "spec.port: %u is taken by run \"%s\" on the "
                          "host network (without root, the local backend "
@@ -640,8 +698,8 @@ local_offers(const ds_spec_t *sp, int replicas, cJSON *offers, char *err,
         if (matching == 0) {
             host_gpus_text(have, sizeof(have));
             gpu_req_text(sp, need, sizeof(need));
-            snprintf(err, n, "spec.resources.gpu: no GPU of the host matches %s; "
-                     "the host has %s", need, have);
+            snprintf(err, n, "spec.resources.gpu: no GPU of the host "
+                     "matches %s; the host has %s", need, have);
             return 422;
         }
         for (i = 0; i < host.n_gpus; i++) {
@@ -652,8 +710,9 @@ local_offers(const ds_spec_t *sp, int replicas, cJSON *offers, char *err,
                 {
                     range_text(need, sizeof(need),
                                &sp->resources.gpu.total_memory_mb, 1024, "GB");
-                    snprintf(err, n, "spec.resources.gpu.total_memory: needs %s "
-                             "in %d GPUs, %d of the host's %s give %.0fGB",
+                    snprintf(err, n, "spec.resources.gpu.total_memory: "
+                             "needs %s in %d GPUs, %d of the host's %s give "
+                             "%.0fGB",
                              need, per, per, host.gpus[i].model,
                              (double) host.gpus[i].memory_mb * per / 1024);
                     return 422;
@@ -712,7 +771,7 @@ local_offers(const ds_spec_t *sp, int replicas, cJSON *offers, char *err,
 }
 
 
-/* ---- allocation ------------------------------------------------------------ */
+/* ---- allocation --------------------------------------------------------- */
 
 /* a replica whose process (or its setup) may still hold resources */
 static int
@@ -849,7 +908,7 @@ gpu_alloc(struct replica *rep)
 }
 
 
-/* ---- paths ------------------------------------------------------------------ */
+/* ---- paths -------------------------------------------------------------- */
 
 int
 backend_log_path(const struct replica *rep, char *buf, size_t n)
@@ -876,7 +935,7 @@ netns_name(const struct replica *rep, char *buf, size_t n)
 }
 
 
-/* ---- the replica's process (after fork, before exec) ------------------------ */
+/* ---- the replica's process (after fork, before exec) -------------------- */
 
 static int  child_pipe = -1;
 
@@ -1221,7 +1280,7 @@ child_main(struct replica *rep, int log_fd, const char *ns_ip)
         fmt(prog, sizeof(prog), "%s/python3", bin);
         (void) !symlink(buf, prog);
         fmt(prog, sizeof(prog), "%s:%s", bin,
-                 getenv("PATH") ? getenv("PATH") : DEFAULT_PATH);
+            getenv("PATH") ? getenv("PATH") : DEFAULT_PATH);
         env_add(&env, &nenv, &cap, "PATH", prog);
     }
 
@@ -1303,7 +1362,7 @@ child_main(struct replica *rep, int log_fd, const char *ns_ip)
 }
 
 
-/* ---- start, signal, release ------------------------------------------------------ */
+/* ---- start, signal, release --------------------------------------------- */
 
 static int
 local_start(struct replica *rep)
@@ -1342,7 +1401,7 @@ local_start(struct replica *rep)
         != 0 || mkdir_p(path, 0755) != 0)
     {
         fmt(rep->message, sizeof(rep->message), "cannot create %s: %s",
-                 path, strerror(errno));
+            path, strerror(errno));
         return BACKEND_FAILED;
     }
     if (backend_log_path(rep, path, sizeof(path)) != 0) {
@@ -1352,7 +1411,7 @@ local_start(struct replica *rep)
     log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     if (log_fd < 0) {
         fmt(rep->message, sizeof(rep->message), "cannot open %s: %s",
-                 path, strerror(errno));
+            path, strerror(errno));
         return BACKEND_FAILED;
     }
     if (pipe2(p, O_CLOEXEC) != 0) {

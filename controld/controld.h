@@ -29,7 +29,7 @@
 #define CONTROLD_TICK_MS        100     /* the reconciler's period */
 
 
-/* ---- configuration (config.c) ------------------------------------------ */
+/* ---- configuration (config.c) ------------------------------------------- */
 
 #define NET_AUTO                0       /* netns when root, else host */
 #define NET_NETNS               1       /* one network namespace/replica */
@@ -68,7 +68,7 @@ struct config *config_load(const char *file, char *err, size_t errlen);
 void config_free(struct config *c);
 
 
-/* ---- util (util.c) ----------------------------------------------------- */
+/* ---- util (util.c) ------------------------------------------------------ */
 
 int64_t now_ms(void);                   /* CLOCK_MONOTONIC */
 char *xstrdup(const char *s);
@@ -90,7 +90,7 @@ int fmt(char *buf, size_t n, const char *f, ...)
     __attribute__((format(printf, 3, 4)));
 
 
-/* ---- specs (spec.c) ---------------------------------------------------- */
+/* ---- specs (spec.c) ----------------------------------------------------- */
 
 #include "ds_spec.h"
 
@@ -113,7 +113,7 @@ char *spec_script(const ds_spec_t *sp);
 const char *spec_method_name(int method);
 
 
-/* ---- runs and replicas ------------------------------------------------- */
+/* ---- runs and replicas -------------------------------------------------- */
 
 enum run_status {
     RUN_PENDING = 0, RUN_SUBMITTED, RUN_PROVISIONING, RUN_RUNNING,
@@ -237,7 +237,7 @@ const char *run_url(const struct run *r);
 void run_generate_name(char *buf, size_t n);
 
 
-/* ---- state (store.c): the only writer ---------------------------------- */
+/* ---- state (store.c): the only writer ----------------------------------- */
 
 extern ds_state_t  *state;
 
@@ -270,12 +270,12 @@ int tokens_revoke(const char *name, char *err, size_t errlen);
 int tokens_create(const cJSON *req, cJSON **answer, char *err, size_t n);
 
 
-/* ---- backends (backend.h) ---------------------------------------------- */
+/* ---- backends (backend.h) ----------------------------------------------- */
 
 #include "backend.h"
 
 
-/* ---- reconciler (reconcile.c) ------------------------------------------ */
+/* ---- reconciler (reconcile.c) ------------------------------------------- */
 
 void reconcile_init(void);
 void reconcile_tick(void);
@@ -331,7 +331,7 @@ void notify_process(struct pollfd *pfd, int n);
 void reconcile_hold(const char *name);
 
 
-/* ---- API (api.c) --------------------------------------------------------- */
+/* ---- API (api.c) -------------------------------------------------------- */
 
 int api_start(char *err, size_t n);
 void api_stop(void);

@@ -45,7 +45,7 @@
 int  reconcile_now;
 
 
-/* ---- helpers ------------------------------------------------------------------ */
+/* ---- helpers ------------------------------------------------------------ */
 
 static int
 replica_ended(const struct replica *rep)
@@ -122,7 +122,7 @@ exit_text(int status, char *buf, size_t n)
 }
 
 
-/* ---- stopping ------------------------------------------------------------------ */
+/* ---- stopping ----------------------------------------------------------- */
 
 /*
  * Takes a replica out: draining first when it serves (unless aborting),
@@ -269,7 +269,7 @@ replica_stop_tick(struct replica *rep, int64_t now)
 }
 
 
-/* ---- failures ------------------------------------------------------------------ */
+/* ---- failures ----------------------------------------------------------- */
 
 static void
 run_finish(struct run *r, int status, const char *msg)
@@ -352,8 +352,8 @@ run_check_failed(struct run *r, const struct replica *last)
             return;
         }
         fmt(why, sizeof(why), "no replica got ready within "
-                 "retry.duration (%us); replica %d: %s", r->spec.retry.duration,
-                 last->num, last->message);
+            "retry.duration (%us); replica %d: %s", r->spec.retry.duration,
+            last->num, last->message);
         run_fail(r, why);
         return;
     }
@@ -372,8 +372,8 @@ run_check_failed(struct run *r, const struct replica *last)
         return;
     }
     fmt(why, sizeof(why), "every replica failed %u times in a row; "
-             "replica %d: %s (see: dstackctl logs %s --replica %d)", limit,
-             last->num, last->message, r->name, last->num);
+        "replica %d: %s (see: dstackctl logs %s --replica %d)", limit,
+        last->num, last->message, r->name, last->num);
     run_fail(r, why);
 }
 
@@ -517,7 +517,7 @@ reconcile_probe_result(struct replica *rep, int ok, const char *why)
 }
 
 
-/* ---- the pass -------------------------------------------------------------------- */
+/* ---- the pass ----------------------------------------------------------- */
 
 static int
 num_in_use(const struct run *r, int num)
@@ -761,7 +761,7 @@ run_status_update(struct run *r)
         }
         if (rep->status == REP_FAILED && !rep->retire && msg[0] == '\0') {
             fmt(msg, sizeof(msg), "replica %d: %s", rep->num,
-                     rep->message);
+                rep->message);
         }
     }
 
@@ -982,7 +982,7 @@ reconcile_tick(void)
 }
 
 
-/* ---- startup ------------------------------------------------------------------------ */
+/* ---- startup ------------------------------------------------------------ */
 
 /*
  * After a restart: a replica whose process still runs (same pid, same
@@ -1060,7 +1060,7 @@ reconcile_adopt(void)
 }
 
 
-/* ---- API actions ---------------------------------------------------------------------- */
+/* ---- API actions -------------------------------------------------------- */
 
 struct apply_req {
     const cJSON    *spec;
@@ -1156,7 +1156,7 @@ reconcile_plan(const cJSON *req, cJSON **answer, char *err, size_t n)
     }
 
     offers = cJSON_CreateArray();
-    rc = backend->offers(&sp, plan_replicas(&sp), offers, err, n);
+    rc = backend->offers(&sp, name, plan_replicas(&sp), offers, err, n);
     if (rc != 0) {
         cJSON_Delete(offers);
         ds_spec_free(&sp);
@@ -1247,7 +1247,7 @@ reconcile_apply(const cJSON *req, cJSON **answer, int *created, char *err,
     }
 
     offers = cJSON_CreateArray();
-    rc = backend->offers(&sp, plan_replicas(&sp), offers, err, n);
+    rc = backend->offers(&sp, name, plan_replicas(&sp), offers, err, n);
     cJSON_Delete(offers);
     if (rc != 0) {
         ds_spec_free(&sp);

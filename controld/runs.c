@@ -180,7 +180,7 @@ run_url(const struct run *r)
 }
 
 
-/* ---- names ------------------------------------------------------------------ */
+/* ---- names -------------------------------------------------------------- */
 
 static const char *const  adjectives[] = {
     "amber", "bold", "brave", "bright", "calm", "clever", "cool", "crisp",
@@ -218,7 +218,7 @@ run_generate_name(char *buf, size_t n)
 }
 
 
-/* ---- documents ---------------------------------------------------------------- */
+/* ---- documents ---------------------------------------------------------- */
 
 static cJSON *
 replica_to_doc(const struct replica *rep)
@@ -410,7 +410,7 @@ run_from_doc(const char *doc, size_t len, char *err, size_t errlen)
 }
 
 
-/* ---- the API's run object ------------------------------------------------------ */
+/* ---- the API's run object ----------------------------------------------- */
 
 static cJSON *
 replica_to_api(const struct replica *rep, const char *resources)

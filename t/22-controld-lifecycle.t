@@ -23,6 +23,7 @@ my $t = DsTest->new(seed_empty => 0);
 my $s = DsStack->new($t);
 $s->start_controld;
 $t->start;
+$s->need_netns;
 
 my $root = $> == 0;
 

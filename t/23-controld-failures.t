@@ -25,6 +25,7 @@ backends:
 EOF
 $s->start_controld;
 $t->start;
+$s->need_netns;
 
 my $code = $s->upload($s->app_files);
 

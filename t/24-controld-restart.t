@@ -20,6 +20,7 @@ my $t = DsTest->new(seed_empty => 0);
 my $s = DsStack->new($t);
 $s->start_controld;
 $t->start;
+$s->need_netns;
 
 my $code = $s->upload($s->app_files);
 my $r = $s->apply($s->app_spec(replicas => 2), name => 'keep',

@@ -15,13 +15,12 @@ use Test::More;
 
 plan skip_all => 'build/dstack-controld not built'
     unless -x DsStack::controld_path();
-plan skip_all => 'two versions side by side need network namespaces (root)'
-    unless $> == 0;
 
 my $t = DsTest->new(seed_empty => 0);
 my $s = DsStack->new($t);
 $s->start_controld;
 $t->start;
+$s->need_netns;
 
 my $code = $s->upload($s->app_files);
 my $spec = $s->app_spec(replicas => 2, env => { GREETING => 'one' });

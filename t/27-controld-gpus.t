@@ -91,7 +91,7 @@ for my $c (@no) {
         or diag $r->{body};
 }
 SKIP: {
-    skip 'replicas > 1 need namespaces (root)', 2 unless $> == 0;
+    skip 'replicas > 1 need namespaces', 2 unless $s->network eq 'netns';
     my $r = plan_gpu('H100', replicas => 3);
     is($r->{status}, 422, 'three replicas of one H100 each on two: 422');
     like($r->{json}{error}{message},
@@ -102,7 +102,7 @@ SKIP: {
 # ---- assignment -------------------------------------------------------------------
 
 SKIP: {
-    skip 'replicas > 1 need namespaces (root)', 9 unless $> == 0;
+    skip 'replicas > 1 need namespaces', 9 unless $s->network eq 'netns';
     my $code = $s->upload($s->app_files);
     my $gspec = { %$spec, replicas => 2,
         resources => { %{ $spec->{resources} }, gpu => 'H100' } };

@@ -275,21 +275,33 @@ sub upload {
 
 sub app_files { return { 'app.py' => $APP, %{ $_[1] || {} } } }
 
-# a spec running the app on port 8000, sized for any test machine
+# a spec running the app, sized for any test machine: on port 8000 in
+# namespaces, on a free port of the host network otherwise
 sub app_spec {
     my ($self, %o) = @_;
+    my $port = $self->network eq 'netns' ? 8000 : DsTest::free_port();
     return {
         type => 'service',
-        port => 8000,
+        port => $port,
         commands => [
             'date +%s.%N > exec.txt',
-            'exec python3 app.py 8000',
+            "exec python3 app.py $port",
         ],
         resources => { cpu => '1..', memory => '64MB..', disk => '1GB..' },
         auth => JSON::PP::false,
         https => JSON::PP::false,
         %o,
     };
+}
+
+# skips the whole test unless replicas get network namespaces here
+sub need_netns {
+    my $self = shift;
+    return if $self->network eq 'netns';
+    $self->finish;
+    Test::More::plan(skip_all => 'several replicas of a service need '
+        . 'network namespaces (root with CAP_NET_ADMIN); this controld '
+        . 'uses the host network');
 }
 
 sub apply {
@@ -437,7 +449,16 @@ sub stop_load {
     return $JSON->decode(DsTest::_slurp($load->{file}) || '{}');
 }
 
-# Aborts every run, stops controld.  Called by END too.
+# "netns" or "host": how the local backend isolates replicas here
+sub network {
+    my $self = shift;
+    return $self->{network} //=
+        $self->api('GET', '/api/health')->{json}{network} // 'host';
+}
+
+# Aborts every run, stops controld.  Called by END too.  Whatever a failed
+# test left behind goes as well: processes working under this test's
+# replicas directory, and this controld's network namespaces.
 sub finish {
     my $self = shift;
     return if $self->{finished}++ || $self->{owner} != $$;
@@ -452,7 +473,29 @@ sub finish {
         }, timeout => 15);
         $self->stop_controld;
     }
+    $self->sweep;
     @STACKS = grep { $_ != $self } @STACKS;
+}
+
+sub sweep {
+    my $self = shift;
+    my $dir = $self->replicas_dir;
+    my @left;
+    if (opendir(my $d, '/proc')) {
+        for my $pid (grep { /^\d+$/ } readdir $d) {
+            my $cwd = readlink("/proc/$pid/cwd") // next;
+            push @left, $pid if index($cwd, "$dir/") == 0;
+        }
+        closedir $d;
+    }
+    if (@left) {
+        Test::More::diag("killing replica processes left behind: @left");
+        kill 'KILL', @left;
+    }
+    my $tag = substr(sha256_hex($self->{t}->state), 0, 4);
+    for my $ns (grep { /^dstack-\Q$tag\E-/ } $self->netns_list) {
+        system('ip', 'netns', 'del', $ns);
+    }
 }
 
 END {
