@@ -739,6 +739,10 @@ api_logs(struct MHD_Connection *c, struct run *r)
         return ret;
     }
 
+    /* a quiet log is no reason to hang up on a follower */
+    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
+                              (unsigned int) 0);
+
     s = xcalloc(1, sizeof(struct api_stream));
     s->conn = c;
     snprintf(s->run, sizeof(s->run), "%s", r->name);

@@ -76,6 +76,9 @@ static struct {
     int             netns;              /* replicas get namespaces */
     int             next_net;           /* round robin over /30s */
     char            tag[8];             /* this controld's names */
+    int             runtime_ok;         /* podman or a live docker */
+    char            runtime[4096];
+    char            runtime_note[200];
 } host;
 
 /* a replica being set up: the read end of its exec pipe */
@@ -230,6 +233,7 @@ detect_gpus(void)
 
 
 static int child_run(char *const argv[], const char *input);
+static void detect_runtime(void);
 static void netns_remove(const char *name);
 
 
@@ -342,6 +346,7 @@ local_init(char *err, size_t n)
     }
 
     detect_gpus();
+    detect_runtime();
 
     switch (conf->local.network) {
     case NET_NETNS:
@@ -575,10 +580,62 @@ list_has(const char *const *list, size_t n, const char *s)
 static int
 container_runtime(char *out, size_t n)
 {
-    if (find_in_path("podman", out, n) == 0) {
-        return 0;
+    if (!host.runtime_ok) {
+        return -1;
     }
-    return find_in_path("docker", out, n);
+    snprintf(out, n, "%s", host.runtime);
+    return 0;
+}
+
+
+/*
+ * podman, or docker whose daemon answers: found at start (and SIGHUP),
+ * so that plan says at once why an image cannot run.
+ */
+static void
+detect_runtime(void)
+{
+    char   cmd[4200], line[256];
+    FILE  *fp;
+    int    rc;
+
+    host.runtime_ok = 0;
+    host.runtime[0] = '\0';
+    if (find_in_path("podman", host.runtime, sizeof(host.runtime)) == 0) {
+        host.runtime_ok = 1;
+        snprintf(host.runtime_note, sizeof(host.runtime_note), "podman");
+        return;
+    }
+    if (find_in_path("docker", host.runtime, sizeof(host.runtime)) != 0) {
+        snprintf(host.runtime_note, sizeof(host.runtime_note),
+                 "neither podman nor docker is in PATH");
+        return;
+    }
+    snprintf(cmd, sizeof(cmd), "timeout 5 %s version --format "
+             "'{{.Server.Version}}' 2>&1", host.runtime);
+    fp = popen(cmd, "r");
+    line[0] = '\0';
+    if (fp != NULL) {
+        if (fgets(line, sizeof(line), fp) == NULL) {
+            line[0] = '\0';
+        }
+        while (fgetc(fp) != EOF) {
+            /* drain */
+        }
+        rc = pclose(fp);
+    } else {
+        rc = -1;
+    }
+    line[strcspn(line, "\r\n")] = '\0';
+    if (rc == 0) {
+        host.runtime_ok = 1;
+        snprintf(host.runtime_note, sizeof(host.runtime_note), "docker %s",
+                 line);
+        return;
+    }
+    snprintf(host.runtime_note, sizeof(host.runtime_note),
+             "docker is installed but its daemon does not answer (%.120s)",
+             line[0] ? line : "docker version failed");
 }
 
 
@@ -617,8 +674,7 @@ local_offers(const ds_spec_t *sp, const char *name, int replicas,
 
     if (sp->image != NULL && container_runtime(prog, sizeof(prog)) != 0) {
         snprintf(err, n, "spec.image: running an image needs a container "
-                 "runtime on the host, and neither podman nor docker is "
-                 "in PATH");
+                 "runtime on the host: %s", host.runtime_note);
         return 422;
     }
     if (sp->python != NULL) {
@@ -1155,7 +1211,7 @@ child_main(struct replica *rep, int log_fd, const char *ns_ip)
     char              work[4096], dir[4096], archive[4096], bin[4096];
     char              name[256], host_ip[INET_ADDRSTRLEN], buf[4096];
     char              ns_ip_buf[INET_ADDRSTRLEN], prog[4096], gpus[256];
-    char            **env = NULL, *script, *shell, *argv[32];
+    char            **env = NULL, *script, *shell, *argv[64];
     size_t            nenv = 0, cap = 0, i, off;
     struct passwd    *pw = NULL;
     sigset_t          all;
@@ -1309,7 +1365,8 @@ child_main(struct replica *rep, int log_fd, const char *ns_ip)
         argv[a++] = (char *) (sp->working_dir ? sp->working_dir
                                               : "/workflow");
         /* the environment goes by name: the values stay out of argv */
-        for (i = 0; i < nenv && a < 24; i++) {
+        /* room for the rest: 12 more at most */
+        for (i = 0; i < nenv && a < 50; i++) {
             if (strncmp(env[i], "PATH=", 5) == 0
                 || strncmp(env[i], "HOME=", 5) == 0)
             {

@@ -519,13 +519,15 @@ reconcile_probe_result(struct replica *rep, int ok, const char *why)
 
 /* ---- the pass ----------------------------------------------------------- */
 
+/* a number is free when no replica of it counts or still runs (a new
+ * replica of the same version would share its working directory) */
 static int
 num_in_use(const struct run *r, int num)
 {
     const struct replica  *rep;
 
     TAILQ_FOREACH(rep, &r->replicas, entry) {
-        if (rep->num == num && !rep->retire) {
+        if (rep->num == num && (!rep->retire || rep->pid > 0)) {
             return 1;
         }
     }

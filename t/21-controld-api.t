@@ -273,6 +273,19 @@ if ($s->network ne 'netns') {
         qr/^spec\.replicas: 2 replicas of one service all listen on port 8000/,
         'without root: one replica per port');
 }
+# an image needs podman, or docker with a daemon that answers
+my $runtime = grep({ -x "$_/podman" } split /:/, $ENV{PATH})
+    || system('timeout 5 docker version >/dev/null 2>&1') == 0;
+$r = $s->api('POST', '/api/runs/plan',
+    json => { spec => { %$spec, image => 'python:3.11-slim' } });
+if ($runtime) {
+    is($r->{status}, 200, 'an image with a container runtime: an offer');
+} else {
+    err_is($r, 422, 'no_offers',
+        qr/^spec\.image: running an image needs a container runtime on the host: (neither podman nor docker is in PATH|docker is installed but its daemon does not answer)/,
+        'an image without a container runtime');
+}
+
 $r = $s->api('POST', '/api/runs/plan', json => { spec => $spec });
 is($r->{status}, 200, 'plan: 200');
 is($r->{json}{offers}[0]{backend}, 'local', 'plan: the local offer');
