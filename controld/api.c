@@ -1161,6 +1161,7 @@ api_listen(char *err, size_t n)
         return -1;
     }
     if (chmod(conf->api_socket, conf->api_socket_mode) != 0
+        || chgrp_conf(conf->api_socket) != 0
         || listen(fd, 128) != 0)
     {
         snprintf(err, n, "%s: %s", conf->api_socket, strerror(errno));

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <grp.h>
 #include <arpa/inet.h>
 
 #include <yaml.h>
@@ -400,6 +401,14 @@ cfg_root(struct cfg_ctx *cx, yaml_node_t *root, struct config *c)
                 return cfg_error(cx, v, "notify_socket: a unix socket path "
                                  "must be shorter than 100 bytes");
             }
+        } else if (strcmp(key, "group") == 0) {
+            if (cfg_string(cx, v, key, &c->group) != 0) {
+                return -1;
+            }
+            if (getgrnam(c->group) == NULL) {
+                return cfg_error(cx, v, "group: no group \"%s\" on this "
+                                 "host", c->group);
+            }
         } else if (strcmp(key, "log_level") == 0) {
             s = cfg_scalar(cx, v, key);
             if (s == NULL) {
@@ -537,6 +546,7 @@ config_free(struct config *c)
     free(c->service_url);
     free(c->client_config);
     free(c->notify_socket);
+    free(c->group);
     free(c->local.nvidia_smi);
     free(c);
 }

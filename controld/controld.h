@@ -58,6 +58,7 @@ struct config {
     char           *service_url;        /* "{name}" is replaced */
     char           *client_config;      /* written at first start */
     char           *notify_socket;      /* module's hold notices, or NULL */
+    char           *group;              /* nginx's group: state, sockets */
     int             log_level;
     struct local_conf local;
 };
@@ -85,6 +86,8 @@ int valid_hex_hash(const char *s);
 /* writes a file atomically (tmp + rename) with mode */
 int write_file_atomic(const char *path, const char *data, size_t len,
     unsigned mode);
+/* gives path to the configured group (nginx's); 0 when none is set */
+int chgrp_conf(const char *path);
 /* snprintf into a fixed buffer; 0 when it fit, -1 when truncated */
 int fmt(char *buf, size_t n, const char *f, ...)
     __attribute__((format(printf, 3, 4)));

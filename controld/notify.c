@@ -55,7 +55,8 @@ notify_start(char *err, size_t n)
         return -1;
     }
     if (bind(notify_fd, (struct sockaddr *) &sa, sizeof(sa)) != 0
-        || chmod(conf->notify_socket, conf->api_socket_mode | 0220) != 0)
+        || chmod(conf->notify_socket, conf->api_socket_mode | 0220) != 0
+        || chgrp_conf(conf->notify_socket) != 0)
     {
         snprintf(err, n, "notify socket %s: %s", conf->notify_socket,
                  strerror(errno));

@@ -51,6 +51,21 @@ store_open(void)
         return -1;
     }
 
+    /* nginx's workers open the state read-only but need the lock file
+     * writable: the group gets the directory and both files */
+    if (conf->group != NULL) {
+        const char  *files[] = { "", "/data.mdb", "/lock.mdb" };
+        size_t       i;
+
+        for (i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+            if (fmt(path, sizeof(path), "%s%s", conf->state_dir, files[i])
+                != 0 || chgrp_conf(path) != 0)
+            {
+                log_warn("cannot give %s to group %s", path, conf->group);
+            }
+        }
+    }
+
     /* code archives by hash: readable by controld only */
     if (fmt(path, sizeof(path), "%s/code", conf->state_dir) != 0
         || mkdir_p(path, 0700) != 0)
@@ -207,10 +222,11 @@ store_put_service(struct run *r, char *errbuf, size_t errlen)
 int
 store_flush(void)
 {
-    struct run  *r;
-    ds_txn_t    *txn;
-    ds_err_t     err;
-    int          rc, any = 0;
+    static int64_t  retry_ms;
+    struct run     *r;
+    ds_txn_t       *txn;
+    ds_err_t        err;
+    int             rc, any = 0;
 
     TAILQ_FOREACH(r, &runs, entry) {
         if (r->dirty || r->publish
@@ -223,6 +239,12 @@ store_flush(void)
     if (!any) {
         return 0;
     }
+    /* after a failure (a full disk, a full map): again in a second, not
+     * in every turn of the loop */
+    if (retry_ms != 0 && now_ms() < retry_ms) {
+        return -1;
+    }
+    retry_ms = now_ms() + 1000;
 
     if (ds_txn_begin(state, 1, &txn, &err) != DS_OK) {
         log_warnx("cannot write state: %s", err.msg);
@@ -262,5 +284,6 @@ store_flush(void)
         r->dirty = 0;
         r->publish = 0;
     }
+    retry_ms = 0;
     return 0;
 }

@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 
 #include <dirent.h>
+#include <grp.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -298,4 +299,21 @@ fail:
     }
     unlink(tmp);
     return -1;
+}
+
+
+int
+chgrp_conf(const char *path)
+{
+    struct group  *gr;
+
+    if (conf->group == NULL) {
+        return 0;
+    }
+    gr = getgrnam(conf->group);
+    if (gr == NULL) {
+        errno = ENOENT;
+        return -1;
+    }
+    return chown(path, (uid_t) -1, gr->gr_gid);
 }

@@ -93,7 +93,8 @@ chmod 0750, $t->state;
 
 # ---- first start ---------------------------------------------------------------------
 
-$s->start_controld;
+my $gid = getgrnam('www-data');
+$s->start_controld(defined $gid ? (extra => "group: www-data\n") : ());
 $t->start;
 my $stdout = $s->stdout_text;
 my ($token) = $stdout =~ /^\s+(dst_\S+)$/m;
@@ -116,6 +117,12 @@ is($r->{status}, 200, 'the API answers with it');
 is($r->{json}{domain}, $t->domain, 'health: the domain');
 like($r->{json}{network}, qr/^(netns|host)$/, 'health: the network');
 is((stat $s->socket_path)[2] & 0777, 0660, 'the API socket: mode 0660');
+SKIP: {
+    skip 'no group www-data here', 3 unless defined $gid;
+    is((stat $t->state)[5], $gid, 'group: the state directory is www-data\'s');
+    is((stat $t->state . '/lock.mdb')[5], $gid, 'group: and the lock file');
+    is((stat $s->socket_path)[5], $gid, 'group: and the API socket');
+}
 
 # ---- restart: the token stays -------------------------------------------------------------
 
