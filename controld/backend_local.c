@@ -1628,6 +1628,45 @@ local_alive(struct replica *rep)
 }
 
 
+/* the cleanup child: never returns */
+static void
+release_child(const char *netns, const char *hostif, const char *work,
+    const char *bin)
+{
+    char      path[64];
+    char     *ip_del[] = { "ip", "link", "del", (char *) hostif, NULL };
+    sigset_t  all;
+    int       null;
+
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+        dup2(null, 0);
+        dup2(null, 1);
+        dup2(null, 2);
+    }
+    close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+
+    if (netns != NULL) {
+        netns_remove(netns);
+        /* the kernel takes the pair down with the namespace; a leftover
+         * (a namespace pinned elsewhere) goes by name */
+        snprintf(path, sizeof(path), "/sys/class/net/%s", hostif);
+        if (access(path, F_OK) == 0) {
+            child_run(ip_del, NULL);
+        }
+    }
+    if (work != NULL) {
+        rm_rf(work);
+    }
+    if (bin != NULL) {
+        rm_rf(bin);
+    }
+    _exit(0);
+}
+
+
 /*
  * Cleanup that may take a while (a namespace's strays, a big working
  * directory) runs in a child of its own; the loop reaps it like any
@@ -1637,7 +1676,6 @@ static void
 local_release(struct replica *rep, int final)
 {
     char   name[256], work[4096], bin[4096], hostif[16];
-    char  *ip_del[] = { "ip", "link", "del", hostif, NULL };
     pid_t  pid, pgid;
     int    net;
 
@@ -1673,33 +1711,8 @@ local_release(struct replica *rep, int final)
         return;
     }
     if (pid == 0) {
-        int  null = open("/dev/null", O_RDWR);
-
-        sigset_t  all;
-        sigemptyset(&all);
-        sigprocmask(SIG_SETMASK, &all, NULL);
-        if (null >= 0) {
-            dup2(null, 0);
-            dup2(null, 1);
-            dup2(null, 2);
-        }
-        close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
-        if (net >= 0) {
-            netns_remove(name);
-            if (access("/sys/class/net", F_OK) == 0) {
-                char  path[64];
-
-                snprintf(path, sizeof(path), "/sys/class/net/%s", hostif);
-                if (access(path, F_OK) == 0) {
-                    child_run(ip_del, NULL);
-                }
-            }
-        }
-        if (final) {
-            rm_rf(work);
-            rm_rf(bin);
-        }
-        _exit(0);
+        release_child(net >= 0 ? name : NULL, hostif, final ? work : NULL,
+                      final ? bin : NULL);
     }
 }
 

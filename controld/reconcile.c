@@ -681,21 +681,19 @@ run_rollout(struct run *r)
 static void
 replica_start(struct replica *rep, int64_t now)
 {
-    struct run  *r = rep->run;
-    int          rc;
+    struct run      *r = rep->run;
+    struct replica  *o;
+    int              rc;
+    char             msg[sizeof(rep->message)];
 
     if (rep->next_start_ms > now) {
         return;
     }
-    if (!rep->retire) {
-        /* host network: the old version must be gone from the port */
-        struct replica  *o;
-
-        if (strcmp(backend_network_name(), "host") == 0) {
-            TAILQ_FOREACH(o, &r->replicas, entry) {
-                if (o != rep && o->pid > 0) {
-                    return;
-                }
+    /* host network: the old version must be gone from the port */
+    if (strcmp(backend_network_name(), "host") == 0) {
+        TAILQ_FOREACH(o, &r->replicas, entry) {
+            if (o != rep && o->pid > 0) {
+                return;
             }
         }
     }
@@ -708,8 +706,6 @@ replica_start(struct replica *rep, int64_t now)
         /* why it restarts stays visible until it is ready again */
         rep->restarts++;
         if (strncmp(rep->message, "restarted after: ", 17) != 0) {
-            char  msg[sizeof(rep->message)];
-
             fmt(msg, sizeof(msg), "restarted after: %s", rep->message);
             replica_set_message(rep, msg);
         }
