@@ -13,7 +13,7 @@ use DsTest;
 # The shipped "location /v1/ { ... }" of gateway.<domain>, its include
 # pointing into the repository, and its client_body_buffer_size in bytes.
 sub shipped_location {
-    my $f = "$DsTest::REPO/conf/nginx/dstack-gateway.conf";
+    my $f = "$DsTest::REPO/conf/nginx/dstack-api.conf";
     my $text = DsTest::_slurp($f);
     $text =~ /^([ \t]*location \/v1\/ \{.*?^[ \t]*\})/ms
         or die "$f: no \"location /v1/ { ... }\"\n";
