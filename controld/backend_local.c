@@ -239,22 +239,26 @@ static void netns_remove(const char *name);
 
 /*
  * Root is not enough in a container without CAP_SYS_ADMIN/NET_ADMIN:
- * try what a replica's setup does (a namespace, a veth pair into it),
- * once, at start.
+ * try what a replica's setup does (a namespace, a veth pair into it) at
+ * start, under names of its own, twice before giving up.
  */
 static int
-netns_probe(char *why, size_t n)
+netns_probe_once(char *why, size_t n)
 {
-    char    batch[512], name[64];
-    char   *argv[] = { "ip", "-batch", "-", NULL };
-    pid_t   pid;
-    int     status, fd;
+    char     batch[512], name[64], out[4096], line[256];
+    char    *argv[] = { "ip", "-batch", "-", NULL };
+    pid_t    pid;
+    int      status, fd;
+    FILE    *fp;
+    unsigned id;
 
-    snprintf(name, sizeof(name), "dstack-%s-probe", host.tag);
+    id = (unsigned) getpid() % 100000;
+    snprintf(name, sizeof(name), "dstack-%s-probe%u", host.tag, id);
     snprintf(batch, sizeof(batch),
              "netns add %s\n"
-             "link add ds%shp type veth peer name ds%snp netns %s\n"
-             "netns del %s\n", name, host.tag, host.tag, name, name);
+             "link add ds%sp%u type veth peer name ds%sq%u netns %s\n"
+             "netns del %s\n", name, host.tag, id, host.tag, id, name, name);
+    fmt(out, sizeof(out), "%s/.netns-probe.log", conf->replicas_dir);
 
     pid = fork();
     if (pid < 0) {
@@ -262,23 +266,45 @@ netns_probe(char *why, size_t n)
         return -1;
     }
     if (pid == 0) {
-        fd = open("/dev/null", O_RDWR);
+        fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
         if (fd >= 0) {
             dup2(fd, 1);
             dup2(fd, 2);
         }
-        /* a leftover of a probe that was killed half way */
         netns_remove(name);
         _exit(child_run(argv, batch) == 0 ? 0 : 1);
     }
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
         /* again */
     }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        snprintf(why, n, "ip netns add / ip link add veth failed");
-        return -1;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        unlink(out);
+        return 0;
     }
-    return 0;
+
+    line[0] = '\0';
+    fp = fopen(out, "r");
+    if (fp != NULL) {
+        if (fgets(line, sizeof(line), fp) == NULL) {
+            line[0] = '\0';
+        }
+        fclose(fp);
+    }
+    line[strcspn(line, "\n")] = '\0';
+    unlink(out);
+    snprintf(why, n, "ip: %s", line[0] ? line : "failed");
+    return -1;
+}
+
+
+static int
+netns_probe(char *why, size_t n)
+{
+    if (netns_probe_once(why, n) == 0) {
+        return 0;
+    }
+    usleep(200 * 1000);
+    return netns_probe_once(why, n);
 }
 
 

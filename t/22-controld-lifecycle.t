@@ -235,6 +235,23 @@ is($r->{json}{version}, 1, 'as a new run');
 ok($s->wait_ready('hello', 1), 'it gets ready');
 is($s->get('hello', '/')->{status}, 200, 'and serves');
 
+# ---- what the gateway reads from the service record ------------------------
+
+$r = $s->apply($s->app_spec(auth => JSON::PP::true,
+    rate_limits => [{ prefix => '/limited', rps => 1, burst => 0 }]),
+    name => 'guarded', code => $code);
+is($r->{status}, 201, 'a service with auth and a rate limit');
+ok($s->wait_ready('guarded', 1), 'ready');
+is($s->get('guarded', '/')->{status}, 401, 'auth: without a token, 401');
+my $bearer = { Authorization => 'Bearer ' . $s->admin_token };
+is($s->get('guarded', '/', headers => $bearer)->{status}, 200,
+    'auth: with a token, 200');
+my %codes;
+$codes{ $s->get('guarded', '/limited', headers => $bearer)->{status} }++
+    for 1 .. 5;
+ok($codes{429}, 'rate limit: 429 beyond 1 rps')
+    or diag explain \%codes;
+
 like($s->log_text, qr/replica 0 v1 ready/, 'controld logs readiness');
 unlike($s->log_text, qr/dst_[A-Za-z0-9_-]{20}/, 'and never a token');
 
