@@ -357,18 +357,51 @@ api_body_append(struct api_req *q, const char *data, size_t size)
 }
 
 
+/*
+ * cJSON puts a NUL in a C string for "\u0000" (or a raw NUL byte): the
+ * name "ab\u0000/../x" would be checked, and used, as "ab".  No field of
+ * the API has a use for a NUL; the offset of the first one, or -1.
+ */
+static long
+api_nul_at(const char *p, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < len; i++) {
+        if (p[i] == '\0'
+            || (p[i] == '\\' && i + 6 <= len && p[i + 1] == 'u'
+                && memcmp(p + i + 2, "0000", 4) == 0))
+        {
+            return (long) i;
+        }
+        if (p[i] == '\\') {
+            i++;                /* the escaped character */
+        }
+    }
+    return -1;
+}
+
+
 /* the body as a JSON object; NULL with a message when it is not one */
 static cJSON *
 api_parse_body(struct api_req *q, int optional, char *err, size_t n)
 {
     cJSON       *json;
     const char  *end = NULL, *p;
+    long         nul;
 
     if (q->len == 0) {
         if (optional) {
             return cJSON_CreateObject();
         }
         snprintf(err, n, "body: a JSON object is required");
+        return NULL;
+    }
+
+    nul = api_nul_at(q->body, q->len);
+    if (nul >= 0) {
+        snprintf(err, n, "body: a NUL character (\\u0000) at byte %ld is "
+                 "not allowed", nul);
         return NULL;
     }
 
