@@ -209,6 +209,38 @@ api_method_not_allowed(struct MHD_Connection *c, const char *method,
 /* ---- routing ------------------------------------------------------------ */
 
 /*
+ * MHD decodes "%HH" in the path and the query in place, "%00" as well:
+ * "/api/tokens/ci%00x" would reach the handler as "/api/tokens/ci".  This
+ * decodes every byte but NUL, which stays "%00" for the checks to refuse.
+ */
+static size_t
+api_unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    static const char  hex[] = "0123456789abcdef0123456789ABCDEF";
+    const char        *r, *h, *l;
+    char              *w;
+
+    (void) cls;
+    (void) c;
+
+    for (r = w = s; *r != '\0'; w++) {
+        if (r[0] == '%' && r[1] != '\0' && r[2] != '\0'
+            && (h = strchr(hex, r[1])) != NULL
+            && (l = strchr(hex, r[2])) != NULL
+            && (r[1] != '0' || r[2] != '0'))
+        {
+            *w = (char) (((h - hex) & 0x0f) << 4 | ((l - hex) & 0x0f));
+            r += 3;
+        } else {
+            *w = *r++;
+        }
+    }
+    *w = '\0';
+    return (size_t) (w - s);
+}
+
+
+/*
  * Splits the path into a route and its parameter; *allow gets the methods
  * of the route.  MHD has already percent-decoded the path, so "%2e%2e"
  * arrives as ".." and is refused by the name check of the handler.
@@ -1218,6 +1250,7 @@ api_start(char *err, size_t n)
         0, NULL, NULL, api_handler, NULL,
         MHD_OPTION_LISTEN_SOCKET, api_fd,
         MHD_OPTION_NOTIFY_COMPLETED, api_completed, NULL,
+        MHD_OPTION_UNESCAPE_CALLBACK, api_unescape, NULL,
         MHD_OPTION_EXTERNAL_LOGGER, api_mhd_log, NULL,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned) 256,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 300,
