@@ -56,13 +56,15 @@ replica_ended(const struct replica *rep)
 }
 
 
-static unsigned
+/* how long a drain may wait for in-flight requests; "off": no bound
+ * (as in dstack), which still means a bound when no stats can tell */
+static int64_t
 stop_duration_ms(const struct run *r)
 {
     if (r->spec.stop_duration == DS_SPEC_OFF) {
-        return 0;
+        return INT64_MAX / 4;
     }
-    return r->spec.stop_duration * 1000U;
+    return (int64_t) r->spec.stop_duration * 1000;
 }
 
 
@@ -132,7 +134,7 @@ static void
 replica_stop(struct replica *rep, int abort)
 {
     struct run  *r = rep->run;
-    unsigned     bound;
+    int64_t      bound;
 
     rep->retire = 1;
     if (abort) {
@@ -175,12 +177,10 @@ replica_stop(struct replica *rep, int abort)
         rep->draining = 1;
         rep->drain_started_ms = now_ms();
         bound = stop_duration_ms(r);
-        if (!conf->stats_url[0] || bound == 0) {
+        if (!conf->stats_url[0] && bound > conf->local.drain_unknown_ms) {
             /* without stats nobody can tell when in-flight requests are
              * done: a short wait instead of the whole stop_duration */
-            if (bound == 0 || bound > conf->local.drain_unknown_ms) {
-                bound = conf->local.drain_unknown_ms;
-            }
+            bound = conf->local.drain_unknown_ms;
         }
         rep->drain_deadline_ms = rep->drain_started_ms + bound;
         r->publish = 1;
@@ -275,18 +275,21 @@ static void
 run_finish(struct run *r, int status, const char *msg)
 {
     struct replica  *rep;
+    char             text[sizeof(r->message)];
 
+    /* msg may be r->message itself */
+    snprintf(text, sizeof(text), "%s", msg ? msg : "");
     r->finished = 1;
     r->stopping = 0;
     r->status = status;
-    snprintf(r->message, sizeof(r->message), "%s", msg ? msg : "");
+    snprintf(r->message, sizeof(r->message), "%s", text);
     TAILQ_FOREACH(rep, &r->replicas, entry) {
         rep->ready = rep->draining = 0;
     }
     r->publish = 1;
     run_touch(r);
     log_info("run \"%s\": %s%s%s", r->name, run_status_name(status),
-             msg && *msg ? ": " : "", msg ? msg : "");
+             text[0] ? ": " : "", text);
 }
 
 
@@ -923,9 +926,20 @@ run_tick(struct run *r, int64_t now)
             if (r->status == RUN_FAILED) {
                 run_finish(r, RUN_FAILED, r->message);
             } else {
-                run_finish(r, RUN_TERMINATED, "");
+                run_finish(r, RUN_TERMINATED, r->message);
             }
         }
+        return;
+    }
+
+    if (r->spec.max_duration != DS_SPEC_OFF && r->submitted_at
+        && time(NULL) - r->submitted_at >= (time_t) r->spec.max_duration)
+    {
+        log_info("run \"%s\": max_duration (%us) reached: stopping",
+                 r->name, r->spec.max_duration);
+        reconcile_stop(r, 0, NULL, 0);
+        snprintf(r->message, sizeof(r->message), "max_duration (%us) "
+                 "reached", r->spec.max_duration);
         return;
     }
 
@@ -1373,6 +1387,7 @@ reconcile_stop(struct run *r, int abort, char *err, size_t n)
     r->abort = r->abort || abort;
     if (r->status != RUN_FAILED) {
         r->status = RUN_TERMINATING;
+        r->message[0] = '\0';
     }
     run_touch(r);
     TAILQ_FOREACH(rep, &r->replicas, entry) {

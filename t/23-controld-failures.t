@@ -125,6 +125,18 @@ like($run->{replicas}[0]{message}, qr/status 503/, 'saying why') if $run;
 unlink $s->workdir('probed', 0, 1) . '/unhealthy';
 ok($s->wait_ready('probed', 1, timeout => 5), 'and back in when they pass');
 
+# ---- max_duration ---------------------------------------------------------------
+
+$r = $s->apply($s->app_spec(max_duration => '3s'), name => 'brief',
+    code => $code);
+is($r->{status}, 201, 'a run with max_duration 3s');
+$run = $s->wait_run('brief', sub { $_[0]{status} eq 'terminated' },
+    timeout => 20);
+ok($run, 'it is stopped once max_duration passed')
+    or diag explain $s->last_run;
+like($run->{message}, qr/^max_duration \(3s\) reached$/, 'saying so')
+    if $run;
+
 # ---- setup errors -------------------------------------------------------------------
 
 $r = $s->apply($s->app_spec(working_dir => 'sub/dir',
