@@ -8,9 +8,9 @@
  * and passes on a 2xx status line; nothing else of the answer is read.
  *
  * Before a replica is ready a failed attempt is retried soon (25 ms,
- * doubling up to 250 ms, or the probe's interval if shorter): the time
- * from the app listening to the first request routed to it is what users
- * wait for.  Successes are spaced by `interval`, as in dstack.  After
+ * then every 50 ms, or the probe's interval if shorter): the time from
+ * the app listening to the first request routed to it is what users wait
+ * for, and a refused local connect costs next to nothing.  Successes are spaced by `interval`, as in dstack.  After
  * ready, probes keep running every `interval` unless `until_ready`; three
  * failures in a row take the replica out of routing until it passes
  * again.
@@ -33,7 +33,7 @@
 
 
 #define PROBE_RETRY_MIN_MS      25
-#define PROBE_RETRY_MAX_MS      250
+#define PROBE_RETRY_MAX_MS      50
 #define PROBE_CONNECT_MS        2000    /* before ready: a connect that
                                            hangs is a replica not there */
 #define PROBE_FAILS_UNREADY     3
