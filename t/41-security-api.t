@@ -608,6 +608,35 @@ ok($r->{status} == 404 || $r->{status} == 400,
     or diag "$r->{status} $r->{body}";
 is(gw('sec-a', $tok{sa})->{status}, 200, 'sa still opens sec-a');
 
+# ---- very long tokens, headers and paths: 4xx, and controld stays up ------------------
+
+for my $v ('nginx', $sock) {
+    my $where = $v eq 'nginx' ? 'through nginx' : 'on the socket';
+    my @bad;
+    for my $n (600, 7000, 40_000, 200_000) {
+        for my $call (
+            ["a $n-byte token", '/api/health', token => 'x' x $n],
+            ["a $n-byte header", '/api/health', token => $admin,
+                headers => ['X-Big' => 'y' x $n]],
+            ["a $n-byte run name", '/api/runs/' . ('a' x $n) . '/logs',
+                token => $admin])
+        {
+            my ($what, $p, %o) = @$call;
+            my $r = DsSec::api($t, 'GET', $p, %o, via => $v, timeout => 10);
+            # a long header beside a good token may well pass
+            my $fine = $what =~ /header/ && $r->{status} == 200;
+            push @bad, "$what: $r->{status} " . ($r->{error} // '')
+                unless $fine || $r->{status} >= 400 && $r->{status} < 500;
+        }
+    }
+    is_deeply(\@bad, [], "very long tokens, headers, names: 4xx (a header "
+        . "200), never 5xx $where") or diag join "\n", @bad;
+}
+is(DsSec::api($t, 'GET', '/api/health', token => $admin,
+    via => $sock)->{status}, 200, 'and controld still answers');
+is($c->controld_pid && kill(0, $c->controld_pid), 1,
+    'the same controld process');
+
 # ---- the whole run done: no secret left behind --------------------------------------------
 
 $c->finish;     # stops the runs and controld
