@@ -16,6 +16,9 @@ plan skip_all => 'controld, dstackctl or the module not built'
         && -f "$build/ngx_http_dstack_module.so";
 plan skip_all => 'the demo runs its replicas in network namespaces: root'
     unless $> == 0;
+plan skip_all => 'the demo runs stock nginx, which cannot load the '
+    . 'sanitizer build of the module; the plain pass covers it'
+    if $DsTest::SANITIZE;
 
 my $dir = tempdir('dstack-demo-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 chmod 0755, $dir;
