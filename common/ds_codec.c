@@ -29,6 +29,10 @@
  *   model    "DMOD" 1 0
  *            u32 format, u64 created, str name, str service, str prefix
  *
+ *   cert     "DCRT" 1 0
+ *            u64 uid, u32 flags, u64 not_after, str host,
+ *            u32 cert length, cert bytes, u32 key length, key bytes
+ *
  * Decoders take input from the map, which a bug or a newer program may
  * have filled with anything: they check every length, accept exactly
  * one encoding of each record (reserved and pad bytes zero, no trailing
@@ -1171,6 +1175,123 @@ ds_model_decode(const void *data, size_t len, ds_model_t *m, ds_err_t *err)
         || ds_rd_str(&rd, &m->prefix, 0, DS_PREFIX_MAX, "prefix") != 0
         || ds_rd_end(&rd) != 0
         || ds_check_model(m, "model record", err) != 0)
+    {
+        return DS_EINVAL;
+    }
+
+    return DS_OK;
+}
+
+
+/* ---- certificates ------------------------------------------------------ */
+
+#define DS_CERT_FLAGS_KNOWN     (DS_CERT_LOCAL | DS_CERT_ACME)
+
+/* "*.a.b" or "a.b": lower-case DNS labels; a wildcard only in front */
+static int
+ds_check_cert(const ds_cert_t *c, const char *rec, ds_err_t *err)
+{
+    uint32_t     i;
+    const char  *h;
+
+    if (c->host.len == 0 || c->host.len > DS_HOST_MAX) {
+        ds_err_set(err, "%s: host length %u is not 1 to %u", rec,
+                   c->host.len, DS_HOST_MAX);
+        return -1;
+    }
+
+    h = c->host.data;
+    for (i = 0; i < c->host.len; i++) {
+        if ((h[i] >= 'a' && h[i] <= 'z') || (h[i] >= '0' && h[i] <= '9')
+            || h[i] == '-' || (h[i] == '.' && i > 0 && h[i - 1] != '.')
+            || (h[i] == '*' && i == 0 && c->host.len > 2 && h[1] == '.'))
+        {
+            continue;
+        }
+        ds_err_set(err, "%s: host \"%.*s\" is not a lower-case DNS name",
+                   rec, (int) c->host.len, h);
+        return -1;
+    }
+
+    if (c->flags & ~DS_CERT_FLAGS_KNOWN) {
+        ds_err_set(err, "%s: unknown flags 0x%x", rec,
+                   c->flags & ~DS_CERT_FLAGS_KNOWN);
+        return -1;
+    }
+
+    if (c->cert.len == 0 || c->cert.len > DS_PEM_MAX
+        || c->key.len == 0 || c->key.len > DS_PEM_MAX)
+    {
+        ds_err_set(err, "%s: certificate and key must be 1 to %u bytes",
+                   rec, DS_PEM_MAX);
+        return -1;
+    }
+
+    return 0;
+}
+
+
+int
+ds_cert_encode(const ds_cert_t *c, ds_buf_t *out, ds_err_t *err)
+{
+    if (ds_check_cert(c, "certificate record", err) != 0) {
+        return DS_EINVAL;
+    }
+
+    ds_put_header(out, "DCRT");
+    ds_put_u64(out, c->uid);
+    ds_put_u32(out, c->flags);
+    ds_put_u64(out, c->not_after);
+    ds_put_str(out, &c->host);
+    ds_put_u32(out, c->cert.len);
+    ds_put_bytes(out, c->cert.data, c->cert.len);
+    ds_put_u32(out, c->key.len);
+    ds_put_bytes(out, c->key.data, c->key.len);
+
+    return ds_buf_done(out, "certificate record", err);
+}
+
+
+static int
+ds_rd_blob(ds_rd_t *rd, ds_str_t *s, const char *what)
+{
+    if (ds_rd_u32(rd, &s->len, what) != 0) {
+        return -1;
+    }
+
+    if (s->len > DS_PEM_MAX) {
+        ds_err_set(rd->err, "%s: %s length %u exceeds %u", rd->record, what,
+                   s->len, DS_PEM_MAX);
+        return -1;
+    }
+
+    if (ds_rd_need(rd, s->len, what) != 0) {
+        return -1;
+    }
+
+    s->data = (const char *) rd->pos;
+    rd->pos += s->len;
+    return 0;
+}
+
+
+int
+ds_cert_decode(const void *data, size_t len, ds_cert_t *c, ds_err_t *err)
+{
+    ds_rd_t  rd;
+
+    ds_rd_init(&rd, data, len, "certificate record", err);
+    memset(c, 0, sizeof(*c));
+
+    if (ds_rd_header(&rd, "DCRT") != 0
+        || ds_rd_uint(&rd, 8, &c->uid, "uid") != 0
+        || ds_rd_u32(&rd, &c->flags, "flags") != 0
+        || ds_rd_uint(&rd, 8, &c->not_after, "not_after") != 0
+        || ds_rd_str(&rd, &c->host, 1, DS_HOST_MAX, "host") != 0
+        || ds_rd_blob(&rd, &c->cert, "certificate") != 0
+        || ds_rd_blob(&rd, &c->key, "key") != 0
+        || ds_rd_end(&rd) != 0
+        || ds_check_cert(c, "certificate record", err) != 0)
     {
         return DS_EINVAL;
     }

@@ -29,7 +29,7 @@
 
 
 #define DS_MAPSIZE              (1024UL * 1024 * 1024)
-#define DS_MAXDBS               8
+#define DS_MAXDBS               12
 #define DS_MAXREADERS           510
 #define DS_SETTING_KEY_MAX      511     /* LMDB's default key size limit */
 
@@ -46,23 +46,26 @@ enum {
     DS_DB_MODELS,
     DS_DB_SETTINGS,
     DS_DB_RUNS,
+    DS_DB_CERTS,
     DS_DB_COUNT
 };
 
 static const char  *ds_db_names[DS_DB_COUNT] = {
-    "meta", "services", "replicas", "tokens", "models", "settings", "runs"
+    "meta", "services", "replicas", "tokens", "models", "settings", "runs",
+    "certs"
 };
 
 /* what a key of each database names, for messages */
 static const char  *ds_db_subjects[DS_DB_COUNT] = {
     "meta key", "service", "replica set of", "token", "model", "setting",
-    "run"
+    "run", "certificate for"
 };
 
 
 struct ds_state_s {
     MDB_env        *env;
     MDB_dbi         dbi[DS_DB_COUNT];
+    int             no_certs;       /* reader of a state from before it */
     int             flags;          /* DS_STATE_* */
     char           *dir;
 };
@@ -98,6 +101,8 @@ static int ds_mdb_err(ds_err_t *err, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static int ds_state_check_lock(ds_state_t *st, ds_err_t *err);
 static int ds_state_adopt_mapsize(ds_state_t *st, ds_err_t *err);
+static int ds_seq_load(ds_txn_t *txn, uint64_t *seq, ds_err_t *err);
+static int ds_seq_store(ds_txn_t *txn, uint64_t seq, ds_err_t *err);
 
 
 static void
@@ -429,6 +434,11 @@ ds_state_init_reader(ds_state_t *st, ds_err_t *err)
 
     for (i = 0; i < DS_DB_COUNT; i++) {
         rc = mdb_dbi_open(txn, ds_db_names[i], 0, &st->dbi[i]);
+
+        if (rc == MDB_NOTFOUND && i == DS_DB_CERTS) {
+            st->no_certs = 1;       /* the writer adds it at its start */
+            continue;
+        }
 
         if (rc == MDB_NOTFOUND) {
             mdb_txn_abort(txn);
@@ -1068,6 +1078,7 @@ typedef struct {
         ds_service_cb   service;
         ds_token_cb     token;
         ds_model_cb     model;
+        ds_cert_cb      cert;
         ds_kv_cb        kv;
     } cb;
     void           *arg;
@@ -1126,6 +1137,24 @@ ds_each_model(void *ctx, const MDB_val *k, const MDB_val *v, ds_err_t *err)
     }
 
     return ec->cb.model(ec->arg, &m) ? 1 : DS_OK;
+}
+
+
+static int
+ds_each_cert(void *ctx, const MDB_val *k, const MDB_val *v, ds_err_t *err)
+{
+    ds_cert_t       c;
+    ds_each_ctx_t  *ec;
+
+    ec = ctx;
+
+    if (ds_cert_decode(v->mv_data, v->mv_size, &c, err) != DS_OK) {
+        ds_err_prefix(err, "certificate for \"%.*s\"", (int) k->mv_size,
+                      (const char *) k->mv_data);
+        return DS_EINVAL;
+    }
+
+    return ec->cb.cert(ec->arg, &c) ? 1 : DS_OK;
 }
 
 
@@ -1200,6 +1229,101 @@ ds_foreach_run(ds_txn_t *txn, ds_kv_cb cb, void *arg, ds_err_t *err)
     ec.cb.kv = cb;
     ec.arg = arg;
     return ds_each(txn, DS_DB_RUNS, ds_each_kv, &ec, err);
+}
+
+
+/* ---- certificates ------------------------------------------------------ */
+
+int
+ds_get_cert(ds_txn_t *txn, const char *host, size_t len, ds_cert_t *c,
+    ds_err_t *err)
+{
+    int      rc;
+    MDB_val  v;
+
+    if (txn->st->no_certs) {
+        ds_err_set(err, "no certificates in this state");
+        return DS_NOTFOUND;
+    }
+
+    if (!ds_name_key_ok(DS_DB_CERTS, host, len, DS_HOST_MAX, err)) {
+        return DS_NOTFOUND;
+    }
+
+    rc = ds_raw_get(txn, DS_DB_CERTS, host, len, &v, err);
+    if (rc != DS_OK) {
+        return rc;
+    }
+
+    rc = ds_cert_decode(v.mv_data, v.mv_size, c, err);
+    if (rc != DS_OK) {
+        ds_err_prefix(err, "certificate for \"%.*s\"", (int) len, host);
+    }
+
+    return rc;
+}
+
+
+int
+ds_put_cert(ds_txn_t *txn, ds_cert_t *c, ds_err_t *err)
+{
+    int       rc;
+    uint64_t  seq;
+    ds_buf_t  rec;
+
+    if (!ds_need_write(txn, "store a certificate", err)) {
+        return DS_EINVAL;
+    }
+
+    rc = ds_seq_load(txn, &seq, err);
+    if (rc != DS_OK) {
+        return rc;
+    }
+
+    c->uid = ++seq;
+    memset(&rec, 0, sizeof(rec));
+
+    rc = ds_cert_encode(c, &rec, err);
+    if (rc == DS_OK) {
+        rc = ds_raw_put(txn, DS_DB_CERTS, c->host.data, c->host.len,
+                        rec.data, rec.len, err);
+    }
+    if (rc == DS_OK) {
+        rc = ds_seq_store(txn, seq, err);
+    }
+
+    ds_buf_free(&rec);
+    return rc;
+}
+
+
+int
+ds_del_cert(ds_txn_t *txn, const char *host, size_t len, ds_err_t *err)
+{
+    if (!ds_need_write(txn, "delete a certificate", err)) {
+        return DS_EINVAL;
+    }
+
+    if (!ds_name_key_ok(DS_DB_CERTS, host, len, DS_HOST_MAX, err)) {
+        return DS_NOTFOUND;
+    }
+
+    return ds_raw_del(txn, DS_DB_CERTS, host, len, err);
+}
+
+
+int
+ds_foreach_cert(ds_txn_t *txn, ds_cert_cb cb, void *arg, ds_err_t *err)
+{
+    ds_each_ctx_t  ec;
+
+    if (txn->st->no_certs) {
+        return DS_OK;
+    }
+
+    ec.cb.cert = cb;
+    ec.arg = arg;
+    return ds_each(txn, DS_DB_CERTS, ds_each_cert, &ec, err);
 }
 
 

@@ -14,6 +14,7 @@
  *   replicas  run name -> replica set record  (binary, hot path)
  *   tokens    sha256(token) -> token record   (binary, hot path)
  *   models    model name -> model record      (binary, hot path)
+ *   certs     host name -> certificate + key (binary, TLS handshakes)
  *   settings  key -> value                    (opaque bytes, control plane)
  *   runs      run name -> run document        (JSON, control plane only)
  *
@@ -181,6 +182,32 @@ typedef struct {
 } ds_model_t;
 
 
+/* ---- certificates ------------------------------------------------------ */
+
+/*
+ * A TLS certificate for the gateway, keyed by the host name it is served
+ * for: "<run>.<domain>" or the wildcard "*.<domain>" that answers every
+ * name without its own.  The module's certificate callback looks the SNI
+ * name up per handshake and parses a record once per uid (the writer
+ * gives every put a new uid), so a new or renewed certificate is served
+ * at the next handshake, without a reload.
+ */
+#define DS_CERT_LOCAL           0x0001  /* from the private CA */
+#define DS_CERT_ACME            0x0002  /* from an ACME server */
+
+#define DS_HOST_MAX             253
+#define DS_PEM_MAX              (256U * 1024)
+
+typedef struct {
+    ds_str_t        host;           /* key: lower-case, may be "*.d" */
+    uint64_t        uid;            /* set by the writer on every put */
+    uint32_t        flags;          /* DS_CERT_* */
+    uint64_t        not_after;      /* unix seconds */
+    ds_str_t        cert;           /* PEM: leaf first, then the chain */
+    ds_str_t        key;            /* PEM private key */
+} ds_cert_t;
+
+
 /* ---- codec (pure, no LMDB) --------------------------------------------- */
 
 /*
@@ -223,6 +250,10 @@ int ds_token_scope_next(const ds_token_t *tok, uint32_t *off,
 
 int ds_model_encode(const ds_model_t *m, ds_buf_t *out, ds_err_t *err);
 int ds_model_decode(const void *data, size_t len, ds_model_t *m,
+    ds_err_t *err);
+
+int ds_cert_encode(const ds_cert_t *c, ds_buf_t *out, ds_err_t *err);
+int ds_cert_decode(const void *data, size_t len, ds_cert_t *c,
     ds_err_t *err);
 
 /*
@@ -298,6 +329,15 @@ int ds_put_token(ds_txn_t *txn, const ds_token_t *tok,
     const ds_str_t *services, ds_err_t *err);
 int ds_del_token(ds_txn_t *txn, const uint8_t hash[DS_TOKEN_HASH_LEN],
     ds_err_t *err);
+
+/* certificates: a state made before the "certs" database existed reads
+ * as having none */
+int ds_get_cert(ds_txn_t *txn, const char *host, size_t len, ds_cert_t *c,
+    ds_err_t *err);
+int ds_put_cert(ds_txn_t *txn, ds_cert_t *c, ds_err_t *err); /* sets uid */
+int ds_del_cert(ds_txn_t *txn, const char *host, size_t len, ds_err_t *err);
+typedef int (*ds_cert_cb)(void *arg, const ds_cert_t *c);
+int ds_foreach_cert(ds_txn_t *txn, ds_cert_cb cb, void *arg, ds_err_t *err);
 
 int ds_get_setting(ds_txn_t *txn, const char *key, ds_str_t *val,
     ds_err_t *err);
