@@ -136,6 +136,20 @@ int replica_status_parse(const char *s);
 struct run;
 struct probe;
 
+/* the autoscaler's view of a run (autoscale.c) */
+#define AUTOSCALE_PEAKS         300     /* seconds of in-flight peaks */
+
+struct autoscale {
+    int             want;               /* clamped, before the delays */
+    double          value;              /* rps, or in-flight requests */
+    char            reason[192];        /* "rps 12.3 over 30s / ..." */
+    int             logged_want;        /* what was logged last: */
+    int             logged_desired;     /* want, desired and why */
+    int             logged_wait;        /* nothing is done yet */
+    uint32_t        peak[AUTOSCALE_PEAKS]; /* in-flight max per second */
+    int64_t         peak_sec;           /* the newest second in peak */
+};
+
 #define REPLICA_GPUS_MAX        16
 
 struct replica {
@@ -215,6 +229,7 @@ struct run {
     int             service_put;        /* service record is in LMDB */
 
     int64_t         last_scaled_ms;
+    struct autoscale scaling;           /* autoscale.c */
     time_t          failing_since;      /* no replica ready since */
     struct replica_list replicas;
 };
@@ -330,8 +345,16 @@ int notify_start(char *err, size_t n);
 void notify_stop(void);
 int notify_fill(struct pollfd *pfd, int max);
 void notify_process(struct pollfd *pfd, int n);
-/* reconcile.c: a request waits for a service scaled to zero */
-void reconcile_hold(const char *name);
+
+
+/* ---- autoscaler (autoscale.c) ------------------------------------------- */
+
+/* desired replicas of a run from the module's stats (every tick) */
+void autoscale_run(struct run *r, int64_t now);
+/* a request waits for a service scaled to zero: one replica at once */
+void autoscale_hold(const char *name);
+/* "scaling": {desired, current, metric, value, reason}, or NULL */
+cJSON *autoscale_to_api(const struct run *r);
 
 
 /* ---- API (api.c) -------------------------------------------------------- */

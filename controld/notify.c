@@ -123,6 +123,6 @@ notify_process(struct pollfd *pfd, int n)
         }
         memcpy(name, buf + 5, nl);
         name[nl] = '\0';
-        reconcile_hold(name);
+        autoscale_hold(name);
     }
 }

@@ -803,98 +803,6 @@ run_status_update(struct run *r)
 }
 
 
-/*
- * dstack's rule (REFERENCE §5) on the module's arrival counts:
- * desired = clamp(ceil(rps / target), min, max), up after scale_up_delay
- * (at once from zero), down after scale_down_delay.
- */
-static void
-run_autoscale(struct run *r, int64_t now)
-{
-    const ds_spec_t  *sp = &r->spec;
-    long              arrivals;
-    double            rps;
-    int               want;
-
-    if (!sp->scaling.enabled || sp->scaling.target <= 0 || r->stopping) {
-        return;
-    }
-    if (stats_fresh_ms() == 0 || now - stats_fresh_ms() > 5000) {
-        return;
-    }
-    if (r->desired == 0 && stats_service_held(r->name) > 0) {
-        reconcile_hold(r->name);
-        return;
-    }
-    arrivals = stats_service_arrivals(r->name, sp->scaling.window);
-    if (arrivals < 0) {
-        return;
-    }
-    rps = (double) arrivals / (sp->scaling.window ? sp->scaling.window : 60);
-    /* ceil() without libm */
-    want = (int) (rps / sp->scaling.target);
-    if ((double) want < rps / sp->scaling.target) {
-        want++;
-    }
-    if (want < (int) sp->replicas.min) {
-        want = (int) sp->replicas.min;
-    }
-    if (sp->replicas.max != DS_SPEC_UNLIMITED && want > (int) sp->replicas.max)
-    {
-        want = (int) sp->replicas.max;
-    }
-    if (want > r->desired) {
-        if (r->desired > 0
-            && now - r->last_scaled_ms
-               < (int64_t) sp->scaling.scale_up_delay * 1000)
-        {
-            return;
-        }
-    } else if (want < r->desired) {
-        if (now - r->last_scaled_ms
-            < (int64_t) sp->scaling.scale_down_delay * 1000)
-        {
-            return;
-        }
-    } else {
-        return;
-    }
-    log_info("run \"%s\": scaling %d -> %d replicas (%.2f rps, target %g)",
-             r->name, r->desired, want, rps, sp->scaling.target);
-    r->desired = want;
-    r->last_scaled_ms = now;
-    run_touch(r);
-}
-
-
-/* a request waits at the gateway for a service scaled to zero: one
- * replica now, whatever the delays say (from zero: at once) */
-void
-reconcile_hold(const char *name)
-{
-    struct run  *r;
-    int          want;
-
-    r = run_find(name);
-    if (r == NULL || r->finished || r->stopping || r->desired > 0
-        || !r->spec.scaling.enabled)
-    {
-        return;
-    }
-    want = r->spec.replicas.min > 0 ? (int) r->spec.replicas.min : 1;
-    if (r->spec.replicas.max != DS_SPEC_UNLIMITED
-        && want > (int) r->spec.replicas.max)
-    {
-        return;
-    }
-    log_info("run \"%s\": a request waits: scaling 0 -> %d", r->name, want);
-    r->desired = want;
-    r->last_scaled_ms = now_ms();
-    run_touch(r);
-    reconcile_now = 1;
-}
-
-
 static void
 run_tick(struct run *r, int64_t now)
 {
@@ -943,7 +851,7 @@ run_tick(struct run *r, int64_t now)
         return;
     }
 
-    run_autoscale(r, now);
+    autoscale_run(r, now);
     run_scale(r);
     run_rollout(r);
 

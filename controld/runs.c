@@ -510,6 +510,9 @@ run_to_api(const struct run *r)
     cJSON_AddNumberToObject(o, "updated_at", (double) r->updated_at);
     cJSON_AddNumberToObject(o, "version", r->version);
     cJSON_AddNumberToObject(o, "desired", r->desired);
+    if ((m = autoscale_to_api(r)) != NULL) {
+        cJSON_AddItemToObject(o, "scaling", m);
+    }
     cJSON_AddStringToObject(o, "url", run_url(r));
     if (r->spec.model.enabled) {
         m = cJSON_AddObjectToObject(o, "model");

@@ -442,6 +442,7 @@ stats_service_arrivals(const char *service, unsigned window)
 }
 
 
+/* "hold": {"held": n, ...}: requests waiting now */
 long
 stats_service_held(const char *service)
 {
@@ -451,6 +452,6 @@ stats_service_held(const char *service)
     if (s == NULL) {
         return 0;
     }
-    v = cJSON_GetObjectItem(s, "held");
+    v = cJSON_GetObjectItem(cJSON_GetObjectItem(s, "hold"), "held");
     return cJSON_IsNumber(v) ? (long) v->valuedouble : 0;
 }
