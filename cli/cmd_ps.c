@@ -1,8 +1,9 @@
 /*
- * dstackctl ps [-a] [-w] [--json]
+ * dstackctl ps [-a] [-v] [-w] [--json]
  *
  * One row per run; a run with several replicas gets a row per replica
- * under it.  --json prints the API's runs array as is (stable for
+ * under it.  -v adds, under the table, the autoscaler's view of each run
+ * that scales: replicas desired against current, and why.  --json prints the API's runs array as is (stable for
  * scripts); -w redraws every second on a terminal until Ctrl-C.
  */
 
@@ -14,7 +15,7 @@
 #include "dstackctl.h"
 
 
-#define DSCTL_PS_USAGE  "dstackctl ps [-a] [-w] [--json]"
+#define DSCTL_PS_USAGE  "dstackctl ps [-a] [-v] [-w] [--json]"
 
 
 static void
@@ -24,6 +25,7 @@ dsctl_ps_help(void)
     printf(
         "List the runs that are not finished, with their replicas.\n\n"
         "  -a, --all     finished runs too\n"
+        "  -v, --verbose replicas desired vs current, and why (autoscaling)\n"
         "  -w, --watch   redraw every second (on a terminal) until Ctrl-C\n"
         "      --json    the runs as JSON, as the API gives them\n"
         "  -h, --help    this help\n");
@@ -45,6 +47,33 @@ dsctl_ps_status(const cJSON *o, char *buf, size_t n)
         snprintf(buf, n, "%s (%s)", st, msg);
     } else {
         snprintf(buf, n, "%s", st);
+    }
+}
+
+
+/* "NAME  rps: 3 desired, 2 current (1 ready): rps 12.30 over 30s / ..." */
+static void
+dsctl_ps_scaling(const cJSON *runs, dsctl_str_t *out)
+{
+    const cJSON  *run, *sc;
+    const char   *reason, *metric;
+    int           first = 1;
+
+    cJSON_ArrayForEach(run, runs) {
+        sc = cJSON_GetObjectItemCaseSensitive(run, "scaling");
+        if (!cJSON_IsObject(sc)) {
+            continue;
+        }
+        metric = dsctl_json_str(sc, "metric");
+        reason = dsctl_json_str(sc, "reason");
+        dsctl_str_addf(out, "%s %s  %s: %.0f desired, %.0f current "
+            "(%.0f ready)%s%s\n", first ? "\n" : "",
+            dsctl_json_str(run, "name"), metric ? metric : "-",
+            dsctl_json_num(sc, "desired", 0),
+            dsctl_json_num(sc, "current", 0),
+            dsctl_json_num(sc, "ready", 0),
+            reason && reason[0] ? ": " : "", reason ? reason : "");
+        first = 0;
     }
 }
 
@@ -112,6 +141,7 @@ cmd_ps(int argc, char **argv)
 {
     static const struct option  opts[] = {
         { "all", no_argument, NULL, 'a' },
+        { "verbose", no_argument, NULL, 'v' },
         { "watch", no_argument, NULL, 'w' },
         { "json", no_argument, NULL, 'j' },
         { "help", no_argument, NULL, 'h' },
@@ -122,13 +152,15 @@ cmd_ps(int argc, char **argv)
     dsctl_str_t      out = { 0 };
     const cJSON     *runs;
     char            *text;
-    int              all = 0, watch = 0, json = 0, c, rc = DSCTL_EXIT_OK;
+    int              all = 0, watch = 0, json = 0, verbose = 0, c;
+    int              rc = DSCTL_EXIT_OK;
 
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, ":awh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":avwh", opts, NULL)) != -1) {
         switch (c) {
         case 'a': all = 1; break;
+        case 'v': verbose = 1; break;
         case 'w': watch = 1; break;
         case 'j': json = 1; break;
         case 'h': dsctl_ps_help(); return DSCTL_EXIT_OK;
@@ -182,6 +214,9 @@ cmd_ps(int argc, char **argv)
         } else {
             out.len = 0;
             dsctl_ps_render(runs, &out);
+            if (verbose) {
+                dsctl_ps_scaling(runs, &out);
+            }
             if (watch) {
                 printf("\033[H\033[2J%s", out.s);
             } else {
