@@ -113,6 +113,14 @@ ngx_http_dstack_serve(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
         return ngx_http_dstack_refuse(r, ctx, NGX_HTTP_NOT_FOUND, &reason, 0);
     }
 
+    /* before auth: a plain request of an https service only learns where
+     * to go */
+    rc = ngx_http_dstack_https_redirect(r, &svc);
+    if (rc != NGX_DECLINED) {
+        ngx_http_dstack_state_end();
+        return rc;
+    }
+
     rc = ngx_http_dstack_admit(r, ctx, txn, &svc);
 
     ngx_http_dstack_state_end();

@@ -251,6 +251,12 @@ ngx_int_t ngx_http_dstack_hold_init_worker(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_dstack_repick(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx);
 
+/* ssl.c: certificates from state ("dstack_ssl"); NGX_DECLINED, or the
+ * 308 to answer a plain request of an https service with */
+extern ngx_module_t  ngx_http_dstack_ssl_module;
+ngx_int_t ngx_http_dstack_https_redirect(ngx_http_request_t *r,
+    const ds_service_t *svc);
+
 /* balancer.c: the "dstack_balancer" directive */
 char *ngx_http_dstack_balancer(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
