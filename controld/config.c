@@ -308,6 +308,122 @@ cfg_backends(struct cfg_ctx *cx, yaml_node_t *map, struct config *c)
 }
 
 
+/*
+ * tls:
+ *   acme:
+ *     directory: URL         (required)
+ *     email, eab_kid + eab_hmac_key, webroot, client, dns_hook,
+ *     renew_before, retry
+ */
+static int
+cfg_tls(struct cfg_ctx *cx, yaml_node_t *map, struct tls_conf *tc)
+{
+    yaml_node_pair_t  *p, *q;
+    yaml_node_t       *k, *v, *ak, *av;
+    const char        *key, *s;
+    long long          ms;
+
+    if (map->type != YAML_MAPPING_NODE) {
+        return cfg_error(cx, map, "tls: expected a mapping");
+    }
+
+    for (p = map->data.mapping.pairs.start;
+         p < map->data.mapping.pairs.top; p++)
+    {
+        k = yaml_document_get_node(cx->doc, p->key);
+        v = yaml_document_get_node(cx->doc, p->value);
+        if (k->type != YAML_SCALAR_NODE
+            || strcmp((const char *) k->data.scalar.value, "acme") != 0)
+        {
+            return cfg_error(cx, k, "tls: unknown key \"%s\" (this build "
+                             "has: acme)", k->type == YAML_SCALAR_NODE
+                             ? (const char *) k->data.scalar.value : "");
+        }
+        if (v->type != YAML_MAPPING_NODE) {
+            return cfg_error(cx, v, "tls.acme: expected a mapping");
+        }
+        tc->acme = 1;
+
+        for (q = v->data.mapping.pairs.start;
+             q < v->data.mapping.pairs.top; q++)
+        {
+            ak = yaml_document_get_node(cx->doc, q->key);
+            av = yaml_document_get_node(cx->doc, q->value);
+            if (ak->type != YAML_SCALAR_NODE) {
+                return cfg_error(cx, ak, "tls.acme: keys are strings");
+            }
+            key = (const char *) ak->data.scalar.value;
+
+            if (strcmp(key, "directory") == 0) {
+                if (cfg_string(cx, av, key, &tc->directory) != 0) {
+                    return -1;
+                }
+                if (strncmp(tc->directory, "https://", 8) != 0) {
+                    return cfg_error(cx, av, "directory: \"%s\" is not an "
+                                     "https:// URL", tc->directory);
+                }
+            } else if (strcmp(key, "email") == 0) {
+                if (cfg_string(cx, av, key, &tc->email) != 0) {
+                    return -1;
+                }
+            } else if (strcmp(key, "eab_kid") == 0) {
+                if (cfg_string(cx, av, key, &tc->eab_kid) != 0) {
+                    return -1;
+                }
+            } else if (strcmp(key, "eab_hmac_key") == 0) {
+                if (cfg_string(cx, av, key, &tc->eab_hmac_key) != 0) {
+                    return -1;
+                }
+            } else if (strcmp(key, "webroot") == 0) {
+                if (cfg_path(cx, av, key, &tc->webroot) != 0) {
+                    return -1;
+                }
+            } else if (strcmp(key, "client") == 0) {
+                if (cfg_string(cx, av, key, &tc->client) != 0) {
+                    return -1;
+                }
+            } else if (strcmp(key, "dns_hook") == 0) {
+                if (cfg_path(cx, av, key, &tc->dns_hook) != 0) {
+                    return -1;
+                }
+            } else if (strcmp(key, "renew_before") == 0
+                       || strcmp(key, "retry") == 0)
+            {
+                s = cfg_scalar(cx, av, key);
+                if (s == NULL) {
+                    return -1;
+                }
+                ms = parse_duration_ms(s);
+                if (ms < 1000 || ms > 365LL * 86400 * 1000) {
+                    return cfg_error(cx, av, "%s: \"%s\" is not a duration "
+                                     "from 1s to 365d", key, s);
+                }
+                if (key[1] == 'e' && key[2] == 'n') {
+                    tc->renew_before_ms = ms;
+                } else {
+                    tc->retry_ms = ms > 86400000 ? 86400000 : (unsigned) ms;
+                }
+            } else {
+                return cfg_error(cx, ak, "tls.acme: unknown key \"%s\"",
+                                 key);
+            }
+        }
+
+        if (tc->directory == NULL) {
+            return cfg_error(cx, v, "tls.acme.directory: required (e.g. "
+                             "https://acme-v02.api.letsencrypt.org/"
+                             "directory)");
+        }
+        if ((tc->eab_kid == NULL) != (tc->eab_hmac_key == NULL)) {
+            return cfg_error(cx, v, "tls.acme: eab_kid and eab_hmac_key "
+                             "go together");
+        }
+    }
+
+    return 0;
+}
+
+
 static int
 cfg_root(struct cfg_ctx *cx, yaml_node_t *root, struct config *c)
 {
@@ -428,6 +544,10 @@ cfg_root(struct cfg_ctx *cx, yaml_node_t *root, struct config *c)
             if (cfg_backends(cx, v, c) != 0) {
                 return -1;
             }
+        } else if (strcmp(key, "tls") == 0) {
+            if (cfg_tls(cx, v, &c->tls) != 0) {
+                return -1;
+            }
         } else {
             return cfg_error(cx, k, "unknown key \"%s\"", key);
         }
@@ -463,6 +583,8 @@ config_defaults(const char *file)
     c->local.stop_grace_ms = 10000;
     c->local.drain_unknown_ms = 10000;
     c->local.max_failures = 3;
+    c->tls.renew_before_ms = 30LL * 86400 * 1000;
+    c->tls.retry_ms = 60 * 1000;
     return c;
 }
 
@@ -522,6 +644,12 @@ config_load(const char *file, char *err, size_t errlen)
         snprintf(buf, sizeof(buf), "http://{name}.%s", c->domain);
         c->service_url = xstrdup(buf);
     }
+    if (c->tls.webroot == NULL) {
+        c->tls.webroot = xstrdup("/var/lib/dstack/acme");
+    }
+    if (c->tls.client == NULL) {
+        c->tls.client = xstrdup("uacme");
+    }
     if (c->client_config == NULL) {
         snprintf(buf, sizeof(buf), "%s/client.yml", c->state_dir);
         c->client_config = xstrdup(buf);
@@ -548,5 +676,12 @@ config_free(struct config *c)
     free(c->notify_socket);
     free(c->group);
     free(c->local.nvidia_smi);
+    free(c->tls.directory);
+    free(c->tls.email);
+    free(c->tls.eab_kid);
+    free(c->tls.eab_hmac_key);
+    free(c->tls.webroot);
+    free(c->tls.client);
+    free(c->tls.dns_hook);
     free(c);
 }

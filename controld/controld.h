@@ -47,6 +47,20 @@ struct local_conf {
     unsigned        max_failures;       /* before a run fails */
 };
 
+/* tls: in controld.yml; certificates (tls.c) */
+struct tls_conf {
+    int             acme;               /* tls.acme is set */
+    char           *directory;          /* ACME directory URL */
+    char           *email;              /* account contact, or NULL */
+    char           *eab_kid;            /* external account binding */
+    char           *eab_hmac_key;       /* base64url */
+    char           *webroot;            /* nginx serves the challenges */
+    char           *client;             /* uacme */
+    char           *dns_hook;           /* dns-01 wildcard, or NULL */
+    long long       renew_before_ms;
+    unsigned        retry_ms;           /* first retry after a failure */
+};
+
 struct config {
     char           *file;
     char           *state_dir;
@@ -61,6 +75,7 @@ struct config {
     char           *group;              /* nginx's group: state, sockets */
     int             log_level;
     struct local_conf local;
+    struct tls_conf tls;
 };
 
 extern struct config   *conf;
@@ -269,6 +284,20 @@ int store_load_runs(void);
  */
 int store_flush(void);
 int store_put_service(struct run *r, char *err, size_t errlen);
+int store_put_cert(ds_cert_t *c, char *err, size_t errlen);
+
+
+/* ---- certificates (tls.c) ----------------------------------------------- */
+
+/* the local CA and gateway certificate; the ACME hook and directories */
+int tls_init(void);
+void tls_stop(void);
+/* ACME: issue and renew, from the loop's tick */
+void tls_tick(void);
+/* 1 when pid was an ACME child */
+int tls_child_exited(pid_t pid, int status);
+/* the run's certificate for the API, or NULL */
+cJSON *tls_to_api(const struct run *r);
 
 
 /* ---- tokens (tokens.c) -------------------------------------------------- */

@@ -79,7 +79,9 @@ reap_children(void)
     int    status;
 
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        reconcile_child_exited(pid, status);
+        if (!tls_child_exited(pid, status)) {
+            reconcile_child_exited(pid, status);
+        }
     }
 }
 
@@ -243,6 +245,9 @@ main(int argc, char **argv)
     if (tokens_bootstrap() != 0) {
         return 1;
     }
+    if (tls_init() != 0) {
+        return 1;
+    }
     if (api_start(err, sizeof(err)) != 0) {
         log_warnx("%s", err);
         return 1;
@@ -311,6 +316,7 @@ main(int argc, char **argv)
             reap_children();
             reconcile_tick();
             stats_tick();
+            tls_tick();
             api_tick();
             next_tick = now + CONTROLD_TICK_MS;
         }
@@ -331,6 +337,7 @@ main(int argc, char **argv)
     log_info("%s: exiting; replicas keep running and the next start adopts "
              "them", got_term == SIGINT ? "SIGINT" : "SIGTERM");
     store_flush();
+    tls_stop();
     notify_stop();
     api_stop();
     store_close();

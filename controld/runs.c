@@ -514,6 +514,9 @@ run_to_api(const struct run *r)
         cJSON_AddItemToObject(o, "scaling", m);
     }
     cJSON_AddStringToObject(o, "url", run_url(r));
+    if ((m = tls_to_api(r)) != NULL) {
+        cJSON_AddItemToObject(o, "tls", m);
+    }
     if (r->spec.model.enabled) {
         m = cJSON_AddObjectToObject(o, "model");
         cJSON_AddStringToObject(m, "name", r->spec.model.name);

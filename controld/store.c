@@ -219,6 +219,32 @@ store_put_service(struct run *r, char *errbuf, size_t errlen)
 }
 
 
+/* a certificate (tls.c), in a transaction of its own */
+int
+store_put_cert(ds_cert_t *c, char *errbuf, size_t errlen)
+{
+    ds_txn_t  *txn;
+    ds_err_t   err;
+    int        rc;
+
+    if (ds_txn_begin(state, 1, &txn, &err) != DS_OK) {
+        snprintf(errbuf, errlen, "%s", err.msg);
+        return DS_ERROR;
+    }
+    rc = ds_put_cert(txn, c, &err);
+    if (rc != DS_OK) {
+        ds_txn_abort(txn);
+        snprintf(errbuf, errlen, "%s", err.msg);
+        return rc;
+    }
+    if (ds_txn_commit(txn, &err) != DS_OK) {
+        snprintf(errbuf, errlen, "%s", err.msg);
+        return DS_ERROR;
+    }
+    return DS_OK;
+}
+
+
 int
 store_flush(void)
 {
