@@ -24,6 +24,8 @@
  *    "all":false,"services":["a"],"expires":0,"created":0}
  *   {"op":"del_token","token":"<plain text>"}
  *   {"op":"setting","key":"k","value":"v"}
+ *   {"op":"cert","host":"a.test.local","cert":"<PEM>","key":"<PEM>",
+ *    "not_after":0,"acme":false}
  *   {"op":"run","name":"a","doc":{...}}
  *
  * Omitted service fields take ds_service_init()'s defaults, except auth
@@ -638,6 +640,42 @@ seed_setting(seed_ctx_t *ctx, const cJSON *op)
 
 
 static int
+seed_cert(seed_ctx_t *ctx, const cJSON *op)
+{
+    int          acme;
+    ds_err_t     err;
+    ds_cert_t    c;
+    const char  *cert, *key;
+
+    memset(&c, 0, sizeof(c));
+    acme = 0;
+    cert = NULL;
+    key = NULL;
+
+    if (seed_str(ctx, op, "host", 1, &c.host) != 0
+        || seed_string(ctx, op, "cert", 1, &cert) != 0
+        || seed_string(ctx, op, "key", 1, &key) != 0
+        || seed_uint(ctx, op, "not_after", UINT64_MAX, &c.not_after) != 0
+        || seed_bool(ctx, op, "acme", &acme) != 0)
+    {
+        return -1;
+    }
+
+    c.flags = acme ? DS_CERT_ACME : DS_CERT_LOCAL;
+    c.cert.data = cert;
+    c.cert.len = (uint32_t) strlen(cert);
+    c.key.data = key;
+    c.key.len = (uint32_t) strlen(key);
+
+    if (ds_put_cert(ctx->txn, &c, &err) != DS_OK) {
+        return seed_fail(ctx, "%s", err.msg);
+    }
+
+    return 0;
+}
+
+
+static int
 seed_run(seed_ctx_t *ctx, const cJSON *op)
 {
     int           rc;
@@ -685,6 +723,7 @@ static const seed_op_t  seed_ops[] = {
       "op token name admin all services expires created" },
     { "del_token", seed_del_token, "op token" },
     { "setting", seed_setting, "op key value" },
+    { "cert", seed_cert, "op host cert key not_after acme" },
     { "run", seed_run, "op name doc" },
 };
 
