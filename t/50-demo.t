@@ -1,7 +1,8 @@
 #!/usr/bin/perl
 # The README's demo, as a new user runs it: examples/demo starts nginx and
-# controld, deploys examples/hello, and prints a curl that works; the
-# printed curl is run as printed; "examples/demo stop" ends everything.
+# controld, deploys examples/hello, and prints a curl that works, over
+# HTTP and over HTTPS with --cacert; the printed curls are run as
+# printed; "examples/demo stop" ends everything.
 
 use strict;
 use warnings;
@@ -41,6 +42,14 @@ for (1 .. 6) {
 }
 is_deeply([sort keys %seen], [0, 1],
     'the printed curl works, and both replicas answer it');
+
+my ($tls) = $out =~ m{^\s+(curl --cacert \S+ -H 'Authorization: Bearer dst_\S+' https://hello\.\S+)$}m;
+ok($tls, 'it prints an HTTPS curl with --cacert') or diag $out;
+my $answer = $tls ? `$tls 2>/dev/null` : '';
+my $r = eval { $DsTest::JSON->decode($answer) } || {};
+ok(defined $r->{replica},
+    'the printed HTTPS curl works, verified against the private CA')
+    or diag "it answered: $answer";
 
 my ($bare) = $out =~ /^\s+(curl -i \S+)$/m;
 like(`$bare 2>&1`, qr{^HTTP/1\.1 401}m, 'without the token: 401');
