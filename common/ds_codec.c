@@ -420,7 +420,23 @@ static int
 ds_check_str(const ds_str_t *s, size_t min, size_t max, const char *record,
     const char *ctx, uint32_t idx, const char *what, ds_err_t *err)
 {
-    char  where[64];
+    char         where[64];
+    const char  *why;
+
+    /* on the hot path every record is valid: name the problem only when
+     * there is one */
+    if (s->len > 0 && s->data == NULL) {
+        why = "has a length but no data";
+
+    } else if (s->len < min) {
+        why = "is empty";
+
+    } else if (s->len > max) {
+        why = NULL;
+
+    } else {
+        return 0;
+    }
 
     if (ctx != NULL) {
         snprintf(where, sizeof(where), "%s %u %s", ctx, idx, what);
@@ -428,23 +444,15 @@ ds_check_str(const ds_str_t *s, size_t min, size_t max, const char *record,
         snprintf(where, sizeof(where), "%s", what);
     }
 
-    if (s->len > 0 && s->data == NULL) {
-        ds_err_set(err, "%s: %s has a length but no data", record, where);
-        return -1;
-    }
+    if (why != NULL) {
+        ds_err_set(err, "%s: %s %s", record, where, why);
 
-    if (s->len < min) {
-        ds_err_set(err, "%s: %s is empty", record, where);
-        return -1;
-    }
-
-    if (s->len > max) {
+    } else {
         ds_err_set(err, "%s: %s length %u exceeds %zu", record, where,
                    s->len, max);
-        return -1;
     }
 
-    return 0;
+    return -1;
 }
 
 

@@ -14,6 +14,26 @@
 
 static ngx_int_t ngx_http_dstack_bearer(ngx_http_request_t *r,
     ngx_str_t *token);
+static void ngx_http_dstack_token_hash(ngx_str_t *token, u_char *hash);
+
+
+/*
+ * The SHA-256 of recently seen tokens, per worker, so that a client's
+ * every request does not hash its token again.  The token itself is
+ * compared in constant time; the record is still looked up in LMDB on
+ * every request, so a revocation applies at once.
+ */
+#define NGX_HTTP_DSTACK_TOKEN_CACHE      64     /* slots, a power of 2 */
+#define NGX_HTTP_DSTACK_TOKEN_CACHED     64     /* longest token kept */
+
+typedef struct {
+    u_char                   token[NGX_HTTP_DSTACK_TOKEN_CACHED];
+    size_t                   len;
+    u_char                   hash[DS_TOKEN_HASH_LEN];
+} ngx_http_dstack_token_hash_t;
+
+static ngx_http_dstack_token_hash_t
+    ngx_http_dstack_token_hashes[NGX_HTTP_DSTACK_TOKEN_CACHE];
 
 
 ngx_int_t
@@ -65,7 +85,7 @@ ngx_http_dstack_token(ngx_http_request_t *r, ds_txn_t *txn, ds_token_t *tok,
         return NGX_HTTP_UNAUTHORIZED;
     }
 
-    ds_sha256(token.data, token.len, hash);
+    ngx_http_dstack_token_hash(&token, hash);
 
     rc = ds_get_token(txn, hash, tok, &err);
 
@@ -126,4 +146,30 @@ ngx_http_dstack_bearer(ngx_http_request_t *r, ngx_str_t *token)
     token->len = last - p;
 
     return NGX_OK;
+}
+
+
+static void
+ngx_http_dstack_token_hash(ngx_str_t *token, u_char *hash)
+{
+    ngx_http_dstack_token_hash_t  *e;
+
+    if (token->len > NGX_HTTP_DSTACK_TOKEN_CACHED) {
+        ds_sha256(token->data, token->len, hash);
+        return;
+    }
+
+    e = &ngx_http_dstack_token_hashes[ngx_hash_key(token->data, token->len)
+                                      & (NGX_HTTP_DSTACK_TOKEN_CACHE - 1)];
+
+    if (e->len == token->len && ds_ct_equal(e->token, token->data, e->len)) {
+        ngx_memcpy(hash, e->hash, DS_TOKEN_HASH_LEN);
+        return;
+    }
+
+    ds_sha256(token->data, token->len, hash);
+
+    ngx_memcpy(e->token, token->data, token->len);
+    e->len = token->len;
+    ngx_memcpy(e->hash, hash, DS_TOKEN_HASH_LEN);
 }

@@ -285,16 +285,32 @@ ngx_http_dstack_metrics_set_layout(ngx_http_dstack_metrics_ctx_t *ctx,
 
 
 /*
- * The zone of the cycle this process runs.  Looked up through the cycle
- * rather than kept in a static: a worker respawned after a failed reload
- * must not see a zone of the configuration that failed.
+ * The zone of the cycle this process runs.  Kept per worker from its
+ * init_process, when ngx_cycle is the cycle it will serve for its whole
+ * life (a worker respawned after a failed reload gets the master's
+ * current cycle, never the one that failed); looked up before that.
  */
+
+static ngx_http_dstack_metrics_ctx_t  *ngx_http_dstack_metrics_worker;
+
+
+void
+ngx_http_dstack_metrics_init_worker(ngx_cycle_t *cycle)
+{
+    ngx_http_dstack_metrics_worker = NULL;
+    ngx_http_dstack_metrics_worker = ngx_http_dstack_metrics_ctx();
+}
+
 
 static ngx_http_dstack_metrics_ctx_t *
 ngx_http_dstack_metrics_ctx(void)
 {
     ngx_http_dstack_main_conf_t    *dmcf;
     ngx_http_dstack_metrics_ctx_t  *ctx;
+
+    if (ngx_http_dstack_metrics_worker) {
+        return ngx_http_dstack_metrics_worker;
+    }
 
     dmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
                                                ngx_http_dstack_module);

@@ -554,6 +554,8 @@ ngx_http_dstack_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    ngx_http_dstack_metrics_init_worker(cycle);
+
     if (ngx_http_dstack_hold_init_worker(cycle) != NGX_OK) {
         return NGX_ERROR;
     }

@@ -221,6 +221,7 @@ ngx_int_t ngx_http_dstack_limit(ngx_http_request_t *r,
 /* metrics.c */
 ngx_int_t ngx_http_dstack_metrics_zone_init(ngx_conf_t *cf,
     ngx_http_dstack_main_conf_t *dmcf);
+void ngx_http_dstack_metrics_init_worker(ngx_cycle_t *cycle);
 ngx_http_dstack_service_metrics_t *ngx_http_dstack_service_metrics(
     uint32_t slot, uint64_t uid);
 ngx_http_dstack_replica_metrics_t *ngx_http_dstack_replica_metrics(

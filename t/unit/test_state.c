@@ -269,14 +269,14 @@ test_service_decode_rejects(void **state)
     assert_patched(&b, 4, 2, decode_service, "version 2 is not supported");
     assert_patched(&b, 6, 1, decode_service, "reserved");
     assert_patched(&b, 20, 0x80, decode_service, "unknown flags 0x80");
-    assert_patched(&b, 40, 9, decode_service, "model format 9 is unknown");
-    assert_patched(&b, 42, 17, decode_service,
+    assert_patched(&b, 48, 9, decode_service, "model format 9 is unknown");
+    assert_patched(&b, 50, 17, decode_service,
                    "17 rate limits exceed the maximum of 16");
-    assert_patched(&b, 42, 3, decode_service, "truncated");
-    assert_patched(&b, 42, 1, decode_service, "trailing bytes");
+    assert_patched(&b, 50, 3, decode_service, "truncated");
+    assert_patched(&b, 50, 1, decode_service, "trailing bytes");
 
-    assert_patched(&b, 44, 0, decode_service, "service record: name is empty");
-    assert_patched(&b, 44, 64, decode_service,
+    assert_patched(&b, 52, 0, decode_service, "service record: name is empty");
+    assert_patched(&b, 52, 64, decode_service,
                    "service record: name length 64 exceeds 63");
 
     /* trailing garbage */
@@ -287,7 +287,7 @@ test_service_decode_rejects(void **state)
     assert_msg(&err, "1 trailing bytes");
 
     /* the first rate limit's key type, then its prefix length: 300 */
-    off = 44 + 2 + 5 + 2 + 21 + 2 + 3;
+    off = 52 + 2 + 5 + 2 + 21 + 2 + 3;
     assert_int_equal(b.data[off], DS_RL_KEY_IP);
     assert_patched(&b, off, 7, decode_service,
                    "rate limit 0 key type 7 is unknown");
