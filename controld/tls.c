@@ -672,12 +672,16 @@ acme_failure(const struct tls_host *h, int status, char *buf, size_t n)
         p = q;
     }
     if (p != NULL && (p = strchr(p + 8, '"')) != NULL) {
-        p++;
-        q = p;
-        while (*q && *q != '"' && *q != '\n') {
-            q++;
+        /* the JSON string, its escapes undone ("\"" and "\\" only) */
+        for (p++, len = 0; *p && *p != '"' && *p != '\n' && len + 1 < n;
+             p++)
+        {
+            if (*p == '\\' && p[1] != '\0') {
+                p++;
+            }
+            buf[len++] = *p;
         }
-        fmt(buf, n, "%.*s", (int) (q - p), p);
+        buf[len] = '\0';
         free(text);
         return;
     }
