@@ -832,6 +832,23 @@ test_ct_equal(void **state)
     }
 
     assert_int_equal(ds_ct_equal(a, b, 32), 1);
+
+    /* every length, every position, every bit: the word-wise loop and
+     * its tail */
+    {
+        int  len, bit;
+
+        for (len = 1; len <= 32; len++) {
+            for (i = 0; i < len; i++) {
+                for (bit = 0; bit < 8; bit++) {
+                    b[i] ^= (uint8_t) (1 << bit);
+                    assert_int_equal(ds_ct_equal(a, b, len), 0);
+                    b[i] ^= (uint8_t) (1 << bit);
+                }
+            }
+            assert_int_equal(ds_ct_equal(a, b, len), 1);
+        }
+    }
 }
 
 
