@@ -166,6 +166,8 @@ check:
 
 bench: $(PROGRAMS)
 	DSTACK_BUILD=$(CURDIR)/$(B) DSTACK_NGINX=$(NGINX_BIN) bench/run
+	DSTACK_BUILD=$(CURDIR)/$(B) DSTACK_NGINX=$(NGINX_BIN) bench/openai
+	DSTACK_BUILD=$(CURDIR)/$(B) DSTACK_NGINX=$(NGINX_BIN) bench/autoscale
 
 demo: $(PROGRAMS)
 	DSTACK_BUILD=$(CURDIR)/$(B) DSTACK_NGINX=$(NGINX_BIN) examples/demo
