@@ -37,6 +37,11 @@ dsctl_ps_status(const cJSON *o, char *buf, size_t n)
 {
     const char  *st = dsctl_json_str(o, "status");
     const char  *msg = dsctl_json_str(o, "message");
+    const char  *tls;
+
+    /* an ACME failure: the certificate's cause, whatever the status */
+    tls = dsctl_json_str(cJSON_GetObjectItemCaseSensitive(o, "tls"),
+                         "error");
 
     if (st == NULL) {
         st = "-";
@@ -45,6 +50,8 @@ dsctl_ps_status(const cJSON *o, char *buf, size_t n)
         && (strcmp(st, "pending") == 0 || strcmp(st, "failed") == 0))
     {
         snprintf(buf, n, "%s (%s)", st, msg);
+    } else if (tls != NULL) {
+        snprintf(buf, n, "%s (certificate: %s)", st, tls);
     } else {
         snprintf(buf, n, "%s", st);
     }

@@ -193,6 +193,9 @@ like($run->{tls}{error} // '', qr/127\.0\.0\.2|connection|refused|fetching/i,
 like($s->log_text, qr/certificate for elsewhere\.test\.local: .*again in/,
     'and in the log, with the retry');
 is($s->run('secure')->{status}, 'running', 'the other service runs on');
+my $ps = `DSTACK_CONFIG=@{[ $s->client_config ]} HOME=$dir $DsTest::BUILD/dstackctl ps 2>&1`;
+like($ps, qr/^\s*elsewhere\s.*\(certificate: .*127\.0\.0\.2/mi,
+    'dstackctl ps shows the cause') or diag $ps;
 
 $s->finish;
 $t->done;
