@@ -51,6 +51,21 @@ ok(defined $r->{replica},
     'the printed HTTPS curl works, verified against the private CA')
     or diag "it answered: $answer";
 
+# the API and the model endpoint on gateway.<domain>, over HTTPS too
+if ($tls) {
+    my ($cacert, $url) = $tls =~ m{--cacert (\S+) .* (https://\S+)$};
+    (my $gw = $url) =~ s{//hello\.}{//gateway.};
+    $gw =~ s{/$}{};
+    my ($admin) = (DsTest::_slurp("$dir/demo/client.yml") // '')
+        =~ /^token:\s*(\S+)/m;
+    my $health = `curl -s --cacert $cacert -H 'Authorization: Bearer $admin' $gw/api/health`;
+    like($health, qr/"ok":\s*true/, 'the API answers on https://gateway.<domain>')
+        or diag $health;
+    my $models = `curl -s --cacert $cacert -H 'Authorization: Bearer $admin' $gw/v1/models`;
+    like($models, qr/"object":\s*"list"/, 'so does the model endpoint')
+        or diag $models;
+}
+
 my ($bare) = $out =~ /^\s+(curl -i \S+)$/m;
 like(`$bare 2>&1`, qr{^HTTP/1\.1 401}m, 'without the token: 401');
 
