@@ -3773,6 +3773,52 @@ static const ds_vfield_t  ds_rl_fields[RL_N] = {
 };
 
 
+/*
+ * A list of at most `max` mappings, each validated by `item` (which sees
+ * the items accepted so far, to refuse duplicates); errors carry the
+ * index in their path.
+ */
+typedef int (*ds_v_item_pt)(ds_vctx_t *c, const cJSON *in,
+    const cJSON *done, cJSON **out);
+
+static int
+ds_v_list(ds_vctx_t *c, const cJSON *in, const char *what,
+    const char *expected, int max, ds_v_item_pt item, cJSON **out)
+{
+    int           i, rc;
+    size_t        old;
+    const cJSON  *it;
+    cJSON        *one;
+
+    if (!cJSON_IsArray(in)) {
+        return ds_v_fail(c, in, 0, "expected %s, got %s", expected,
+                         ds_tname(in));
+    }
+
+    if (cJSON_GetArraySize(in) > max) {
+        return ds_v_fail(c, in, 0, "too many %s (more than %d)", what, max);
+    }
+
+    *out = cJSON_CreateArray();
+    if (*out == NULL) {
+        return ds_v_oom(c);
+    }
+
+    for (i = 0, it = in->child; it; i++, it = it->next) {
+        one = NULL;
+        old = ds_v_pushi(c, i);
+        rc = item(c, it, *out, &one);
+        ds_v_pop(c, old);
+
+        if (rc != DS_OK || ds_v_append(c, *out, one) != DS_OK) {
+            return rc != DS_OK ? rc : DS_ERROR;
+        }
+    }
+
+    return DS_OK;
+}
+
+
 static int
 ds_v_rate_limit(ds_vctx_t *c, const cJSON *in, const cJSON *done,
     cJSON **out)
@@ -3829,38 +3875,8 @@ done:
 static int
 ds_v_f_rate_limits(ds_vctx_t *c, const cJSON *in, cJSON **out)
 {
-    int           i, rc;
-    size_t        old;
-    const cJSON  *it;
-    cJSON        *rl;
-
-    if (!cJSON_IsArray(in)) {
-        return ds_v_fail(c, in, 0, "expected a list of rate limits, got %s",
-                         ds_tname(in));
-    }
-
-    if (cJSON_GetArraySize(in) > DS_RATE_LIMITS_MAX) {
-        return ds_v_fail(c, in, 0, "too many rate limits (more than %d)",
-                         DS_RATE_LIMITS_MAX);
-    }
-
-    *out = cJSON_CreateArray();
-    if (*out == NULL) {
-        return ds_v_oom(c);
-    }
-
-    for (i = 0, it = in->child; it; i++, it = it->next) {
-        rl = NULL;
-        old = ds_v_pushi(c, i);
-        rc = ds_v_rate_limit(c, it, *out, &rl);
-        ds_v_pop(c, old);
-
-        if (rc != DS_OK || ds_v_append(c, *out, rl) != DS_OK) {
-            return rc != DS_OK ? rc : DS_ERROR;
-        }
-    }
-
-    return DS_OK;
+    return ds_v_list(c, in, "rate limits", "a list of rate limits",
+                     DS_RATE_LIMITS_MAX, ds_v_rate_limit, out);
 }
 
 
@@ -3993,47 +4009,29 @@ static const ds_vfield_t  ds_header_fields[] = {
 
 
 static int
+ds_v_header(ds_vctx_t *c, const cJSON *in, const cJSON *done, cJSON **out)
+{
+    int     rc;
+    cJSON  *s[2];
+
+    (void) done;
+    s[0] = s[1] = NULL;
+
+    rc = ds_v_object(c, in, ds_header_fields, 2, NULL, s);
+    if (rc == DS_OK) {
+        rc = ds_v_assemble(c, ds_header_fields, 2, s, out);
+    }
+
+    ds_v_free_slots(s, 2);
+    return rc;
+}
+
+
+static int
 ds_v_f_headers(ds_vctx_t *c, const cJSON *in, cJSON **out)
 {
-    int           i, rc;
-    size_t        old;
-    const cJSON  *it;
-    cJSON        *h, *s[2];
-
-    if (!cJSON_IsArray(in)) {
-        return ds_v_fail(c, in, 0, "expected a list of {name, value}, "
-                         "got %s", ds_tname(in));
-    }
-
-    if (cJSON_GetArraySize(in) > DS_SPEC_HEADERS_MAX) {
-        return ds_v_fail(c, in, 0, "too many headers (more than %d)",
-                         DS_SPEC_HEADERS_MAX);
-    }
-
-    *out = cJSON_CreateArray();
-    if (*out == NULL) {
-        return ds_v_oom(c);
-    }
-
-    for (i = 0, it = in->child; it; i++, it = it->next) {
-        s[0] = s[1] = NULL;
-        h = NULL;
-
-        old = ds_v_pushi(c, i);
-        rc = ds_v_object(c, it, ds_header_fields, 2, NULL, s);
-        ds_v_pop(c, old);
-
-        if (rc == DS_OK) {
-            rc = ds_v_assemble(c, ds_header_fields, 2, s, &h);
-        }
-        ds_v_free_slots(s, 2);
-
-        if (rc != DS_OK || ds_v_append(c, *out, h) != DS_OK) {
-            return rc != DS_OK ? rc : DS_ERROR;
-        }
-    }
-
-    return DS_OK;
+    return ds_v_list(c, in, "headers", "a list of {name, value}",
+                     DS_SPEC_HEADERS_MAX, ds_v_header, out);
 }
 
 
@@ -4181,38 +4179,8 @@ done:
 static int
 ds_v_f_probes(ds_vctx_t *c, const cJSON *in, cJSON **out)
 {
-    int           i, rc;
-    size_t        old;
-    const cJSON  *it;
-    cJSON        *p;
-
-    if (!cJSON_IsArray(in)) {
-        return ds_v_fail(c, in, 0, "expected a list of probes, got %s",
-                         ds_tname(in));
-    }
-
-    if (cJSON_GetArraySize(in) > DS_SPEC_PROBES_MAX) {
-        return ds_v_fail(c, in, 0, "too many probes (more than %d)",
-                         DS_SPEC_PROBES_MAX);
-    }
-
-    *out = cJSON_CreateArray();
-    if (*out == NULL) {
-        return ds_v_oom(c);
-    }
-
-    for (i = 0, it = in->child; it; i++, it = it->next) {
-        p = NULL;
-        old = ds_v_pushi(c, i);
-        rc = ds_v_probe(c, it, *out, &p);
-        ds_v_pop(c, old);
-
-        if (rc != DS_OK || ds_v_append(c, *out, p) != DS_OK) {
-            return rc != DS_OK ? rc : DS_ERROR;
-        }
-    }
-
-    return DS_OK;
+    return ds_v_list(c, in, "probes", "a list of probes",
+                     DS_SPEC_PROBES_MAX, ds_v_probe, out);
 }
 
 
