@@ -40,8 +40,10 @@ for (1 .. 6) {
     diag "the curl answered: $answer" unless defined $r->{replica};
     $seen{ $r->{replica} // 'none' }++;
 }
-is_deeply([sort keys %seen], [0, 1],
-    'the printed curl works, and both replicas answer it');
+# one replica when this host cannot give each its own network namespace
+my @want = $out =~ /no network namespaces here/ ? (0) : (0, 1);
+is_deeply([sort keys %seen], \@want,
+    'the printed curl works, and every replica answers it');
 
 my ($tls) = $out =~ m{^\s+(curl --cacert \S+ -H 'Authorization: Bearer dst_\S+' https://hello\.\S+)$}m;
 ok($tls, 'it prints an HTTPS curl with --cacert') or diag $out;
