@@ -771,6 +771,13 @@ ds_txn_abort(ds_txn_t *txn)
 }
 
 
+uint64_t
+ds_txn_id(ds_txn_t *txn)
+{
+    return (uint64_t) mdb_txn_id(txn->txn);
+}
+
+
 void
 ds_txn_reset(ds_txn_t *txn)
 {

@@ -296,6 +296,8 @@ int ds_txn_begin(ds_state_t *st, int write, ds_txn_t **txn, ds_err_t *err);
 int ds_txn_commit(ds_txn_t *txn, ds_err_t *err);  /* frees txn */
 void ds_txn_abort(ds_txn_t *txn);                 /* frees txn */
 void ds_txn_reset(ds_txn_t *txn);                 /* read only */
+/* the id of the commit a (renewed) read transaction sees */
+uint64_t ds_txn_id(ds_txn_t *txn);
 int ds_txn_renew(ds_txn_t *txn, ds_err_t *err);   /* read only */
 
 /* readers: results point into the map until the txn ends or resets */

@@ -71,10 +71,11 @@ ngx_int_t
 ngx_http_dstack_token(ngx_http_request_t *r, ds_txn_t *txn, ds_token_t *tok,
     ngx_str_t *reason)
 {
-    u_char      hash[DS_TOKEN_HASH_LEN];
-    ngx_int_t   rc;
-    ngx_str_t   token;
-    ds_err_t    err;
+    u_char             hash[DS_TOKEN_HASH_LEN];
+    ngx_int_t          rc;
+    ngx_str_t          token;
+    ds_err_t           err;
+    const ds_token_t  *found;
 
     if (r->headers_in.authorization == NULL) {
         return NGX_DECLINED;
@@ -87,7 +88,10 @@ ngx_http_dstack_token(ngx_http_request_t *r, ds_txn_t *txn, ds_token_t *tok,
 
     ngx_http_dstack_token_hash(&token, hash);
 
-    rc = ds_get_token(txn, hash, tok, &err);
+    rc = ngx_http_dstack_state_token(txn, hash, &found, &err);
+    if (rc == DS_OK) {
+        *tok = *found;
+    }
 
     if (rc == DS_NOTFOUND || (rc == DS_OK
         && !ds_ct_equal(tok->hash, hash, DS_TOKEN_HASH_LEN)))

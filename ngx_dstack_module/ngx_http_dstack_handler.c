@@ -13,9 +13,10 @@
 static ngx_int_t ngx_http_dstack_run_name(ngx_http_request_t *r,
     ngx_str_t *domain, ngx_str_t *name);
 static ngx_int_t ngx_http_dstack_admit(ngx_http_request_t *r,
-    ngx_http_dstack_ctx_t *ctx, ds_txn_t *txn, const ds_service_t *svc);
+    ngx_http_dstack_ctx_t *ctx, ds_txn_t *txn, const ds_service_t *svc,
+    const ds_replica_set_t *set);
 static ngx_int_t ngx_http_dstack_copy_peers(ngx_http_request_t *r,
-    ngx_http_dstack_ctx_t *ctx, ds_txn_t *txn, const ds_service_t *svc);
+    ngx_http_dstack_ctx_t *ctx, const ds_replica_set_t *set);
 static ngx_int_t ngx_http_dstack_no_replica(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx);
 static ngx_int_t ngx_http_dstack_body_filter(ngx_http_request_t *r,
@@ -87,12 +88,14 @@ ngx_int_t
 ngx_http_dstack_serve(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
     ds_txn_t *txn, ngx_str_t *name)
 {
-    ngx_int_t     rc;
-    ngx_str_t     reason;
-    ds_err_t      err;
-    ds_service_t  svc;
+    ngx_int_t                rc;
+    ngx_str_t                reason;
+    ds_err_t                 err;
+    const ds_service_t      *svc;
+    const ds_replica_set_t  *set;
 
-    rc = ds_get_service(txn, (char *) name->data, name->len, &svc, &err);
+    rc = ngx_http_dstack_state_service(txn, name->data, name->len, &svc,
+                                       &set, &err);
 
     if (rc != DS_OK) {
         ngx_http_dstack_state_end();
@@ -115,13 +118,13 @@ ngx_http_dstack_serve(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
 
     /* before auth: a plain request of an https service only learns where
      * to go */
-    rc = ngx_http_dstack_https_redirect(r, &svc);
+    rc = ngx_http_dstack_https_redirect(r, svc);
     if (rc != NGX_DECLINED) {
         ngx_http_dstack_state_end();
         return rc;
     }
 
-    rc = ngx_http_dstack_admit(r, ctx, txn, &svc);
+    rc = ngx_http_dstack_admit(r, ctx, txn, svc, set);
 
     ngx_http_dstack_state_end();
 
@@ -143,11 +146,12 @@ ngx_http_dstack_serve(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
 ngx_int_t
 ngx_http_dstack_repick(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
 {
-    ngx_int_t     rc;
-    ngx_str_t     reason;
-    ds_err_t      err;
-    ds_txn_t     *txn;
-    ds_service_t  svc;
+    ngx_int_t                rc;
+    ngx_str_t                reason;
+    ds_err_t                 err;
+    ds_txn_t                *txn;
+    const ds_service_t      *svc;
+    const ds_replica_set_t  *set;
 
     txn = ngx_http_dstack_state_begin(r->connection->log);
     if (txn == NULL) {
@@ -156,12 +160,12 @@ ngx_http_dstack_repick(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
                                       &reason, 1);
     }
 
-    rc = ds_get_service(txn, (char *) ctx->service.data, ctx->service.len,
-                        &svc, &err);
+    rc = ngx_http_dstack_state_service(txn, ctx->service.data,
+                                       ctx->service.len, &svc, &set, &err);
 
     if (rc == DS_OK) {
         ctx->npeers = 0;
-        rc = ngx_http_dstack_copy_peers(r, ctx, txn, &svc);
+        rc = ngx_http_dstack_copy_peers(r, ctx, set);
 
     } else if (rc == DS_NOTFOUND) {
         ngx_http_dstack_state_end();
@@ -226,7 +230,7 @@ ngx_http_dstack_run_name(ngx_http_request_t *r, ngx_str_t *domain,
  */
 static ngx_int_t
 ngx_http_dstack_admit(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
-    ds_txn_t *txn, const ds_service_t *svc)
+    ds_txn_t *txn, const ds_service_t *svc, const ds_replica_set_t *set)
 {
     time_t      retry_after;
     ngx_int_t   rc;
@@ -284,48 +288,32 @@ ngx_http_dstack_admit(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
         ctx->hold_timeout = svc->hold_timeout_ms;
     }
 
-    return ngx_http_dstack_copy_peers(r, ctx, txn, svc);
+    return ngx_http_dstack_copy_peers(r, ctx, set);
 }
 
 
 /* the ready replicas, into r->pool; draining ones get no new requests */
 static ngx_int_t
 ngx_http_dstack_copy_peers(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
-    ds_txn_t *txn, const ds_service_t *svc)
+    const ds_replica_set_t *set)
 {
     uint32_t                 i;
-    ngx_int_t                rc;
-    ds_err_t                 err;
     ds_replica_t             rep;
-    ds_replica_set_t         set;
     ngx_http_dstack_peer_t  *peer;
 
-    rc = ds_get_replicas(txn, svc->name.data, svc->name.len, &set, &err);
-
-    if (rc == DS_NOTFOUND) {
+    if (set == NULL || set->count == 0) {
         return NGX_OK;
     }
 
-    if (rc != DS_OK) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "dstack replicas of \"%V\": %s", &ctx->service,
-                      err.msg);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (set.count == 0) {
-        return NGX_OK;
-    }
-
-    ctx->peers = ngx_palloc(r->pool, set.count * sizeof(*peer));
+    ctx->peers = ngx_palloc(r->pool, set->count * sizeof(*peer));
     if (ctx->peers == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     peer = ctx->peers;
 
-    for (i = 0; i < set.count; i++) {
-        ds_replica_at(&set, i, &rep);
+    for (i = 0; i < set->count; i++) {
+        ds_replica_at(set, i, &rep);
 
         if (rep.state != DS_REPLICA_READY) {
             continue;

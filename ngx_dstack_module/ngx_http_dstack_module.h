@@ -173,6 +173,12 @@ void ngx_http_dstack_state_exit_worker(ngx_cycle_t *cycle);
  * reason is logged at most once per watch interval) */
 ds_txn_t *ngx_http_dstack_state_begin(ngx_log_t *log);
 void ngx_http_dstack_state_end(void);
+/* decoded records, cached per snapshot; valid until state_end() */
+ngx_int_t ngx_http_dstack_state_service(ds_txn_t *txn, u_char *name,
+    size_t len, const ds_service_t **svc, const ds_replica_set_t **set,
+    ds_err_t *err);
+ngx_int_t ngx_http_dstack_state_token(ds_txn_t *txn, const u_char *hash,
+    const ds_token_t **tok, ds_err_t *err);
 
 /* handler.c */
 ngx_int_t ngx_http_dstack_access_handler(ngx_http_request_t *r);

@@ -11,11 +11,41 @@
  * was removed or replaced we close, answer 503 meanwhile, and reopen as
  * soon as a state appears again.  Opening happens only in the timer, so a
  * missing state costs a request nothing but a pointer test.
+ *
+ * Records are decoded once per commit, not once per request: a small
+ * per-worker cache keeps decoded services (with their replica sets) and
+ * tokens, tagged with the snapshot they were read from (the commit's id,
+ * and how many times this worker opened the state).  Their strings point
+ * into the map, which is safe exactly while the renewed transaction sees
+ * that same commit: LMDB never rewrites the pages of the newest commit,
+ * and the renewed transaction pins them.  Any commit changes the id, so
+ * a new replica set or a revoked token is seen at the next request.
  */
 
 #include "ngx_http_dstack_module.h"
 
 #include <sys/stat.h>
+
+
+#define NGX_HTTP_DSTACK_CACHE_SLOTS  64     /* each cache; a power of 2 */
+
+
+typedef struct {
+    uint64_t                snapshot;   /* 0: empty */
+    int                     rc;         /* DS_OK or DS_NOTFOUND */
+    int                     replicas_rc;
+    ds_service_t            svc;
+    ds_replica_set_t        set;
+    size_t                  len;
+    u_char                  name[DS_NAME_MAX];
+} ngx_http_dstack_cached_service_t;
+
+typedef struct {
+    uint64_t                snapshot;
+    int                     rc;
+    ds_token_t              tok;
+    u_char                  hash[DS_TOKEN_HASH_LEN];
+} ngx_http_dstack_cached_token_t;
 
 
 typedef struct {
@@ -30,6 +60,10 @@ typedef struct {
     ngx_connection_t        watch_conn; /* timers' debug log reads fd */
     ngx_uint_t              reported;   /* the current failure was logged */
     ngx_log_t              *log;
+    uint64_t                opened;     /* times the state was opened */
+    uint64_t                snapshot;   /* of the renewed transaction */
+    ngx_http_dstack_cached_service_t  *services;
+    ngx_http_dstack_cached_token_t    *tokens;
 } ngx_http_dstack_state_t;
 
 
@@ -67,6 +101,16 @@ ngx_http_dstack_state_init_worker(ngx_cycle_t *cycle)
 
     st->log = cycle->log;
     st->interval = dmcf->watch_interval;
+
+    st->services = ngx_calloc(NGX_HTTP_DSTACK_CACHE_SLOTS
+                              * sizeof(ngx_http_dstack_cached_service_t),
+                              cycle->log);
+    st->tokens = ngx_calloc(NGX_HTTP_DSTACK_CACHE_SLOTS
+                            * sizeof(ngx_http_dstack_cached_token_t),
+                            cycle->log);
+    if (st->services == NULL || st->tokens == NULL) {
+        return NGX_ERROR;
+    }
 
     ngx_http_dstack_state_open(st);
 
@@ -106,7 +150,105 @@ ngx_http_dstack_state_begin(ngx_log_t *log)
         return NULL;
     }
 
+    /* commit ids stay far below 2^40; the open count makes a reopened
+     * (maybe replaced) state a new snapshot whatever its ids */
+    st->snapshot = (st->opened << 40) + ds_txn_id(st->txn);
+
     return st->txn;
+}
+
+
+/*
+ * The service `name` and its replica set, decoded, from the cache when
+ * this snapshot already read them.  DS_OK, DS_NOTFOUND or DS_ERROR (err
+ * set); *set is NULL when the service has no replica set.
+ */
+ngx_int_t
+ngx_http_dstack_state_service(ds_txn_t *txn, u_char *name, size_t len,
+    const ds_service_t **svc, const ds_replica_set_t **set, ds_err_t *err)
+{
+    int                                rc;
+    ngx_http_dstack_state_t           *st = &ngx_http_dstack_st;
+    ngx_http_dstack_cached_service_t  *e;
+
+    if (len == 0 || len > DS_NAME_MAX) {
+        return DS_NOTFOUND;
+    }
+
+    e = &st->services[ngx_hash_key(name, len)
+                      & (NGX_HTTP_DSTACK_CACHE_SLOTS - 1)];
+
+    if (e->snapshot != st->snapshot || e->len != len
+        || ngx_memcmp(e->name, name, len) != 0)
+    {
+        e->snapshot = 0;
+
+        rc = ds_get_service(txn, (char *) name, len, &e->svc, err);
+
+        if (rc == DS_OK) {
+            e->replicas_rc = ds_get_replicas(txn, (char *) name, len,
+                                             &e->set, err);
+            if (e->replicas_rc != DS_OK && e->replicas_rc != DS_NOTFOUND) {
+                return DS_ERROR;
+            }
+
+        } else if (rc != DS_NOTFOUND) {
+            return rc;
+        }
+
+        e->rc = rc;
+        e->len = len;
+        ngx_memcpy(e->name, name, len);
+        e->snapshot = st->snapshot;
+    }
+
+    if (e->rc != DS_OK) {
+        return e->rc;
+    }
+
+    *svc = &e->svc;
+    *set = (e->replicas_rc == DS_OK) ? &e->set : NULL;
+
+    return DS_OK;
+}
+
+
+/* the token record of a SHA-256, decoded, from the cache likewise */
+ngx_int_t
+ngx_http_dstack_state_token(ds_txn_t *txn, const u_char *hash,
+    const ds_token_t **tok, ds_err_t *err)
+{
+    int                              rc;
+    ngx_uint_t                       i;
+    ngx_http_dstack_state_t         *st = &ngx_http_dstack_st;
+    ngx_http_dstack_cached_token_t  *e;
+
+    i = ((ngx_uint_t) hash[0] << 8 | hash[1])
+        & (NGX_HTTP_DSTACK_CACHE_SLOTS - 1);
+    e = &st->tokens[i];
+
+    if (e->snapshot != st->snapshot
+        || !ds_ct_equal(e->hash, hash, DS_TOKEN_HASH_LEN))
+    {
+        e->snapshot = 0;
+
+        rc = ds_get_token(txn, hash, &e->tok, err);
+        if (rc != DS_OK && rc != DS_NOTFOUND) {
+            return rc;
+        }
+
+        e->rc = rc;
+        ngx_memcpy(e->hash, hash, DS_TOKEN_HASH_LEN);
+        e->snapshot = st->snapshot;
+    }
+
+    if (e->rc != DS_OK) {
+        return e->rc;
+    }
+
+    *tok = &e->tok;
+
+    return DS_OK;
 }
 
 
@@ -151,6 +293,7 @@ ngx_http_dstack_state_open(ngx_http_dstack_state_t *st)
 
     st->dev = sb.st_dev;
     st->ino = sb.st_ino;
+    st->opened++;
 
     if (st->reported) {
         ngx_log_error(NGX_LOG_NOTICE, st->log, 0,
