@@ -1547,6 +1547,22 @@ ds_v_enum(ds_vctx_t *c, const cJSON *in, const char *what,
 }
 
 
+/* an enum whose canonical spelling is also its normalized value */
+static int
+ds_v_enum_string(ds_vctx_t *c, const cJSON *in, const char *what,
+    const char *const *w, size_t n, cJSON **out)
+{
+    size_t  i;
+
+    if (ds_v_enum(c, in, what, w, n, &i) != DS_OK) {
+        return DS_EINVAL;
+    }
+
+    *out = cJSON_CreateString(w[i]);
+    return *out ? DS_OK : ds_v_oom(c);
+}
+
+
 static int
 ds_v_is_whole(double d)
 {
@@ -3358,15 +3374,9 @@ ds_v_f_replicas(ds_vctx_t *c, const cJSON *in, cJSON **out)
 static int
 ds_v_f_metric(ds_vctx_t *c, const cJSON *in, cJSON **out)
 {
-    size_t                    i;
     static const char *const  metrics[] = { "rps", "inflight" };
 
-    if (ds_v_enum(c, in, "metric", metrics, 2, &i) != DS_OK) {
-        return DS_EINVAL;
-    }
-
-    *out = cJSON_CreateString(metrics[i]);
-    return *out ? DS_OK : ds_v_oom(c);
+    return ds_v_enum_string(c, in, "metric", metrics, 2, out);
 }
 
 
@@ -3493,15 +3503,9 @@ ds_v_f_https(ds_vctx_t *c, const cJSON *in, cJSON **out)
 static int
 ds_v_f_model_type(ds_vctx_t *c, const cJSON *in, cJSON **out)
 {
-    size_t                    i;
     static const char *const  types[] = { "chat" };
 
-    if (ds_v_enum(c, in, "model type", types, 1, &i) != DS_OK) {
-        return DS_EINVAL;
-    }
-
-    *out = cJSON_CreateString("chat");
-    return *out ? DS_OK : ds_v_oom(c);
+    return ds_v_enum_string(c, in, "model type", types, 1, out);
 }
 
 
@@ -3532,15 +3536,9 @@ ds_v_f_model_name(ds_vctx_t *c, const cJSON *in, cJSON **out)
 static int
 ds_v_f_model_format(ds_vctx_t *c, const cJSON *in, cJSON **out)
 {
-    size_t                    i;
     static const char *const  formats[] = { "openai", "tgi" };
 
-    if (ds_v_enum(c, in, "model format", formats, 2, &i) != DS_OK) {
-        return DS_EINVAL;
-    }
-
-    *out = cJSON_CreateString(formats[i]);
-    return *out ? DS_OK : ds_v_oom(c);
+    return ds_v_enum_string(c, in, "model format", formats, 2, out);
 }
 
 
@@ -3660,15 +3658,9 @@ done:
 static int
 ds_v_f_key_type(ds_vctx_t *c, const cJSON *in, cJSON **out)
 {
-    size_t                    i;
     static const char *const  types[] = { "ip_address", "header" };
 
-    if (ds_v_enum(c, in, "key type", types, 2, &i) != DS_OK) {
-        return DS_EINVAL;
-    }
-
-    *out = cJSON_CreateString(types[i]);
-    return *out ? DS_OK : ds_v_oom(c);
+    return ds_v_enum_string(c, in, "key type", types, 2, out);
 }
 
 
@@ -3885,15 +3877,9 @@ ds_v_f_rate_limits(ds_vctx_t *c, const cJSON *in, cJSON **out)
 static int
 ds_v_f_probe_type(ds_vctx_t *c, const cJSON *in, cJSON **out)
 {
-    size_t                    i;
     static const char *const  types[] = { "http" };
 
-    if (ds_v_enum(c, in, "probe type", types, 1, &i) != DS_OK) {
-        return DS_EINVAL;
-    }
-
-    *out = cJSON_CreateString("http");
-    return *out ? DS_OK : ds_v_oom(c);
+    return ds_v_enum_string(c, in, "probe type", types, 1, out);
 }
 
 
@@ -4189,15 +4175,9 @@ ds_v_f_probes(ds_vctx_t *c, const cJSON *in, cJSON **out)
 static int
 ds_v_f_spot_policy(ds_vctx_t *c, const cJSON *in, cJSON **out)
 {
-    size_t                    i;
     static const char *const  policies[] = { "on-demand", "spot", "auto" };
 
-    if (ds_v_enum(c, in, "spot_policy", policies, 3, &i) != DS_OK) {
-        return DS_EINVAL;
-    }
-
-    *out = cJSON_CreateString(policies[i]);
-    return *out ? DS_OK : ds_v_oom(c);
+    return ds_v_enum_string(c, in, "spot_policy", policies, 3, out);
 }
 
 
