@@ -68,17 +68,9 @@ cmd_logs(int argc, char **argv)
         default: return dsctl_opt_error(DSCTL_LOGS_USAGE, c, argv);
         }
     }
-    if (optind >= argc) {
-        return dsctl_usage(DSCTL_LOGS_USAGE, "logs needs the run name");
-    }
-    name = argv[optind++];
-    if (optind < argc) {
-        return dsctl_usage(DSCTL_LOGS_USAGE, "unexpected argument \"%s\"",
-            argv[optind]);
-    }
-    if (!ds_valid_run_name(name, strlen(name))) {
-        return dsctl_usage(DSCTL_LOGS_USAGE, "invalid run name \"%s\"",
-            name);
+    rc = dsctl_run_name_operand(argc, argv, "logs", DSCTL_LOGS_USAGE, &name);
+    if (rc != DSCTL_EXIT_OK) {
+        return rc;
     }
 
     if (dsctl_config_load(&cfg) != 0) {

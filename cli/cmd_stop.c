@@ -67,17 +67,9 @@ cmd_stop(int argc, char **argv)
         default: return dsctl_opt_error(DSCTL_STOP_USAGE, c, argv);
         }
     }
-    if (optind >= argc) {
-        return dsctl_usage(DSCTL_STOP_USAGE, "stop needs the run name");
-    }
-    name = argv[optind++];
-    if (optind < argc) {
-        return dsctl_usage(DSCTL_STOP_USAGE, "unexpected argument \"%s\"",
-            argv[optind]);
-    }
-    if (!ds_valid_run_name(name, strlen(name))) {
-        return dsctl_usage(DSCTL_STOP_USAGE, "invalid run name \"%s\"",
-            name);
+    rc = dsctl_run_name_operand(argc, argv, "stop", DSCTL_STOP_USAGE, &name);
+    if (rc != DSCTL_EXIT_OK) {
+        return rc;
     }
 
     if (dsctl_config_load(&cfg) != 0) {

@@ -63,6 +63,11 @@ int dsctl_usage(const char *usage, const char *fmt, ...)
 /* the usage error for getopt_long's ':' (missing value) or '?' */
 int dsctl_opt_error(const char *usage, int c, char **argv);
 
+/* the one operand after the options, a valid run name: DSCTL_EXIT_OK and
+ * *name, or the usage error ("CMD needs the run name", ...) */
+int dsctl_run_name_operand(int argc, char **argv, const char *cmd,
+    const char *usage, const char **name);
+
 int dsctl_isatty_out(void);
 int dsctl_isatty_in(void);
 

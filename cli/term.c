@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ds_state.h"
 #include "dstackctl.h"
 
 
@@ -65,6 +66,25 @@ dsctl_opt_error(const char *usage, int c, char **argv)
         return dsctl_usage(usage, "option \"%.*s\" %s", n, arg, what);
     }
     return dsctl_usage(usage, "option \"-%c\" %s", optopt, what);
+}
+
+
+int
+dsctl_run_name_operand(int argc, char **argv, const char *cmd,
+    const char *usage, const char **name)
+{
+    if (optind >= argc) {
+        return dsctl_usage(usage, "%s needs the run name", cmd);
+    }
+    *name = argv[optind++];
+    if (optind < argc) {
+        return dsctl_usage(usage, "unexpected argument \"%s\"",
+            argv[optind]);
+    }
+    if (!ds_valid_run_name(*name, strlen(*name))) {
+        return dsctl_usage(usage, "invalid run name \"%s\"", *name);
+    }
+    return DSCTL_EXIT_OK;
 }
 
 
