@@ -33,8 +33,8 @@ my $JSON = $DsTest::JSON;
 
 # ---- the gateway server --------------------------------------------------------
 
-# The shipped "location /v1/ { ... }" of gateway.<domain>, with its
-# include pointing into the repository, and its client_body_buffer_size.
+# gateway.<domain> with the shipped "location /v1/ { ... }"
+# (t/lib/DsOpenAI.pm), one worker
 my $t = DsTest->new(workers => 1);
 my $D = $t->domain;
 my $GW = "gateway.$D";

@@ -45,7 +45,7 @@ sub chat {
 
 my ($prompt, $completion) = (0, 0);
 
-my $r = chat(n => 3);
+my $r = chat(n => 3, headers => { 'X-Test-Header-Delay-Ms' => 300 });
 is($r->{status}, 200, 'a chat completion');
 my $u = $r->{json}{usage};
 ok($u && $u->{prompt_tokens} && $u->{completion_tokens},
@@ -78,7 +78,9 @@ is($m->{errors}, 1, 'one of them failed');
 is($m->{prompt_tokens}, $prompt, "prompt tokens add up ($prompt)");
 is($m->{completion_tokens}, $completion,
     "completion tokens add up ($completion)");
-cmp_ok($m->{ttfb_ms_sum}, '>=', 0, 'time to first byte is summed');
+cmp_ok($m->{ttfb_ms_sum}, '>=', 300,
+    'time to the header is summed (one answer waited 300 ms)');
+cmp_ok($m->{ttfb_ms_sum}, '<', 5000, '... and only the wait is counted');
 
 my $text = $t->metrics;
 like($text, qr/^dstack_model_tokens_total\{service="m",type="prompt"\} $prompt$/m,

@@ -34,6 +34,7 @@ Per request:
   N      = "max_tokens" (or "max_completion_tokens") of the body, else 4
   DELAY  = the X-Test-Delay-Ms request header, else 200 (streams only)
   X-Test-Status: CODE answers CODE with an OpenAI-shaped error instead.
+  X-Test-Header-Delay-Ms: MS waits MS before answering at all.
 
 The log (--log FILE: one JSON object a line; also kept in memory):
   {"event":"request","id":K,"replica":NAME,"method","path","headers":
@@ -289,6 +290,11 @@ class Handler(BaseHTTPRequestHandler):
              "path": self.path, "headers": self.header_map(),
              "body_len": len(raw),
              "body": body if len(raw) <= 65536 else None})
+
+        # time to the answer's header, for the gateway's ttfb metric
+        wait_ms = self.headers.get("X-Test-Header-Delay-Ms")
+        if wait_ms:
+            time.sleep(int(wait_ms) / 1000.0)
 
         forced = self.headers.get("X-Test-Status")
         if forced:
