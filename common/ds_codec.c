@@ -137,6 +137,23 @@ ds_buf_reserve(ds_buf_t *b, size_t n)
 }
 
 
+int
+ds_buf_set(ds_buf_t *b, const void *data, size_t len)
+{
+    b->failed = 0;
+    b->len = 0;
+
+    if (ds_buf_reserve(b, len ? len : 1) != 0) {
+        return DS_ERROR;
+    }
+
+    memcpy(b->data, data, len);
+    b->len = len;
+
+    return DS_OK;
+}
+
+
 static void
 ds_put_bytes(ds_buf_t *b, const void *p, size_t n)
 {

@@ -653,6 +653,19 @@ ds_state_check_lock(ds_state_t *st, ds_err_t *err)
 }
 
 
+uint64_t
+ds_state_last_txnid(ds_state_t *st)
+{
+    MDB_envinfo  info;
+
+    if (mdb_env_info(st->env, &info) != 0) {
+        return 0;
+    }
+
+    return (uint64_t) info.me_last_txnid;
+}
+
+
 int
 ds_state_reader_check(ds_state_t *st)
 {
@@ -932,9 +945,41 @@ ds_need_write(ds_txn_t *txn, const char *what, ds_err_t *err)
 
 /* ---- readers ----------------------------------------------------------- */
 
+/* a record, in place or copied into buf when there is one */
+static int
+ds_raw_copy(ds_txn_t *txn, int db, const void *key, size_t klen,
+    MDB_val *val, ds_buf_t *buf, ds_err_t *err)
+{
+    int  rc;
+
+    rc = ds_raw_get(txn, db, key, klen, val, err);
+
+    if (rc != DS_OK || buf == NULL) {
+        return rc;
+    }
+
+    if (ds_buf_set(buf, val->mv_data, val->mv_size) != DS_OK) {
+        ds_err_set(err, "out of memory for a copy of a record");
+        return DS_ERROR;
+    }
+
+    val->mv_data = buf->data;
+
+    return DS_OK;
+}
+
+
 int
 ds_get_service(ds_txn_t *txn, const char *name, size_t len,
     ds_service_t *svc, ds_err_t *err)
+{
+    return ds_copy_service(txn, name, len, svc, NULL, err);
+}
+
+
+int
+ds_copy_service(ds_txn_t *txn, const char *name, size_t len,
+    ds_service_t *svc, ds_buf_t *buf, ds_err_t *err)
 {
     int      rc;
     MDB_val  v;
@@ -943,7 +988,7 @@ ds_get_service(ds_txn_t *txn, const char *name, size_t len,
         return DS_NOTFOUND;
     }
 
-    rc = ds_raw_get(txn, DS_DB_SERVICES, name, len, &v, err);
+    rc = ds_raw_copy(txn, DS_DB_SERVICES, name, len, &v, buf, err);
     if (rc != DS_OK) {
         return rc;
     }
@@ -961,6 +1006,14 @@ int
 ds_get_replicas(ds_txn_t *txn, const char *name, size_t len,
     ds_replica_set_t *set, ds_err_t *err)
 {
+    return ds_copy_replicas(txn, name, len, set, NULL, err);
+}
+
+
+int
+ds_copy_replicas(ds_txn_t *txn, const char *name, size_t len,
+    ds_replica_set_t *set, ds_buf_t *buf, ds_err_t *err)
+{
     int      rc;
     MDB_val  v;
 
@@ -968,7 +1021,7 @@ ds_get_replicas(ds_txn_t *txn, const char *name, size_t len,
         return DS_NOTFOUND;
     }
 
-    rc = ds_raw_get(txn, DS_DB_REPLICAS, name, len, &v, err);
+    rc = ds_raw_copy(txn, DS_DB_REPLICAS, name, len, &v, buf, err);
     if (rc != DS_OK) {
         return rc;
     }
@@ -986,10 +1039,19 @@ int
 ds_get_token(ds_txn_t *txn, const uint8_t hash[DS_TOKEN_HASH_LEN],
     ds_token_t *tok, ds_err_t *err)
 {
+    return ds_copy_token(txn, hash, tok, NULL, err);
+}
+
+
+int
+ds_copy_token(ds_txn_t *txn, const uint8_t hash[DS_TOKEN_HASH_LEN],
+    ds_token_t *tok, ds_buf_t *buf, ds_err_t *err)
+{
     int      rc;
     MDB_val  v;
 
-    rc = ds_raw_get(txn, DS_DB_TOKENS, hash, DS_TOKEN_HASH_LEN, &v, err);
+    rc = ds_raw_copy(txn, DS_DB_TOKENS, hash, DS_TOKEN_HASH_LEN, &v, buf,
+                     err);
     if (rc != DS_OK) {
         return rc;
     }

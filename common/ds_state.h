@@ -225,6 +225,8 @@ typedef struct {
 } ds_buf_t;
 
 void ds_buf_free(ds_buf_t *b);
+/* replaces the contents with a copy of data; DS_OK or DS_ERROR (memory) */
+int ds_buf_set(ds_buf_t *b, const void *data, size_t len);
 
 void ds_service_init(ds_service_t *svc);   /* zero + defaults */
 int ds_service_encode(const ds_service_t *svc, ds_buf_t *out, ds_err_t *err);
@@ -286,6 +288,12 @@ int ds_state_open(ds_state_t **st, const char *dir, int flags,
 void ds_state_close(ds_state_t *st);
 /* clears reader slots of dead processes; returns how many, or DS_ERROR */
 int ds_state_reader_check(ds_state_t *st);
+/*
+ * The id of the newest commit, read from the map without a transaction
+ * or a reader slot: cheap enough for every request, to learn whether
+ * anything changed since records were last read (0 on failure).
+ */
+uint64_t ds_state_last_txnid(ds_state_t *st);
 
 /*
  * Transactions.  A read transaction can be reset and renewed many times
@@ -309,6 +317,15 @@ int ds_get_token(ds_txn_t *txn, const uint8_t hash[DS_TOKEN_HASH_LEN],
     ds_token_t *tok, ds_err_t *err);
 int ds_get_model(ds_txn_t *txn, const char *name, size_t len,
     ds_model_t *m, ds_err_t *err);
+
+/* the same, with the record copied into *buf first: results point into
+ * *buf and stay valid after the txn, until *buf is reused or freed */
+int ds_copy_service(ds_txn_t *txn, const char *name, size_t len,
+    ds_service_t *svc, ds_buf_t *buf, ds_err_t *err);
+int ds_copy_replicas(ds_txn_t *txn, const char *name, size_t len,
+    ds_replica_set_t *set, ds_buf_t *buf, ds_err_t *err);
+int ds_copy_token(ds_txn_t *txn, const uint8_t hash[DS_TOKEN_HASH_LEN],
+    ds_token_t *tok, ds_buf_t *buf, ds_err_t *err);
 
 /* iterate; the callback returns non-zero to stop */
 typedef int (*ds_service_cb)(void *arg, const ds_service_t *svc);

@@ -37,14 +37,14 @@ static ngx_http_dstack_token_hash_t
 
 
 ngx_int_t
-ngx_http_dstack_auth(ngx_http_request_t *r, ds_txn_t *txn,
-    const ds_service_t *svc, ngx_str_t *reason)
+ngx_http_dstack_auth(ngx_http_request_t *r, const ds_service_t *svc,
+    ngx_str_t *reason)
 {
     ngx_int_t               rc;
-    ds_token_t              tok;
+    const ds_token_t       *tok;
     ngx_http_dstack_ctx_t  *ctx;
 
-    rc = ngx_http_dstack_token(r, txn, &tok, reason);
+    rc = ngx_http_dstack_token(r, &tok, reason);
 
     if (rc == NGX_DECLINED) {
         ngx_str_set(reason, "missing bearer token");
@@ -55,7 +55,7 @@ ngx_http_dstack_auth(ngx_http_request_t *r, ds_txn_t *txn,
         return rc;
     }
 
-    if (!ds_token_allows(&tok, svc->name.data, svc->name.len)) {
+    if (!ds_token_allows(tok, svc->name.data, svc->name.len)) {
         ngx_str_set(reason, "token has no access to this service");
         return NGX_HTTP_FORBIDDEN;
     }
@@ -68,14 +68,13 @@ ngx_http_dstack_auth(ngx_http_request_t *r, ds_txn_t *txn,
 
 
 ngx_int_t
-ngx_http_dstack_token(ngx_http_request_t *r, ds_txn_t *txn, ds_token_t *tok,
+ngx_http_dstack_token(ngx_http_request_t *r, const ds_token_t **tok,
     ngx_str_t *reason)
 {
     u_char             hash[DS_TOKEN_HASH_LEN];
     ngx_int_t          rc;
     ngx_str_t          token;
     ds_err_t           err;
-    const ds_token_t  *found;
 
     if (r->headers_in.authorization == NULL) {
         return NGX_DECLINED;
@@ -88,13 +87,10 @@ ngx_http_dstack_token(ngx_http_request_t *r, ds_txn_t *txn, ds_token_t *tok,
 
     ngx_http_dstack_token_hash(&token, hash);
 
-    rc = ngx_http_dstack_state_token(txn, hash, &found, &err);
-    if (rc == DS_OK) {
-        *tok = *found;
-    }
+    rc = ngx_http_dstack_state_token(hash, tok, &err);
 
     if (rc == DS_NOTFOUND || (rc == DS_OK
-        && !ds_ct_equal(tok->hash, hash, DS_TOKEN_HASH_LEN)))
+        && !ds_ct_equal((*tok)->hash, hash, DS_TOKEN_HASH_LEN)))
     {
         ngx_str_set(reason, "invalid token");
         return NGX_HTTP_UNAUTHORIZED;
@@ -107,7 +103,7 @@ ngx_http_dstack_token(ngx_http_request_t *r, ds_txn_t *txn, ds_token_t *tok,
         return NGX_HTTP_UNAUTHORIZED;
     }
 
-    if (tok->expires && (uint64_t) ngx_time() >= tok->expires) {
+    if ((*tok)->expires && (uint64_t) ngx_time() >= (*tok)->expires) {
         ngx_str_set(reason, "token expired");
         return NGX_HTTP_UNAUTHORIZED;
     }

@@ -9,20 +9,11 @@
  * connect goes to another one (proxy_next_upstream bounds the tries).
  *
  * Per-service timeouts replace the location's in a copy of the upstream
- * configuration made in r->pool.
+ * configuration made in r->pool.  The balancer's state is the request
+ * context's: no allocation but the name of each try.
  */
 
 #include "ngx_http_dstack_module.h"
-
-
-typedef struct {
-    ngx_http_dstack_ctx_t   *ctx;
-    uint8_t                 *tried;     /* one byte per peer */
-    ngx_http_dstack_peer_t  *current;
-    ngx_pool_t              *pool;
-    ngx_sockaddr_t           sockaddr;
-    ngx_str_t                name;
-} ngx_http_dstack_balancer_data_t;
 
 
 static ngx_int_t ngx_http_dstack_balancer_init(ngx_conf_t *cf,
@@ -35,8 +26,8 @@ static void ngx_http_dstack_balancer_free(ngx_peer_connection_t *pc,
     void *data, ngx_uint_t state);
 static void ngx_http_dstack_set_timeouts(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx);
-static ngx_int_t ngx_http_dstack_peer_sockaddr(ngx_http_dstack_balancer_data_t *bd,
-    ngx_http_dstack_peer_t *peer, ngx_peer_connection_t *pc);
+static ngx_int_t ngx_http_dstack_peer_sockaddr(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx, ngx_peer_connection_t *pc);
 
 
 char *
@@ -98,8 +89,7 @@ static ngx_int_t
 ngx_http_dstack_balancer_init_peer(ngx_http_request_t *r,
     ngx_http_upstream_srv_conf_t *us)
 {
-    ngx_http_dstack_ctx_t            *ctx;
-    ngx_http_dstack_balancer_data_t  *bd;
+    ngx_http_dstack_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r->main, ngx_http_dstack_module);
 
@@ -110,21 +100,20 @@ ngx_http_dstack_balancer_init_peer(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    bd = ngx_palloc(r->pool, sizeof(ngx_http_dstack_balancer_data_t));
-    if (bd == NULL) {
-        return NGX_ERROR;
+    ctx->current = NULL;
+    ctx->tried_few = 0;
+
+    if (ctx->npeers <= 64) {
+        ctx->tried = (uint8_t *) &ctx->tried_few;
+
+    } else {
+        ctx->tried = ngx_pcalloc(r->pool, (ctx->npeers + 7) / 8);
+        if (ctx->tried == NULL) {
+            return NGX_ERROR;
+        }
     }
 
-    bd->tried = ngx_pcalloc(r->pool, ctx->npeers);
-    if (bd->tried == NULL) {
-        return NGX_ERROR;
-    }
-
-    bd->ctx = ctx;
-    bd->current = NULL;
-    bd->pool = r->pool;
-
-    r->upstream->peer.data = bd;
+    r->upstream->peer.data = ctx;
     r->upstream->peer.get = ngx_http_dstack_balancer_get;
     r->upstream->peer.free = ngx_http_dstack_balancer_free;
     r->upstream->peer.tries = ctx->npeers;
@@ -135,19 +124,27 @@ ngx_http_dstack_balancer_init_peer(ngx_http_request_t *r,
 }
 
 
+#define ngx_http_dstack_tried(ctx, i)                                         \
+    ((ctx)->tried[(i) >> 3] & (1 << ((i) & 7)))
+
+#define ngx_http_dstack_set_tried(ctx, i)                                     \
+    (ctx)->tried[(i) >> 3] |= (uint8_t) (1 << ((i) & 7))
+
+
 static ngx_int_t
 ngx_http_dstack_balancer_get(ngx_peer_connection_t *pc, void *data)
 {
-    ngx_http_dstack_balancer_data_t  *bd = data;
+    ngx_http_dstack_ctx_t  *ctx = data;
 
     int64_t                  inflight, best_inflight;
     ngx_uint_t               i, k, n, best;
     ngx_http_dstack_peer_t  *peers;
 
     static ngx_uint_t        rr;
+    static ngx_str_t         none = ngx_string("dstack replicas");
 
-    n = bd->ctx->npeers;
-    peers = bd->ctx->peers;
+    n = ctx->npeers;
+    peers = ctx->peers;
     best = n;
     best_inflight = INT64_MAX;
     rr++;
@@ -155,7 +152,7 @@ ngx_http_dstack_balancer_get(ngx_peer_connection_t *pc, void *data)
     for (k = 0; k < n; k++) {
         i = (rr + k) % n;
 
-        if (bd->tried[i]) {
+        if (ngx_http_dstack_tried(ctx, i)) {
             continue;
         }
 
@@ -171,22 +168,21 @@ ngx_http_dstack_balancer_get(ngx_peer_connection_t *pc, void *data)
     }
 
     if (best == n) {
-        ngx_str_set(&bd->name, "dstack replicas");
-        pc->name = &bd->name;
+        pc->name = &none;
         return NGX_BUSY;
     }
 
-    bd->tried[best] = 1;
-    bd->current = &peers[best];
+    ngx_http_dstack_set_tried(ctx, best);
+    ctx->current = &peers[best];
 
-    if (bd->current->metrics) {
-        __atomic_fetch_add(&bd->current->metrics->inflight, 1,
+    if (ctx->current->metrics) {
+        __atomic_fetch_add(&ctx->current->metrics->inflight, 1,
                            __ATOMIC_RELAXED);
-        __atomic_fetch_add(&bd->current->metrics->requests, 1,
+        __atomic_fetch_add(&ctx->current->metrics->requests, 1,
                            __ATOMIC_RELAXED);
     }
 
-    return ngx_http_dstack_peer_sockaddr(bd, bd->current, pc);
+    return ngx_http_dstack_peer_sockaddr(ctx->request, ctx, pc);
 }
 
 
@@ -194,16 +190,16 @@ static void
 ngx_http_dstack_balancer_free(ngx_peer_connection_t *pc, void *data,
     ngx_uint_t state)
 {
-    ngx_http_dstack_balancer_data_t  *bd = data;
+    ngx_http_dstack_ctx_t  *ctx = data;
 
     ngx_http_dstack_replica_metrics_t  *m;
 
-    if (bd->current == NULL) {
+    if (ctx->current == NULL) {
         return;
     }
 
-    m = bd->current->metrics;
-    bd->current = NULL;
+    m = ctx->current->metrics;
+    ctx->current = NULL;
 
     if (m) {
         __atomic_fetch_sub(&m->inflight, 1, __ATOMIC_RELAXED);
@@ -256,41 +252,50 @@ ngx_http_dstack_set_timeouts(ngx_http_request_t *r,
 
 
 /*
- * The name is allocated per try: nginx keeps a pointer to it in the
- * upstream state of each try ($upstream_addr).
+ * The name is allocated per try, at its length: nginx keeps a pointer to
+ * it in the upstream state of each try ($upstream_addr).
  */
 static ngx_int_t
-ngx_http_dstack_peer_sockaddr(ngx_http_dstack_balancer_data_t *bd,
-    ngx_http_dstack_peer_t *peer, ngx_peer_connection_t *pc)
+ngx_http_dstack_peer_sockaddr(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx, ngx_peer_connection_t *pc)
 {
-    ngx_str_t     *name;
-    ds_replica_t  *rep = &peer->replica;
+    size_t                  len;
+    u_char                  text[NGX_SOCKADDR_STRLEN];
+    ngx_str_t              *name;
+    ngx_http_dstack_peer_t *peer = ctx->current;
+    ngx_http_dstack_inet_t *sa = &ctx->sockaddr;
 
-    ngx_memzero(&bd->sockaddr, sizeof(ngx_sockaddr_t));
+    ngx_memzero(sa, sizeof(ngx_http_dstack_inet_t));
 
-    if (rep->family == DS_AF_INET6) {
-        bd->sockaddr.sockaddr_in6.sin6_family = AF_INET6;
-        bd->sockaddr.sockaddr_in6.sin6_port = htons(rep->port);
-        ngx_memcpy(&bd->sockaddr.sockaddr_in6.sin6_addr, rep->addr, 16);
+#if (NGX_HAVE_INET6)
+    if (peer->family == DS_AF_INET6) {
+        sa->sockaddr_in6.sin6_family = AF_INET6;
+        sa->sockaddr_in6.sin6_port = htons(peer->port);
+        ngx_memcpy(&sa->sockaddr_in6.sin6_addr, peer->addr, 16);
         pc->socklen = sizeof(struct sockaddr_in6);
 
-    } else {
-        bd->sockaddr.sockaddr_in.sin_family = AF_INET;
-        bd->sockaddr.sockaddr_in.sin_port = htons(rep->port);
-        ngx_memcpy(&bd->sockaddr.sockaddr_in.sin_addr, rep->addr, 4);
+    } else
+#endif
+    {
+        sa->sockaddr_in.sin_family = AF_INET;
+        sa->sockaddr_in.sin_port = htons(peer->port);
+        ngx_memcpy(&sa->sockaddr_in.sin_addr, peer->addr, 4);
         pc->socklen = sizeof(struct sockaddr_in);
     }
 
-    pc->sockaddr = &bd->sockaddr.sockaddr;
+    pc->sockaddr = &sa->sockaddr;
 
-    name = ngx_palloc(bd->pool, sizeof(ngx_str_t) + NGX_SOCKADDR_STRLEN);
+    len = ngx_sock_ntop(pc->sockaddr, pc->socklen, text, NGX_SOCKADDR_STRLEN,
+                        1);
+
+    name = ngx_palloc(r->pool, sizeof(ngx_str_t) + len);
     if (name == NULL) {
         return NGX_ERROR;
     }
 
+    name->len = len;
     name->data = (u_char *) (name + 1);
-    name->len = ngx_sock_ntop(pc->sockaddr, pc->socklen, name->data,
-                              NGX_SOCKADDR_STRLEN, 1);
+    ngx_memcpy(name->data, text, name->len);
     pc->name = name;
 
     return NGX_OK;

@@ -13,10 +13,9 @@
 static ngx_int_t ngx_http_dstack_run_name(ngx_http_request_t *r,
     ngx_str_t *domain, ngx_str_t *name);
 static ngx_int_t ngx_http_dstack_admit(ngx_http_request_t *r,
-    ngx_http_dstack_ctx_t *ctx, ds_txn_t *txn, const ds_service_t *svc,
-    const ds_replica_set_t *set);
+    ngx_http_dstack_ctx_t *ctx, const ngx_http_dstack_service_t *view);
 static ngx_int_t ngx_http_dstack_copy_peers(ngx_http_request_t *r,
-    ngx_http_dstack_ctx_t *ctx, const ds_replica_set_t *set);
+    ngx_http_dstack_ctx_t *ctx, const ngx_http_dstack_service_t *view);
 static ngx_int_t ngx_http_dstack_no_replica(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx);
 static ngx_int_t ngx_http_dstack_body_filter(ngx_http_request_t *r,
@@ -32,7 +31,6 @@ ngx_int_t
 ngx_http_dstack_access_handler(ngx_http_request_t *r)
 {
     ngx_str_t                    name, reason;
-    ds_txn_t                    *txn;
     ngx_http_dstack_ctx_t       *ctx;
     ngx_http_dstack_loc_conf_t  *dlcf;
 
@@ -56,6 +54,7 @@ ngx_http_dstack_access_handler(ngx_http_request_t *r)
         }
 
         ngx_http_set_ctx(r, ctx, ngx_http_dstack_module);
+        ctx->request = r;
         ctx->start = ngx_current_msec;
 
     } else if (ctx->done) {
@@ -73,29 +72,26 @@ ngx_http_dstack_access_handler(ngx_http_request_t *r)
         return ngx_http_dstack_refuse(r, ctx, NGX_HTTP_NOT_FOUND, &reason, 0);
     }
 
-    txn = ngx_http_dstack_state_begin(r->connection->log);
-    if (txn == NULL) {
+    if (ngx_http_dstack_state_peek(r->connection->log) != NGX_OK) {
         ngx_str_set(&reason, "gateway state is unavailable");
         return ngx_http_dstack_refuse(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
                                       &reason, 1);
     }
 
-    return ngx_http_dstack_serve(r, ctx, txn, &name);
+    return ngx_http_dstack_serve(r, ctx, &name);
 }
 
 
 ngx_int_t
 ngx_http_dstack_serve(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
-    ds_txn_t *txn, ngx_str_t *name)
+    ngx_str_t *name)
 {
-    ngx_int_t                rc;
-    ngx_str_t                reason;
-    ds_err_t                 err;
-    const ds_service_t      *svc;
-    const ds_replica_set_t  *set;
+    ngx_int_t                         rc;
+    ngx_str_t                         reason;
+    ds_err_t                          err;
+    const ngx_http_dstack_service_t  *view;
 
-    rc = ngx_http_dstack_state_service(txn, name->data, name->len, &svc,
-                                       &set, &err);
+    rc = ngx_http_dstack_state_service(name->data, name->len, &view, &err);
 
     if (rc != DS_OK) {
         ngx_http_dstack_state_end();
@@ -118,13 +114,13 @@ ngx_http_dstack_serve(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
 
     /* before auth: a plain request of an https service only learns where
      * to go */
-    rc = ngx_http_dstack_https_redirect(r, svc);
+    rc = ngx_http_dstack_https_redirect(r, &view->svc);
     if (rc != NGX_DECLINED) {
         ngx_http_dstack_state_end();
         return rc;
     }
 
-    rc = ngx_http_dstack_admit(r, ctx, txn, svc, set);
+    rc = ngx_http_dstack_admit(r, ctx, view);
 
     ngx_http_dstack_state_end();
 
@@ -146,26 +142,23 @@ ngx_http_dstack_serve(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
 ngx_int_t
 ngx_http_dstack_repick(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
 {
-    ngx_int_t                rc;
-    ngx_str_t                reason;
-    ds_err_t                 err;
-    ds_txn_t                *txn;
-    const ds_service_t      *svc;
-    const ds_replica_set_t  *set;
+    ngx_int_t                         rc;
+    ngx_str_t                         reason;
+    ds_err_t                          err;
+    const ngx_http_dstack_service_t  *view;
 
-    txn = ngx_http_dstack_state_begin(r->connection->log);
-    if (txn == NULL) {
+    if (ngx_http_dstack_state_peek(r->connection->log) != NGX_OK) {
         ngx_str_set(&reason, "gateway state is unavailable");
         return ngx_http_dstack_refuse(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
                                       &reason, 1);
     }
 
-    rc = ngx_http_dstack_state_service(txn, ctx->service.data,
-                                       ctx->service.len, &svc, &set, &err);
+    rc = ngx_http_dstack_state_service(ctx->service.data, ctx->service.len,
+                                       &view, &err);
 
     if (rc == DS_OK) {
         ctx->npeers = 0;
-        rc = ngx_http_dstack_copy_peers(r, ctx, set);
+        rc = ngx_http_dstack_copy_peers(r, ctx, view);
 
     } else if (rc == DS_NOTFOUND) {
         ngx_http_dstack_state_end();
@@ -230,11 +223,12 @@ ngx_http_dstack_run_name(ngx_http_request_t *r, ngx_str_t *domain,
  */
 static ngx_int_t
 ngx_http_dstack_admit(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
-    ds_txn_t *txn, const ds_service_t *svc, const ds_replica_set_t *set)
+    const ngx_http_dstack_service_t *view)
 {
-    time_t      retry_after;
-    ngx_int_t   rc;
-    ngx_str_t   reason;
+    time_t               retry_after;
+    ngx_int_t            rc;
+    ngx_str_t            reason;
+    const ds_service_t  *svc = &view->svc;
 
     ctx->service.len = svc->name.len;
     ctx->service.data = ngx_pnalloc(r->pool, svc->name.len);
@@ -244,10 +238,10 @@ ngx_http_dstack_admit(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
 
     ngx_memcpy(ctx->service.data, svc->name.data, svc->name.len);
     ctx->service_uid = svc->uid;
-    ctx->metrics = ngx_http_dstack_service_metrics(svc->slot, svc->uid);
+    ctx->metrics = view->metrics;
 
     if (svc->flags & DS_SERVICE_AUTH) {
-        rc = ngx_http_dstack_auth(r, txn, svc, &reason);
+        rc = ngx_http_dstack_auth(r, svc, &reason);
         if (rc != NGX_OK) {
             return ngx_http_dstack_refuse(r, ctx, rc, &reason, 0);
         }
@@ -288,43 +282,30 @@ ngx_http_dstack_admit(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
         ctx->hold_timeout = svc->hold_timeout_ms;
     }
 
-    return ngx_http_dstack_copy_peers(r, ctx, set);
+    return ngx_http_dstack_copy_peers(r, ctx, view);
 }
 
 
-/* the ready replicas, into r->pool; draining ones get no new requests */
+/* the ready replicas, into r->pool: the request may outlive the cache */
 static ngx_int_t
 ngx_http_dstack_copy_peers(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
-    const ds_replica_set_t *set)
+    const ngx_http_dstack_service_t *view)
 {
-    uint32_t                 i;
-    ds_replica_t             rep;
-    ngx_http_dstack_peer_t  *peer;
+    size_t  size;
 
-    if (set == NULL || set->count == 0) {
+    if (view->nready == 0) {
         return NGX_OK;
     }
 
-    ctx->peers = ngx_palloc(r->pool, set->count * sizeof(*peer));
+    size = view->nready * sizeof(ngx_http_dstack_peer_t);
+
+    ctx->peers = ngx_palloc(r->pool, size);
     if (ctx->peers == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    peer = ctx->peers;
-
-    for (i = 0; i < set->count; i++) {
-        ds_replica_at(set, i, &rep);
-
-        if (rep.state != DS_REPLICA_READY) {
-            continue;
-        }
-
-        peer->replica = rep;
-        peer->metrics = ngx_http_dstack_replica_metrics(rep.slot, rep.uid);
-        peer++;
-    }
-
-    ctx->npeers = peer - ctx->peers;
+    ngx_memcpy(ctx->peers, view->ready, size);
+    ctx->npeers = view->nready;
 
     return NGX_OK;
 }

@@ -31,7 +31,7 @@
 
 
 typedef struct {
-    ngx_queue_t              queue;         /* ctx->held of waiting ones */
+    ngx_queue_t              queue;         /* held requests */
     ngx_event_t              poll;
     ngx_connection_t         poll_conn;     /* timers' debug log reads fd */
     ngx_msec_t               interval;
@@ -141,23 +141,26 @@ ngx_http_dstack_hold(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
                                       &reason, dmcf->retry_after);
     }
 
-    if (!ctx->hold_cleanup) {
+    if (ctx->held == NULL) {
+        ctx->held = ngx_palloc(r->pool, sizeof(ngx_http_dstack_held_t));
         cln = ngx_pool_cleanup_add(r->pool, 0);
-        if (cln == NULL) {
+
+        if (ctx->held == NULL || cln == NULL) {
             if (m) {
                 __atomic_fetch_sub(&m->held, 1, __ATOMIC_RELAXED);
             }
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
+        ngx_queue_init(&ctx->held->queue);
+        ctx->held->ctx = ctx;
+
         cln->handler = ngx_http_dstack_hold_cleanup;
         cln->data = ctx;
-        ctx->hold_cleanup = 1;
     }
 
     ctx->holding = 1;
-    ctx->request = r;
-    ctx->held_at = ngx_current_msec;
+    ctx->held->since = ngx_current_msec;
 
     if (m) {
         __atomic_fetch_add(&m->held_total, 1, __ATOMIC_RELAXED);
@@ -184,9 +187,9 @@ ngx_http_dstack_hold_park(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
     ngx_event_t               *wev;
     ngx_http_dstack_holder_t  *h = &ngx_http_dstack_holder;
 
-    ngx_queue_insert_tail(&h->queue, &ctx->held);
+    ngx_queue_insert_tail(&h->queue, &ctx->held->queue);
 
-    waited = ngx_current_msec - ctx->held_at;
+    waited = ngx_current_msec - ctx->held->since;
 
     wev = r->connection->write;
     wev->delayed = 1;
@@ -217,11 +220,13 @@ ngx_http_dstack_hold_leave(ngx_http_dstack_ctx_t *ctx, ngx_uint_t served)
     ctx->holding = 0;
 
     /* debug builds of nginx clear the links on removal: re-init */
-    if (ngx_queue_next(&ctx->held) && ngx_queue_prev(&ctx->held)) {
-        ngx_queue_remove(&ctx->held);
+    if (ngx_queue_next(&ctx->held->queue)
+        && ngx_queue_prev(&ctx->held->queue))
+    {
+        ngx_queue_remove(&ctx->held->queue);
     }
 
-    ngx_queue_init(&ctx->held);
+    ngx_queue_init(&ctx->held->queue);
 
     m = ctx->metrics;
     if (m == NULL) {
@@ -231,7 +236,7 @@ ngx_http_dstack_hold_leave(ngx_http_dstack_ctx_t *ctx, ngx_uint_t served)
     now = ngx_current_msec;
 
     __atomic_fetch_sub(&m->held, 1, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&m->held_ms_sum, now - ctx->held_at,
+    __atomic_fetch_add(&m->held_ms_sum, now - ctx->held->since,
                        __ATOMIC_RELAXED);
 
     if (!served) {
@@ -304,6 +309,7 @@ ngx_http_dstack_hold_poll(ngx_event_t *ev)
     ngx_uint_t                    nseen;
     ngx_queue_t                  *q, *next, ready;
     ngx_http_dstack_ctx_t        *ctx;
+    ngx_http_dstack_held_t       *held;
     ngx_http_dstack_holder_t     *h = &ngx_http_dstack_holder;
     ngx_http_dstack_hold_seen_t   seen[NGX_HTTP_DSTACK_HOLD_CACHE];
 
@@ -322,7 +328,8 @@ ngx_http_dstack_hold_poll(ngx_event_t *ev)
              q = next)
         {
             next = ngx_queue_next(q);
-            ctx = ngx_queue_data(q, ngx_http_dstack_ctx_t, held);
+            held = ngx_queue_data(q, ngx_http_dstack_held_t, queue);
+            ctx = held->ctx;
 
             if (ngx_http_dstack_hold_ready(txn, ctx, seen, &nseen)) {
                 ngx_queue_remove(q);
@@ -341,8 +348,8 @@ ngx_http_dstack_hold_poll(ngx_event_t *ev)
         q = ngx_queue_head(&ready);
         ngx_queue_remove(q);
         ngx_queue_init(q);
-        ctx = ngx_queue_data(q, ngx_http_dstack_ctx_t, held);
-        ngx_http_dstack_hold_resume(ctx);
+        held = ngx_queue_data(q, ngx_http_dstack_held_t, queue);
+        ngx_http_dstack_hold_resume(held->ctx);
     }
 
     /* on, even in a worker that is shutting down: held requests keep it */

@@ -48,13 +48,6 @@ typedef struct {
     ngx_slab_pool_t                    *shpool;
 } ngx_http_dstack_metrics_ctx_t;
 
-/* r->pool cleanup of an admitted request; see metrics_admit() */
-typedef struct {
-    ngx_http_request_t                 *r;
-    ngx_http_dstack_ctx_t              *ctx;
-} ngx_http_dstack_metrics_cln_t;
-
-
 static size_t ngx_http_dstack_metrics_layout_size(ngx_uint_t max_services,
     ngx_uint_t max_replicas);
 static ngx_int_t ngx_http_dstack_metrics_init_zone(ngx_shm_zone_t *shm_zone,
@@ -447,7 +440,6 @@ ngx_http_dstack_metrics_admit(ngx_http_request_t *r,
 {
     ngx_pool_cleanup_t             *cln;
     ngx_http_dstack_bucket_t       *b;
-    ngx_http_dstack_metrics_cln_t  *mc;
     ngx_http_dstack_metrics_ctx_t  *mctx;
 
     if (ctx->admitted) {
@@ -479,16 +471,12 @@ ngx_http_dstack_metrics_admit(ngx_http_request_t *r,
      * as long as no redirect drops it.
      */
 
-    cln = ngx_pool_cleanup_add(r->pool,
-                               sizeof(ngx_http_dstack_metrics_cln_t));
+    cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
         return;
     }
 
-    mc = cln->data;
-    mc->r = r;
-    mc->ctx = ctx;
-
+    cln->data = ctx;
     cln->handler = ngx_http_dstack_metrics_cleanup;
 }
 
@@ -497,9 +485,8 @@ ngx_int_t
 ngx_http_dstack_log_handler(ngx_http_request_t *r)
 {
     ngx_pool_cleanup_t             *cln;
-    ngx_http_dstack_ctx_t          *ctx;
+    ngx_http_dstack_ctx_t          *ctx, *lost;
     ngx_http_dstack_bucket_t       *b;
-    ngx_http_dstack_metrics_cln_t  *mc;
     ngx_http_dstack_metrics_ctx_t  *mctx;
 
     /* admitted requests, the current context and any a redirect lost */
@@ -510,10 +497,10 @@ ngx_http_dstack_log_handler(ngx_http_request_t *r)
             continue;
         }
 
-        mc = cln->data;
+        lost = cln->data;
 
-        if (mc->r == r && mc->ctx->admitted) {
-            ngx_http_dstack_metrics_complete(r, mc->ctx);
+        if (lost->request == r && lost->admitted) {
+            ngx_http_dstack_metrics_complete(r, lost);
         }
     }
 
@@ -640,16 +627,16 @@ ngx_http_dstack_metrics_complete(ngx_http_request_t *r,
 static void
 ngx_http_dstack_metrics_cleanup(void *data)
 {
-    ngx_http_dstack_metrics_cln_t  *mc = data;
+    ngx_http_dstack_ctx_t  *ctx = data;
 
-    if (!mc->ctx->admitted) {
+    if (!ctx->admitted) {
         return;
     }
 
-    mc->ctx->admitted = 0;
+    ctx->admitted = 0;
 
-    if (mc->ctx->metrics) {
-        __atomic_fetch_sub(&mc->ctx->metrics->inflight, 1, __ATOMIC_RELAXED);
+    if (ctx->metrics) {
+        __atomic_fetch_sub(&ctx->metrics->inflight, 1, __ATOMIC_RELAXED);
     }
 }
 

@@ -121,34 +121,73 @@ typedef struct {
 
 /* ---- per request ------------------------------------------------------- */
 
+/*
+ * Everything below lives in r->pool, and a request's pool is small
+ * (request_pool_size, 4k by default): nginx itself fills most of it, and
+ * a request that spills into one more block costs a malloc and a free.
+ * Keep these compact; the balancer's state lives in the context.
+ */
+
 /* a ready replica, copied out of LMDB into r->pool; its sockaddr is
  * built only when the balancer picks it */
 typedef struct {
-    ds_replica_t                replica;
     ngx_http_dstack_replica_metrics_t *metrics; /* NULL: slot over capacity */
+    uint8_t                     addr[16];       /* network order */
+    uint16_t                    port;           /* host order */
+    uint8_t                     family;         /* DS_AF_* */
 } ngx_http_dstack_peer_t;
 
+/* a service as the access phase uses it: decoded, with its metrics slot
+ * and its ready replicas resolved, once per commit (state.c) */
 typedef struct {
+    ds_service_t                svc;
+    ngx_http_dstack_service_metrics_t *metrics; /* NULL: no slot */
+    ngx_http_dstack_peer_t     *ready;
+    uint32_t                    nready;
+} ngx_http_dstack_service_t;
+
+/* a request waiting for a replica (hold.c), allocated when it first
+ * waits */
+typedef struct {
+    ngx_queue_t                 queue;          /* in the worker's queue */
+    struct ngx_http_dstack_ctx_s *ctx;
+    ngx_msec_t                  since;
+} ngx_http_dstack_held_t;
+
+typedef union {
+    struct sockaddr             sockaddr;
+    struct sockaddr_in          sockaddr_in;
+#if (NGX_HAVE_INET6)
+    struct sockaddr_in6         sockaddr_in6;
+#endif
+} ngx_http_dstack_inet_t;
+
+typedef struct ngx_http_dstack_ctx_s {
     ngx_str_t                   service;        /* run name */
     uint64_t                    service_uid;
     ngx_http_dstack_service_metrics_t *metrics; /* NULL: no slot */
+    ngx_http_request_t         *request;        /* the main request */
 
     ngx_http_dstack_peer_t     *peers;          /* ready replicas */
-    ngx_uint_t                  npeers;
+
+    /* the balancer (balancer.c) */
+    ngx_http_dstack_peer_t     *current;        /* in flight by this try */
+    uint8_t                    *tried;          /* bit per peer */
+    uint64_t                    tried_few;      /* tried, when <= 64 peers */
+    ngx_http_dstack_inet_t      sockaddr;       /* of the current try */
 
     uint64_t                    max_body_size;  /* 0 = unlimited */
     off_t                       body_received;  /* chunked bodies */
-    ngx_msec_t                  read_timeout;
-    ngx_msec_t                  connect_timeout;
-
-    ds_usage_t                  usage;          /* openai: token counts */
-    ngx_http_request_t         *request;
-    ngx_queue_t                 held;           /* in the worker's queue */
-    ngx_msec_t                  held_at;
-    ngx_uint_t                  hold_max;       /* 0: never hold */
-    ngx_msec_t                  hold_timeout;
-
     ngx_msec_t                  start;          /* ngx_current_msec */
+
+    ds_usage_t                 *usage;          /* openai: token counts */
+    ngx_http_dstack_held_t     *held;           /* hold.c */
+
+    uint32_t                    npeers;
+    uint32_t                    read_timeout;   /* ms, 0 = location's */
+    uint32_t                    connect_timeout;
+    uint32_t                    hold_max;       /* 0: never hold */
+    uint32_t                    hold_timeout;   /* ms */
 
     unsigned                    openai:1;       /* model endpoint */
     unsigned                    reading_body:1; /* openai: body on its way */
@@ -159,7 +198,6 @@ typedef struct {
     unsigned                    done:1;         /* access phase finished */
     unsigned                    holding:1;      /* waits for a replica */
     unsigned                    resumed:1;      /* a replica came */
-    unsigned                    hold_cleanup:1; /* pool cleanup is set */
 } ngx_http_dstack_ctx_t;
 
 
@@ -169,22 +207,29 @@ extern ngx_module_t  ngx_http_dstack_module;
 /* state.c: the worker's LMDB reader */
 ngx_int_t ngx_http_dstack_state_init_worker(ngx_cycle_t *cycle);
 void ngx_http_dstack_state_exit_worker(ngx_cycle_t *cycle);
-/* a renewed read transaction, or NULL when the state is unavailable (the
- * reason is logged at most once per watch interval) */
+/*
+ * The access phase: peek() learns which commit is the newest (NGX_OK, or
+ * NGX_DECLINED when the state is unavailable; the reason is logged at
+ * most once per watch interval), then service() and token() answer from
+ * the worker's cache of that commit, reading LMDB only on a miss.  What
+ * they return is valid until state_end().
+ */
+ngx_int_t ngx_http_dstack_state_peek(ngx_log_t *log);
+ngx_int_t ngx_http_dstack_state_service(u_char *name, size_t len,
+    const ngx_http_dstack_service_t **svc, ds_err_t *err);
+ngx_int_t ngx_http_dstack_state_token(const u_char *hash,
+    const ds_token_t **tok, ds_err_t *err);
+/* a renewed read transaction for reading records directly, or NULL when
+ * the state is unavailable; service() and token() work inside it too */
 ds_txn_t *ngx_http_dstack_state_begin(ngx_log_t *log);
 void ngx_http_dstack_state_end(void);
-/* decoded records, cached per snapshot; valid until state_end() */
-ngx_int_t ngx_http_dstack_state_service(ds_txn_t *txn, u_char *name,
-    size_t len, const ds_service_t **svc, const ds_replica_set_t **set,
-    ds_err_t *err);
-ngx_int_t ngx_http_dstack_state_token(ds_txn_t *txn, const u_char *hash,
-    const ds_token_t **tok, ds_err_t *err);
 
 /* handler.c */
 ngx_int_t ngx_http_dstack_access_handler(ngx_http_request_t *r);
-/* serve the service `name` (auth, limits, replicas); ends the txn */
+/* serve the service `name` (auth, limits, replicas), after peek() or
+ * begin(); calls state_end() */
 ngx_int_t ngx_http_dstack_serve(ngx_http_request_t *r,
-    ngx_http_dstack_ctx_t *ctx, ds_txn_t *txn, ngx_str_t *name);
+    ngx_http_dstack_ctx_t *ctx, ngx_str_t *name);
 /* answer with a JSON error and finalize; returns NGX_DONE */
 ngx_int_t ngx_http_dstack_refuse(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx, ngx_uint_t status, ngx_str_t *reason,
@@ -205,12 +250,12 @@ ngx_table_elt_t *ngx_http_dstack_find_out_header(ngx_http_request_t *r,
     const char *name);
 
 /* auth.c: NGX_OK, or the status to answer (401, 403) */
-ngx_int_t ngx_http_dstack_auth(ngx_http_request_t *r, ds_txn_t *txn,
+ngx_int_t ngx_http_dstack_auth(ngx_http_request_t *r,
     const ds_service_t *svc, ngx_str_t *reason);
-/* the request's token: NGX_OK (*tok valid until the txn ends),
+/* the request's token: NGX_OK (*tok valid until state_end()),
  * NGX_DECLINED (no Authorization header) or 401 */
-ngx_int_t ngx_http_dstack_token(ngx_http_request_t *r, ds_txn_t *txn,
-    ds_token_t *tok, ngx_str_t *reason);
+ngx_int_t ngx_http_dstack_token(ngx_http_request_t *r,
+    const ds_token_t **tok, ngx_str_t *reason);
 
 /* openai.c: the OpenAI-compatible endpoint ("dstack_openai on") */
 ngx_int_t ngx_http_dstack_openai_access(ngx_http_request_t *r,

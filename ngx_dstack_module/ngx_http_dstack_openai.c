@@ -26,7 +26,7 @@
 typedef struct {
     ngx_http_request_t      *r;
     ds_txn_t                *txn;
-    ds_token_t              *tok;       /* NULL: anonymous */
+    const ds_token_t        *tok;       /* NULL: anonymous */
     ngx_str_t                only;      /* one model, or all */
     ngx_array_t             *models;    /* of ngx_http_dstack_model_t */
     ngx_int_t                rc;
@@ -321,7 +321,7 @@ ngx_http_dstack_openai_route(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
     service.data = (u_char *) m.service.data;
     service.len = m.service.len;
 
-    return ngx_http_dstack_serve(r, ctx, txn, &service);
+    return ngx_http_dstack_serve(r, ctx, &service);
 }
 
 
@@ -486,7 +486,7 @@ ngx_http_dstack_openai_models(ngx_http_request_t *r,
     ngx_str_t                      reason;
     ds_err_t                       err;
     ds_txn_t                      *txn;
-    ds_token_t                     tok;
+    const ds_token_t              *tok;
     ngx_http_dstack_models_ctx_t   mc;
 
     txn = ngx_http_dstack_state_begin(r->connection->log);
@@ -501,10 +501,10 @@ ngx_http_dstack_openai_models(ngx_http_request_t *r,
     mc.txn = txn;
     mc.only = *only;
 
-    rc = ngx_http_dstack_token(r, txn, &tok, &reason);
+    rc = ngx_http_dstack_token(r, &tok, &reason);
 
     if (rc == NGX_OK) {
-        mc.tok = &tok;
+        mc.tok = tok;
 
     } else if (rc != NGX_DECLINED) {
         ngx_http_dstack_state_end();
@@ -807,20 +807,27 @@ ngx_http_dstack_openai_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return ngx_http_next_body_filter(r, in);
     }
 
+    if (ctx->usage == NULL) {
+        ctx->usage = ngx_pcalloc(r->pool, sizeof(ds_usage_t));
+        if (ctx->usage == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
     for (cl = in; cl; cl = cl->next) {
         if (ngx_buf_in_memory(cl->buf) && cl->buf->last > cl->buf->pos) {
-            ds_usage_scan(&ctx->usage, (const char *) cl->buf->pos,
+            ds_usage_scan(ctx->usage, (const char *) cl->buf->pos,
                           cl->buf->last - cl->buf->pos);
         }
 
         /* the end may come as an empty special buffer */
-        if (cl->buf->last_buf && ctx->usage.seen) {
+        if (cl->buf->last_buf && ctx->usage->seen) {
             m = ctx->metrics;
-            __atomic_fetch_add(&m->prompt_tokens, ctx->usage.prompt,
+            __atomic_fetch_add(&m->prompt_tokens, ctx->usage->prompt,
                                __ATOMIC_RELAXED);
             __atomic_fetch_add(&m->completion_tokens,
-                               ctx->usage.completion, __ATOMIC_RELAXED);
-            ctx->usage.seen = 0;
+                               ctx->usage->completion, __ATOMIC_RELAXED);
+            ctx->usage->seen = 0;
         }
     }
 

@@ -12,14 +12,20 @@
  * soon as a state appears again.  Opening happens only in the timer, so a
  * missing state costs a request nothing but a pointer test.
  *
- * Records are decoded once per commit, not once per request: a small
- * per-worker cache keeps decoded services (with their replica sets) and
- * tokens, tagged with the snapshot they were read from (the commit's id,
- * and how many times this worker opened the state).  Their strings point
- * into the map, which is safe exactly while the renewed transaction sees
- * that same commit: LMDB never rewrites the pages of the newest commit,
- * and the renewed transaction pins them.  Any commit changes the id, so
- * a new replica set or a revoked token is seen at the next request.
+ * Records are read once per commit, not once per request.  A small
+ * per-worker cache keeps services (decoded, with their metrics slot and
+ * their ready replicas resolved) and tokens, each a copy of its record
+ * in worker memory, tagged with the snapshot it was read from: the
+ * commit's id, and how many times this worker opened the state.
+ *
+ * A request first peeks at the id of the newest commit (two words of
+ * the map, no transaction, no reader slot).  When everything it needs is
+ * cached for that id it never touches LMDB; a miss renews the read
+ * transaction, fills the entry and the transaction is reset at the end
+ * of the access phase.  Any commit changes the id, so a new replica set
+ * or a revoked token is seen at the next request.  Entries are replaced
+ * only by a lookup, so what a lookup returned stays valid for the rest
+ * of the access phase (one service and one token per request).
  */
 
 #include "ngx_http_dstack_module.h"
@@ -33,9 +39,10 @@
 typedef struct {
     uint64_t                snapshot;   /* 0: empty */
     int                     rc;         /* DS_OK or DS_NOTFOUND */
-    int                     replicas_rc;
-    ds_service_t            svc;
-    ds_replica_set_t        set;
+    ngx_http_dstack_service_t  view;
+    ds_buf_t                record;     /* copy of the service record */
+    ds_buf_t                replicas;   /* copy of its replica set */
+    uint32_t                ready_cap;  /* view.ready has room for */
     size_t                  len;
     u_char                  name[DS_NAME_MAX];
 } ngx_http_dstack_cached_service_t;
@@ -44,6 +51,7 @@ typedef struct {
     uint64_t                snapshot;
     int                     rc;
     ds_token_t              tok;
+    ds_buf_t                record;
     u_char                  hash[DS_TOKEN_HASH_LEN];
 } ngx_http_dstack_cached_token_t;
 
@@ -61,7 +69,8 @@ typedef struct {
     ngx_uint_t              reported;   /* the current failure was logged */
     ngx_log_t              *log;
     uint64_t                opened;     /* times the state was opened */
-    uint64_t                snapshot;   /* of the renewed transaction */
+    uint64_t                snapshot;   /* what this request reads */
+    ngx_uint_t              renewed;    /* txn renewed for this request */
     ngx_http_dstack_cached_service_t  *services;
     ngx_http_dstack_cached_token_t    *tokens;
 } ngx_http_dstack_state_t;
@@ -75,6 +84,13 @@ static void ngx_http_dstack_state_close(ngx_http_dstack_state_t *st);
 static void ngx_http_dstack_state_watch(ngx_event_t *ev);
 static void ngx_http_dstack_state_fail(ngx_http_dstack_state_t *st,
     ngx_log_t *log, const char *what, const char *why);
+static int ngx_http_dstack_state_renew(ngx_http_dstack_state_t *st,
+    ds_err_t *err);
+static int ngx_http_dstack_state_fill_service(ngx_http_dstack_state_t *st,
+    ngx_http_dstack_cached_service_t *e, u_char *name, size_t len,
+    ds_err_t *err);
+static int ngx_http_dstack_state_ready(ngx_http_dstack_cached_service_t *e,
+    const ds_replica_set_t *set, ds_err_t *err);
 
 
 ngx_int_t
@@ -133,6 +149,32 @@ ngx_http_dstack_state_exit_worker(ngx_cycle_t *cycle)
 }
 
 
+/* commit ids stay far below 2^40; the open count makes a reopened (maybe
+ * replaced) state a new snapshot whatever its ids */
+#define ngx_http_dstack_snapshot(st, id)  (((st)->opened << 40) + (id))
+
+
+ngx_int_t
+ngx_http_dstack_state_peek(ngx_log_t *log)
+{
+    uint64_t                  id;
+    ngx_http_dstack_state_t  *st = &ngx_http_dstack_st;
+
+    if (st->txn == NULL) {
+        ngx_http_dstack_state_fail(st, log, "is unavailable",
+                                   "waiting for it to appear");
+        return NGX_DECLINED;
+    }
+
+    id = ds_state_last_txnid(st->state);
+
+    /* 0: no id could be read; a lookup renews and reads the real one */
+    st->snapshot = id ? ngx_http_dstack_snapshot(st, id) : 0;
+
+    return NGX_OK;
+}
+
+
 ds_txn_t *
 ngx_http_dstack_state_begin(ngx_log_t *log)
 {
@@ -145,27 +187,46 @@ ngx_http_dstack_state_begin(ngx_log_t *log)
         return NULL;
     }
 
-    if (ds_txn_renew(st->txn, &err) != DS_OK) {
+    if (ngx_http_dstack_state_renew(st, &err) != DS_OK) {
         ngx_http_dstack_state_fail(st, log, "cannot be read", err.msg);
         return NULL;
     }
-
-    /* commit ids stay far below 2^40; the open count makes a reopened
-     * (maybe replaced) state a new snapshot whatever its ids */
-    st->snapshot = (st->opened << 40) + ds_txn_id(st->txn);
 
     return st->txn;
 }
 
 
+/* the read transaction, renewed once per request, and what it sees */
+static int
+ngx_http_dstack_state_renew(ngx_http_dstack_state_t *st, ds_err_t *err)
+{
+    if (st->txn == NULL) {
+        ngx_cpystrn((u_char *) err->msg, (u_char *) "the state is not open",
+                    sizeof(err->msg));
+        return DS_ERROR;
+    }
+
+    if (!st->renewed) {
+        if (ds_txn_renew(st->txn, err) != DS_OK) {
+            return DS_ERROR;
+        }
+
+        st->renewed = 1;
+        st->snapshot = ngx_http_dstack_snapshot(st, ds_txn_id(st->txn));
+    }
+
+    return DS_OK;
+}
+
+
 /*
- * The service `name` and its replica set, decoded, from the cache when
- * this snapshot already read them.  DS_OK, DS_NOTFOUND or DS_ERROR (err
- * set); *set is NULL when the service has no replica set.
+ * The service `name` as the access phase uses it, from the cache when
+ * this snapshot already read it.  DS_OK, DS_NOTFOUND or DS_ERROR (err
+ * set).
  */
 ngx_int_t
-ngx_http_dstack_state_service(ds_txn_t *txn, u_char *name, size_t len,
-    const ds_service_t **svc, const ds_replica_set_t **set, ds_err_t *err)
+ngx_http_dstack_state_service(u_char *name, size_t len,
+    const ngx_http_dstack_service_t **svc, ds_err_t *err)
 {
     int                                rc;
     ngx_http_dstack_state_t           *st = &ngx_http_dstack_st;
@@ -178,45 +239,131 @@ ngx_http_dstack_state_service(ds_txn_t *txn, u_char *name, size_t len,
     e = &st->services[ngx_hash_key(name, len)
                       & (NGX_HTTP_DSTACK_CACHE_SLOTS - 1)];
 
-    if (e->snapshot != st->snapshot || e->len != len
+    if (e->snapshot == 0 || e->snapshot != st->snapshot || e->len != len
         || ngx_memcmp(e->name, name, len) != 0)
     {
-        e->snapshot = 0;
-
-        rc = ds_get_service(txn, (char *) name, len, &e->svc, err);
-
-        if (rc == DS_OK) {
-            e->replicas_rc = ds_get_replicas(txn, (char *) name, len,
-                                             &e->set, err);
-            if (e->replicas_rc != DS_OK && e->replicas_rc != DS_NOTFOUND) {
-                return DS_ERROR;
-            }
-
-        } else if (rc != DS_NOTFOUND) {
+        rc = ngx_http_dstack_state_fill_service(st, e, name, len, err);
+        if (rc != DS_OK) {
             return rc;
         }
-
-        e->rc = rc;
-        e->len = len;
-        ngx_memcpy(e->name, name, len);
-        e->snapshot = st->snapshot;
     }
 
     if (e->rc != DS_OK) {
         return e->rc;
     }
 
-    *svc = &e->svc;
-    *set = (e->replicas_rc == DS_OK) ? &e->set : NULL;
+    *svc = &e->view;
 
     return DS_OK;
 }
 
 
-/* the token record of a SHA-256, decoded, from the cache likewise */
+static int
+ngx_http_dstack_state_fill_service(ngx_http_dstack_state_t *st,
+    ngx_http_dstack_cached_service_t *e, u_char *name, size_t len,
+    ds_err_t *err)
+{
+    int                rc;
+    ds_replica_set_t   set;
+
+    e->snapshot = 0;
+
+    if (ngx_http_dstack_state_renew(st, err) != DS_OK) {
+        return DS_ERROR;
+    }
+
+    rc = ds_copy_service(st->txn, (char *) name, len, &e->view.svc,
+                         &e->record, err);
+
+    if (rc == DS_OK) {
+        rc = ds_copy_replicas(st->txn, (char *) name, len, &set,
+                              &e->replicas, err);
+
+        if (rc == DS_NOTFOUND) {
+            set.count = 0;
+
+        } else if (rc != DS_OK) {
+            return rc;
+        }
+
+        if (ngx_http_dstack_state_ready(e, &set, err) != DS_OK) {
+            return DS_ERROR;
+        }
+
+        e->view.metrics = ngx_http_dstack_service_metrics(e->view.svc.slot,
+                                                          e->view.svc.uid);
+        rc = DS_OK;
+
+    } else if (rc != DS_NOTFOUND) {
+        return rc;
+    }
+
+    e->rc = rc;
+    e->len = len;
+    ngx_memcpy(e->name, name, len);
+    e->snapshot = st->snapshot;
+
+    return DS_OK;
+}
+
+
+/* the ready replicas of a set, with their metrics slots: what a request
+ * copies; draining ones get no new requests */
+static int
+ngx_http_dstack_state_ready(ngx_http_dstack_cached_service_t *e,
+    const ds_replica_set_t *set, ds_err_t *err)
+{
+    uint32_t                 i, n;
+    ds_replica_t             rep;
+    ngx_http_dstack_peer_t  *peer;
+
+    e->view.nready = 0;
+
+    /* room for all of them, grown once per commit at most */
+    if (set->count > e->ready_cap) {
+        peer = ngx_alloc(set->count * sizeof(*peer), ngx_cycle->log);
+        if (peer == NULL) {
+            ngx_cpystrn((u_char *) err->msg,
+                        (u_char *) "out of memory for the replicas of a "
+                        "service", sizeof(err->msg));
+            return DS_ERROR;
+        }
+
+        if (e->view.ready) {
+            ngx_free(e->view.ready);
+        }
+
+        e->view.ready = peer;
+        e->ready_cap = set->count;
+    }
+
+    peer = e->view.ready;
+    n = 0;
+
+    for (i = 0; i < set->count; i++) {
+        ds_replica_at(set, i, &rep);
+
+        if (rep.state != DS_REPLICA_READY) {
+            continue;
+        }
+
+        peer[n].metrics = ngx_http_dstack_replica_metrics(rep.slot, rep.uid);
+        ngx_memcpy(peer[n].addr, rep.addr, sizeof(peer[n].addr));
+        peer[n].port = rep.port;
+        peer[n].family = rep.family;
+        n++;
+    }
+
+    e->view.nready = n;
+
+    return DS_OK;
+}
+
+
+/* the token record of a SHA-256, from the cache likewise */
 ngx_int_t
-ngx_http_dstack_state_token(ds_txn_t *txn, const u_char *hash,
-    const ds_token_t **tok, ds_err_t *err)
+ngx_http_dstack_state_token(const u_char *hash, const ds_token_t **tok,
+    ds_err_t *err)
 {
     int                              rc;
     ngx_uint_t                       i;
@@ -227,12 +374,16 @@ ngx_http_dstack_state_token(ds_txn_t *txn, const u_char *hash,
         & (NGX_HTTP_DSTACK_CACHE_SLOTS - 1);
     e = &st->tokens[i];
 
-    if (e->snapshot != st->snapshot
+    if (e->snapshot == 0 || e->snapshot != st->snapshot
         || !ds_ct_equal(e->hash, hash, DS_TOKEN_HASH_LEN))
     {
         e->snapshot = 0;
 
-        rc = ds_get_token(txn, hash, &e->tok, err);
+        if (ngx_http_dstack_state_renew(st, err) != DS_OK) {
+            return DS_ERROR;
+        }
+
+        rc = ds_copy_token(st->txn, hash, &e->tok, &e->record, err);
         if (rc != DS_OK && rc != DS_NOTFOUND) {
             return rc;
         }
@@ -255,8 +406,11 @@ ngx_http_dstack_state_token(ds_txn_t *txn, const u_char *hash,
 void
 ngx_http_dstack_state_end(void)
 {
-    if (ngx_http_dstack_st.txn) {
-        ds_txn_reset(ngx_http_dstack_st.txn);
+    ngx_http_dstack_state_t  *st = &ngx_http_dstack_st;
+
+    if (st->renewed) {
+        ds_txn_reset(st->txn);
+        st->renewed = 0;
     }
 }
 
