@@ -28,6 +28,8 @@ static void ngx_http_dstack_set_timeouts(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx);
 static ngx_int_t ngx_http_dstack_peer_sockaddr(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx, ngx_peer_connection_t *pc);
+static size_t ngx_http_dstack_inet_text(u_char *p,
+    ngx_http_dstack_peer_t *peer);
 
 
 char *
@@ -285,8 +287,10 @@ ngx_http_dstack_peer_sockaddr(ngx_http_request_t *r,
 
     pc->sockaddr = &sa->sockaddr;
 
-    len = ngx_sock_ntop(pc->sockaddr, pc->socklen, text, NGX_SOCKADDR_STRLEN,
-                        1);
+    len = (peer->family == DS_AF_INET6)
+          ? ngx_sock_ntop(pc->sockaddr, pc->socklen, text,
+                          NGX_SOCKADDR_STRLEN, 1)
+          : ngx_http_dstack_inet_text(text, peer);
 
     name = ngx_palloc(r->pool, sizeof(ngx_str_t) + len);
     if (name == NULL) {
@@ -299,4 +303,33 @@ ngx_http_dstack_peer_sockaddr(ngx_http_request_t *r,
     pc->name = name;
 
     return NGX_OK;
+}
+
+
+/* "a.b.c.d:port", what ngx_sock_ntop() writes, without its printf */
+static size_t
+ngx_http_dstack_inet_text(u_char *p, ngx_http_dstack_peer_t *peer)
+{
+    u_char      *start, digits[5];
+    ngx_uint_t   i, v, n;
+
+    start = p;
+
+    for (i = 0; i < 5; i++) {
+        v = (i < 4) ? peer->addr[i] : peer->port;
+        n = 0;
+
+        do {
+            digits[n++] = (u_char) ('0' + v % 10);
+            v /= 10;
+        } while (v);
+
+        while (n) {
+            *p++ = digits[--n];
+        }
+
+        *p++ = (i < 3) ? '.' : ':';
+    }
+
+    return p - 1 - start;
 }

@@ -588,7 +588,10 @@ ngx_http_dstack_metrics_complete(ngx_http_request_t *r,
     }
 
     __atomic_fetch_add(&m->requests[cls], 1, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&m->time_ms_sum, (uint64_t) ms, __ATOMIC_RELAXED);
+
+    if (ms) {
+        __atomic_fetch_add(&m->time_ms_sum, (uint64_t) ms, __ATOMIC_RELAXED);
+    }
 
     for (i = 0; i < NGX_HTTP_DSTACK_HIST; i++) {
         if ((ngx_msec_t) ms <= ngx_http_dstack_hist_bounds[i]) {

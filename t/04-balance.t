@@ -18,6 +18,7 @@ my $t = DsTest->new(workers => 2, retry_after => 7);
 my %addr = map { $_ => $t->backend(name => $_) } qw(ra rb rc rd);
 $addr{slow} = $t->backend(name => 'slow', delay_ms => 1000, nodelay => 1);
 $addr{fast} = $t->backend(name => 'fast', nodelay => 1);
+$addr{v6} = $t->backend(name => 'v6', host => '::1');
 # an address where nothing listens: a replica whose connect is refused
 my $dead = '127.0.0.1:' . DsTest::free_port();
 my $dead2 = '127.0.0.1:' . DsTest::free_port();
@@ -49,6 +50,7 @@ $t->seed([
     service('empty'),
     { op => 'service', name => 'norec', auth => DsTest::false },
     service('rm', rep($addr{ra}), rep($addr{rb}), rep($addr{rc})),
+    service('six', rep($addr{v6})),
 ]);
 $t->start;
 
@@ -260,5 +262,11 @@ ok(($n->{ra} // 0) >= 5 && ($n->{rc} // 0) >= 5, 'shared by both')
 is(scalar $t->backend_requests('rb'), $rb_before,
     'rb received nothing after its removal');
 ok(!rstats('rm', $addr{rb}), 'rb is gone from the stats');
+
+# ---- an IPv6 replica ----------------------------------------------------------------
+
+is(who($t->get('six', '/v6')), 'v6', 'a replica at an IPv6 address answers');
+like($t->access_log, qr/up=\Q$addr{v6}\E us=200 /,
+    'its address in $upstream_addr is [::1]:port');
 
 $t->done;

@@ -547,8 +547,10 @@ sub backend {
     die "backend $name did not start: "
         . _slurp("$self->{dir}/backend-$name.stderr") . "\n"
         unless $line =~ /^ready (\d+)/;
-    $b->{port} = $1;
-    $b->{addr} = "127.0.0.1:$1";
+    my $port = $1;
+    my $host = $o{host} // '127.0.0.1';
+    $b->{port} = $port;
+    $b->{addr} = $host =~ /:/ ? "[$host]:$port" : "$host:$port";
     return $b->{addr};
 }
 

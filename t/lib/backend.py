@@ -286,6 +286,8 @@ def main():
         sys.exit(3)
     if a.log:
         LOG = open(a.log, "a", encoding="utf-8")
+    if ":" in a.host:
+        Server.address_family = socket.AF_INET6
     srv = Server((a.host, a.port), Handler)
     print("ready %d" % srv.server_address[1], flush=True)
     try:
