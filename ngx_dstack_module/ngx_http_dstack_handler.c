@@ -31,6 +31,7 @@ ngx_int_t
 ngx_http_dstack_access_handler(ngx_http_request_t *r)
 {
     ngx_str_t                    name, reason;
+    ngx_pool_cleanup_t          *cln;
     ngx_http_dstack_ctx_t       *ctx;
     ngx_http_dstack_loc_conf_t  *dlcf;
 
@@ -49,9 +50,13 @@ ngx_http_dstack_access_handler(ngx_http_request_t *r)
 
     if (ctx == NULL) {
         ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_dstack_ctx_t));
-        if (ctx == NULL) {
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (ctx == NULL || cln == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
+
+        cln->handler = ngx_http_dstack_ctx_cleanup;
+        cln->data = ctx;
 
         ngx_http_set_ctx(r, ctx, ngx_http_dstack_module);
         ctx->request = r;
@@ -157,7 +162,6 @@ ngx_http_dstack_repick(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
                                        &view, &err);
 
     if (rc == DS_OK) {
-        ctx->npeers = 0;
         rc = ngx_http_dstack_copy_peers(r, ctx, view);
 
     } else if (rc == DS_NOTFOUND) {
@@ -286,28 +290,43 @@ ngx_http_dstack_admit(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
 }
 
 
-/* the ready replicas, into r->pool: the request may outlive the cache */
+/* the ready replicas: a reference, the request may outlive the cache */
 static ngx_int_t
 ngx_http_dstack_copy_peers(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
     const ngx_http_dstack_service_t *view)
 {
-    size_t  size;
+    if (ctx->ready) {
+        ngx_http_dstack_peers_unref(ctx->ready);
+        ctx->ready = NULL;
+    }
 
-    if (view->nready == 0) {
+    ctx->peers = NULL;
+    ctx->npeers = 0;
+
+    if (view->ready == NULL) {
         return NGX_OK;
     }
 
-    size = view->nready * sizeof(ngx_http_dstack_peer_t);
-
-    ctx->peers = ngx_palloc(r->pool, size);
-    if (ctx->peers == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ngx_memcpy(ctx->peers, view->ready, size);
-    ctx->npeers = view->nready;
+    ctx->ready = ngx_http_dstack_peers_ref(view->ready);
+    ctx->peers = ctx->ready->peer;
+    ctx->npeers = ctx->ready->n;
 
     return NGX_OK;
+}
+
+
+void
+ngx_http_dstack_ctx_cleanup(void *data)
+{
+    ngx_http_dstack_ctx_t  *ctx = data;
+
+    ngx_http_dstack_hold_release(ctx);
+    ngx_http_dstack_metrics_release(ctx);
+
+    if (ctx->ready) {
+        ngx_http_dstack_peers_unref(ctx->ready);
+        ctx->ready = NULL;
+    }
 }
 
 

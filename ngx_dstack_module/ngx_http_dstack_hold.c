@@ -50,7 +50,6 @@ static void ngx_http_dstack_hold_park(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx);
 static void ngx_http_dstack_hold_leave(ngx_http_dstack_ctx_t *ctx,
     ngx_uint_t served);
-static void ngx_http_dstack_hold_cleanup(void *data);
 static void ngx_http_dstack_hold_expired(ngx_http_request_t *r);
 static void ngx_http_dstack_hold_poll(ngx_event_t *ev);
 static ngx_uint_t ngx_http_dstack_hold_ready(ds_txn_t *txn,
@@ -114,7 +113,6 @@ ngx_http_dstack_hold(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
     int64_t                       held;
     uint64_t                      zero;
     ngx_str_t                     reason;
-    ngx_pool_cleanup_t           *cln;
     ngx_http_dstack_main_conf_t  *dmcf;
     ngx_http_dstack_service_metrics_t  *m;
 
@@ -142,10 +140,10 @@ ngx_http_dstack_hold(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
     }
 
     if (ctx->held == NULL) {
+        /* the context's pool cleanup takes it out of the queue */
         ctx->held = ngx_palloc(r->pool, sizeof(ngx_http_dstack_held_t));
-        cln = ngx_pool_cleanup_add(r->pool, 0);
 
-        if (ctx->held == NULL || cln == NULL) {
+        if (ctx->held == NULL) {
             if (m) {
                 __atomic_fetch_sub(&m->held, 1, __ATOMIC_RELAXED);
             }
@@ -154,9 +152,6 @@ ngx_http_dstack_hold(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
 
         ngx_queue_init(&ctx->held->queue);
         ctx->held->ctx = ctx;
-
-        cln->handler = ngx_http_dstack_hold_cleanup;
-        cln->data = ctx;
     }
 
     ctx->holding = 1;
@@ -254,11 +249,9 @@ ngx_http_dstack_hold_leave(ngx_http_dstack_ctx_t *ctx, ngx_uint_t served)
 
 
 /* the request ended while it waited: the client went away, or an error */
-static void
-ngx_http_dstack_hold_cleanup(void *data)
+void
+ngx_http_dstack_hold_release(ngx_http_dstack_ctx_t *ctx)
 {
-    ngx_http_dstack_ctx_t  *ctx = data;
-
     ngx_http_dstack_hold_leave(ctx, 0);
 }
 

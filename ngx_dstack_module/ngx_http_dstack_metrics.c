@@ -60,7 +60,6 @@ static ngx_http_dstack_bucket_t *ngx_http_dstack_metrics_bucket(
     time_t now);
 static void ngx_http_dstack_metrics_complete(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx);
-static void ngx_http_dstack_metrics_cleanup(void *data);
 
 
 /* upper bounds of the request time histogram, in milliseconds; stats.c
@@ -438,7 +437,6 @@ void
 ngx_http_dstack_metrics_admit(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx)
 {
-    ngx_pool_cleanup_t             *cln;
     ngx_http_dstack_bucket_t       *b;
     ngx_http_dstack_metrics_ctx_t  *mctx;
 
@@ -465,19 +463,11 @@ ngx_http_dstack_metrics_admit(ngx_http_request_t *r,
 
     /*
      * An internal redirect (error_page, named locations) clears the
-     * module's request context; the cleanup keeps a reference to it so
-     * that the log phase still completes the request and the in-flight
-     * count does not leak.  Without one the log phase finds the context
-     * as long as no redirect drops it.
+     * module's request context; the context's pool cleanup
+     * (ngx_http_dstack_ctx_cleanup) keeps a reference to it, so that the
+     * log phase still completes the request and the in-flight count does
+     * not leak.
      */
-
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return;
-    }
-
-    cln->data = ctx;
-    cln->handler = ngx_http_dstack_metrics_cleanup;
 }
 
 
@@ -493,7 +483,7 @@ ngx_http_dstack_log_handler(ngx_http_request_t *r)
 
     for (cln = r->pool->cleanup; cln; cln = cln->next) {
 
-        if (cln->handler != ngx_http_dstack_metrics_cleanup) {
+        if (cln->handler != ngx_http_dstack_ctx_cleanup) {
             continue;
         }
 
@@ -625,13 +615,9 @@ ngx_http_dstack_metrics_complete(ngx_http_request_t *r,
 }
 
 
-/* the log phase did not run for an admitted request: release in-flight */
-
-static void
-ngx_http_dstack_metrics_cleanup(void *data)
+void
+ngx_http_dstack_metrics_release(ngx_http_dstack_ctx_t *ctx)
 {
-    ngx_http_dstack_ctx_t  *ctx = data;
-
     if (!ctx->admitted) {
         return;
     }

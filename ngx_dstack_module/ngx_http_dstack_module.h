@@ -137,13 +137,25 @@ typedef struct {
     uint8_t                     family;         /* DS_AF_* */
 } ngx_http_dstack_peer_t;
 
+/*
+ * The ready replicas of a service at one commit, built once by the
+ * worker's cache (state.c) and shared by the requests that use them: the
+ * cache holds one reference while the commit is the newest, each request
+ * one until its pool goes, so a long stream keeps the replicas it was
+ * given and a request copies nothing.
+ */
+typedef struct {
+    ngx_uint_t                  refs;
+    ngx_uint_t                  n;
+    ngx_http_dstack_peer_t      peer[1];        /* n of them */
+} ngx_http_dstack_peers_t;
+
 /* a service as the access phase uses it: decoded, with its metrics slot
  * and its ready replicas resolved, once per commit (state.c) */
 typedef struct {
     ds_service_t                svc;
     ngx_http_dstack_service_metrics_t *metrics; /* NULL: no slot */
-    ngx_http_dstack_peer_t     *ready;
-    uint32_t                    nready;
+    ngx_http_dstack_peers_t    *ready;          /* NULL: none ready */
 } ngx_http_dstack_service_t;
 
 /* a request waiting for a replica (hold.c), allocated when it first
@@ -168,7 +180,8 @@ typedef struct ngx_http_dstack_ctx_s {
     ngx_http_dstack_service_metrics_t *metrics; /* NULL: no slot */
     ngx_http_request_t         *request;        /* the main request */
 
-    ngx_http_dstack_peer_t     *peers;          /* ready replicas */
+    ngx_http_dstack_peers_t    *ready;          /* a reference, or NULL */
+    ngx_http_dstack_peer_t     *peers;          /* ready->peer */
 
     /* the balancer (balancer.c) */
     ngx_http_dstack_peer_t     *current;        /* in flight by this try */
@@ -219,6 +232,10 @@ ngx_int_t ngx_http_dstack_state_service(u_char *name, size_t len,
     const ngx_http_dstack_service_t **svc, ds_err_t *err);
 ngx_int_t ngx_http_dstack_state_token(const u_char *hash,
     const ds_token_t **tok, ds_err_t *err);
+/* a reference to ready replicas, and its end */
+ngx_http_dstack_peers_t *ngx_http_dstack_peers_ref(
+    ngx_http_dstack_peers_t *peers);
+void ngx_http_dstack_peers_unref(ngx_http_dstack_peers_t *peers);
 /* a renewed read transaction for reading records directly, or NULL when
  * the state is unavailable; service() and token() work inside it too */
 ds_txn_t *ngx_http_dstack_state_begin(ngx_log_t *log);
@@ -230,6 +247,9 @@ ngx_int_t ngx_http_dstack_access_handler(ngx_http_request_t *r);
  * begin(); calls state_end() */
 ngx_int_t ngx_http_dstack_serve(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx, ngx_str_t *name);
+/* the request context's pool cleanup: in-flight counts, the hold queue,
+ * the replicas' reference; the log phase finds contexts by it */
+void ngx_http_dstack_ctx_cleanup(void *data);
 /* answer with a JSON error and finalize; returns NGX_DONE */
 ngx_int_t ngx_http_dstack_refuse(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx, ngx_uint_t status, ngx_str_t *reason,
@@ -279,6 +299,8 @@ ngx_http_dstack_replica_metrics_t *ngx_http_dstack_replica_metrics(
     uint32_t slot, uint64_t uid);
 void ngx_http_dstack_metrics_admit(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx);
+/* the log phase did not run for an admitted request: release in-flight */
+void ngx_http_dstack_metrics_release(ngx_http_dstack_ctx_t *ctx);
 ngx_int_t ngx_http_dstack_log_handler(ngx_http_request_t *r);
 /* sums of a service's buckets over the last `seconds` (<= WINDOW) */
 void ngx_http_dstack_metrics_window(ngx_http_dstack_service_metrics_t *m,
@@ -298,6 +320,8 @@ ngx_int_t ngx_http_dstack_stats_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_dstack_hold(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx);
 ngx_int_t ngx_http_dstack_hold_init_worker(ngx_cycle_t *cycle);
+/* the request ended while it waited: out of the queue */
+void ngx_http_dstack_hold_release(ngx_http_dstack_ctx_t *ctx);
 
 /* handler.c: the replicas again, for a request that was held */
 ngx_int_t ngx_http_dstack_repick(ngx_http_request_t *r,

@@ -42,7 +42,6 @@ typedef struct {
     ngx_http_dstack_service_t  view;
     ds_buf_t                record;     /* copy of the service record */
     ds_buf_t                replicas;   /* copy of its replica set */
-    uint32_t                ready_cap;  /* view.ready has room for */
     size_t                  len;
     u_char                  name[DS_NAME_MAX];
 } ngx_http_dstack_cached_service_t;
@@ -268,6 +267,12 @@ ngx_http_dstack_state_fill_service(ngx_http_dstack_state_t *st,
 
     e->snapshot = 0;
 
+    /* requests that use the old replicas keep them */
+    if (e->view.ready) {
+        ngx_http_dstack_peers_unref(e->view.ready);
+        e->view.ready = NULL;
+    }
+
     if (ngx_http_dstack_state_renew(st, err) != DS_OK) {
         return DS_ERROR;
     }
@@ -307,38 +312,40 @@ ngx_http_dstack_state_fill_service(ngx_http_dstack_state_t *st,
 }
 
 
-/* the ready replicas of a set, with their metrics slots: what a request
- * copies; draining ones get no new requests */
+/* the ready replicas of a set, with their metrics slots: what requests
+ * take a reference to; draining ones get no new requests */
 static int
 ngx_http_dstack_state_ready(ngx_http_dstack_cached_service_t *e,
     const ds_replica_set_t *set, ds_err_t *err)
 {
-    uint32_t                 i, n;
-    ds_replica_t             rep;
-    ngx_http_dstack_peer_t  *peer;
+    uint32_t                  i, n;
+    ds_replica_t              rep;
+    ngx_http_dstack_peer_t   *peer;
+    ngx_http_dstack_peers_t  *ready;
 
-    e->view.nready = 0;
+    n = 0;
 
-    /* room for all of them, grown once per commit at most */
-    if (set->count > e->ready_cap) {
-        peer = ngx_alloc(set->count * sizeof(*peer), ngx_cycle->log);
-        if (peer == NULL) {
-            ngx_cpystrn((u_char *) err->msg,
-                        (u_char *) "out of memory for the replicas of a "
-                        "service", sizeof(err->msg));
-            return DS_ERROR;
-        }
-
-        if (e->view.ready) {
-            ngx_free(e->view.ready);
-        }
-
-        e->view.ready = peer;
-        e->ready_cap = set->count;
+    for (i = 0; i < set->count; i++) {
+        ds_replica_at(set, i, &rep);
+        n += (rep.state == DS_REPLICA_READY);
     }
 
-    peer = e->view.ready;
-    n = 0;
+    if (n == 0) {
+        return DS_OK;
+    }
+
+    ready = ngx_alloc(offsetof(ngx_http_dstack_peers_t, peer)
+                      + n * sizeof(ngx_http_dstack_peer_t), ngx_cycle->log);
+    if (ready == NULL) {
+        ngx_cpystrn((u_char *) err->msg,
+                    (u_char *) "out of memory for the replicas of a service",
+                    sizeof(err->msg));
+        return DS_ERROR;
+    }
+
+    ready->refs = 1;        /* the cache's */
+    ready->n = n;
+    peer = ready->peer;
 
     for (i = 0; i < set->count; i++) {
         ds_replica_at(set, i, &rep);
@@ -347,16 +354,33 @@ ngx_http_dstack_state_ready(ngx_http_dstack_cached_service_t *e,
             continue;
         }
 
-        peer[n].metrics = ngx_http_dstack_replica_metrics(rep.slot, rep.uid);
-        ngx_memcpy(peer[n].addr, rep.addr, sizeof(peer[n].addr));
-        peer[n].port = rep.port;
-        peer[n].family = rep.family;
-        n++;
+        peer->metrics = ngx_http_dstack_replica_metrics(rep.slot, rep.uid);
+        ngx_memcpy(peer->addr, rep.addr, sizeof(peer->addr));
+        peer->port = rep.port;
+        peer->family = rep.family;
+        peer++;
     }
 
-    e->view.nready = n;
+    e->view.ready = ready;
 
     return DS_OK;
+}
+
+
+ngx_http_dstack_peers_t *
+ngx_http_dstack_peers_ref(ngx_http_dstack_peers_t *peers)
+{
+    peers->refs++;
+    return peers;
+}
+
+
+void
+ngx_http_dstack_peers_unref(ngx_http_dstack_peers_t *peers)
+{
+    if (--peers->refs == 0) {
+        ngx_free(peers);
+    }
 }
 
 
