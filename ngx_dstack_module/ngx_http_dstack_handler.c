@@ -2,9 +2,11 @@
  * The access phase of a "dstack_gateway on" location: from the Host to a
  * service, its auth and limits, and the replicas the balancer may use.
  *
- * Everything read from LMDB is copied into r->pool before the worker's
- * read transaction is reset (ngx_http_dstack_state_end), and every return
- * path after ngx_http_dstack_state_begin goes through it.
+ * Records come from the worker's cache of the newest commit (state.c);
+ * what the request keeps after the access phase is copied into r->pool
+ * or referenced (the ready replicas), before ngx_http_dstack_state_end(),
+ * which every return path after state_peek() or state_begin() goes
+ * through.
  */
 
 #include "ngx_http_dstack_module.h"

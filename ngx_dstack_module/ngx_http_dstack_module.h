@@ -3,19 +3,21 @@
  *
  * Request flow (a location with "dstack_gateway on"):
  *
- *   access phase   ngx_http_dstack_handler.c: Host -> service (LMDB),
- *                  bearer auth (auth.c), rate limits (limit.c), ready
- *                  replicas copied into the request context
+ *   access phase   ngx_http_dstack_handler.c: Host -> service (the
+ *                  worker's cache of the newest LMDB commit, state.c),
+ *                  bearer auth (auth.c), rate limits (limit.c), a
+ *                  reference to the service's ready replicas
  *   content        stock proxy_pass to an upstream whose balancer is
  *                  "dstack_balancer" (balancer.c): least in-flight across
  *                  workers, ties round-robin, another replica on a failed
  *                  connect
  *   log phase      metrics.c: status class, request time, in-flight
  *
- * Everything a request reads from LMDB is copied into r->pool before the
- * worker's read transaction is reset, within the access handler.  Shared
- * memory: a fixed-layout metrics zone (metrics.c) and a slab zone for rate
- * limit buckets (limit.c); both keep their data over "nginx -s reload".
+ * A request reads LMDB only when a commit happened since the worker last
+ * read the records it needs; what it keeps is in r->pool or referenced.
+ * Shared memory: a fixed-layout metrics zone (metrics.c) and a slab zone
+ * for rate limit buckets (limit.c); both keep their data over "nginx -s
+ * reload".
  */
 
 #ifndef NGX_HTTP_DSTACK_MODULE_H
