@@ -1648,6 +1648,44 @@ write_in_child(const char *name)
 }
 
 
+/*
+ * What the module's per-worker cache relies on: the id of the newest
+ * commit without a transaction, and records copied out of the map that
+ * stay intact after the transaction ends and later commits.
+ */
+static void
+test_state_reader_copies(ds_state_t *rd)
+{
+    uint64_t      id;
+    ds_buf_t      buf = { 0 };
+    ds_err_t      err;
+    ds_txn_t     *txn;
+    ds_service_t  svc;
+
+    txn = begin(rd, 0);
+    id = ds_state_last_txnid(rd);
+    assert_true(id > 0);
+    assert_int_equal(id, ds_txn_id(txn));
+
+    assert_int_equal(ds_copy_service(txn, "cc", 2, &svc, &buf, &err), DS_OK);
+    assert_true((const uint8_t *) svc.name.data >= buf.data
+                && (const uint8_t *) svc.name.data < buf.data + buf.len);
+    assert_int_equal(ds_copy_service(txn, "zz", 2, &svc, &buf, &err),
+                     DS_NOTFOUND);
+    assert_int_equal(ds_copy_service(txn, "cc", 2, &svc, &buf, &err), DS_OK);
+    ds_txn_abort(txn);
+
+    /* a commit elsewhere: the newest id moves, the copy does not */
+    assert_int_equal(write_in_child("dd"), 0);
+    assert_true(ds_state_last_txnid(rd) > id);
+    assert_int_equal(svc.name.len, 2);
+    assert_memory_equal(svc.name.data, "cc", 2);
+    assert_int_equal(svc.uid, 3);
+
+    ds_buf_free(&buf);
+}
+
+
 static void
 test_state_reader(void **state)
 {
@@ -1707,6 +1745,8 @@ test_state_reader(void **state)
     txn = begin(rd, 0);
     assert_int_equal(write_in_child("cc"), 0);
     ds_txn_abort(txn);
+
+    test_state_reader_copies(rd);
 
     ds_state_close(rd);
 
