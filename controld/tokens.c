@@ -291,16 +291,19 @@ write_client_config(const char *token)
 
 
 /*
- * The first start: no admin token yet.  The token is shown once on
- * stdout and kept in the client configuration (mode 0600), where
- * dstackctl finds it; only its hash is in the state.
+ * The first start: no admin token yet.  The token is kept in the client
+ * configuration (mode 0600), where dstackctl finds it; only its hash is
+ * in the state.  It is shown once on stdout when stdout is a terminal
+ * (a person is watching); under a service manager stdout is a log, where
+ * a token must never go, so there only the file is named.  Should the
+ * file fail, the token is shown anyway: it would be lost otherwise.
  */
 int
 tokens_bootstrap(void)
 {
     struct tok_find  f;
     char             text[DS_TOKEN_TEXT_LEN + 1], err[256], name[32];
-    int              i;
+    int              i, written;
 
     if (tok_find(NULL, &f) != 0) {
         return -1;
@@ -334,13 +337,22 @@ tokens_bootstrap(void)
         return -1;
     }
 
-    if (write_client_config(text) != 0) {
+    written = (write_client_config(text) == 0);
+    if (!written) {
         log_warn("cannot write %s", conf->client_config);
     }
 
-    printf("dstack-controld: created the admin token \"%s\"; it is shown "
-           "once:\n\n    %s\n\nclient configuration: %s\n", name, text,
-           conf->client_config);
+    if (isatty(STDOUT_FILENO) || !written) {
+        printf("dstack-controld: created the admin token \"%s\"; it is "
+               "shown once:\n\n    %s\n\nclient configuration: %s\n", name,
+               text, conf->client_config);
+
+    } else {
+        printf("dstack-controld: created the admin token \"%s\"; it is in "
+               "%s (mode 0600), not shown: stdout is not a terminal\n", name,
+               conf->client_config);
+    }
+
     fflush(stdout);
     log_info("created the admin token \"%s\" (written to %s)", name,
              conf->client_config);

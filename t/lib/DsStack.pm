@@ -174,6 +174,12 @@ sub start_controld {
         open STDERR, '>>', "$d/controld.stderr" or POSIX::_exit(127);
         my $env = $self->{t}->_san_env;
         $ENV{$_} = $env->{$_} for keys %$env;
+        # tty: stdout a terminal, as when a person starts it by hand
+        # (script(1) copies the terminal's output to our stdout)
+        exec 'script', '-q', '-e', '-c',
+            join(' ', 'exec', controld_path(), '-d', '-f',
+                 "$d/controld.yml"), '/dev/null'
+            or POSIX::_exit(127) if $o{tty};
         exec controld_path(), '-d', '-f', "$d/controld.yml"
             or POSIX::_exit(127);
     }
