@@ -413,6 +413,13 @@ dsctl_api_stream(const char *path, FILE *out)
         rc = 0;
     } else if (cc == CURLE_WRITE_ERROR && ferror(out)) {
         rc = -1;            /* e.g. "dstackctl logs x | head" */
+    } else if ((cc == CURLE_PARTIAL_FILE || cc == CURLE_RECV_ERROR)
+               && st.ok)
+    {
+        fflush(out);
+        dsctl_error("the server ended the stream early: the token may have "
+                    "been revoked or have expired, or controld stopped");
+        rc = -1;
     } else {
         rc = dsctl_finish(cc, "GET", path, &st.err, 0, &resp);
         dsctl_resp_free(&resp);

@@ -89,7 +89,13 @@ struct api_stream {
     uint64_t            offset;
     int                 follow;
     int                 suspended;
+    uint8_t             token[DS_TOKEN_HASH_LEN];   /* who opened it */
+    char                who[DS_NAME_MAX + 1];       /* its name */
+    int64_t             checked;        /* ms of the last token check */
 };
+
+/* a follower whose token is revoked or expires loses the stream within */
+#define API_STREAM_RECHECK_MS   1000
 
 static LIST_HEAD(, api_stream)  streams = LIST_HEAD_INITIALIZER(streams);
 
@@ -634,6 +640,29 @@ api_stream_live(struct api_stream *s)
 }
 
 
+/* the token that opened the stream, checked again now and then */
+static int
+api_stream_revoked(struct api_stream *s)
+{
+    char     name[DS_NAME_MAX + 1];
+    int64_t  now;
+
+    now = now_ms();
+    if (now - s->checked < API_STREAM_RECHECK_MS) {
+        return 0;
+    }
+    s->checked = now;
+
+    if (tokens_check_admin_hash(s->token, name, sizeof(name)) == AUTH_OK) {
+        return 0;
+    }
+
+    log_info("logs of %s: the token \"%s\" is no longer valid, the stream "
+             "ends", s->run, s->who);
+    return 1;
+}
+
+
 static ssize_t
 api_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
@@ -641,6 +670,10 @@ api_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
     ssize_t             n;
 
     (void) pos;
+
+    if (api_stream_revoked(s)) {
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
 
     if (s->fd < 0) {
         s->fd = open(s->path, O_RDONLY | O_CLOEXEC);
@@ -817,6 +850,16 @@ api_logs(struct MHD_Connection *c, struct run *r)
     s->fd = -1;
     s->offset = (uint64_t) offset;
     s->follow = 1;
+    s->checked = now_ms();
+    if (tokens_bearer_hash(MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                       "Authorization"),
+                           s->token) != AUTH_OK
+        || tokens_check_admin_hash(s->token, s->who, sizeof(s->who))
+           != AUTH_OK)
+    {
+        free(s);
+        return api_error(c, 401, "invalid token");
+    }
     LIST_INSERT_HEAD(&streams, s, entry);
 
     res = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024,

@@ -310,6 +310,12 @@ cJSON *tls_to_api(const struct run *r);
 
 /* checks an Authorization header value; name gets the token's name */
 int tokens_check_admin(const char *authorization, char *name, size_t n);
+/* the two halves: the hash of the bearer token (AUTH_OK, AUTH_MISSING,
+ * AUTH_INVALID), then its record (a long request checks again) */
+int tokens_bearer_hash(const char *authorization,
+    uint8_t hash[DS_TOKEN_HASH_LEN]);
+int tokens_check_admin_hash(const uint8_t hash[DS_TOKEN_HASH_LEN],
+    char *name, size_t n);
 int tokens_bootstrap(void);
 cJSON *tokens_list(void);
 int tokens_revoke(const char *name, char *err, size_t errlen);

@@ -40,15 +40,26 @@ token_name_ok(const char *s)
 int
 tokens_check_admin(const char *authorization, char *name, size_t n)
 {
-    const char  *p;
-    uint8_t      hash[DS_TOKEN_HASH_LEN];
-    ds_txn_t    *txn;
-    ds_token_t   tok;
-    ds_err_t     err;
-    int          rc, result;
-    size_t       len;
+    uint8_t  hash[DS_TOKEN_HASH_LEN];
+    int      rc;
 
     name[0] = '\0';
+
+    rc = tokens_bearer_hash(authorization, hash);
+    if (rc != AUTH_OK) {
+        return rc;
+    }
+
+    return tokens_check_admin_hash(hash, name, n);
+}
+
+
+int
+tokens_bearer_hash(const char *authorization,
+    uint8_t hash[DS_TOKEN_HASH_LEN])
+{
+    const char  *p;
+    size_t       len;
 
     if (authorization == NULL) {
         return AUTH_MISSING;
@@ -71,6 +82,21 @@ tokens_check_admin(const char *authorization, char *name, size_t n)
     /* the lookup is by hash: equal hashes are equal tokens, and the
      * time taken does not depend on how much of a guess matched */
     ds_sha256(p, len, hash);
+
+    return AUTH_OK;
+}
+
+
+int
+tokens_check_admin_hash(const uint8_t hash[DS_TOKEN_HASH_LEN], char *name,
+    size_t n)
+{
+    ds_txn_t    *txn;
+    ds_token_t   tok;
+    ds_err_t     err;
+    int          rc, result;
+
+    name[0] = '\0';
 
     if (ds_txn_begin(state, 0, &txn, &err) != DS_OK) {
         log_warnx("auth: %s", err.msg);

@@ -149,6 +149,43 @@ like($r->{json}{error}{message}, qr/has no replica 7/, 'named');
     close $sock;
 }
 
+# a follower whose token is revoked loses the stream
+{
+    my $r = $s->api('POST', '/api/tokens',
+        json => { name => 'follower', scope => 'admin' });
+    is($r->{status}, 201, 'a second admin token') or diag $r->{body};
+    my $ft = $r->{json}{token};
+    my $sock = IO::Socket::UNIX->new(Type => SOCK_STREAM,
+        Peer => $s->socket_path) or die "connect: $!";
+    DsTest::_send_all($sock, "GET /api/runs/hello/logs?replica=1&follow=1"
+        . "&offset=$end HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        . "$ft\r\n\r\n", time + 5);
+    my $buf = '';
+    my $sel = IO::Select->new($sock);
+    my $deadline = time + 5;
+    while (time < $deadline && $buf !~ /\r\n\r\n/) {
+        next unless $sel->can_read(0.2);
+        sysread($sock, $buf, 65536, length $buf) or last;
+    }
+    like($buf, qr{^HTTP/1\.1 200}, 'follow with it: 200');
+    is($s->api('DELETE', '/api/tokens/follower')->{status}, 200,
+        'the token is revoked');
+    my $t0 = time;
+    my $closed = 0;
+    $deadline = time + 5;
+    while (time < $deadline) {
+        next unless $sel->can_read(0.2);
+        my $n = sysread($sock, $buf, 65536, length $buf);
+        if (!$n) { $closed = 1; last }
+    }
+    ok($closed, sprintf('the stream ends after the revocation (%.1f s)',
+        time - $t0));
+    unlike($buf, qr{\r\n0\r\n\r\n$}, 'cut, not a normal end of the log');
+    like($s->log_text, qr/logs of hello: the token "follower" is no longer valid/,
+        'controld says why');
+    close $sock;
+}
+
 # ---- listing ---------------------------------------------------------------------
 
 $r = $s->api('GET', '/api/runs');

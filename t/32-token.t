@@ -10,6 +10,8 @@ use lib 't/lib';
 use DsTest;
 use DsCli;
 use JSON::PP;
+use POSIX ();
+use Time::HiRes qw(sleep);
 use Test::More;
 
 DsCli->require_built('cli', 'controld', 'module');
@@ -114,6 +116,24 @@ is($res->{status}, 401, 'the revoked token opens nothing');
 $r = $c->cli(['token', 'revoke', 'ci']);
 is($r->{rc}, 1, 'revoking it again: exit 1');
 like($r->{err}, qr/^dstackctl: .*ci/, 'and the message names it');
+
+# ---- logs -f with an admin token that is revoked meanwhile -------------------------
+
+$r = $c->cli(['token', 'create', 'watcher', '--scope', 'admin']);
+is($r->{rc}, 0, 'an admin token for a follower') or diag $r->{err};
+my ($wtok) = $r->{out} =~ /^(dst_\S+)$/m;
+my $bg = $c->cli_bg(['logs', $names[0], '-f'],
+    env => { DSTACK_TOKEN => $wtok });
+sleep 0.5;
+$r = $c->cli(['token', 'revoke', 'watcher']);
+is($r->{rc}, 0, 'revoked while it follows');
+ok(DsTest::wait_until(sub { waitpid($bg->{pid}, POSIX::WNOHANG()) > 0 },
+    timeout => 10), 'logs -f ends by itself');
+my $bgrc = $? >> 8;
+is($bgrc, 1, 'with exit 1');
+like(DsTest::_slurp($bg->{err}),
+    qr/^dstackctl: the server ended the stream early: the token may have been revoked/m,
+    'and says why it may have ended');
 
 # ---- through nginx ----------------------------------------------------------------
 
