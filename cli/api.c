@@ -24,6 +24,7 @@ static char         *dsctl_base;        /* "http://host:port" */
 static char         *dsctl_socket;      /* unix socket path, or NULL */
 static char         *dsctl_server;      /* as configured, for messages */
 static char         *dsctl_auth;        /* "Authorization: Bearer ..." */
+static char         *dsctl_ca;          /* CA file for https://, or NULL */
 static char          dsctl_curl_err[CURL_ERROR_SIZE];
 
 
@@ -59,6 +60,15 @@ dsctl_api_init(const dsctl_config_t *cfg)
             "https:// or unix:/path", cfg->server,
             cfg->source ? cfg->source : "the configuration");
         return -1;
+    }
+
+    if (cfg->ca != NULL && cfg->ca[0] != '\0') {
+        if (access(cfg->ca, R_OK) != 0) {
+            dsctl_error("cannot read the CA file \"%s\" (DSTACK_CA or \"ca:\" "
+                "in the config file): %s", cfg->ca, strerror(errno));
+            return -1;
+        }
+        dsctl_ca = dsctl_xstrdup(cfg->ca);
     }
 
     dsctl_str_addf(&a, "Authorization: Bearer %s", cfg->token);
@@ -170,6 +180,9 @@ dsctl_setup(const char *method, const char *path, struct curl_slist *hdrs,
     if (dsctl_socket != NULL) {
         curl_easy_setopt(dsctl_curl, CURLOPT_UNIX_SOCKET_PATH, dsctl_socket);
     }
+    if (dsctl_ca != NULL) {
+        curl_easy_setopt(dsctl_curl, CURLOPT_CAINFO, dsctl_ca);
+    }
     curl_easy_setopt(dsctl_curl, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(dsctl_curl, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(dsctl_curl, CURLOPT_ERRORBUFFER, dsctl_curl_err);
@@ -233,6 +246,11 @@ dsctl_finish(CURLcode cc, const char *method, const char *path,
                 "dstack-controld running?)", dsctl_server,
                 stat(dsctl_socket, &st) == -1 ? strerror(errno)
                 : "connection refused");
+        } else if (cc == CURLE_PEER_FAILED_VERIFICATION && dsctl_ca == NULL) {
+            dsctl_error("cannot reach the server \"%s\": %s (a private CA, "
+                "such as controld's own? set DSTACK_CA or \"ca:\" in the "
+                "config file to its certificate)", dsctl_server,
+                dsctl_curl_err[0] ? dsctl_curl_err : curl_easy_strerror(cc));
         } else {
             dsctl_error("cannot reach the server \"%s\": %s", dsctl_server,
                 dsctl_curl_err[0] ? dsctl_curl_err : curl_easy_strerror(cc));

@@ -8,6 +8,8 @@
  *     server: unix:/var/lib/dstack/api.sock    # or https://gateway.example.com
  *     token: dst_...
  *     project: main                            # optional, for the plan
+ *     ca: /var/lib/dstack/tls/ca.crt           # optional: the CA of an
+ *                                              # https:// server (DSTACK_CA)
  *
  * dstack's own layout is read as well, so an existing file keeps working:
  *
@@ -116,6 +118,8 @@ dsctl_config_parse(dsctl_config_t *cfg, const char *path, const char *text,
         dsctl_yaml_scalar(&doc, dsctl_yaml_get(&doc, root, "token")));
     dsctl_config_set(&cfg->project,
         dsctl_yaml_scalar(&doc, dsctl_yaml_get(&doc, root, "project")));
+    dsctl_config_set(&cfg->ca,
+        dsctl_yaml_scalar(&doc, dsctl_yaml_get(&doc, root, "ca")));
 
     /* dstack's layout: the default project, else the first */
     projects = dsctl_yaml_get(&doc, root, "projects");
@@ -167,6 +171,7 @@ dsctl_config_load(dsctl_config_t *cfg)
     dsctl_config_set(&cfg->server, getenv("DSTACK_SERVER"));
     dsctl_config_set(&cfg->token, getenv("DSTACK_TOKEN"));
     dsctl_config_set(&cfg->project, getenv("DSTACK_PROJECT"));
+    dsctl_config_set(&cfg->ca, getenv("DSTACK_CA"));
     if (cfg->server != NULL) {
         cfg->source = dsctl_xstrdup("DSTACK_SERVER");
     }
@@ -238,6 +243,7 @@ dsctl_config_free(dsctl_config_t *cfg)
     free(cfg->server);
     free(cfg->token);
     free(cfg->project);
+    free(cfg->ca);
     free(cfg->source);
     memset(cfg, 0, sizeof(*cfg));
 }

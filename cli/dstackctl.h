@@ -130,13 +130,17 @@ typedef struct {
     char           *server;     /* "http(s)://host[:port]" or "unix:/path" */
     char           *token;
     char           *project;    /* shown in the plan; "main" by default */
+    char           *ca;         /* PEM file of the CA an https:// server's
+                                   certificate is checked against (e.g.
+                                   controld's own CA); NULL: the system's */
     char           *source;     /* where server came from, for messages */
 } dsctl_config_t;
 
 /*
  * Server and token: DSTACK_SERVER / DSTACK_TOKEN, else the file named by
  * DSTACK_CONFIG, else ~/.dstack/config.yml.  The file has top-level keys
- * "server:" and "token:" (and optionally "project:"), or dstack's own
+ * "server:" and "token:" (and optionally "project:" and "ca:"; DSTACK_CA
+ * wins over "ca:"), or dstack's own
  * layout ("projects:" with url/token/name/default).  Prints the error and
  * returns -1 when no server or token can be found.
  */

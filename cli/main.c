@@ -59,6 +59,8 @@ dsctl_help(FILE *out)
         "\n"
         "The server and token come from DSTACK_SERVER and DSTACK_TOKEN, or\n"
         "from DSTACK_CONFIG or ~/.dstack/config.yml (\"server:\", \"token:\").\n"
+        "An https:// server whose certificate comes from a private CA (such\n"
+        "as controld's own) needs that CA: DSTACK_CA or \"ca:\" (a PEM file).\n"
         "\"dstackctl COMMAND --help\" tells more about a command.\n");
 }
 

@@ -69,6 +69,7 @@ sub new {
         owner => $$,
     }, $class;
     make_path("$self->{dir}/home");
+    $self->make_tls if $opts{tls};
     $t->{opts}{http} = join "\n", grep { defined }
         $t->{opts}{http}, $self->gateway_server
         unless $opts{no_gateway_server};
@@ -84,10 +85,14 @@ sub gateway_server {
     my $self = shift;
     my $t = $self->{t};
     my ($port, $domain, $sock) = ($t->port, $t->domain, $self->api_socket);
+    my $tls = !$self->{tls_port} ? '' : join '',
+        "        listen 127.0.0.1:$self->{tls_port} ssl;\n",
+        "        ssl_certificate $self->{dir}/tls/leaf.crt;\n",
+        "        ssl_certificate_key $self->{dir}/tls/leaf.key;\n";
     return <<"EOF";
     server {
         listen 127.0.0.1:$port;
-        server_name gateway.$domain 127.0.0.1;
+$tls        server_name gateway.$domain 127.0.0.1;
         dstack_domain $domain;
 
         location /v1/ {
@@ -109,6 +114,33 @@ sub gateway_server {
     }
 EOF
 }
+
+# tls => 1: a private CA (tls/ca.crt) and a certificate for 127.0.0.1
+# that the gateway server also listens with, on tls_port: the API over
+# https:// as a remote user reaches it, checked against a CA of our own
+sub make_tls {
+    my $self = shift;
+    my $d = "$self->{dir}/tls";
+    make_path($d);
+    DsTest::_write("$d/leaf.ext", "subjectAltName=IP:127.0.0.1\n"
+        . "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n");
+    for my $cmd (
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+            . "-subj '/CN=dstack test CA' -days 2 -keyout $d/ca.key "
+            . "-out $d/ca.crt",
+        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+            . "-subj '/CN=127.0.0.1' -keyout $d/leaf.key -out $d/leaf.csr",
+        "openssl x509 -req -in $d/leaf.csr -CA $d/ca.crt -CAkey $d/ca.key "
+            . "-CAcreateserial -days 2 -extfile $d/leaf.ext -out $d/leaf.crt")
+    {
+        my $out = `$cmd 2>&1`;
+        die "$cmd: $out" if $?;
+    }
+    $self->{tls_port} = DsTest::free_port();
+}
+
+sub tls_port { $_[0]{tls_port} }
+sub tls_ca { "$_[0]{dir}/tls/ca.crt" }
 
 # the API through nginx, for cli(env => ...)
 sub via_nginx {
