@@ -50,6 +50,8 @@ static struct {
 
     cJSON              *last;           /* the latest good answer */
     int64_t             last_ms;        /* when it was requested */
+    const cJSON       **index;          /* its services by name (hash) */
+    size_t              index_size;     /* a power of 2, 0: none */
     int                 failing;        /* for log messages */
 } st = { .fd = -1 };
 
@@ -74,7 +76,10 @@ stats_init(const char *url, char *err, size_t n)
     if (slash == NULL) {
         slash = p + strlen(p);
     }
-    snprintf(st.path, sizeof(st.path), "%s", *slash ? slash : "/");
+    /* only the services with traffic, in flight or held: the others are
+     * zeros, and an idle majority would cost the worker and us time */
+    snprintf(st.path, sizeof(st.path), "%s%sactive=1", *slash ? slash : "/",
+             strchr(slash, '?') ? "&" : "?");
 
     if (*p == '[') {
         colon = strchr(p, ']');
@@ -167,6 +172,9 @@ stats_begin(void)
 
 
 /* the status line and the body of a complete answer */
+static void stats_index(void);
+
+
 static void
 stats_parse(void)
 {
@@ -208,6 +216,7 @@ stats_parse(void)
     cJSON_Delete(st.last);
     st.last = json;
     st.last_ms = st.started_ms;
+    stats_index();
     if (st.failing) {
         log_info("stats: %s answers again", conf->stats_url);
         st.failing = 0;
@@ -343,18 +352,68 @@ stats_fresh_ms(void)
 }
 
 
+static size_t
+stats_hash(const char *name)
+{
+    size_t  h = 2166136261u;
+
+    while (*name) {
+        h = (h ^ (unsigned char) *name++) * 16777619u;
+    }
+    return h;
+}
+
+
+/* the services of the latest answer by name, open addressing, rebuilt
+ * with each answer: lookups are O(1) however many services there are */
+static void
+stats_index(void)
+{
+    const cJSON  *s, *name;
+    size_t        n, size, i;
+
+    n = (size_t) cJSON_GetArraySize(cJSON_GetObjectItem(st.last, "services"));
+    for (size = 16; size < 2 * n; size *= 2) {
+        /* void */
+    }
+    if (size > st.index_size) {
+        free(st.index);
+        st.index = xcalloc(size, sizeof(*st.index));
+        st.index_size = size;
+    } else {
+        memset(st.index, 0, st.index_size * sizeof(*st.index));
+    }
+
+    cJSON_ArrayForEach(s, cJSON_GetObjectItem(st.last, "services")) {
+        name = cJSON_GetObjectItem(s, "name");
+        if (!cJSON_IsString(name)) {
+            continue;
+        }
+        i = stats_hash(name->valuestring) & (st.index_size - 1);
+        while (st.index[i] != NULL) {
+            i = (i + 1) & (st.index_size - 1);
+        }
+        st.index[i] = s;
+    }
+}
+
+
 static const cJSON *
 stats_service(const char *service)
 {
-    const cJSON  *s, *name;
+    const cJSON  *name;
+    size_t        i;
 
-    if (st.last == NULL) {
+    if (st.last == NULL || st.index_size == 0) {
         return NULL;
     }
-    cJSON_ArrayForEach(s, cJSON_GetObjectItem(st.last, "services")) {
-        name = cJSON_GetObjectItem(s, "name");
-        if (cJSON_IsString(name) && strcmp(name->valuestring, service) == 0) {
-            return s;
+    for (i = stats_hash(service) & (st.index_size - 1);
+         st.index[i] != NULL;
+         i = (i + 1) & (st.index_size - 1))
+    {
+        name = cJSON_GetObjectItem(st.index[i], "name");
+        if (strcmp(name->valuestring, service) == 0) {
+            return st.index[i];
         }
     }
     return NULL;

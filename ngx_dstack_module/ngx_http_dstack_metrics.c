@@ -457,6 +457,8 @@ ngx_http_dstack_metrics_admit(ngx_http_request_t *r,
     }
 
     __atomic_fetch_add(&ctx->metrics->inflight, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&ctx->metrics->last_active, (uint64_t) ngx_time(),
+                     __ATOMIC_RELAXED);
 
     b = ngx_http_dstack_metrics_bucket(mctx, ctx->metrics, ngx_time());
     __atomic_fetch_add(&b->arrivals, 1, __ATOMIC_RELAXED);
@@ -591,6 +593,8 @@ ngx_http_dstack_metrics_complete(ngx_http_request_t *r,
     }
 
     __atomic_fetch_sub(&m->inflight, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&m->last_active, (uint64_t) ngx_time(),
+                     __ATOMIC_RELAXED);
 
     b = ngx_http_dstack_metrics_bucket(mctx, m, ngx_time());
 

@@ -62,6 +62,8 @@ typedef struct {
 typedef struct {
     uint64_t                    uid;        /* owning service, 0 = free */
     int64_t                     inflight;
+    uint64_t                    last_active;    /* unix second of the last
+                                                   arrival or completion */
     uint64_t                    requests[NGX_HTTP_DSTACK_CLASSES];
     uint64_t                    time_ms_sum;
     uint64_t                    hist[NGX_HTTP_DSTACK_HIST];

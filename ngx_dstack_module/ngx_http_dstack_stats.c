@@ -44,6 +44,8 @@ typedef struct {
     ds_txn_t                           *txn;
     ngx_array_t                         services;
     ngx_array_t                         replicas;
+    ngx_uint_t                          active;     /* ?active=1 */
+    time_t                              now;
     ngx_uint_t                          failed;     /* out of memory */
 } ngx_http_dstack_stats_collect_t;
 
@@ -250,7 +252,7 @@ ngx_http_dstack_stats_handler(ngx_http_request_t *r)
     ds_err_t                          err;
     ds_txn_t                         *txn;
     ngx_int_t                         rv;
-    ngx_str_t                         message;
+    ngx_str_t                         message, arg;
     ngx_chain_t                      *cl;
     ngx_http_dstack_loc_conf_t       *dlcf;
     ngx_http_dstack_stats_out_t       out;
@@ -270,6 +272,10 @@ ngx_http_dstack_stats_handler(ngx_http_request_t *r)
 
     col.r = r;
     col.failed = 0;
+    col.now = ngx_time();
+    col.active = (dlcf->stats == NGX_HTTP_DSTACK_STATS_JSON
+                  && ngx_http_arg(r, (u_char *) "active", 6, &arg) == NGX_OK
+                  && arg.len == 1 && arg.data[0] == '1');
 
     if (ngx_array_init(&col.services, r->pool, 64,
                        sizeof(ngx_http_dstack_stats_service_t))
@@ -351,9 +357,36 @@ ngx_http_dstack_stats_handler(ngx_http_request_t *r)
 
 
 /*
+ * "?active=1" (controld's poll) leaves out the services with nothing to
+ * tell: nothing in flight or held, no arrival or completion within the
+ * longest window.  A service left out has zeros everywhere that matters
+ * to scaling and draining, and most of 10,000 services are idle: the
+ * answer, and the worker's time to build it, scale with the busy ones.
+ */
+static ngx_uint_t
+ngx_http_dstack_stats_is_active(ngx_http_dstack_service_metrics_t *m,
+    time_t now)
+{
+    if (m == NULL) {
+        return 0;
+    }
+
+    return __atomic_load_n(&m->inflight, __ATOMIC_RELAXED) != 0
+           || __atomic_load_n(&m->held, __ATOMIC_RELAXED) != 0
+           || (uint64_t) now
+              < __atomic_load_n(&m->last_active, __ATOMIC_RELAXED)
+                + NGX_HTTP_DSTACK_WINDOW;
+}
+
+
+/*
  * Inside the read transaction: copy what the output needs.  Returns
  * non-zero to stop the iteration (out of memory).
  */
+
+static ngx_uint_t ngx_http_dstack_stats_is_active(
+    ngx_http_dstack_service_metrics_t *m, time_t now);
+
 
 static int
 ngx_http_dstack_stats_collect(void *arg, const ds_service_t *svc)
@@ -370,6 +403,14 @@ ngx_http_dstack_stats_collect(void *arg, const ds_service_t *svc)
     ngx_http_dstack_stats_replica_t  *sr;
     ngx_http_dstack_stats_service_t  *s;
 
+    ngx_http_dstack_service_metrics_t  *m;
+
+    m = ngx_http_dstack_service_metrics(svc->slot, svc->uid);
+
+    if (col->active && !ngx_http_dstack_stats_is_active(m, col->now)) {
+        return 0;
+    }
+
     s = ngx_array_push(&col->services);
     if (s == NULL) {
         goto failed;
@@ -385,7 +426,7 @@ ngx_http_dstack_stats_collect(void *arg, const ds_service_t *svc)
 
     s->uid = svc->uid;
     s->slot = svc->slot;
-    s->metrics = ngx_http_dstack_service_metrics(svc->slot, svc->uid);
+    s->metrics = m;
     s->replica = col->replicas.nelts;
     s->nreplicas = 0;
 

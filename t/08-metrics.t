@@ -9,6 +9,7 @@ use warnings;
 use lib 't/lib';
 use DsTest;
 use Test::More;
+use IO::Socket::INET;
 use Time::HiRes qw(time sleep);
 
 plan skip_all => 'module or dstack-seed not built'
@@ -198,6 +199,37 @@ is($t->get('mtwo', '/')->{status}, 200, 'traffic after the reload');
 ok(DsTest::wait_until(sub {
     $t->service_stats('mtwo')->{requests}{'2xx'} == 11 }, timeout => 3),
     'and is counted on top');
+
+# ---- ?active=1: only the services with something to tell -------------------------
+
+my $act = $t->request('GET', '/stats?active=1', host => '127.0.0.1',
+    port => $t->stats_port);
+is($act->{status}, 200, 'GET /stats?active=1: 200');
+my %listed = map { $_->{name} => 1 } @{ ($act->{json} || {})->{services} || [] };
+ok($listed{mone} && $listed{mtwo}, 'it lists the services that had traffic')
+    or diag explain \%listed;
+ok(!$listed{idle}, 'and not the idle one');
+is_deeply([sort keys %listed], [sort grep { $_ ne 'idle' }
+    map { $_->{name} } @{ $t->stats->{services} }],
+    'the same as the full list, less the idle service');
+my ($mact) = grep { $_->{name} eq 'mtwo' } @{ $act->{json}{services} };
+is_deeply($mact->{windows}, $t->service_stats('mtwo')->{windows},
+    'with the same windows');
+
+# a request in flight makes a quiet service active at once
+$t->seed([{ op => 'replicas', service => 'idle', replicas => [
+    { addr => $addr{r1}, state => 'ready', version => 1 }] }]);
+my $held = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $t->port)
+    or die "connect: $!";
+DsTest::_send_all($held, $t->build_request('GET', '/slow?ms=1500',
+    host => 'idle.' . $t->domain), time + 5);
+ok(DsTest::wait_until(sub {
+    my $x = $t->request('GET', '/stats?active=1', host => '127.0.0.1',
+        port => $t->stats_port);
+    return grep { $_->{name} eq 'idle' && $_->{inflight} == 1 }
+        @{ ($x->{json} || {})->{services} || [] };
+}, timeout => 3), 'a service with a request in flight is listed');
+close $held;
 
 # ---- a deleted service leaves the stats -------------------------------------------
 
