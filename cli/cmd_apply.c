@@ -165,6 +165,7 @@ typedef struct {
     int             starting;   /* on their way: not failed, not ready */
     int             old;        /* of an older version, still there */
     int             total;
+    int             rollout_failed; /* the new version gave up */
 } dsctl_runstate_t;
 
 
@@ -184,6 +185,8 @@ dsctl_run_state(const cJSON *run, dsctl_runstate_t *rs)
     if (rs->message == NULL) {
         rs->message = "";
     }
+    rs->rollout_failed = dsctl_json_bool(
+        cJSON_GetObjectItemCaseSensitive(run, "rollout"), "failed");
     /* after an update, replicas of an older version are on their way
      * out: the rollout is done when only the new version serves */
     version = dsctl_json_num(run, "version", 0);
@@ -224,6 +227,10 @@ dsctl_run_settled(const dsctl_runstate_t *rs)
         || strcmp(s, "terminating") == 0 || strcmp(s, "done") == 0
         || strcmp(s, "aborted") == 0)
     {
+        return -1;
+    }
+    /* the old version serves on, the new one did not start */
+    if (rs->rollout_failed) {
         return -1;
     }
     if (strcmp(s, "running") == 0 && rs->ready > 0 && rs->starting == 0
@@ -342,6 +349,13 @@ dsctl_follow(const char *name, cJSON **final)
         if (settled != 0) {
             if (tty) {
                 printf("\r\033[K%s\n", line.s);
+            }
+            if (settled < 0 && rs.rollout_failed) {
+                dsctl_error("run \"%s\": the update did not roll out: %s",
+                    name, rs.message);
+                dsctl_resp_free(&resp);
+                rc = -1;
+                break;
             }
             if (settled < 0) {
                 dsctl_error("run \"%s\" %s%s%s (see dstackctl logs %s)",

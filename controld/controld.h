@@ -246,6 +246,9 @@ struct run {
     int64_t         last_scaled_ms;
     struct autoscale scaling;           /* autoscale.c */
     time_t          failing_since;      /* no replica ready since */
+    int             rollout_failed;     /* the version whose rollout gave
+                                           up (the older one serves) */
+    char            rollout_error[256];
     struct replica_list replicas;
 };
 

@@ -336,15 +336,23 @@ run_has_ready(const struct run *r)
 }
 
 
+static void run_check_rollout(struct run *r, struct replica *last);
+
+
 static void
-run_check_failed(struct run *r, const struct replica *last)
+run_check_failed(struct run *r, struct replica *last)
 {
     const struct replica  *rep;
     unsigned               limit;
     int                    any = 0;
     char                   why[256];
 
-    if (run_has_ready(r) || r->stopping || r->finished) {
+    if (r->stopping || r->finished) {
+        return;
+    }
+
+    if (run_has_ready(r)) {
+        run_check_rollout(r, last);
         return;
     }
 
@@ -378,6 +386,51 @@ run_check_failed(struct run *r, const struct replica *last)
         "replica %d: %s (see: dstackctl logs %s --replica %d)", limit,
         last->num, last->message, r->name, last->num);
     run_fail(r, why);
+}
+
+
+/*
+ * A rollout whose new version fails where the old one serves: after
+ * max_failures failures in a row of a new replica, the rollout gives up.
+ * The failing replica goes, the old version keeps serving, the run says
+ * why (and the API, so that "dstackctl apply" stops waiting and says
+ * it); applying again starts a new rollout.
+ */
+static void
+run_check_rollout(struct run *r, struct replica *last)
+{
+    struct replica  *old;
+    int              serving = 0;
+
+    if (last->version != r->version || r->rollout_failed == r->version
+        || (unsigned) last->failures < conf->local.max_failures)
+    {
+        return;
+    }
+
+    TAILQ_FOREACH(old, &r->replicas, entry) {
+        if (old->version < r->version && !old->retire && old->ready
+            && (serving == 0 || old->version > serving))
+        {
+            serving = old->version;
+        }
+    }
+    if (serving == 0) {
+        return;         /* not a rollout: a replica of a serving version */
+    }
+
+    fmt(r->rollout_error, sizeof(r->rollout_error), "version %d failed to "
+        "start, version %d keeps serving: replica %d failed %u times in a "
+        "row (see: dstackctl logs %s --replica %d): %s", r->version, serving,
+        last->num, conf->local.max_failures, r->name, last->num,
+        last->message);
+    r->rollout_failed = r->version;
+    /* the API tells it at once, not at the next status update */
+    snprintf(r->message, sizeof(r->message), "%s", r->rollout_error);
+    log_warnx("run \"%s\": the rollout of version %d gives up: %s", r->name,
+              r->version, r->rollout_error);
+    replica_stop(last, 0);
+    run_touch(r);
 }
 
 
@@ -642,6 +695,10 @@ run_rollout(struct run *r)
     struct replica  *rep, *cur, *nr;
     int              max_num, num, surge;
 
+    if (r->rollout_failed == r->version) {
+        return;         /* gave up; the next apply tries again */
+    }
+
     TAILQ_FOREACH(rep, &r->replicas, entry) {
         if (rep->retire || rep->version != r->version || rep->ready) {
             continue;
@@ -775,7 +832,9 @@ run_status_update(struct run *r)
         }
     } else if (ready > 0) {
         status = RUN_RUNNING;
-        if (rolling > 0) {
+        if (r->rollout_failed == r->version) {
+            snprintf(msg, sizeof(msg), "%s", r->rollout_error);
+        } else if (rolling > 0) {
             snprintf(msg, sizeof(msg), "rolling out version %d (%d of %d "
                      "replicas left)", r->version, rolling, live);
         } else if (ready < r->desired && msg[0] == '\0') {

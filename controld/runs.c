@@ -279,6 +279,8 @@ run_to_doc(const struct run *r)
     cJSON_AddBoolToObject(o, "stopping", r->stopping);
     cJSON_AddBoolToObject(o, "abort", r->abort);
     cJSON_AddBoolToObject(o, "finished", r->finished);
+    cJSON_AddNumberToObject(o, "rollout_failed", r->rollout_failed);
+    cJSON_AddStringToObject(o, "rollout_error", r->rollout_error);
     cJSON_AddItemToObject(o, "spec", r->spec.json
                                      ? cJSON_Duplicate(r->spec.json, 1)
                                      : cJSON_CreateNull());
@@ -385,6 +387,9 @@ run_from_doc(const char *doc, size_t len, char *err, size_t errlen)
     r->stopping = doc_bool(o, "stopping");
     r->abort = doc_bool(o, "abort");
     r->finished = doc_bool(o, "finished");
+    r->rollout_failed = (int) doc_num(o, "rollout_failed", 0);
+    snprintf(r->rollout_error, sizeof(r->rollout_error), "%s",
+             doc_str(o, "rollout_error"));
 
     if (spec_load(cJSON_GetObjectItemCaseSensitive(o, "spec"), &r->spec, err,
                   errlen)
@@ -510,6 +515,12 @@ run_to_api(const struct run *r)
     cJSON_AddNumberToObject(o, "updated_at", (double) r->updated_at);
     cJSON_AddNumberToObject(o, "version", r->version);
     cJSON_AddNumberToObject(o, "desired", r->desired);
+    if (r->rollout_failed == r->version) {
+        m = cJSON_AddObjectToObject(o, "rollout");
+        cJSON_AddNumberToObject(m, "version", r->rollout_failed);
+        cJSON_AddBoolToObject(m, "failed", 1);
+        cJSON_AddStringToObject(m, "error", r->rollout_error);
+    }
     if ((m = autoscale_to_api(r)) != NULL) {
         cJSON_AddItemToObject(o, "scaling", m);
     }

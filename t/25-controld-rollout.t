@@ -130,5 +130,38 @@ ok($s->wait_run('roll', sub {
 }, timeout => 20), 'rolled out');
 is($s->get('roll', '/v.txt')->{status}, 200, 'the new code is served');
 
+# ---- a new version that never starts: the rollout gives up ---------------------------
+
+my $broken = { %$spec2, replicas => 1,
+    commands => ['echo "no such model" >&2', 'exit 3'] };
+$r = $s->apply($broken, name => 'roll', code => $code2);
+is($r->{json}{version}, 4, 'a broken update: version 4');
+$load = $s->start_load('roll');
+ok($s->wait_run('roll', sub { ($_[0]{rollout} || {})->{failed} },
+    timeout => 40), 'the rollout gives up after max_failures failures')
+    or diag explain $s->last_run;
+$run = $s->last_run;
+like($run->{message}, qr/^version 4 failed to start, version 3 keeps serving: replica 0 failed 3 times in a row \(see: dstackctl logs roll --replica 0\): exited with status 3/,
+    'the run says which version failed, why, and what serves')
+    or diag $run->{message};
+is($run->{status}, 'running', 'the run is still running');
+is($s->get('roll', '/v.txt')->{status}, 200, 'version 3 still serves');
+sleep 1.5;
+is(scalar(grep { $_->{version} == 4 && $_->{status} !~ /terminated|aborted/ }
+    @{ $s->run('roll')->{replicas} }), 0,
+    'no replica of version 4 is started again');
+$res = $s->stop_load($load);
+is_deeply($res->{failed}, [], 'no failed request meanwhile')
+    or diag explain $res;
+
+# fixed: the next apply rolls out
+$r = $s->apply({ %$spec2, replicas => 1, env => { GREETING => 'five' } },
+    name => 'roll', code => $code2);
+is($r->{json}{version}, 5, 'fixed: version 5');
+ok($s->wait_run('roll', sub {
+    my @v = grep { $_->{ready} } @{ $_[0]{replicas} };
+    return @v == 1 && $v[0]{version} == 5 && !$_[0]{rollout};
+}, timeout => 20), 'version 5 rolls out') or diag explain $s->last_run;
+
 $s->finish;
 $t->done;

@@ -184,7 +184,28 @@ for (1 .. 20) {
 is_deeply([sort keys %seen], [0, 1], 'both replicas run the new env')
     or diag explain \%seen;
 
-# ---- stop -----------------------------------------------------------------------------
+# ---- an update that never starts -------------------------------------------------------
+
+DsTest::_write("$app/broken.dstack.yml", <<'YML');
+type: service
+name: hello
+port: 8000
+replicas: 2
+env:
+  - GREETING=hello
+commands:
+  - echo "model weights not found" >&2
+  - exit 3
+YML
+$r = $c->cli(['apply', '-f', 'broken.dstack.yml', '-y'], dir => $app,
+    timeout => 120);
+is($r->{rc}, 1, 'an update whose replicas never start: apply exits 1')
+    or diag "$r->{out}\n$r->{err}";
+like($r->{err}, qr/^dstackctl: run "hello": the update did not roll out: version \d+ failed to start, version \d+ keeps serving: replica \d failed 3 times in a row \(see: dstackctl logs hello --replica \d\): exited with status 3/m,
+    'and says which version failed, why, where to look and what serves')
+    or diag $r->{err};
+is(get('/')->{status}, 200, 'the previous version still serves');
+
 
 $run = $c->run_named('hello');
 @pids = grep { $_ } map { $_->{pid} } @{ $run->{replicas} };
