@@ -24,7 +24,7 @@ static ngx_uint_t ngx_http_dstack_token_slot(ngx_str_t *token);
  * compared in constant time; the record is still looked up in LMDB on
  * every request, so a revocation applies at once.
  */
-#define NGX_HTTP_DSTACK_TOKEN_CACHE      64     /* slots, a power of 2 */
+#define NGX_HTTP_DSTACK_TOKEN_CACHE      1024   /* slots, a power of 2 */
 #define NGX_HTTP_DSTACK_TOKEN_CACHED     64     /* longest token kept */
 
 typedef struct {

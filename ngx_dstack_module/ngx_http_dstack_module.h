@@ -151,6 +151,7 @@ typedef struct {
 typedef struct {
     ngx_uint_t                  refs;
     ngx_uint_t                  n;
+    ngx_uint_t                  cap;            /* room for */
     ngx_http_dstack_peer_t      peer[1];        /* n of them */
 } ngx_http_dstack_peers_t;
 

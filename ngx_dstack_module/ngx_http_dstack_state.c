@@ -14,7 +14,8 @@
  *
  * Records are read once per commit, not once per request.  A small
  * per-worker cache keeps services (decoded, with their metrics slot and
- * their ready replicas resolved) and tokens, each a copy of its record
+ * their ready replicas resolved; twice the slots of dstack_capacity) and
+ * tokens, each a copy of its record
  * in worker memory, tagged with the snapshot it was read from: the
  * commit's id, and how many times this worker opened the state.
  *
@@ -33,7 +34,14 @@
 #include <sys/stat.h>
 
 
-#define NGX_HTTP_DSTACK_CACHE_SLOTS  64     /* each cache; a power of 2 */
+/*
+ * Services: twice the slots of dstack_capacity, so that the services a
+ * worker serves stay cached however many there are; an entry is made
+ * when its slot is first used.  Tokens: a fixed number of slots.
+ */
+#define NGX_HTTP_DSTACK_SERVICE_SLOTS_MIN  64       /* powers of 2 */
+#define NGX_HTTP_DSTACK_SERVICE_SLOTS_MAX  (1 << 20)
+#define NGX_HTTP_DSTACK_TOKEN_SLOTS        1024
 
 
 typedef struct {
@@ -70,7 +78,8 @@ typedef struct {
     uint64_t                opened;     /* times the state was opened */
     uint64_t                snapshot;   /* what this request reads */
     ngx_uint_t              renewed;    /* txn renewed for this request */
-    ngx_http_dstack_cached_service_t  *services;
+    ngx_http_dstack_cached_service_t **services;   /* made when used */
+    ngx_uint_t              service_mask;   /* slots - 1 */
     ngx_http_dstack_cached_token_t    *tokens;
 } ngx_http_dstack_state_t;
 
@@ -96,6 +105,7 @@ ngx_int_t
 ngx_http_dstack_state_init_worker(ngx_cycle_t *cycle)
 {
     size_t                        len;
+    ngx_uint_t                    n;
     ngx_http_dstack_state_t      *st = &ngx_http_dstack_st;
     ngx_http_dstack_main_conf_t  *dmcf;
 
@@ -117,10 +127,17 @@ ngx_http_dstack_state_init_worker(ngx_cycle_t *cycle)
     st->log = cycle->log;
     st->interval = dmcf->watch_interval;
 
-    st->services = ngx_calloc(NGX_HTTP_DSTACK_CACHE_SLOTS
-                              * sizeof(ngx_http_dstack_cached_service_t),
+    for (n = NGX_HTTP_DSTACK_SERVICE_SLOTS_MIN;
+         n < 2 * dmcf->max_services && n < NGX_HTTP_DSTACK_SERVICE_SLOTS_MAX;
+         n <<= 1)
+    {
+        /* void */
+    }
+
+    st->service_mask = n - 1;
+    st->services = ngx_calloc(n * sizeof(ngx_http_dstack_cached_service_t *),
                               cycle->log);
-    st->tokens = ngx_calloc(NGX_HTTP_DSTACK_CACHE_SLOTS
+    st->tokens = ngx_calloc(NGX_HTTP_DSTACK_TOKEN_SLOTS
                             * sizeof(ngx_http_dstack_cached_token_t),
                             cycle->log);
     if (st->services == NULL || st->tokens == NULL) {
@@ -229,14 +246,26 @@ ngx_http_dstack_state_service(u_char *name, size_t len,
 {
     int                                rc;
     ngx_http_dstack_state_t           *st = &ngx_http_dstack_st;
-    ngx_http_dstack_cached_service_t  *e;
+    ngx_http_dstack_cached_service_t  *e, **slot;
 
     if (len == 0 || len > DS_NAME_MAX) {
         return DS_NOTFOUND;
     }
 
-    e = &st->services[ngx_hash_key(name, len)
-                      & (NGX_HTTP_DSTACK_CACHE_SLOTS - 1)];
+    slot = &st->services[ngx_hash_key(name, len) & st->service_mask];
+
+    if (*slot == NULL) {
+        *slot = ngx_calloc(sizeof(ngx_http_dstack_cached_service_t),
+                           ngx_cycle->log);
+        if (*slot == NULL) {
+            ngx_cpystrn((u_char *) err->msg,
+                        (u_char *) "out of memory for the service cache",
+                        sizeof(err->msg));
+            return DS_ERROR;
+        }
+    }
+
+    e = *slot;
 
     if (e->snapshot == 0 || e->snapshot != st->snapshot || e->len != len
         || ngx_memcmp(e->name, name, len) != 0)
@@ -267,12 +296,6 @@ ngx_http_dstack_state_fill_service(ngx_http_dstack_state_t *st,
 
     e->snapshot = 0;
 
-    /* requests that use the old replicas keep them */
-    if (e->view.ready) {
-        ngx_http_dstack_peers_unref(e->view.ready);
-        e->view.ready = NULL;
-    }
-
     if (ngx_http_dstack_state_renew(st, err) != DS_OK) {
         return DS_ERROR;
     }
@@ -301,6 +324,10 @@ ngx_http_dstack_state_fill_service(ngx_http_dstack_state_t *st,
 
     } else if (rc != DS_NOTFOUND) {
         return rc;
+
+    } else if (e->view.ready) {
+        ngx_http_dstack_peers_unref(e->view.ready);
+        e->view.ready = NULL;
     }
 
     e->rc = rc;
@@ -330,20 +357,34 @@ ngx_http_dstack_state_ready(ngx_http_dstack_cached_service_t *e,
         n += (rep.state == DS_REPLICA_READY);
     }
 
+    /* the previous block, unless requests still use it or it is small */
+    ready = e->view.ready;
+    e->view.ready = NULL;
+
+    if (ready && (ready->refs > 1 || ready->cap < n || n == 0)) {
+        ngx_http_dstack_peers_unref(ready);
+        ready = NULL;
+    }
+
     if (n == 0) {
         return DS_OK;
     }
 
-    ready = ngx_alloc(offsetof(ngx_http_dstack_peers_t, peer)
-                      + n * sizeof(ngx_http_dstack_peer_t), ngx_cycle->log);
     if (ready == NULL) {
-        ngx_cpystrn((u_char *) err->msg,
-                    (u_char *) "out of memory for the replicas of a service",
-                    sizeof(err->msg));
-        return DS_ERROR;
+        ready = ngx_alloc(offsetof(ngx_http_dstack_peers_t, peer)
+                          + n * sizeof(ngx_http_dstack_peer_t),
+                          ngx_cycle->log);
+        if (ready == NULL) {
+            ngx_cpystrn((u_char *) err->msg,
+                        (u_char *) "out of memory for the replicas of a "
+                        "service", sizeof(err->msg));
+            return DS_ERROR;
+        }
+
+        ready->refs = 1;    /* the cache's */
+        ready->cap = n;
     }
 
-    ready->refs = 1;        /* the cache's */
     ready->n = n;
     peer = ready->peer;
 
@@ -395,7 +436,7 @@ ngx_http_dstack_state_token(const u_char *hash, const ds_token_t **tok,
     ngx_http_dstack_cached_token_t  *e;
 
     i = ((ngx_uint_t) hash[0] << 8 | hash[1])
-        & (NGX_HTTP_DSTACK_CACHE_SLOTS - 1);
+        & (NGX_HTTP_DSTACK_TOKEN_SLOTS - 1);
     e = &st->tokens[i];
 
     if (e->snapshot == 0 || e->snapshot != st->snapshot

@@ -201,6 +201,30 @@ is(scalar(grep { $_->{status} == 404 } @res), 20,
     or diag join ', ', map { who($_) } @res;
 is(count('rd'), $before{rd}, 'the deleted service got no request');
 
+# ---- many services: each worker's cache of them keeps them apart ----------------
+
+# 300 services on four replicas (more than a small cache's slots, so
+# that names share slots), then every one moved to another replica in
+# one commit: each request must follow its own service, every time
+my @many = map { sprintf 'm%03d', $_ } 0 .. 299;
+my @reps = qw(ra rb rc rd);
+$t->seed([map { service($many[$_], $reps[$_ % 4]) } 0 .. $#many]);
+my @wrong;
+for my $round (1, 2) {
+    for my $i (0 .. $#many) {
+        my $want = $reps[($i + ($round == 2 ? 1 : 0)) % 4];
+        my $got = who($t->get($many[$i], "/m$round"));
+        push @wrong, "$many[$i]: $got, not $want" if $got ne $want;
+    }
+    $t->seed([map {
+        { op => 'replicas', service => $many[$_], replicas => [{
+            addr => $addr{$reps[($_ + 1) % 4]}, state => 'ready',
+            version => 2 }] } } 0 .. $#many]) if $round == 1;
+}
+is_deeply(\@wrong, [], '300 services, before and after one commit that '
+    . 'moves them all: every request at its own service\'s replica')
+    or diag join "\n", @wrong[0 .. ($#wrong < 9 ? $#wrong : 9)];
+
 is_deeply([sort $t->workers], \@workers, 'no reload, no worker restarted');
 unlike(substr($t->error_log, $log_before), qr/\[error\]/,
     'no [error] from the state changes');
