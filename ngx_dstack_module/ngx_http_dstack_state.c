@@ -37,7 +37,8 @@
 /*
  * Services: twice the slots of dstack_capacity, so that the services a
  * worker serves stay cached however many there are; an entry is made
- * when its slot is first used.  Tokens: a fixed number of slots.
+ * when a service is first found in its slot (names that are no service
+ * cost no memory).  Tokens: a fixed number of slots.
  */
 #define NGX_HTTP_DSTACK_SERVICE_SLOTS_MIN  64       /* powers of 2 */
 #define NGX_HTTP_DSTACK_SERVICE_SLOTS_MAX  (1 << 20)
@@ -79,6 +80,7 @@ typedef struct {
     uint64_t                snapshot;   /* what this request reads */
     ngx_uint_t              renewed;    /* txn renewed for this request */
     ngx_http_dstack_cached_service_t **services;   /* made when used */
+    ngx_http_dstack_cached_service_t   scratch;     /* a first lookup */
     ngx_uint_t              service_mask;   /* slots - 1 */
     ngx_http_dstack_cached_token_t    *tokens;
 } ngx_http_dstack_state_t;
@@ -93,6 +95,10 @@ static void ngx_http_dstack_state_watch(ngx_event_t *ev);
 static void ngx_http_dstack_state_fail(ngx_http_dstack_state_t *st,
     ngx_log_t *log, const char *what, const char *why);
 static int ngx_http_dstack_state_renew(ngx_http_dstack_state_t *st,
+    ds_err_t *err);
+static ngx_int_t ngx_http_dstack_state_first_service(
+    ngx_http_dstack_state_t *st, ngx_http_dstack_cached_service_t **slot,
+    u_char *name, size_t len, const ngx_http_dstack_service_t **svc,
     ds_err_t *err);
 static int ngx_http_dstack_state_fill_service(ngx_http_dstack_state_t *st,
     ngx_http_dstack_cached_service_t *e, u_char *name, size_t len,
@@ -255,14 +261,8 @@ ngx_http_dstack_state_service(u_char *name, size_t len,
     slot = &st->services[ngx_hash_key(name, len) & st->service_mask];
 
     if (*slot == NULL) {
-        *slot = ngx_calloc(sizeof(ngx_http_dstack_cached_service_t),
-                           ngx_cycle->log);
-        if (*slot == NULL) {
-            ngx_cpystrn((u_char *) err->msg,
-                        (u_char *) "out of memory for the service cache",
-                        sizeof(err->msg));
-            return DS_ERROR;
-        }
+        return ngx_http_dstack_state_first_service(st, slot, name, len, svc,
+                                                   err);
     }
 
     e = *slot;
@@ -281,6 +281,45 @@ ngx_http_dstack_state_service(u_char *name, size_t len,
     }
 
     *svc = &e->view;
+
+    return DS_OK;
+}
+
+
+/*
+ * A slot used for the first time: the service is read into the scratch
+ * entry, and gets an entry of its own only when it exists, so that
+ * requests for names that are no service (scanners) allocate nothing.
+ */
+static ngx_int_t
+ngx_http_dstack_state_first_service(ngx_http_dstack_state_t *st,
+    ngx_http_dstack_cached_service_t **slot, u_char *name, size_t len,
+    const ngx_http_dstack_service_t **svc, ds_err_t *err)
+{
+    int                                rc;
+    ngx_http_dstack_cached_service_t  *e = &st->scratch;
+
+    rc = ngx_http_dstack_state_fill_service(st, e, name, len, err);
+    if (rc != DS_OK) {
+        return rc;
+    }
+
+    if (e->rc != DS_OK) {
+        return e->rc;
+    }
+
+    *slot = ngx_alloc(sizeof(ngx_http_dstack_cached_service_t),
+                      ngx_cycle->log);
+    if (*slot == NULL) {
+        *svc = &e->view;    /* valid until the next first use */
+        return DS_OK;
+    }
+
+    /* the entry, its buffers and its replicas move to the slot */
+    **slot = *e;
+    ngx_memzero(e, sizeof(ngx_http_dstack_cached_service_t));
+
+    *svc = &(*slot)->view;
 
     return DS_OK;
 }

@@ -203,6 +203,12 @@ is(count('rd'), $before{rd}, 'the deleted service got no request');
 
 # ---- many services: each worker's cache of them keeps them apart ----------------
 
+# names that are no service first (a scanner): 404 each, and the cache
+# slots they touched still take the services below
+my @unknown = grep { $_->{status} != 404 }
+    map { $t->get(sprintf('x%03d', $_), '/scan') } 0 .. 199;
+is(scalar @unknown, 0, '200 names that are no service: 404 each');
+
 # 300 services on four replicas (more than a small cache's slots, so
 # that names share slots), then every one moved to another replica in
 # one commit: each request must follow its own service, every time
