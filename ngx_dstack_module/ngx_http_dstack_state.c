@@ -203,9 +203,7 @@ ngx_http_dstack_state_begin(ngx_log_t *log)
     ds_err_t                  err;
     ngx_http_dstack_state_t  *st = &ngx_http_dstack_st;
 
-    if (st->txn == NULL) {
-        ngx_http_dstack_state_fail(st, log, "is unavailable",
-                                   "waiting for it to appear");
+    if (ngx_http_dstack_state_peek(log) != NGX_OK) {
         return NULL;
     }
 
