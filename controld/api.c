@@ -663,6 +663,20 @@ api_stream_revoked(struct api_stream *s)
 }
 
 
+/* the log was emptied by its rotation (logrotate.c): from its start */
+static int
+api_stream_rotated(struct api_stream *s)
+{
+    struct stat  sb;
+
+    if (fstat(s->fd, &sb) != 0 || (uint64_t) sb.st_size >= s->offset) {
+        return 0;
+    }
+    s->offset = 0;
+    return 1;
+}
+
+
 static ssize_t
 api_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
@@ -680,6 +694,9 @@ api_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
     }
     if (s->fd >= 0) {
         n = pread(s->fd, buf, max, (off_t) s->offset);
+        if (n == 0 && api_stream_rotated(s)) {
+            n = pread(s->fd, buf, max, (off_t) s->offset);
+        }
         if (n > 0) {
             s->offset += n;
             return n;

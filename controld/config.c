@@ -173,6 +173,36 @@ cfg_subnet(struct cfg_ctx *cx, yaml_node_t *node, struct local_conf *lc)
 }
 
 
+/* "0", "512KB", "100MB", "2GB" (powers of 1024; a bare number is bytes) */
+static int
+cfg_parse_size(const char *s, uint64_t *out)
+{
+    char                *end;
+    unsigned long long   n;
+    uint64_t             unit = 1;
+
+    errno = 0;
+    n = strtoull(s, &end, 10);
+    if (end == s || errno != 0 || *s == '-') {
+        return -1;
+    }
+    if (strcasecmp(end, "KB") == 0 || strcasecmp(end, "K") == 0) {
+        unit = 1024;
+    } else if (strcasecmp(end, "MB") == 0 || strcasecmp(end, "M") == 0) {
+        unit = 1024 * 1024;
+    } else if (strcasecmp(end, "GB") == 0 || strcasecmp(end, "G") == 0) {
+        unit = 1024ULL * 1024 * 1024;
+    } else if (*end != '\0') {
+        return -1;
+    }
+    if (n > UINT64_MAX / unit) {
+        return -1;
+    }
+    *out = (uint64_t) n * unit;
+    return 0;
+}
+
+
 static int
 cfg_local(struct cfg_ctx *cx, yaml_node_t *map, struct local_conf *lc)
 {
@@ -262,6 +292,16 @@ cfg_local(struct cfg_ctx *cx, yaml_node_t *map, struct local_conf *lc)
                                  "number from 1 to 1000", s);
             }
             lc->max_failures = (unsigned) n;
+
+        } else if (strcmp(key, "log_max_size") == 0) {
+            s = cfg_scalar(cx, v, key);
+            if (s == NULL) {
+                return -1;
+            }
+            if (cfg_parse_size(s, &lc->log_max_size) != 0) {
+                return cfg_error(cx, v, "log_max_size: \"%s\" is not a size "
+                                 "(e.g. 100MB, 1GB; 0: no limit)", s);
+            }
 
         } else {
             return cfg_error(cx, k, "backends.local: unknown key \"%s\"",
@@ -583,6 +623,7 @@ config_defaults(const char *file)
     c->local.stop_grace_ms = 10000;
     c->local.drain_unknown_ms = 10000;
     c->local.max_failures = 3;
+    c->local.log_max_size = 100ULL * 1024 * 1024;
     c->tls.renew_before_ms = 30LL * 86400 * 1000;
     c->tls.retry_ms = 60 * 1000;
     return c;

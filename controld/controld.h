@@ -45,6 +45,8 @@ struct local_conf {
     unsigned        stop_grace_ms;      /* SIGTERM .. SIGKILL */
     unsigned        drain_unknown_ms;   /* drain bound without stats */
     unsigned        max_failures;       /* before a run fails */
+    uint64_t        log_max_size;       /* bytes of a replica's log, 0:
+                                           no limit (logrotate.c) */
 };
 
 /* tls: in controld.yml; certificates (tls.c) */
@@ -297,6 +299,9 @@ int tls_init(void);
 void tls_stop(void);
 /* ACME: issue and renew, from the loop's tick */
 void tls_tick(void);
+
+/* logrotate.c: replica logs kept under local.log_max_size */
+void logrotate_tick(void);
 /* 1 when pid was an ACME child */
 int tls_child_exited(pid_t pid, int status);
 /* the run's certificate for the API, or NULL */

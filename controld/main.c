@@ -317,6 +317,7 @@ main(int argc, char **argv)
             reconcile_tick();
             stats_tick();
             tls_tick();
+            logrotate_tick();
             api_tick();
             next_tick = now + CONTROLD_TICK_MS;
         }

@@ -1,0 +1,117 @@
+/*
+ * Replica logs stay under local.log_max_size.  A replica writes its
+ * stdout and stderr to <replicas_dir>/<run>/<num>-<version>.log, opened
+ * with O_APPEND; once a second the logs of live replicas are checked,
+ * and one that is over the limit is copied to "<log>.1" (the one older
+ * part kept, replacing the previous one) and emptied in place: the
+ * replica carries on writing at the start of the same file, and a
+ * follower of the log (api.c) starts again from the start when it sees
+ * the file shorter than where it was.  Lines written between the copy
+ * and the emptying (microseconds) are lost.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "controld.h"
+#include "backend.h"
+
+
+#define LOGROTATE_CHECK_MS  1000
+
+
+static int
+logrotate_copy(const char *from, const char *to, off_t size)
+{
+    int      in, out, rc = -1;
+    off_t    off = 0;
+    ssize_t  n;
+
+    in = open(from, O_RDONLY | O_CLOEXEC);
+    if (in < 0) {
+        return -1;
+    }
+    out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (out < 0) {
+        close(in);
+        return -1;
+    }
+    while (off < size) {
+        n = sendfile(out, in, &off, (size_t) (size - off));
+        if (n <= 0) {
+            break;
+        }
+    }
+    if (off >= size) {
+        rc = 0;
+    }
+    close(in);
+    if (close(out) != 0) {
+        rc = -1;
+    }
+    return rc;
+}
+
+
+static void
+logrotate_one(const struct replica *rep)
+{
+    char         path[4096], old[4100], tmp[4104];
+    struct stat  sb;
+
+    if (backend_log_path(rep, path, sizeof(path)) != 0
+        || stat(path, &sb) != 0
+        || (uint64_t) sb.st_size <= conf->local.log_max_size)
+    {
+        return;
+    }
+    if (fmt(old, sizeof(old), "%s.1", path) != 0
+        || fmt(tmp, sizeof(tmp), "%s.1.tmp", path) != 0)
+    {
+        return;
+    }
+    if (logrotate_copy(path, tmp, sb.st_size) != 0
+        || rename(tmp, old) != 0)
+    {
+        log_warn("logs of run \"%s\" replica %d: cannot keep %s", rep->run->name,
+                 rep->num, old);
+        unlink(tmp);
+        return;
+    }
+    if (truncate(path, 0) != 0) {
+        log_warn("logs of run \"%s\" replica %d: cannot empty %s",
+                 rep->run->name, rep->num, path);
+        return;
+    }
+    log_info("logs of run \"%s\" replica %d: %lld bytes moved to %s",
+             rep->run->name, rep->num, (long long) sb.st_size, old);
+}
+
+
+void
+logrotate_tick(void)
+{
+    static int64_t         next;
+    const struct run      *r;
+    const struct replica  *rep;
+    int64_t                now;
+
+    now = now_ms();
+    if (conf->local.log_max_size == 0 || now < next) {
+        return;
+    }
+    next = now + LOGROTATE_CHECK_MS;
+
+    TAILQ_FOREACH(r, &runs, entry) {
+        TAILQ_FOREACH(rep, &r->replicas, entry) {
+            if (rep->pid > 0) {
+                logrotate_one(rep);
+            }
+        }
+    }
+}
