@@ -188,6 +188,10 @@ ngx_http_dstack_state_peek(ngx_log_t *log)
         return NGX_DECLINED;
     }
 
+    /* a transaction left renewed would read an older commit than the
+     * id below says; every path ends it, this is the belt to that */
+    ngx_http_dstack_state_end();
+
     id = ds_state_last_txnid(st->state);
 
     /* 0: no id could be read; a lookup renews and reads the real one */
