@@ -179,6 +179,37 @@ store_put_set(ds_txn_t *txn, struct run *r, ds_err_t *err)
 }
 
 
+/* a write transaction of its own; errbuf gets why it could not begin */
+static int
+store_begin(ds_txn_t **txn, char *errbuf, size_t errlen)
+{
+    ds_err_t  err;
+
+    if (ds_txn_begin(state, 1, txn, &err) != DS_OK) {
+        snprintf(errbuf, errlen, "%s", err.msg);
+        return DS_ERROR;
+    }
+    return DS_OK;
+}
+
+
+/* a write transaction's end: committed when rc is DS_OK, else aborted;
+ * errbuf gets the reason of a failure */
+static int
+store_end(ds_txn_t *txn, int rc, ds_err_t *err, char *errbuf, size_t errlen)
+{
+    if (rc != DS_OK) {
+        ds_txn_abort(txn);
+    } else if (ds_txn_commit(txn, err) != DS_OK) {
+        rc = DS_ERROR;
+    }
+    if (rc != DS_OK) {
+        snprintf(errbuf, errlen, "%s", err->msg);
+    }
+    return rc;
+}
+
+
 /*
  * Apply: the service record and the run document in one transaction, so
  * that a model name taken by another service leaves nothing behind.
@@ -190,8 +221,7 @@ store_put_service(struct run *r, char *errbuf, size_t errlen)
     ds_err_t   err;
     int        rc;
 
-    if (ds_txn_begin(state, 1, &txn, &err) != DS_OK) {
-        snprintf(errbuf, errlen, "%s", err.msg);
+    if (store_begin(&txn, errbuf, errlen) != DS_OK) {
         return DS_ERROR;
     }
 
@@ -202,14 +232,9 @@ store_put_service(struct run *r, char *errbuf, size_t errlen)
     if (rc == DS_OK && r->publish) {
         rc = store_put_set(txn, r, &err);
     }
+    rc = store_end(txn, rc, &err, errbuf, errlen);
     if (rc != DS_OK) {
-        ds_txn_abort(txn);
-        snprintf(errbuf, errlen, "%s", err.msg);
         return rc;
-    }
-    if (ds_txn_commit(txn, &err) != DS_OK) {
-        snprintf(errbuf, errlen, "%s", err.msg);
-        return DS_ERROR;
     }
 
     r->service_put = 1;
@@ -227,21 +252,11 @@ store_put_cert(ds_cert_t *c, char *errbuf, size_t errlen)
     ds_err_t   err;
     int        rc;
 
-    if (ds_txn_begin(state, 1, &txn, &err) != DS_OK) {
-        snprintf(errbuf, errlen, "%s", err.msg);
+    if (store_begin(&txn, errbuf, errlen) != DS_OK) {
         return DS_ERROR;
     }
     rc = ds_put_cert(txn, c, &err);
-    if (rc != DS_OK) {
-        ds_txn_abort(txn);
-        snprintf(errbuf, errlen, "%s", err.msg);
-        return rc;
-    }
-    if (ds_txn_commit(txn, &err) != DS_OK) {
-        snprintf(errbuf, errlen, "%s", err.msg);
-        return DS_ERROR;
-    }
-    return DS_OK;
+    return store_end(txn, rc, &err, errbuf, errlen);
 }
 
 
