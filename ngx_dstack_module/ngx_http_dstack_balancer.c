@@ -91,11 +91,12 @@ static ngx_int_t
 ngx_http_dstack_balancer_init_peer(ngx_http_request_t *r,
     ngx_http_upstream_srv_conf_t *us)
 {
+    ngx_uint_t              n;
     ngx_http_dstack_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r->main, ngx_http_dstack_module);
 
-    if (ctx == NULL || ctx->npeers == 0) {
+    if (ctx == NULL || ctx->ready == NULL) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "dstack_balancer without replicas: is "
                       "\"dstack_gateway on\" set in this location?");
@@ -105,11 +106,13 @@ ngx_http_dstack_balancer_init_peer(ngx_http_request_t *r,
     ctx->current = NULL;
     ctx->tried_few = 0;
 
-    if (ctx->npeers <= 64) {
+    n = ctx->ready->n;
+
+    if (n <= 64) {
         ctx->tried = (uint8_t *) &ctx->tried_few;
 
     } else {
-        ctx->tried = ngx_pcalloc(r->pool, (ctx->npeers + 7) / 8);
+        ctx->tried = ngx_pcalloc(r->pool, (n + 7) / 8);
         if (ctx->tried == NULL) {
             return NGX_ERROR;
         }
@@ -118,7 +121,7 @@ ngx_http_dstack_balancer_init_peer(ngx_http_request_t *r,
     r->upstream->peer.data = ctx;
     r->upstream->peer.get = ngx_http_dstack_balancer_get;
     r->upstream->peer.free = ngx_http_dstack_balancer_free;
-    r->upstream->peer.tries = ctx->npeers;
+    r->upstream->peer.tries = n;
 
     ngx_http_dstack_set_timeouts(r, ctx);
 
@@ -145,8 +148,8 @@ ngx_http_dstack_balancer_get(ngx_peer_connection_t *pc, void *data)
     static ngx_uint_t        rr;
     static ngx_str_t         none = ngx_string("dstack replicas");
 
-    n = ctx->npeers;
-    peers = ctx->peers;
+    n = ctx->ready->n;
+    peers = ctx->ready->peer;
     best = n;
     best_inflight = INT64_MAX;
     rr++;

@@ -16,7 +16,7 @@ static ngx_int_t ngx_http_dstack_run_name(ngx_http_request_t *r,
     ngx_str_t *domain, ngx_str_t *name);
 static ngx_int_t ngx_http_dstack_admit(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx, const ngx_http_dstack_service_t *view);
-static ngx_int_t ngx_http_dstack_copy_peers(ngx_http_request_t *r,
+static ngx_int_t ngx_http_dstack_take_replicas(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx, const ngx_http_dstack_service_t *view);
 static ngx_int_t ngx_http_dstack_no_replica(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx);
@@ -137,7 +137,7 @@ ngx_http_dstack_serve(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
 
     ngx_http_dstack_metrics_admit(r, ctx);
 
-    if (ctx->npeers == 0) {
+    if (ctx->ready == NULL) {
         return ngx_http_dstack_no_replica(r, ctx);
     }
 
@@ -164,7 +164,7 @@ ngx_http_dstack_repick(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
                                        &view, &err);
 
     if (rc == DS_OK) {
-        rc = ngx_http_dstack_copy_peers(r, ctx, view);
+        rc = ngx_http_dstack_take_replicas(r, ctx, view);
 
     } else if (rc == DS_NOTFOUND) {
         ngx_http_dstack_state_end();
@@ -183,7 +183,7 @@ ngx_http_dstack_repick(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
         return rc;
     }
 
-    if (ctx->npeers == 0) {
+    if (ctx->ready == NULL) {
         return ngx_http_dstack_no_replica(r, ctx);
     }
 
@@ -288,13 +288,13 @@ ngx_http_dstack_admit(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
         ctx->hold_timeout = svc->hold_timeout_ms;
     }
 
-    return ngx_http_dstack_copy_peers(r, ctx, view);
+    return ngx_http_dstack_take_replicas(r, ctx, view);
 }
 
 
 /* the ready replicas: a reference, the request may outlive the cache */
 static ngx_int_t
-ngx_http_dstack_copy_peers(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
+ngx_http_dstack_take_replicas(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
     const ngx_http_dstack_service_t *view)
 {
     if (ctx->ready) {
@@ -302,16 +302,9 @@ ngx_http_dstack_copy_peers(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
         ctx->ready = NULL;
     }
 
-    ctx->peers = NULL;
-    ctx->npeers = 0;
-
-    if (view->ready == NULL) {
-        return NGX_OK;
+    if (view->ready) {
+        ctx->ready = ngx_http_dstack_peers_ref(view->ready);
     }
-
-    ctx->ready = ngx_http_dstack_peers_ref(view->ready);
-    ctx->peers = ctx->ready->peer;
-    ctx->npeers = ctx->ready->n;
 
     return NGX_OK;
 }

@@ -185,8 +185,8 @@ typedef struct ngx_http_dstack_ctx_s {
     ngx_http_dstack_service_metrics_t *metrics; /* NULL: no slot */
     ngx_http_request_t         *request;        /* the main request */
 
-    ngx_http_dstack_peers_t    *ready;          /* a reference, or NULL */
-    ngx_http_dstack_peer_t     *peers;          /* ready->peer */
+    ngx_http_dstack_peers_t    *ready;          /* a reference; NULL: no
+                                                   replica is ready */
 
     /* the balancer (balancer.c) */
     ngx_http_dstack_peer_t     *current;        /* in flight by this try */
@@ -201,7 +201,6 @@ typedef struct ngx_http_dstack_ctx_s {
     ds_usage_t                 *usage;          /* openai: token counts */
     ngx_http_dstack_held_t     *held;           /* hold.c */
 
-    uint32_t                    npeers;
     uint32_t                    read_timeout;   /* ms, 0 = location's */
     uint32_t                    connect_timeout;
     uint32_t                    hold_max;       /* 0: never hold */
