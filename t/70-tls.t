@@ -23,28 +23,11 @@ my $tls_port = DsTest::free_port();
 
 # ---- certificates, made with the openssl command ------------------------
 
-sub sh {
-    my $cmd = shift;
-    my $out = `$cmd 2>&1`;
-    die "$cmd: $out" if $?;
-    return $out;
-}
-
-sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-   . "-subj '/CN=t70 CA' -days 2 -keyout $dir/ca.key -out $dir/ca.crt");
+DsTest::make_ca($dir, 't70 CA');
 
 sub leaf {
     my ($name, @san) = @_;
-    my $ext = "$dir/$name.ext";
-    DsTest::_write($ext, "subjectAltName=" . join(',', map { "DNS:$_" } @san)
-        . "\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n");
-    sh("openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-       . "-subj '/CN=$name' -keyout $dir/$name.key -out $dir/$name.csr");
-    sh("openssl x509 -req -in $dir/$name.csr -CA $dir/ca.crt "
-       . "-CAkey $dir/ca.key -CAcreateserial -days 1 -extfile $ext "
-       . "-out $dir/$name.crt");
-    return { cert => DsTest::_slurp("$dir/$name.crt"),
-             key => DsTest::_slurp("$dir/$name.key") };
+    return DsTest::make_leaf($dir, $name, map { "DNS:$_" } @san);
 }
 
 my $default = leaf('default', 'test.local', '*.test.local');

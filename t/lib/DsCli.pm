@@ -122,20 +122,8 @@ sub make_tls {
     my $self = shift;
     my $d = "$self->{dir}/tls";
     make_path($d);
-    DsTest::_write("$d/leaf.ext", "subjectAltName=IP:127.0.0.1\n"
-        . "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n");
-    for my $cmd (
-        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-            . "-subj '/CN=dstack test CA' -days 2 -keyout $d/ca.key "
-            . "-out $d/ca.crt",
-        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-            . "-subj '/CN=127.0.0.1' -keyout $d/leaf.key -out $d/leaf.csr",
-        "openssl x509 -req -in $d/leaf.csr -CA $d/ca.crt -CAkey $d/ca.key "
-            . "-CAcreateserial -days 2 -extfile $d/leaf.ext -out $d/leaf.crt")
-    {
-        my $out = `$cmd 2>&1`;
-        die "$cmd: $out" if $?;
-    }
+    DsTest::make_ca($d, 'dstack test CA');
+    DsTest::make_leaf($d, 'leaf', 'IP:127.0.0.1');
     $self->{tls_port} = DsTest::free_port();
 }
 

@@ -1132,6 +1132,36 @@ sub _run {
     return ($rc, $out, $err);
 }
 
+# Test certificates, made with the openssl command (P-256): a CA in DIR
+# (ca.crt, ca.key), then leaves it signs, NAME.crt and NAME.key, with
+# subjectAltName entries as openssl writes them ("DNS:a.b",
+# "IP:127.0.0.1").  make_leaf returns { cert => PEM, key => PEM }.
+sub _openssl {
+    my $cmd = shift;
+    my $out = `openssl $cmd 2>&1`;
+    die "openssl $cmd: $out" if $?;
+}
+
+sub make_ca {
+    my ($dir, $cn) = @_;
+    _openssl("req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+        . "-subj '/CN=$cn' -days 2 -keyout $dir/ca.key -out $dir/ca.crt");
+    return "$dir/ca.crt";
+}
+
+sub make_leaf {
+    my ($dir, $name, @san) = @_;
+    _write("$dir/$name.ext", "subjectAltName=" . join(',', @san)
+        . "\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n");
+    _openssl("req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+        . "-subj '/CN=$name' -keyout $dir/$name.key -out $dir/$name.csr");
+    _openssl("x509 -req -in $dir/$name.csr -CA $dir/ca.crt -CAkey "
+        . "$dir/ca.key -CAcreateserial -days 1 -extfile $dir/$name.ext "
+        . "-out $dir/$name.crt");
+    return { cert => _slurp("$dir/$name.crt"),
+             key => _slurp("$dir/$name.key") };
+}
+
 sub _slurp {
     my $f = shift;
     open my $fh, '<', $f or return '';
