@@ -58,12 +58,7 @@ $t->seed([svc('sa', https => 1), svc('sb', auto => 1), svc('sc'),
           cert_op('sa.test.local', $a1)]);
 
 # conf/nginx/dstack-tls.conf, pointed at this test
-my $tls = DsTest::_slurp("$DsTest::REPO/conf/nginx/dstack-tls.conf");
-$tls =~ s{/etc/dstack/nginx/}{$DsTest::REPO/conf/nginx/}g;
-$tls =~ s{/var/lib/dstack/state/tls/gateway\.(crt|key)}{$dir/default.$1}g;
-$tls =~ s{example\.com}{test.local}g;
-$tls =~ s{listen 443 ssl;}{listen 127.0.0.1:$tls_port ssl;};
-$tls =~ s{^\s*listen \[::\]:443 ssl;\n}{}m;
+my $tls = $t->tls_server_conf($tls_port, cert => "$dir/default");
 $tls =~ s{ssl_session_cache [^;]*;}{ssl_session_cache off;};
 like($tls, qr/dstack_ssl on;/, 'dstack-tls.conf turns dstack_ssl on');
 

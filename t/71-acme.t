@@ -122,13 +122,7 @@ tls:
 EOF
 $s->start_controld;
 
-my $state = $t->state;
-my $tls = DsTest::_slurp("$DsTest::REPO/conf/nginx/dstack-tls.conf");
-$tls =~ s{/etc/dstack/nginx/}{$DsTest::REPO/conf/nginx/}g;
-$tls =~ s{/var/lib/dstack/state}{$state}g;
-$tls =~ s{example\.com}{test.local}g;
-$tls =~ s{listen 443 ssl;}{listen 127.0.0.1:$tls_port ssl;};
-$tls =~ s{^\s*listen \[::\]:443 ssl;\n}{}m;
+my $tls = $t->tls_server_conf($tls_port);
 $t->write_conf(http => $tls, server => <<"EOF");
         dstack_https_port $tls_port;
         location /.well-known/acme-challenge/ {

@@ -1132,6 +1132,23 @@ sub _run {
     return ($rc, $out, $err);
 }
 
+# conf/nginx/dstack-tls.conf pointed at this test: its snippets, its
+# state, its domain, 127.0.0.1:PORT; %o: cert => path prefix of the
+# static certificate (PREFIX.crt, PREFIX.key) instead of the state's
+sub tls_server_conf {
+    my ($self, $port, %o) = @_;
+    my $tls = _slurp("$REPO/conf/nginx/dstack-tls.conf");
+    my ($state, $domain) = ($self->state, $self->domain);
+    $tls =~ s{/etc/dstack/nginx/}{$REPO/conf/nginx/}g;
+    $tls =~ s{/var/lib/dstack/state/tls/gateway\.(crt|key)}{$o{cert}.$1}g
+        if $o{cert};
+    $tls =~ s{/var/lib/dstack/state}{$state}g;
+    $tls =~ s{example\.com}{$domain}g;
+    $tls =~ s{listen 443 ssl;}{listen 127.0.0.1:$port ssl;};
+    $tls =~ s{^\s*listen \[::\]:443 ssl;\n}{}m;
+    return $tls;
+}
+
 # Test certificates, made with the openssl command (P-256): a CA in DIR
 # (ca.crt, ca.key), then leaves it signs, NAME.crt and NAME.key, with
 # subjectAltName entries as openssl writes them ("DNS:a.b",
