@@ -266,7 +266,10 @@ ok(!rstats('rm', $addr{rb}), 'rb is gone from the stats');
 # ---- an IPv6 replica ----------------------------------------------------------------
 
 is(who($t->get('six', '/v6')), 'v6', 'a replica at an IPv6 address answers');
-like($t->access_log, qr/up=\Q$addr{v6}\E us=200 /,
+# the log line is written after the answer is sent: wait for it
+ok(DsTest::wait_until(sub { $t->access_log =~ /"GET \/v6 / }, timeout => 5),
+    'the request is logged');
+like($t->access_log, qr/"GET \/v6 .* up=\Q$addr{v6}\E us=200 /,
     'its address in $upstream_addr is [::1]:port');
 
 $t->done;
