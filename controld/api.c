@@ -30,7 +30,16 @@
 #include <microhttpd.h>
 #include <openssl/evp.h>
 
-#include "controld.h"
+#include "actions.h"
+#include "api.h"
+#include "backend.h"
+#include "config.h"
+#include "log.h"
+#include "run.h"
+#include "store.h"
+#include "tokens.h"
+#include "util.h"
+#include "views.h"
 
 
 #define API_JSON_MAX        (1024 * 1024)
@@ -818,7 +827,7 @@ api_logs(struct MHD_Connection *c, struct run *r, const char *who)
         return api_error(c, 404, err);
     }
 
-    if (backend_log_path(best, path, sizeof(path)) != 0) {
+    if (backend->log_path(best, path, sizeof(path)) != 0) {
         return api_error(c, 500, "log path too long");
     }
 
@@ -944,8 +953,8 @@ api_dispatch(struct MHD_Connection *c, struct api_req *q, const char *method)
         cJSON_AddBoolToObject(answer, "ok", 1);
         cJSON_AddStringToObject(answer, "version", CONTROLD_VERSION);
         cJSON_AddStringToObject(answer, "domain", conf->domain);
-        cJSON_AddStringToObject(answer, "backend", "local");
-        cJSON_AddStringToObject(answer, "network", backend_network_name());
+        cJSON_AddStringToObject(answer, "backend", backend->name);
+        cJSON_AddStringToObject(answer, "network", backend->network());
         return api_send_json(c, 200, answer);
 
     case R_CODE:
@@ -967,10 +976,10 @@ api_dispatch(struct MHD_Connection *c, struct api_req *q, const char *method)
             return api_error(c, 400, err);
         }
         if (q->route == R_PLAN) {
-            rc = reconcile_plan(body, &answer, err, sizeof(err));
+            rc = action_plan(body, &answer, err, sizeof(err));
         } else {
             created = 0;
-            rc = reconcile_apply(body, &answer, &created, err, sizeof(err));
+            rc = action_apply(body, &answer, &created, err, sizeof(err));
             if (rc == 0 && created) {
                 status = 201;
             }
@@ -1033,7 +1042,7 @@ api_dispatch(struct MHD_Connection *c, struct api_req *q, const char *method)
         if (err[0] != '\0') {
             return api_error(c, 400, err);
         }
-        rc = reconcile_stop(r, do_abort, err, sizeof(err));
+        rc = action_stop(r, do_abort, err, sizeof(err));
         if (rc != 0) {
             return api_error(c, rc, err);
         }

@@ -36,7 +36,13 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "controld.h"
+#include "autoscale.h"
+#include "config.h"
+#include "log.h"
+#include "reconcile.h"
+#include "run.h"
+#include "stats.h"
+#include "util.h"
 
 
 #define STATS_STALE_MS      5000    /* older stats decide nothing */
@@ -278,38 +284,4 @@ autoscale_hold(const char *name)
     r->last_scaled_ms = now_ms();
     run_touch(r);
     reconcile_now = 1;
-}
-
-
-cJSON *
-autoscale_to_api(const struct run *r)
-{
-    const struct replica  *rep;
-    cJSON                 *o;
-    int                    current = 0, ready = 0;
-
-    if (!r->spec.scaling.enabled) {
-        return NULL;
-    }
-    TAILQ_FOREACH(rep, &r->replicas, entry) {
-        if (!rep->retire) {
-            current++;
-        }
-        if (rep->ready) {
-            ready++;
-        }
-    }
-    o = cJSON_CreateObject();
-    if (o == NULL) {
-        return NULL;
-    }
-    cJSON_AddStringToObject(o, "metric",
-                            r->spec.scaling.metric == DS_SPEC_METRIC_INFLIGHT
-                            ? "inflight" : "rps");
-    cJSON_AddNumberToObject(o, "desired", r->desired);
-    cJSON_AddNumberToObject(o, "current", current);
-    cJSON_AddNumberToObject(o, "ready", ready);
-    cJSON_AddNumberToObject(o, "value", r->scaling.value);
-    cJSON_AddStringToObject(o, "reason", r->scaling.reason);
-    return o;
 }

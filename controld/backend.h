@@ -1,12 +1,19 @@
 /*
  * Backends: what turns a replica of a run into a process somewhere with an
  * address the gateway can reach, and tells what it can run (offers).
+ * Modelled on dstack's compute interface: offers for a spec; start a
+ * replica and report when its commands run (its address is set by then);
+ * stop gracefully and by force; status and re-adoption after a controld
+ * restart; logs; release.
  *
  * The reconciler calls a backend only from the main loop and expects no
- * call to block: start() forks and returns; whatever takes time (network
- * setup, unpacking the code) happens in the replica's own process before
- * it runs the user's commands, and the backend reports how that went
- * through backend_setup_done() / a failure message when the replica ends.
+ * call to block: start() returns at once; whatever takes time (network
+ * setup, unpacking the code, pulling an image) happens elsewhere, and the
+ * backend reports how it went through the events it was given at init()
+ * (never by calling the reconciler by name).
+ *
+ * Errors are this layer's own: BACKEND_STARTED / BACKEND_WAIT /
+ * BACKEND_FAILED from start(), 0 or an HTTP status from offers().
  *
  * One backend exists today: local (backend_local.c), the controld host.
  */
@@ -15,19 +22,33 @@
 #define CONTROLD_BACKEND_H
 
 #include <stddef.h>
+#include <sys/types.h>
+
+#include <cjson/cJSON.h>
+
+#include "ds_spec.h"
 
 struct replica;
 struct pollfd;
 
-#define BACKEND_STARTED         0       /* a process runs (pid set) */
+#define BACKEND_STARTED         0       /* it runs (its handle is set) */
 #define BACKEND_FAILED         -1       /* rep->message says why */
 #define BACKEND_WAIT            1       /* resources busy: try later */
+
+/* what a backend reports back, from the main loop */
+struct backend_events {
+    /* the replica's setup ended: error NULL when its commands run (the
+     * address is known), else why it failed (the replica exits next) */
+    void  (*setup_done)(struct replica *rep, const char *error);
+    /* the replica is gone: status as waitpid's, -1 when unknown */
+    void  (*exited)(struct replica *rep, int status);
+};
 
 struct backend_ops {
     const char *name;
 
     /* detects the host; called at start and on SIGHUP */
-    int   (*init)(char *err, size_t n);
+    int   (*init)(const struct backend_events *ev, char *err, size_t n);
 
     /*
      * Offers for a spec of run `name` (new or re-applied) and a replica
@@ -39,33 +60,38 @@ struct backend_ops {
               cJSON *offers, char *err, size_t n);
 
     int   (*start)(struct replica *rep);
-    /* signals the replica's process group */
-    void  (*signal)(struct replica *rep, int sig);
-    /* adopted replicas (not our children): still the same process? */
+    /* asks the replica to end: force 0 at once gracefully (SIGTERM),
+     * force 1 now (SIGKILL) */
+    void  (*stop)(struct replica *rep, int force);
+    /* a replica of an earlier controld, or not our child: still the
+     * same one?  (re-adoption and status) */
     int   (*alive)(struct replica *rep);
-    /* the process group is gone: free its network, GPUs, files;
-     * final: the replica leaves for good (its working directory goes) */
+    /* it is gone: free its network, GPUs, files; final: the replica
+     * leaves for good (its working directory goes) */
     void  (*release)(struct replica *rep, int final);
+    /* a child process ended: 1 when it was a replica (events->exited
+     * was called), 0 when the pid is none of this backend's */
+    int   (*reap)(pid_t pid, int status);
+    /* after re-adoption: frees what no known replica owns */
+    void  (*gc)(void);
+
+    /* the replica's log file */
+    int   (*log_path)(const struct replica *rep, char *buf, size_t n);
+    /* "NVIDIA H100 80GB HBM3" for a GPU index of the replica */
+    const char *(*gpu_name)(int index);
+    /* the API's word for how replicas are reached ("netns", "host") */
+    const char *(*network)(void);
+    /* 1 when two replicas of a run can run at once (a rollout starts
+     * the new one next to the old); 0 when they would share a port */
+    int   (*side_by_side)(void);
 
     /* descriptors of replicas being set up, for the main loop */
     int   (*fill)(struct pollfd *pfd, int max);
     void  (*process)(struct pollfd *pfd, int n);
 };
 
+/* the backend replicas run on (backend.c) */
 extern const struct backend_ops  *backend;
 extern const struct backend_ops   backend_local;
-
-/* per replica log file: <replicas_dir>/<run>/<num>-<version>.log */
-int backend_log_path(const struct replica *rep, char *buf, size_t n);
-/* "NVIDIA H100 80GB HBM3" for a host GPU index */
-const char *backend_gpu_name(int index);
-/* "netns" or "host" */
-const char *backend_network_name(void);
-/* removes network namespaces no known replica owns (after a restart) */
-void backend_gc(void);
-
-/* reconcile.c: the replica's process ran the user's commands, or its
- * setup failed with a message */
-void reconcile_setup_done(struct replica *rep, const char *error);
 
 #endif /* CONTROLD_BACKEND_H */

@@ -49,7 +49,12 @@
 #include <ifaddrs.h>
 #include <netinet/in.h>
 
-#include "controld.h"
+#include "backend.h"
+#include "config.h"
+#include "log.h"
+#include "run.h"
+#include "spec.h"
+#include "util.h"
 
 
 #define LOCAL_GPUS_MAX      64
@@ -91,6 +96,9 @@ struct setup {
 };
 
 static LIST_HEAD(, setup)  setups = LIST_HEAD_INITIALIZER(setups);
+
+/* where replicas' news goes (the reconciler's) */
+static const struct backend_events  *events;
 
 
 /* ---- host --------------------------------------------------------------- */
@@ -309,7 +317,7 @@ netns_probe(char *why, size_t n)
 
 
 static int
-local_init(char *err, size_t n)
+local_init(const struct backend_events *ev, char *err, size_t n)
 {
     struct utsname   u;
     struct statvfs   vfs;
@@ -320,6 +328,8 @@ local_init(char *err, size_t n)
     int              i;
     uint8_t          digest[32];
     char             why[128];
+
+    events = ev;
 
     /* names of namespaces and interfaces carry a tag of the state, so
      * that several controlds on one host (tests) keep to their own */
@@ -419,8 +429,8 @@ local_init(char *err, size_t n)
 }
 
 
-const char *
-backend_gpu_name(int index)
+static const char *
+local_gpu_name(int index)
 {
     int  i;
 
@@ -434,10 +444,19 @@ backend_gpu_name(int index)
 }
 
 
-const char *
-backend_network_name(void)
+static const char *
+local_network(void)
 {
     return host.netns ? "netns" : "host";
+}
+
+
+/* namespaces: each replica has its own address; host network: the port
+ * is the run's, one process at a time */
+static int
+local_side_by_side(void)
+{
+    return host.netns;
 }
 
 
@@ -992,8 +1011,8 @@ gpu_alloc(struct replica *rep)
 
 /* ---- paths -------------------------------------------------------------- */
 
-int
-backend_log_path(const struct replica *rep, char *buf, size_t n)
+static int
+local_log_path(const struct replica *rep, char *buf, size_t n)
 {
     return fmt(buf, n, "%s/%s/%d-%d.log", conf->replicas_dir, rep->run->name,
                rep->num, rep->version);
@@ -1487,7 +1506,7 @@ local_start(struct replica *rep)
             path, strerror(errno));
         return BACKEND_FAILED;
     }
-    if (backend_log_path(rep, path, sizeof(path)) != 0) {
+    if (local_log_path(rep, path, sizeof(path)) != 0) {
         snprintf(rep->message, sizeof(rep->message), "path too long");
         return BACKEND_FAILED;
     }
@@ -1597,7 +1616,7 @@ local_process(struct pollfd *pfd, int n)
             }
             /* EOF: exec happened (no message) or the setup failed */
             s->msg[s->len] = '\0';
-            reconcile_setup_done(s->rep, s->len ? s->msg : NULL);
+            events->setup_done(s->rep, s->len ? s->msg : NULL);
             setup_free(s);
             break;
         }
@@ -1621,8 +1640,10 @@ setup_forget(struct replica *rep)
 
 
 static void
-local_signal(struct replica *rep, int sig)
+local_stop(struct replica *rep, int force)
 {
+    int  sig = force ? SIGKILL : SIGTERM;
+
     if (rep->pid <= 0) {
         return;
     }
@@ -1743,8 +1764,8 @@ local_release(struct replica *rep, int final)
 }
 
 
-void
-backend_gc(void)
+static void
+local_gc(void)
 {
     DIR             *d;
     struct dirent   *de;
@@ -1792,16 +1813,40 @@ backend_gc(void)
 }
 
 
-const struct backend_ops  backend_local = {
-    "local",
-    local_init,
-    local_offers,
-    local_start,
-    local_signal,
-    local_alive,
-    local_release,
-    local_fill,
-    local_process
-};
+/* a child ended: one of our replicas' process groups (adopted ones are
+ * not our children: the reconciler asks alive() about them) */
+static int
+local_reap(pid_t pid, int status)
+{
+    struct run      *r;
+    struct replica  *rep;
 
-const struct backend_ops  *backend = &backend_local;
+    TAILQ_FOREACH(r, &runs, entry) {
+        TAILQ_FOREACH(rep, &r->replicas, entry) {
+            if (rep->pid == pid && !rep->adopted) {
+                events->exited(rep, status);
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+
+const struct backend_ops  backend_local = {
+    .name = "local",
+    .init = local_init,
+    .offers = local_offers,
+    .start = local_start,
+    .stop = local_stop,
+    .alive = local_alive,
+    .release = local_release,
+    .reap = local_reap,
+    .gc = local_gc,
+    .log_path = local_log_path,
+    .gpu_name = local_gpu_name,
+    .network = local_network,
+    .side_by_side = local_side_by_side,
+    .fill = local_fill,
+    .process = local_process,
+};

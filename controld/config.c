@@ -15,7 +15,9 @@
 
 #include <yaml.h>
 
-#include "controld.h"
+#include "config.h"
+#include "log.h"
+#include "util.h"
 
 
 struct config  *conf;

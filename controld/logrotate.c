@@ -18,7 +18,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "controld.h"
+#include "backend.h"
+#include "config.h"
+#include "log.h"
+#include "logrotate.h"
+#include "run.h"
+#include "util.h"
 #include "backend.h"
 
 
@@ -64,7 +69,7 @@ logrotate_one(const struct replica *rep)
     char         path[4096], old[4100], tmp[4104];
     struct stat  sb;
 
-    if (backend_log_path(rep, path, sizeof(path)) != 0
+    if (backend->log_path(rep, path, sizeof(path)) != 0
         || stat(path, &sb) != 0
         || (uint64_t) sb.st_size <= conf->local.log_max_size)
     {

@@ -34,8 +34,22 @@
 #include <unistd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 
-#include "controld.h"
+#include "api.h"
+#include "backend.h"
+#include "config.h"
+#include "log.h"
+#include "logrotate.h"
+#include "notify.h"
+#include "probes.h"
+#include "reconcile.h"
+#include "rundoc.h"
+#include "stats.h"
+#include "store.h"
+#include "tls.h"
+#include "tokens.h"
+#include "util.h"
 
 
 #define POLL_MAX                1024
@@ -80,7 +94,8 @@ reap_children(void)
 
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
         if (!tls_child_exited(pid, status)) {
-            reconcile_child_exited(pid, status);
+            /* a replica's, or a cleanup helper's (nothing to do) */
+            backend->reap(pid, status);
         }
     }
 }
@@ -125,7 +140,7 @@ reload(void)
     conf->local.max_failures = c->local.max_failures;
     config_free(c);
 
-    if (backend->init(err, sizeof(err)) != 0) {
+    if (backend->init(&reconcile_events, err, sizeof(err)) != 0) {
         log_warnx("reload: %s", err);
     }
     log_info("configuration reloaded");
@@ -231,7 +246,8 @@ main(int argc, char **argv)
     if (store_open() != 0) {
         return 1;
     }
-    if (backend->init(err, sizeof(err)) != 0) {
+    reconcile_init();
+    if (backend->init(&reconcile_events, err, sizeof(err)) != 0) {
         log_warnx("%s", err);
         return 1;
     }
@@ -239,7 +255,7 @@ main(int argc, char **argv)
         log_warnx("%s", err);
         return 1;
     }
-    if (store_load_runs() != 0) {
+    if (runs_load() != 0) {
         return 1;
     }
     if (tokens_bootstrap() != 0) {
@@ -266,7 +282,7 @@ main(int argc, char **argv)
     }
 
     reconcile_adopt();
-    store_flush();
+    runs_flush();
 
     log_info("dstack-controld %s started: state %s, domain %s",
              CONTROLD_VERSION, conf->state_dir, conf->domain);
@@ -323,7 +339,7 @@ main(int argc, char **argv)
         }
         probes_tick();
 
-        store_flush();
+        runs_flush();
 
         if (now >= next_readers) {
             next_readers = now + READER_CHECK_MS;
@@ -337,7 +353,7 @@ main(int argc, char **argv)
 
     log_info("%s: exiting; replicas keep running and the next start adopts "
              "them", got_term == SIGINT ? "SIGINT" : "SIGTERM");
-    store_flush();
+    runs_flush();
     tls_stop();
     notify_stop();
     api_stop();

@@ -18,7 +18,12 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
-#include "controld.h"
+#include "autoscale.h"
+#include "config.h"
+#include "log.h"
+#include "ds_state.h"
+#include "notify.h"
+#include "util.h"
 
 
 static int  notify_fd = -1;

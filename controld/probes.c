@@ -29,7 +29,11 @@
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 
-#include "controld.h"
+#include "config.h"
+#include "probes.h"
+#include "run.h"
+#include "spec.h"
+#include "util.h"
 
 
 #define PROBE_RETRY_MIN_MS      25
@@ -56,6 +60,16 @@ struct probe {
 };
 
 static LIST_HEAD(, probe)  probes = LIST_HEAD_INITIALIZER(probes);
+
+/* where results go (the reconciler's) */
+static probe_result_fn  probe_result;
+
+
+void
+probes_init(probe_result_fn on_result)
+{
+    probe_result = on_result;
+}
 
 
 static void
@@ -217,7 +231,7 @@ probe_done(struct probe *p, int ok, const char *why)
         rep->probe_fails++;
         rep->probe_at[idx < 0 ? 0 : idx] = now + interval_ms;
         if (rep->probe_fails >= PROBE_FAILS_UNREADY) {
-            reconcile_probe_result(rep, 0, msg);
+            probe_result(rep, 0, msg);
         }
         return;
     }
@@ -257,7 +271,7 @@ probe_done(struct probe *p, int ok, const char *why)
             rep->probe_done = 0;
         }
     }
-    reconcile_probe_result(rep, 1, NULL);
+    probe_result(rep, 1, NULL);
 }
 
 

@@ -36,7 +36,16 @@
 #include <unistd.h>
 #include <sys/wait.h>
 
-#include "controld.h"
+#include "autoscale.h"
+#include "backend.h"
+#include "config.h"
+#include "log.h"
+#include "probes.h"
+#include "reconcile.h"
+#include "run.h"
+#include "spec.h"
+#include "stats.h"
+#include "util.h"
 
 
 #define BACKOFF_MAX_MS          60000
@@ -88,23 +97,6 @@ replica_set_status(struct replica *rep, int status)
         rep->status = status;
         run_touch(rep->run);
     }
-}
-
-
-static struct replica *
-replica_by_pid(pid_t pid)
-{
-    struct run      *r;
-    struct replica  *rep;
-
-    TAILQ_FOREACH(r, &runs, entry) {
-        TAILQ_FOREACH(rep, &r->replicas, entry) {
-            if (rep->pid == pid && !rep->adopted) {
-                return rep;
-            }
-        }
-    }
-    return NULL;
 }
 
 
@@ -163,7 +155,7 @@ replica_stop(struct replica *rep, int abort)
             rep->ready = rep->draining = 0;
             r->publish = 1;
         }
-        backend->signal(rep, SIGKILL);
+        backend->stop(rep, 1);
         rep->kill_sent = 1;
         if (rep->term_sent_ms == 0) {
             rep->term_sent_ms = now_ms();
@@ -193,7 +185,7 @@ replica_stop(struct replica *rep, int abort)
 
     if (!rep->draining && rep->term_sent_ms == 0) {
         probes_cancel(rep);
-        backend->signal(rep, SIGTERM);
+        backend->stop(rep, 0);
         rep->term_sent_ms = now_ms();
     }
 }
@@ -246,13 +238,13 @@ replica_stop_tick(struct replica *rep, int64_t now)
         /* out of the replica set in the same write that follows */
         rep->draining = 0;
         r->publish = 1;
-        backend->signal(rep, SIGTERM);
+        backend->stop(rep, 0);
         rep->term_sent_ms = now;
         return;
     }
 
     if (rep->term_sent_ms == 0) {
-        backend->signal(rep, SIGTERM);
+        backend->stop(rep, 0);
         rep->term_sent_ms = now;
         return;
     }
@@ -263,7 +255,7 @@ replica_stop_tick(struct replica *rep, int64_t now)
         log_info("run \"%s\": replica %d v%d ignored SIGTERM for %u ms: "
                  "SIGKILL", r->name, rep->num, rep->version,
                  conf->local.stop_grace_ms);
-        backend->signal(rep, SIGKILL);
+        backend->stop(rep, 1);
         rep->kill_sent = 1;
     }
 }
@@ -495,21 +487,8 @@ replica_exited(struct replica *rep, int status)
 }
 
 
-void
-reconcile_child_exited(pid_t pid, int status)
-{
-    struct replica  *rep;
-
-    rep = replica_by_pid(pid);
-    if (rep == NULL) {
-        return;         /* a cleanup helper */
-    }
-    replica_exited(rep, status);
-}
-
-
-void
-reconcile_setup_done(struct replica *rep, const char *error)
+static void
+replica_setup_done(struct replica *rep, const char *error)
 {
     if (error != NULL) {
         /* the child exits next; its exit fails the replica */
@@ -528,8 +507,8 @@ reconcile_setup_done(struct replica *rep, const char *error)
 }
 
 
-void
-reconcile_probe_result(struct replica *rep, int ok, const char *why)
+static void
+replica_probe_result(struct replica *rep, int ok, const char *why)
 {
     struct run      *r = rep->run;
     struct replica  *old;
@@ -570,6 +549,33 @@ reconcile_probe_result(struct replica *rep, int ok, const char *why)
         }
     }
     reconcile_now = 1;
+}
+
+
+const struct backend_events  reconcile_events = {
+    replica_setup_done,
+    replica_exited,
+};
+
+
+void
+reconcile_init(void)
+{
+    probes_init(replica_probe_result);
+}
+
+
+/* a finished run replaced by a new one of its name */
+void
+reconcile_forget(struct run *r)
+{
+    struct replica  *rep;
+
+    TAILQ_FOREACH(rep, &r->replicas, entry) {
+        probes_cancel(rep);
+    }
+    TAILQ_REMOVE(&runs, r, entry);
+    run_free(r);
 }
 
 
@@ -722,7 +728,7 @@ run_rollout(struct run *r)
         /* a replica that does not serve is simply replaced; one that
          * serves gets its successor next to it first (host network: no
          * room for two, so it stops first) */
-        surge = cur->ready && strcmp(backend_network_name(), "netns") == 0;
+        surge = cur->ready && backend->side_by_side();
         if (!surge) {
             replica_stop(cur, 0);
         }
@@ -750,7 +756,7 @@ replica_start(struct replica *rep, int64_t now)
         return;
     }
     /* host network: the old version must be gone from the port */
-    if (strcmp(backend_network_name(), "host") == 0) {
+    if (!backend->side_by_side()) {
         TAILQ_FOREACH(o, &r->replicas, entry) {
             if (o != rep && o->pid > 0) {
                 return;
@@ -904,7 +910,7 @@ run_tick(struct run *r, int64_t now)
     {
         log_info("run \"%s\": max_duration (%us) reached: stopping",
                  r->name, r->spec.max_duration);
-        reconcile_stop(r, 0, NULL, 0);
+        reconcile_stop(r, 0);
         snprintf(r->message, sizeof(r->message), "max_duration (%us) "
                  "reached", r->spec.max_duration);
         return;
@@ -925,6 +931,7 @@ run_tick(struct run *r, int64_t now)
             {
                 /* gone for good: out of the document */
                 TAILQ_REMOVE(&r->replicas, rep, entry);
+                probes_cancel(rep);
                 replica_free(rep);
                 r->publish = 1;
                 run_touch(r);
@@ -1035,319 +1042,19 @@ reconcile_adopt(void)
                  r->name, run_status_name(r->status), r->version, n,
                  n == 1 ? "" : "es");
     }
-    backend_gc();
+    backend->gc();
 }
 
 
-/* ---- API actions -------------------------------------------------------- */
+/* ---- stopping a run ----------------------------------------------------- */
 
-struct apply_req {
-    const cJSON    *spec;
-    const char     *name;
-    const char     *code;
-};
-
-
-static int
-apply_parse(const cJSON *req, struct apply_req *a, char *err, size_t n)
-{
-    const cJSON  *it;
-
-    memset(a, 0, sizeof(*a));
-    cJSON_ArrayForEach(it, req) {
-        if (strcmp(it->string, "spec") == 0) {
-            a->spec = it;
-        } else if (strcmp(it->string, "name") == 0) {
-            if (!cJSON_IsNull(it)) {
-                if (!cJSON_IsString(it)) {
-                    snprintf(err, n, "name: expected a string");
-                    return 400;
-                }
-                a->name = it->valuestring;
-            }
-        } else if (strcmp(it->string, "code") == 0) {
-            if (!cJSON_IsNull(it)) {
-                if (!cJSON_IsString(it)) {
-                    snprintf(err, n, "code: expected a SHA-256 hex string");
-                    return 400;
-                }
-                a->code = it->valuestring;
-            }
-        } else {
-            snprintf(err, n, "unknown field \"%.80s\"", it->string);
-            return 400;
-        }
-    }
-    if (a->spec == NULL) {
-        snprintf(err, n, "spec: required");
-        return 400;
-    }
-    if (!cJSON_IsObject(a->spec)) {
-        snprintf(err, n, "spec: expected an object");
-        return 400;
-    }
-    if (a->name != NULL && !ds_valid_run_name(a->name, strlen(a->name))) {
-        snprintf(err, n, "name: \"%.80s\" is not a valid run name "
-                 "(^[a-z][a-z0-9-]{1,40}$)", a->name);
-        return 400;
-    }
-    if (a->code != NULL) {
-        if (!valid_hex_hash(a->code)) {
-            snprintf(err, n, "code: \"%.80s\" is not a SHA-256 in lower-case "
-                     "hex", a->code);
-            return 400;
-        }
-    }
-    return 0;
-}
-
-
-static int
-plan_replicas(const ds_spec_t *sp)
-{
-    return sp->replicas.min > 0 ? (int) sp->replicas.min : 1;
-}
-
-
-int
-reconcile_plan(const cJSON *req, cJSON **answer, char *err, size_t n)
-{
-    struct apply_req   a;
-    ds_spec_t          sp;
-    struct run        *r;
-    cJSON             *offers, *changes = NULL;
-    const char        *name;
-    char               gen[DS_NAME_MAX + 1];
-    int                rc, rollout;
-
-    rc = apply_parse(req, &a, err, n);
-    if (rc != 0) {
-        return rc;
-    }
-    if (spec_load(a.spec, &sp, err, n) != 0) {
-        return 400;
-    }
-
-    name = a.name ? a.name : sp.name;
-    if (name == NULL) {
-        run_generate_name(gen, sizeof(gen));
-        name = gen;
-    }
-
-    offers = cJSON_CreateArray();
-    rc = backend->offers(&sp, name, plan_replicas(&sp), offers, err, n);
-    if (rc != 0) {
-        cJSON_Delete(offers);
-        ds_spec_free(&sp);
-        return rc;
-    }
-
-    r = run_find(name);
-    if (r != NULL && !r->finished) {
-        changes = spec_changes(r->spec.json, sp.json, &rollout);
-        if (a.code && strcmp(a.code, r->code) != 0) {
-            cJSON  *c = cJSON_CreateObject();
-
-            cJSON_AddStringToObject(c, "field", "code");
-            cJSON_AddStringToObject(c, "old", r->code);
-            cJSON_AddStringToObject(c, "new", a.code);
-            cJSON_AddBoolToObject(c, "in_place", 0);
-            cJSON_AddItemToArray(changes, c);
-        }
-    }
-
-    *answer = cJSON_CreateObject();
-    cJSON_AddStringToObject(*answer, "name", name);
-    cJSON_AddNumberToObject(*answer, "total", cJSON_GetArraySize(offers));
-    cJSON_AddItemToObject(*answer, "offers", offers);
-    cJSON_AddBoolToObject(*answer, "exists", r != NULL && !r->finished);
-    cJSON_AddItemToObject(*answer, "changes",
-                          changes ? changes : cJSON_CreateArray());
-    cJSON_AddItemToObject(*answer, "spec", cJSON_Duplicate(sp.json, 1));
-    ds_spec_free(&sp);
-    return 0;
-}
-
-
-static int
-code_exists(const char *hash)
-{
-    char  path[4096];
-
-    if (fmt(path, sizeof(path), "%s/code/%s.tar.gz", conf->state_dir, hash)
-        != 0)
-    {
-        return 0;
-    }
-    return access(path, R_OK) == 0;
-}
-
-
-static int
-initial_desired(const ds_spec_t *sp)
-{
-    return (int) sp->replicas.min;
-}
-
-
-int
-reconcile_apply(const cJSON *req, cJSON **answer, int *created, char *err,
-    size_t n)
-{
-    struct apply_req   a;
-    ds_spec_t          sp, old_sp;
-    ds_service_t       old_svc;
-    struct run        *r, *prev;
-    cJSON             *offers, *changes;
-    const char        *name;
-    char               gen[DS_NAME_MAX + 1], path[4096], old_code[65];
-    int                rc, rollout, old_desired, old_version;
-
-    *created = 0;
-    rc = apply_parse(req, &a, err, n);
-    if (rc != 0) {
-        return rc;
-    }
-    if (spec_load(a.spec, &sp, err, n) != 0) {
-        return 400;
-    }
-
-    name = a.name ? a.name : sp.name;
-    if (name == NULL) {
-        run_generate_name(gen, sizeof(gen));
-        name = gen;
-    }
-
-    if (a.code != NULL && !code_exists(a.code)) {
-        snprintf(err, n, "code: no archive %s on the server: upload it "
-                 "first with PUT /api/code/%s", a.code, a.code);
-        ds_spec_free(&sp);
-        return 400;
-    }
-
-    offers = cJSON_CreateArray();
-    rc = backend->offers(&sp, name, plan_replicas(&sp), offers, err, n);
-    cJSON_Delete(offers);
-    if (rc != 0) {
-        ds_spec_free(&sp);
-        return rc;
-    }
-
-    prev = run_find(name);
-
-    if (prev != NULL && !prev->finished) {
-        r = prev;
-        changes = spec_changes(r->spec.json, sp.json, &rollout);
-        if (a.code != NULL && strcmp(a.code, r->code) != 0) {
-            rollout = 1;
-        }
-        if (cJSON_GetArraySize(changes) == 0 && !rollout) {
-            cJSON_Delete(changes);
-            ds_spec_free(&sp);
-            *answer = run_to_api(r);
-            return 0;
-        }
-        cJSON_Delete(changes);
-
-        /* swap the spec in, keep the old one until the write succeeded */
-        old_sp = r->spec;
-        old_svc = r->svc;
-        old_desired = r->desired;
-        old_version = r->version;
-        snprintf(old_code, sizeof(old_code), "%s", r->code);
-
-        r->spec = sp;
-        spec_service(&r->spec, r->name, &r->svc);
-        if (a.code != NULL) {
-            snprintf(r->code, sizeof(r->code), "%s", a.code);
-        }
-        if (rollout) {
-            r->version++;
-        }
-        if (!sp.scaling.enabled) {
-            r->desired = (int) sp.replicas.min;
-        } else {
-            if (r->desired < (int) sp.replicas.min) {
-                r->desired = (int) sp.replicas.min;
-            }
-            if (sp.replicas.max != DS_SPEC_UNLIMITED
-                && r->desired > (int) sp.replicas.max)
-            {
-                r->desired = (int) sp.replicas.max;
-            }
-        }
-        run_touch(r);
-
-        rc = store_put_service(r, err, n);
-        if (rc != DS_OK) {
-            r->spec = old_sp;
-            r->svc = old_svc;
-            r->desired = old_desired;
-            r->version = old_version;
-            snprintf(r->code, sizeof(r->code), "%s", old_code);
-            ds_spec_free(&sp);
-            return rc == DS_EINVAL ? 409 : 500;
-        }
-        ds_spec_free(&old_sp);
-        log_info("run \"%s\": updated%s (version %d, %d replicas)", r->name,
-                 rollout ? ", rolling out" : " in place", r->version,
-                 r->desired);
-        reconcile_now = 1;
-        *answer = run_to_api(r);
-        return 0;
-    }
-
-    r = run_new(name);
-    r->spec = sp;
-    spec_service(&r->spec, r->name, &r->svc);
-    if (a.code != NULL) {
-        snprintf(r->code, sizeof(r->code), "%s", a.code);
-    }
-    r->desired = initial_desired(&sp);
-    r->status = r->desired > 0 ? RUN_SUBMITTED : RUN_PENDING;
-    if (r->desired == 0) {
-        snprintf(r->message, sizeof(r->message), "waiting for requests");
-    }
-    r->dirty = 1;
-    r->publish = 1;
-
-    rc = store_put_service(r, err, n);
-    if (rc != DS_OK) {
-        run_free(r);
-        return rc == DS_EINVAL ? 409 : 500;
-    }
-
-    if (prev != NULL) {
-        /* a finished run of that name: its files go with it */
-        TAILQ_REMOVE(&runs, prev, entry);
-        run_free(prev);
-        if (fmt(path, sizeof(path), "%s/%s", conf->replicas_dir, name) == 0) {
-            rm_rf(path);
-        }
-    }
-    TAILQ_INSERT_TAIL(&runs, r, entry);
-    log_info("run \"%s\": submitted (%d replica%s, port %u)", r->name,
-             r->desired, r->desired == 1 ? "" : "s", (unsigned) sp.port);
-    *created = 1;
-    reconcile_now = 1;
-    *answer = run_to_api(r);
-    return 0;
-}
-
-
-int
-reconcile_stop(struct run *r, int abort, char *err, size_t n)
+void
+reconcile_stop(struct run *r, int abort)
 {
     struct replica  *rep;
 
-    (void) err;
-    (void) n;
-
-    if (r->finished) {
-        return 0;
-    }
-    if (r->stopping && (!abort || r->abort)) {
-        return 0;
+    if (r->finished || (r->stopping && (!abort || r->abort))) {
+        return;
     }
 
     r->stopping = 1;
@@ -1362,5 +1069,4 @@ reconcile_stop(struct run *r, int abort, char *err, size_t n)
     }
     log_info("run \"%s\": %s", r->name, abort ? "aborting" : "stopping");
     reconcile_now = 1;
-    return 0;
 }

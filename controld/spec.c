@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "controld.h"
+#include "config.h"
+#include "spec.h"
+#include "util.h"
 
 
 int

@@ -21,7 +21,12 @@
 #include <unistd.h>
 #include <sys/socket.h>
 
-#include "controld.h"
+#include "config.h"
+#include "log.h"
+#include <cjson/cJSON.h>
+
+#include "stats.h"
+#include "util.h"
 
 
 #define STATS_PERIOD_MS     1000

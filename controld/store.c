@@ -1,11 +1,10 @@
 /*
  * The LMDB side of controld: the only writer of the shared state.
  *
- * Every write transaction begins here, from the main loop.  A change that
- * belongs together is one transaction: an apply writes the service record
- * and the run document together; a flush writes all changed run documents
- * and replica sets together, so a worker sees a rolling-update step (new
- * replica ready, old one draining) as one change.
+ * Every write transaction of runs, services and certificates begins here,
+ * from the main loop (tokens.c writes its own records the same way).
+ * What goes into one transaction is the caller's choice (rundoc.c);
+ * store.c knows records, not runs.
  */
 
 #include <errno.h>
@@ -14,7 +13,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "controld.h"
+#include "config.h"
+#include "log.h"
+#include "store.h"
+#include "util.h"
 
 
 ds_state_t  *state;
@@ -86,37 +88,36 @@ store_close(void)
 }
 
 
+struct store_load {
+    int           (*fn)(void *arg, const char *name, size_t name_len,
+                      const char *doc, size_t doc_len);
+    void           *arg;
+};
+
+
 static int
 store_load_one(void *arg, const ds_str_t *key, const ds_str_t *val)
 {
-    struct run  *r;
-    char         err[256];
+    struct store_load  *l = arg;
 
-    (void) arg;
-
-    r = run_from_doc(val->data, val->len, err, sizeof(err));
-    if (r == NULL) {
-        log_warnx("run \"%.*s\": cannot load its document: %s",
-                  (int) key->len, key->data, err);
-        return 0;
-    }
-    TAILQ_INSERT_TAIL(&runs, r, entry);
-    return 0;
+    return l->fn(l->arg, key->data, key->len, val->data, val->len);
 }
 
 
 int
-store_load_runs(void)
+store_load_docs(int (*fn)(void *arg, const char *name, size_t name_len,
+    const char *doc, size_t doc_len), void *arg)
 {
-    ds_txn_t  *txn;
-    ds_err_t   err;
-    int        rc;
+    struct store_load  l = { fn, arg };
+    ds_txn_t          *txn;
+    ds_err_t           err;
+    int                rc;
 
     if (ds_txn_begin(state, 0, &txn, &err) != DS_OK) {
         log_warnx("%s", err.msg);
         return -1;
     }
-    rc = ds_foreach_run(txn, store_load_one, NULL, &err);
+    rc = ds_foreach_run(txn, store_load_one, &l, &err);
     ds_txn_abort(txn);
     if (rc != DS_OK) {
         log_warnx("cannot read runs: %s", err.msg);
@@ -126,205 +127,134 @@ store_load_runs(void)
 }
 
 
-static int
-store_put_doc(ds_txn_t *txn, struct run *r, ds_err_t *err)
-{
-    cJSON  *doc;
-    char   *text;
-    int     rc;
+/* ---- write transactions ------------------------------------------------- */
 
-    doc = run_to_doc(r);
-    text = doc ? cJSON_PrintUnformatted(doc) : NULL;
-    cJSON_Delete(doc);
-    if (text == NULL) {
-        snprintf(err->msg, sizeof(err->msg), "out of memory");
-        return DS_ERROR;
-    }
-    rc = ds_put_run(txn, r->name, strlen(r->name), text, strlen(text), err);
-    free(text);
-    return rc;
-}
-
-
-/* the replica set the gateway should see: ready and draining replicas */
-static int
-store_put_set(ds_txn_t *txn, struct run *r, ds_err_t *err)
-{
-    struct replica  *rep;
-    ds_replica_t     set[256];
-    uint32_t         n = 0;
-
-    TAILQ_FOREACH(rep, &r->replicas, entry) {
-        if (!rep->ready && !rep->draining) {
-            continue;
-        }
-        if (n == sizeof(set) / sizeof(set[0])) {
-            break;
-        }
-        memset(&set[n], 0, sizeof(ds_replica_t));
-        if (ds_replica_parse_addr(&set[n], rep->addr, strlen(rep->addr))
-            != DS_OK)
-        {
-            log_warnx("run \"%s\" replica %d: bad address \"%s\"", r->name,
-                      rep->num, rep->addr);
-            continue;
-        }
-        set[n].version = (uint32_t) rep->version;
-        set[n].weight = 1;
-        set[n].state = rep->ready ? DS_REPLICA_READY : DS_REPLICA_DRAINING;
-        n++;
-    }
-
-    return ds_put_replicas(txn, r->name, strlen(r->name), set, n, err);
-}
-
-
-/* a write transaction of its own; errbuf gets why it could not begin */
-static int
-store_begin(ds_txn_t **txn, char *errbuf, size_t errlen)
-{
-    ds_err_t  err;
-
-    if (ds_txn_begin(state, 1, txn, &err) != DS_OK) {
-        snprintf(errbuf, errlen, "%s", err.msg);
-        return DS_ERROR;
-    }
-    return DS_OK;
-}
-
-
-/* a write transaction's end: committed when rc is DS_OK, else aborted;
- * errbuf gets the reason of a failure */
-static int
-store_end(ds_txn_t *txn, int rc, ds_err_t *err, char *errbuf, size_t errlen)
-{
-    if (rc != DS_OK) {
-        ds_txn_abort(txn);
-    } else if (ds_txn_commit(txn, err) != DS_OK) {
-        rc = DS_ERROR;
-    }
-    if (rc != DS_OK) {
-        snprintf(errbuf, errlen, "%s", err->msg);
-    }
-    return rc;
-}
-
-
-/*
- * Apply: the service record and the run document in one transaction, so
- * that a model name taken by another service leaves nothing behind.
- */
-int
-store_put_service(struct run *r, char *errbuf, size_t errlen)
-{
-    ds_txn_t  *txn;
-    ds_err_t   err;
-    int        rc;
-
-    if (store_begin(&txn, errbuf, errlen) != DS_OK) {
-        return DS_ERROR;
-    }
-
-    rc = ds_put_service(txn, &r->svc, &err);
-    if (rc == DS_OK) {
-        rc = store_put_doc(txn, r, &err);
-    }
-    if (rc == DS_OK && r->publish) {
-        rc = store_put_set(txn, r, &err);
-    }
-    rc = store_end(txn, rc, &err, errbuf, errlen);
-    if (rc != DS_OK) {
-        return rc;
-    }
-
-    r->service_put = 1;
-    r->dirty = 0;
-    r->publish = 0;
-    return DS_OK;
-}
-
-
-/* a certificate (tls.c), in a transaction of its own */
-int
-store_put_cert(ds_cert_t *c, char *errbuf, size_t errlen)
-{
-    ds_txn_t  *txn;
-    ds_err_t   err;
-    int        rc;
-
-    if (store_begin(&txn, errbuf, errlen) != DS_OK) {
-        return DS_ERROR;
-    }
-    rc = ds_put_cert(txn, c, &err);
-    return store_end(txn, rc, &err, errbuf, errlen);
-}
-
-
-int
-store_flush(void)
-{
-    static int64_t  retry_ms;
-    struct run     *r;
+struct store_txn {
     ds_txn_t       *txn;
+    int             rc;                 /* the first failure, DS_* */
     ds_err_t        err;
-    int             rc, any = 0;
+    char           *errbuf;             /* the caller's */
+    size_t          errlen;
+};
 
-    TAILQ_FOREACH(r, &runs, entry) {
-        if (r->dirty || r->publish
-            || (r->finished && r->service_put))
-        {
-            any = 1;
-            break;
+/* one write transaction at a time: the loop is the only writer */
+static struct store_txn  store_txn;
+
+
+struct store_txn *
+store_begin(char *errbuf, size_t errlen)
+{
+    struct store_txn  *t = &store_txn;
+
+    memset(t, 0, sizeof(*t));
+    t->errbuf = errbuf;
+    t->errlen = errlen;
+    if (ds_txn_begin(state, 1, &t->txn, &t->err) != DS_OK) {
+        snprintf(errbuf, errlen, "%s", t->err.msg);
+        return NULL;
+    }
+    return t;
+}
+
+
+/* a put's outcome; what failed is named before LMDB's reason */
+static void
+store_check(struct store_txn *t, int rc, const char *what, const char *name)
+{
+    char  msg[sizeof(t->err.msg)];
+
+    if (rc == DS_OK || t->rc != DS_OK) {
+        return;
+    }
+    t->rc = rc;
+    snprintf(msg, sizeof(msg), "%s", t->err.msg);
+    snprintf(t->errbuf, t->errlen, "%s \"%s\": %s", what, name, msg);
+}
+
+
+void
+store_put_service(struct store_txn *t, ds_service_t *svc)
+{
+    if (t->rc == DS_OK) {
+        /* the error is the state's own ("model ... is taken by ...") */
+        t->rc = ds_put_service(t->txn, svc, &t->err);
+        if (t->rc != DS_OK) {
+            snprintf(t->errbuf, t->errlen, "%s", t->err.msg);
         }
     }
-    if (!any) {
-        return 0;
-    }
-    /* after a failure (a full disk, a full map): again in a second, not
-     * in every turn of the loop */
-    if (retry_ms != 0 && now_ms() < retry_ms) {
-        return -1;
-    }
-    retry_ms = now_ms() + 1000;
+}
 
-    if (ds_txn_begin(state, 1, &txn, &err) != DS_OK) {
-        log_warnx("cannot write state: %s", err.msg);
-        return -1;
-    }
 
-    rc = DS_OK;
-    TAILQ_FOREACH(r, &runs, entry) {
-        if (r->finished && r->service_put) {
-            /* removes the replica set and frees the metric slots too */
-            rc = ds_del_service(txn, r->name, strlen(r->name), &err);
-            if (rc == DS_NOTFOUND) {
-                rc = DS_OK;
-            }
-        } else if (r->publish && r->service_put) {
-            rc = store_put_set(txn, r, &err);
-        }
-        if (rc == DS_OK && r->dirty) {
-            rc = store_put_doc(txn, r, &err);
-        }
-        if (rc != DS_OK) {
-            log_warnx("run \"%s\": cannot write state: %s", r->name, err.msg);
-            ds_txn_abort(txn);
-            return -1;
-        }
-    }
+void
+store_del_service(struct store_txn *t, const char *name)
+{
+    int  rc;
 
-    if (ds_txn_commit(txn, &err) != DS_OK) {
-        log_warnx("cannot commit state: %s", err.msg);
-        return -1;
+    if (t->rc == DS_OK) {
+        rc = ds_del_service(t->txn, name, strlen(name), &t->err);
+        store_check(t, rc == DS_NOTFOUND ? DS_OK : rc, "service", name);
     }
+}
 
-    TAILQ_FOREACH(r, &runs, entry) {
-        if (r->finished && r->service_put) {
-            r->service_put = 0;
-        }
-        r->dirty = 0;
-        r->publish = 0;
+
+void
+store_put_doc(struct store_txn *t, const char *name, const char *doc)
+{
+    if (t->rc != DS_OK) {
+        return;
     }
-    retry_ms = 0;
-    return 0;
+    if (doc == NULL) {
+        snprintf(t->err.msg, sizeof(t->err.msg), "out of memory");
+        store_check(t, DS_ERROR, "run", name);
+        return;
+    }
+    store_check(t, ds_put_run(t->txn, name, strlen(name), doc, strlen(doc),
+                              &t->err), "run", name);
+}
+
+
+void
+store_put_replicas(struct store_txn *t, const char *name, ds_replica_t *set,
+    unsigned n)
+{
+    if (t->rc == DS_OK) {
+        store_check(t, ds_put_replicas(t->txn, name, strlen(name), set, n,
+                                       &t->err), "replicas of", name);
+    }
+}
+
+
+void
+store_put_cert(struct store_txn *t, ds_cert_t *c)
+{
+    char  host[DS_HOST_MAX + 1];
+
+    if (t->rc == DS_OK) {
+        snprintf(host, sizeof(host), "%.*s", (int) c->host.len,
+                 c->host.data ? (const char *) c->host.data : "");
+        store_check(t, ds_put_cert(t->txn, c, &t->err), "certificate",
+                    host);
+    }
+}
+
+
+/* commits when every put succeeded, else aborts; the first failure */
+int
+store_end(struct store_txn *t)
+{
+    if (t->rc != DS_OK) {
+        ds_txn_abort(t->txn);
+    } else if (ds_txn_commit(t->txn, &t->err) != DS_OK) {
+        t->rc = DS_ERROR;
+        snprintf(t->errbuf, t->errlen, "%s", t->err.msg);
+    }
+    t->txn = NULL;
+    switch (t->rc) {
+    case DS_OK:
+        return STORE_OK;
+    case DS_EINVAL:
+        return STORE_ECONFLICT;
+    default:
+        return STORE_EFAIL;
+    }
 }

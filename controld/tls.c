@@ -46,7 +46,12 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include "controld.h"
+#include "config.h"
+#include "log.h"
+#include "run.h"
+#include "store.h"
+#include "tls.h"
+#include "util.h"
 
 
 #define CA_DAYS                 3650
@@ -376,8 +381,9 @@ static int
 put_cert(const char *host, uint32_t flags, uint64_t not_after,
     const char *cert, size_t cert_len, const char *key, size_t key_len)
 {
-    ds_cert_t  c;
-    char       err[256];
+    ds_cert_t          c;
+    struct store_txn  *t;
+    char               err[256];
 
     memset(&c, 0, sizeof(c));
     c.host.data = host;
@@ -389,7 +395,11 @@ put_cert(const char *host, uint32_t flags, uint64_t not_after,
     c.key.data = key;
     c.key.len = (uint32_t) key_len;
 
-    if (store_put_cert(&c, err, sizeof(err)) != DS_OK) {
+    t = store_begin(err, sizeof(err));
+    if (t != NULL) {
+        store_put_cert(t, &c);
+    }
+    if (t == NULL || store_end(t) != STORE_OK) {
         log_warnx("tls: cannot store the certificate for %s: %s", host, err);
         return -1;
     }
@@ -932,39 +942,32 @@ tls_tick(void)
 }
 
 
-/* the run's certificate for the API (ps), or NULL */
-cJSON *
-tls_to_api(const struct run *r)
+/* the run's certificate for the API (ps) */
+int
+tls_run_status(const char *name, struct tls_status *st)
 {
     struct tls_host  *h;
-    cJSON            *o;
 
     if (!conf->tls.acme) {
-        return NULL;
+        return -1;
     }
     TAILQ_FOREACH(h, &hosts, entry) {
-        if (strcmp(h->run, r->name) == 0
+        if (strcmp(h->run, name) == 0
             || (h->run[0] == '\0' && conf->tls.dns_hook != NULL))
         {
             break;
         }
     }
     if (h == NULL) {
-        return NULL;
+        return -1;
     }
-    o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "host", h->host);
-    cJSON_AddStringToObject(o, "status",
-                            h->pid ? (h->not_after ? "renewing" : "issuing")
-                            : h->error[0] ? "failed"
-                            : h->not_after ? "valid" : "pending");
-    if (h->not_after) {
-        cJSON_AddNumberToObject(o, "not_after", (double) h->not_after);
-    }
-    if (h->error[0]) {
-        cJSON_AddStringToObject(o, "error", h->error);
-    }
-    return o;
+    st->host = h->host;
+    st->status = h->pid ? (h->not_after ? "renewing" : "issuing")
+                 : h->error[0] ? "failed"
+                 : h->not_after ? "valid" : "pending";
+    st->not_after = h->not_after;
+    st->error = h->error;
+    return 0;
 }
 
 

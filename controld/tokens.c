@@ -13,7 +13,13 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "controld.h"
+#include <time.h>
+
+#include "config.h"
+#include "log.h"
+#include "store.h"
+#include "tokens.h"
+#include "util.h"
 
 
 /* token names: what `dstackctl token` users type */

@@ -15,7 +15,11 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
-#include "controld.h"
+#include <time.h>
+
+#include "config.h"
+#include "log.h"
+#include "util.h"
 
 
 int64_t

@@ -1,0 +1,327 @@
+/*
+ * What the API asks of runs: plan (offers and changes, nothing changes),
+ * apply (a new run, or a change in place or rolled out), stop.  An apply
+ * is recorded in LMDB before it is answered; the reconciler does the
+ * rest on its next pass.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "actions.h"
+#include "backend.h"
+#include "config.h"
+#include "log.h"
+#include "reconcile.h"
+#include "run.h"
+#include "rundoc.h"
+#include "spec.h"
+#include "store.h"
+#include "util.h"
+#include "views.h"
+
+
+struct apply_req {
+    const cJSON    *spec;
+    const char     *name;
+    const char     *code;
+};
+
+
+static int
+apply_parse(const cJSON *req, struct apply_req *a, char *err, size_t n)
+{
+    const cJSON  *it;
+
+    memset(a, 0, sizeof(*a));
+    cJSON_ArrayForEach(it, req) {
+        if (strcmp(it->string, "spec") == 0) {
+            a->spec = it;
+        } else if (strcmp(it->string, "name") == 0) {
+            if (!cJSON_IsNull(it)) {
+                if (!cJSON_IsString(it)) {
+                    snprintf(err, n, "name: expected a string");
+                    return 400;
+                }
+                a->name = it->valuestring;
+            }
+        } else if (strcmp(it->string, "code") == 0) {
+            if (!cJSON_IsNull(it)) {
+                if (!cJSON_IsString(it)) {
+                    snprintf(err, n, "code: expected a SHA-256 hex string");
+                    return 400;
+                }
+                a->code = it->valuestring;
+            }
+        } else {
+            snprintf(err, n, "unknown field \"%.80s\"", it->string);
+            return 400;
+        }
+    }
+    if (a->spec == NULL) {
+        snprintf(err, n, "spec: required");
+        return 400;
+    }
+    if (!cJSON_IsObject(a->spec)) {
+        snprintf(err, n, "spec: expected an object");
+        return 400;
+    }
+    if (a->name != NULL && !ds_valid_run_name(a->name, strlen(a->name))) {
+        snprintf(err, n, "name: \"%.80s\" is not a valid run name "
+                 "(^[a-z][a-z0-9-]{1,40}$)", a->name);
+        return 400;
+    }
+    if (a->code != NULL) {
+        if (!valid_hex_hash(a->code)) {
+            snprintf(err, n, "code: \"%.80s\" is not a SHA-256 in lower-case "
+                     "hex", a->code);
+            return 400;
+        }
+    }
+    return 0;
+}
+
+
+static int
+plan_replicas(const ds_spec_t *sp)
+{
+    return sp->replicas.min > 0 ? (int) sp->replicas.min : 1;
+}
+
+
+int
+action_plan(const cJSON *req, cJSON **answer, char *err, size_t n)
+{
+    struct apply_req   a;
+    ds_spec_t          sp;
+    struct run        *r;
+    cJSON             *offers, *changes = NULL;
+    const char        *name;
+    char               gen[DS_NAME_MAX + 1];
+    int                rc, rollout;
+
+    rc = apply_parse(req, &a, err, n);
+    if (rc != 0) {
+        return rc;
+    }
+    if (spec_load(a.spec, &sp, err, n) != 0) {
+        return 400;
+    }
+
+    name = a.name ? a.name : sp.name;
+    if (name == NULL) {
+        run_generate_name(gen, sizeof(gen));
+        name = gen;
+    }
+
+    offers = cJSON_CreateArray();
+    rc = backend->offers(&sp, name, plan_replicas(&sp), offers, err, n);
+    if (rc != 0) {
+        cJSON_Delete(offers);
+        ds_spec_free(&sp);
+        return rc;
+    }
+
+    r = run_find(name);
+    if (r != NULL && !r->finished) {
+        changes = spec_changes(r->spec.json, sp.json, &rollout);
+        if (a.code && strcmp(a.code, r->code) != 0) {
+            cJSON  *c = cJSON_CreateObject();
+
+            cJSON_AddStringToObject(c, "field", "code");
+            cJSON_AddStringToObject(c, "old", r->code);
+            cJSON_AddStringToObject(c, "new", a.code);
+            cJSON_AddBoolToObject(c, "in_place", 0);
+            cJSON_AddItemToArray(changes, c);
+        }
+    }
+
+    *answer = cJSON_CreateObject();
+    cJSON_AddStringToObject(*answer, "name", name);
+    cJSON_AddNumberToObject(*answer, "total", cJSON_GetArraySize(offers));
+    cJSON_AddItemToObject(*answer, "offers", offers);
+    cJSON_AddBoolToObject(*answer, "exists", r != NULL && !r->finished);
+    cJSON_AddItemToObject(*answer, "changes",
+                          changes ? changes : cJSON_CreateArray());
+    cJSON_AddItemToObject(*answer, "spec", cJSON_Duplicate(sp.json, 1));
+    ds_spec_free(&sp);
+    return 0;
+}
+
+
+static int
+code_exists(const char *hash)
+{
+    char  path[4096];
+
+    if (fmt(path, sizeof(path), "%s/code/%s.tar.gz", conf->state_dir, hash)
+        != 0)
+    {
+        return 0;
+    }
+    return access(path, R_OK) == 0;
+}
+
+
+static int
+initial_desired(const ds_spec_t *sp)
+{
+    return (int) sp->replicas.min;
+}
+
+
+int
+action_apply(const cJSON *req, cJSON **answer, int *created, char *err,
+    size_t n)
+{
+    struct apply_req   a;
+    ds_spec_t          sp, old_sp;
+    ds_service_t       old_svc;
+    struct run        *r, *prev;
+    cJSON             *offers, *changes;
+    const char        *name;
+    char               gen[DS_NAME_MAX + 1], path[4096], old_code[65];
+    int                rc, rollout, old_desired, old_version;
+
+    *created = 0;
+    rc = apply_parse(req, &a, err, n);
+    if (rc != 0) {
+        return rc;
+    }
+    if (spec_load(a.spec, &sp, err, n) != 0) {
+        return 400;
+    }
+
+    name = a.name ? a.name : sp.name;
+    if (name == NULL) {
+        run_generate_name(gen, sizeof(gen));
+        name = gen;
+    }
+
+    if (a.code != NULL && !code_exists(a.code)) {
+        snprintf(err, n, "code: no archive %s on the server: upload it "
+                 "first with PUT /api/code/%s", a.code, a.code);
+        ds_spec_free(&sp);
+        return 400;
+    }
+
+    offers = cJSON_CreateArray();
+    rc = backend->offers(&sp, name, plan_replicas(&sp), offers, err, n);
+    cJSON_Delete(offers);
+    if (rc != 0) {
+        ds_spec_free(&sp);
+        return rc;
+    }
+
+    prev = run_find(name);
+
+    if (prev != NULL && !prev->finished) {
+        r = prev;
+        changes = spec_changes(r->spec.json, sp.json, &rollout);
+        if (a.code != NULL && strcmp(a.code, r->code) != 0) {
+            rollout = 1;
+        }
+        if (cJSON_GetArraySize(changes) == 0 && !rollout) {
+            cJSON_Delete(changes);
+            ds_spec_free(&sp);
+            *answer = run_to_api(r);
+            return 0;
+        }
+        cJSON_Delete(changes);
+
+        /* swap the spec in, keep the old one until the write succeeded */
+        old_sp = r->spec;
+        old_svc = r->svc;
+        old_desired = r->desired;
+        old_version = r->version;
+        snprintf(old_code, sizeof(old_code), "%s", r->code);
+
+        r->spec = sp;
+        spec_service(&r->spec, r->name, &r->svc);
+        if (a.code != NULL) {
+            snprintf(r->code, sizeof(r->code), "%s", a.code);
+        }
+        if (rollout) {
+            r->version++;
+        }
+        if (!sp.scaling.enabled) {
+            r->desired = (int) sp.replicas.min;
+        } else {
+            if (r->desired < (int) sp.replicas.min) {
+                r->desired = (int) sp.replicas.min;
+            }
+            if (sp.replicas.max != DS_SPEC_UNLIMITED
+                && r->desired > (int) sp.replicas.max)
+            {
+                r->desired = (int) sp.replicas.max;
+            }
+        }
+        run_touch(r);
+
+        rc = run_put_service(r, err, n);
+        if (rc != STORE_OK) {
+            r->spec = old_sp;
+            r->svc = old_svc;
+            r->desired = old_desired;
+            r->version = old_version;
+            snprintf(r->code, sizeof(r->code), "%s", old_code);
+            ds_spec_free(&sp);
+            return rc == STORE_ECONFLICT ? 409 : 500;
+        }
+        ds_spec_free(&old_sp);
+        log_info("run \"%s\": updated%s (version %d, %d replicas)", r->name,
+                 rollout ? ", rolling out" : " in place", r->version,
+                 r->desired);
+        reconcile_now = 1;
+        *answer = run_to_api(r);
+        return 0;
+    }
+
+    r = run_new(name);
+    r->spec = sp;
+    spec_service(&r->spec, r->name, &r->svc);
+    if (a.code != NULL) {
+        snprintf(r->code, sizeof(r->code), "%s", a.code);
+    }
+    r->desired = initial_desired(&sp);
+    r->status = r->desired > 0 ? RUN_SUBMITTED : RUN_PENDING;
+    if (r->desired == 0) {
+        snprintf(r->message, sizeof(r->message), "waiting for requests");
+    }
+    r->dirty = 1;
+    r->publish = 1;
+
+    rc = run_put_service(r, err, n);
+    if (rc != STORE_OK) {
+        run_free(r);
+        return rc == STORE_ECONFLICT ? 409 : 500;
+    }
+
+    if (prev != NULL) {
+        /* a finished run of that name: its files go with it */
+        reconcile_forget(prev);
+        if (fmt(path, sizeof(path), "%s/%s", conf->replicas_dir, name) == 0) {
+            rm_rf(path);
+        }
+    }
+    TAILQ_INSERT_TAIL(&runs, r, entry);
+    log_info("run \"%s\": submitted (%d replica%s, port %u)", r->name,
+             r->desired, r->desired == 1 ? "" : "s", (unsigned) sp.port);
+    *created = 1;
+    reconcile_now = 1;
+    *answer = run_to_api(r);
+    return 0;
+}
+
+
+int
+action_stop(struct run *r, int abort, char *err, size_t n)
+{
+    (void) err;
+    (void) n;
+
+    reconcile_stop(r, abort);
+    return 0;
+}

@@ -1,0 +1,22 @@
+/*
+ * What the API asks of runs (actions.c): plan, apply, stop.  Each
+ * returns 0, or an HTTP status with a message in err; nothing changes
+ * when it fails.
+ */
+
+#ifndef CONTROLD_ACTIONS_H
+#define CONTROLD_ACTIONS_H
+
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
+
+struct run;
+
+int action_plan(const cJSON *req, cJSON **answer, char *err, size_t n);
+/* *created: a new run (201), not an update */
+int action_apply(const cJSON *req, cJSON **answer, int *created,
+    char *err, size_t n);
+int action_stop(struct run *r, int abort, char *err, size_t n);
+
+#endif /* CONTROLD_ACTIONS_H */

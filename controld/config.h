@@ -1,0 +1,70 @@
+/*
+ * controld.yml: what the daemon reads at start and on SIGHUP (config.c).
+ */
+
+#ifndef CONTROLD_CONFIG_H
+#define CONTROLD_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONTROLD_VERSION        "0.1.0"
+#define CONTROLD_CONF           "/etc/dstack/controld.yml"
+
+#define CONTROLD_TICK_MS        100     /* the reconciler's period */
+
+#define NET_AUTO                0       /* netns when root, else host */
+#define NET_NETNS               1       /* one network namespace/replica */
+#define NET_HOST                2       /* host network, 1 replica/run */
+
+struct local_conf {
+    int             enabled;
+    int             network;            /* NET_* */
+    uint32_t        subnet;             /* host order, e.g. 10.213.0.0 */
+    int             subnet_bits;        /* prefix length, <= 28 */
+    int             gpus;               /* 1: detect with nvidia-smi */
+    char           *nvidia_smi;         /* the command to run */
+    unsigned        stop_grace_ms;      /* SIGTERM .. SIGKILL */
+    unsigned        drain_unknown_ms;   /* drain bound without stats */
+    unsigned        max_failures;       /* before a run fails */
+    uint64_t        log_max_size;       /* bytes of a replica's log, 0:
+                                           no limit (logrotate.c) */
+};
+
+/* tls: in controld.yml; certificates (tls.c) */
+struct tls_conf {
+    int             acme;               /* tls.acme is set */
+    char           *directory;          /* ACME directory URL */
+    char           *email;              /* account contact, or NULL */
+    char           *eab_kid;            /* external account binding */
+    char           *eab_hmac_key;       /* base64url */
+    char           *webroot;            /* nginx serves the challenges */
+    char           *client;             /* uacme */
+    char           *dns_hook;           /* dns-01 wildcard, or NULL */
+    long long       renew_before_ms;
+    unsigned        retry_ms;           /* first retry after a failure */
+};
+
+struct config {
+    char           *file;
+    char           *state_dir;
+    char           *domain;
+    char           *api_socket;
+    unsigned        api_socket_mode;
+    char           *stats_url;          /* "" when not configured */
+    char           *replicas_dir;
+    char           *service_url;        /* "{name}" is replaced */
+    char           *client_config;      /* written at first start */
+    char           *notify_socket;      /* module's hold notices, or NULL */
+    char           *group;              /* nginx's group: state, sockets */
+    int             log_level;
+    struct local_conf local;
+    struct tls_conf tls;
+};
+
+extern struct config   *conf;
+
+struct config *config_load(const char *file, char *err, size_t errlen);
+void config_free(struct config *c);
+
+#endif /* CONTROLD_CONFIG_H */

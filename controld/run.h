@@ -1,0 +1,153 @@
+/*
+ * Runs and their replicas in memory (runs.c): the data model every other
+ * part of controld reads.  Nothing here calls out of the model: views for
+ * the API live in views.c, the document kept in LMDB in rundoc.c, the
+ * lifecycle in reconcile.c.
+ */
+
+#ifndef CONTROLD_RUN_H
+#define CONTROLD_RUN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "ds_spec.h"
+#include "ds_state.h"
+
+enum run_status {
+    RUN_PENDING = 0, RUN_SUBMITTED, RUN_PROVISIONING, RUN_RUNNING,
+    RUN_TERMINATING, RUN_TERMINATED, RUN_FAILED, RUN_DONE
+};
+
+enum replica_status {
+    REP_SUBMITTED = 0, REP_PROVISIONING, REP_PULLING, REP_RUNNING,
+    REP_TERMINATING, REP_TERMINATED, REP_ABORTED, REP_FAILED, REP_DONE
+};
+
+const char *run_status_name(int s);
+const char *replica_status_name(int s);
+int run_status_parse(const char *s);
+int replica_status_parse(const char *s);
+
+struct run;
+struct probe;
+
+/* the autoscaler's view of a run (autoscale.c) */
+#define AUTOSCALE_PEAKS         300     /* seconds of in-flight peaks */
+
+struct autoscale {
+    int             want;               /* clamped, before the delays */
+    double          value;              /* rps, or in-flight requests */
+    char            reason[192];        /* "rps 12.3 over 30s / ..." */
+    int             logged_want;        /* what was logged last: */
+    int             logged_desired;     /* want, desired and why */
+    int             logged_wait;        /* nothing is done yet */
+    uint32_t        peak[AUTOSCALE_PEAKS]; /* in-flight max per second */
+    int64_t         peak_sec;           /* the newest second in peak */
+};
+
+#define REPLICA_GPUS_MAX        16
+struct replica {
+    TAILQ_ENTRY(replica) entry;
+    struct run     *run;
+
+    int             num;
+    int             version;
+    int             status;             /* enum replica_status */
+    char            message[256];
+
+    /* the process: its own session, so pid = pgid */
+    pid_t           pid;
+    unsigned long long pid_start;       /* /proc start time: no pid reuse */
+    int             adopted;            /* not our child: poll, no wait */
+    int             exit_status;        /* wait status, -1 while none */
+    int             setup_failed;       /* message says why */
+
+    /* where it listens */
+    char            addr[DS_REPLICA_ADDR_LEN];
+    int             net_index;          /* /30 in the subnet, -1: host */
+    int             gpus[REPLICA_GPUS_MAX];
+    int             n_gpus;
+
+    /* in LMDB: ready (takes requests) or draining */
+    int             ready;
+    int             draining;
+
+    time_t          submitted_at;
+    time_t          started_at;
+    int64_t         ready_since_ms;
+    int             restarts;
+    int             failures;           /* consecutive, reset once ready */
+    int64_t         next_start_ms;      /* backoff; 0: at once */
+
+    /* stopping */
+    int             retire;             /* leaving for good (stop, scale
+                                           down, replaced by a new version) */
+    int             abort;
+    int64_t         drain_started_ms;
+    int64_t         drain_deadline_ms;
+    int64_t         term_sent_ms;       /* 0 until SIGTERM */
+    int             kill_sent;
+
+    /* probes (probes.c) */
+    struct probe   *probe;              /* the one in flight */
+    unsigned        probe_pass[DS_SPEC_PROBES_MAX]; /* in a row */
+    int64_t         probe_at[DS_SPEC_PROBES_MAX];   /* next attempt */
+    unsigned        probe_fails;        /* in a row, once ready */
+    unsigned        probe_delay_ms;     /* before ready: grows */
+    int             probe_done;         /* until_ready and ready */
+    char            probe_error[160];
+};
+
+TAILQ_HEAD(replica_list, replica);
+
+struct run {
+    TAILQ_ENTRY(run) entry;
+    char            name[DS_NAME_MAX + 1];
+    int             status;             /* enum run_status */
+    char            message[256];
+    time_t          submitted_at;
+    time_t          updated_at;
+    int             version;
+    ds_spec_t       spec;               /* current version; owns json */
+    ds_service_t    svc;                /* points into spec */
+    char            code[65];           /* sha256 hex, "" without code */
+    int             desired;            /* replicas wanted */
+    int             next_num;           /* for scale up */
+
+    int             stopping;
+    int             abort;
+    int             finished;           /* terminal status: not reconciled */
+
+    int             dirty;              /* the run document changed */
+    int             publish;            /* the replica set changed */
+    int             service_put;        /* service record is in LMDB */
+
+    int64_t         last_scaled_ms;
+    struct autoscale scaling;           /* autoscale.c */
+    time_t          failing_since;      /* no replica ready since */
+    int             rollout_failed;     /* the version whose rollout gave
+                                           up (the older one serves) */
+    char            rollout_error[256];
+    struct replica_list replicas;
+};
+
+TAILQ_HEAD(run_list, run);
+
+extern struct run_list  runs;
+
+struct run *run_find(const char *name);
+struct run *run_new(const char *name);
+void run_free(struct run *r);
+struct replica *replica_new(struct run *run, int num, int version);
+void replica_free(struct replica *rep);
+void run_touch(struct run *r);
+/* the published URL of a run (static buffer) */
+const char *run_url(const struct run *r);
+/* a fresh "<adjective>-<animal>-<N>" */
+void run_generate_name(char *buf, size_t n);
+
+#endif /* CONTROLD_RUN_H */

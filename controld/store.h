@@ -1,0 +1,51 @@
+/*
+ * The LMDB writer (store.c): the only code of controld that begins write
+ * transactions on the shared state.  It knows records, not runs: what a
+ * run is and how it is written down is rundoc.c's business.
+ *
+ * Errors are this layer's own: STORE_OK, STORE_ECONFLICT (the state
+ * refuses the record: a model name another service has), STORE_EFAIL
+ * (LMDB failed: a full disk or map); the message is in the caller's
+ * buffer.  ds_state's DS_* codes stay inside store.c.
+ */
+
+#ifndef CONTROLD_STORE_H
+#define CONTROLD_STORE_H
+
+#include <stddef.h>
+
+#include "ds_state.h"
+
+#define STORE_OK                0
+#define STORE_ECONFLICT         1
+#define STORE_EFAIL             2
+
+/* the environment, for readers (tokens, certificates, reader checks) */
+extern ds_state_t  *state;
+
+int store_open(void);
+void store_close(void);
+
+/* calls fn for every run document; a non-zero return stops */
+int store_load_docs(int (*fn)(void *arg, const char *name, size_t name_len,
+    const char *doc, size_t doc_len), void *arg);
+
+/*
+ * One write transaction: begin, any number of puts, end.  store_end()
+ * commits when every put succeeded, and aborts otherwise; it returns the
+ * first failure.  A put after a failure does nothing.
+ */
+struct store_txn;
+
+struct store_txn *store_begin(char *err, size_t errlen);
+void store_put_service(struct store_txn *t, ds_service_t *svc);
+void store_del_service(struct store_txn *t, const char *name);
+void store_put_doc(struct store_txn *t, const char *name, const char *doc);
+/* the replica set the gateway sees; entries with a bad address are left
+ * out (and logged) */
+void store_put_replicas(struct store_txn *t, const char *name,
+    ds_replica_t *set, unsigned n);
+void store_put_cert(struct store_txn *t, ds_cert_t *c);
+int store_end(struct store_txn *t);
+
+#endif /* CONTROLD_STORE_H */

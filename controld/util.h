@@ -1,0 +1,33 @@
+/*
+ * Small helpers of the daemon (util.c): time, memory, files, formatting.
+ */
+
+#ifndef CONTROLD_UTIL_H
+#define CONTROLD_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+int64_t now_ms(void);                   /* CLOCK_MONOTONIC */
+char *xstrdup(const char *s);
+void *xcalloc(size_t n, size_t size);
+int mkdir_p(const char *path, unsigned mode);
+int rm_rf(const char *path);
+/* "30s" "5m" "1h" "250ms" or plain seconds -> ms; -1 on error */
+long long parse_duration_ms(const char *s);
+/* reads /proc/<pid>/stat: 0 and the start time (ticks since boot) when
+ * the process exists and is not a zombie, -1 otherwise */
+int proc_start_time(pid_t pid, unsigned long long *start);
+void hex_encode(const uint8_t *in, size_t n, char *out);
+int valid_hex_hash(const char *s);
+/* writes a file atomically (tmp + rename) with mode */
+int write_file_atomic(const char *path, const char *data, size_t len,
+    unsigned mode);
+/* gives path to the configured group (nginx's); 0 when none is set */
+int chgrp_conf(const char *path);
+/* snprintf into a fixed buffer; 0 when it fit, -1 when truncated */
+int fmt(char *buf, size_t n, const char *f, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif /* CONTROLD_UTIL_H */
