@@ -122,6 +122,15 @@ $(B)/t/test_%: t/unit/test_%.c $(B)/libdscommon.a
 	@mkdir -p $(@D)
 	$(CC) $(DS_CFLAGS) $< $(B)/libdscommon.a -o $@ $(DS_LDFLAGS) -lcmocka $(COMMON_LIBS)
 
+# controld's state machine, with the files it needs (not the daemon)
+LIFECYCLE_SRCS := controld/lifecycle.c controld/runs.c controld/log.c \
+                  controld/util.c controld/config.c
+$(B)/t/test_lifecycle: t/unit/test_lifecycle.c $(LIFECYCLE_SRCS) \
+                       $(wildcard controld/*.h) $(B)/libdscommon.a
+	@mkdir -p $(@D)
+	$(CC) $(DS_CFLAGS) -Icontrold $< $(LIFECYCLE_SRCS) $(B)/libdscommon.a \
+	    -o $@ $(DS_LDFLAGS) -lcmocka $(COMMON_LIBS)
+
 FUZZ_FLAGS := -std=gnu11 -g -O1 -Icommon -fsanitize=fuzzer,address,undefined
 $(B)/fuzz/%: t/fuzz/%.c $(COMMON_SRCS) $(COMMON_HDRS)
 	@mkdir -p $(@D)

@@ -636,16 +636,7 @@ api_stream_live(struct api_stream *s)
         return 0;
     }
     /* a failed replica that will be restarted writes to the same file */
-    switch (rep->status) {
-    case REP_TERMINATED:
-    case REP_ABORTED:
-    case REP_DONE:
-        return 0;
-    case REP_FAILED:
-        return !rep->run->finished && !rep->retire;
-    default:
-        return !rep->run->finished;
-    }
+    return !replica_ended(rep) && !rep->run->finished;
 }
 
 

@@ -61,6 +61,14 @@ struct probe {
 
 static LIST_HEAD(, probe)  probes = LIST_HEAD_INITIALIZER(probes);
 
+/* probes run while its commands run, ready or not yet */
+static int
+replica_probed(const struct replica *rep)
+{
+    return rep->state == RS_RUNNING || rep->state == RS_READY;
+}
+
+
 /* where results go (the reconciler's) */
 static probe_result_fn  probe_result;
 
@@ -214,7 +222,7 @@ probe_done(struct probe *p, int ok, const char *why)
         }
         snprintf(rep->probe_error, sizeof(rep->probe_error), "%s", msg);
 
-        if (!rep->ready) {
+        if (!replica_ready(rep)) {
             rep->probe_delay_ms = rep->probe_delay_ms
                                   ? rep->probe_delay_ms * 2
                                   : PROBE_RETRY_MIN_MS;
@@ -244,7 +252,7 @@ probe_done(struct probe *p, int ok, const char *why)
     }
     rep->probe_at[i] = now + interval_ms;
 
-    if (rep->ready) {
+    if (replica_ready(rep)) {
         return;
     }
 
@@ -295,7 +303,7 @@ probe_begin(struct replica *rep, int idx)
     now = now_ms();
     ps = probe_spec(rep, idx);
     p->deadline_ms = now + (ps ? (int64_t) ps->timeout * 1000 : 2000);
-    p->connect_deadline_ms = rep->ready ? p->deadline_ms
+    p->connect_deadline_ms = replica_ready(rep) ? p->deadline_ms
                                         : now + PROBE_CONNECT_MS;
     if (p->connect_deadline_ms > p->deadline_ms) {
         p->connect_deadline_ms = p->deadline_ms;
@@ -353,7 +361,7 @@ probes_tick(void)
             continue;
         }
         TAILQ_FOREACH(rep, &r->replicas, entry) {
-            if (rep->status != REP_RUNNING || rep->retire || rep->pid <= 0
+            if (!replica_probed(rep) || rep->pid <= 0
                 || rep->probe != NULL || rep->probe_done
                 || rep->addr[0] == '\0')
             {
@@ -391,7 +399,7 @@ probes_timeout_ms(void)
     }
     TAILQ_FOREACH(r, &runs, entry) {
         TAILQ_FOREACH(rep, &r->replicas, entry) {
-            if (rep->status != REP_RUNNING || rep->retire || rep->probe
+            if (!replica_probed(rep) || rep->probe
                 || rep->probe_done || rep->pid <= 0)
             {
                 continue;

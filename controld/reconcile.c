@@ -1,13 +1,14 @@
 /*
- * The reconciler: desired runs -> replicas, and the lifecycle of each.
+ * The reconciler: desired runs -> replicas, and the lifecycle of each
+ * (the states and their transitions: run.h, lifecycle.c).
  *
  *   replica:  submitted -> (backend start) -> provisioning -> (commands
  *             run) -> running -> (probes pass) ready, in LMDB
- *             -> retire: draining in LMDB -> in-flight 0 or stop_duration
- *             -> SIGTERM -> stop_grace -> SIGKILL -> terminated, out of
- *             LMDB
- *             a replica that exits on its own: failed, out of LMDB, and
- *             started again after 1 s, 2 s, 4 s .. 60 s
+ *             -> draining in LMDB -> in-flight 0 or stop_duration
+ *             -> stopping (SIGTERM) -> stop_grace -> killing (SIGKILL)
+ *             -> terminated, out of LMDB
+ *             a replica that exits on its own: backoff ("failed"), out
+ *             of LMDB, and started again after 1 s, 2 s, 4 s .. 60 s
  *   run:      submitted / provisioning until a replica is ready, running
  *             while one is, pending when scaled to zero, terminating ->
  *             terminated on stop, failed when no replica can run at all
@@ -22,7 +23,7 @@
  * network) two versions cannot share the port, so the old one stops first.
  *
  * Everything here runs on the main loop.  Changes mark runs dirty (their
- * document) and publish (their replica set); store_flush() writes them
+ * document) and publish (their replica set); runs_flush() writes them
  * after each pass.
  */
 
@@ -39,6 +40,7 @@
 #include "autoscale.h"
 #include "backend.h"
 #include "config.h"
+#include "lifecycle.h"
 #include "log.h"
 #include "probes.h"
 #include "reconcile.h"
@@ -55,15 +57,6 @@ int  reconcile_now;
 
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static int
-replica_ended(const struct replica *rep)
-{
-    return rep->status == REP_TERMINATED || rep->status == REP_ABORTED
-           || rep->status == REP_DONE
-           || (rep->status == REP_FAILED && rep->retire);
-}
-
 
 /* how long a drain may wait for in-flight requests; "off": no bound
  * (as in dstack), which still means a bound when no stats can tell */
@@ -87,17 +80,7 @@ replica_set_message(struct replica *rep, const char *msg)
 }
 
 
-static void
-replica_set_status(struct replica *rep, int status)
-{
-    if (rep->status != status) {
-        log_debug("run \"%s\": replica %d v%d: %s -> %s", rep->run->name,
-                  rep->num, rep->version, replica_status_name(rep->status),
-                  replica_status_name(status));
-        rep->status = status;
-        run_touch(rep->run);
-    }
-}
+
 
 
 static void
@@ -128,45 +111,34 @@ replica_stop(struct replica *rep, int abort)
     struct run  *r = rep->run;
     int64_t      bound;
 
-    rep->retire = 1;
-    if (abort) {
-        rep->abort = 1;
+    if (replica_ended(rep)) {
+        return;
     }
-    run_touch(r);
 
     if (rep->pid <= 0) {
         /* never started, or between restarts */
         probes_cancel(rep);
-        if (rep->ready || rep->draining) {
-            rep->ready = rep->draining = 0;
-            r->publish = 1;
-        }
-        replica_set_status(rep, abort ? REP_ABORTED : REP_TERMINATED);
+        replica_set_state(rep, abort ? RS_ABORTED : RS_TERMINATED);
         return;
-    }
-
-    if (rep->status != REP_TERMINATING) {
-        replica_set_status(rep, REP_TERMINATING);
     }
 
     if (abort) {
         probes_cancel(rep);
-        if (rep->ready || rep->draining) {
-            rep->ready = rep->draining = 0;
-            r->publish = 1;
-        }
-        backend->stop(rep, 1);
-        rep->kill_sent = 1;
-        if (rep->term_sent_ms == 0) {
-            rep->term_sent_ms = now_ms();
+        if (rep->state != RS_ABORTING) {
+            replica_set_state(rep, RS_ABORTING);
+            backend->stop(rep, 1);
+            if (rep->term_sent_ms == 0) {
+                rep->term_sent_ms = now_ms();
+            }
         }
         return;
     }
 
-    if (rep->ready && !rep->draining) {
+    switch (rep->state) {
+
+    case RS_READY:
         probes_cancel(rep);
-        rep->ready = 0;
-        rep->draining = 1;
+        replica_set_state(rep, RS_DRAINING);
         rep->drain_started_ms = now_ms();
         bound = stop_duration_ms(r);
         if (!conf->stats_url[0] && bound > conf->local.drain_unknown_ms) {
@@ -175,18 +147,24 @@ replica_stop(struct replica *rep, int abort)
             bound = conf->local.drain_unknown_ms;
         }
         rep->drain_deadline_ms = rep->drain_started_ms + bound;
-        r->publish = 1;
         stats_request(DRAIN_STATS_MARGIN_MS + 10);
         replica_set_message(rep, "draining");
         log_info("run \"%s\": replica %d v%d draining", r->name, rep->num,
                  rep->version);
         return;
-    }
 
-    if (!rep->draining && rep->term_sent_ms == 0) {
+    case RS_PROVISIONING:
+    case RS_PULLING:
+    case RS_RUNNING:
         probes_cancel(rep);
+        replica_set_state(rep, RS_STOPPING);
         backend->stop(rep, 0);
         rep->term_sent_ms = now_ms();
+        return;
+
+    default:
+        /* on its way already */
+        return;
     }
 }
 
@@ -204,7 +182,7 @@ replica_stop_tick(struct replica *rep, int64_t now)
         return;
     }
 
-    if (rep->draining) {
+    if (rep->state == RS_DRAINING) {
         if (now >= rep->drain_deadline_ms) {
             done = 1;
             log_info("run \"%s\": replica %d v%d: drain ended after %lld "
@@ -236,27 +214,29 @@ replica_stop_tick(struct replica *rep, int64_t now)
             return;
         }
         /* out of the replica set in the same write that follows */
-        rep->draining = 0;
-        r->publish = 1;
+        replica_set_state(rep, RS_STOPPING);
         backend->stop(rep, 0);
         rep->term_sent_ms = now;
         return;
+    }
+
+    if (rep->state != RS_STOPPING) {
+        return;         /* killing, aborting: its exit ends it */
     }
 
     if (rep->term_sent_ms == 0) {
+        /* adopted while stopping: ask again */
         backend->stop(rep, 0);
         rep->term_sent_ms = now;
         return;
     }
 
-    if (!rep->kill_sent
-        && now - rep->term_sent_ms >= (int64_t) conf->local.stop_grace_ms)
-    {
+    if (now - rep->term_sent_ms >= (int64_t) conf->local.stop_grace_ms) {
         log_info("run \"%s\": replica %d v%d ignored SIGTERM for %u ms: "
                  "SIGKILL", r->name, rep->num, rep->version,
                  conf->local.stop_grace_ms);
+        replica_set_state(rep, RS_KILLING);
         backend->stop(rep, 1);
-        rep->kill_sent = 1;
     }
 }
 
@@ -266,18 +246,14 @@ replica_stop_tick(struct replica *rep, int64_t now)
 static void
 run_finish(struct run *r, int status, const char *msg)
 {
-    struct replica  *rep;
-    char             text[sizeof(r->message)];
+    char  text[sizeof(r->message)];
 
-    /* msg may be r->message itself */
+    /* msg may be r->message itself; every replica has ended */
     snprintf(text, sizeof(text), "%s", msg ? msg : "");
     r->finished = 1;
     r->stopping = 0;
     r->status = status;
     snprintf(r->message, sizeof(r->message), "%s", text);
-    TAILQ_FOREACH(rep, &r->replicas, entry) {
-        rep->ready = rep->draining = 0;
-    }
     r->publish = 1;
     run_touch(r);
     log_info("run \"%s\": %s%s%s", r->name, run_status_name(status),
@@ -297,10 +273,11 @@ run_fail(struct run *r, const char *why)
         if (rep->pid > 0) {
             replica_stop(rep, 1);
             alive = 1;
-        } else if (!replica_ended(rep) && rep->status != REP_FAILED) {
-            replica_set_status(rep, REP_ABORTED);
+        } else if (rep->state == RS_BACKOFF) {
+            replica_set_state(rep, RS_FAILED);
+        } else if (!replica_ended(rep)) {
+            replica_set_state(rep, RS_ABORTED);
         }
-        rep->retire = 1;
     }
     if (alive) {
         /* finish once the processes are gone; remember why */
@@ -320,7 +297,7 @@ run_has_ready(const struct run *r)
     const struct replica  *rep;
 
     TAILQ_FOREACH(rep, &r->replicas, entry) {
-        if (rep->ready) {
+        if (replica_ready(rep)) {
             return 1;
         }
     }
@@ -363,7 +340,7 @@ run_check_failed(struct run *r, struct replica *last)
 
     limit = conf->local.max_failures;
     TAILQ_FOREACH(rep, &r->replicas, entry) {
-        if (rep->retire) {
+        if (replica_leaving(rep)) {
             continue;
         }
         any = 1;
@@ -401,7 +378,7 @@ run_check_rollout(struct run *r, struct replica *last)
     }
 
     TAILQ_FOREACH(old, &r->replicas, entry) {
-        if (old->version < r->version && !old->retire && old->ready
+        if (old->version < r->version && replica_ready(old)
             && (serving == 0 || old->version > serving))
         {
             serving = old->version;
@@ -438,7 +415,7 @@ replica_failed(struct replica *rep, const char *why)
         backoff = BACKOFF_MAX_MS;
     }
     rep->next_start_ms = now_ms() + backoff;
-    replica_set_status(rep, REP_FAILED);
+    replica_set_state(rep, RS_BACKOFF);
     replica_set_message(rep, why);
     if (r->failing_since == 0 && !run_has_ready(r)) {
         r->failing_since = time(NULL);
@@ -451,25 +428,39 @@ replica_failed(struct replica *rep, const char *why)
 
 
 /* the replica's process group is gone */
+/* how a replica that was leaving ends */
+static int
+replica_end_state(const struct replica *rep)
+{
+    return rep->state == RS_ABORTING
+           || (rep->run->stopping && rep->run->abort) ? RS_ABORTED
+                                                      : RS_TERMINATED;
+}
+
+
+/* the replica's process group is gone */
 static void
 replica_exited(struct replica *rep, int status)
 {
     struct run  *r = rep->run;
     char         why[384], ex[96];
+    int          leaving;
 
     probes_cancel(rep);
     rep->exit_status = status;
-    if (rep->ready || rep->draining) {
-        rep->ready = rep->draining = 0;
-        r->publish = 1;
-    }
-    backend->release(rep, rep->retire || r->stopping);
+    leaving = replica_leaving(rep) || r->stopping;
+    backend->release(rep, leaving);
     run_touch(r);
 
-    if (rep->retire || r->stopping) {
-        replica_set_status(rep, rep->abort ? REP_ABORTED : REP_TERMINATED);
+    if (leaving) {
+        if (!replica_leaving(rep)) {
+            /* a run stopping while this one was not asked: not expected,
+             * but it must still end */
+            replica_set_state(rep, RS_ABORTING);
+        }
+        replica_set_state(rep, replica_end_state(rep));
         log_info("run \"%s\": replica %d v%d %s", r->name, rep->num,
-                 rep->version, replica_status_name(rep->status));
+                 rep->version, replica_status_name(rep->state));
         return;
     }
 
@@ -477,7 +468,7 @@ replica_exited(struct replica *rep, int status)
     if (rep->setup_failed) {
         /* the setup said why */
         snprintf(why, sizeof(why), "%s", rep->message);
-    } else if (rep->probe_error[0] && !rep->ready) {
+    } else if (rep->probe_error[0] && !replica_ready(rep)) {
         snprintf(why, sizeof(why), "%s before it got ready (last probe: %s)",
                  ex, rep->probe_error);
     } else {
@@ -496,8 +487,8 @@ replica_setup_done(struct replica *rep, const char *error)
         rep->setup_failed = 1;
         return;
     }
-    if (rep->status == REP_PROVISIONING) {
-        replica_set_status(rep, REP_RUNNING);
+    if (rep->state == RS_PROVISIONING || rep->state == RS_PULLING) {
+        replica_set_state(rep, RS_RUNNING);
         if (strncmp(rep->message, "restarted after: ", 17) != 0) {
             replica_set_message(rep, "");
         }
@@ -513,14 +504,13 @@ replica_probe_result(struct replica *rep, int ok, const char *why)
     struct run      *r = rep->run;
     struct replica  *old;
 
-    if (rep->retire || r->stopping || r->finished) {
+    if (replica_leaving(rep) || r->stopping || r->finished) {
         return;
     }
 
     if (!ok) {
-        if (rep->ready) {
-            rep->ready = 0;
-            r->publish = 1;
+        if (rep->state == RS_READY) {
+            replica_set_state(rep, RS_RUNNING);
             replica_set_message(rep, why ? why : "probe failed");
             log_warnx("run \"%s\": replica %d v%d out of routing: %s",
                       r->name, rep->num, rep->version, why ? why : "");
@@ -529,20 +519,21 @@ replica_probe_result(struct replica *rep, int ok, const char *why)
         return;
     }
 
-    rep->ready = 1;
+    if (rep->state != RS_RUNNING) {
+        return;
+    }
+    replica_set_state(rep, RS_READY);
     rep->ready_since_ms = now_ms();
     rep->failures = 0;
     r->failing_since = 0;
-    r->publish = 1;
     replica_set_message(rep, "");
-    run_touch(r);
     log_info("run \"%s\": replica %d v%d ready at %s", r->name, rep->num,
              rep->version, rep->addr);
 
     /* a rollout step: the old version of this replica drains now, in the
      * same transaction that makes the new one ready */
     TAILQ_FOREACH(old, &r->replicas, entry) {
-        if (old != rep && old->num == rep->num && !old->retire
+        if (old != rep && old->num == rep->num && !replica_leaving(old)
             && old->version < rep->version)
         {
             replica_stop(old, 0);
@@ -589,7 +580,7 @@ num_in_use(const struct run *r, int num)
     const struct replica  *rep;
 
     TAILQ_FOREACH(rep, &r->replicas, entry) {
-        if (rep->num == num && (!rep->retire || rep->pid > 0)) {
+        if (rep->num == num && (!replica_leaving(rep) || rep->pid > 0)) {
             return 1;
         }
     }
@@ -604,7 +595,7 @@ replica_current(struct run *r, int num)
     struct replica  *rep, *best = NULL;
 
     TAILQ_FOREACH(rep, &r->replicas, entry) {
-        if (rep->num == num && !rep->retire
+        if (rep->num == num && !replica_leaving(rep)
             && (best == NULL || rep->version > best->version))
         {
             best = rep;
@@ -622,7 +613,7 @@ run_slots(const struct run *r, int *max_num)
 
     *max_num = -1;
     TAILQ_FOREACH(rep, &r->replicas, entry) {
-        if (rep->retire) {
+        if (replica_leaving(rep)) {
             continue;
         }
         dup = 0;
@@ -667,11 +658,13 @@ run_scale(struct run *r)
         /* the highest number goes; not-ready ones first */
         victim = NULL;
         TAILQ_FOREACH(rep, &r->replicas, entry) {
-            if (rep->retire) {
+            if (replica_leaving(rep)) {
                 continue;
             }
-            if (victim == NULL || (!rep->ready && victim->ready)
-                || (rep->ready == victim->ready && rep->num > victim->num))
+            if (victim == NULL
+                || (!replica_ready(rep) && replica_ready(victim))
+                || (replica_ready(rep) == replica_ready(victim)
+                    && rep->num > victim->num))
             {
                 victim = rep;
             }
@@ -681,7 +674,7 @@ run_scale(struct run *r)
         }
         num = victim->num;
         TAILQ_FOREACH(rep, &r->replicas, entry) {
-            if (rep->num == num && !rep->retire) {
+            if (rep->num == num && !replica_leaving(rep)) {
                 replica_stop(rep, 0);
             }
         }
@@ -706,11 +699,13 @@ run_rollout(struct run *r)
     }
 
     TAILQ_FOREACH(rep, &r->replicas, entry) {
-        if (rep->retire || rep->version != r->version || rep->ready) {
+        if (replica_leaving(rep) || rep->version != r->version
+            || replica_ready(rep))
+        {
             continue;
         }
         TAILQ_FOREACH(cur, &r->replicas, entry) {
-            if (cur->num == rep->num && cur != rep && !cur->retire
+            if (cur->num == rep->num && cur != rep && !replica_leaving(cur)
                 && cur->version < rep->version)
             {
                 return;     /* a step in progress */
@@ -728,7 +723,7 @@ run_rollout(struct run *r)
         /* a replica that does not serve is simply replaced; one that
          * serves gets its successor next to it first (host network: no
          * room for two, so it stops first) */
-        surge = cur->ready && backend->side_by_side();
+        surge = replica_ready(cur) && backend->side_by_side();
         if (!surge) {
             replica_stop(cur, 0);
         }
@@ -767,8 +762,7 @@ replica_start(struct replica *rep, int64_t now)
     rep->probe_error[0] = '\0';
     rep->setup_failed = 0;
     rep->term_sent_ms = 0;
-    rep->kill_sent = 0;
-    if (rep->status == REP_FAILED) {
+    if (rep->state == RS_BACKOFF) {
         /* why it restarts stays visible until it is ready again */
         rep->restarts++;
         if (strncmp(rep->message, "restarted after: ", 17) != 0) {
@@ -782,12 +776,12 @@ replica_start(struct replica *rep, int64_t now)
     rc = backend->start(rep);
     if (rc == BACKEND_STARTED) {
         rep->started_at = time(NULL);
-        replica_set_status(rep, REP_PROVISIONING);
+        replica_set_state(rep, RS_PROVISIONING);
         run_touch(r);
         return;
     }
     if (rc == BACKEND_WAIT) {
-        replica_set_status(rep, REP_SUBMITTED);
+        replica_set_state(rep, RS_SUBMITTED);
         rep->next_start_ms = now + 1000;
         r->dirty = 1;
         return;
@@ -809,21 +803,19 @@ run_status_update(struct run *r)
 
     msg[0] = '\0';
     TAILQ_FOREACH(rep, &r->replicas, entry) {
-        if (rep->ready) {
+        if (replica_ready(rep)) {
             ready++;
         }
-        if (rep->status == REP_PROVISIONING || rep->status == REP_PULLING
-            || (rep->status == REP_RUNNING && !rep->ready))
-        {
+        if (replica_starting(rep)) {
             starting++;
         }
-        if (!rep->retire) {
+        if (!replica_leaving(rep)) {
             live++;
             if (rep->version < r->version) {
                 rolling++;
             }
         }
-        if (rep->status == REP_FAILED && !rep->retire && msg[0] == '\0') {
+        if (rep->state == RS_BACKOFF && msg[0] == '\0') {
             fmt(msg, sizeof(msg), "replica %d: %s", rep->num,
                 rep->message);
         }
@@ -891,8 +883,8 @@ run_tick(struct run *r, int64_t now)
                 alive = 1;
             } else if (!replica_ended(rep)) {
                 probes_cancel(rep);
-                replica_set_status(rep, r->abort ? REP_ABORTED
-                                                 : REP_TERMINATED);
+                replica_set_state(rep, r->abort ? RS_ABORTED
+                                                : RS_TERMINATED);
             }
         }
         if (!alive) {
@@ -923,12 +915,10 @@ run_tick(struct run *r, int64_t now)
     for (rep = TAILQ_FIRST(&r->replicas); rep != NULL; rep = next) {
         next = TAILQ_NEXT(rep, entry);
 
-        if (rep->retire) {
+        if (replica_leaving(rep)) {
             if (rep->pid > 0) {
                 replica_stop_tick(rep, now);
-            } else if (replica_ended(rep) || rep->status == REP_FAILED
-                       || rep->status == REP_SUBMITTED)
-            {
+            } else if (replica_ended(rep)) {
                 /* gone for good: out of the document */
                 TAILQ_REMOVE(&r->replicas, rep, entry);
                 probes_cancel(rep);
@@ -940,7 +930,7 @@ run_tick(struct run *r, int64_t now)
         }
 
         if (rep->pid <= 0
-            && (rep->status == REP_SUBMITTED || rep->status == REP_FAILED))
+            && (rep->state == RS_SUBMITTED || rep->state == RS_BACKOFF))
         {
             replica_start(rep, now);
         }
@@ -975,12 +965,69 @@ reconcile_tick(void)
  * start time) is adopted as it is, keeping its place in LMDB; one whose
  * process is gone is started again.  Nothing runs twice.
  */
+/* a live replica of an earlier controld: where its state left it */
+static void
+replica_adopt(struct replica *rep, int64_t now)
+{
+    struct run  *r = rep->run;
+    int          i;
+
+    rep->adopted = 1;
+    switch (rep->state) {
+
+    case RS_PROVISIONING:
+    case RS_PULLING:
+        replica_set_state(rep, RS_RUNNING);
+        probes_start(rep);
+        break;
+
+    case RS_RUNNING:
+        probes_start(rep);
+        break;
+
+    case RS_READY:
+        /* keep it; probe again at the interval */
+        probes_start(rep);
+        rep->probe_done = r->spec.n_probes == 0;
+        for (i = 0; i < DS_SPEC_PROBES_MAX; i++) {
+            rep->probe_pass[i] = 1000;
+            rep->probe_at[i] = now + (r->spec.n_probes
+                ? r->spec.probes[i < (int) r->spec.n_probes ? i : 0]
+                      .interval * 1000LL
+                : 1000);
+        }
+        rep->ready_since_ms = now;
+        break;
+
+    case RS_DRAINING:
+        rep->drain_started_ms = now;
+        rep->drain_deadline_ms = now + stop_duration_ms(r);
+        break;
+
+    case RS_STOPPING:
+        rep->term_sent_ms = 0;          /* asked again at the tick */
+        break;
+
+    case RS_KILLING:
+    case RS_ABORTING:
+        backend->stop(rep, 1);
+        rep->term_sent_ms = now;
+        break;
+    }
+}
+
+
+/*
+ * After a restart: a replica whose process still runs (same pid, same
+ * start time) is adopted as it is, keeping its place in LMDB; one whose
+ * process is gone is started again.  Nothing runs twice.
+ */
 void
 reconcile_adopt(void)
 {
     struct run      *r;
     struct replica  *rep;
-    int              i, n;
+    int              n;
     int64_t          now;
 
     now = now_ms();
@@ -992,35 +1039,11 @@ reconcile_adopt(void)
         n = 0;
         TAILQ_FOREACH(rep, &r->replicas, entry) {
             if (rep->pid > 0 && backend->alive(rep)) {
-                rep->adopted = 1;
+                replica_adopt(rep, now);
                 n++;
-                if (rep->status == REP_PROVISIONING) {
-                    replica_set_status(rep, REP_RUNNING);
-                }
-                if (rep->draining) {
-                    rep->drain_started_ms = now;
-                    rep->drain_deadline_ms = now + stop_duration_ms(r);
-                } else if (rep->status == REP_TERMINATING) {
-                    rep->term_sent_ms = 0;
-                } else if (!rep->ready) {
-                    probes_start(rep);
-                } else {
-                    /* ready: keep it; probe again at the interval */
-                    probes_start(rep);
-                    rep->probe_done = r->spec.n_probes == 0;
-                    for (i = 0; i < DS_SPEC_PROBES_MAX; i++) {
-                        rep->probe_pass[i] = 1000;
-                        rep->probe_at[i] = now + (r->spec.n_probes
-                            ? r->spec.probes[i < (int) r->spec.n_probes ? i
-                                                                        : 0]
-                                  .interval * 1000LL
-                            : 1000);
-                    }
-                    rep->ready_since_ms = now;
-                }
                 log_info("run \"%s\": adopted replica %d v%d (pid %d, %s%s)",
                          r->name, rep->num, rep->version, (int) rep->pid,
-                         rep->addr, rep->ready ? ", ready" : "");
+                         rep->addr, replica_ready(rep) ? ", ready" : "");
                 continue;
             }
             if (rep->pid > 0) {
@@ -1029,13 +1052,15 @@ reconcile_adopt(void)
                          rep->version, (int) rep->pid);
                 rep->adopted = 1;
                 replica_exited(rep, -1);
-                if (!rep->retire && !r->stopping) {
+                if (!replica_leaving(rep) && !r->stopping) {
                     /* not its fault: at once */
                     rep->failures = rep->failures > 0 ? rep->failures - 1 : 0;
                     rep->next_start_ms = 0;
                 }
-            } else if (rep->ready || rep->draining) {
-                rep->ready = rep->draining = 0;
+            } else if (replica_published(rep)) {
+                /* in the set without a process: out of it */
+                replica_set_state(rep, rep->state == RS_READY ? RS_BACKOFF
+                                                              : RS_TERMINATED);
             }
         }
         log_info("run \"%s\": %s, version %d, %d replica process%s adopted",

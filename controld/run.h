@@ -17,22 +17,61 @@
 #include "ds_spec.h"
 #include "ds_state.h"
 
+struct run;
+struct replica;
+
 enum run_status {
     RUN_PENDING = 0, RUN_SUBMITTED, RUN_PROVISIONING, RUN_RUNNING,
     RUN_TERMINATING, RUN_TERMINATED, RUN_FAILED, RUN_DONE
 };
 
-enum replica_status {
-    REP_SUBMITTED = 0, REP_PROVISIONING, REP_PULLING, REP_RUNNING,
-    REP_TERMINATING, REP_TERMINATED, REP_ABORTED, REP_FAILED, REP_DONE
+/*
+ * A replica's lifecycle: one state, changed only by replica_set_state()
+ * (lifecycle.c), which checks the transition and logs it.
+ *
+ *   submitted -> provisioning [-> pulling] -> running -> ready
+ *   ready -> running                 probes fail: out of routing
+ *   ready -> draining -> stopping [-> killing] -> terminated
+ *   (any with a process) -> aborting -> aborted        abort
+ *   (any with a process) -> backoff  it exited on its own: restarts
+ *   backoff -> provisioning | submitted | failed (the run gave up)
+ *
+ * The API knows dstack's words (REFERENCE.md §3), replica_status_name():
+ * ready is "running", draining/stopping/killing/aborting "terminating",
+ * backoff "failed".
+ */
+enum replica_state {
+    RS_SUBMITTED = 0,   /* waits to start (or for its port) */
+    RS_PROVISIONING,    /* the backend sets it up */
+    RS_PULLING,         /* the backend fetches its image */
+    RS_RUNNING,         /* its commands run; probes decide */
+    RS_READY,           /* in the replica set: takes requests */
+    RS_DRAINING,        /* in the set as draining: no new requests */
+    RS_STOPPING,        /* asked to end (SIGTERM) */
+    RS_KILLING,         /* ignored that: forced (SIGKILL) */
+    RS_ABORTING,        /* aborted: forced at once */
+    RS_BACKOFF,         /* exited on its own: starts again later */
+    RS_TERMINATED,      /* ended: stopped */
+    RS_ABORTED,         /* ended: aborted */
+    RS_FAILED,          /* ended: failed, not started again */
+    RS_DONE,            /* ended: exited 0 (tasks; unused by services) */
+    RS_NSTATES
 };
 
 const char *run_status_name(int s);
-const char *replica_status_name(int s);
 int run_status_parse(const char *s);
-int replica_status_parse(const char *s);
+/* the state's own name ("draining"), and the API's word ("terminating") */
+const char *replica_state_name(int s);
+const char *replica_status_name(int s);
+int replica_state_parse(const char *s);
 
-struct run;
+/* what the state says, for everyone who reads replicas */
+int replica_ready(const struct replica *rep);       /* takes requests */
+int replica_published(const struct replica *rep);   /* ready or draining */
+int replica_leaving(const struct replica *rep);     /* never back */
+int replica_ended(const struct replica *rep);       /* ended states */
+int replica_starting(const struct replica *rep);    /* not ready yet */
+
 struct probe;
 
 /* the autoscaler's view of a run (autoscale.c) */
@@ -56,7 +95,7 @@ struct replica {
 
     int             num;
     int             version;
-    int             status;             /* enum replica_status */
+    int             state;              /* enum replica_state */
     char            message[256];
 
     /* the process: its own session, so pid = pgid */
@@ -72,10 +111,6 @@ struct replica {
     int             gpus[REPLICA_GPUS_MAX];
     int             n_gpus;
 
-    /* in LMDB: ready (takes requests) or draining */
-    int             ready;
-    int             draining;
-
     time_t          submitted_at;
     time_t          started_at;
     int64_t         ready_since_ms;
@@ -84,13 +119,9 @@ struct replica {
     int64_t         next_start_ms;      /* backoff; 0: at once */
 
     /* stopping */
-    int             retire;             /* leaving for good (stop, scale
-                                           down, replaced by a new version) */
-    int             abort;
     int64_t         drain_started_ms;
     int64_t         drain_deadline_ms;
-    int64_t         term_sent_ms;       /* 0 until SIGTERM */
-    int             kill_sent;
+    int64_t         term_sent_ms;       /* when it was asked to end */
 
     /* probes (probes.c) */
     struct probe   *probe;              /* the one in flight */

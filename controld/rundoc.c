@@ -33,7 +33,7 @@ replica_to_doc(const struct replica *rep)
     o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "num", rep->num);
     cJSON_AddNumberToObject(o, "version", rep->version);
-    cJSON_AddStringToObject(o, "status", replica_status_name(rep->status));
+    cJSON_AddStringToObject(o, "state", replica_state_name(rep->state));
     cJSON_AddStringToObject(o, "message", rep->message);
     cJSON_AddNumberToObject(o, "pid", rep->pid);
     /* a string: start times exceed a double's exact range on long uptimes
@@ -47,14 +47,10 @@ replica_to_doc(const struct replica *rep)
     for (i = 0; i < rep->n_gpus; i++) {
         cJSON_AddItemToArray(g, cJSON_CreateNumber(rep->gpus[i]));
     }
-    cJSON_AddBoolToObject(o, "ready", rep->ready);
-    cJSON_AddBoolToObject(o, "draining", rep->draining);
     cJSON_AddNumberToObject(o, "submitted_at", (double) rep->submitted_at);
     cJSON_AddNumberToObject(o, "started_at", (double) rep->started_at);
     cJSON_AddNumberToObject(o, "restarts", rep->restarts);
     cJSON_AddNumberToObject(o, "failures", rep->failures);
-    cJSON_AddBoolToObject(o, "retire", rep->retire);
-    cJSON_AddBoolToObject(o, "abort", rep->abort);
     return o;
 }
 
@@ -69,7 +65,7 @@ run_to_doc(const struct run *r)
     if (o == NULL) {
         return NULL;
     }
-    cJSON_AddNumberToObject(o, "doc_version", 1);
+    cJSON_AddNumberToObject(o, "doc_version", 2);
     cJSON_AddStringToObject(o, "name", r->name);
     cJSON_AddStringToObject(o, "status", run_status_name(r->status));
     cJSON_AddStringToObject(o, "message", r->message);
@@ -122,6 +118,36 @@ doc_bool(const cJSON *o, const char *key)
 }
 
 
+/*
+ * A replica of a document of doc_version 1 (before the state machine):
+ * its status and the flags that stood for the states of today.
+ */
+static int
+replica_state_of_v1(const cJSON *o)
+{
+    const char  *s = doc_str(o, "status");
+    int          retire = doc_bool(o, "retire");
+
+    if (strcmp(s, "running") == 0) {
+        return doc_bool(o, "ready") ? RS_READY : RS_RUNNING;
+    }
+    if (strcmp(s, "terminating") == 0) {
+        return doc_bool(o, "draining") ? RS_DRAINING
+               : doc_bool(o, "abort") ? RS_ABORTING : RS_STOPPING;
+    }
+    if (strcmp(s, "failed") == 0) {
+        return retire ? RS_FAILED : RS_BACKOFF;
+    }
+    if (strcmp(s, "submitted") == 0 || strcmp(s, "provisioning") == 0
+        || strcmp(s, "pulling") == 0 || strcmp(s, "terminated") == 0
+        || strcmp(s, "aborted") == 0 || strcmp(s, "done") == 0)
+    {
+        return replica_state_parse(s);
+    }
+    return RS_FAILED;
+}
+
+
 static struct replica *
 replica_from_doc(struct run *r, const cJSON *o)
 {
@@ -131,8 +157,8 @@ replica_from_doc(struct run *r, const cJSON *o)
 
     rep = replica_new(r, (int) doc_num(o, "num", 0),
                       (int) doc_num(o, "version", 1));
-    st = replica_status_parse(doc_str(o, "status"));
-    rep->status = st < 0 ? REP_FAILED : st;
+    st = replica_state_parse(doc_str(o, "state"));
+    rep->state = st >= 0 ? st : replica_state_of_v1(o);
     snprintf(rep->message, sizeof(rep->message), "%s",
              doc_str(o, "message"));
     rep->pid = (pid_t) doc_num(o, "pid", 0);
@@ -146,14 +172,10 @@ replica_from_doc(struct run *r, const cJSON *o)
             rep->gpus[rep->n_gpus++] = it->valueint;
         }
     }
-    rep->ready = doc_bool(o, "ready");
-    rep->draining = doc_bool(o, "draining");
     rep->submitted_at = (time_t) doc_num(o, "submitted_at", 0);
     rep->started_at = (time_t) doc_num(o, "started_at", 0);
     rep->restarts = (int) doc_num(o, "restarts", 0);
     rep->failures = (int) doc_num(o, "failures", 0);
-    rep->retire = doc_bool(o, "retire");
-    rep->abort = doc_bool(o, "abort");
     return rep;
 }
 
@@ -271,7 +293,7 @@ put_set(struct store_txn *t, const struct run *r)
     unsigned               n = 0;
 
     TAILQ_FOREACH(rep, &r->replicas, entry) {
-        if (!rep->ready && !rep->draining) {
+        if (!replica_published(rep)) {
             continue;
         }
         if (n == sizeof(set) / sizeof(set[0])) {
@@ -287,7 +309,8 @@ put_set(struct store_txn *t, const struct run *r)
         }
         set[n].version = (uint32_t) rep->version;
         set[n].weight = 1;
-        set[n].state = rep->ready ? DS_REPLICA_READY : DS_REPLICA_DRAINING;
+        set[n].state = replica_ready(rep) ? DS_REPLICA_READY
+                                          : DS_REPLICA_DRAINING;
         n++;
     }
     store_put_replicas(t, r->name, set, n);

@@ -22,64 +22,115 @@ static const char *const  run_statuses[] = {
     "terminated", "failed", "done"
 };
 
-static const char *const  replica_statuses[] = {
-    "submitted", "provisioning", "pulling", "running", "terminating",
+
+static const char *const  replica_states[RS_NSTATES] = {
+    "submitted", "provisioning", "pulling", "running", "ready", "draining",
+    "stopping", "killing", "aborting", "backoff", "terminated", "aborted",
+    "failed", "done"
+};
+
+/* dstack's words for the API (REFERENCE.md §3) */
+static const char *const  replica_statuses[RS_NSTATES] = {
+    "submitted", "provisioning", "pulling", "running", "running",
+    "terminating", "terminating", "terminating", "terminating", "failed",
     "terminated", "aborted", "failed", "done"
 };
+
+
+static const char *
+name_of(const char *const *names, int n, int s)
+{
+    return s >= 0 && s < n ? names[s] : "unknown";
+}
+
+
+static int
+parse_name(const char *const *names, int n, const char *s)
+{
+    int  i;
+
+    for (i = 0; s != NULL && i < n; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
 
 
 const char *
 run_status_name(int s)
 {
-    if (s < 0 || s >= (int) (sizeof(run_statuses) / sizeof(run_statuses[0])))
-    {
-        return "unknown";
-    }
-    return run_statuses[s];
-}
-
-
-const char *
-replica_status_name(int s)
-{
-    if (s < 0 || s >= (int) (sizeof(replica_statuses)
-                             / sizeof(replica_statuses[0])))
-    {
-        return "unknown";
-    }
-    return replica_statuses[s];
+    return name_of(run_statuses, sizeof(run_statuses)
+                                 / sizeof(run_statuses[0]), s);
 }
 
 
 int
 run_status_parse(const char *s)
 {
-    int  i;
+    return parse_name(run_statuses, sizeof(run_statuses)
+                                    / sizeof(run_statuses[0]), s);
+}
 
-    for (i = 0; i < (int) (sizeof(run_statuses) / sizeof(run_statuses[0]));
-         i++)
-    {
-        if (s && strcmp(s, run_statuses[i]) == 0) {
-            return i;
-        }
-    }
-    return -1;
+
+const char *
+replica_state_name(int s)
+{
+    return name_of(replica_states, RS_NSTATES, s);
+}
+
+
+const char *
+replica_status_name(int s)
+{
+    return name_of(replica_statuses, RS_NSTATES, s);
 }
 
 
 int
-replica_status_parse(const char *s)
+replica_state_parse(const char *s)
 {
-    int  i;
+    return parse_name(replica_states, RS_NSTATES, s);
+}
 
-    for (i = 0; i < (int) (sizeof(replica_statuses)
-                           / sizeof(replica_statuses[0])); i++)
-    {
-        if (s && strcmp(s, replica_statuses[i]) == 0) {
-            return i;
-        }
-    }
-    return -1;
+
+int
+replica_ready(const struct replica *rep)
+{
+    return rep->state == RS_READY;
+}
+
+
+int
+replica_published(const struct replica *rep)
+{
+    return rep->state == RS_READY || rep->state == RS_DRAINING;
+}
+
+
+int
+replica_ended(const struct replica *rep)
+{
+    return rep->state >= RS_TERMINATED;
+}
+
+
+/* stopped, or on its way: it never serves again (a backoff replica
+ * restarts, so it stays) */
+int
+replica_leaving(const struct replica *rep)
+{
+    return (rep->state >= RS_DRAINING && rep->state <= RS_ABORTING)
+           || replica_ended(rep);
+}
+
+
+int
+replica_starting(const struct replica *rep)
+{
+    return rep->state == RS_PROVISIONING || rep->state == RS_PULLING
+           || rep->state == RS_RUNNING;
 }
 
 
@@ -135,7 +186,7 @@ replica_new(struct run *run, int num, int version)
     rep->run = run;
     rep->num = num;
     rep->version = version;
-    rep->status = REP_SUBMITTED;
+    rep->state = RS_SUBMITTED;
     rep->exit_status = -1;
     rep->net_index = -1;
     rep->submitted_at = time(NULL);

@@ -27,9 +27,10 @@ replica_to_api(const struct replica *rep, const char *resources)
 
     o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "num", rep->num);
-    cJSON_AddStringToObject(o, "status", replica_status_name(rep->status));
-    cJSON_AddBoolToObject(o, "ready", rep->ready);
-    cJSON_AddBoolToObject(o, "draining", rep->draining);
+    cJSON_AddStringToObject(o, "status", replica_status_name(rep->state));
+    cJSON_AddStringToObject(o, "state", replica_state_name(rep->state));
+    cJSON_AddBoolToObject(o, "ready", replica_ready(rep));
+    cJSON_AddBoolToObject(o, "draining", rep->state == RS_DRAINING);
     cJSON_AddNumberToObject(o, "version", rep->version);
     if (rep->addr[0]) {
         cJSON_AddStringToObject(o, "address", rep->addr);
@@ -109,10 +110,10 @@ autoscale_to_api(const struct run *r)
         return NULL;
     }
     TAILQ_FOREACH(rep, &r->replicas, entry) {
-        if (!rep->retire) {
+        if (!replica_leaving(rep)) {
             current++;
         }
-        if (rep->ready) {
+        if (replica_ready(rep)) {
             ready++;
         }
     }
