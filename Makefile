@@ -122,14 +122,16 @@ $(B)/t/test_%: t/unit/test_%.c $(B)/libdscommon.a
 	@mkdir -p $(@D)
 	$(CC) $(DS_CFLAGS) $< $(B)/libdscommon.a -o $@ $(DS_LDFLAGS) -lcmocka $(COMMON_LIBS)
 
-# controld's state machine, with the files it needs (not the daemon)
-LIFECYCLE_SRCS := controld/lifecycle.c controld/runs.c controld/log.c \
-                  controld/util.c controld/config.c
-$(B)/t/test_lifecycle: t/unit/test_lifecycle.c $(LIFECYCLE_SRCS) \
-                       $(wildcard controld/*.h) $(B)/libdscommon.a
+# controld's state machine and run documents, with the files they need
+# (not the daemon)
+CONTROLD_UNIT_SRCS := controld/lifecycle.c controld/runs.c controld/log.c \
+                      controld/util.c controld/config.c controld/rundoc.c \
+                      controld/store.c controld/spec.c
+$(B)/t/test_lifecycle $(B)/t/test_rundoc: $(B)/t/test_%: t/unit/test_%.c \
+        $(CONTROLD_UNIT_SRCS) $(wildcard controld/*.h) $(B)/libdscommon.a
 	@mkdir -p $(@D)
-	$(CC) $(DS_CFLAGS) -Icontrold $< $(LIFECYCLE_SRCS) $(B)/libdscommon.a \
-	    -o $@ $(DS_LDFLAGS) -lcmocka $(COMMON_LIBS)
+	$(CC) $(DS_CFLAGS) -Icontrold $< $(CONTROLD_UNIT_SRCS) \
+	    $(B)/libdscommon.a -o $@ $(DS_LDFLAGS) -lcmocka $(COMMON_LIBS)
 
 FUZZ_FLAGS := -std=gnu11 -g -O1 -Icommon -fsanitize=fuzzer,address,undefined
 $(B)/fuzz/%: t/fuzz/%.c $(COMMON_SRCS) $(COMMON_HDRS)
