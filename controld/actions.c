@@ -91,6 +91,44 @@ plan_replicas(const ds_spec_t *sp)
 }
 
 
+/*
+ * What plan and apply share: the request, its spec, the run's name
+ * (given, the spec's, or a new one in gen), and the offers for it.  0,
+ * or an HTTP status with a message (nothing to free then).
+ */
+static int
+apply_prepare(const cJSON *req, struct apply_req *a, ds_spec_t *sp,
+    char gen[DS_NAME_MAX + 1], const char **name, cJSON **offers, char *err,
+    size_t n)
+{
+    int  rc;
+
+    rc = apply_parse(req, a, err, n);
+    if (rc != 0) {
+        return rc;
+    }
+    if (spec_load(a->spec, sp, err, n) != 0) {
+        return 400;
+    }
+
+    *name = a->name ? a->name : sp->name;
+    if (*name == NULL) {
+        run_generate_name(gen, DS_NAME_MAX + 1);
+        *name = gen;
+    }
+
+    *offers = cJSON_CreateArray();
+    rc = backend->offers(sp, *name, plan_replicas(sp), *offers, err, n);
+    if (rc != 0) {
+        cJSON_Delete(*offers);
+        ds_spec_free(sp);
+        return rc;
+    }
+    return 0;
+}
+
+
+
 int
 action_plan(const cJSON *req, cJSON **answer, char *err, size_t n)
 {
@@ -102,25 +140,8 @@ action_plan(const cJSON *req, cJSON **answer, char *err, size_t n)
     char               gen[DS_NAME_MAX + 1];
     int                rc, rollout;
 
-    rc = apply_parse(req, &a, err, n);
+    rc = apply_prepare(req, &a, &sp, gen, &name, &offers, err, n);
     if (rc != 0) {
-        return rc;
-    }
-    if (spec_load(a.spec, &sp, err, n) != 0) {
-        return 400;
-    }
-
-    name = a.name ? a.name : sp.name;
-    if (name == NULL) {
-        run_generate_name(gen, sizeof(gen));
-        name = gen;
-    }
-
-    offers = cJSON_CreateArray();
-    rc = backend->offers(&sp, name, plan_replicas(&sp), offers, err, n);
-    if (rc != 0) {
-        cJSON_Delete(offers);
-        ds_spec_free(&sp);
         return rc;
     }
 
@@ -186,33 +207,17 @@ action_apply(const cJSON *req, cJSON **answer, int *created, char *err,
     int                rc, rollout, old_desired, old_version;
 
     *created = 0;
-    rc = apply_parse(req, &a, err, n);
+    rc = apply_prepare(req, &a, &sp, gen, &name, &offers, err, n);
     if (rc != 0) {
         return rc;
     }
-    if (spec_load(a.spec, &sp, err, n) != 0) {
-        return 400;
-    }
-
-    name = a.name ? a.name : sp.name;
-    if (name == NULL) {
-        run_generate_name(gen, sizeof(gen));
-        name = gen;
-    }
+    cJSON_Delete(offers);
 
     if (a.code != NULL && !code_exists(a.code)) {
         snprintf(err, n, "code: no archive %s on the server: upload it "
                  "first with PUT /api/code/%s", a.code, a.code);
         ds_spec_free(&sp);
         return 400;
-    }
-
-    offers = cJSON_CreateArray();
-    rc = backend->offers(&sp, name, plan_replicas(&sp), offers, err, n);
-    cJSON_Delete(offers);
-    if (rc != 0) {
-        ds_spec_free(&sp);
-        return rc;
     }
 
     prev = run_find(name);
