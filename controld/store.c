@@ -1,8 +1,8 @@
 /*
  * The LMDB side of controld: the only writer of the shared state.
  *
- * Every write transaction of runs, services and certificates begins here,
- * from the main loop (tokens.c writes its own records the same way).
+ * Every write transaction begins here, from the main loop: runs,
+ * services, certificates, tokens.
  * What goes into one transaction is the caller's choice (rundoc.c);
  * store.c knows records, not runs.
  */
@@ -157,7 +157,8 @@ store_begin(char *errbuf, size_t errlen)
 }
 
 
-/* a put's outcome; what failed is named before LMDB's reason */
+/* a put's outcome; what failed (and its name, when known) comes
+ * before LMDB's reason */
 static void
 store_check(struct store_txn *t, int rc, const char *what, const char *name)
 {
@@ -168,7 +169,11 @@ store_check(struct store_txn *t, int rc, const char *what, const char *name)
     }
     t->rc = rc;
     snprintf(msg, sizeof(msg), "%s", t->err.msg);
-    snprintf(t->errbuf, t->errlen, "%s \"%s\": %s", what, name, msg);
+    if (name != NULL) {
+        snprintf(t->errbuf, t->errlen, "%s \"%s\": %s", what, name, msg);
+    } else {
+        snprintf(t->errbuf, t->errlen, "%s: %s", what, msg);
+    }
 }
 
 
@@ -234,6 +239,30 @@ store_put_cert(struct store_txn *t, ds_cert_t *c)
                  c->host.data ? (const char *) c->host.data : "");
         store_check(t, ds_put_cert(t->txn, c, &t->err), "certificate",
                     host);
+    }
+}
+
+
+void
+store_put_token(struct store_txn *t, const ds_token_t *tok,
+    const ds_str_t *services)
+{
+    char  name[DS_NAME_MAX + 1];
+
+    if (t->rc == DS_OK) {
+        snprintf(name, sizeof(name), "%.*s", (int) tok->name.len,
+                 tok->name.data ? (const char *) tok->name.data : "");
+        store_check(t, ds_put_token(t->txn, tok, services, &t->err),
+                    "token", name);
+    }
+}
+
+
+void
+store_del_token(struct store_txn *t, const uint8_t hash[DS_TOKEN_HASH_LEN])
+{
+    if (t->rc == DS_OK) {
+        store_check(t, ds_del_token(t->txn, hash, &t->err), "token", NULL);
     }
 }
 

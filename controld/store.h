@@ -1,6 +1,6 @@
 /*
  * The LMDB writer (store.c): the only code of controld that begins write
- * transactions on the shared state.  It knows records, not runs: what a
+ * transactions on the shared state (readers begin their own).  It knows records, not runs: what a
  * run is and how it is written down is rundoc.c's business.
  *
  * Errors are this layer's own: STORE_OK, STORE_ECONFLICT (the state
@@ -46,6 +46,10 @@ void store_put_doc(struct store_txn *t, const char *name, const char *doc);
 void store_put_replicas(struct store_txn *t, const char *name,
     ds_replica_t *set, unsigned n);
 void store_put_cert(struct store_txn *t, ds_cert_t *c);
+void store_put_token(struct store_txn *t, const ds_token_t *tok,
+    const ds_str_t *services);
+void store_del_token(struct store_txn *t,
+    const uint8_t hash[DS_TOKEN_HASH_LEN]);
 int store_end(struct store_txn *t);
 
 #endif /* CONTROLD_STORE_H */

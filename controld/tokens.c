@@ -261,11 +261,11 @@ tok_store(const char *name, uint32_t flags, char **services, int nsvc,
     uint64_t expires, char text[DS_TOKEN_TEXT_LEN + 1], char *errbuf,
     size_t errlen)
 {
-    ds_token_t   tok;
-    ds_str_t     svc[DS_TOKEN_SCOPE_MAX];
-    ds_txn_t    *txn;
-    ds_err_t     err;
-    int          i;
+    ds_token_t         tok;
+    ds_str_t           svc[DS_TOKEN_SCOPE_MAX];
+    struct store_txn  *t;
+    ds_err_t           err;
+    int                i;
 
     if (ds_token_generate(text, &err) != DS_OK) {
         snprintf(errbuf, errlen, "%s", err.msg);
@@ -285,17 +285,12 @@ tok_store(const char *name, uint32_t flags, char **services, int nsvc,
         svc[i].len = (uint32_t) strlen(services[i]);
     }
 
-    if (ds_txn_begin(state, 1, &txn, &err) != DS_OK) {
-        snprintf(errbuf, errlen, "%s", err.msg);
+    t = store_begin(errbuf, errlen);
+    if (t == NULL) {
         return -1;
     }
-    if (ds_put_token(txn, &tok, svc, &err) != DS_OK) {
-        ds_txn_abort(txn);
-        snprintf(errbuf, errlen, "%s", err.msg);
-        return -1;
-    }
-    if (ds_txn_commit(txn, &err) != DS_OK) {
-        snprintf(errbuf, errlen, "%s", err.msg);
+    store_put_token(t, &tok, svc);
+    if (store_end(t) != STORE_OK) {
         return -1;
     }
     return 0;
@@ -528,9 +523,8 @@ tokens_create(const cJSON *req, cJSON **answer, char *err, size_t n)
 int
 tokens_revoke(const char *name, char *errbuf, size_t errlen)
 {
-    struct tok_find   f;
-    ds_txn_t         *txn;
-    ds_err_t          err;
+    struct tok_find    f;
+    struct store_txn  *t;
 
     if (tok_find(name, &f) != 0) {
         snprintf(errbuf, errlen, "cannot read tokens");
@@ -546,17 +540,12 @@ tokens_revoke(const char *name, char *errbuf, size_t errlen)
         return 409;
     }
 
-    if (ds_txn_begin(state, 1, &txn, &err) != DS_OK) {
-        snprintf(errbuf, errlen, "%s", err.msg);
+    t = store_begin(errbuf, errlen);
+    if (t == NULL) {
         return 500;
     }
-    if (ds_del_token(txn, f.hash, &err) != DS_OK) {
-        ds_txn_abort(txn);
-        snprintf(errbuf, errlen, "%s", err.msg);
-        return 500;
-    }
-    if (ds_txn_commit(txn, &err) != DS_OK) {
-        snprintf(errbuf, errlen, "%s", err.msg);
+    store_del_token(t, f.hash);
+    if (store_end(t) != STORE_OK) {
         return 500;
     }
 
