@@ -1,0 +1,305 @@
+/*
+ * probes: the HTTP checks that tell a replica ready, with dstack's
+ * defaults for what a probe leaves out.
+ */
+
+#include <stdint.h>
+#include <string.h>
+
+#include "ds_spec_impl.h"
+
+
+static int
+ds_v_f_probe_type(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    static const char *const  types[] = { "http" };
+
+    return ds_v_enum_string(c, in, "probe type", types, 1, out);
+}
+
+
+static int
+ds_v_f_url(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    const char  *s;
+    ds_qbuf_t    qb;
+
+    if (!cJSON_IsString(in)) {
+        return ds_v_fail(c, in, 0, "expected a URL path (e.g. \"/health\"), "
+                         "got %s", ds_tname(in));
+    }
+
+    s = in->valuestring;
+
+    if (s[0] != '/') {
+        return ds_v_fail(c, in, 0, "invalid url %s: must start with \"/\"",
+                         ds_q(&qb, s));
+    }
+
+    if (ds_v_has_space(s)) {
+        return ds_v_fail(c, in, 0, "invalid url %s: must not contain spaces "
+                         "or control characters", ds_q(&qb, s));
+    }
+
+    if (strlen(s) > DS_SPEC_URL_MAX) {
+        return ds_v_fail(c, in, 0, "url is longer than %d characters",
+                         DS_SPEC_URL_MAX);
+    }
+
+    *out = cJSON_CreateString(s);
+    return *out ? DS_OK : ds_v_oom(c);
+}
+
+
+const char *const  ds_spec_methods[6] = {
+    "get", "post", "put", "delete", "patch", "head"
+};
+
+
+static int
+ds_v_f_method(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    size_t  i;
+
+    if (ds_v_enum(c, in, "method", ds_spec_methods, DS_NFIELDS(ds_spec_methods), &i)
+        != DS_OK)
+    {
+        return DS_EINVAL;
+    }
+
+    *out = cJSON_CreateString(ds_spec_methods[i]);
+    return *out ? DS_OK : ds_v_oom(c);
+}
+
+
+/* an HTTP token (RFC 9110) */
+static int
+ds_v_f_header_name(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    const char  *s;
+    size_t       n;
+    ds_qbuf_t    qb;
+
+    if (ds_v_str(c, in, &s) != DS_OK) {
+        return DS_EINVAL;
+    }
+
+    n = strlen(s);
+
+    if (n > DS_SPEC_HEADER_NAME_MAX
+        || strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                     "0123456789!#$%&'*+-.^_`|~") != n)
+    {
+        return ds_v_fail(c, in, 0, "invalid header name %s", ds_q(&qb, s));
+    }
+
+    *out = cJSON_CreateString(s);
+    return *out ? DS_OK : ds_v_oom(c);
+}
+
+
+static int
+ds_v_f_header_value(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    char         buf[64];
+    const char  *s;
+    ds_qbuf_t    qb;
+
+    if (ds_v_text(c, in, &s, buf, sizeof(buf)) != 0) {
+        return ds_v_fail(c, in, 0, "expected a string, got %s",
+                         ds_tname(in));
+    }
+
+    if (s[0] == '\0' || strlen(s) > DS_SPEC_HEADER_VALUE_MAX
+        || ds_v_has_ctl(s))
+    {
+        return ds_v_fail(c, in, 0, "invalid header value %s: expected 1 to "
+                         "%d characters, no line breaks", ds_q(&qb, s),
+                         DS_SPEC_HEADER_VALUE_MAX);
+    }
+
+    *out = cJSON_CreateString(s);
+    return *out ? DS_OK : ds_v_oom(c);
+}
+
+
+static const ds_vfield_t  ds_header_fields[] = {
+    { "name", ds_v_f_header_name, DS_VF_REQUIRED },
+    { "value", ds_v_f_header_value, DS_VF_REQUIRED },
+};
+
+
+static int
+ds_v_header(ds_vctx_t *c, const cJSON *in, const cJSON *done, cJSON **out)
+{
+    int     rc;
+    cJSON  *s[2];
+
+    (void) done;
+    s[0] = s[1] = NULL;
+
+    rc = ds_v_object(c, in, ds_header_fields, 2, NULL, s);
+    if (rc == DS_OK) {
+        rc = ds_v_assemble(c, ds_header_fields, 2, s, out);
+    }
+
+    ds_v_free_slots(s, 2);
+    return rc;
+}
+
+
+static int
+ds_v_f_headers(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    return ds_v_list(c, in, "headers", "a list of {name, value}",
+                     DS_SPEC_HEADERS_MAX, ds_v_header, out);
+}
+
+
+static int
+ds_v_f_body(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    if (!cJSON_IsString(in)) {
+        return ds_v_fail(c, in, 0, "expected a string, got %s",
+                         ds_tname(in));
+    }
+
+    if (in->valuestring[0] == '\0'
+        || strlen(in->valuestring) > DS_SPEC_BODY_MAX)
+    {
+        return ds_v_fail(c, in, 0, "body must have 1 to %d characters",
+                         DS_SPEC_BODY_MAX);
+    }
+
+    *out = cJSON_CreateString(in->valuestring);
+    return *out ? DS_OK : ds_v_oom(c);
+}
+
+
+static int
+ds_v_f_probe_secs(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    uint64_t  secs;
+
+    if (ds_v_duration(c, in, &secs) != DS_OK) {
+        return DS_EINVAL;
+    }
+
+    if (secs < 1) {
+        return ds_v_fail(c, in, 0, "expected at least 1s, got 0");
+    }
+
+    *out = cJSON_CreateNumber((double) secs);
+    return *out ? DS_OK : ds_v_oom(c);
+}
+
+
+static int
+ds_v_f_ready_after(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    uint64_t  v;
+
+    if (ds_v_uint(c, in, 1, 1000000, &v) != DS_OK) {
+        return DS_EINVAL;
+    }
+
+    *out = cJSON_CreateNumber((double) v);
+    return *out ? DS_OK : ds_v_oom(c);
+}
+
+
+enum { P_TYPE, P_URL, P_METHOD, P_HEADERS, P_BODY, P_TIMEOUT, P_INTERVAL,
+       P_READY_AFTER, P_UNTIL_READY, P_N };
+
+static const ds_vfield_t  ds_probe_fields[P_N] = {
+    { "type", ds_v_f_probe_type, DS_VF_REQUIRED },
+    { "url", ds_v_f_url, 0 },
+    { "method", ds_v_f_method, 0 },
+    { "headers", ds_v_f_headers, 0 },
+    { "body", ds_v_f_body, 0 },
+    { "timeout", ds_v_f_probe_secs, 0 },
+    { "interval", ds_v_f_probe_secs, 0 },
+    { "ready_after", ds_v_f_ready_after, 0 },
+    { "until_ready", ds_v_f_bool, 0 },
+};
+
+
+static int
+ds_v_probe(ds_vctx_t *c, const cJSON *in, const cJSON *done, cJSON **out)
+{
+    int           rc, i;
+    const char   *method;
+    const cJSON  *prev;
+    cJSON        *s[P_N] = { NULL };
+
+    rc = ds_v_object(c, in, ds_probe_fields, P_N, NULL, s);
+    if (rc != DS_OK) {
+        goto done;
+    }
+
+    if (s[P_URL] == NULL) {
+        s[P_URL] = cJSON_CreateString("/");
+    }
+    if (s[P_METHOD] == NULL) {
+        s[P_METHOD] = cJSON_CreateString("get");
+    }
+    if (s[P_HEADERS] == NULL) {
+        s[P_HEADERS] = cJSON_CreateArray();
+    }
+    if (s[P_TIMEOUT] == NULL) {
+        s[P_TIMEOUT] = cJSON_CreateNumber(DS_SPEC_PROBE_TIMEOUT);
+    }
+    if (s[P_INTERVAL] == NULL) {
+        s[P_INTERVAL] = cJSON_CreateNumber(DS_SPEC_PROBE_INTERVAL);
+    }
+    if (s[P_READY_AFTER] == NULL) {
+        s[P_READY_AFTER] = cJSON_CreateNumber(1);
+    }
+    if (s[P_UNTIL_READY] == NULL) {
+        s[P_UNTIL_READY] = cJSON_CreateFalse();
+    }
+
+    for (i = 0; i < P_N; i++) {
+        if (s[i] == NULL && i != P_BODY) {
+            rc = ds_v_oom(c);
+            goto done;
+        }
+    }
+
+    method = s[P_METHOD]->valuestring;
+    if (s[P_BODY]
+        && (strcmp(method, "get") == 0 || strcmp(method, "head") == 0))
+    {
+        rc = ds_v_fail(c, ds_v_get(in, "body"), 0, "a request body is not "
+                       "allowed with method %s", method);
+        goto done;
+    }
+
+    rc = ds_v_assemble(c, ds_probe_fields, P_N, s, out);
+    if (rc != DS_OK) {
+        goto done;
+    }
+
+    for (i = 1, prev = done->child; prev; i++, prev = prev->next) {
+        if (cJSON_Compare(prev, *out, 1)) {
+            rc = ds_v_fail(c, in, 0, "duplicate probe (the same as probe "
+                           "%d)", i);
+            cJSON_Delete(*out);
+            *out = NULL;
+            goto done;
+        }
+    }
+
+done:
+
+    ds_v_free_slots(s, P_N);
+    return rc;
+}
+
+
+int
+ds_v_f_probes(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    return ds_v_list(c, in, "probes", "a list of probes",
+                     DS_SPEC_PROBES_MAX, ds_v_probe, out);
+}
