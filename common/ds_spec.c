@@ -71,24 +71,20 @@ ds_v_f_type(ds_vctx_t *c, const cJSON *in, cJSON **out)
 }
 
 
+static const char *
+ds_v_run_name_wrong(const char *s)
+{
+    return ds_valid_run_name(s, strlen(s))
+           ? NULL
+           : ": expected 2 to 41 lowercase letters, digits or \"-\", "
+             "starting with a letter";
+}
+
+
 static int
 ds_v_f_name(ds_vctx_t *c, const cJSON *in, cJSON **out)
 {
-    const char  *s;
-    ds_qbuf_t    qb;
-
-    if (ds_v_str(c, in, &s) != DS_OK) {
-        return DS_EINVAL;
-    }
-
-    if (!ds_valid_run_name(s, strlen(s))) {
-        return ds_v_fail(c, in, 0, "invalid run name %s: expected 2 to 41 "
-                         "lowercase letters, digits or \"-\", starting with "
-                         "a letter", ds_q(&qb, s));
-    }
-
-    *out = cJSON_CreateString(s);
-    return *out ? DS_OK : ds_v_oom(c);
+    return ds_v_f_checked(c, in, "run name", ds_v_run_name_wrong, out);
 }
 
 static int
@@ -123,34 +119,34 @@ enum { S_TYPE, S_NAME, S_PORT, S_COMMANDS, S_IMAGE, S_PYTHON, S_ENV,
        S_MAX_DURATION, S_STOP_DURATION, S_STRIP_PREFIX, S_GATEWAY, S_N };
 
 static const ds_vfield_t  ds_service_fields[S_N] = {
-    { "type", ds_v_f_type, DS_VF_REQUIRED },
-    { "name", ds_v_f_name, 0 },
-    { "port", ds_v_f_port, DS_VF_REQUIRED },
-    { "commands", ds_v_f_commands, 0 },
-    { "image", ds_v_f_image, 0 },
-    { "python", ds_v_f_python, 0 },
-    { "env", ds_v_f_env, 0 },
-    { "working_dir", ds_v_f_working_dir, 0 },
-    { "entrypoint", ds_v_f_text, 0 },
-    { "shell", ds_v_f_shell, 0 },
-    { "user", ds_v_f_user, 0 },
-    { "resources", ds_v_f_resources, 0 },
-    { "replicas", ds_v_f_replicas, 0 },
-    { "scaling", ds_v_f_scaling, 0 },
-    { "auth", ds_v_f_bool, 0 },
-    { "https", ds_v_f_https, 0 },
-    { "model", ds_v_f_model, 0 },
-    { "rate_limits", ds_v_f_rate_limits, 0 },
-    { "probes", ds_v_f_probes, 0 },
-    { "spot_policy", ds_v_f_spot_policy, 0 },
-    { "max_price", ds_v_f_max_price, 0 },
-    { "backends", ds_v_f_backends, 0 },
-    { "regions", ds_v_f_regions, 0 },
-    { "retry", ds_v_f_retry, 0 },
-    { "max_duration", ds_v_f_offable, 0 },
-    { "stop_duration", ds_v_f_offable, 0 },
-    { "strip_prefix", ds_v_f_bool, 0 },
-    { "gateway", ds_v_f_gateway, 0 },
+    { "type", ds_v_f_type, DS_VF_REQUIRED, NULL },
+    { "name", ds_v_f_name, 0, NULL },
+    { "port", ds_v_f_port, DS_VF_REQUIRED, NULL },
+    { "commands", ds_v_f_commands, 0, NULL },
+    { "image", ds_v_f_image, 0, NULL },
+    { "python", ds_v_f_python, 0, NULL },
+    { "env", ds_v_f_env, 0, NULL },
+    { "working_dir", ds_v_f_working_dir, 0, NULL },
+    { "entrypoint", ds_v_f_text, 0, NULL },
+    { "shell", ds_v_f_shell, 0, NULL },
+    { "user", ds_v_f_user, 0, NULL },
+    { "resources", ds_v_f_resources, 0, NULL },
+    { "replicas", ds_v_f_replicas, 0, NULL },
+    { "scaling", ds_v_f_scaling, 0, NULL },
+    { "auth", ds_v_f_bool, 0, NULL },
+    { "https", ds_v_f_https, 0, NULL },
+    { "model", ds_v_f_model, 0, NULL },
+    { "rate_limits", ds_v_f_rate_limits, 0, NULL },
+    { "probes", ds_v_f_probes, 0, NULL },
+    { "spot_policy", NULL, 0, &ds_spec_spot_policies },
+    { "max_price", ds_v_f_max_price, 0, NULL },
+    { "backends", ds_v_f_backends, 0, NULL },
+    { "regions", ds_v_f_regions, 0, NULL },
+    { "retry", ds_v_f_retry, 0, NULL },
+    { "max_duration", ds_v_f_offable, 0, NULL },
+    { "stop_duration", ds_v_f_offable, 0, NULL },
+    { "strip_prefix", ds_v_f_bool, 0, NULL },
+    { "gateway", ds_v_f_gateway, 0, NULL },
 };
 
 /* dstack fields we refuse by name rather than ignore, and misplaced ones */
@@ -309,12 +305,9 @@ ds_v_service(ds_vctx_t *c, const cJSON *in, cJSON **out)
         goto done;
     }
 
-    rc = ds_v_assemble(c, ds_service_fields, S_N, s, out);
-
 done:
 
-    ds_v_free_slots(s, S_N);
-    return rc;
+    return ds_v_finish(c, ds_service_fields, S_N, s, rc, out);
 }
 
 

@@ -49,13 +49,14 @@ ds_v_oom(ds_vctx_t *c)
 }
 
 
-size_t
-ds_v_push(ds_vctx_t *c, const char *name)
+/* path += sep + name, cut to fit; the length to pop back to */
+static size_t
+ds_v_path_add(ds_vctx_t *c, const char *sep, const char *name)
 {
     size_t  old;
 
     old = c->plen;
-    snprintf(c->path + old, sizeof(c->path) - old, ".%s", name);
+    snprintf(c->path + old, sizeof(c->path) - old, "%s%s", sep, name);
     c->plen += strlen(c->path + old);
 
     return old;
@@ -63,15 +64,19 @@ ds_v_push(ds_vctx_t *c, const char *name)
 
 
 size_t
+ds_v_push(ds_vctx_t *c, const char *name)
+{
+    return ds_v_path_add(c, ".", name);
+}
+
+
+size_t
 ds_v_pushi(ds_vctx_t *c, int i)
 {
-    size_t  old;
+    char  index[16];
 
-    old = c->plen;
-    snprintf(c->path + old, sizeof(c->path) - old, "[%d]", i);
-    c->plen += strlen(c->path + old);
-
-    return old;
+    snprintf(index, sizeof(index), "[%d]", i);
+    return ds_v_path_add(c, "", index);
 }
 
 
@@ -217,7 +222,8 @@ ds_v_object(ds_vctx_t *c, const cJSON *in, const ds_vfield_t *f, size_t nf,
         }
 
         old = ds_v_push(c, f[i].name);
-        rc = f[i].fn(c, m, &slot[i]);
+        rc = f[i].fn ? f[i].fn(c, m, &slot[i])
+                     : ds_v_f_enum(c, m, f[i].words, &slot[i]);
         ds_v_pop(c, old);
 
         if (rc != DS_OK) {
@@ -262,6 +268,19 @@ ds_v_assemble(ds_vctx_t *c, const ds_vfield_t *f, size_t nf, cJSON **slot,
 
     *out = o;
     return DS_OK;
+}
+
+
+int
+ds_v_finish(ds_vctx_t *c, const ds_vfield_t *f, size_t nf, cJSON **slot,
+    int rc, cJSON **out)
+{
+    if (rc == DS_OK) {
+        rc = ds_v_assemble(c, f, nf, slot, out);
+    }
+
+    ds_v_free_slots(slot, nf);
+    return rc;
 }
 
 
@@ -319,17 +338,15 @@ ds_v_enum(ds_vctx_t *c, const cJSON *in, const char *what,
 
 /* an enum whose canonical spelling is also its normalized value */
 int
-ds_v_enum_string(ds_vctx_t *c, const cJSON *in, const char *what,
-    const char *const *w, size_t n, cJSON **out)
+ds_v_f_enum(ds_vctx_t *c, const cJSON *in, const ds_venum_t *e, cJSON **out)
 {
     size_t  i;
 
-    if (ds_v_enum(c, in, what, w, n, &i) != DS_OK) {
+    if (ds_v_enum(c, in, e->what, e->words, e->n, &i) != DS_OK) {
         return DS_EINVAL;
     }
 
-    *out = cJSON_CreateString(w[i]);
-    return *out ? DS_OK : ds_v_oom(c);
+    return ds_v_out_str(c, e->words[i], out);
 }
 
 
@@ -377,6 +394,21 @@ ds_v_uint(ds_vctx_t *c, const cJSON *in, uint64_t min, uint64_t max,
 
 
 int
+ds_v_f_uint(ds_vctx_t *c, const cJSON *in, uint64_t min, uint64_t max,
+    cJSON **out)
+{
+    uint64_t  v;
+
+    if (ds_v_uint(c, in, min, max, &v) != DS_OK) {
+        return DS_EINVAL;
+    }
+
+    *out = cJSON_CreateNumber((double) v);
+    return *out ? DS_OK : ds_v_oom(c);
+}
+
+
+int
 ds_v_has_space(const char *s)
 {
     for ( /* void */ ; *s; s++) {
@@ -415,6 +447,37 @@ ds_v_str(ds_vctx_t *c, const cJSON *in, const char **s)
     }
     *s = in->valuestring;
     return DS_OK;
+}
+
+
+/* *out = a new string s */
+int
+ds_v_out_str(ds_vctx_t *c, const char *s, cJSON **out)
+{
+    *out = cJSON_CreateString(s);
+    return *out ? DS_OK : ds_v_oom(c);
+}
+
+
+/* a non-empty string that `wrong` finds nothing wrong with */
+int
+ds_v_f_checked(ds_vctx_t *c, const cJSON *in, const char *what,
+    ds_vwrong_pt wrong, cJSON **out)
+{
+    const char  *s, *why;
+    ds_qbuf_t    qb;
+
+    if (ds_v_str(c, in, &s) != DS_OK) {
+        return DS_EINVAL;
+    }
+
+    why = wrong(s);
+    if (why) {
+        return ds_v_fail(c, in, 0, "invalid %s %s%s", what, ds_q(&qb, s),
+                         why);
+    }
+
+    return ds_v_out_str(c, s, out);
 }
 
 

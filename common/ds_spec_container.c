@@ -14,20 +14,13 @@
 static int
 ds_v_f_portnum(ds_vctx_t *c, const cJSON *in, cJSON **out)
 {
-    uint64_t  p;
-
-    if (ds_v_uint(c, in, 1, 65535, &p) != DS_OK) {
-        return DS_EINVAL;
-    }
-
-    *out = cJSON_CreateNumber((double) p);
-    return *out ? DS_OK : ds_v_oom(c);
+    return ds_v_f_uint(c, in, 1, 65535, out);
 }
 
 
 static const ds_vfield_t  ds_port_fields[] = {
-    { "container_port", ds_v_f_portnum, DS_VF_REQUIRED },
-    { "local_port", ds_v_f_portnum, 0 },
+    { "container_port", ds_v_f_portnum, DS_VF_REQUIRED, NULL },
+    { "local_port", ds_v_f_portnum, 0, NULL },
 };
 
 
@@ -157,23 +150,17 @@ ds_v_f_commands(ds_vctx_t *c, const cJSON *in, cJSON **out)
 }
 
 
+static const char *
+ds_v_image_wrong(const char *s)
+{
+    return ds_v_has_space(s) ? ": must not contain spaces" : NULL;
+}
+
+
 int
 ds_v_f_image(ds_vctx_t *c, const cJSON *in, cJSON **out)
 {
-    const char  *s;
-    ds_qbuf_t    qb;
-
-    if (ds_v_str(c, in, &s) != DS_OK) {
-        return DS_EINVAL;
-    }
-
-    if (ds_v_has_space(s)) {
-        return ds_v_fail(c, in, 0, "invalid image %s: must not contain "
-                         "spaces", ds_q(&qb, s));
-    }
-
-    *out = cJSON_CreateString(s);
-    return *out ? DS_OK : ds_v_oom(c);
+    return ds_v_f_checked(c, in, "image", ds_v_image_wrong, out);
 }
 
 
@@ -338,25 +325,19 @@ ds_v_f_env(ds_vctx_t *c, const cJSON *in, cJSON **out)
 }
 
 
+static const char *
+ds_v_shell_wrong(const char *s)
+{
+    return strcmp(s, "sh") != 0 && strcmp(s, "bash") != 0
+           && (s[0] != '/' || ds_v_has_ctl(s))
+           ? ": expected sh, bash or an absolute path" : NULL;
+}
+
+
 int
 ds_v_f_shell(ds_vctx_t *c, const cJSON *in, cJSON **out)
 {
-    const char  *s;
-    ds_qbuf_t    qb;
-
-    if (ds_v_str(c, in, &s) != DS_OK) {
-        return DS_EINVAL;
-    }
-
-    if (strcmp(s, "sh") != 0 && strcmp(s, "bash") != 0
-        && (s[0] != '/' || ds_v_has_ctl(s)))
-    {
-        return ds_v_fail(c, in, 0, "invalid shell %s: expected sh, bash or "
-                         "an absolute path", ds_q(&qb, s));
-    }
-
-    *out = cJSON_CreateString(s);
-    return *out ? DS_OK : ds_v_oom(c);
+    return ds_v_f_checked(c, in, "shell", ds_v_shell_wrong, out);
 }
 
 
@@ -387,21 +368,15 @@ ds_v_f_user(ds_vctx_t *c, const cJSON *in, cJSON **out)
 }
 
 
+static const char *
+ds_v_working_dir_wrong(const char *s)
+{
+    return ds_v_has_ctl(s) ? "" : NULL;
+}
+
+
 int
 ds_v_f_working_dir(ds_vctx_t *c, const cJSON *in, cJSON **out)
 {
-    const char  *s;
-    ds_qbuf_t    qb;
-
-    if (ds_v_str(c, in, &s) != DS_OK) {
-        return DS_EINVAL;
-    }
-
-    if (ds_v_has_ctl(s)) {
-        return ds_v_fail(c, in, 0, "invalid working_dir %s",
-                         ds_q(&qb, s));
-    }
-
-    *out = cJSON_CreateString(s);
-    return *out ? DS_OK : ds_v_oom(c);
+    return ds_v_f_checked(c, in, "working_dir", ds_v_working_dir_wrong, out);
 }

@@ -62,12 +62,25 @@ typedef struct {
 
 typedef int (*ds_vfn_t)(ds_vctx_t *c, const cJSON *in, cJSON **out);
 
+/* a field whose value is one of a few words, normalized to itself */
+typedef struct {
+    const char         *what;       /* for messages: "model format" */
+    const char *const  *words;
+    size_t              n;
+} ds_venum_t;
+
+/* DS_VENUM("model format", "openai", "tgi") */
+#define DS_VENUM(what, ...)                                                  \
+    { (what), (const char *const []) { __VA_ARGS__ },                        \
+      sizeof((const char *const []) { __VA_ARGS__ }) / sizeof(char *) }
+
 #define DS_VF_REQUIRED  0x01
 
 typedef struct {
     const char       *name;
-    ds_vfn_t          fn;
+    ds_vfn_t          fn;           /* NULL: one of `words` */
     unsigned          flags;
+    const ds_venum_t *words;
 } ds_vfield_t;
 
 typedef struct {
@@ -127,23 +140,43 @@ int ds_v_object(ds_vctx_t *c, const cJSON *in, const ds_vfield_t *f,
 int ds_v_assemble(ds_vctx_t *c, const ds_vfield_t *f, size_t nf,
     cJSON **slot, cJSON **out);
 
+/*
+ * The end of a mapping's validator that has filled slot[nf]: when rc
+ * is DS_OK, *out = ds_v_assemble(); the slots are freed either way.
+ */
+int ds_v_finish(ds_vctx_t *c, const ds_vfield_t *f, size_t nf,
+    cJSON **slot, int rc, cJSON **out);
+
 /* a list of at most max items, each checked by item */
 int ds_v_list(ds_vctx_t *c, const cJSON *in, const char *what,
     const char *expected, int max, ds_v_item_pt item, cJSON **out);
 
 int ds_v_enum(ds_vctx_t *c, const cJSON *in, const char *what,
     const char *const *w, size_t n, size_t *idx);
-int ds_v_enum_string(ds_vctx_t *c, const cJSON *in, const char *what,
-    const char *const *w, size_t n, cJSON **out);
+int ds_v_f_enum(ds_vctx_t *c, const cJSON *in, const ds_venum_t *e,
+    cJSON **out);
 
 int ds_v_is_whole(double d);
 int ds_v_uint(ds_vctx_t *c, const cJSON *in, uint64_t min, uint64_t max,
     uint64_t *v);
+int ds_v_f_uint(ds_vctx_t *c, const cJSON *in, uint64_t min, uint64_t max,
+    cJSON **out);
 int ds_v_positive(ds_vctx_t *c, const cJSON *in, const char *what,
     double max, cJSON **out);
 int ds_v_has_space(const char *s);
 int ds_v_has_ctl(const char *s);
 int ds_v_str(ds_vctx_t *c, const cJSON *in, const char **s);
+int ds_v_out_str(ds_vctx_t *c, const char *s, cJSON **out);
+
+/*
+ * What is wrong with a string, after "invalid WHAT \"value\"": a
+ * reason (": must not contain spaces"), "" for no more to say, or NULL
+ * when it is fine.
+ */
+typedef const char *(*ds_vwrong_pt)(const char *s);
+
+int ds_v_f_checked(ds_vctx_t *c, const cJSON *in, const char *what,
+    ds_vwrong_pt wrong, cJSON **out);
 int ds_v_text(ds_vctx_t *c, const cJSON *in, const char **s, char *buf,
     size_t size);
 
@@ -200,10 +233,10 @@ int ds_v_f_rate_limits(ds_vctx_t *c, const cJSON *in, cJSON **out);
 
 /* ds_spec_probes.c; the methods in DS_SPEC_METHOD_* order */
 int ds_v_f_probes(ds_vctx_t *c, const cJSON *in, cJSON **out);
-extern const char *const  ds_spec_methods[6];
+extern const ds_venum_t  ds_spec_methods;
 
 /* ds_spec_profile.c: where and how long it runs; events in bit order */
-int ds_v_f_spot_policy(ds_vctx_t *c, const cJSON *in, cJSON **out);
+extern const ds_venum_t  ds_spec_spot_policies;    /* DS_SPEC_SPOT_* */
 int ds_v_f_max_price(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_backends(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_regions(ds_vctx_t *c, const cJSON *in, cJSON **out);

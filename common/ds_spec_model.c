@@ -8,13 +8,7 @@
 #include "ds_spec_impl.h"
 
 
-static int
-ds_v_f_model_type(ds_vctx_t *c, const cJSON *in, cJSON **out)
-{
-    static const char *const  types[] = { "chat" };
-
-    return ds_v_enum_string(c, in, "model type", types, 1, out);
-}
+static const ds_venum_t  ds_model_types = DS_VENUM("model type", "chat");
 
 
 static int
@@ -41,24 +35,19 @@ ds_v_f_model_name(ds_vctx_t *c, const cJSON *in, cJSON **out)
 }
 
 
-static int
-ds_v_f_model_format(ds_vctx_t *c, const cJSON *in, cJSON **out)
-{
-    static const char *const  formats[] = { "openai", "tgi" };
-
-    return ds_v_enum_string(c, in, "model format", formats, 2, out);
-}
+static const ds_venum_t  ds_model_formats =
+    DS_VENUM("model format", "openai", "tgi");
 
 
 enum { M_TYPE, M_NAME, M_FORMAT, M_PREFIX, M_TEMPLATE, M_EOS, M_N };
 
 static const ds_vfield_t  ds_model_fields[M_N] = {
-    { "type", ds_v_f_model_type, 0 },
-    { "name", ds_v_f_model_name, DS_VF_REQUIRED },
-    { "format", ds_v_f_model_format, DS_VF_REQUIRED },
-    { "prefix", ds_v_f_prefix, 0 },
-    { "chat_template", ds_v_f_anystr, 0 },
-    { "eos_token", ds_v_f_anystr, 0 },
+    { "type", NULL, 0, &ds_model_types },
+    { "name", ds_v_f_model_name, DS_VF_REQUIRED, NULL },
+    { "format", NULL, DS_VF_REQUIRED, &ds_model_formats },
+    { "prefix", ds_v_f_prefix, 0, NULL },
+    { "chat_template", ds_v_f_anystr, 0, NULL },
+    { "eos_token", ds_v_f_anystr, 0, NULL },
 };
 
 

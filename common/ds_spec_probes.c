@@ -9,13 +9,7 @@
 #include "ds_spec_impl.h"
 
 
-static int
-ds_v_f_probe_type(ds_vctx_t *c, const cJSON *in, cJSON **out)
-{
-    static const char *const  types[] = { "http" };
-
-    return ds_v_enum_string(c, in, "probe type", types, 1, out);
-}
+static const ds_venum_t  ds_probe_types = DS_VENUM("probe type", "http");
 
 
 static int
@@ -51,24 +45,22 @@ ds_v_f_url(ds_vctx_t *c, const cJSON *in, cJSON **out)
 }
 
 
-const char *const  ds_spec_methods[6] = {
-    "get", "post", "put", "delete", "patch", "head"
-};
+const ds_venum_t  ds_spec_methods =
+    DS_VENUM("method", "get", "post", "put", "delete", "patch", "head");
 
 
-static int
-ds_v_f_method(ds_vctx_t *c, const cJSON *in, cJSON **out)
+
+
+static const char *
+ds_v_header_name_wrong(const char *s)
 {
-    size_t  i;
+    size_t  n;
 
-    if (ds_v_enum(c, in, "method", ds_spec_methods, DS_NFIELDS(ds_spec_methods), &i)
-        != DS_OK)
-    {
-        return DS_EINVAL;
-    }
-
-    *out = cJSON_CreateString(ds_spec_methods[i]);
-    return *out ? DS_OK : ds_v_oom(c);
+    n = strlen(s);
+    return n > DS_SPEC_HEADER_NAME_MAX
+           || strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                        "0123456789!#$%&'*+-.^_`|~") != n
+           ? "" : NULL;
 }
 
 
@@ -76,25 +68,7 @@ ds_v_f_method(ds_vctx_t *c, const cJSON *in, cJSON **out)
 static int
 ds_v_f_header_name(ds_vctx_t *c, const cJSON *in, cJSON **out)
 {
-    const char  *s;
-    size_t       n;
-    ds_qbuf_t    qb;
-
-    if (ds_v_str(c, in, &s) != DS_OK) {
-        return DS_EINVAL;
-    }
-
-    n = strlen(s);
-
-    if (n > DS_SPEC_HEADER_NAME_MAX
-        || strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                     "0123456789!#$%&'*+-.^_`|~") != n)
-    {
-        return ds_v_fail(c, in, 0, "invalid header name %s", ds_q(&qb, s));
-    }
-
-    *out = cJSON_CreateString(s);
-    return *out ? DS_OK : ds_v_oom(c);
+    return ds_v_f_checked(c, in, "header name", ds_v_header_name_wrong, out);
 }
 
 
@@ -124,8 +98,8 @@ ds_v_f_header_value(ds_vctx_t *c, const cJSON *in, cJSON **out)
 
 
 static const ds_vfield_t  ds_header_fields[] = {
-    { "name", ds_v_f_header_name, DS_VF_REQUIRED },
-    { "value", ds_v_f_header_value, DS_VF_REQUIRED },
+    { "name", ds_v_f_header_name, DS_VF_REQUIRED, NULL },
+    { "value", ds_v_f_header_value, DS_VF_REQUIRED, NULL },
 };
 
 
@@ -139,12 +113,7 @@ ds_v_header(ds_vctx_t *c, const cJSON *in, const cJSON *done, cJSON **out)
     s[0] = s[1] = NULL;
 
     rc = ds_v_object(c, in, ds_header_fields, 2, NULL, s);
-    if (rc == DS_OK) {
-        rc = ds_v_assemble(c, ds_header_fields, 2, s, out);
-    }
-
-    ds_v_free_slots(s, 2);
-    return rc;
+    return ds_v_finish(c, ds_header_fields, 2, s, rc, out);
 }
 
 
@@ -197,14 +166,7 @@ ds_v_f_probe_secs(ds_vctx_t *c, const cJSON *in, cJSON **out)
 static int
 ds_v_f_ready_after(ds_vctx_t *c, const cJSON *in, cJSON **out)
 {
-    uint64_t  v;
-
-    if (ds_v_uint(c, in, 1, 1000000, &v) != DS_OK) {
-        return DS_EINVAL;
-    }
-
-    *out = cJSON_CreateNumber((double) v);
-    return *out ? DS_OK : ds_v_oom(c);
+    return ds_v_f_uint(c, in, 1, 1000000, out);
 }
 
 
@@ -212,15 +174,15 @@ enum { P_TYPE, P_URL, P_METHOD, P_HEADERS, P_BODY, P_TIMEOUT, P_INTERVAL,
        P_READY_AFTER, P_UNTIL_READY, P_N };
 
 static const ds_vfield_t  ds_probe_fields[P_N] = {
-    { "type", ds_v_f_probe_type, DS_VF_REQUIRED },
-    { "url", ds_v_f_url, 0 },
-    { "method", ds_v_f_method, 0 },
-    { "headers", ds_v_f_headers, 0 },
-    { "body", ds_v_f_body, 0 },
-    { "timeout", ds_v_f_probe_secs, 0 },
-    { "interval", ds_v_f_probe_secs, 0 },
-    { "ready_after", ds_v_f_ready_after, 0 },
-    { "until_ready", ds_v_f_bool, 0 },
+    { "type", NULL, DS_VF_REQUIRED, &ds_probe_types },
+    { "url", ds_v_f_url, 0, NULL },
+    { "method", NULL, 0, &ds_spec_methods },
+    { "headers", ds_v_f_headers, 0, NULL },
+    { "body", ds_v_f_body, 0, NULL },
+    { "timeout", ds_v_f_probe_secs, 0, NULL },
+    { "interval", ds_v_f_probe_secs, 0, NULL },
+    { "ready_after", ds_v_f_ready_after, 0, NULL },
+    { "until_ready", ds_v_f_bool, 0, NULL },
 };
 
 

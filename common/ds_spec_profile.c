@@ -9,13 +9,8 @@
 #include "ds_spec_impl.h"
 
 
-int
-ds_v_f_spot_policy(ds_vctx_t *c, const cJSON *in, cJSON **out)
-{
-    static const char *const  policies[] = { "on-demand", "spot", "auto" };
-
-    return ds_v_enum_string(c, in, "spot_policy", policies, 3, out);
-}
+const ds_venum_t  ds_spec_spot_policies =
+    DS_VENUM("spot_policy", "on-demand", "spot", "auto");
 
 
 int
@@ -168,8 +163,8 @@ ds_v_f_events(ds_vctx_t *c, const cJSON *in, cJSON **out)
 
 
 static const ds_vfield_t  ds_retry_fields[] = {
-    { "on_events", ds_v_f_events, 0 },
-    { "duration", ds_v_f_duration, 0 },
+    { "on_events", ds_v_f_events, 0, NULL },
+    { "duration", ds_v_f_duration, 0, NULL },
 };
 
 
@@ -215,12 +210,7 @@ ds_v_f_retry(ds_vctx_t *c, const cJSON *in, cJSON **out)
         rc = s[1] ? DS_OK : ds_v_oom(c);
     }
 
-    if (rc == DS_OK) {
-        rc = ds_v_assemble(c, ds_retry_fields, 2, s, out);
-    }
-
-    ds_v_free_slots(s, 2);
-    return rc;
+    return ds_v_finish(c, ds_retry_fields, 2, s, rc, out);
 }
 
 

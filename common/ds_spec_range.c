@@ -439,13 +439,13 @@ ds_v_f_end_mem(ds_vctx_t *c, const cJSON *in, cJSON **out)
 
 
 static const ds_vfield_t  ds_range_int_fields[] = {
-    { "min", ds_v_f_end_int, 0 },
-    { "max", ds_v_f_end_int, 0 },
+    { "min", ds_v_f_end_int, 0, NULL },
+    { "max", ds_v_f_end_int, 0, NULL },
 };
 
 static const ds_vfield_t  ds_range_mem_fields[] = {
-    { "min", ds_v_f_end_mem, 0 },
-    { "max", ds_v_f_end_mem, 0 },
+    { "min", ds_v_f_end_mem, 0, NULL },
+    { "max", ds_v_f_end_mem, 0, NULL },
 };
 
 

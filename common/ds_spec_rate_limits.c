@@ -9,42 +9,36 @@
 #include "ds_spec_impl.h"
 
 
-static int
-ds_v_f_key_type(ds_vctx_t *c, const cJSON *in, cJSON **out)
-{
-    static const char *const  types[] = { "ip_address", "header" };
+static const ds_venum_t  ds_key_types =
+    DS_VENUM("key type", "ip_address", "header");
 
-    return ds_v_enum_string(c, in, "key type", types, 2, out);
+
+#define DS_STR(x)       DS_STR_(x)
+#define DS_STR_(x)      #x
+
+
+static const char *
+ds_v_key_header_wrong(const char *s)
+{
+    return strlen(s) > DS_NAME_MAX
+           || strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                        "0123456789-_") != strlen(s)
+           ? ": expected up to " DS_STR(DS_NAME_MAX) " letters, digits, "
+             "\"-\" or \"_\""
+           : NULL;
 }
 
 
 static int
 ds_v_f_key_header(ds_vctx_t *c, const cJSON *in, cJSON **out)
 {
-    const char  *s;
-    ds_qbuf_t    qb;
-
-    if (ds_v_str(c, in, &s) != DS_OK) {
-        return DS_EINVAL;
-    }
-
-    if (strlen(s) > DS_NAME_MAX
-        || strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                     "0123456789-_") != strlen(s))
-    {
-        return ds_v_fail(c, in, 0, "invalid header name %s: expected up to "
-                         "%d letters, digits, \"-\" or \"_\"", ds_q(&qb, s),
-                         DS_NAME_MAX);
-    }
-
-    *out = cJSON_CreateString(s);
-    return *out ? DS_OK : ds_v_oom(c);
+    return ds_v_f_checked(c, in, "header name", ds_v_key_header_wrong, out);
 }
 
 
 static const ds_vfield_t  ds_key_fields[] = {
-    { "type", ds_v_f_key_type, DS_VF_REQUIRED },
-    { "header", ds_v_f_key_header, 0 },
+    { "type", NULL, DS_VF_REQUIRED, &ds_key_types },
+    { "header", ds_v_f_key_header, 0, NULL },
 };
 
 
@@ -98,24 +92,17 @@ ds_v_f_rps(ds_vctx_t *c, const cJSON *in, cJSON **out)
 static int
 ds_v_f_burst(ds_vctx_t *c, const cJSON *in, cJSON **out)
 {
-    uint64_t  v;
-
-    if (ds_v_uint(c, in, 0, UINT32_MAX, &v) != DS_OK) {
-        return DS_EINVAL;
-    }
-
-    *out = cJSON_CreateNumber((double) v);
-    return *out ? DS_OK : ds_v_oom(c);
+    return ds_v_f_uint(c, in, 0, UINT32_MAX, out);
 }
 
 
 enum { RL_PREFIX, RL_KEY, RL_RPS, RL_BURST, RL_N };
 
 static const ds_vfield_t  ds_rl_fields[RL_N] = {
-    { "prefix", ds_v_f_prefix, 0 },
-    { "key", ds_v_f_key, 0 },
-    { "rps", ds_v_f_rps, DS_VF_REQUIRED },
-    { "burst", ds_v_f_burst, 0 },
+    { "prefix", ds_v_f_prefix, 0, NULL },
+    { "key", ds_v_f_key, 0, NULL },
+    { "rps", ds_v_f_rps, DS_VF_REQUIRED, NULL },
+    { "burst", ds_v_f_burst, 0, NULL },
 };
 
 static int
@@ -162,12 +149,9 @@ ds_v_rate_limit(ds_vctx_t *c, const cJSON *in, const cJSON *done,
         }
     }
 
-    rc = ds_v_assemble(c, ds_rl_fields, RL_N, s, out);
-
 done:
 
-    ds_v_free_slots(s, RL_N);
-    return rc;
+    return ds_v_finish(c, ds_rl_fields, RL_N, s, rc, out);
 }
 
 

@@ -59,8 +59,8 @@ ds_v_f_cpu_count(ds_vctx_t *c, const cJSON *in, cJSON **out)
 
 
 static const ds_vfield_t  ds_cpu_fields[] = {
-    { "arch", ds_v_f_arch, 0 },
-    { "count", ds_v_f_cpu_count, 0 },
+    { "arch", ds_v_f_arch, 0, NULL },
+    { "count", ds_v_f_cpu_count, 0, NULL },
 };
 
 
@@ -140,12 +140,7 @@ ds_v_f_cpu(ds_vctx_t *c, const cJSON *in, cJSON **out)
         rc = ds_v_range_default(c, DS_SPEC_DEFAULT_CPU, &s[1]);
     }
 
-    if (rc == DS_OK) {
-        rc = ds_v_assemble(c, ds_cpu_fields, 2, s, out);
-    }
-
-    ds_v_free_slots(s, 2);
-    return rc;
+    return ds_v_finish(c, ds_cpu_fields, 2, s, rc, out);
 }
 
 
@@ -164,7 +159,7 @@ ds_v_f_disk_size(ds_vctx_t *c, const cJSON *in, cJSON **out)
 
 
 static const ds_vfield_t  ds_disk_fields[] = {
-    { "size", ds_v_f_disk_size, DS_VF_REQUIRED },
+    { "size", ds_v_f_disk_size, DS_VF_REQUIRED, NULL },
 };
 
 
@@ -351,11 +346,11 @@ ds_v_f_gpu_total(ds_vctx_t *c, const cJSON *in, cJSON **out)
 enum { G_VENDOR, G_NAME, G_COUNT, G_MEMORY, G_TOTAL, G_N };
 
 static const ds_vfield_t  ds_gpu_fields[G_N] = {
-    { "vendor", ds_v_f_vendor, 0 },
-    { "name", ds_v_f_gpu_names, 0 },
-    { "count", ds_v_f_gpu_count, 0 },
-    { "memory", ds_v_f_gpu_memory, 0 },
-    { "total_memory", ds_v_f_gpu_total, 0 },
+    { "vendor", ds_v_f_vendor, 0, NULL },
+    { "name", ds_v_f_gpu_names, 0, NULL },
+    { "count", ds_v_f_gpu_count, 0, NULL },
+    { "memory", ds_v_f_gpu_memory, 0, NULL },
+    { "total_memory", ds_v_f_gpu_total, 0, NULL },
 };
 
 static const ds_vunsup_t  ds_gpu_unsup[] = {
@@ -488,23 +483,18 @@ ds_v_f_gpu(ds_vctx_t *c, const cJSON *in, cJSON **out)
         rc = ds_v_range_default(c, 1, &s[G_COUNT]);
     }
 
-    if (rc == DS_OK) {
-        rc = ds_v_assemble(c, ds_gpu_fields, G_N, s, out);
-    }
-
-    ds_v_free_slots(s, G_N);
-    return rc;
+    return ds_v_finish(c, ds_gpu_fields, G_N, s, rc, out);
 }
 
 
 enum { R_CPU, R_MEMORY, R_DISK, R_GPU, R_SHM_SIZE, R_N };
 
 static const ds_vfield_t  ds_resources_fields[R_N] = {
-    { "cpu", ds_v_f_cpu, 0 },
-    { "memory", ds_v_f_memory, 0 },
-    { "disk", ds_v_f_disk, 0 },
-    { "gpu", ds_v_f_gpu, 0 },
-    { "shm_size", ds_v_f_shm_size, 0 },
+    { "cpu", ds_v_f_cpu, 0, NULL },
+    { "memory", ds_v_f_memory, 0, NULL },
+    { "disk", ds_v_f_disk, 0, NULL },
+    { "gpu", ds_v_f_gpu, 0, NULL },
+    { "shm_size", ds_v_f_shm_size, 0, NULL },
 };
 
 
@@ -547,10 +537,5 @@ ds_v_f_resources(ds_vctx_t *c, const cJSON *in, cJSON **out)
         ds_v_free_slots(sub, G_N);
     }
 
-    if (rc == DS_OK) {
-        rc = ds_v_assemble(c, ds_resources_fields, R_N, s, out);
-    }
-
-    ds_v_free_slots(s, R_N);
-    return rc;
+    return ds_v_finish(c, ds_resources_fields, R_N, s, rc, out);
 }

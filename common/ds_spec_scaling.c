@@ -54,13 +54,7 @@ ds_v_f_replicas(ds_vctx_t *c, const cJSON *in, cJSON **out)
 }
 
 
-static int
-ds_v_f_metric(ds_vctx_t *c, const cJSON *in, cJSON **out)
-{
-    static const char *const  metrics[] = { "rps", "inflight" };
-
-    return ds_v_enum_string(c, in, "metric", metrics, 2, out);
-}
+static const ds_venum_t  ds_metrics = DS_VENUM("metric", "rps", "inflight");
 
 static int
 ds_v_f_target(ds_vctx_t *c, const cJSON *in, cJSON **out)
@@ -91,11 +85,11 @@ ds_v_f_window(ds_vctx_t *c, const cJSON *in, cJSON **out)
 enum { SC_METRIC, SC_TARGET, SC_WINDOW, SC_UP, SC_DOWN, SC_N };
 
 static const ds_vfield_t  ds_scaling_fields[SC_N] = {
-    { "metric", ds_v_f_metric, DS_VF_REQUIRED },
-    { "target", ds_v_f_target, DS_VF_REQUIRED },
-    { "window", ds_v_f_window, 0 },
-    { "scale_up_delay", ds_v_f_duration, 0 },
-    { "scale_down_delay", ds_v_f_duration, 0 },
+    { "metric", NULL, DS_VF_REQUIRED, &ds_metrics },
+    { "target", ds_v_f_target, DS_VF_REQUIRED, NULL },
+    { "window", ds_v_f_window, 0, NULL },
+    { "scale_up_delay", ds_v_f_duration, 0, NULL },
+    { "scale_down_delay", ds_v_f_duration, 0, NULL },
 };
 
 
@@ -120,10 +114,5 @@ ds_v_f_scaling(ds_vctx_t *c, const cJSON *in, cJSON **out)
         rc = s[SC_DOWN] ? DS_OK : ds_v_oom(c);
     }
 
-    if (rc == DS_OK) {
-        rc = ds_v_assemble(c, ds_scaling_fields, SC_N, s, out);
-    }
-
-    ds_v_free_slots(s, SC_N);
-    return rc;
+    return ds_v_finish(c, ds_scaling_fields, SC_N, s, rc, out);
 }

@@ -214,8 +214,8 @@ ds_spec_fill_probes(ds_spec_t *spec, ds_spec_priv_t *priv, const cJSON *a)
         p = &priv->probes[i];
 
         p->url = ds_j_str(it, "url");
-        p->method = ds_spec_enum(ds_j_str(it, "method"), ds_spec_methods,
-                                 DS_NFIELDS(ds_spec_methods));
+        p->method = ds_spec_enum(ds_j_str(it, "method"),
+                                 ds_spec_methods.words, ds_spec_methods.n);
         p->body = ds_j_str(it, "body");
         p->timeout = (uint32_t) ds_j_num(it, "timeout");
         p->interval = (uint32_t) ds_j_num(it, "interval");
@@ -314,7 +314,6 @@ ds_spec_from_json(const cJSON *normalized, ds_spec_t *spec, ds_err_t *err)
     const char               *s;
     const cJSON              *j, *v, *it;
     ds_spec_priv_t           *priv;
-    static const char *const  spot[] = { "on-demand", "spot", "auto" };
 
     memset(spec, 0, sizeof(*spec));
 
@@ -415,7 +414,9 @@ ds_spec_from_json(const cJSON *normalized, ds_spec_t *spec, ds_err_t *err)
         }
     }
 
-    spec->spot_policy = ds_spec_enum(ds_j_str(j, "spot_policy"), spot, 3);
+    spec->spot_policy = ds_spec_enum(ds_j_str(j, "spot_policy"),
+                                     ds_spec_spot_policies.words,
+                                     ds_spec_spot_policies.n);
     spec->max_price = ds_j_num(j, "max_price");
 
     if (cJSON_IsArray(ds_j(j, "backends"))) {

@@ -593,8 +593,13 @@ ds_y_copy_locs(ds_yload_t *y, const cJSON *src, const cJSON *dst,
 }
 
 
+/*
+ * A scalar we can take (a key or a value, as `what` says): no tag but
+ * the string ones, no NUL; *is_str: quoted or tagged as a string.
+ */
 static int
-ds_y_scalar_tag(ds_yload_t *y, const yaml_event_t *ev, int *is_str)
+ds_y_scalar_check(ds_yload_t *y, const yaml_event_t *ev, const char *what,
+    int *is_str)
 {
     const char  *tag;
     ds_qbuf_t    qb;
@@ -602,17 +607,24 @@ ds_y_scalar_tag(ds_yload_t *y, const yaml_event_t *ev, int *is_str)
     tag = (const char *) ev->data.scalar.tag;
     *is_str = ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
 
-    if (tag == NULL) {
-        return DS_OK;
-    }
-
-    if (strcmp(tag, "!") == 0 || strcmp(tag, DS_YAML_TAG_PREFIX "str") == 0) {
+    if (tag != NULL) {
+        if (strcmp(tag, "!") != 0
+            && strcmp(tag, DS_YAML_TAG_PREFIX "str") != 0)
+        {
+            return ds_y_mfail(y, &ev->start_mark, "unsupported YAML tag %s",
+                              ds_y_tag(&qb, tag));
+        }
         *is_str = 1;
-        return DS_OK;
     }
 
-    return ds_y_mfail(y, &ev->start_mark, "unsupported YAML tag %s",
-                      ds_y_tag(&qb, tag));
+    if (memchr(ev->data.scalar.value, '\0', ev->data.scalar.length)
+        != NULL)
+    {
+        return ds_y_mfail(y, &ev->start_mark,
+                          "NUL characters are not allowed in %s", what);
+    }
+
+    return DS_OK;
 }
 
 
@@ -631,13 +643,8 @@ ds_y_key(ds_yload_t *y, const yaml_event_t *ev)
     s = (const char *) ev->data.scalar.value;
     n = ev->data.scalar.length;
 
-    if (ds_y_scalar_tag(y, ev, &is_str) != DS_OK) {
+    if (ds_y_scalar_check(y, ev, "keys", &is_str) != DS_OK) {
         return DS_EINVAL;
-    }
-
-    if (memchr(s, '\0', n) != NULL) {
-        return ds_y_mfail(y, &ev->start_mark,
-                          "NUL characters are not allowed in keys");
     }
 
     if (!is_str && n == 2 && memcmp(s, "<<", 2) == 0) {
@@ -682,13 +689,8 @@ ds_y_scalar(ds_yload_t *y, const yaml_event_t *ev)
     s = (const char *) ev->data.scalar.value;
     n = ev->data.scalar.length;
 
-    if (ds_y_scalar_tag(y, ev, &is_str) != DS_OK) {
+    if (ds_y_scalar_check(y, ev, "strings", &is_str) != DS_OK) {
         return DS_EINVAL;
-    }
-
-    if (memchr(s, '\0', n) != NULL) {
-        return ds_y_mfail(y, &ev->start_mark,
-                          "NUL characters are not allowed in strings");
     }
 
     if (++y->nodes > DS_YAML_NODES_MAX) {
