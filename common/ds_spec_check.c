@@ -626,37 +626,49 @@ ds_v_positive(ds_vctx_t *c, const cJSON *in, const char *what, double max,
 }
 
 
-/* a URL path prefix: "/" then no spaces, backslashes or braces */
+/* a URL path: "/", then no spaces or control characters, nor p->banned */
 int
-ds_v_f_prefix(ds_vctx_t *c, const cJSON *in, cJSON **out)
+ds_v_path(ds_vctx_t *c, const cJSON *in, const ds_vpath_t *p, cJSON **out)
 {
     const char  *s;
     ds_qbuf_t    qb;
 
     if (!cJSON_IsString(in)) {
-        return ds_v_fail(c, in, 0, "expected a path prefix (e.g. \"/\"), "
-                         "got %s", ds_tname(in));
+        return ds_v_fail(c, in, 0, "expected %s, got %s", p->expected,
+                         ds_tname(in));
     }
 
     s = in->valuestring;
 
     if (s[0] != '/') {
-        return ds_v_fail(c, in, 0, "invalid prefix %s: must start with "
-                         "\"/\"", ds_q(&qb, s));
+        return ds_v_fail(c, in, 0, "invalid %s %s: must start with \"/\"",
+                         p->what, ds_q(&qb, s));
     }
 
-    if (ds_v_has_space(s) || strpbrk(s, "\\{}")) {
-        return ds_v_fail(c, in, 0, "invalid prefix %s: must not contain "
-                         "spaces, \"\\\", \"{\" or \"}\"", ds_q(&qb, s));
+    if (ds_v_has_space(s) || strpbrk(s, p->banned)) {
+        return ds_v_fail(c, in, 0, "invalid %s %s: must not contain %s",
+                         p->what, ds_q(&qb, s), p->refused);
     }
 
-    if (strlen(s) > DS_PREFIX_MAX) {
-        return ds_v_fail(c, in, 0, "prefix is longer than %d characters",
-                         DS_PREFIX_MAX);
+    if (strlen(s) > p->max) {
+        return ds_v_fail(c, in, 0, "%s is longer than %zu characters",
+                         p->what, p->max);
     }
 
-    *out = cJSON_CreateString(s);
-    return *out ? DS_OK : ds_v_oom(c);
+    return ds_v_out_str(c, s, out);
+}
+
+
+/* a prefix of URL paths: braces and backslashes would confuse nginx */
+int
+ds_v_f_prefix(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    static const ds_vpath_t  prefix = {
+        "prefix", "a path prefix (e.g. \"/\")", "\\{}",
+        "spaces, \"\\\", \"{\" or \"}\"", DS_PREFIX_MAX
+    };
+
+    return ds_v_path(c, in, &prefix, out);
 }
 
 

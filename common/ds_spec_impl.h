@@ -184,6 +184,18 @@ int ds_v_f_bool(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_str(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_anystr(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_text(ds_vctx_t *c, const cJSON *in, cJSON **out);
+
+/* a URL path of some kind, for messages and limits */
+typedef struct {
+    const char       *what;         /* "url" */
+    const char       *expected;     /* "a URL path (e.g. \"/health\")" */
+    const char       *banned;       /* refused besides spaces */
+    const char       *refused;      /* the message's list of them */
+    size_t            max;          /* characters */
+} ds_vpath_t;
+
+int ds_v_path(ds_vctx_t *c, const cJSON *in, const ds_vpath_t *p,
+    cJSON **out);
 int ds_v_f_prefix(ds_vctx_t *c, const cJSON *in, cJSON **out);
 
 

@@ -15,33 +15,12 @@ static const ds_venum_t  ds_probe_types = DS_VENUM("probe type", "http");
 static int
 ds_v_f_url(ds_vctx_t *c, const cJSON *in, cJSON **out)
 {
-    const char  *s;
-    ds_qbuf_t    qb;
+    static const ds_vpath_t  url = {
+        "url", "a URL path (e.g. \"/health\")", "",
+        "spaces or control characters", DS_SPEC_URL_MAX
+    };
 
-    if (!cJSON_IsString(in)) {
-        return ds_v_fail(c, in, 0, "expected a URL path (e.g. \"/health\"), "
-                         "got %s", ds_tname(in));
-    }
-
-    s = in->valuestring;
-
-    if (s[0] != '/') {
-        return ds_v_fail(c, in, 0, "invalid url %s: must start with \"/\"",
-                         ds_q(&qb, s));
-    }
-
-    if (ds_v_has_space(s)) {
-        return ds_v_fail(c, in, 0, "invalid url %s: must not contain spaces "
-                         "or control characters", ds_q(&qb, s));
-    }
-
-    if (strlen(s) > DS_SPEC_URL_MAX) {
-        return ds_v_fail(c, in, 0, "url is longer than %d characters",
-                         DS_SPEC_URL_MAX);
-    }
-
-    *out = cJSON_CreateString(s);
-    return *out ? DS_OK : ds_v_oom(c);
+    return ds_v_path(c, in, &url, out);
 }
 
 
