@@ -11,7 +11,9 @@
  *     ca: /var/lib/dstack/tls/ca.crt           # optional: the CA of an
  *                                              # https:// server (DSTACK_CA)
  *
- * dstack's own layout is read as well, so an existing file keeps working:
+ * It is read with the loader of the service files (ds_yaml.h), so its
+ * errors say "file:line:col: message" too.  dstack's own layout is read
+ * as well, so an existing file keeps working:
  *
  *     projects:
  *     - name: main
@@ -24,42 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <yaml.h>
-
 #include "dstackctl.h"
-
-
-static const char *
-dsctl_yaml_scalar(yaml_document_t *doc, yaml_node_t *node)
-{
-    if (node == NULL || node->type != YAML_SCALAR_NODE) {
-        return NULL;
-    }
-    (void) doc;
-    return (const char *) node->data.scalar.value;
-}
-
-
-/* the value node of key in a mapping node, or NULL */
-static yaml_node_t *
-dsctl_yaml_get(yaml_document_t *doc, yaml_node_t *map, const char *key)
-{
-    yaml_node_pair_t  *pair;
-    const char        *k;
-
-    if (map == NULL || map->type != YAML_MAPPING_NODE) {
-        return NULL;
-    }
-    for (pair = map->data.mapping.pairs.start;
-         pair < map->data.mapping.pairs.top; pair++)
-    {
-        k = dsctl_yaml_scalar(doc, yaml_document_get_node(doc, pair->key));
-        if (k != NULL && strcmp(k, key) == 0) {
-            return yaml_document_get_node(doc, pair->value);
-        }
-    }
-    return NULL;
-}
+#include "ds_yaml.h"
 
 
 static void
@@ -71,88 +39,117 @@ dsctl_config_set(char **field, const char *value)
 }
 
 
+/*
+ * The value of key in a mapping as the text written ("token: 0123"
+ * stays "0123"); NULL when absent or not a scalar.
+ */
+static const char *
+dsctl_config_get(const ds_yaml_doc_t *doc, const cJSON *map, const char *key)
+{
+    return ds_yaml_text(doc, cJSON_GetObjectItemCaseSensitive(map, key));
+}
+
+
+/* our own keys take a scalar: "server: [a, b]" is a mistake to point at */
+static int
+dsctl_config_scalars(const ds_yaml_doc_t *doc, const cJSON *root,
+    char *err, size_t errlen)
+{
+    size_t                    i;
+    char                      where[256];
+    const cJSON              *v;
+    static const char *const  keys[] = { "server", "token", "project", "ca" };
+
+    for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        v = cJSON_GetObjectItemCaseSensitive(root, keys[i]);
+        if (v != NULL && ds_yaml_text(doc, v) == NULL) {
+            ds_yaml_where(doc, v, 0, where, sizeof(where));
+            snprintf(err, errlen, "%s%s: expected a string", where, keys[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+
+/* dstack's layout: the default project, else the first */
+static void
+dsctl_config_projects(dsctl_config_t *cfg, const ds_yaml_doc_t *doc,
+    const cJSON *projects)
+{
+    const char   *dflt;
+    const cJSON  *proj, *chosen;
+
+    if (!cJSON_IsArray(projects)) {
+        return;
+    }
+
+    chosen = NULL;
+
+    cJSON_ArrayForEach(proj, projects) {
+        if (!cJSON_IsObject(proj)) {
+            continue;
+        }
+        if (chosen == NULL) {
+            chosen = proj;
+        }
+        dflt = dsctl_config_get(doc, proj, "default");
+        if (dflt != NULL && strcmp(dflt, "true") == 0) {
+            chosen = proj;
+            break;
+        }
+    }
+
+    if (chosen != NULL) {
+        dsctl_config_set(&cfg->server, dsctl_config_get(doc, chosen, "url"));
+        dsctl_config_set(&cfg->token, dsctl_config_get(doc, chosen, "token"));
+        dsctl_config_set(&cfg->project,
+            dsctl_config_get(doc, chosen, "name"));
+    }
+}
+
+
 int
 dsctl_config_parse(dsctl_config_t *cfg, const char *path, const char *text,
     size_t len, char *err, size_t errlen)
 {
-    yaml_parser_t     parser;
-    yaml_document_t   doc;
-    yaml_node_t      *root, *projects, *proj, *chosen = NULL;
-    yaml_node_item_t *item;
-    const char       *dflt;
+    char            where[256];
+    ds_err_t        e;
+    const cJSON    *root;
+    ds_yaml_doc_t  *doc;
 
-    if (!yaml_parser_initialize(&parser)) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    yaml_parser_set_input_string(&parser, (const unsigned char *) text, len);
-    if (!yaml_parser_load(&parser, &doc)) {
-        snprintf(err, errlen, "%s:%lu:%lu: %s", path,
-            (unsigned long) parser.problem_mark.line + 1,
-            (unsigned long) parser.problem_mark.column + 1,
-            parser.problem ? parser.problem : "invalid YAML");
-        yaml_parser_delete(&parser);
+    if (ds_yaml_load(path, text, len, &doc, &e) != DS_OK) {
+        snprintf(err, errlen, "%s", e.msg);
         return -1;
     }
 
-    root = yaml_document_get_root_node(&doc);
+    root = ds_yaml_root(doc);
     if (root == NULL) {
         /* an empty file */
-        yaml_document_delete(&doc);
-        yaml_parser_delete(&parser);
+        ds_yaml_free(doc);
         return 0;
     }
-    if (root->type != YAML_MAPPING_NODE) {
-        snprintf(err, errlen, "%s:%lu:%lu: expected a mapping with "
-            "\"server:\" and \"token:\"", path,
-            (unsigned long) root->start_mark.line + 1,
-            (unsigned long) root->start_mark.column + 1);
-        yaml_document_delete(&doc);
-        yaml_parser_delete(&parser);
+    if (!cJSON_IsObject(root)) {
+        ds_yaml_where(doc, root, 0, where, sizeof(where));
+        snprintf(err, errlen, "%sexpected a mapping with \"server:\" and "
+            "\"token:\"", where);
+        ds_yaml_free(doc);
+        return -1;
+    }
+    if (dsctl_config_scalars(doc, root, err, errlen) != 0) {
+        ds_yaml_free(doc);
         return -1;
     }
 
-    dsctl_config_set(&cfg->server,
-        dsctl_yaml_scalar(&doc, dsctl_yaml_get(&doc, root, "server")));
-    dsctl_config_set(&cfg->token,
-        dsctl_yaml_scalar(&doc, dsctl_yaml_get(&doc, root, "token")));
-    dsctl_config_set(&cfg->project,
-        dsctl_yaml_scalar(&doc, dsctl_yaml_get(&doc, root, "project")));
-    dsctl_config_set(&cfg->ca,
-        dsctl_yaml_scalar(&doc, dsctl_yaml_get(&doc, root, "ca")));
+    dsctl_config_set(&cfg->server, dsctl_config_get(doc, root, "server"));
+    dsctl_config_set(&cfg->token, dsctl_config_get(doc, root, "token"));
+    dsctl_config_set(&cfg->project, dsctl_config_get(doc, root, "project"));
+    dsctl_config_set(&cfg->ca, dsctl_config_get(doc, root, "ca"));
 
-    /* dstack's layout: the default project, else the first */
-    projects = dsctl_yaml_get(&doc, root, "projects");
-    if (projects != NULL && projects->type == YAML_SEQUENCE_NODE) {
-        for (item = projects->data.sequence.items.start;
-             item < projects->data.sequence.items.top; item++)
-        {
-            proj = yaml_document_get_node(&doc, *item);
-            if (proj == NULL || proj->type != YAML_MAPPING_NODE) {
-                continue;
-            }
-            if (chosen == NULL) {
-                chosen = proj;
-            }
-            dflt = dsctl_yaml_scalar(&doc,
-                dsctl_yaml_get(&doc, proj, "default"));
-            if (dflt != NULL && strcmp(dflt, "true") == 0) {
-                chosen = proj;
-                break;
-            }
-        }
-        if (chosen != NULL) {
-            dsctl_config_set(&cfg->server, dsctl_yaml_scalar(&doc,
-                dsctl_yaml_get(&doc, chosen, "url")));
-            dsctl_config_set(&cfg->token, dsctl_yaml_scalar(&doc,
-                dsctl_yaml_get(&doc, chosen, "token")));
-            dsctl_config_set(&cfg->project, dsctl_yaml_scalar(&doc,
-                dsctl_yaml_get(&doc, chosen, "name")));
-        }
-    }
+    dsctl_config_projects(cfg, doc,
+        cJSON_GetObjectItemCaseSensitive(root, "projects"));
 
-    yaml_document_delete(&doc);
-    yaml_parser_delete(&parser);
+    ds_yaml_free(doc);
     return 0;
 }
 

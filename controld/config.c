@@ -1,7 +1,8 @@
 /*
- * controld.yml: read with libyaml's document loader so that every node
- * keeps its line for messages ("file:line: message").  Unknown keys are
- * errors, like in the service file.  See conf/controld.yml.
+ * controld.yml: read with the loader of the service files (ds_yaml.h),
+ * so that messages say where, as "file:line:col: message", and a
+ * value is read as the text written ("0660" stays "0660").  Unknown
+ * keys are errors, like in the service file.  See conf/controld.yml.
  */
 
 #include <errno.h>
@@ -13,9 +14,10 @@
 #include <grp.h>
 #include <arpa/inet.h>
 
-#include <yaml.h>
+#include <cjson/cJSON.h>
 
 #include "config.h"
+#include "ds_yaml.h"
 #include "log.h"
 #include "util.h"
 
@@ -23,46 +25,75 @@
 struct config  *conf;
 
 struct cfg_ctx {
-    const char     *file;
-    yaml_document_t *doc;
-    char           *err;
-    size_t          errlen;
+    const ds_yaml_doc_t  *doc;
+    char                 *err;
+    size_t                errlen;
 };
 
 
 static int
-cfg_error(struct cfg_ctx *cx, yaml_node_t *node, const char *f, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int
-cfg_error(struct cfg_ctx *cx, yaml_node_t *node, const char *f, ...)
+cfg_verror(struct cfg_ctx *cx, const cJSON *node, int key, const char *f,
+    va_list ap)
 {
-    va_list  ap;
-    char     msg[512];
+    char  where[256], msg[512];
 
-    va_start(ap, f);
     vsnprintf(msg, sizeof(msg), f, ap);
-    va_end(ap);
-
-    snprintf(cx->err, cx->errlen, "%s:%lu: %s", cx->file,
-             node ? (unsigned long) node->start_mark.line + 1 : 0UL, msg);
+    ds_yaml_where(cx->doc, node, key, where, sizeof(where));
+    snprintf(cx->err, cx->errlen, "%s%s", where, msg);
     return -1;
 }
 
 
-static const char *
-cfg_scalar(struct cfg_ctx *cx, yaml_node_t *node, const char *key)
+/* about a value */
+static int
+cfg_error(struct cfg_ctx *cx, const cJSON *node, const char *f, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int
+cfg_error(struct cfg_ctx *cx, const cJSON *node, const char *f, ...)
 {
-    if (node->type != YAML_SCALAR_NODE) {
+    va_list  ap;
+
+    va_start(ap, f);
+    cfg_verror(cx, node, 0, f, ap);
+    va_end(ap);
+    return -1;
+}
+
+
+/* about the key of a mapping's member: an unknown one */
+static int
+cfg_key_error(struct cfg_ctx *cx, const cJSON *member, const char *f, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int
+cfg_key_error(struct cfg_ctx *cx, const cJSON *member, const char *f, ...)
+{
+    va_list  ap;
+
+    va_start(ap, f);
+    cfg_verror(cx, member, 1, f, ap);
+    va_end(ap);
+    return -1;
+}
+
+
+/* a scalar as written: "yes", "0660" and "~" stay text here */
+static const char *
+cfg_scalar(struct cfg_ctx *cx, const cJSON *node, const char *key)
+{
+    const char  *s;
+
+    s = ds_yaml_text(cx->doc, node);
+    if (s == NULL) {
         cfg_error(cx, node, "%s: expected a string", key);
-        return NULL;
     }
-    return (const char *) node->data.scalar.value;
+    return s;
 }
 
 
 static int
-cfg_string(struct cfg_ctx *cx, yaml_node_t *node, const char *key,
+cfg_string(struct cfg_ctx *cx, const cJSON *node, const char *key,
     char **dst)
 {
     const char  *s;
@@ -81,7 +112,7 @@ cfg_string(struct cfg_ctx *cx, yaml_node_t *node, const char *key,
 
 
 static int
-cfg_path(struct cfg_ctx *cx, yaml_node_t *node, const char *key, char **dst)
+cfg_path(struct cfg_ctx *cx, const cJSON *node, const char *key, char **dst)
 {
     if (cfg_string(cx, node, key, dst) != 0) {
         return -1;
@@ -98,7 +129,7 @@ cfg_path(struct cfg_ctx *cx, yaml_node_t *node, const char *key, char **dst)
 
 
 static int
-cfg_bool(struct cfg_ctx *cx, yaml_node_t *node, const char *key, int *dst)
+cfg_bool(struct cfg_ctx *cx, const cJSON *node, const char *key, int *dst)
 {
     const char  *s;
 
@@ -122,7 +153,7 @@ cfg_bool(struct cfg_ctx *cx, yaml_node_t *node, const char *key, int *dst)
 
 
 static int
-cfg_duration(struct cfg_ctx *cx, yaml_node_t *node, const char *key,
+cfg_duration(struct cfg_ctx *cx, const cJSON *node, const char *key,
     unsigned *dst)
 {
     const char  *s;
@@ -143,7 +174,7 @@ cfg_duration(struct cfg_ctx *cx, yaml_node_t *node, const char *key,
 
 
 static int
-cfg_subnet(struct cfg_ctx *cx, yaml_node_t *node, struct local_conf *lc)
+cfg_subnet(struct cfg_ctx *cx, const cJSON *node, struct local_conf *lc)
 {
     const char      *s, *slash;
     char             ip[32], *end;
@@ -206,27 +237,19 @@ cfg_parse_size(const char *s, uint64_t *out)
 
 
 static int
-cfg_local(struct cfg_ctx *cx, yaml_node_t *map, struct local_conf *lc)
+cfg_local(struct cfg_ctx *cx, const cJSON *map, struct local_conf *lc)
 {
-    yaml_node_pair_t  *p;
-    yaml_node_t       *k, *v;
-    const char        *key, *s;
-    char              *end;
-    long               n;
+    const cJSON  *v;
+    const char   *key, *s;
+    char         *end;
+    long          n;
 
-    if (map->type != YAML_MAPPING_NODE) {
+    if (!cJSON_IsObject(map)) {
         return cfg_error(cx, map, "backends.local: expected a mapping");
     }
 
-    for (p = map->data.mapping.pairs.start;
-         p < map->data.mapping.pairs.top; p++)
-    {
-        k = yaml_document_get_node(cx->doc, p->key);
-        v = yaml_document_get_node(cx->doc, p->value);
-        if (k->type != YAML_SCALAR_NODE) {
-            return cfg_error(cx, k, "backends.local: keys are strings");
-        }
-        key = (const char *) k->data.scalar.value;
+    for (v = map->child; v; v = v->next) {
+        key = v->string;
 
         if (strcmp(key, "enabled") == 0) {
             if (cfg_bool(cx, v, key, &lc->enabled) != 0) {
@@ -306,8 +329,8 @@ cfg_local(struct cfg_ctx *cx, yaml_node_t *map, struct local_conf *lc)
             }
 
         } else {
-            return cfg_error(cx, k, "backends.local: unknown key \"%s\"",
-                             key);
+            return cfg_key_error(cx, v, "backends.local: unknown key "
+                                 "\"%s\"", key);
         }
     }
 
@@ -316,33 +339,25 @@ cfg_local(struct cfg_ctx *cx, yaml_node_t *map, struct local_conf *lc)
 
 
 static int
-cfg_backends(struct cfg_ctx *cx, yaml_node_t *map, struct config *c)
+cfg_backends(struct cfg_ctx *cx, const cJSON *map, struct config *c)
 {
-    yaml_node_pair_t  *p;
-    yaml_node_t       *k, *v;
-    const char        *key;
+    const cJSON  *v;
+    const char   *key;
 
-    if (map->type != YAML_MAPPING_NODE) {
+    if (!cJSON_IsObject(map)) {
         return cfg_error(cx, map, "backends: expected a mapping");
     }
 
-    for (p = map->data.mapping.pairs.start;
-         p < map->data.mapping.pairs.top; p++)
-    {
-        k = yaml_document_get_node(cx->doc, p->key);
-        v = yaml_document_get_node(cx->doc, p->value);
-        if (k->type != YAML_SCALAR_NODE) {
-            return cfg_error(cx, k, "backends: keys are strings");
-        }
-        key = (const char *) k->data.scalar.value;
+    for (v = map->child; v; v = v->next) {
+        key = v->string;
 
         if (strcmp(key, "local") == 0) {
             if (cfg_local(cx, v, &c->local) != 0) {
                 return -1;
             }
         } else {
-            return cfg_error(cx, k, "backends: unknown backend \"%s\" "
-                             "(this build has: local)", key);
+            return cfg_key_error(cx, v, "backends: unknown backend "
+                                 "\"%s\" (this build has: local)", key);
         }
     }
 
@@ -358,43 +373,28 @@ cfg_backends(struct cfg_ctx *cx, yaml_node_t *map, struct config *c)
  *     renew_before, retry
  */
 static int
-cfg_tls(struct cfg_ctx *cx, yaml_node_t *map, struct tls_conf *tc)
+cfg_tls(struct cfg_ctx *cx, const cJSON *map, struct tls_conf *tc)
 {
-    yaml_node_pair_t  *p, *q;
-    yaml_node_t       *k, *v, *ak, *av;
-    const char        *key, *s;
-    long long          ms;
+    const cJSON  *v, *av;
+    const char   *key, *s;
+    long long     ms;
 
-    if (map->type != YAML_MAPPING_NODE) {
+    if (!cJSON_IsObject(map)) {
         return cfg_error(cx, map, "tls: expected a mapping");
     }
 
-    for (p = map->data.mapping.pairs.start;
-         p < map->data.mapping.pairs.top; p++)
-    {
-        k = yaml_document_get_node(cx->doc, p->key);
-        v = yaml_document_get_node(cx->doc, p->value);
-        if (k->type != YAML_SCALAR_NODE
-            || strcmp((const char *) k->data.scalar.value, "acme") != 0)
-        {
-            return cfg_error(cx, k, "tls: unknown key \"%s\" (this build "
-                             "has: acme)", k->type == YAML_SCALAR_NODE
-                             ? (const char *) k->data.scalar.value : "");
+    for (v = map->child; v; v = v->next) {
+        if (strcmp(v->string, "acme") != 0) {
+            return cfg_key_error(cx, v, "tls: unknown key \"%s\" (this "
+                                 "build has: acme)", v->string);
         }
-        if (v->type != YAML_MAPPING_NODE) {
+        if (!cJSON_IsObject(v)) {
             return cfg_error(cx, v, "tls.acme: expected a mapping");
         }
         tc->acme = 1;
 
-        for (q = v->data.mapping.pairs.start;
-             q < v->data.mapping.pairs.top; q++)
-        {
-            ak = yaml_document_get_node(cx->doc, q->key);
-            av = yaml_document_get_node(cx->doc, q->value);
-            if (ak->type != YAML_SCALAR_NODE) {
-                return cfg_error(cx, ak, "tls.acme: keys are strings");
-            }
-            key = (const char *) ak->data.scalar.value;
+        for (av = v->child; av; av = av->next) {
+            key = av->string;
 
             if (strcmp(key, "directory") == 0) {
                 if (cfg_string(cx, av, key, &tc->directory) != 0) {
@@ -446,8 +446,8 @@ cfg_tls(struct cfg_ctx *cx, yaml_node_t *map, struct tls_conf *tc)
                     tc->retry_ms = ms > 86400000 ? 86400000 : (unsigned) ms;
                 }
             } else {
-                return cfg_error(cx, ak, "tls.acme: unknown key \"%s\"",
-                                 key);
+                return cfg_key_error(cx, av, "tls.acme: unknown key "
+                                     "\"%s\"", key);
             }
         }
 
@@ -467,30 +467,24 @@ cfg_tls(struct cfg_ctx *cx, yaml_node_t *map, struct tls_conf *tc)
 
 
 static int
-cfg_root(struct cfg_ctx *cx, yaml_node_t *root, struct config *c)
+cfg_root(struct cfg_ctx *cx, const cJSON *root, struct config *c)
 {
-    yaml_node_pair_t  *p;
-    yaml_node_t       *k, *v;
-    const char        *key, *s;
-    char              *end;
-    unsigned long      mode;
+    const cJSON    *v;
+    const char     *key, *s;
+    char           *end;
+    unsigned long   mode;
 
     if (root == NULL) {
-        return cfg_error(cx, NULL, "empty configuration");
+        snprintf(cx->err, cx->errlen, "%s:1:1: empty configuration",
+                 c->file);
+        return -1;
     }
-    if (root->type != YAML_MAPPING_NODE) {
+    if (!cJSON_IsObject(root)) {
         return cfg_error(cx, root, "expected a mapping at the top");
     }
 
-    for (p = root->data.mapping.pairs.start;
-         p < root->data.mapping.pairs.top; p++)
-    {
-        k = yaml_document_get_node(cx->doc, p->key);
-        v = yaml_document_get_node(cx->doc, p->value);
-        if (k->type != YAML_SCALAR_NODE) {
-            return cfg_error(cx, k, "keys are strings");
-        }
-        key = (const char *) k->data.scalar.value;
+    for (v = root->child; v; v = v->next) {
+        key = v->string;
 
         if (strcmp(key, "state_dir") == 0) {
             if (cfg_path(cx, v, key, &c->state_dir) != 0) {
@@ -591,7 +585,7 @@ cfg_root(struct cfg_ctx *cx, yaml_node_t *root, struct config *c)
                 return -1;
             }
         } else {
-            return cfg_error(cx, k, "unknown key \"%s\"", key);
+            return cfg_key_error(cx, v, "unknown key \"%s\"", key);
         }
     }
 
@@ -635,48 +629,26 @@ config_defaults(const char *file)
 struct config *
 config_load(const char *file, char *err, size_t errlen)
 {
-    FILE             *fp;
-    yaml_parser_t     parser;
-    yaml_document_t   doc;
-    struct config    *c;
-    struct cfg_ctx    cx;
-    int               rc;
-    char              buf[512];
+    struct config   *c;
+    struct cfg_ctx   cx;
+    int              rc;
+    char             buf[512];
+    ds_err_t         e;
+    ds_yaml_doc_t   *doc;
 
-    fp = fopen(file, "r");
-    if (fp == NULL) {
-        snprintf(err, errlen, "%s: %s", file, strerror(errno));
-        return NULL;
-    }
-
-    if (!yaml_parser_initialize(&parser)) {
-        fclose(fp);
-        snprintf(err, errlen, "%s: out of memory", file);
-        return NULL;
-    }
-    yaml_parser_set_input_file(&parser, fp);
-
-    if (!yaml_parser_load(&parser, &doc)) {
-        snprintf(err, errlen, "%s:%lu:%lu: %s", file,
-                 (unsigned long) parser.problem_mark.line + 1,
-                 (unsigned long) parser.problem_mark.column + 1,
-                 parser.problem ? parser.problem : "invalid YAML");
-        yaml_parser_delete(&parser);
-        fclose(fp);
+    if (ds_yaml_load_file(file, DS_YAML_INPUT_MAX, &doc, &e) != DS_OK) {
+        snprintf(err, errlen, "%s", e.msg);
         return NULL;
     }
 
     c = config_defaults(file);
-    cx.file = file;
-    cx.doc = &doc;
+    cx.doc = doc;
     cx.err = err;
     cx.errlen = errlen;
 
-    rc = cfg_root(&cx, yaml_document_get_root_node(&doc), c);
+    rc = cfg_root(&cx, ds_yaml_root(doc), c);
 
-    yaml_document_delete(&doc);
-    yaml_parser_delete(&parser);
-    fclose(fp);
+    ds_yaml_free(doc);
 
     if (rc != 0) {
         config_free(c);

@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 # dstack-controld's configuration and first start: -n checks a file and
-# reports errors as file:line: message; the first start creates the
+# reports errors as file:line:col: message; the first start creates the
 # state, the admin token in the client configuration (0600), never on a log;
 # a world-writable state directory is refused; a restart keeps the token;
 # SIGHUP reloads; conf/controld.yml itself passes -n.
@@ -31,46 +31,59 @@ is($rc, 0, '-n: conf/controld.yml is valid') or diag $out;
 
 my @bad = (
     ["domain: a.b\nstate_dir: relative/dir\n",
-     qr/^dstack-controld: \S+:2: state_dir: "relative\/dir" is not an absolute path$/m,
+     qr/^dstack-controld: \S+:2:12: state_dir: "relative\/dir" is not an absolute path$/m,
      'a relative path'],
     ["domain: a.b\nstats_dir: /x\n",
-     qr/^dstack-controld: \S+:2: unknown key "stats_dir"$/m, 'an unknown key'],
+     qr/^dstack-controld: \S+:2:1: unknown key "stats_dir"$/m, 'an unknown key'],
     ["state_dir: /x\n",
-     qr/^dstack-controld: \S+:1: domain: required \(the gateway domain\)$/m,
+     qr/^dstack-controld: \S+:1:1: domain: required \(the gateway domain\)$/m,
      'no domain'],
     ["domain: A.B\n",
-     qr/^dstack-controld: \S+:1: domain: "A.B" is not a lower-case DNS name$/m,
+     qr/^dstack-controld: \S+:1:9: domain: "A.B" is not a lower-case DNS name$/m,
      'an upper-case domain'],
     ["domain: a.b\nbackends:\n  local:\n    network: bridge\n",
-     qr/^dstack-controld: \S+:4: network: "bridge" is not one of auto, netns, host$/m,
+     qr/^dstack-controld: \S+:4:14: network: "bridge" is not one of auto, netns, host$/m,
      'a bad network'],
     ["domain: a.b\nbackends:\n  local:\n    subnet: 10.0.0.0/30\n",
-     qr/^dstack-controld: \S+:4: subnet: "10.0.0.0\/30" is not an IPv4 CIDR with a prefix of 8 to 28 bits$/m,
+     qr/^dstack-controld: \S+:4:13: subnet: "10.0.0.0\/30" is not an IPv4 CIDR with a prefix of 8 to 28 bits$/m,
      'a subnet too small'],
     ["domain: a.b\nbackends:\n  local:\n    stop_grace: soon\n",
-     qr/^dstack-controld: \S+:4: stop_grace: "soon" is not a duration/m,
+     qr/^dstack-controld: \S+:4:17: stop_grace: "soon" is not a duration/m,
      'a bad duration'],
     ["domain: a.b\nbackends:\n  local:\n    log_max_size: lots\n",
-     qr/^dstack-controld: \S+:4: log_max_size: "lots" is not a size \(e\.g\. 100MB, 1GB; 0: no limit\)$/m,
+     qr/^dstack-controld: \S+:4:19: log_max_size: "lots" is not a size \(e\.g\. 100MB, 1GB; 0: no limit\)$/m,
      'a bad log size'],
     ["domain: a.b\nbackends:\n  aws: {}\n",
-     qr/^dstack-controld: \S+:3: backends: unknown backend "aws" \(this build has: local\)$/m,
+     qr/^dstack-controld: \S+:3:3: backends: unknown backend "aws" \(this build has: local\)$/m,
      'an unknown backend'],
     ["domain: a.b\nservice_url: http://x\n",
-     qr/^dstack-controld: \S+:2: service_url: "http:\/\/x" has no \{name\}$/m,
+     qr/^dstack-controld: \S+:2:14: service_url: "http:\/\/x" has no \{name\}$/m,
      'a service URL without {name}'],
     ["domain: [a\n",
      qr/^dstack-controld: \S+:2:1: /m, 'YAML syntax'],
     ["- a\n- b\n",
-     qr/^dstack-controld: \S+:1: expected a mapping at the top$/m,
+     qr/^dstack-controld: \S+:1:1: expected a mapping at the top$/m,
      'not a mapping'],
+    ["domain: a.b\nbackends:\n  local:\n    max_failures: 5\n"
+     . "    bogus: 1\n",
+     qr/^dstack-controld: \S+:5:5: backends.local: unknown key "bogus"$/m,
+     'an unknown key, nested: at the key'],
+    ["domain: a.b\napi_socket_mode: 0999\n",
+     qr/^dstack-controld: \S+:2:18: api_socket_mode: "0999" is not an octal mode$/m,
+     'a number read as written'],
+    ["domain: a.b\ndomain: c.d\n",
+     qr/^dstack-controld: \S+:2:1: duplicate key "domain" \(first at line 1\)$/m,
+     'a duplicate key'],
+    ["domain: a.b\ntls:\n  acme:\n    email: x\@y\n",
+     qr/^dstack-controld: \S+:4:5: tls.acme.directory: required/m,
+     'tls.acme without a directory'],
 );
 my $i = 0;
 for my $b (@bad) {
     my ($text, $re, $name) = @$b;
     ($rc, $out) = $s->check_conf($text, 'bad' . $i++);
     is($rc, 1, "-n: $name: exit 1");
-    like($out, $re, "-n: $name: file:line: message") or diag $out;
+    like($out, $re, "-n: $name: file:line:col: message") or diag $out;
 }
 {
     my ($rc2, $o2, $e2) = DsTest::_run([DsStack::controld_path(), '-n', '-f',

@@ -143,8 +143,31 @@ like($r->{err}, qr/^dstackctl: cannot read "\Q$dir\E\/none\.yml": No such file/,
 DsTest::_write("$dir/bad.yml", "server: [x\n");
 $r = $c->cli(['ps'], env => { DSTACK_CONFIG => "$dir/bad.yml" });
 is($r->{rc}, 1, 'a broken configuration: exit 1');
-like($r->{err}, qr/^dstackctl: \Q$dir\E\/bad\.yml:\d+:\d+: /,
+like($r->{err}, qr/^dstackctl: \Q$dir\E\/bad\.yml:2:1: /,
     'a broken configuration: file:line:col');
+
+# the loader of the service files: the same places, the same refusals
+for my $case (
+    ["server: unix:/x.sock\ntoken:\n  - t\n",
+     qr/^dstackctl: \Q$dir\E\/bad2\.yml:3:3: token: expected a string$/m,
+     'a list where a string goes'],
+    ["server: unix:/x.sock\ntoken: t\nserver: unix:/y.sock\n",
+     qr/^dstackctl: \Q$dir\E\/bad2\.yml:3:1: duplicate key "server" \(first at line 1\)$/m,
+     'a duplicate key'],
+    ["server: unix:/x.sock\n\ttoken: t\n",
+     qr/^dstackctl: \Q$dir\E\/bad2\.yml:2:1: tabs cannot indent YAML: use spaces$/m,
+     'a tab'],
+    ["- server\n",
+     qr/^dstackctl: \Q$dir\E\/bad2\.yml:1:1: expected a mapping with "server:" and "token:"$/m,
+     'not a mapping'],
+) {
+    my ($text, $re, $name) = @$case;
+    DsTest::_write("$dir/bad2.yml", $text);
+    $r = $c->cli(['ps'], env => { DSTACK_CONFIG => "$dir/bad2.yml" });
+    is($r->{rc}, 1, "a bad configuration, $name: exit 1");
+    like($r->{err}, $re, "a bad configuration, $name: file:line:col")
+        or diag $r->{err};
+}
 
 DsTest::_write("$dir/notoken.yml", "server: unix:$dir/x.sock\n");
 $r = $c->cli(['ps'], env => { DSTACK_CONFIG => "$dir/notoken.yml" });
