@@ -1,0 +1,92 @@
+/*
+ * Inside the shared state's code (ds_state.c: opening, transactions, raw
+ * access; ds_state_read.c: readers and iteration; ds_state_write.c: the
+ * writer's records and bookkeeping).  Not for the programs: they use
+ * ds_state.h.  The read and write sides call the core; the core calls
+ * neither.
+ */
+
+#ifndef DS_STATE_IMPL_H
+#define DS_STATE_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lmdb.h>
+
+#include "ds_state.h"
+
+
+#define DS_MAPSIZE              (1024UL * 1024 * 1024)
+#define DS_MAXDBS               12
+#define DS_MAXREADERS           510
+#define DS_SETTING_KEY_MAX      511     /* LMDB's default key size limit */
+
+#define DS_KEY_SCHEMA           "schema"
+#define DS_KEY_SEQ              "seq"
+#define DS_KEY_SLOTS_S          "slots.s"
+#define DS_KEY_SLOTS_R          "slots.r"
+
+enum {
+    DS_DB_META = 0,
+    DS_DB_SERVICES,
+    DS_DB_REPLICAS,
+    DS_DB_TOKENS,
+    DS_DB_MODELS,
+    DS_DB_SETTINGS,
+    DS_DB_RUNS,
+    DS_DB_CERTS,
+    DS_DB_COUNT
+};
+
+
+
+
+struct ds_state_s {
+    MDB_env        *env;
+    MDB_dbi         dbi[DS_DB_COUNT];
+    int             no_certs;       /* reader of a state from before it */
+    int             flags;          /* DS_STATE_* */
+    char           *dir;
+};
+
+struct ds_txn_s {
+    ds_state_t     *st;
+    MDB_txn        *txn;
+    int             write;
+};
+
+extern const char  *ds_db_names[DS_DB_COUNT];
+
+
+/* ---- errors (ds_state.c) ------------------------------------------------ */
+
+void ds_err_set(ds_err_t *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+int ds_mdb_err(ds_err_t *err, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* prefixes an error message with its subject: "service \"a\": ..." */
+void ds_err_prefix(ds_err_t *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* names a key for a message: service "a", token 1a2b3c4d */
+const char *ds_key_desc(int db, const void *key, size_t len, char *buf,
+    size_t size);
+
+
+/* ---- raw access (ds_state.c) -------------------------------------------- */
+
+int ds_raw_get(ds_txn_t *txn, int db, const void *key, size_t klen,
+    MDB_val *val, ds_err_t *err);
+int ds_raw_put(ds_txn_t *txn, int db, const void *key, size_t klen,
+    const void *val, size_t vlen, ds_err_t *err);
+int ds_raw_del(ds_txn_t *txn, int db, const void *key, size_t klen,
+    ds_err_t *err);
+int ds_name_key_ok(int db, const char *name, size_t len, size_t max,
+    ds_err_t *err);
+int ds_need_write(ds_txn_t *txn, const char *what, ds_err_t *err);
+/* the uid sequence in meta */
+int ds_seq_load(ds_txn_t *txn, uint64_t *seq, ds_err_t *err);
+int ds_seq_store(ds_txn_t *txn, uint64_t seq, ds_err_t *err);
+
+
+#endif /* DS_STATE_IMPL_H */
