@@ -90,14 +90,14 @@ ngx_http_dstack_token(ngx_http_request_t *r, const ds_token_t **tok,
 
     rc = ngx_http_dstack_state_token(hash, tok, &err);
 
-    if (rc == DS_NOTFOUND || (rc == DS_OK
+    if (rc == NGX_DECLINED || (rc == NGX_OK
         && !ds_ct_equal((*tok)->hash, hash, DS_TOKEN_HASH_LEN)))
     {
         ngx_str_set(reason, "invalid token");
         return NGX_HTTP_UNAUTHORIZED;
     }
 
-    if (rc != DS_OK) {
+    if (rc != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "dstack token record: %s", err.msg);
         ngx_str_set(reason, "invalid token");

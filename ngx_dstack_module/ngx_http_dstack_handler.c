@@ -100,10 +100,10 @@ ngx_http_dstack_serve(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
 
     rc = ngx_http_dstack_state_service(name->data, name->len, &view, &err);
 
-    if (rc != DS_OK) {
+    if (rc != NGX_OK) {
         ngx_http_dstack_state_end();
 
-        if (rc != DS_NOTFOUND) {
+        if (rc != NGX_DECLINED) {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           "dstack service \"%V\": %s", name, err.msg);
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -163,10 +163,10 @@ ngx_http_dstack_repick(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
     rc = ngx_http_dstack_state_service(ctx->service.data, ctx->service.len,
                                        &view, &err);
 
-    if (rc == DS_OK) {
+    if (rc == NGX_OK) {
         rc = ngx_http_dstack_take_replicas(r, ctx, view);
 
-    } else if (rc == DS_NOTFOUND) {
+    } else if (rc == NGX_DECLINED) {
         ngx_http_dstack_state_end();
         ngx_str_set(&reason, "service was removed while the request waited");
         return ngx_http_dstack_refuse(r, ctx, NGX_HTTP_NOT_FOUND, &reason, 0);

@@ -228,8 +228,9 @@ void ngx_http_dstack_state_exit_worker(ngx_cycle_t *cycle);
  * The access phase: peek() learns which commit is the newest (NGX_OK, or
  * NGX_DECLINED when the state is unavailable; the reason is logged at
  * most once per watch interval), then service() and token() answer from
- * the worker's cache of that commit, reading LMDB only on a miss.  What
- * they return is valid until state_end().
+ * the worker's cache of that commit, reading LMDB only on a miss: NGX_OK,
+ * NGX_DECLINED (no such record) or NGX_ERROR (err says why).  What they
+ * return is valid until state_end().
  */
 ngx_int_t ngx_http_dstack_state_peek(ngx_log_t *log);
 ngx_int_t ngx_http_dstack_state_service(u_char *name, size_t len,
