@@ -95,8 +95,6 @@ static u_char *ngx_http_dstack_stats_prom_sample(u_char *p, ngx_str_t *name,
     char *suffix, ngx_str_t *service);
 static size_t ngx_http_dstack_stats_prom_escape_len(ngx_str_t *s);
 static u_char *ngx_http_dstack_stats_prom_escape(u_char *p, ngx_str_t *s);
-static ngx_int_t ngx_http_dstack_stats_error(ngx_http_request_t *r,
-    ngx_uint_t status, ngx_str_t *message);
 
 
 static ngx_uint_t  ngx_http_dstack_stats_seconds[] = { 30, 60, 300 };
@@ -291,8 +289,8 @@ ngx_http_dstack_stats_handler(ngx_http_request_t *r)
 
     if (txn == NULL) {
         ngx_str_set(&message, "state unavailable");
-        return ngx_http_dstack_stats_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                           &message);
+        return ngx_http_dstack_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                          "unavailable", NULL, &message);
     }
 
     col.txn = txn;
@@ -310,8 +308,8 @@ ngx_http_dstack_stats_handler(ngx_http_request_t *r)
                       "dstack stats: %s", err.msg);
 
         ngx_str_set(&message, "state unavailable");
-        return ngx_http_dstack_stats_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                           &message);
+        return ngx_http_dstack_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                          "unavailable", NULL, &message);
     }
 
     out.pool = r->pool;
@@ -1049,50 +1047,3 @@ ngx_http_dstack_stats_prom_escape(u_char *p, ngx_str_t *s)
     return p;
 }
 
-
-static ngx_int_t
-ngx_http_dstack_stats_error(ngx_http_request_t *r, ngx_uint_t status,
-    ngx_str_t *message)
-{
-    size_t        len;
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
-
-    len = sizeof("{\"error\":{\"message\":\"\",\"type\":\"unavailable\"}}\n")
-          - 1 + message->len
-          + ngx_escape_json(NULL, message->data, message->len);
-
-    b = ngx_create_temp_buf(r->pool, len);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->last = ngx_cpymem(b->last, "{\"error\":{\"message\":\"",
-                         sizeof("{\"error\":{\"message\":\"") - 1);
-    b->last = (u_char *) ngx_escape_json(b->last, message->data,
-                                         message->len);
-    b->last = ngx_cpymem(b->last, "\",\"type\":\"unavailable\"}}\n",
-                         sizeof("\",\"type\":\"unavailable\"}}\n") - 1);
-
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = b->last - b->pos;
-
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_type_lowcase = NULL;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    return ngx_http_output_filter(r, &out);
-}
