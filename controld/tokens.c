@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "controld.h"
+#include "ds_bearer.h"
 
 
 /* token names: what `dstackctl token` users type */
@@ -61,21 +62,15 @@ tokens_bearer_hash(const char *authorization,
     const char  *p;
     size_t       len;
 
-    if (authorization == NULL) {
+    switch (ds_bearer_token(authorization,
+                            authorization ? strlen(authorization) : 0,
+                            &p, &len))
+    {
+    case DS_BEARER_OK:
+        break;
+    case DS_BEARER_MISSING:
         return AUTH_MISSING;
-    }
-    if (strncasecmp(authorization, "Bearer ", 7) != 0) {
-        return AUTH_INVALID;
-    }
-    p = authorization + 7;
-    while (*p == ' ') {
-        p++;
-    }
-    len = strlen(p);
-    while (len > 0 && p[len - 1] == ' ') {
-        len--;
-    }
-    if (len == 0 || len > 512) {
+    default:
         return AUTH_INVALID;
     }
 
