@@ -21,10 +21,11 @@
 #include <unistd.h>
 #include <sys/socket.h>
 
-#include "config.h"
-#include "log.h"
 #include <cjson/cJSON.h>
 
+#include "config.h"
+#include "ds_stats_names.h"
+#include "log.h"
 #include "stats.h"
 #include "util.h"
 
@@ -212,7 +213,7 @@ stats_parse(void)
     body += 4;
     json = cJSON_Parse(body);
     if (json == NULL || !cJSON_IsArray(cJSON_GetObjectItem(json,
-                                                           "services")))
+                                                           DS_STATS_SERVICES)))
     {
         cJSON_Delete(json);
         stats_fail("the answer is not the module's JSON stats");
@@ -377,7 +378,8 @@ stats_index(void)
     const cJSON  *s, *name;
     size_t        n, size, i;
 
-    n = (size_t) cJSON_GetArraySize(cJSON_GetObjectItem(st.last, "services"));
+    n = (size_t) cJSON_GetArraySize(cJSON_GetObjectItem(st.last,
+                                                        DS_STATS_SERVICES));
     for (size = 16; size < 2 * n; size *= 2) {
         /* void */
     }
@@ -389,8 +391,8 @@ stats_index(void)
         memset(st.index, 0, st.index_size * sizeof(*st.index));
     }
 
-    cJSON_ArrayForEach(s, cJSON_GetObjectItem(st.last, "services")) {
-        name = cJSON_GetObjectItem(s, "name");
+    cJSON_ArrayForEach(s, cJSON_GetObjectItem(st.last, DS_STATS_SERVICES)) {
+        name = cJSON_GetObjectItem(s, DS_STATS_NAME);
         if (!cJSON_IsString(name)) {
             continue;
         }
@@ -416,7 +418,7 @@ stats_service(const char *service)
          st.index[i] != NULL;
          i = (i + 1) & (st.index_size - 1))
     {
-        name = cJSON_GetObjectItem(st.index[i], "name");
+        name = cJSON_GetObjectItem(st.index[i], DS_STATS_NAME);
         if (strcmp(name->valuestring, service) == 0) {
             return st.index[i];
         }
@@ -437,7 +439,7 @@ stats_service_inflight(const char *service)
     if (s == NULL) {
         return 0;           /* not in state any more: nothing in flight */
     }
-    v = cJSON_GetObjectItem(s, "inflight");
+    v = cJSON_GetObjectItem(s, DS_STATS_INFLIGHT);
     return cJSON_IsNumber(v) ? (long) v->valuedouble : -1;
 }
 
@@ -454,10 +456,10 @@ stats_replica_inflight(const char *service, const char *addr)
     if (s == NULL) {
         return 0;
     }
-    cJSON_ArrayForEach(rep, cJSON_GetObjectItem(s, "replicas")) {
-        a = cJSON_GetObjectItem(rep, "addr");
+    cJSON_ArrayForEach(rep, cJSON_GetObjectItem(s, DS_STATS_REPLICAS)) {
+        a = cJSON_GetObjectItem(rep, DS_STATS_ADDR);
         if (cJSON_IsString(a) && strcmp(a->valuestring, addr) == 0) {
-            v = cJSON_GetObjectItem(rep, "inflight");
+            v = cJSON_GetObjectItem(rep, DS_STATS_INFLIGHT);
             return cJSON_IsNumber(v) ? (long) v->valuedouble : -1;
         }
     }
@@ -480,7 +482,7 @@ stats_service_arrivals(const char *service, unsigned window)
     if (s == NULL) {
         return 0;
     }
-    w = cJSON_GetObjectItem(s, "windows");
+    w = cJSON_GetObjectItem(s, DS_STATS_WINDOWS);
     cJSON_ArrayForEach(it, w) {
         len = strtol(it->string, NULL, 10);
         if (len <= 0) {
@@ -497,7 +499,7 @@ stats_service_arrivals(const char *service, unsigned window)
     if (best == NULL) {
         return -1;
     }
-    a = cJSON_GetObjectItem(best, "arrivals");
+    a = cJSON_GetObjectItem(best, DS_STATS_ARRIVALS);
     if (!cJSON_IsNumber(a)) {
         return -1;
     }
@@ -516,6 +518,7 @@ stats_service_held(const char *service)
     if (s == NULL) {
         return 0;
     }
-    v = cJSON_GetObjectItem(cJSON_GetObjectItem(s, "hold"), "held");
+    v = cJSON_GetObjectItem(cJSON_GetObjectItem(s, DS_STATS_HOLD),
+                            DS_STATS_HELD);
     return cJSON_IsNumber(v) ? (long) v->valuedouble : 0;
 }

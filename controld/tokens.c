@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "ds_bearer.h"
 #include "log.h"
 #include "store.h"
 #include "tokens.h"
@@ -67,21 +68,15 @@ tokens_bearer_hash(const char *authorization,
     const char  *p;
     size_t       len;
 
-    if (authorization == NULL) {
+    switch (ds_bearer_token(authorization,
+                            authorization ? strlen(authorization) : 0,
+                            &p, &len))
+    {
+    case DS_BEARER_OK:
+        break;
+    case DS_BEARER_MISSING:
         return AUTH_MISSING;
-    }
-    if (strncasecmp(authorization, "Bearer ", 7) != 0) {
-        return AUTH_INVALID;
-    }
-    p = authorization + 7;
-    while (*p == ' ') {
-        p++;
-    }
-    len = strlen(p);
-    while (len > 0 && p[len - 1] == ' ') {
-        len--;
-    }
-    if (len == 0 || len > 512) {
+    default:
         return AUTH_INVALID;
     }
 

@@ -6,14 +6,9 @@
  */
 
 #include "ngx_http_dstack_module.h"
+#include "ds_bearer.h"
 
 
-/* longer than any token we issue by far; bounds the hashing work */
-#define NGX_HTTP_DSTACK_TOKEN_MAX  512
-
-
-static ngx_int_t ngx_http_dstack_bearer(ngx_http_request_t *r,
-    ngx_str_t *token);
 static void ngx_http_dstack_token_hash(ngx_str_t *token, u_char *hash);
 static ngx_uint_t ngx_http_dstack_token_slot(ngx_str_t *token);
 
@@ -72,32 +67,42 @@ ngx_int_t
 ngx_http_dstack_token(ngx_http_request_t *r, const ds_token_t **tok,
     ngx_str_t *reason)
 {
-    u_char             hash[DS_TOKEN_HASH_LEN];
-    ngx_int_t          rc;
-    ngx_str_t          token;
-    ds_err_t           err;
+    u_char            hash[DS_TOKEN_HASH_LEN];
+    size_t            len;
+    ngx_int_t         rc;
+    ngx_str_t         token;
+    ds_err_t          err;
+    const char       *p;
+    ngx_table_elt_t  *h;
 
-    if (r->headers_in.authorization == NULL) {
+    h = r->headers_in.authorization;
+
+    if (h == NULL) {
         return NGX_DECLINED;
     }
 
-    if (ngx_http_dstack_bearer(r, &token) != NGX_OK) {
+    if (ds_bearer_token((const char *) h->value.data, h->value.len, &p, &len)
+        != DS_BEARER_OK)
+    {
         ngx_str_set(reason, "malformed bearer token");
         return NGX_HTTP_UNAUTHORIZED;
     }
+
+    token.data = (u_char *) p;
+    token.len = len;
 
     ngx_http_dstack_token_hash(&token, hash);
 
     rc = ngx_http_dstack_state_token(hash, tok, &err);
 
-    if (rc == DS_NOTFOUND || (rc == DS_OK
+    if (rc == NGX_DECLINED || (rc == NGX_OK
         && !ds_ct_equal((*tok)->hash, hash, DS_TOKEN_HASH_LEN)))
     {
         ngx_str_set(reason, "invalid token");
         return NGX_HTTP_UNAUTHORIZED;
     }
 
-    if (rc != DS_OK) {
+    if (rc != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "dstack token record: %s", err.msg);
         ngx_str_set(reason, "invalid token");
@@ -108,43 +113,6 @@ ngx_http_dstack_token(ngx_http_request_t *r, const ds_token_t **tok,
         ngx_str_set(reason, "token expired");
         return NGX_HTTP_UNAUTHORIZED;
     }
-
-    return NGX_OK;
-}
-
-
-/* "Authorization: Bearer <token>", scheme case-insensitive (RFC 6750) */
-static ngx_int_t
-ngx_http_dstack_bearer(ngx_http_request_t *r, ngx_str_t *token)
-{
-    u_char     *p, *last;
-    ngx_str_t  *v;
-
-    v = &r->headers_in.authorization->value;
-
-    if (v->len < sizeof("Bearer x") - 1
-        || ngx_strncasecmp(v->data, (u_char *) "Bearer ", 7) != 0)
-    {
-        return NGX_DECLINED;
-    }
-
-    p = v->data + 7;
-    last = v->data + v->len;
-
-    while (p < last && *p == ' ') {
-        p++;
-    }
-
-    while (last > p && last[-1] == ' ') {
-        last--;
-    }
-
-    if (p == last || last - p > NGX_HTTP_DSTACK_TOKEN_MAX) {
-        return NGX_DECLINED;
-    }
-
-    token->data = p;
-    token->len = last - p;
 
     return NGX_OK;
 }

@@ -58,8 +58,6 @@ static ngx_http_dstack_metrics_ctx_t *ngx_http_dstack_metrics_ctx(void);
 static ngx_http_dstack_bucket_t *ngx_http_dstack_metrics_bucket(
     ngx_http_dstack_metrics_ctx_t *mctx, ngx_http_dstack_service_metrics_t *m,
     time_t now);
-static void ngx_http_dstack_metrics_complete(ngx_http_request_t *r,
-    ngx_http_dstack_ctx_t *ctx);
 
 
 /* upper bounds of the request time histogram, in milliseconds; stats.c
@@ -462,61 +460,37 @@ ngx_http_dstack_metrics_admit(ngx_http_request_t *r,
 
     b = ngx_http_dstack_metrics_bucket(mctx, ctx->metrics, ngx_time());
     __atomic_fetch_add(&b->arrivals, 1, __ATOMIC_RELAXED);
-
-    /*
-     * An internal redirect (error_page, named locations) clears the
-     * module's request context; the context's pool cleanup
-     * (ngx_http_dstack_ctx_cleanup) keeps a reference to it, so that the
-     * log phase still completes the request and the in-flight count does
-     * not leak.
-     */
 }
 
 
-ngx_int_t
-ngx_http_dstack_log_handler(ngx_http_request_t *r)
+/* the log phase, for the request's current context (admit.c completes
+ * the ones an internal redirect lost) */
+void
+ngx_http_dstack_metrics_log(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx)
 {
-    ngx_pool_cleanup_t             *cln;
-    ngx_http_dstack_ctx_t          *ctx, *lost;
     ngx_http_dstack_bucket_t       *b;
     ngx_http_dstack_metrics_ctx_t  *mctx;
 
-    /* admitted requests, the current context and any a redirect lost */
-
-    for (cln = r->pool->cleanup; cln; cln = cln->next) {
-
-        if (cln->handler != ngx_http_dstack_ctx_cleanup) {
-            continue;
-        }
-
-        lost = cln->data;
-
-        if (lost->request == r && lost->admitted) {
-            ngx_http_dstack_metrics_complete(r, lost);
-        }
-    }
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_dstack_module);
-
-    if (ctx == NULL || ctx->metrics == NULL) {
-        return NGX_OK;
+    if (ctx->metrics == NULL) {
+        return;
     }
 
     if (ctx->admitted) {
         /* admitted without a cleanup: none could be allocated */
         ngx_http_dstack_metrics_complete(r, ctx);
-        return NGX_OK;
+        return;
     }
 
     if (!ctx->refused) {
-        return NGX_OK;
+        return;
     }
 
     ctx->refused = 0;
 
     mctx = ngx_http_dstack_metrics_ctx();
     if (mctx == NULL) {
-        return NGX_OK;
+        return;
     }
 
     __atomic_fetch_add(&ctx->metrics->requests[NGX_HTTP_DSTACK_REFUSED], 1,
@@ -525,12 +499,11 @@ ngx_http_dstack_log_handler(ngx_http_request_t *r)
     b = ngx_http_dstack_metrics_bucket(mctx, ctx->metrics, ngx_time());
     __atomic_fetch_add(&b->count[NGX_HTTP_DSTACK_REFUSED], 1,
                        __ATOMIC_RELAXED);
-
-    return NGX_OK;
 }
 
 
-static void
+/* an admitted request ends: its status class, time and in-flight */
+void
 ngx_http_dstack_metrics_complete(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx)
 {

@@ -1,7 +1,8 @@
 /*
  * ngx_http_dstack_module: directives, configuration, phase handlers,
- * variables and the worker lifecycle.  The request path itself lives in
- * handler.c; see ngx_http_dstack_module.h for the map.
+ * variables and the worker lifecycle.  The access phase starts here and
+ * goes through one of the front doors (handler.c, openai.c) into
+ * admission (admit.c); see ngx_http_dstack_module.h for the map.
  */
 
 #include "ngx_http_dstack_module.h"
@@ -9,6 +10,7 @@
 
 static ngx_int_t ngx_http_dstack_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_dstack_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_dstack_access_handler(ngx_http_request_t *r);
 static void *ngx_http_dstack_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_dstack_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_dstack_create_loc_conf(ngx_conf_t *cf);
@@ -228,6 +230,47 @@ ngx_http_dstack_postconfiguration(ngx_conf_t *cf)
     }
 
     return ngx_http_dstack_openai_filter_init(cf);
+}
+
+
+/*
+ * The access phase of "dstack_gateway on" and "dstack_openai on"
+ * locations.  It runs again for a request that read its body (openai.c)
+ * or waited for a replica (hold.c); the context says which.
+ */
+static ngx_int_t
+ngx_http_dstack_access_handler(ngx_http_request_t *r)
+{
+    ngx_http_dstack_ctx_t       *ctx;
+    ngx_http_dstack_loc_conf_t  *dlcf;
+
+    dlcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_module);
+
+    if ((!dlcf->gateway && !dlcf->openai) || r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_dstack_module);
+
+    if (ctx == NULL) {
+        ctx = ngx_http_dstack_ctx_create(r);
+        if (ctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+    } else if (ctx->resumed) {
+        ctx->resumed = 0;
+        return ngx_http_dstack_repick(r, ctx);
+
+    } else if (ctx->done) {
+        return NGX_DECLINED;
+    }
+
+    if (dlcf->openai) {
+        return ngx_http_dstack_openai_access(r, ctx);
+    }
+
+    return ngx_http_dstack_host_access(r, ctx, &dlcf->domain);
 }
 
 

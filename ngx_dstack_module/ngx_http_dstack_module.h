@@ -1,17 +1,28 @@
 /*
  * ngx_http_dstack_module: the gateway data plane.
  *
- * Request flow (a location with "dstack_gateway on"):
+ * Request flow (a location with "dstack_gateway on" or "dstack_openai
+ * on"):
  *
- *   access phase   ngx_http_dstack_handler.c: Host -> service (the
- *                  worker's cache of the newest LMDB commit, state.c),
- *                  bearer auth (auth.c), rate limits (limit.c), a
- *                  reference to the service's ready replicas
+ *   access phase   module.c hands the request to a front door: the Host
+ *                  (handler.c) or the model endpoint's "model" (openai.c)
+ *                  names the service; admission (admit.c) looks it up in
+ *                  the worker's cache of the newest LMDB commit
+ *                  (state.c), checks bearer auth (auth.c) and rate limits
+ *                  (limit.c), and takes a reference to the service's
+ *                  ready replicas, or holds the request until one is
+ *                  ready (hold.c); refusals are answered by reply.c
  *   content        stock proxy_pass to an upstream whose balancer is
  *                  "dstack_balancer" (balancer.c): least in-flight across
  *                  workers, ties round-robin, another replica on a failed
  *                  connect
- *   log phase      metrics.c: status class, request time, in-flight
+ *   log phase      admit.c, metrics.c: status class, request time,
+ *                  in-flight
+ *
+ * Files call downwards only, never back: module.c; the front doors
+ * handler.c and openai.c; admit.c; what admission uses (auth.c, limit.c,
+ * ssl.c, hold.c); then state.c, metrics.c and reply.c, which call
+ * nothing above them.
  *
  * A request reads LMDB only when a commit happened since the worker last
  * read the records it needs; what it keeps is in r->pool or referenced.
@@ -126,14 +137,16 @@ typedef struct {
 /* ---- per request ------------------------------------------------------- */
 
 /*
- * Everything below lives in r->pool, and a request's pool is small
- * (request_pool_size, 4k by default): nginx itself fills most of it, and
- * a request that spills into one more block costs a malloc and a free.
- * Keep these compact; the balancer's state lives in the context.
+ * The context and what hangs off it live in r->pool, and a request's
+ * pool is small (request_pool_size, 4k by default): nginx itself fills
+ * most of it, and a request that spills into one more block costs a
+ * malloc and a free.  Keep these compact; the balancer's state lives in
+ * the context.  The ready replicas are not in the pool: the request
+ * holds a reference to the worker's copy (peers_t below).
  */
 
-/* a ready replica, copied out of LMDB into r->pool; its sockaddr is
- * built only when the balancer picks it */
+/* a ready replica, copied out of LMDB by the worker's cache (state.c);
+ * its sockaddr is built only when the balancer picks it */
 typedef struct {
     ngx_http_dstack_replica_metrics_t *metrics; /* NULL: slot over capacity */
     uint8_t                     addr[16];       /* network order */
@@ -228,8 +241,9 @@ void ngx_http_dstack_state_exit_worker(ngx_cycle_t *cycle);
  * The access phase: peek() learns which commit is the newest (NGX_OK, or
  * NGX_DECLINED when the state is unavailable; the reason is logged at
  * most once per watch interval), then service() and token() answer from
- * the worker's cache of that commit, reading LMDB only on a miss.  What
- * they return is valid until state_end().
+ * the worker's cache of that commit, reading LMDB only on a miss: NGX_OK,
+ * NGX_DECLINED (no such record) or NGX_ERROR (err says why).  What they
+ * return is valid until state_end().
  */
 ngx_int_t ngx_http_dstack_state_peek(ngx_log_t *log);
 ngx_int_t ngx_http_dstack_state_service(u_char *name, size_t len,
@@ -245,20 +259,49 @@ void ngx_http_dstack_peers_unref(ngx_http_dstack_peers_t *peers);
 ds_txn_t *ngx_http_dstack_state_begin(ngx_log_t *log);
 void ngx_http_dstack_state_end(void);
 
-/* handler.c */
-ngx_int_t ngx_http_dstack_access_handler(ngx_http_request_t *r);
+/* module.c registers the access phase handler; it goes on through one
+ * of the front doors, which hand the service they found to admission */
+
+/* handler.c: the Host front door ("dstack_gateway on") */
+ngx_int_t ngx_http_dstack_host_access(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx, ngx_str_t *domain);
+
+/* openai.c: the model endpoint ("dstack_openai on") */
+ngx_int_t ngx_http_dstack_openai_access(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx);
+ngx_int_t ngx_http_dstack_openai_filter_init(ngx_conf_t *cf);
+
+/* admit.c: admission */
+/* the request's context, with its pool cleanup; NULL: out of memory */
+ngx_http_dstack_ctx_t *ngx_http_dstack_ctx_create(ngx_http_request_t *r);
 /* serve the service `name` (auth, limits, replicas), after peek() or
  * begin(); calls state_end() */
 ngx_int_t ngx_http_dstack_serve(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx, ngx_str_t *name);
+/* the replicas again, for a request that was held */
+ngx_int_t ngx_http_dstack_repick(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx);
 /* the request context's pool cleanup: in-flight counts, the hold queue,
  * the replicas' reference; the log phase finds contexts by it */
 void ngx_http_dstack_ctx_cleanup(void *data);
-/* answer with a JSON error and finalize; returns NGX_DONE */
+ngx_int_t ngx_http_dstack_log_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_dstack_body_filter_init(ngx_conf_t *cf);
+
+/* reply.c: the gateway's own answers; calls nothing of the module */
+/* answer with a JSON error whose type follows the status and finalize;
+ * returns NGX_DONE */
 ngx_int_t ngx_http_dstack_refuse(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx, ngx_uint_t status, ngx_str_t *reason,
     time_t retry_after);
-/* {"error":{"message","type","param":null,"code"}}, OpenAI's shape */
+/* 503, "gateway state is unavailable", Retry-After: 1 */
+ngx_int_t ngx_http_dstack_refuse_unavailable(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx);
+/* the same with the type and code given; returns NGX_DONE */
+ngx_int_t ngx_http_dstack_fail(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx, ngx_uint_t status, const char *type,
+    const char *code, ngx_str_t *message);
+/* {"error":{"message","type","param":null,"code"}}, OpenAI's shape, the
+ * one every error of the module has */
 ngx_int_t ngx_http_dstack_send_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *type, const char *code,
     ngx_str_t *message);
@@ -266,7 +309,6 @@ ngx_int_t ngx_http_dstack_send_json(ngx_http_request_t *r,
     ngx_uint_t status, ngx_chain_t *body);
 ngx_int_t ngx_http_dstack_add_header(ngx_http_request_t *r,
     const char *key, ngx_str_t *value);
-ngx_int_t ngx_http_dstack_body_filter_init(ngx_conf_t *cf);
 /* case-insensitive lookup in the request's or the response's headers */
 ngx_table_elt_t *ngx_http_dstack_find_header(ngx_http_request_t *r,
     const char *name);
@@ -280,11 +322,6 @@ ngx_int_t ngx_http_dstack_auth(ngx_http_request_t *r,
  * NGX_DECLINED (no Authorization header) or 401 */
 ngx_int_t ngx_http_dstack_token(ngx_http_request_t *r,
     const ds_token_t **tok, ngx_str_t *reason);
-
-/* openai.c: the OpenAI-compatible endpoint ("dstack_openai on") */
-ngx_int_t ngx_http_dstack_openai_access(ngx_http_request_t *r,
-    ngx_http_dstack_ctx_t *ctx);
-ngx_int_t ngx_http_dstack_openai_filter_init(ngx_conf_t *cf);
 
 /* limit.c */
 ngx_int_t ngx_http_dstack_limit_zone_init(ngx_conf_t *cf,
@@ -305,7 +342,13 @@ void ngx_http_dstack_metrics_admit(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx);
 /* the log phase did not run for an admitted request: release in-flight */
 void ngx_http_dstack_metrics_release(ngx_http_dstack_ctx_t *ctx);
-ngx_int_t ngx_http_dstack_log_handler(ngx_http_request_t *r);
+/* an admitted request completes: its status class, time, in-flight */
+void ngx_http_dstack_metrics_complete(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx);
+/* the log phase of the request's context: completes it when admitted,
+ * counts it when refused */
+void ngx_http_dstack_metrics_log(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx);
 /* sums of a service's buckets over the last `seconds` (<= WINDOW) */
 void ngx_http_dstack_metrics_window(ngx_http_dstack_service_metrics_t *m,
     time_t now, ngx_uint_t seconds, uint64_t sums[NGX_HTTP_DSTACK_CLASSES]);
@@ -326,10 +369,6 @@ ngx_int_t ngx_http_dstack_hold(ngx_http_request_t *r,
 ngx_int_t ngx_http_dstack_hold_init_worker(ngx_cycle_t *cycle);
 /* the request ended while it waited: out of the queue */
 void ngx_http_dstack_hold_release(ngx_http_dstack_ctx_t *ctx);
-
-/* handler.c: the replicas again, for a request that was held */
-ngx_int_t ngx_http_dstack_repick(ngx_http_request_t *r,
-    ngx_http_dstack_ctx_t *ctx);
 
 /* ssl.c: certificates from state ("dstack_ssl"); NGX_DECLINED, or the
  * 308 to answer a plain request of an https service with */

@@ -261,8 +261,9 @@ ngx_http_dstack_openai_body_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_dstack_openai_route(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
 {
+    int          found;
     ngx_int_t    rc;
-    ngx_str_t    body, model, service, reason;
+    ngx_str_t    body, model, service;
     ds_err_t     err;
     ds_txn_t    *txn;
     ds_model_t   m;
@@ -290,17 +291,15 @@ ngx_http_dstack_openai_route(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
 
     txn = ngx_http_dstack_state_begin(r->connection->log);
     if (txn == NULL) {
-        ngx_str_set(&reason, "gateway state is unavailable");
-        return ngx_http_dstack_refuse(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                      &reason, 1);
+        return ngx_http_dstack_refuse_unavailable(r, ctx);
     }
 
-    rc = ds_get_model(txn, (char *) model.data, model.len, &m, &err);
+    found = ds_get_model(txn, (char *) model.data, model.len, &m, &err);
 
-    if (rc != DS_OK) {
+    if (found != DS_OK) {
         ngx_http_dstack_state_end();
 
-        if (rc != DS_NOTFOUND) {
+        if (found != DS_NOTFOUND) {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           "dstack model \"%V\": %s", &model, err.msg);
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -491,9 +490,7 @@ ngx_http_dstack_openai_models(ngx_http_request_t *r,
 
     txn = ngx_http_dstack_state_begin(r->connection->log);
     if (txn == NULL) {
-        ngx_str_set(&reason, "gateway state is unavailable");
-        return ngx_http_dstack_refuse(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                      &reason, 1);
+        return ngx_http_dstack_refuse_unavailable(r, ctx);
     }
 
     ngx_memzero(&mc, sizeof(mc));
@@ -690,7 +687,6 @@ ngx_http_dstack_openai_fail(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
 {
     u_char     *p;
     va_list     args;
-    ngx_int_t   rc;
     ngx_str_t   msg;
 
     p = ngx_pnalloc(r->pool, NGX_MAX_ERROR_STR);
@@ -703,15 +699,7 @@ ngx_http_dstack_openai_fail(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
     va_end(args);
     msg.data = p;
 
-    if (!ctx->admitted) {
-        ctx->refused = 1;
-    }
-
-    rc = ngx_http_dstack_send_error(r, status, type, code, &msg);
-
-    ngx_http_finalize_request(r, rc);
-
-    return NGX_DONE;
+    return ngx_http_dstack_fail(r, ctx, status, type, code, &msg);
 }
 
 

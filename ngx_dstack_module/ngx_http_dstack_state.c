@@ -245,8 +245,8 @@ ngx_http_dstack_state_renew(ngx_http_dstack_state_t *st, ds_err_t *err)
 
 /*
  * The service `name` as the access phase uses it, from the cache when
- * this snapshot already read it.  DS_OK, DS_NOTFOUND or DS_ERROR (err
- * set).
+ * this snapshot already read it.  NGX_OK, NGX_DECLINED (no such service)
+ * or NGX_ERROR (err set); the DS_* codes of the cache stay in this file.
  */
 ngx_int_t
 ngx_http_dstack_state_service(u_char *name, size_t len,
@@ -257,7 +257,7 @@ ngx_http_dstack_state_service(u_char *name, size_t len,
     ngx_http_dstack_cached_service_t  *e, **slot;
 
     if (len == 0 || len > DS_NAME_MAX) {
-        return DS_NOTFOUND;
+        return NGX_DECLINED;
     }
 
     slot = &st->services[ngx_hash_key(name, len) & st->service_mask];
@@ -274,17 +274,17 @@ ngx_http_dstack_state_service(u_char *name, size_t len,
     {
         rc = ngx_http_dstack_state_fill_service(st, e, name, len, err);
         if (rc != DS_OK) {
-            return rc;
+            return NGX_ERROR;
         }
     }
 
     if (e->rc != DS_OK) {
-        return e->rc;
+        return NGX_DECLINED;
     }
 
     *svc = &e->view;
 
-    return DS_OK;
+    return NGX_OK;
 }
 
 
@@ -292,6 +292,7 @@ ngx_http_dstack_state_service(u_char *name, size_t len,
  * A slot used for the first time: the service is read into the scratch
  * entry, and gets an entry of its own only when it exists, so that
  * requests for names that are no service (scanners) allocate nothing.
+ * The codes of ngx_http_dstack_state_service().
  */
 static ngx_int_t
 ngx_http_dstack_state_first_service(ngx_http_dstack_state_t *st,
@@ -303,18 +304,18 @@ ngx_http_dstack_state_first_service(ngx_http_dstack_state_t *st,
 
     rc = ngx_http_dstack_state_fill_service(st, e, name, len, err);
     if (rc != DS_OK) {
-        return rc;
+        return NGX_ERROR;
     }
 
     if (e->rc != DS_OK) {
-        return e->rc;
+        return NGX_DECLINED;
     }
 
     *slot = ngx_alloc(sizeof(ngx_http_dstack_cached_service_t),
                       ngx_cycle->log);
     if (*slot == NULL) {
         *svc = &e->view;    /* valid until the next first use */
-        return DS_OK;
+        return NGX_OK;
     }
 
     /* the entry, its buffers and its replicas move to the slot */
@@ -323,7 +324,7 @@ ngx_http_dstack_state_first_service(ngx_http_dstack_state_t *st,
 
     *svc = &(*slot)->view;
 
-    return DS_OK;
+    return NGX_OK;
 }
 
 
@@ -466,7 +467,8 @@ ngx_http_dstack_peers_unref(ngx_http_dstack_peers_t *peers)
 }
 
 
-/* the token record of a SHA-256, from the cache likewise */
+/* the token record of a SHA-256, from the cache likewise; the same
+ * codes */
 ngx_int_t
 ngx_http_dstack_state_token(const u_char *hash, const ds_token_t **tok,
     ds_err_t *err)
@@ -486,12 +488,12 @@ ngx_http_dstack_state_token(const u_char *hash, const ds_token_t **tok,
         e->snapshot = 0;
 
         if (ngx_http_dstack_state_renew(st, err) != DS_OK) {
-            return DS_ERROR;
+            return NGX_ERROR;
         }
 
         rc = ds_copy_token(st->txn, hash, &e->tok, &e->record, err);
         if (rc != DS_OK && rc != DS_NOTFOUND) {
-            return rc;
+            return NGX_ERROR;
         }
 
         e->rc = rc;
@@ -500,12 +502,12 @@ ngx_http_dstack_state_token(const u_char *hash, const ds_token_t **tok,
     }
 
     if (e->rc != DS_OK) {
-        return e->rc;
+        return NGX_DECLINED;
     }
 
     *tok = &e->tok;
 
-    return DS_OK;
+    return NGX_OK;
 }
 
 

@@ -10,6 +10,7 @@
  */
 
 #include "ngx_http_dstack_module.h"
+#include "ds_stats_names.h"
 
 
 #define NGX_HTTP_DSTACK_STATS_BUF       16384
@@ -95,19 +96,17 @@ static u_char *ngx_http_dstack_stats_prom_sample(u_char *p, ngx_str_t *name,
     char *suffix, ngx_str_t *service);
 static size_t ngx_http_dstack_stats_prom_escape_len(ngx_str_t *s);
 static u_char *ngx_http_dstack_stats_prom_escape(u_char *p, ngx_str_t *s);
-static ngx_int_t ngx_http_dstack_stats_error(ngx_http_request_t *r,
-    ngx_uint_t status, ngx_str_t *message);
 
 
 static ngx_uint_t  ngx_http_dstack_stats_seconds[] = { 30, 60, 300 };
 
 static ngx_str_t  ngx_http_dstack_stats_classes[] = {
-    ngx_string("refused"),
-    ngx_string("1xx"),
-    ngx_string("2xx"),
-    ngx_string("3xx"),
-    ngx_string("4xx"),
-    ngx_string("5xx")
+    ngx_string(DS_STATS_REFUSED),
+    ngx_string(DS_STATS_1XX),
+    ngx_string(DS_STATS_2XX),
+    ngx_string(DS_STATS_3XX),
+    ngx_string(DS_STATS_4XX),
+    ngx_string(DS_STATS_5XX)
 };
 
 /* the bounds metrics.c counts with, in seconds */
@@ -291,8 +290,8 @@ ngx_http_dstack_stats_handler(ngx_http_request_t *r)
 
     if (txn == NULL) {
         ngx_str_set(&message, "state unavailable");
-        return ngx_http_dstack_stats_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                           &message);
+        return ngx_http_dstack_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                          "unavailable", NULL, &message);
     }
 
     col.txn = txn;
@@ -310,8 +309,8 @@ ngx_http_dstack_stats_handler(ngx_http_request_t *r)
                       "dstack stats: %s", err.msg);
 
         ngx_str_set(&message, "state unavailable");
-        return ngx_http_dstack_stats_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                           &message);
+        return ngx_http_dstack_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                          "unavailable", NULL, &message);
     }
 
     out.pool = r->pool;
@@ -589,8 +588,11 @@ ngx_http_dstack_stats_json(ngx_http_dstack_stats_collect_t *col,
         return NGX_ERROR;
     }
 
-    b->last = ngx_sprintf(b->last, "{\"version\":1,\"time\":%T,\"services\":[",
-                          now);
+    b->last = ngx_sprintf(b->last,
+                          "{" DS_STATS_KEY(DS_STATS_VERSION) "%d,"
+                          DS_STATS_KEY(DS_STATS_TIME) "%T,"
+                          DS_STATS_KEY(DS_STATS_SERVICES) "[",
+                          DS_STATS_FORMAT, now);
 
     services = col->services.elts;
     replicas = col->replicas.elts;
@@ -615,11 +617,14 @@ ngx_http_dstack_stats_json(ngx_http_dstack_stats_collect_t *col,
             *p++ = ',';
         }
 
-        p = ngx_cpymem(p, "{\"name\":\"", sizeof("{\"name\":\"") - 1);
+        p = ngx_cpymem(p, "{" DS_STATS_KEY(DS_STATS_NAME) "\"",
+                       sizeof("{" DS_STATS_KEY(DS_STATS_NAME) "\"") - 1);
         p = (u_char *) ngx_escape_json(p, s->name.data, s->name.len);
 
-        p = ngx_sprintf(p, "\",\"uid\":%uL,\"slot\":%uD,\"inflight\":%L,"
-                        "\"requests\":{",
+        p = ngx_sprintf(p, "\"," DS_STATS_KEY(DS_STATS_UID) "%uL,"
+                        DS_STATS_KEY(DS_STATS_SLOT) "%uD,"
+                        DS_STATS_KEY(DS_STATS_INFLIGHT) "%L,"
+                        DS_STATS_KEY(DS_STATS_REQUESTS) "{",
                         s->uid, s->slot, cnt.inflight);
 
         for (c = 0; c < NGX_HTTP_DSTACK_CLASSES; c++) {
@@ -628,10 +633,12 @@ ngx_http_dstack_stats_json(ngx_http_dstack_stats_collect_t *col,
                             cnt.requests[c]);
         }
 
-        p = ngx_cpymem(p, "},\"windows\":{", sizeof("},\"windows\":{") - 1);
+        p = ngx_cpymem(p, "}," DS_STATS_KEY(DS_STATS_WINDOWS) "{",
+                       sizeof("}," DS_STATS_KEY(DS_STATS_WINDOWS) "{") - 1);
 
         for (w = 0; w < NGX_HTTP_DSTACK_STATS_NWINDOWS; w++) {
-            p = ngx_sprintf(p, "%s\"%ui\":{\"arrivals\":%uL", w ? "," : "",
+            p = ngx_sprintf(p, "%s\"%ui\":{" DS_STATS_KEY(DS_STATS_ARRIVALS)
+                            "%uL", w ? "," : "",
                             ngx_http_dstack_stats_seconds[w],
                             cnt.arrivals[w]);
 
@@ -644,14 +651,23 @@ ngx_http_dstack_stats_json(ngx_http_dstack_stats_collect_t *col,
             *p++ = '}';
         }
 
-        p = ngx_sprintf(p, "},\"request_time_ms_sum\":%uL,"
-                        "\"hold\":{\"held\":%L,\"total\":%uL,"
-                        "\"ms_sum\":%uL,\"timeouts\":%uL,\"rejected\":%uL,"
-                        "\"cold_starts\":%uL,\"cold_start_ms_sum\":%uL},"
-                        "\"model\":{\"requests\":%uL,\"errors\":%uL,"
-                        "\"ttfb_ms_sum\":%uL,\"prompt_tokens\":%uL,"
-                        "\"completion_tokens\":%uL},"
-                        "\"replicas\":[",
+        p = ngx_sprintf(p, "}," DS_STATS_KEY(DS_STATS_REQUEST_TIME_MS_SUM)
+                        "%uL,"
+                        DS_STATS_KEY(DS_STATS_HOLD) "{"
+                        DS_STATS_KEY(DS_STATS_HELD) "%L,"
+                        DS_STATS_KEY(DS_STATS_HELD_TOTAL) "%uL,"
+                        DS_STATS_KEY(DS_STATS_HELD_MS_SUM) "%uL,"
+                        DS_STATS_KEY(DS_STATS_HOLD_TIMEOUTS) "%uL,"
+                        DS_STATS_KEY(DS_STATS_HOLD_REJECTED) "%uL,"
+                        DS_STATS_KEY(DS_STATS_COLD_STARTS) "%uL,"
+                        DS_STATS_KEY(DS_STATS_COLD_START_MS_SUM) "%uL},"
+                        DS_STATS_KEY(DS_STATS_MODEL) "{"
+                        DS_STATS_KEY(DS_STATS_MODEL_REQUESTS) "%uL,"
+                        DS_STATS_KEY(DS_STATS_MODEL_ERRORS) "%uL,"
+                        DS_STATS_KEY(DS_STATS_TTFB_MS_SUM) "%uL,"
+                        DS_STATS_KEY(DS_STATS_PROMPT_TOKENS) "%uL,"
+                        DS_STATS_KEY(DS_STATS_COMPLETION_TOKENS) "%uL},"
+                        DS_STATS_KEY(DS_STATS_REPLICAS) "[",
                         cnt.time_ms_sum, cnt.held, cnt.held_total,
                         cnt.held_ms_sum, cnt.hold_timeouts, cnt.hold_rejected,
                         cnt.cold_starts, cnt.cold_start_ms_sum,
@@ -692,14 +708,21 @@ ngx_http_dstack_stats_json(ngx_http_dstack_stats_collect_t *col,
 
             p = b->last;
 
-            p = ngx_cpymem(p, j ? ",{\"addr\":\"" : "{\"addr\":\"",
-                           j ? sizeof(",{\"addr\":\"") - 1
-                             : sizeof("{\"addr\":\"") - 1);
+            if (j) {
+                *p++ = ',';
+            }
+
+            p = ngx_cpymem(p, "{" DS_STATS_KEY(DS_STATS_ADDR) "\"",
+                           sizeof("{" DS_STATS_KEY(DS_STATS_ADDR) "\"") - 1);
             p = (u_char *) ngx_escape_json(p, sr->addr.data, sr->addr.len);
 
-            p = ngx_sprintf(p, "\",\"uid\":%uL,\"slot\":%uD,\"state\":\"%s\","
-                            "\"version\":%uD,\"inflight\":%L,"
-                            "\"requests\":%uL,\"failures\":%uL}",
+            p = ngx_sprintf(p, "\"," DS_STATS_KEY(DS_STATS_UID) "%uL,"
+                            DS_STATS_KEY(DS_STATS_SLOT) "%uD,"
+                            DS_STATS_KEY(DS_STATS_STATE) "\"%s\","
+                            DS_STATS_KEY(DS_STATS_REPLICA_VERSION) "%uD,"
+                            DS_STATS_KEY(DS_STATS_INFLIGHT) "%L,"
+                            DS_STATS_KEY(DS_STATS_REPLICA_REQUESTS) "%uL,"
+                            DS_STATS_KEY(DS_STATS_FAILURES) "%uL}",
                             sr->uid, sr->slot, state, sr->version,
                             inflight > 0 ? inflight : (int64_t) 0,
                             __atomic_load_n(&rm->requests, __ATOMIC_RELAXED),
@@ -1049,50 +1072,3 @@ ngx_http_dstack_stats_prom_escape(u_char *p, ngx_str_t *s)
     return p;
 }
 
-
-static ngx_int_t
-ngx_http_dstack_stats_error(ngx_http_request_t *r, ngx_uint_t status,
-    ngx_str_t *message)
-{
-    size_t        len;
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
-
-    len = sizeof("{\"error\":{\"message\":\"\",\"type\":\"unavailable\"}}\n")
-          - 1 + message->len
-          + ngx_escape_json(NULL, message->data, message->len);
-
-    b = ngx_create_temp_buf(r->pool, len);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->last = ngx_cpymem(b->last, "{\"error\":{\"message\":\"",
-                         sizeof("{\"error\":{\"message\":\"") - 1);
-    b->last = (u_char *) ngx_escape_json(b->last, message->data,
-                                         message->len);
-    b->last = ngx_cpymem(b->last, "\",\"type\":\"unavailable\"}}\n",
-                         sizeof("\",\"type\":\"unavailable\"}}\n") - 1);
-
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = b->last - b->pos;
-
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_type_lowcase = NULL;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    return ngx_http_output_filter(r, &out);
-}

@@ -109,6 +109,15 @@ my %seen_w = map { ($_->{headers}{'x-ds-worker'} // '?') => 1 } @res;
 note 'workers that answered 503: ' . join ', ', sort keys %seen_w;
 @res = map { $t->get('nosuch', '/', timeout => 3) } 1 .. 5;
 is(tally(@res), 'status 503=5', 'every service: 503 (the state is unknown)');
+# the stats location answers in the same JSON error shape as the gateway
+$r = $t->request('GET', '/stats', host => '127.0.0.1',
+    port => $t->stats_port, timeout => 3);
+is($r->{status}, 503, 'stats: 503 while the state is gone');
+is_deeply(ref $r->{json} && [sort keys %{ $r->{json}{error} || {} }],
+    [qw(code message param type)], 'stats: the one JSON error shape')
+    or diag $r->{body};
+is(ref $r->{json} && $r->{json}{error}{type}, 'unavailable',
+    'stats: error type unavailable');
 
 sleep 0.5;      # a few more watch intervals
 my @err = grep { /\[error\]/ && /\Q$state\E/ }
