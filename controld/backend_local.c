@@ -602,17 +602,10 @@ static void
 release_child(const char *netns, int net, const char *work, const char *bin)
 {
     sigset_t  all;
-    int       null;
 
     sigemptyset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
-    null = open("/dev/null", O_RDWR);
-    if (null >= 0) {
-        dup2(null, 0);
-        dup2(null, 1);
-        dup2(null, 2);
-    }
-    close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+    child_stdio(-1);
 
     if (netns != NULL) {
         netns_destroy(netns, net);

@@ -110,10 +110,30 @@ child_run(char *const argv[], const char *input)
 
 
 void
+child_stdio(int out_fd)
+{
+    int  fd;
+
+    fd = open("/dev/null", out_fd < 0 ? O_RDWR : O_RDONLY);
+    if (fd >= 0) {
+        dup2(fd, 0);
+    }
+    if (out_fd < 0) {
+        out_fd = fd;
+    }
+    if (out_fd >= 0) {
+        dup2(out_fd, 1);
+        dup2(out_fd, 2);
+    }
+    /* everything else controld holds (LMDB, the API socket) stays out */
+    close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+}
+
+
+void
 child_begin(int pipe_fd, int log_fd)
 {
     sigset_t  all;
-    int       fd;
 
     child_pipe = pipe_fd;
 
@@ -127,14 +147,7 @@ child_begin(int pipe_fd, int log_fd)
     signal(SIGHUP, SIG_DFL);
     signal(SIGCHLD, SIG_DFL);
 
-    fd = open("/dev/null", O_RDONLY);
-    if (fd >= 0) {
-        dup2(fd, 0);
-    }
-    dup2(log_fd, 1);
-    dup2(log_fd, 2);
-    /* everything else controld holds (LMDB, the API socket) stays out */
-    close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+    child_stdio(log_fd);
 }
 
 

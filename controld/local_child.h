@@ -26,6 +26,9 @@ struct child_args {
 /* right after fork: a session of its own, default signals, output to
  * log_fd; setup errors go to pipe_fd (close-on-exec) */
 void child_begin(int pipe_fd, int log_fd);
+/* stdin from /dev/null, stdout and stderr to out_fd (-1: /dev/null);
+ * no other descriptor of controld's passes an exec */
+void child_stdio(int out_fd);
 /* the working directory, the code, the user, the environment, and the
  * exec of the commands; never returns */
 void child_exec(const struct child_args *a)
