@@ -133,6 +133,13 @@ $(B)/t/test_lifecycle $(B)/t/test_rundoc: $(B)/t/test_%: t/unit/test_%.c \
 	$(CC) $(DS_CFLAGS) -Icontrold $< $(CONTROLD_UNIT_SRCS) \
 	    $(B)/libdscommon.a -o $@ $(DS_LDFLAGS) -lcmocka $(COMMON_LIBS)
 
+# offers.c is the daemon's pure matching: its test links it alone
+$(B)/t/test_offers: t/unit/test_offers.c controld/offers.c controld/offers.h \
+    $(B)/libdscommon.a
+	@mkdir -p $(@D)
+	$(CC) $(DS_CFLAGS) -Icontrold $< controld/offers.c $(B)/libdscommon.a \
+	    -o $@ $(DS_LDFLAGS) -lcmocka $(COMMON_LIBS)
+
 FUZZ_FLAGS := -std=gnu11 -g -O1 -Icommon -fsanitize=fuzzer,address,undefined
 $(B)/fuzz/%: t/fuzz/%.c $(COMMON_SRCS) $(COMMON_HDRS)
 	@mkdir -p $(@D)
