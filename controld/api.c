@@ -1484,10 +1484,10 @@ api_main(const char *who, int foreground, int level)
     api_daemon = MHD_start_daemon(
         MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
         0, NULL, NULL, api_handler, NULL,
+        MHD_OPTION_EXTERNAL_LOGGER, api_mhd_log, NULL,
         MHD_OPTION_LISTEN_SOCKET, PS_API_LISTEN_FD,
         MHD_OPTION_NOTIFY_COMPLETED, api_completed, NULL,
         MHD_OPTION_UNESCAPE_CALLBACK, api_unescape, NULL,
-        MHD_OPTION_EXTERNAL_LOGGER, api_mhd_log, NULL,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned) 256,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 300,
         MHD_OPTION_END);
