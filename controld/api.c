@@ -1352,9 +1352,13 @@ api_from_parent(const struct ps_msg *m)
 
     q = api_waiting(m->id);
     if (q == NULL) {
-        log_warnx("privsep: an answer (type %u) to no question (%u)",
-                  m->type, m->id);
-        return -1;
+        /* its connection is gone (only while the process ends) */
+        log_debug("api: an answer (type %u) to no question (%u)", m->type,
+                  m->id);
+        if (m->fd >= 0) {
+            close(m->fd);
+        }
+        return 0;
     }
 
     switch (m->type) {

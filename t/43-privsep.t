@@ -90,7 +90,7 @@ if ($root) {
     is((stat "$state/code")[2] & 07777, 0700, 'mode 0700 still');
 }
 
-# ---- what it holds -----------------------------------------------------------
+# ---- what it holds ---------------------------------------------------------
 
 my @fds;
 opendir(my $fdd, "/proc/$api/fd") or die "/proc/$api/fd: $!";
@@ -102,7 +102,8 @@ my @files = grep { m{ -> /} && !/^[012] / } @fds;
 is_deeply(\@files, [], 'no file open but stdio (no LMDB, no key, no log)')
     or diag join "\n", @fds;
 is(scalar(grep { / -> socket:/ } @fds), 2,
-    'two sockets: the listening one and the socketpair') or diag join "\n", @fds;
+    'two sockets: the listening one and the socketpair')
+    or diag join "\n", @fds;
 my $maps = DsTest::_slurp("/proc/$api/maps");
 unlike($maps, qr/\.mdb\b/, 'no LMDB map (it was exec\'d, not just forked)');
 like(DsTest::_slurp("/proc/" . $s->pid . "/maps"), qr/data\.mdb/,
@@ -115,7 +116,8 @@ SKIP: {
         : -x '/sbin/runuser' ? '/sbin/runuser' : undef;
     skip 'runuser(1) is not installed', 4 unless $runuser;
     my @keys = glob("$state/tls/*.key");
-    ok(scalar @keys, 'the CA has its keys: ' . join(' ', map { s{.*/}{}r } @keys));
+    ok(scalar @keys,
+        'the CA has its keys: ' . join(' ', map { s{.*/}{}r } @keys));
     my $as = sub {
         my $code = shift;
         return system($runuser, '-u', 'nobody', '--', 'perl', '-e', $code,
@@ -129,7 +131,7 @@ SKIP: {
     is($as->($open, '<', "$state/data.mdb"), 1, 'nor read the state');
 }
 
-# ---- it works through the separation ------------------------------------------
+# ---- it works through the separation -------------------------------------
 
 my $code = $s->upload($s->app_files);
 ok(-f "$state/code/$code.tar.gz", 'an upload is written by the API process');
@@ -168,7 +170,7 @@ is($s->api('GET', '/api/health', token => 'dst_nope')->{status}, 401,
     close $sock;
 }
 
-# ---- the API process dies: another one --------------------------------------------
+# ---- the API process dies: another one -----------------------------------
 
 kill 'KILL', $api;
 my $new;
@@ -188,7 +190,7 @@ if ($root) {
         'the new one is nobody too');
 }
 
-# ---- controld stops, or dies: the API process goes too ------------------------------
+# ---- controld stops, or dies: the API process goes too -------------------
 
 is($s->stop('sep', abort => 1)->{status}, 200, 'the run is stopped');
 ok($s->wait_run('sep', sub { $_[0]{status} eq 'terminated' }),
