@@ -27,7 +27,6 @@
 
 #include "log.h"
 #include "privsep.h"
-#include "util.h"
 
 
 /* read at most this much in one ps_read(): the loop stays responsive */
