@@ -1,16 +1,27 @@
 /*
- * The JSON API (controld/API.md) on a unix socket, with libmicrohttpd.
+ * The API process: the JSON API (controld/API.md) on a unix socket, with
+ * libmicrohttpd, unprivileged.
  *
- * MHD runs without a thread of its own: its epoll descriptor sits in the
- * main loop's poll set and MHD_run() is called from there, so handlers run
- * on the loop's thread and may touch runs and LMDB directly.  Handlers
- * never block: an apply answers once the run is recorded and the
- * reconciler does the rest; log streams suspend their connection while no
- * bytes are new, and the tick resumes them.
+ * This is everything of controld that reads input from the network:
+ * HTTP, bodies and their limits, JSON, routes, parameters, bearer tokens
+ * (hashed here; only the hash leaves), code uploads and log streams.  It
+ * runs as its own process, exec'd by the root parent (api_parent.c) with
+ * the listening socket, its end of a socketpair and nothing else, as an
+ * unprivileged user, in the code directory: it cannot open the state,
+ * the keys or the replicas' files, and cannot start a process as root.
+ * What it needs from the parent it asks in messages (privsep.h): is this
+ * token an admin's, do this (plan, apply, stop, tokens...) and give me
+ * the answer, give me this replica's log.
  *
- * Every request is authenticated before its body is read: a request
- * without an admin token gets its answer at once and its body is never
- * looked at.
+ * One thread: poll() over MHD's epoll descriptor and the socketpair.
+ * Handlers never block: a request waiting for the parent is suspended
+ * and resumed when the answer comes; log streams suspend their
+ * connection while no bytes are new, and the tick resumes them.
+ *
+ * Every request is authenticated before its body is read: the first call
+ * of the handler asks the parent about the token and suspends; a request
+ * without an admin token gets its answer then, and its body is never
+ * looked at.  The parent checks the token again with every request.
  */
 
 #define _GNU_SOURCE
@@ -19,27 +30,25 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 
 #include <microhttpd.h>
+#include <cjson/cJSON.h>
 #include <openssl/evp.h>
 
-#include "actions.h"
 #include "api.h"
-#include "backend.h"
-#include "config.h"
 #include "log.h"
-#include "run.h"
-#include "store.h"
+#include "privsep.h"
 #include "tokens.h"
 #include "util.h"
-#include "views.h"
 
 
 #define API_JSON_MAX        (1024 * 1024)
@@ -50,6 +59,11 @@
  * the kernel reset the connection, and the client may never see why.
  */
 #define API_DISCARD_MAX     (64ULL * 1024 * 1024)
+
+/* log streams: resumed this often; the parent asked about each this
+ * often (a follower whose token is revoked loses the stream within) */
+#define API_TICK_MS             100
+#define API_STREAM_RECHECK_MS   1000
 
 enum api_route {
     R_NONE = 0,
@@ -66,9 +80,25 @@ enum api_route {
     R_BADNAME       /* /api/runs/<not a run name>...: 400, not 404 */
 };
 
+/* where a request is; the states with "wait" are suspended */
+enum api_state {
+    Q_AUTH_WAIT = 0,    /* the parent checks the token */
+    Q_AUTHED,           /* its answer is in q->auth */
+    Q_BODY,             /* reading the body */
+    Q_WAIT,             /* the parent executes it */
+    Q_ANSWERED          /* its answer is in q->status, q->text */
+};
+
 struct api_req {
+    LIST_ENTRY(api_req) entry;          /* while waiting for the parent */
+    struct MHD_Connection *conn;
+    uint32_t            id;
+    int                 state;
     int                 route;
     char                param[128];     /* run or token name, code hash */
+    uint8_t             token[DS_TOKEN_HASH_LEN];
+    int                 auth;           /* AUTH_* */
+    char                who[DS_NAME_MAX + 1];   /* the token's name */
 
     /* JSON bodies */
     char               *body;
@@ -78,12 +108,22 @@ struct api_req {
 
     /* code uploads */
     int                 fd;
-    char                tmp[4096];
+    char                tmp[64];
     EVP_MD_CTX         *md;
     uint64_t            size;
     int                 discard;        /* the archive is there already */
 
-    char                who[DS_NAME_MAX + 1];   /* the token's name */
+    /* the parent's answer */
+    unsigned            status;
+    int                 error;          /* text is a message */
+    char               *text;
+    int                 log;            /* a PS_LOG answer */
+    int                 log_fd;
+    int                 log_num;
+    int                 log_version;
+    int                 log_live;
+    long long           offset;         /* logs: ?offset= */
+    int                 follow;         /* logs: ?follow=1 */
 };
 
 /* a log stream: GET /api/runs/NAME/logs?follow=1 */
@@ -93,23 +133,24 @@ struct api_stream {
     char                run[DS_NAME_MAX + 1];
     int                 num;
     int                 version;
-    char                path[4096];
-    int                 fd;
+    int                 fd;             /* -1 until the log exists */
     uint64_t            offset;
-    int                 follow;
     int                 suspended;
+    int                 live;           /* the parent's last word */
+    int                 revoked;
+    uint32_t            check;          /* the question out, or 0 */
     uint8_t             token[DS_TOKEN_HASH_LEN];   /* who opened it */
     char                who[DS_NAME_MAX + 1];       /* its name */
-    int64_t             checked;        /* ms of the last token check */
+    int64_t             checked;        /* ms of the last question */
 };
 
-/* a follower whose token is revoked or expires loses the stream within */
-#define API_STREAM_RECHECK_MS   1000
-
+static LIST_HEAD(, api_req)     waiting = LIST_HEAD_INITIALIZER(waiting);
 static LIST_HEAD(, api_stream)  streams = LIST_HEAD_INITIALIZER(streams);
 
 static struct MHD_Daemon  *api_daemon;
-static int                 api_fd = -1;
+static struct ps_chan      chan;
+static uint32_t            last_id;
+static volatile sig_atomic_t  got_term;
 
 
 /* ---- answers ------------------------------------------------------------ */
@@ -403,32 +444,6 @@ api_body_append(struct api_req *q, const char *data, size_t size)
     return 0;
 }
 
-
-/*
- * cJSON puts a NUL in a C string for "\u0000" (or a raw NUL byte): the
- * name "ab\u0000/../x" would be checked, and used, as "ab".  No field of
- * the API has a use for a NUL; the offset of the first one, or -1.
- */
-static long
-api_nul_at(const char *p, size_t len)
-{
-    size_t  i;
-
-    for (i = 0; i < len; i++) {
-        if (p[i] == '\0'
-            || (p[i] == '\\' && i + 6 <= len && p[i + 1] == 'u'
-                && memcmp(p + i + 2, "0000", 4) == 0))
-        {
-            return (long) i;
-        }
-        if (p[i] == '\\') {
-            i++;                /* the escaped character */
-        }
-    }
-    return -1;
-}
-
-
 /* the body as a JSON object; NULL with a message when it is not one */
 static cJSON *
 api_parse_body(struct api_req *q, int optional, char *err, size_t n)
@@ -445,7 +460,7 @@ api_parse_body(struct api_req *q, int optional, char *err, size_t n)
         return NULL;
     }
 
-    nul = api_nul_at(q->body, q->len);
+    nul = json_nul_at(q->body, q->len);
     if (nul >= 0) {
         snprintf(err, n, "body: a NUL character (\\u0000) at byte %ld is "
                  "not allowed", nul);
@@ -477,19 +492,25 @@ api_parse_body(struct api_req *q, int optional, char *err, size_t n)
 }
 
 
+
+
 /* ---- code uploads ------------------------------------------------------- */
 
+/*
+ * The working directory is <state_dir>/code (the parent put us there, and
+ * it belongs to this process's user): names are relative to it.
+ */
 static int
 api_code_path(char *buf, size_t n, const char *hash)
 {
-    return fmt(buf, n, "%s/code/%s.tar.gz", conf->state_dir, hash);
+    return fmt(buf, n, "%s.tar.gz", hash);
 }
 
 
 static int
 api_code_begin(struct api_req *q, char *err, size_t n)
 {
-    char  path[4096];
+    char  path[128];
 
     if (!valid_hex_hash(q->param)) {
         snprintf(err, n, "code: \"%.80s\" is not a SHA-256 in lower-case hex",
@@ -497,7 +518,7 @@ api_code_begin(struct api_req *q, char *err, size_t n)
         return 400;
     }
     if (api_code_path(path, sizeof(path), q->param) != 0) {
-        snprintf(err, n, "state_dir too long");
+        snprintf(err, n, "code: name too long");
         return 500;
     }
     if (access(path, F_OK) == 0) {
@@ -505,12 +526,7 @@ api_code_begin(struct api_req *q, char *err, size_t n)
         return 0;
     }
 
-    if (fmt(q->tmp, sizeof(q->tmp), "%s/code/.upload-XXXXXX", conf->state_dir)
-        != 0)
-    {
-        snprintf(err, n, "state_dir too long");
-        return 500;
-    }
+    snprintf(q->tmp, sizeof(q->tmp), ".upload-XXXXXX");
     q->fd = mkostemp(q->tmp, O_CLOEXEC);
     if (q->fd < 0) {
         log_warn("code upload: %s", q->tmp);
@@ -562,7 +578,7 @@ api_code_end(struct api_req *q, cJSON **answer, char *err, size_t n)
 {
     uint8_t       md[EVP_MAX_MD_SIZE];
     unsigned      mdlen;
-    char          hex[65], path[4096];
+    char          hex[65], path[128];
     unsigned char magic[2];
 
     *answer = cJSON_CreateObject();
@@ -604,64 +620,73 @@ api_code_end(struct api_req *q, cJSON **answer, char *err, size_t n)
 }
 
 
-/* ---- log streams -------------------------------------------------------- */
+/* ---- asking the parent -------------------------------------------------- */
 
-/* the replica a log stream reads: the newest with that number */
-static struct replica *
-api_stream_replica(struct api_stream *s)
+static uint32_t
+api_next_id(void)
 {
-    struct run      *r;
-    struct replica  *rep;
-
-    r = run_find(s->run);
-    if (r == NULL) {
-        return NULL;
+    if (++last_id == 0) {
+        last_id = 1;
     }
-    TAILQ_FOREACH(rep, &r->replicas, entry) {
-        if (rep->num == s->num && rep->version == s->version) {
-            return rep;
+    return last_id;
+}
+
+
+/* sends the question and suspends the request until the answer */
+static void
+api_ask(struct api_req *q, uint32_t type, const void *data, size_t len,
+    const char *text, int state)
+{
+    q->id = api_next_id();
+    q->state = state;
+    ps_send(&chan, type, q->id, data, len, text, -1);
+    LIST_INSERT_HEAD(&waiting, q, entry);
+    MHD_suspend_connection(q->conn);
+}
+
+
+static struct api_req *
+api_waiting(uint32_t id)
+{
+    struct api_req  *q;
+
+    LIST_FOREACH(q, &waiting, entry) {
+        if (q->id == id) {
+            return q;
         }
     }
     return NULL;
 }
 
 
-static int
-api_stream_live(struct api_stream *s)
+/* the answer to a token that is not an admin's, as API.md says */
+static enum MHD_Result
+api_auth_error(struct MHD_Connection *c, int rc, const char *name)
 {
-    struct replica  *rep;
+    const char  *auth;
+    char         msg[DS_NAME_MAX + 64];
 
-    rep = api_stream_replica(s);
-    if (rep == NULL) {
-        return 0;
+    switch (rc) {
+    case AUTH_MISSING:
+        return api_error(c, 401, "an admin token is required "
+                         "(Authorization: Bearer <token>)");
+    case AUTH_EXPIRED:
+        return api_error(c, 401, "the token has expired");
+    case AUTH_NOT_ADMIN:
+        snprintf(msg, sizeof(msg), "token \"%s\" is not an admin token",
+                 name);
+        return api_error(c, 403, msg);
+    default:
+        auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                           "Authorization");
+        return api_error(c, 401, auth && strncasecmp(auth, "Bearer ", 7) == 0
+                         ? "invalid token"
+                         : "expected Authorization: Bearer <token>");
     }
-    /* a failed replica that will be restarted writes to the same file */
-    return !replica_ended(rep) && !rep->run->finished;
 }
 
 
-/* the token that opened the stream, checked again now and then */
-static int
-api_stream_revoked(struct api_stream *s)
-{
-    char     name[DS_NAME_MAX + 1];
-    int64_t  now;
-
-    now = now_ms();
-    if (now - s->checked < API_STREAM_RECHECK_MS) {
-        return 0;
-    }
-    s->checked = now;
-
-    if (tokens_check_admin_hash(s->token, name, sizeof(name)) == AUTH_OK) {
-        return 0;
-    }
-
-    log_info("logs of %s: the token \"%s\" is no longer valid, the stream "
-             "ends", s->run, s->who);
-    return 1;
-}
-
+/* ---- log streams -------------------------------------------------------- */
 
 /* the log was emptied by its rotation (logrotate.c): from its start */
 static int
@@ -685,13 +710,10 @@ api_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 
     (void) pos;
 
-    if (api_stream_revoked(s)) {
+    if (s->revoked) {
         return MHD_CONTENT_READER_END_WITH_ERROR;
     }
 
-    if (s->fd < 0) {
-        s->fd = open(s->path, O_RDONLY | O_CLOEXEC);
-    }
     if (s->fd >= 0) {
         n = pread(s->fd, buf, max, (off_t) s->offset);
         if (n == 0 && api_stream_rotated(s)) {
@@ -706,7 +728,7 @@ api_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
         }
     }
 
-    if (!s->follow || !api_stream_live(s)) {
+    if (!s->live) {
         return MHD_CONTENT_READER_END_OF_STREAM;
     }
 
@@ -730,12 +752,75 @@ api_stream_free(void *cls)
 }
 
 
-void
-api_tick(void)
+/* the parent's answer about a stream: does the replica still write, is
+ * the token still good, and the log when it did not exist before */
+static int
+api_stream_state(const struct ps_msg *m)
 {
-    struct api_stream  *s;
+    struct ps_stream_state  st;
+    struct api_stream      *s;
+
+    if (m->len != sizeof(st)) {
+        return -1;
+    }
+    memcpy(&st, m->data, sizeof(st));
 
     LIST_FOREACH(s, &streams, entry) {
+        if (s->check == m->id) {
+            break;
+        }
+    }
+    if (s == NULL) {
+        /* the stream ended meanwhile */
+        if (m->fd >= 0) {
+            close(m->fd);
+        }
+        return 0;
+    }
+
+    s->check = 0;
+    s->live = st.live != 0;
+    if (m->fd >= 0) {
+        if (s->fd < 0) {
+            s->fd = m->fd;
+        } else {
+            close(m->fd);
+        }
+    }
+    if (!st.token_ok && !s->revoked) {
+        s->revoked = 1;
+        log_info("logs of %s: the token \"%s\" is no longer valid, the "
+                 "stream ends", s->run, s->who);
+    }
+    if (s->suspended) {
+        s->suspended = 0;
+        MHD_resume_connection(s->conn);
+    }
+    return 0;
+}
+
+
+static void
+api_tick(void)
+{
+    struct api_stream       *s;
+    struct ps_stream_check   ck;
+    int64_t                  now;
+
+    now = now_ms();
+    LIST_FOREACH(s, &streams, entry) {
+        if (s->check == 0 && now - s->checked >= API_STREAM_RECHECK_MS) {
+            memset(&ck, 0, sizeof(ck));
+            memcpy(ck.token, s->token, sizeof(ck.token));
+            snprintf(ck.run, sizeof(ck.run), "%s", s->run);
+            ck.num = s->num;
+            ck.version = s->version;
+            ck.want_fd = s->fd < 0;
+            s->check = api_next_id();
+            s->checked = now;
+            ps_send(&chan, PS_STREAM_CHECK, s->check, &ck, sizeof(ck), NULL,
+                    -1);
+        }
         if (s->suspended) {
             s->suspended = 0;
             MHD_resume_connection(s->conn);
@@ -768,63 +853,61 @@ api_int_arg(struct MHD_Connection *c, const char *key, long long min,
 }
 
 
-static enum MHD_Result
-api_logs(struct MHD_Connection *c, struct run *r, const char *who)
+/* the query of GET .../logs: into rq, or a message for the parent to
+ * answer once it has checked the run's name */
+static void
+api_logs_args(struct MHD_Connection *c, struct api_req *q,
+    struct ps_request *rq, char *err, size_t n)
 {
-    struct replica       *rep, *best = NULL;
-    struct api_stream    *s;
-    struct MHD_Response  *res;
-    long long             num = -1, offset = 0, follow = 0;
-    int                   fd, have_num;
-    struct stat           sb;
-    char                  err[256], path[4096], hdr[32];
-    const char           *v;
-    enum MHD_Result       ret;
+    long long    num = -1;
+    int          have_num;
+    const char  *v;
 
-    have_num = api_int_arg(c, "replica", 0, 65535, &num, err, sizeof(err));
+    have_num = api_int_arg(c, "replica", 0, 65535, &num, err, n);
     if (have_num < 0
-        || api_int_arg(c, "offset", 0, LLONG_MAX / 2, &offset, err,
-                       sizeof(err)) < 0)
+        || api_int_arg(c, "offset", 0, LLONG_MAX / 2, &q->offset, err, n)
+           < 0)
     {
-        return api_error(c, 400, err);
+        rq->flags |= PS_RQ_ERROR;
+        return;
     }
     v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "follow");
     if (v != NULL) {
         if (strcmp(v, "1") == 0 || strcmp(v, "true") == 0) {
-            follow = 1;
+            q->follow = 1;
         } else if (strcmp(v, "0") != 0 && strcmp(v, "false") != 0) {
-            return api_error(c, 400, "follow: expected 1 or 0");
+            snprintf(err, n, "follow: expected 1 or 0");
+            rq->flags |= PS_RQ_ERROR;
+            return;
         }
     }
+    if (have_num) {
+        rq->flags |= PS_RQ_NUM;
+        rq->num = (int32_t) num;
+    }
+    if (q->follow) {
+        rq->flags |= PS_RQ_FOLLOW;
+    }
+}
 
-    /* the newest version of the replica (lowest number by default) */
-    TAILQ_FOREACH(rep, &r->replicas, entry) {
-        if (have_num ? rep->num != num : (best && rep->num > best->num)) {
-            continue;
-        }
-        if (best == NULL || rep->num < best->num
-            || (rep->num == best->num && rep->version > best->version))
-        {
-            best = rep;
-        }
-    }
-    if (best == NULL) {
-        if (have_num) {
-            snprintf(err, sizeof(err), "run \"%s\" has no replica %lld",
-                     r->name, num);
-        } else {
-            snprintf(err, sizeof(err), "run \"%s\" has no replicas", r->name);
-        }
-        return api_error(c, 404, err);
-    }
 
-    if (backend->log_path(best, path, sizeof(path)) != 0) {
-        return api_error(c, 500, "log path too long");
-    }
+/* the parent found the replica: its log, once or followed */
+static enum MHD_Result
+api_logs(struct MHD_Connection *c, struct api_req *q)
+{
+    struct api_stream    *s;
+    struct MHD_Response  *res;
+    struct stat           sb;
+    long long             offset = q->offset;
+    char                  hdr[32];
+    enum MHD_Result       ret;
+    int                   fd;
 
-    if (!follow) {
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0 || fstat(fd, &sb) != 0) {
+    fd = q->log_fd;
+    q->log_fd = -1;
+
+    if (!q->follow) {
+        if (fd < 0 || fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
             if (fd >= 0) {
                 close(fd);
             }
@@ -847,7 +930,7 @@ api_logs(struct MHD_Connection *c, struct run *r, const char *who)
         MHD_add_response_header(res, "Content-Type",
                                 "text/plain; charset=utf-8");
         MHD_add_response_header(res, "X-Dstack-Log-End", hdr);
-        snprintf(hdr, sizeof(hdr), "%d", best->num);
+        snprintf(hdr, sizeof(hdr), "%d", q->log_num);
         MHD_add_response_header(res, "X-Dstack-Replica", hdr);
         ret = MHD_queue_response(c, 200, res);
         MHD_destroy_response(res);
@@ -860,23 +943,15 @@ api_logs(struct MHD_Connection *c, struct run *r, const char *who)
 
     s = xcalloc(1, sizeof(struct api_stream));
     s->conn = c;
-    snprintf(s->run, sizeof(s->run), "%s", r->name);
-    s->num = best->num;
-    s->version = best->version;
-    snprintf(s->path, sizeof(s->path), "%s", path);
-    s->fd = -1;
+    fmt(s->run, sizeof(s->run), "%s", q->param);
+    s->num = q->log_num;
+    s->version = q->log_version;
+    s->fd = fd;
     s->offset = (uint64_t) offset;
-    s->follow = 1;
+    s->live = q->log_live;
     s->checked = now_ms();
-    fmt(s->who, sizeof(s->who), "%s", who);
-    /* the request's token was checked already: here only its hash */
-    if (tokens_bearer_hash(MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                                       "Authorization"),
-                           s->token) != AUTH_OK)
-    {
-        free(s);
-        return api_error(c, 401, "invalid token");
-    }
+    memcpy(s->token, q->token, sizeof(s->token));
+    fmt(s->who, sizeof(s->who), "%s", q->who);
     LIST_INSERT_HEAD(&streams, s, entry);
 
     res = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024,
@@ -889,7 +964,7 @@ api_logs(struct MHD_Connection *c, struct run *r, const char *who)
     MHD_add_response_header(res, "Content-Type", "text/plain; charset=utf-8");
     MHD_add_response_header(res, "Cache-Control", "no-store");
     MHD_add_response_header(res, "X-Accel-Buffering", "no");
-    snprintf(hdr, sizeof(hdr), "%d", best->num);
+    snprintf(hdr, sizeof(hdr), "%d", q->log_num);
     MHD_add_response_header(res, "X-Dstack-Replica", hdr);
     ret = MHD_queue_response(c, 200, res);
     MHD_destroy_response(res);
@@ -899,35 +974,63 @@ api_logs(struct MHD_Connection *c, struct run *r, const char *who)
 
 /* ---- handlers ----------------------------------------------------------- */
 
-static struct run *
-api_find_run(const char *name, unsigned *status, char *err, size_t n)
+static enum MHD_Result
+api_bad_name(struct MHD_Connection *c, const char *name)
 {
-    struct run  *r;
+    char  err[256];
 
-    if (!ds_valid_run_name(name, strlen(name))) {
-        snprintf(err, n, "name: \"%.80s\" is not a valid run name "
-                 "(^[a-z][a-z0-9-]{1,40}$)", name);
-        *status = 400;
-        return NULL;
-    }
-    r = run_find(name);
-    if (r == NULL) {
-        snprintf(err, n, "run \"%s\" not found", name);
-        *status = 404;
-    }
-    return r;
+    snprintf(err, sizeof(err), "name: \"%.80s\" is not a valid run name "
+             "(^[a-z][a-z0-9-]{1,40}$)", name);
+    return api_error(c, 400, err);
 }
 
 
+/* the body of a stop: {"abort":bool} or nothing; errors in err */
+static void
+api_stop_args(struct api_req *q, struct ps_request *rq, char *err, size_t n)
+{
+    cJSON  *body, *it;
+
+    body = api_parse_body(q, 1, err, n);
+    if (body == NULL) {
+        rq->flags |= PS_RQ_ERROR;
+        return;
+    }
+    cJSON_ArrayForEach(it, body) {
+        if (strcmp(it->string, "abort") == 0 && cJSON_IsBool(it)) {
+            if (cJSON_IsTrue(it)) {
+                rq->flags |= PS_RQ_ABORT;
+            } else {
+                rq->flags &= ~PS_RQ_ABORT;
+            }
+        } else if (strcmp(it->string, "abort") == 0) {
+            snprintf(err, n, "abort: expected true or false");
+            rq->flags |= PS_RQ_ERROR;
+            break;
+        } else {
+            snprintf(err, n, "unknown field \"%.80s\"", it->string);
+            rq->flags |= PS_RQ_ERROR;
+            break;
+        }
+    }
+    cJSON_Delete(body);
+}
+
+
+/*
+ * The whole request is here: answer what needs nothing of the parent,
+ * check and parse the rest, and pass it on.  What the parent checks
+ * first (a run's name) stays first: a message found here goes with the
+ * request (PS_RQ_ERROR) and the parent answers it after its checks.
+ */
 static enum MHD_Result
 api_dispatch(struct MHD_Connection *c, struct api_req *q, const char *method)
 {
-    cJSON        *body = NULL, *answer = NULL, *it, *list;
-    struct run   *r;
-    char          err[1024];
-    unsigned      status = 200;
-    int           rc, created, all, do_abort;
-    const char   *v;
+    struct ps_request   rq;
+    cJSON              *body = NULL, *answer = NULL;
+    char                err[1024], *text = NULL;
+    int                 rc;
+    const char         *v;
 
     err[0] = '\0';
 
@@ -937,16 +1040,15 @@ api_dispatch(struct MHD_Connection *c, struct api_req *q, const char *method)
         return api_error(c, 413, err);
     }
 
+    memset(&rq, 0, sizeof(rq));
+    memcpy(rq.token, q->token, sizeof(rq.token));
+    snprintf(rq.param, sizeof(rq.param), "%s", q->param);
+
     switch (q->route) {
 
     case R_HEALTH:
-        answer = cJSON_CreateObject();
-        cJSON_AddBoolToObject(answer, "ok", 1);
-        cJSON_AddStringToObject(answer, "version", CONTROLD_VERSION);
-        cJSON_AddStringToObject(answer, "domain", conf->domain);
-        cJSON_AddStringToObject(answer, "backend", backend->name);
-        cJSON_AddStringToObject(answer, "network", backend->network());
-        return api_send_json(c, 200, answer);
+        rq.op = PS_OP_HEALTH;
+        break;
 
     case R_CODE:
         if (strcmp(method, "HEAD") == 0) {
@@ -962,127 +1064,155 @@ api_dispatch(struct MHD_Connection *c, struct api_req *q, const char *method)
 
     case R_PLAN:
     case R_APPLY:
+    case R_TOKENS:
+        if (q->route == R_TOKENS && strcmp(method, "GET") == 0) {
+            rq.op = PS_OP_TOKENS;
+            break;
+        }
         body = api_parse_body(q, 0, err, sizeof(err));
         if (body == NULL) {
             return api_error(c, 400, err);
         }
-        if (q->route == R_PLAN) {
-            rc = action_plan(body, &answer, err, sizeof(err));
-        } else {
-            created = 0;
-            rc = action_apply(body, &answer, &created, err, sizeof(err));
-            if (rc == 0 && created) {
-                status = 201;
-            }
-        }
+        /* the parent parses what cJSON made of it, not the client's
+         * bytes */
+        text = cJSON_PrintUnformatted(body);
         cJSON_Delete(body);
-        if (rc != 0) {
-            return api_error(c, rc, err);
+        if (text == NULL) {
+            return api_error(c, 500, "out of memory");
         }
-        return api_send_json(c, status, answer);
+        rq.op = q->route == R_PLAN ? PS_OP_PLAN
+                : q->route == R_APPLY ? PS_OP_APPLY : PS_OP_TOKEN_CREATE;
+        break;
 
     case R_RUNS:
-        all = 0;
         v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "all");
         if (v != NULL && (strcmp(v, "1") == 0 || strcmp(v, "true") == 0)) {
-            all = 1;
+            rq.flags |= PS_RQ_ALL;
         }
-        answer = cJSON_CreateObject();
-        list = cJSON_AddArrayToObject(answer, "runs");
-        TAILQ_FOREACH(r, &runs, entry) {
-            if (!all && r->finished) {
-                continue;
-            }
-            it = run_to_api(r);
-            if (it != NULL) {
-                cJSON_AddItemToArray(list, it);
-            }
-        }
-        return api_send_json(c, 200, answer);
+        rq.op = PS_OP_RUNS;
+        break;
 
     case R_RUN:
-        r = api_find_run(q->param, &status, err, sizeof(err));
-        if (r == NULL) {
-            return api_error(c, status, err);
-        }
-        return api_send_json(c, 200, run_to_api(r));
+        rq.op = PS_OP_RUN;
+        break;
 
     case R_STOP:
-        r = api_find_run(q->param, &status, err, sizeof(err));
-        if (r == NULL) {
-            return api_error(c, status, err);
-        }
-        body = api_parse_body(q, 1, err, sizeof(err));
-        if (body == NULL) {
-            return api_error(c, 400, err);
-        }
-        do_abort = 0;
-        cJSON_ArrayForEach(it, body) {
-            if (strcmp(it->string, "abort") == 0 && cJSON_IsBool(it)) {
-                do_abort = cJSON_IsTrue(it);
-            } else if (strcmp(it->string, "abort") == 0) {
-                snprintf(err, sizeof(err), "abort: expected true or false");
-                break;
-            } else {
-                snprintf(err, sizeof(err), "unknown field \"%.80s\"",
-                         it->string);
-                break;
-            }
-        }
-        cJSON_Delete(body);
-        if (err[0] != '\0') {
-            return api_error(c, 400, err);
-        }
-        rc = action_stop(r, do_abort, err, sizeof(err));
-        if (rc != 0) {
-            return api_error(c, rc, err);
-        }
-        log_info("run \"%s\": %s requested by token \"%s\"", r->name,
-                 do_abort ? "abort" : "stop", q->who);
-        return api_send_json(c, 200, run_to_api(r));
+        api_stop_args(q, &rq, err, sizeof(err));
+        rq.op = PS_OP_STOP;
+        break;
 
     case R_LOGS:
-        r = api_find_run(q->param, &status, err, sizeof(err));
-        if (r == NULL) {
-            return api_error(c, status, err);
-        }
-        return api_logs(c, r, q->who);
-
-    case R_TOKENS:
-        if (strcmp(method, "GET") == 0) {
-            answer = tokens_list();
-            if (answer == NULL) {
-                return api_error(c, 500, "cannot read tokens");
-            }
-            return api_send_json(c, 200, answer);
-        }
-        body = api_parse_body(q, 0, err, sizeof(err));
-        if (body == NULL) {
-            return api_error(c, 400, err);
-        }
-        rc = tokens_create(body, &answer, err, sizeof(err));
-        cJSON_Delete(body);
-        if (rc != 0) {
-            return api_error(c, rc, err);
-        }
-        return api_send_json(c, 201, answer);
+        api_logs_args(c, q, &rq, err, sizeof(err));
+        rq.op = PS_OP_LOGS;
+        break;
 
     case R_BADNAME:
-        api_find_run(q->param, &status, err, sizeof(err));
-        return api_error(c, status, err);
+        return api_bad_name(c, q->param);
 
     case R_TOKEN:
-        rc = tokens_revoke(q->param, err, sizeof(err));
+        rq.op = PS_OP_TOKEN_REVOKE;
+        break;
+
+    default:
+        return api_error(c, 500, "unrouted request");
+    }
+
+    api_ask(q, PS_REQUEST, &rq, sizeof(rq),
+            text != NULL ? text : (rq.flags & PS_RQ_ERROR) ? err : "",
+            Q_WAIT);
+    free(text);
+    return MHD_YES;
+}
+
+
+/* the parent's answer is in: send it */
+static enum MHD_Result
+api_answer(struct MHD_Connection *c, struct api_req *q)
+{
+    struct MHD_Response  *res;
+    enum MHD_Result       ret;
+    char                 *body;
+    size_t                len;
+
+    if (q->log) {
+        return api_logs(c, q);
+    }
+    if (q->status == 0) {
+        /* the token went bad meanwhile: the parent said AUTH_* */
+        return api_auth_error(c, q->auth, q->who);
+    }
+    if (q->error) {
+        return api_error(c, q->status, q->text);
+    }
+
+    /* the JSON as the parent made it, and a newline: MHD frees it */
+    len = strlen(q->text);
+    body = malloc(len + 2);
+    if (body == NULL) {
+        return MHD_NO;
+    }
+    memcpy(body, q->text, len);
+    body[len] = '\n';
+    body[len + 1] = '\0';
+    res = MHD_create_response_from_buffer(len + 1, body,
+                                          MHD_RESPMEM_MUST_FREE);
+    if (res == NULL) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(res, "Content-Type", "application/json");
+    MHD_add_response_header(res, "Cache-Control", "no-store");
+    ret = MHD_queue_response(c, q->status, res);
+    MHD_destroy_response(res);
+    return ret;
+}
+
+
+/* after the parent said the token is an admin's: the checks of the
+ * headers, and what the body needs */
+static enum MHD_Result
+api_headers(struct MHD_Connection *c, struct api_req *q, const char *url,
+    const char *method)
+{
+    const char          *allow, *cl;
+    char                 err[512];
+    int                  rc;
+    unsigned long long   len;
+
+    if (q->auth != AUTH_OK) {
+        return api_auth_error(c, q->auth, q->who);
+    }
+
+    q->route = api_route(url, q->param, sizeof(q->param), &allow);
+    if (q->route == R_NONE) {
+        snprintf(err, sizeof(err), "no such endpoint: %s %.300s", method,
+                 url);
+        return api_error(c, 404, err);
+    }
+    if (!api_method_ok(allow, method)) {
+        return api_method_not_allowed(c, method, url, allow);
+    }
+
+    q->state = Q_BODY;
+
+    cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+    len = cl ? strtoull(cl, NULL, 10) : 0;
+
+    if (q->route == R_CODE) {
+        if (len > API_CODE_MAX) {
+            return api_error(c, 413, "body: larger than 256 MiB");
+        }
+        rc = api_code_begin(q, err, sizeof(err));
         if (rc != 0) {
             return api_error(c, rc, err);
         }
-        answer = cJSON_CreateObject();
-        cJSON_AddStringToObject(answer, "name", q->param);
-        cJSON_AddBoolToObject(answer, "revoked", 1);
-        return api_send_json(c, 200, answer);
+    } else if (api_has_body(q->route) && len > API_JSON_MAX) {
+        if (len > API_DISCARD_MAX) {
+            return api_error(c, 413, "body: larger than 1 MiB");
+        }
+        q->too_large = 1;
     }
-
-    return api_error(c, 500, "unrouted request");
+    return MHD_YES;
 }
 
 
@@ -1092,79 +1222,48 @@ api_handler(void *cls, struct MHD_Connection *c, const char *url,
     size_t *upload_data_size, void **con_cls)
 {
     struct api_req  *q = *con_cls;
-    const char      *allow, *auth, *cl;
-    char             err[512], param[128];
-    int              route, rc;
-    unsigned long long  len;
+    struct ps_auth   a;
+    int              rc;
 
     (void) cls;
     (void) version;
 
     if (q == NULL) {
-        /* first call: headers only; answer refusals before any body */
-        route = api_route(url, param, sizeof(param), &allow);
-
-        rc = tokens_check_admin(
-                 MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                             "Authorization"),
-                 err, sizeof(err));
-        if (rc != AUTH_OK) {
-            auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                               "Authorization");
-            switch (rc) {
-            case AUTH_MISSING:
-                return api_error(c, 401, "an admin token is required "
-                                 "(Authorization: Bearer <token>)");
-            case AUTH_EXPIRED:
-                return api_error(c, 401, "the token has expired");
-            case AUTH_NOT_ADMIN:
-                fmt(param, sizeof(param), "%s", err);
-                snprintf(err, sizeof(err), "token \"%s\" is not an admin "
-                         "token", param);
-                return api_error(c, 403, err);
-            default:
-                return api_error(c, 401, auth && strncasecmp(auth, "Bearer ",
-                                                             7) == 0
-                                 ? "invalid token"
-                                 : "expected Authorization: Bearer <token>");
-            }
-        }
-
-        if (route == R_NONE) {
-            snprintf(err, sizeof(err), "no such endpoint: %s %.300s", method,
-                     url);
-            return api_error(c, 404, err);
-        }
-        if (!api_method_ok(allow, method)) {
-            return api_method_not_allowed(c, method, url, allow);
-        }
-
+        /* first call: headers only; the token before anything else */
         q = xcalloc(1, sizeof(struct api_req));
-        q->route = route;
+        q->conn = c;
         q->fd = -1;
-        snprintf(q->param, sizeof(q->param), "%s", param);
-        fmt(q->who, sizeof(q->who), "%s", err);
+        q->log_fd = -1;
         *con_cls = q;
 
-        cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                         "Content-Length");
-        len = cl ? strtoull(cl, NULL, 10) : 0;
-
-        if (route == R_CODE) {
-            if (len > API_CODE_MAX) {
-                return api_error(c, 413, "body: larger than 256 MiB");
-            }
-            rc = api_code_begin(q, err, sizeof(err));
-            if (rc != 0) {
-                return api_error(c, rc, err);
-            }
-        } else if (api_has_body(route) && len > API_JSON_MAX) {
-            if (len > API_DISCARD_MAX) {
-                return api_error(c, 413, "body: larger than 1 MiB");
-            }
-            q->too_large = 1;
+        rc = tokens_bearer_hash(
+                 MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                             "Authorization"),
+                 q->token);
+        if (rc != AUTH_OK) {
+            q->state = Q_ANSWERED;
+            return api_auth_error(c, rc, "");
         }
+        memcpy(a.token, q->token, sizeof(a.token));
+        api_ask(q, PS_AUTH, &a, sizeof(a), NULL, Q_AUTH_WAIT);
         return MHD_YES;
+    }
+
+    switch (q->state) {
+
+    case Q_AUTHED:
+        /* MHD calls the first call again after the resume */
+        return api_headers(c, q, url, method);
+
+    case Q_BODY:
+        break;
+
+    case Q_ANSWERED:
+        return api_answer(c, q);
+
+    default:
+        /* resumed without an answer: only when the process ends */
+        return MHD_NO;
     }
 
     if (*upload_data_size != 0) {
@@ -1198,8 +1297,14 @@ api_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (q == NULL) {
         return;
     }
+    if (q->state == Q_AUTH_WAIT || q->state == Q_WAIT) {
+        LIST_REMOVE(q, entry);
+    }
     if (q->fd >= 0) {
         close(q->fd);
+    }
+    if (q->log_fd >= 0) {
+        close(q->log_fd);
     }
     if (q->tmp[0] != '\0') {
         unlink(q->tmp);
@@ -1208,6 +1313,7 @@ api_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         EVP_MD_CTX_free(q->md);
     }
     free(q->body);
+    free(q->text);
     free(q);
     *con_cls = NULL;
 }
@@ -1229,157 +1335,234 @@ api_mhd_log(void *cls, const char *fm, va_list ap)
 }
 
 
-/* ---- the socket --------------------------------------------------------- */
+/* ---- the parent's answers ----------------------------------------------- */
 
 static int
-api_listen(char *err, size_t n)
+api_from_parent(const struct ps_msg *m)
 {
-    struct sockaddr_un  sa;
-    struct stat         sb;
-    char                dir[4096], *slash;
-    int                 fd, probe;
+    struct ps_auth_result  ar;
+    struct ps_response     rs;
+    struct ps_log          lg;
+    struct api_req        *q;
+    const char            *text;
 
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", conf->api_socket);
+    if (m->type == PS_STREAM_STATE) {
+        return api_stream_state(m);
+    }
 
-    snprintf(dir, sizeof(dir), "%s", conf->api_socket);
-    slash = strrchr(dir, '/');
-    if (slash != NULL && slash != dir) {
-        *slash = '\0';
-        if (mkdir_p(dir, 0755) != 0) {
-            snprintf(err, n, "cannot create %s: %s", dir, strerror(errno));
+    q = api_waiting(m->id);
+    if (q == NULL) {
+        /* its connection is gone (only while the process ends) */
+        log_debug("api: an answer (type %u) to no question (%u)", m->type,
+                  m->id);
+        if (m->fd >= 0) {
+            close(m->fd);
+        }
+        return 0;
+    }
+
+    switch (m->type) {
+
+    case PS_AUTH_RESULT:
+        if (m->len != sizeof(ar)) {
             return -1;
         }
-    }
+        memcpy(&ar, m->data, sizeof(ar));
+        ar.name[sizeof(ar.name) - 1] = '\0';
+        q->auth = (int) ar.result;
+        snprintf(q->who, sizeof(q->who), "%s", ar.name);
+        /* before the body: go on with the headers; after it: the
+         * parent refused the request itself (status 0) */
+        q->state = q->state == Q_AUTH_WAIT ? Q_AUTHED : Q_ANSWERED;
+        break;
 
-    if (lstat(conf->api_socket, &sb) == 0) {
-        if (!S_ISSOCK(sb.st_mode)) {
-            snprintf(err, n, "%s exists and is not a socket",
-                     conf->api_socket);
+    case PS_RESPONSE:
+        text = ps_text(m, sizeof(rs));
+        if (text == NULL || q->state != Q_WAIT) {
             return -1;
         }
-        /* a live socket means another controld owns this state */
-        probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (probe >= 0
-            && connect(probe, (struct sockaddr *) &sa, sizeof(sa)) == 0)
-        {
-            close(probe);
-            snprintf(err, n, "%s: another dstack-controld is listening",
-                     conf->api_socket);
+        memcpy(&rs, m->data, sizeof(rs));
+        if (rs.status < 200 || rs.status > 599) {
             return -1;
         }
-        if (probe >= 0) {
-            close(probe);
+        q->status = rs.status;
+        q->error = rs.error != 0;
+        q->text = xstrdup(text);
+        q->state = Q_ANSWERED;
+        break;
+
+    case PS_LOG:
+        if (m->len != sizeof(lg) || q->state != Q_WAIT) {
+            return -1;
         }
-        unlink(conf->api_socket);
-    }
+        memcpy(&lg, m->data, sizeof(lg));
+        q->log = 1;
+        q->log_fd = m->fd;
+        q->log_num = lg.num;
+        q->log_version = lg.version;
+        q->log_live = lg.live != 0;
+        q->status = 200;
+        q->state = Q_ANSWERED;
+        break;
 
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-        snprintf(err, n, "socket: %s", strerror(errno));
-        return -1;
-    }
-    if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) != 0) {
-        snprintf(err, n, "bind %s: %s", conf->api_socket, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    if (chmod(conf->api_socket, conf->api_socket_mode) != 0
-        || chgrp_conf(conf->api_socket) != 0
-        || listen(fd, 128) != 0)
-    {
-        snprintf(err, n, "%s: %s", conf->api_socket, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-
-int
-api_start(char *err, size_t n)
-{
-    api_fd = api_listen(err, n);
-    if (api_fd < 0) {
+    default:
         return -1;
     }
 
-    api_daemon = MHD_start_daemon(
-        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
-        0, NULL, NULL, api_handler, NULL,
-        MHD_OPTION_LISTEN_SOCKET, api_fd,
-        MHD_OPTION_NOTIFY_COMPLETED, api_completed, NULL,
-        MHD_OPTION_UNESCAPE_CALLBACK, api_unescape, NULL,
-        MHD_OPTION_EXTERNAL_LOGGER, api_mhd_log, NULL,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned) 256,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 300,
-        MHD_OPTION_END);
-    if (api_daemon == NULL) {
-        snprintf(err, n, "cannot start the API server (libmicrohttpd)");
-        close(api_fd);
-        unlink(conf->api_socket);
-        api_fd = -1;
-        return -1;
-    }
-
-    log_info("API listening on %s", conf->api_socket);
+    LIST_REMOVE(q, entry);
+    MHD_resume_connection(q->conn);
     return 0;
 }
 
 
-void
-api_stop(void)
+/* ---- the process -------------------------------------------------------- */
+
+static void
+api_on_signal(int sig)
 {
-    if (api_daemon != NULL) {
-        /* resume every stream so that MHD can close them */
-        api_tick();
-        MHD_stop_daemon(api_daemon);
-        api_daemon = NULL;
+    (void) sig;
+    got_term = 1;
+}
+
+
+/* "uid:gid" to become, or "-" to stay */
+static void
+api_confine(const char *who)
+{
+    char           err[256], *end;
+    unsigned long  uid, gid;
+    struct stat    sb;
+
+    if (strcmp(who, "-") != 0) {
+        errno = 0;
+        uid = strtoul(who, &end, 10);
+        if (errno || *end != ':') {
+            fatalx("api: bad -A \"%s\"", who);
+        }
+        gid = strtoul(end + 1, &end, 10);
+        if (errno || *end != '\0') {
+            fatalx("api: bad -A \"%s\"", who);
+        }
+        if (ps_drop((uid_t) uid, (gid_t) gid, err, sizeof(err)) != 0) {
+            fatalx("api: %s", err);
+        }
     }
-    if (api_fd >= 0) {
-        close(api_fd);
-        unlink(conf->api_socket);
-        api_fd = -1;
+
+    if (fstat(PS_API_LISTEN_FD, &sb) != 0 || !S_ISSOCK(sb.st_mode)
+        || fstat(PS_API_CHAN_FD, &sb) != 0 || !S_ISSOCK(sb.st_mode))
+    {
+        fatalx("api: started without its sockets (-A is for controld "
+               "itself)");
     }
 }
 
 
 int
-api_fill(struct pollfd *pfd, int max)
+api_main(const char *who, int foreground, int level)
 {
-    const union MHD_DaemonInfo  *info;
+    struct pollfd               pfd[2];
+    struct sigaction            sa;
+    const union MHD_DaemonInfo *info;
+    MHD_UNSIGNED_LONG_LONG      mt;
+    struct api_req             *q;
+    struct ps_msg               m;
+    int64_t                     next_tick, now;
+    int                         timeout, rc, done = 0;
 
-    if (api_daemon == NULL || max < 1) {
-        return 0;
+    log_init(foreground, level);
+    api_confine(who);
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = api_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (fcntl(PS_API_CHAN_FD, F_SETFL, O_NONBLOCK) != 0) {
+        fatal("api: fcntl");
+    }
+    ps_chan_init(&chan, PS_API_CHAN_FD, 1);
+
+    api_daemon = MHD_start_daemon(
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
+        0, NULL, NULL, api_handler, NULL,
+        MHD_OPTION_EXTERNAL_LOGGER, api_mhd_log, NULL,
+        MHD_OPTION_LISTEN_SOCKET, PS_API_LISTEN_FD,
+        MHD_OPTION_NOTIFY_COMPLETED, api_completed, NULL,
+        MHD_OPTION_UNESCAPE_CALLBACK, api_unescape, NULL,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned) 256,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 300,
+        MHD_OPTION_END);
+    if (api_daemon == NULL) {
+        fatalx("api: cannot start the API server (libmicrohttpd)");
     }
     info = MHD_get_daemon_info(api_daemon, MHD_DAEMON_INFO_EPOLL_FD);
     if (info == NULL) {
-        return 0;
+        fatalx("api: no epoll descriptor");
     }
-    pfd[0].fd = info->epoll_fd;
-    pfd[0].events = POLLIN;
-    pfd[0].revents = 0;
-    return 1;
-}
 
+    log_debug("api process %d: uid %u, serving", (int) getpid(),
+              (unsigned) getuid());
 
-void
-api_process(void)
-{
-    if (api_daemon != NULL) {
+    next_tick = now_ms() + API_TICK_MS;
+    while (!got_term && !done) {
+        pfd[0].fd = info->epoll_fd;
+        pfd[0].events = POLLIN;
+        pfd[1].fd = chan.fd;
+        pfd[1].events = POLLIN | (chan.out_bytes > 0 ? POLLOUT : 0);
+
+        now = now_ms();
+        timeout = next_tick > now ? (int) (next_tick - now) : 0;
+        if (MHD_get_timeout(api_daemon, &mt) == MHD_YES
+            && mt < (MHD_UNSIGNED_LONG_LONG) timeout)
+        {
+            timeout = (int) mt;
+        }
+        if (poll(pfd, 2, timeout) < 0 && errno != EINTR) {
+            fatal("api: poll");
+        }
+
+        if (pfd[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+            if (ps_read(&chan) != 0) {
+                /* the parent is gone: so is the reason to serve */
+                log_debug("api: the parent closed the socketpair");
+                done = 1;
+            }
+            while ((rc = ps_get(&chan, &m)) == 1) {
+                if (api_from_parent(&m) != 0) {
+                    if (m.fd >= 0) {
+                        close(m.fd);
+                    }
+                    fatalx("api: a bad message (type %u) from the parent",
+                           m.type);
+                }
+            }
+            if (rc < 0) {
+                fatalx("api: the socketpair carries no frames");
+            }
+        }
+
         MHD_run(api_daemon);
+
+        if (now_ms() >= next_tick) {
+            api_tick();
+            next_tick = now_ms() + API_TICK_MS;
+        }
+        if (ps_flush(&chan) != 0) {
+            done = 1;
+        }
     }
-}
 
-
-int
-api_timeout_ms(void)
-{
-    MHD_UNSIGNED_LONG_LONG  t;
-
-    if (api_daemon == NULL || MHD_get_timeout(api_daemon, &t) != MHD_YES) {
-        return -1;
+    /* MHD may not stop with suspended connections: wake them all; the
+     * ones waiting for the parent are closed by their next call */
+    LIST_FOREACH(q, &waiting, entry) {
+        MHD_resume_connection(q->conn);
     }
-    return t > INT_MAX ? INT_MAX : (int) t;
+    api_tick();
+    MHD_run(api_daemon);
+    MHD_stop_daemon(api_daemon);
+    ps_chan_close(&chan);
+    return 0;
 }

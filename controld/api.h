@@ -1,20 +1,18 @@
 /*
- * The JSON API (api.c, controld/API.md) on a unix socket.
+ * The API process (api.c, controld/API.md): HTTP on the unix socket,
+ * unprivileged; what it may not do itself it asks the parent
+ * (api_parent.c) over the socketpair (privsep.h).
  */
 
 #ifndef CONTROLD_API_H
 #define CONTROLD_API_H
 
-#include <stddef.h>
-
-struct pollfd;
-
-int api_start(char *err, size_t n);
-void api_stop(void);
-int api_fill(struct pollfd *pfd, int max);
-void api_process(void);
-int api_timeout_ms(void);
-/* resumes log streams waiting for new bytes */
-void api_tick(void);
+/*
+ * The process's main, after the parent's exec (main.c -A): who is
+ * "uid:gid" to become, or "-"; the listening socket and the socketpair
+ * are PS_API_LISTEN_FD and PS_API_CHAN_FD.  Returns when the parent is
+ * gone or on SIGTERM.
+ */
+int api_main(const char *who, int foreground, int level);
 
 #endif /* CONTROLD_API_H */

@@ -8,8 +8,15 @@
  *   -f file   the configuration (default /etc/dstack/controld.yml)
  *   -v        more logging (repeat for debug)
  *
- * One loop: ppoll() over the API (libmicrohttpd's epoll descriptor),
- * replicas being set up, probes and the stats client, with signals
+ * Two processes, in the manner of OpenBSD's daemons: this one, root, and
+ * the API process (api.c), exec'd from here as an unprivileged user with
+ * the listening socket and one end of a socketpair; it does the HTTP and
+ * asks this one (api_parent.c) over the socketpair.  If it dies another
+ * one is started; if this one dies it exits.  `-A uid:gid -L level` is
+ * how this binary starts as the API process (controld's own use).
+ *
+ * One loop: ppoll() over the API process's socketpair, replicas being
+ * set up, probes and the stats client, with signals
  * unblocked only inside ppoll() so that a handler's flag is never missed.
  * Handlers only set flags.  Every CONTROLD_TICK_MS the loop runs the
  * housekeeping (like redis' serverCron): reap children, reconcile, start
@@ -37,6 +44,7 @@
 #include <time.h>
 
 #include "api.h"
+#include "api_parent.h"
 #include "backend.h"
 #include "config.h"
 #include "log.h"
@@ -93,7 +101,9 @@ reap_children(void)
     int    status;
 
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        if (!tls_child_exited(pid, status)) {
+        if (!api_parent_exited(pid, status)
+            && !tls_child_exited(pid, status))
+        {
             /* a replica's, or a cleanup helper's (nothing to do) */
             backend->reap(pid, status);
         }
@@ -158,10 +168,6 @@ next_timeout(int64_t next_tick)
     if (t < 0) {
         t = 0;
     }
-    a = api_timeout_ms();
-    if (a >= 0 && a < t) {
-        t = a;
-    }
     a = probes_timeout_ms();
     if (a >= 0 && a < t) {
         t = a;
@@ -174,6 +180,8 @@ int
 main(int argc, char **argv)
 {
     const char        *file = CONTROLD_CONF;
+    const char        *api_who = NULL;
+    int                api_level = LOG_LEVEL_INFO;
     int                ch, foreground = 0, check = 0, verbose = 0;
     int                n, napi, nset, nprobe, nstats, nnote, timeout;
     char               err[1024];
@@ -183,7 +191,7 @@ main(int argc, char **argv)
     sigset_t           block, orig;
     int64_t            next_tick, next_readers, now;
 
-    while ((ch = getopt(argc, argv, "dnf:vh")) != -1) {
+    while ((ch = getopt(argc, argv, "dnf:vhA:L:")) != -1) {
         switch (ch) {
         case 'd':
             foreground = 1;
@@ -197,12 +205,21 @@ main(int argc, char **argv)
         case 'v':
             verbose++;
             break;
+        case 'A':
+            api_who = optarg;
+            break;
+        case 'L':
+            api_level = atoi(optarg);
+            break;
         default:
             usage();
         }
     }
     if (optind != argc) {
         usage();
+    }
+    if (api_who != NULL) {
+        return api_main(api_who, foreground, api_level);
     }
 
     log_init(1, LOG_LEVEL_INFO + verbose);
@@ -264,13 +281,13 @@ main(int argc, char **argv)
     if (tls_init() != 0) {
         return 1;
     }
-    if (api_start(err, sizeof(err)) != 0) {
+    if (api_parent_start(foreground, err, sizeof(err)) != 0) {
         log_warnx("%s", err);
         return 1;
     }
     if (notify_start(err, sizeof(err)) != 0) {
         log_warnx("%s", err);
-        api_stop();
+        api_parent_stop();
         return 1;
     }
 
@@ -281,6 +298,7 @@ main(int argc, char **argv)
         log_init(0, log_getlevel());
     }
 
+    api_parent_run();
     reconcile_adopt();
     runs_flush();
 
@@ -292,7 +310,7 @@ main(int argc, char **argv)
 
     while (!got_term) {
         n = 0;
-        napi = api_fill(pfd + n, POLL_MAX - n);
+        napi = api_parent_fill(pfd + n, POLL_MAX - n);
         n += napi;
         nset = backend->fill(pfd + n, POLL_MAX - n);
         n += nset;
@@ -320,7 +338,7 @@ main(int argc, char **argv)
             reload();
         }
 
-        api_process();
+        api_parent_process(pfd, napi);
         backend->process(pfd + napi, nset);
         probes_process(pfd + napi + nset, nprobe);
         stats_process(pfd + napi + nset + nprobe, nstats);
@@ -334,7 +352,7 @@ main(int argc, char **argv)
             stats_tick();
             tls_tick();
             logrotate_tick();
-            api_tick();
+            api_parent_tick();
             next_tick = now + CONTROLD_TICK_MS;
         }
         probes_tick();
@@ -356,7 +374,7 @@ main(int argc, char **argv)
     runs_flush();
     tls_stop();
     notify_stop();
-    api_stop();
+    api_parent_stop();
     store_close();
     return 0;
 }

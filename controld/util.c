@@ -321,3 +321,23 @@ chgrp_conf(const char *path)
     }
     return chown(path, (uid_t) -1, gr->gr_gid);
 }
+
+
+long
+json_nul_at(const char *p, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < len; i++) {
+        if (p[i] == '\0'
+            || (p[i] == '\\' && i + 6 <= len && p[i + 1] == 'u'
+                && memcmp(p + i + 2, "0000", 4) == 0))
+        {
+            return (long) i;
+        }
+        if (p[i] == '\\') {
+            i++;                /* the escaped character */
+        }
+    }
+    return -1;
+}

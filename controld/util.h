@@ -26,6 +26,9 @@ int write_file_atomic(const char *path, const char *data, size_t len,
     unsigned mode);
 /* gives path to the configured group (nginx's); 0 when none is set */
 int chgrp_conf(const char *path);
+/* the offset of the first NUL in JSON text, raw or "\u0000", or -1:
+ * cJSON would cut a C string there ("ab\u0000/../x" checked as "ab") */
+long json_nul_at(const char *p, size_t len);
 /* snprintf into a fixed buffer; 0 when it fit, -1 when truncated */
 int fmt(char *buf, size_t n, const char *f, ...)
     __attribute__((format(printf, 3, 4)));
