@@ -194,6 +194,7 @@ ds_v_service(ds_vctx_t *c, const cJSON *in, cJSON **out)
     const cJSON  *t, *r;
     cJSON        *s[S_N] = { NULL };
     ds_vrange_t   one;
+    ds_qbuf_t     qb;
 
     if (!cJSON_IsObject(in)) {
         return ds_v_fail(c, in, 0, "expected a mapping (a service "
@@ -224,6 +225,19 @@ ds_v_service(ds_vctx_t *c, const cJSON *in, cJSON **out)
     if (s[S_PYTHON] && s[S_IMAGE]) {
         rc = ds_v_fail(c, cJSON_GetObjectItemCaseSensitive(in, "python"), 1,
                        "\"python\" and \"image\" are mutually exclusive");
+        goto done;
+    }
+
+    /* dstack: relative working dirs are deprecated, and an image's
+       WORKDIR is no base to resolve one against */
+    if (s[S_IMAGE] && s[S_WORKING_DIR]
+        && s[S_WORKING_DIR]->valuestring[0] != '/')
+    {
+        rc = ds_v_fail(c, cJSON_GetObjectItemCaseSensitive(in,
+                                                           "working_dir"),
+                       0, "invalid working_dir %s: must be an absolute path "
+                       "with \"image\"",
+                       ds_q(&qb, s[S_WORKING_DIR]->valuestring));
         goto done;
     }
 

@@ -341,12 +341,22 @@ ds_v_f_shell(ds_vctx_t *c, const cJSON *in, cJSON **out)
 }
 
 
-/* USER[:GROUP], each a name or a numeric id */
+/* a user or group: a name or a numeric id, as docker's --user takes it */
+static size_t
+ds_v_user_part(const char *s)
+{
+    return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                     "0123456789_-.");
+}
+
+
+/* dstack's name|uid[:group|gid] */
 int
 ds_v_f_user(ds_vctx_t *c, const cJSON *in, cJSON **out)
 {
     char         buf[64];
-    const char  *s, *colon;
+    size_t       n, g;
+    const char  *s;
     ds_qbuf_t    qb;
 
     if (ds_v_text(c, in, &s, buf, sizeof(buf)) != 0) {
@@ -354,13 +364,16 @@ ds_v_f_user(ds_vctx_t *c, const cJSON *in, cJSON **out)
                          ds_tname(in));
     }
 
-    colon = strchr(s, ':');
+    n = ds_v_user_part(s);
+    g = s[n] == ':' ? ds_v_user_part(s + n + 1) : 0;
 
-    if (s[0] == '\0' || s[0] == ':' || ds_v_has_space(s)
-        || (colon && (colon[1] == '\0' || strchr(colon + 1, ':'))))
+    if (n == 0 || (s[n] != '\0' && (s[n] != ':' || g == 0
+                                    || s[n + 1 + g] != '\0')))
     {
         return ds_v_fail(c, in, 0, "invalid user %s: expected USER or "
-                         "USER:GROUP", ds_q(&qb, s));
+                         "USER:GROUP, each a name or a numeric id of "
+                         "letters, digits, \"_\", \"-\" or \".\"",
+                         ds_q(&qb, s));
     }
 
     *out = cJSON_CreateString(s);
