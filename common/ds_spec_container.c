@@ -1,6 +1,6 @@
 /*
  * What runs, and how: port, commands, image, python, env, working_dir,
- * shell and user.
+ * shell, user, registry_auth and docker.
  */
 
 #include <ctype.h>
@@ -378,6 +378,76 @@ ds_v_f_user(ds_vctx_t *c, const cJSON *in, cJSON **out)
 
     *out = cJSON_CreateString(s);
     return *out ? DS_OK : ds_v_oom(c);
+}
+
+
+/*
+ * Any non-empty strings, often "${{ secrets.X }}"; a number is refused
+ * rather than read as text, so that nothing guesses at a credential.
+ * No message ever quotes the value.
+ */
+static int
+ds_v_f_credential(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    if (cJSON_IsNumber(in) || cJSON_IsBool(in)) {
+        return ds_v_fail(c, in, 0, "expected a string, got %s (quote it)",
+                         ds_tname(in));
+    }
+
+    return ds_v_f_str(c, in, out);
+}
+
+
+static const ds_vfield_t  ds_registry_auth_fields[] = {
+    { "username", ds_v_f_credential, DS_VF_REQUIRED, NULL },
+    { "password", ds_v_f_credential, DS_VF_REQUIRED, NULL },
+};
+
+
+int
+ds_v_f_registry_auth(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    int     rc;
+    cJSON  *s[2] = { NULL, NULL };
+
+    if (!cJSON_IsObject(in)) {
+        return ds_v_fail(c, in, 0, "expected a mapping {username, "
+                         "password}, got %s", ds_tname(in));
+    }
+
+    rc = ds_v_object(c, in, ds_registry_auth_fields, 2, NULL, s);
+
+    return ds_v_finish(c, ds_registry_auth_fields, 2, s, rc, out);
+}
+
+
+/*
+ * false is accepted and leaves no trace in the normalized spec (*out
+ * stays NULL); Docker in Docker would need a docker daemon inside the
+ * container, which we do not provide.
+ */
+int
+ds_v_f_docker(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    int     rc;
+    cJSON  *b;
+
+    b = NULL;
+    rc = ds_v_f_bool(c, in, &b);
+    if (rc != DS_OK) {
+        return rc;
+    }
+
+    if (cJSON_IsTrue(b)) {
+        cJSON_Delete(b);
+        return ds_v_fail(c, in, 0, "\"docker: true\" (Docker in Docker) "
+                         "is not supported: use \"image\" with "
+                         "\"privileged: true\"");
+    }
+
+    cJSON_Delete(b);
+    *out = NULL;
+    return DS_OK;
 }
 
 
