@@ -76,7 +76,7 @@
  *
  * "registry_auth" holds the registry password in clear: it travels to
  * the daemon and on to the container engine, and must never be logged,
- * printed or put in an error message.
+ * printed or put in an error message (ds_spec_t.registry_auth too).
  */
 
 #ifndef DS_SPEC_H
@@ -144,6 +144,9 @@
 #define DS_SPEC_GATEWAY_ANY     2       /* true: the default, required */
 #define DS_SPEC_GATEWAY_NAMED   3       /* gateway_name */
 
+#define DS_SPEC_VOLUME_INSTANCE 0       /* a host path */
+#define DS_SPEC_VOLUME_NAMED    1       /* a named volume of the engine */
+
 
 /* min 0 also stands for an open min; max DS_SPEC_UNLIMITED for open */
 typedef struct {
@@ -182,6 +185,21 @@ typedef struct {
     uint32_t            burst;
 } ds_spec_rate_limit_t;
 
+typedef struct {
+    int                 kind;           /* DS_SPEC_VOLUME_* */
+    const char         *host_path;      /* INSTANCE; NULL for NAMED */
+    const char         *name;           /* NAMED; NULL for INSTANCE */
+    const char         *path;           /* in the container */
+    int                 read_only;
+    int                 optional;       /* INSTANCE: a missing host path
+                                           is no error */
+} ds_spec_volume_t;
+
+typedef struct {
+    const char         *local;          /* as written, on the CLI's side */
+    const char         *path;           /* NULL: working_dir + local */
+} ds_spec_file_t;
+
 /*
  * The typed view of a normalized spec, for the daemon.  Strings point
  * into `json` (the normalized tree, owned) and stay valid until
@@ -204,6 +222,17 @@ typedef struct {
     const char         *entrypoint;
     const char         *shell;
     const char         *user;
+    int                 privileged;
+
+    struct {
+        const char     *username;       /* NULL: none */
+        const char     *password;       /* never log it */
+    } registry_auth;
+
+    const ds_spec_volume_t *volumes;
+    size_t              n_volumes;
+    const ds_spec_file_t *files;
+    size_t              n_files;
 
     struct {
         int             cpu_arch;       /* DS_SPEC_ARCH_* */
