@@ -112,11 +112,17 @@ ds_v_f_https(ds_vctx_t *c, const cJSON *in, cJSON **out)
 
 /* ---- the service --------------------------------------------------------- */
 
+/*
+ * The normalized spec has the fields before S_DOCKER; "docker" is last
+ * because it is only checked (false is dropped, true refused).
+ */
 enum { S_TYPE, S_NAME, S_PORT, S_COMMANDS, S_IMAGE, S_PYTHON, S_ENV,
-       S_WORKING_DIR, S_ENTRYPOINT, S_SHELL, S_USER, S_RESOURCES,
+       S_WORKING_DIR, S_ENTRYPOINT, S_SHELL, S_USER, S_PRIVILEGED,
+       S_REGISTRY_AUTH, S_VOLUMES, S_FILES, S_RESOURCES,
        S_REPLICAS, S_SCALING, S_AUTH, S_HTTPS, S_MODEL, S_RATE_LIMITS,
        S_PROBES, S_SPOT_POLICY, S_MAX_PRICE, S_BACKENDS, S_REGIONS, S_RETRY,
-       S_MAX_DURATION, S_STOP_DURATION, S_STRIP_PREFIX, S_GATEWAY, S_N };
+       S_MAX_DURATION, S_STOP_DURATION, S_STRIP_PREFIX, S_GATEWAY, S_DOCKER,
+       S_N };
 
 static const ds_vfield_t  ds_service_fields[S_N] = {
     { "type", ds_v_f_type, DS_VF_REQUIRED, NULL },
@@ -130,6 +136,10 @@ static const ds_vfield_t  ds_service_fields[S_N] = {
     { "entrypoint", ds_v_f_text, 0, NULL },
     { "shell", ds_v_f_shell, 0, NULL },
     { "user", ds_v_f_user, 0, NULL },
+    { "privileged", ds_v_f_bool, 0, NULL },
+    { "registry_auth", ds_v_f_registry_auth, 0, NULL },
+    { "volumes", ds_v_f_volumes, 0, NULL },
+    { "files", ds_v_f_files, 0, NULL },
     { "resources", ds_v_f_resources, 0, NULL },
     { "replicas", ds_v_f_replicas, 0, NULL },
     { "scaling", ds_v_f_scaling, 0, NULL },
@@ -147,17 +157,13 @@ static const ds_vfield_t  ds_service_fields[S_N] = {
     { "stop_duration", ds_v_f_offable, 0, NULL },
     { "strip_prefix", ds_v_f_bool, 0, NULL },
     { "gateway", ds_v_f_gateway, 0, NULL },
+    { "docker", ds_v_f_docker, 0, NULL },
 };
 
 /* dstack fields we refuse by name rather than ignore, and misplaced ones */
 static const ds_vunsup_t  ds_service_unsup[] = {
-    { "volumes", "is not supported yet" },
-    { "privileged", "is not supported yet" },
-    { "registry_auth", "is not supported yet" },
-    { "docker", "is not supported yet" },
     { "nvcc", "is not supported yet" },
     { "repos", "is not supported yet" },
-    { "files", "is not supported yet" },
     { "dstack", "is not supported yet" },
     { "single_branch", "is not supported yet" },
     { "priority", "is not supported yet" },
@@ -194,6 +200,7 @@ ds_v_service(ds_vctx_t *c, const cJSON *in, cJSON **out)
     const cJSON  *t, *r;
     cJSON        *s[S_N] = { NULL };
     ds_vrange_t   one;
+    ds_qbuf_t     qb;
 
     if (!cJSON_IsObject(in)) {
         return ds_v_fail(c, in, 0, "expected a mapping (a service "
@@ -224,6 +231,19 @@ ds_v_service(ds_vctx_t *c, const cJSON *in, cJSON **out)
     if (s[S_PYTHON] && s[S_IMAGE]) {
         rc = ds_v_fail(c, cJSON_GetObjectItemCaseSensitive(in, "python"), 1,
                        "\"python\" and \"image\" are mutually exclusive");
+        goto done;
+    }
+
+    /* dstack: relative working dirs are deprecated, and an image's
+       WORKDIR is no base to resolve one against */
+    if (s[S_IMAGE] && s[S_WORKING_DIR]
+        && s[S_WORKING_DIR]->valuestring[0] != '/')
+    {
+        rc = ds_v_fail(c, cJSON_GetObjectItemCaseSensitive(in,
+                                                           "working_dir"),
+                       0, "invalid working_dir %s: must be an absolute path "
+                       "with \"image\"",
+                       ds_q(&qb, s[S_WORKING_DIR]->valuestring));
         goto done;
     }
 
@@ -295,11 +315,22 @@ ds_v_service(ds_vctx_t *c, const cJSON *in, cJSON **out)
     if (s[S_STRIP_PREFIX] == NULL) {
         s[S_STRIP_PREFIX] = cJSON_CreateTrue();
     }
+    if (s[S_PRIVILEGED] == NULL) {
+        s[S_PRIVILEGED] = cJSON_CreateFalse();
+    }
+    if (s[S_VOLUMES] == NULL) {
+        s[S_VOLUMES] = cJSON_CreateArray();
+    }
+    if (s[S_FILES] == NULL) {
+        s[S_FILES] = cJSON_CreateArray();
+    }
 
     if (s[S_COMMANDS] == NULL || s[S_ENV] == NULL || s[S_AUTH] == NULL
         || s[S_HTTPS] == NULL || s[S_RATE_LIMITS] == NULL
         || s[S_SPOT_POLICY] == NULL || s[S_MAX_DURATION] == NULL
-        || s[S_STOP_DURATION] == NULL || s[S_STRIP_PREFIX] == NULL)
+        || s[S_STOP_DURATION] == NULL || s[S_STRIP_PREFIX] == NULL
+        || s[S_PRIVILEGED] == NULL || s[S_VOLUMES] == NULL
+        || s[S_FILES] == NULL)
     {
         rc = ds_v_oom(c);
         goto done;
@@ -307,7 +338,8 @@ ds_v_service(ds_vctx_t *c, const cJSON *in, cJSON **out)
 
 done:
 
-    return ds_v_finish(c, ds_service_fields, S_N, s, rc, out);
+    ds_v_free_slots(s + S_DOCKER, S_N - S_DOCKER);
+    return ds_v_finish(c, ds_service_fields, S_DOCKER, s, rc, out);
 }
 
 

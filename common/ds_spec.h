@@ -18,6 +18,12 @@
  *    "commands":[...], "image":null|"...", "python":null|"3.11",
  *    "env":{"K":"V","FROM_CLI_ENV":null},
  *    "working_dir":null, "entrypoint":null, "shell":null, "user":null,
+ *    "privileged":false,
+ *    "registry_auth":null|{"username":"...","password":"..."},
+ *    "volumes":[{"instance_path":"/host","path":"/ctr",
+ *                "read_only":false,"optional":false}
+ *              |{"name":"vol-name","path":"/ctr","read_only":false}],
+ *    "files":[{"local_path":"src","path":null|"/ctr/src"}],
  *    "resources":{"cpu":{"arch":null|"x86"|"arm",
  *                        "count":{"min":2,"max":null}},
  *                 "memory":{"min":8192,"max":null},          (MB)
@@ -57,6 +63,20 @@
  * ds_spec_from_json); [] means none at all.  "env" values of null are
  * bare names still to be taken from the CLI's environment
  * (ds_spec_resolve_env).
+ *
+ * Volumes: "/host:/ctr[:ro]" and {instance_path, path, optional} are
+ * instance volumes; "vol-name:/ctr[:ro]" and {name, path} are dstack's
+ * network volumes, which the daemon maps to named volumes of the
+ * container engine.  Paths are absolute, without ".."
+ * components, normalized as dstack does (no repeated "/", no "."
+ * components, no trailing "/"); no two volumes share a container path.
+ * "files" paths null mean the working directory joined with the local
+ * path's relative form (the CLI packs the files).  "docker": false is
+ * accepted and dropped; true (Docker in Docker) is refused.
+ *
+ * "registry_auth" holds the registry password in clear: it travels to
+ * the daemon and on to the container engine, and must never be logged,
+ * printed or put in an error message (ds_spec_t.registry_auth too).
  */
 
 #ifndef DS_SPEC_H
@@ -79,6 +99,9 @@
 #define DS_SPEC_PROBES_MAX      16
 #define DS_SPEC_HEADERS_MAX     16
 #define DS_SPEC_LIST_MAX        64      /* backends, regions, GPU names */
+#define DS_SPEC_VOLUMES_MAX     32
+#define DS_SPEC_FILES_MAX       64
+#define DS_SPEC_FS_PATH_MAX     4095    /* characters of a path */
 
 #define DS_SPEC_UNLIMITED       UINT64_MAX      /* a range's open max */
 #define DS_SPEC_OFF             UINT32_MAX      /* a duration set "off" */
@@ -121,6 +144,9 @@
 #define DS_SPEC_GATEWAY_ANY     2       /* true: the default, required */
 #define DS_SPEC_GATEWAY_NAMED   3       /* gateway_name */
 
+#define DS_SPEC_VOLUME_INSTANCE 0       /* a host path */
+#define DS_SPEC_VOLUME_NAMED    1       /* a named volume of the engine */
+
 
 /* min 0 also stands for an open min; max DS_SPEC_UNLIMITED for open */
 typedef struct {
@@ -159,6 +185,21 @@ typedef struct {
     uint32_t            burst;
 } ds_spec_rate_limit_t;
 
+typedef struct {
+    int                 kind;           /* DS_SPEC_VOLUME_* */
+    const char         *host_path;      /* INSTANCE; NULL for NAMED */
+    const char         *name;           /* NAMED; NULL for INSTANCE */
+    const char         *path;           /* in the container */
+    int                 read_only;
+    int                 optional;       /* INSTANCE: a missing host path
+                                           is no error */
+} ds_spec_volume_t;
+
+typedef struct {
+    const char         *local;          /* as written, on the CLI's side */
+    const char         *path;           /* NULL: working_dir + local */
+} ds_spec_file_t;
+
 /*
  * The typed view of a normalized spec, for the daemon.  Strings point
  * into `json` (the normalized tree, owned) and stay valid until
@@ -181,6 +222,17 @@ typedef struct {
     const char         *entrypoint;
     const char         *shell;
     const char         *user;
+    int                 privileged;
+
+    struct {
+        const char     *username;       /* NULL: none */
+        const char     *password;       /* never log it */
+    } registry_auth;
+
+    const ds_spec_volume_t *volumes;
+    size_t              n_volumes;
+    const ds_spec_file_t *files;
+    size_t              n_files;
 
     struct {
         int             cpu_arch;       /* DS_SPEC_ARCH_* */

@@ -176,7 +176,7 @@ ds_v_object(ds_vctx_t *c, const cJSON *in, const ds_vfield_t *f, size_t nf,
     int           rc;
     size_t        i, old;
     const cJSON  *m;
-    const char   *cand[32], *near;
+    const char   *cand[48], *near;
     ds_qbuf_t     qa, qb;
 
     if (!cJSON_IsObject(in)) {

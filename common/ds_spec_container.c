@@ -1,6 +1,6 @@
 /*
  * What runs, and how: port, commands, image, python, env, working_dir,
- * shell and user.
+ * shell, user, registry_auth and docker.
  */
 
 #include <ctype.h>
@@ -341,12 +341,22 @@ ds_v_f_shell(ds_vctx_t *c, const cJSON *in, cJSON **out)
 }
 
 
-/* USER[:GROUP], each a name or a numeric id */
+/* a user or group: a name or a numeric id, as docker's --user takes it */
+static size_t
+ds_v_user_part(const char *s)
+{
+    return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                     "0123456789_-.");
+}
+
+
+/* dstack's name|uid[:group|gid] */
 int
 ds_v_f_user(ds_vctx_t *c, const cJSON *in, cJSON **out)
 {
     char         buf[64];
-    const char  *s, *colon;
+    size_t       n, g;
+    const char  *s;
     ds_qbuf_t    qb;
 
     if (ds_v_text(c, in, &s, buf, sizeof(buf)) != 0) {
@@ -354,17 +364,90 @@ ds_v_f_user(ds_vctx_t *c, const cJSON *in, cJSON **out)
                          ds_tname(in));
     }
 
-    colon = strchr(s, ':');
+    n = ds_v_user_part(s);
+    g = s[n] == ':' ? ds_v_user_part(s + n + 1) : 0;
 
-    if (s[0] == '\0' || s[0] == ':' || ds_v_has_space(s)
-        || (colon && (colon[1] == '\0' || strchr(colon + 1, ':'))))
+    if (n == 0 || (s[n] != '\0' && (s[n] != ':' || g == 0
+                                    || s[n + 1 + g] != '\0')))
     {
         return ds_v_fail(c, in, 0, "invalid user %s: expected USER or "
-                         "USER:GROUP", ds_q(&qb, s));
+                         "USER:GROUP, each a name or a numeric id of "
+                         "letters, digits, \"_\", \"-\" or \".\"",
+                         ds_q(&qb, s));
     }
 
     *out = cJSON_CreateString(s);
     return *out ? DS_OK : ds_v_oom(c);
+}
+
+
+/*
+ * Any non-empty strings, often "${{ secrets.X }}"; a number is refused
+ * rather than read as text, so that nothing guesses at a credential.
+ * No message ever quotes the value.
+ */
+static int
+ds_v_f_credential(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    if (cJSON_IsNumber(in) || cJSON_IsBool(in)) {
+        return ds_v_fail(c, in, 0, "expected a string, got %s (quote it)",
+                         ds_tname(in));
+    }
+
+    return ds_v_f_str(c, in, out);
+}
+
+
+static const ds_vfield_t  ds_registry_auth_fields[] = {
+    { "username", ds_v_f_credential, DS_VF_REQUIRED, NULL },
+    { "password", ds_v_f_credential, DS_VF_REQUIRED, NULL },
+};
+
+
+int
+ds_v_f_registry_auth(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    int     rc;
+    cJSON  *s[2] = { NULL, NULL };
+
+    if (!cJSON_IsObject(in)) {
+        return ds_v_fail(c, in, 0, "expected a mapping {username, "
+                         "password}, got %s", ds_tname(in));
+    }
+
+    rc = ds_v_object(c, in, ds_registry_auth_fields, 2, NULL, s);
+
+    return ds_v_finish(c, ds_registry_auth_fields, 2, s, rc, out);
+}
+
+
+/*
+ * false is accepted and leaves no trace in the normalized spec (*out
+ * stays NULL); Docker in Docker would need a docker daemon inside the
+ * container, which we do not provide.
+ */
+int
+ds_v_f_docker(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    int     rc;
+    cJSON  *b;
+
+    b = NULL;
+    rc = ds_v_f_bool(c, in, &b);
+    if (rc != DS_OK) {
+        return rc;
+    }
+
+    if (cJSON_IsTrue(b)) {
+        cJSON_Delete(b);
+        return ds_v_fail(c, in, 0, "\"docker: true\" (Docker in Docker) "
+                         "is not supported: use \"image\" with "
+                         "\"privileged: true\"");
+    }
+
+    cJSON_Delete(b);
+    *out = NULL;
+    return DS_OK;
 }
 
 

@@ -228,7 +228,13 @@ int ds_v_f_env(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_working_dir(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_shell(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_user(ds_vctx_t *c, const cJSON *in, cJSON **out);
+int ds_v_f_registry_auth(ds_vctx_t *c, const cJSON *in, cJSON **out);
+int ds_v_f_docker(ds_vctx_t *c, const cJSON *in, cJSON **out);
 size_t ds_v_env_name(const char *s);
+
+/* ds_spec_volumes.c: what the container mounts and what it is sent */
+int ds_v_f_volumes(ds_vctx_t *c, const cJSON *in, cJSON **out);
+int ds_v_f_files(ds_vctx_t *c, const cJSON *in, cJSON **out);
 
 /* ds_spec_resources.c: in NULL gives the defaults */
 int ds_v_f_resources(ds_vctx_t *c, const cJSON *in, cJSON **out);

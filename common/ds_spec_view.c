@@ -21,6 +21,8 @@ typedef struct {
     ds_spec_header_t       *headers;
     const char            **backends;
     const char            **regions;
+    ds_spec_volume_t       *volumes;
+    ds_spec_file_t         *files;
     char                   *probe_url;
     char                   *probe_body;     /* cJSON_free() */
 } ds_spec_priv_t;
@@ -238,6 +240,61 @@ ds_spec_fill_probes(ds_spec_t *spec, ds_spec_priv_t *priv, const cJSON *a)
 }
 
 
+static int
+ds_spec_fill_volumes(ds_spec_t *spec, ds_spec_priv_t *priv, const cJSON *a)
+{
+    size_t             i;
+    const cJSON       *it;
+    ds_spec_volume_t  *v;
+
+    priv->volumes = calloc((size_t) cJSON_GetArraySize(a) + 1,
+                           sizeof(ds_spec_volume_t));
+    if (priv->volumes == NULL) {
+        return DS_ERROR;
+    }
+
+    for (i = 0, it = a->child; it; i++, it = it->next) {
+        v = &priv->volumes[i];
+
+        v->name = ds_j_str(it, "name");
+        v->host_path = ds_j_str(it, "instance_path");
+        v->kind = v->name ? DS_SPEC_VOLUME_NAMED : DS_SPEC_VOLUME_INSTANCE;
+        v->path = ds_j_str(it, "path");
+        v->read_only = cJSON_IsTrue(ds_j(it, "read_only"));
+        v->optional = cJSON_IsTrue(ds_j(it, "optional"));
+    }
+
+    spec->volumes = priv->volumes;
+    spec->n_volumes = i;
+
+    return DS_OK;
+}
+
+
+static int
+ds_spec_fill_files(ds_spec_t *spec, ds_spec_priv_t *priv, const cJSON *a)
+{
+    size_t        i;
+    const cJSON  *it;
+
+    priv->files = calloc((size_t) cJSON_GetArraySize(a) + 1,
+                         sizeof(ds_spec_file_t));
+    if (priv->files == NULL) {
+        return DS_ERROR;
+    }
+
+    for (i = 0, it = a->child; it; i++, it = it->next) {
+        priv->files[i].local = ds_j_str(it, "local_path");
+        priv->files[i].path = ds_j_str(it, "path");
+    }
+
+    spec->files = priv->files;
+    spec->n_files = i;
+
+    return DS_OK;
+}
+
+
 /* dstack's default for an openai model: one chat completion token */
 static int
 ds_spec_model_probe(ds_spec_t *spec, ds_spec_priv_t *priv)
@@ -359,6 +416,17 @@ ds_spec_from_json(const cJSON *normalized, ds_spec_t *spec, ds_err_t *err)
     spec->entrypoint = ds_j_str(j, "entrypoint");
     spec->shell = ds_j_str(j, "shell");
     spec->user = ds_j_str(j, "user");
+    spec->privileged = cJSON_IsTrue(ds_j(j, "privileged"));
+
+    v = ds_j(j, "registry_auth");
+    spec->registry_auth.username = ds_j_str(v, "username");
+    spec->registry_auth.password = ds_j_str(v, "password");
+
+    if (ds_spec_fill_volumes(spec, priv, ds_j(j, "volumes")) != DS_OK
+        || ds_spec_fill_files(spec, priv, ds_j(j, "files")) != DS_OK)
+    {
+        goto oom;
+    }
 
     if (ds_spec_fill_resources(spec, priv, ds_j(j, "resources")) != DS_OK) {
         goto oom;
@@ -488,6 +556,8 @@ ds_spec_free(ds_spec_t *spec)
         free(priv->headers);
         free(priv->backends);
         free(priv->regions);
+        free(priv->volumes);
+        free(priv->files);
         free(priv->probe_url);
         cJSON_free(priv->probe_body);
         free(priv);

@@ -749,6 +749,84 @@ test_typed_profile(void **state)
 }
 
 
+static void
+test_typed_container(void **state)
+{
+    ds_spec_t  spec;
+
+    (void) state;
+
+    spec_of("type: service\n"
+            "image: ghcr.io/me/app:1\n"
+            "port: 8000\n"
+            "user: app:1000\n"
+            "privileged: true\n"
+            "registry_auth: {username: me, password: \"s3cret\"}\n"
+            "volumes:\n"
+            "  - /mnt/a/:/a\n"
+            "  - cache:/b:ro\n"
+            "  - {instance_path: /mnt/c, path: /c, optional: true, "
+            "read_only: true}\n"
+            "  - {name: vol.1, path: /d}\n"
+            "files:\n"
+            "  - app.yaml\n"
+            "  - {local_path: /etc/x.conf, path: /etc//x.conf}\n", &spec);
+
+    assert_string_equal(spec.user, "app:1000");
+    assert_true(spec.privileged);
+    assert_string_equal(spec.registry_auth.username, "me");
+    assert_string_equal(spec.registry_auth.password, "s3cret");
+
+    assert_int_equal(spec.n_volumes, 4);
+    assert_int_equal(spec.volumes[0].kind, DS_SPEC_VOLUME_INSTANCE);
+    assert_string_equal(spec.volumes[0].host_path, "/mnt/a");
+    assert_null(spec.volumes[0].name);
+    assert_string_equal(spec.volumes[0].path, "/a");
+    assert_false(spec.volumes[0].read_only);
+    assert_false(spec.volumes[0].optional);
+    assert_int_equal(spec.volumes[1].kind, DS_SPEC_VOLUME_NAMED);
+    assert_string_equal(spec.volumes[1].name, "cache");
+    assert_null(spec.volumes[1].host_path);
+    assert_true(spec.volumes[1].read_only);
+    assert_int_equal(spec.volumes[2].kind, DS_SPEC_VOLUME_INSTANCE);
+    assert_true(spec.volumes[2].read_only);
+    assert_true(spec.volumes[2].optional);
+    assert_int_equal(spec.volumes[3].kind, DS_SPEC_VOLUME_NAMED);
+    assert_string_equal(spec.volumes[3].name, "vol.1");
+    assert_string_equal(spec.volumes[3].path, "/d");
+
+    assert_int_equal(spec.n_files, 2);
+    assert_string_equal(spec.files[0].local, "app.yaml");
+    assert_null(spec.files[0].path);
+    assert_string_equal(spec.files[1].local, "/etc/x.conf");
+    assert_string_equal(spec.files[1].path, "/etc/x.conf");
+
+    ds_spec_free(&spec);
+
+    /* the defaults */
+    spec_of("type: service\nport: 8000\ncommands: [x]\ndocker: false\n",
+            &spec);
+    assert_false(spec.privileged);
+    assert_null(spec.registry_auth.username);
+    assert_null(spec.registry_auth.password);
+    assert_int_equal(spec.n_volumes, 0);
+    assert_non_null(spec.volumes);
+    assert_int_equal(spec.n_files, 0);
+    ds_spec_free(&spec);
+
+    /* without an image, a relative working_dir is dstack's old form */
+    spec_of("type: service\nport: 8000\ncommands: [x]\n"
+            "working_dir: src\nvolumes: [/a:/a]\n", &spec);
+    assert_string_equal(spec.working_dir, "src");
+    ds_spec_free(&spec);
+
+    /* no message quotes the password */
+    parse_err("type: service\nport: 8000\nimage: x\n"
+              "registry_auth: {username: me, password: [s3cret]}\n",
+              "t.dstack.yml:4:41: expected a string, got a list");
+}
+
+
 /* ---- the daemon's side --------------------------------------------------- */
 
 static void
@@ -795,6 +873,102 @@ test_json_paths(void **state)
              "\"rate_limits\":[{\"rps\":1,\"key\":{\"type\":\"cookie\"}}]}",
              "spec.rate_limits[0].key.type: invalid key type \"cookie\": "
              "expected ip_address or header");
+}
+
+
+#define JSON_HEAD  "{\"type\":\"service\",\"port\":8000,\"image\":\"x\","
+
+static void
+test_json_container(void **state)
+{
+    (void) state;
+
+    json_err(JSON_HEAD "\"privileged\":1}",
+             "spec.privileged: expected true or false, got a number");
+    json_err(JSON_HEAD "\"docker\":true}",
+             "spec.docker: \"docker: true\" (Docker in Docker) is not "
+             "supported: use \"image\" with \"privileged: true\"");
+    json_err(JSON_HEAD "\"user\":\"a:b:c\"}",
+             "spec.user: invalid user \"a:b:c\": expected USER or "
+             "USER:GROUP, each a name or a numeric id of letters, digits, "
+             "\"_\", \"-\" or \".\"");
+    json_err(JSON_HEAD "\"working_dir\":\"app\"}",
+             "spec: invalid working_dir \"app\": must be an absolute path "
+             "with \"image\"");
+
+    json_err(JSON_HEAD "\"registry_auth\":{\"username\":\"u\"}}",
+             "spec.registry_auth: missing required field \"password\"");
+    json_err(JSON_HEAD "\"registry_auth\":{\"username\":\"u\","
+             "\"password\":\"p\",\"token\":\"t\"}}",
+             "spec.registry_auth: unknown key \"token\"");
+    json_err(JSON_HEAD "\"registry_auth\":{\"username\":\"u\","
+             "\"password\":7}}",
+             "spec.registry_auth.password: expected a string, got a number "
+             "(quote it)");
+    json_err(JSON_HEAD "\"registry_auth\":{\"username\":\"\","
+             "\"password\":\"p\"}}",
+             "spec.registry_auth.username: expected a non-empty string");
+    json_err(JSON_HEAD "\"registry_auth\":[]}",
+             "spec.registry_auth: expected a mapping {username, password}, "
+             "got a list");
+
+    json_err(JSON_HEAD "\"volumes\":{}}",
+             "spec.volumes: expected a list of volumes, got a mapping");
+    json_err(JSON_HEAD "\"volumes\":[{\"instance_path\":\"/a\","
+             "\"path\":\"/b\"},{\"instance_path\":\"/c\",\"path\":\"b\"}]}",
+             "spec.volumes[1].path: invalid volume path \"b\": must be "
+             "absolute");
+    json_err(JSON_HEAD "\"volumes\":[{\"instance_path\":\"/a\","
+             "\"path\":\"/b\"},{\"name\":\"v\",\"path\":\"/b/\"}]}",
+             "spec.volumes[1].path: duplicate volume path \"/b\": another "
+             "volume is mounted there");
+    json_err(JSON_HEAD "\"volumes\":[\"/a:/b\",\"v:/b\"]}",
+             "spec.volumes[1]: duplicate volume path \"/b\": another volume "
+             "is mounted there");
+    json_err(JSON_HEAD "\"volumes\":[{\"instance_path\":\"a\","
+             "\"path\":\"/b\"}]}",
+             "spec.volumes[0].instance_path: invalid instance path \"a\": "
+             "must be absolute");
+    json_err(JSON_HEAD "\"volumes\":[{\"instance_path\":\"/a/../..\","
+             "\"path\":\"/b\"}]}",
+             "spec.volumes[0].instance_path: invalid instance path "
+             "\"/a/../..\": must not contain \"..\"");
+    json_err(JSON_HEAD "\"volumes\":[{\"name\":\"Vol\",\"path\":\"/b\"}]}",
+             "spec.volumes[0].name: invalid volume name \"Vol\": expected 1 "
+             "to 63 lowercase letters, digits, \"_\", \".\" or \"-\", "
+             "starting with a letter or digit");
+    json_err(JSON_HEAD "\"volumes\":[{\"path\":\"/b\"}]}",
+             "spec.volumes[0]: missing \"instance_path\" (an instance "
+             "volume) or \"name\" (a network volume)");
+    json_err(JSON_HEAD "\"volumes\":[{\"name\":\"v\",\"path\":\"/b\","
+             "\"kind\":\"named\"}]}",
+             "spec.volumes[0]: unknown key \"kind\"");
+    json_err(JSON_HEAD "\"volumes\":[{\"name\":\"v\",\"path\":\"/b\","
+             "\"read_only\":\"yes\"}]}",
+             "spec.volumes[0].read_only: expected true or false, got a "
+             "string");
+    json_err(JSON_HEAD "\"volumes\":[{\"name\":\"v\",\"path\":\"/b\","
+             "\"optional\":true}]}",
+             "spec.volumes[0]: \"optional\" is only for instance volumes");
+    json_err(JSON_HEAD "\"volumes\":[\"/a:/b\", null]}",
+             "spec.volumes[1]: expected \"/host/path:/container/path[:ro]\", "
+             "\"NAME:/container/path[:ro]\" or a mapping, got null");
+
+    json_err(JSON_HEAD "\"files\":[{\"local_path\":\"a\","
+             "\"path\":\"/x/../y\"}]}",
+             "spec.files[0].path: invalid file path \"/x/../y\": must not "
+             "contain \"..\"");
+    json_err(JSON_HEAD "\"files\":[{\"local_path\":\"a\",\"path\":null},"
+             "{\"local_path\":\"\",\"path\":null}]}",
+             "spec.files[1].local_path: expected a non-empty string");
+    json_err(JSON_HEAD "\"files\":[{\"local_path\":\"a\",\"path\":\"b\"}]}",
+             "spec.files[0].path: invalid file path \"b\": must be absolute");
+    json_err(JSON_HEAD "\"files\":[{\"local_path\":\"a\x01\"}]}",
+             "spec.files[0].local_path: invalid local path \"a\\x01\": must "
+             "not contain control characters");
+    json_err(JSON_HEAD "\"files\":[[]]}",
+             "spec.files[0]: expected \"LOCAL[:CONTAINER]\" (e.g. "
+             "\"data:/data\") or a mapping {local_path, path}, got a list");
 }
 
 
@@ -1095,7 +1269,9 @@ main(int argc, char **argv)
         cmocka_unit_test(test_cpu_memory_disk),
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_typed_profile),
+        cmocka_unit_test(test_typed_container),
         cmocka_unit_test(test_json_paths),
+        cmocka_unit_test(test_json_container),
         cmocka_unit_test(test_json_idempotent),
         cmocka_unit_test(test_resolve_env),
         cmocka_unit_test(test_limits),
