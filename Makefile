@@ -106,7 +106,7 @@ $(MODULE): $(B)/nginx/Makefile $(MODULE_SRCS) $(COMMON_SRCS) $(COMMON_HDRS)
 
 $(CONTROLD): $(CONTROLD_SRCS) $(wildcard controld/*.h) $(B)/libdscommon.a
 	$(CC) $(DS_CFLAGS) -Icontrold $(CONTROLD_SRCS) $(B)/libdscommon.a -o $@ \
-	    $(DS_LDFLAGS) -lmicrohttpd $(COMMON_LIBS) -lcrypto -lpthread
+	    $(DS_LDFLAGS) -lmicrohttpd -lcurl $(COMMON_LIBS) -lcrypto -lpthread
 
 $(CLI): $(CLI_SRCS) $(wildcard cli/*.h) $(B)/libdscommon.a
 	$(CC) $(DS_CFLAGS) -Icli $(CLI_SRCS) $(B)/libdscommon.a -o $@ \

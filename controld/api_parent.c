@@ -51,10 +51,6 @@
 
 /* the least time between two starts of the API process */
 #define API_RESPAWN_MS          1000
-/* its user when controld runs as root (DSTACK_API_USER for now; a
- * "api_user" key of controld.yml later) */
-#define API_USER_DEFAULT        "nobody"
-
 static int              listen_fd = -1;
 static struct ps_chan   chan = { .fd = -1 };
 static pid_t            api_pid = -1;
@@ -279,7 +275,7 @@ api_parent_logs(uint32_t id, const struct ps_request *rq, struct run *r)
         return;
     }
 
-    if (backend->log_path(best, path, sizeof(path)) != 0) {
+    if (replica_log_path(best, path, sizeof(path)) != 0) {
         api_parent_answer(id, 500, 1, "log path too long");
         return;
     }
@@ -321,7 +317,7 @@ api_parent_stream(const struct ps_msg *m)
     rep = api_parent_replica(ck.run, ck.num, ck.version);
     st.live = rep != NULL && api_parent_replica_live(rep);
     if (st.token_ok && ck.want_fd && rep != NULL
-        && backend->log_path(rep, path, sizeof(path)) == 0)
+        && replica_log_path(rep, path, sizeof(path)) == 0)
     {
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     }
@@ -543,19 +539,20 @@ api_parent_user(char *err, size_t n)
         return 0;
     }
 
+    /* the environment wins, for tests that run several controlds */
     name = getenv("DSTACK_API_USER");
     if (name == NULL || name[0] == '\0') {
-        name = API_USER_DEFAULT;
+        name = conf->api_user;
     }
     pw = getpwnam(name);
     if (pw == NULL) {
-        snprintf(err, n, "the API process's user \"%s\" does not exist "
-                 "(DSTACK_API_USER)", name);
+        snprintf(err, n, "api_user: the API process's user \"%s\" does "
+                 "not exist", name);
         return -1;
     }
     if (pw->pw_uid == 0) {
-        snprintf(err, n, "the API process's user \"%s\" is root: it must "
-                 "be an unprivileged user (DSTACK_API_USER)", name);
+        snprintf(err, n, "api_user: the API process's user \"%s\" is root: "
+                 "it must be an unprivileged user", name);
         return -1;
     }
     drop = 1;

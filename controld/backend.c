@@ -1,8 +1,129 @@
 /*
- * The backend replicas run on.  One today; the choice will come from the
- * configuration (backends: in controld.yml) as others are added.
+ * The backends, and which one runs what: an image runs in a container
+ * (backend_container.c), anything else as processes on this host
+ * (backend_local.c).  The main loop drives them all.
  */
+
+#include <poll.h>
+#include <string.h>
 
 #include "backend.h"
 
+
+static const struct backend_ops *const  all[] = {
+    &backend_local,
+    &backend_container,
+};
+
+#define N_BACKENDS      (sizeof(all) / sizeof(all[0]))
+
+/* how many descriptors each filled in the last turn of the loop */
+static int  filled[N_BACKENDS];
+
 const struct backend_ops  *backend = &backend_local;
+
+
+const struct backend_ops *
+backend_for(const ds_spec_t *sp)
+{
+    return sp->image != NULL ? &backend_container : &backend_local;
+}
+
+
+const struct backend_ops *
+backend_find(const char *name)
+{
+    size_t  i;
+
+    for (i = 0; i < N_BACKENDS; i++) {
+        if (strcmp(all[i]->name, name) == 0) {
+            return all[i];
+        }
+    }
+    return NULL;
+}
+
+
+int
+backends_init(const struct backend_events *ev, char *err, size_t n)
+{
+    size_t  i;
+
+    for (i = 0; i < N_BACKENDS; i++) {
+        if (all[i]->init(ev, err, n) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+
+int
+backends_fill(struct pollfd *pfd, int max)
+{
+    size_t  i;
+    int     n = 0;
+
+    for (i = 0; i < N_BACKENDS; i++) {
+        filled[i] = all[i]->fill(pfd + n, max - n);
+        n += filled[i];
+    }
+    return n;
+}
+
+
+void
+backends_process(struct pollfd *pfd, int n)
+{
+    size_t  i;
+    int     off = 0;
+
+    for (i = 0; i < N_BACKENDS && off <= n; i++) {
+        all[i]->process(pfd + off, filled[i]);
+        off += filled[i];
+    }
+}
+
+
+int
+backends_timeout_ms(void)
+{
+    size_t  i;
+    int     t, best = -1;
+
+    for (i = 0; i < N_BACKENDS; i++) {
+        if (all[i]->timeout_ms == NULL) {
+            continue;
+        }
+        t = all[i]->timeout_ms();
+        if (t >= 0 && (best < 0 || t < best)) {
+            best = t;
+        }
+    }
+    return best;
+}
+
+
+int
+backends_reap(pid_t pid, int status)
+{
+    size_t  i;
+
+    for (i = 0; i < N_BACKENDS; i++) {
+        if (all[i]->reap != NULL && all[i]->reap(pid, status)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+
+void
+backends_gc(void)
+{
+    size_t  i;
+
+    for (i = 0; i < N_BACKENDS; i++) {
+        all[i]->gc();
+    }
+}

@@ -12,10 +12,15 @@
  * backend reports how it went through the events it was given at init()
  * (never by calling the reconciler by name).
  *
+ * Logs: whatever the replica writes goes to replica_log_path() on this
+ * host, where the API and the rotation find it.
+ *
  * Errors are this layer's own: BACKEND_STARTED / BACKEND_WAIT /
  * BACKEND_FAILED from start(), 0 or an HTTP status from offers().
  *
- * One backend exists today: local (backend_local.c), the controld host.
+ * Two backends exist: local (backend_local.c), processes on the controld
+ * host, and container (backend_container.c), images through a Docker
+ * Engine API (Docker, or Podman's compatible service).
  */
 
 #ifndef CONTROLD_BACKEND_H
@@ -42,6 +47,8 @@ struct backend_events {
     void  (*setup_done)(struct replica *rep, const char *error);
     /* the replica is gone: status as waitpid's, -1 when unknown */
     void  (*exited)(struct replica *rep, int status);
+    /* it waits for its image: progress says how far ("12.5 of 80 MB") */
+    void  (*pulling)(struct replica *rep, const char *progress);
 };
 
 struct backend_ops {
@@ -75,8 +82,6 @@ struct backend_ops {
     /* after re-adoption: frees what no known replica owns */
     void  (*gc)(void);
 
-    /* the replica's log file */
-    int   (*log_path)(const struct replica *rep, char *buf, size_t n);
     /* "NVIDIA H100 80GB HBM3" for a GPU index of the replica */
     const char *(*gpu_name)(int index);
     /* the API's word for how replicas are reached ("netns", "host") */
@@ -85,13 +90,33 @@ struct backend_ops {
      * the new one next to the old); 0 when they would share a port */
     int   (*side_by_side)(void);
 
-    /* descriptors of replicas being set up, for the main loop */
+    /* descriptors of replicas being set up, for the main loop, and
+     * when to be called anyway (-1: no need; NULL: never) */
     int   (*fill)(struct pollfd *pfd, int max);
     void  (*process)(struct pollfd *pfd, int n);
+    int   (*timeout_ms)(void);
 };
 
-/* the backend replicas run on (backend.c) */
-extern const struct backend_ops  *backend;
+/* the backends (backend.c): processes on this host, and containers
+ * through a Docker Engine API */
 extern const struct backend_ops   backend_local;
+extern const struct backend_ops   backend_container;
+/* the default: what the API's health names */
+extern const struct backend_ops  *backend;
+
+/* the backend that runs a spec: an image runs in a container */
+const struct backend_ops *backend_for(const ds_spec_t *sp);
+/* by name, for documents; NULL when unknown */
+const struct backend_ops *backend_find(const char *name);
+
+/* every backend at once, for the main loop */
+int backends_init(const struct backend_events *ev, char *err, size_t n);
+int backends_fill(struct pollfd *pfd, int max);
+void backends_process(struct pollfd *pfd, int n);
+/* ms until a backend wants to be called, -1: none */
+int backends_timeout_ms(void);
+void backends_gc(void);
+/* a child process ended: 1 when a backend knew it */
+int backends_reap(pid_t pid, int status);
 
 #endif /* CONTROLD_BACKEND_H */

@@ -37,6 +37,7 @@
 #include "host.h"
 #include "local_child.h"
 #include "log.h"
+#include "gpus.h"
 #include "netns.h"
 #include "offers.h"
 #include "run.h"
@@ -256,74 +257,7 @@ local_offers(const ds_spec_t *sp, const char *name, int replicas,
 }
 
 
-/* ---- GPUs --------------------------------------------------------------- */
-
-/* a replica whose process (or its setup) may still hold resources */
-static int
-replica_holds(const struct replica *rep)
-{
-    return rep->pid > 0;
-}
-
-
-static int
-gpu_taken(int index, const struct replica *self)
-{
-    struct run      *r;
-    struct replica  *rep;
-    int              i;
-
-    TAILQ_FOREACH(r, &runs, entry) {
-        TAILQ_FOREACH(rep, &r->replicas, entry) {
-            if (rep == self || !replica_holds(rep)) {
-                continue;
-            }
-            for (i = 0; i < rep->n_gpus; i++) {
-                if (rep->gpus[i] == index) {
-                    return 1;
-                }
-            }
-        }
-    }
-    return 0;
-}
-
-
-static int
-gpu_alloc(struct replica *rep)
-{
-    const ds_spec_t  *sp = &rep->run->spec;
-    int               per, i, got = 0, picked[REPLICA_GPUS_MAX];
-
-    per = gpus_per_replica(sp);
-    if (per > REPLICA_GPUS_MAX) {
-        per = REPLICA_GPUS_MAX;
-    }
-    for (i = 0; i < host.n_gpus && got < per; i++) {
-        if (gpu_matches(sp, &host.gpus[i])
-            && !gpu_taken(host.gpus[i].index, rep))
-        {
-            picked[got++] = host.gpus[i].index;
-        }
-    }
-    if (got < per) {
-        return -1;
-    }
-    memcpy(rep->gpus, picked, sizeof(int) * got);
-    rep->n_gpus = got;
-    return 0;
-}
-
-
 /* ---- paths -------------------------------------------------------------- */
-
-static int
-local_log_path(const struct replica *rep, char *buf, size_t n)
-{
-    return fmt(buf, n, "%s/%s/%d-%d.log", conf->replicas_dir, rep->run->name,
-               rep->num, rep->version);
-}
-
 
 static int
 work_path(const struct replica *rep, char *buf, size_t n)
@@ -367,7 +301,9 @@ static int
 start_assign(struct replica *rep, char *host_ip, char *ns_ip)
 {
     rep->n_gpus = 0;
-    if (gpus_per_replica(&rep->run->spec) > 0 && gpu_alloc(rep) != 0) {
+    if (gpus_per_replica(&rep->run->spec) > 0
+        && gpus_assign(&host, rep) != 0)
+    {
         snprintf(rep->message, sizeof(rep->message),
                  "waiting for a free GPU");
         return BACKEND_WAIT;
@@ -408,7 +344,7 @@ start_log(struct replica *rep)
             path, strerror(errno));
         return -1;
     }
-    if (local_log_path(rep, path, sizeof(path)) != 0) {
+    if (replica_log_path(rep, path, sizeof(path)) != 0) {
         snprintf(rep->message, sizeof(rep->message), "path too long");
         return -1;
     }
@@ -708,7 +644,6 @@ const struct backend_ops  backend_local = {
     .release = local_release,
     .reap = local_reap,
     .gc = local_gc,
-    .log_path = local_log_path,
     .gpu_name = local_gpu_name,
     .network = local_network,
     .side_by_side = local_side_by_side,

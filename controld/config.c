@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 #include <grp.h>
+#include <pwd.h>
 #include <arpa/inet.h>
 
 #include <cjson/cJSON.h>
@@ -338,6 +339,50 @@ cfg_local(struct cfg_ctx *cx, const cJSON *map, struct local_conf *lc)
 }
 
 
+/*
+ * backends.container: images through the Docker Engine API
+ *   enabled: true
+ *   socket: /var/run/docker.sock     (or unix:///path, as DOCKER_HOST)
+ */
+static int
+cfg_container(struct cfg_ctx *cx, const cJSON *map, struct container_conf *cc)
+{
+    const cJSON  *v;
+    char         *s = NULL;
+
+    if (!cJSON_IsObject(map)) {
+        return cfg_error(cx, map, "backends.container: expected a mapping");
+    }
+    for (v = map->child; v; v = v->next) {
+        if (strcmp(v->string, "enabled") == 0) {
+            if (cfg_bool(cx, v, v->string, &cc->enabled) != 0) {
+                return -1;
+            }
+        } else if (strcmp(v->string, "socket") == 0) {
+            if (cfg_string(cx, v, v->string, &s) != 0) {
+                return -1;
+            }
+            if (strncmp(s, "unix://", 7) == 0) {
+                memmove(s, s + 7, strlen(s + 7) + 1);
+            }
+            if (s[0] != '/' || strlen(s) >= 108) {
+                cfg_error(cx, v, "socket: \"%s\" is not the absolute path "
+                          "of a unix socket (shorter than 108 bytes)", s);
+                free(s);
+                return -1;
+            }
+            free(cc->socket);
+            cc->socket = s;
+            s = NULL;
+        } else {
+            return cfg_key_error(cx, v, "backends.container: unknown key "
+                                 "\"%s\"", v->string);
+        }
+    }
+    return 0;
+}
+
+
 static int
 cfg_backends(struct cfg_ctx *cx, const cJSON *map, struct config *c)
 {
@@ -355,9 +400,14 @@ cfg_backends(struct cfg_ctx *cx, const cJSON *map, struct config *c)
             if (cfg_local(cx, v, &c->local) != 0) {
                 return -1;
             }
+        } else if (strcmp(key, "container") == 0) {
+            if (cfg_container(cx, v, &c->container) != 0) {
+                return -1;
+            }
         } else {
             return cfg_key_error(cx, v, "backends: unknown backend "
-                                 "\"%s\" (this build has: local)", key);
+                                 "\"%s\" (this build has: local, "
+                                 "container)", key);
         }
     }
 
@@ -561,6 +611,14 @@ cfg_root(struct cfg_ctx *cx, const cJSON *root, struct config *c)
                 return cfg_error(cx, v, "group: no group \"%s\" on this "
                                  "host", c->group);
             }
+        } else if (strcmp(key, "api_user") == 0) {
+            if (cfg_string(cx, v, key, &c->api_user) != 0) {
+                return -1;
+            }
+            if (getpwnam(c->api_user) == NULL) {
+                return cfg_error(cx, v, "api_user: no user \"%s\" on this "
+                                 "host", c->api_user);
+            }
         } else if (strcmp(key, "log_level") == 0) {
             s = cfg_scalar(cx, v, key);
             if (s == NULL) {
@@ -597,6 +655,19 @@ cfg_root(struct cfg_ctx *cx, const cJSON *root, struct config *c)
 }
 
 
+/* DOCKER_HOST when it names a unix socket, else Docker's own */
+static const char *
+container_socket_default(void)
+{
+    const char  *h = getenv("DOCKER_HOST");
+
+    if (h != NULL && strncmp(h, "unix://", 7) == 0 && h[7] == '/') {
+        return h + 7;
+    }
+    return "/var/run/docker.sock";
+}
+
+
 static struct config *
 config_defaults(const char *file)
 {
@@ -604,6 +675,7 @@ config_defaults(const char *file)
 
     c = xcalloc(1, sizeof(struct config));
     c->file = xstrdup(file);
+    c->api_user = xstrdup("nobody");
     c->state_dir = xstrdup("/var/lib/dstack/state");
     c->api_socket = xstrdup("/run/dstack/api.sock");
     c->api_socket_mode = 0660;
@@ -620,6 +692,8 @@ config_defaults(const char *file)
     c->local.drain_unknown_ms = 10000;
     c->local.max_failures = 3;
     c->local.log_max_size = 100ULL * 1024 * 1024;
+    c->container.enabled = 1;
+    c->container.socket = xstrdup(container_socket_default());
     c->tls.renew_before_ms = 30LL * 86400 * 1000;
     c->tls.retry_ms = 60 * 1000;
     return c;
@@ -690,7 +764,9 @@ config_free(struct config *c)
     free(c->client_config);
     free(c->notify_socket);
     free(c->group);
+    free(c->api_user);
     free(c->local.nvidia_smi);
+    free(c->container.socket);
     free(c->tls.directory);
     free(c->tls.email);
     free(c->tls.eab_kid);

@@ -31,6 +31,12 @@ struct local_conf {
                                            no limit (logrotate.c) */
 };
 
+/* backends.container: images through a Docker Engine API */
+struct container_conf {
+    int             enabled;
+    char           *socket;             /* the engine's unix socket */
+};
+
 /* tls: in controld.yml; certificates (tls.c) */
 struct tls_conf {
     int             acme;               /* tls.acme is set */
@@ -57,8 +63,10 @@ struct config {
     char           *client_config;      /* written at first start */
     char           *notify_socket;      /* module's hold notices, or NULL */
     char           *group;              /* nginx's group: state, sockets */
+    char           *api_user;           /* the API process's, when root */
     int             log_level;
     struct local_conf local;
+    struct container_conf container;
     struct tls_conf tls;
 };
 

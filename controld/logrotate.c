@@ -69,7 +69,7 @@ logrotate_one(const struct replica *rep)
     char         path[4096], old[4100], tmp[4104];
     struct stat  sb;
 
-    if (backend->log_path(rep, path, sizeof(path)) != 0
+    if (replica_log_path(rep, path, sizeof(path)) != 0
         || stat(path, &sb) != 0
         || (uint64_t) sb.st_size <= conf->local.log_max_size)
     {

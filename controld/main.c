@@ -105,7 +105,7 @@ reap_children(void)
             && !tls_child_exited(pid, status))
         {
             /* a replica's, or a cleanup helper's (nothing to do) */
-            backend->reap(pid, status);
+            backends_reap(pid, status);
         }
     }
 }
@@ -150,7 +150,7 @@ reload(void)
     conf->local.max_failures = c->local.max_failures;
     config_free(c);
 
-    if (backend->init(&reconcile_events, err, sizeof(err)) != 0) {
+    if (backends_init(&reconcile_events, err, sizeof(err)) != 0) {
         log_warnx("reload: %s", err);
     }
     log_info("configuration reloaded");
@@ -169,6 +169,10 @@ next_timeout(int64_t next_tick)
         t = 0;
     }
     a = probes_timeout_ms();
+    if (a >= 0 && a < t) {
+        t = a;
+    }
+    a = backends_timeout_ms();
     if (a >= 0 && a < t) {
         t = a;
     }
@@ -264,7 +268,7 @@ main(int argc, char **argv)
         return 1;
     }
     reconcile_init();
-    if (backend->init(&reconcile_events, err, sizeof(err)) != 0) {
+    if (backends_init(&reconcile_events, err, sizeof(err)) != 0) {
         log_warnx("%s", err);
         return 1;
     }
@@ -312,7 +316,7 @@ main(int argc, char **argv)
         n = 0;
         napi = api_parent_fill(pfd + n, POLL_MAX - n);
         n += napi;
-        nset = backend->fill(pfd + n, POLL_MAX - n);
+        nset = backends_fill(pfd + n, POLL_MAX - n);
         n += nset;
         nprobe = probes_fill(pfd + n, POLL_MAX - n);
         n += nprobe;
@@ -339,7 +343,7 @@ main(int argc, char **argv)
         }
 
         api_parent_process(pfd, napi);
-        backend->process(pfd + napi, nset);
+        backends_process(pfd + napi, nset);
         probes_process(pfd + napi + nset, nprobe);
         stats_process(pfd + napi + nset + nprobe, nstats);
         notify_process(pfd + napi + nset + nprobe + nstats, nnote);

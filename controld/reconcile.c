@@ -115,7 +115,7 @@ replica_stop(struct replica *rep, int abort)
         return;
     }
 
-    if (rep->pid <= 0) {
+    if (!rep->active) {
         /* never started, or between restarts */
         probes_cancel(rep);
         replica_set_state(rep, abort ? RS_ABORTED : RS_TERMINATED);
@@ -126,7 +126,7 @@ replica_stop(struct replica *rep, int abort)
         probes_cancel(rep);
         if (rep->state != RS_ABORTING) {
             replica_set_state(rep, RS_ABORTING);
-            backend->stop(rep, 1);
+            rep->backend->stop(rep, 1);
             if (rep->term_sent_ms == 0) {
                 rep->term_sent_ms = now_ms();
             }
@@ -158,7 +158,7 @@ replica_stop(struct replica *rep, int abort)
     case RS_RUNNING:
         probes_cancel(rep);
         replica_set_state(rep, RS_STOPPING);
-        backend->stop(rep, 0);
+        rep->backend->stop(rep, 0);
         rep->term_sent_ms = now_ms();
         return;
 
@@ -178,7 +178,7 @@ replica_stop_tick(struct replica *rep, int64_t now)
     int          done = 0;
     unsigned     bound;
 
-    if (rep->pid <= 0) {
+    if (!rep->active) {
         return;
     }
 
@@ -215,7 +215,7 @@ replica_stop_tick(struct replica *rep, int64_t now)
         }
         /* out of the replica set in the same write that follows */
         replica_set_state(rep, RS_STOPPING);
-        backend->stop(rep, 0);
+        rep->backend->stop(rep, 0);
         rep->term_sent_ms = now;
         return;
     }
@@ -226,7 +226,7 @@ replica_stop_tick(struct replica *rep, int64_t now)
 
     if (rep->term_sent_ms == 0) {
         /* adopted while stopping: ask again */
-        backend->stop(rep, 0);
+        rep->backend->stop(rep, 0);
         rep->term_sent_ms = now;
         return;
     }
@@ -236,7 +236,7 @@ replica_stop_tick(struct replica *rep, int64_t now)
                  "SIGKILL", r->name, rep->num, rep->version,
                  conf->local.stop_grace_ms);
         replica_set_state(rep, RS_KILLING);
-        backend->stop(rep, 1);
+        rep->backend->stop(rep, 1);
     }
 }
 
@@ -270,7 +270,7 @@ run_fail(struct run *r, const char *why)
 
     snprintf(r->message, sizeof(r->message), "%s", why);
     TAILQ_FOREACH(rep, &r->replicas, entry) {
-        if (rep->pid > 0) {
+        if (rep->active) {
             replica_stop(rep, 1);
             alive = 1;
         } else if (rep->state == RS_BACKOFF) {
@@ -449,7 +449,8 @@ replica_exited(struct replica *rep, int status)
     probes_cancel(rep);
     rep->exit_status = status;
     leaving = replica_leaving(rep) || r->stopping;
-    backend->release(rep, leaving);
+    rep->backend->release(rep, leaving);
+    rep->active = 0;
     run_touch(r);
 
     if (leaving) {
@@ -543,9 +544,27 @@ replica_probe_result(struct replica *rep, int ok, const char *why)
 }
 
 
+/* the backend fetches the replica's image first */
+static void
+replica_pulling(struct replica *rep, const char *progress)
+{
+    char  msg[sizeof(rep->message)];
+
+    if (rep->state == RS_PROVISIONING) {
+        replica_set_state(rep, RS_PULLING);
+    }
+    if (rep->state == RS_PULLING) {
+        fmt(msg, sizeof(msg), "pulling %s%s%s", rep->run->spec.image,
+            progress && progress[0] ? ": " : "", progress ? progress : "");
+        replica_set_message(rep, msg);
+    }
+}
+
+
 const struct backend_events  reconcile_events = {
     replica_setup_done,
     replica_exited,
+    replica_pulling,
 };
 
 
@@ -580,7 +599,7 @@ num_in_use(const struct run *r, int num)
     const struct replica  *rep;
 
     TAILQ_FOREACH(rep, &r->replicas, entry) {
-        if (rep->num == num && (!replica_leaving(rep) || rep->pid > 0)) {
+        if (rep->num == num && (!replica_leaving(rep) || rep->active)) {
             return 1;
         }
     }
@@ -723,7 +742,8 @@ run_rollout(struct run *r)
         /* a replica that does not serve is simply replaced; one that
          * serves gets its successor next to it first (host network: no
          * room for two, so it stops first) */
-        surge = replica_ready(cur) && backend->side_by_side();
+        surge = replica_ready(cur) && cur->backend->side_by_side()
+                && backend_for(&r->spec)->side_by_side();
         if (!surge) {
             replica_stop(cur, 0);
         }
@@ -750,10 +770,12 @@ replica_start(struct replica *rep, int64_t now)
     if (rep->next_start_ms > now) {
         return;
     }
-    /* host network: the old version must be gone from the port */
-    if (!backend->side_by_side()) {
+    /* the backend of its spec (an image: containers); on the host
+     * network the old version must be gone from the port */
+    rep->backend = backend_for(&r->spec);
+    if (!rep->backend->side_by_side()) {
         TAILQ_FOREACH(o, &r->replicas, entry) {
-            if (o != rep && o->pid > 0) {
+            if (o != rep && o->active) {
                 return;
             }
         }
@@ -773,8 +795,9 @@ replica_start(struct replica *rep, int64_t now)
         replica_set_message(rep, "");
     }
 
-    rc = backend->start(rep);
+    rc = rep->backend->start(rep);
     if (rc == BACKEND_STARTED) {
+        rep->active = 1;
         rep->started_at = time(NULL);
         replica_set_state(rep, RS_PROVISIONING);
         run_touch(r);
@@ -868,7 +891,7 @@ run_tick(struct run *r, int64_t now)
 
     /* adopted replicas are not our children: look at them */
     TAILQ_FOREACH(rep, &r->replicas, entry) {
-        if (rep->pid > 0 && rep->adopted && !backend->alive(rep)) {
+        if (rep->active && rep->adopted && !rep->backend->alive(rep)) {
             log_info("run \"%s\": replica %d v%d (pid %d, adopted) is gone",
                      r->name, rep->num, rep->version, (int) rep->pid);
             replica_exited(rep, -1);
@@ -878,7 +901,7 @@ run_tick(struct run *r, int64_t now)
     if (r->stopping) {
         alive = 0;
         TAILQ_FOREACH(rep, &r->replicas, entry) {
-            if (rep->pid > 0) {
+            if (rep->active) {
                 replica_stop_tick(rep, now);
                 alive = 1;
             } else if (!replica_ended(rep)) {
@@ -916,7 +939,7 @@ run_tick(struct run *r, int64_t now)
         next = TAILQ_NEXT(rep, entry);
 
         if (replica_leaving(rep)) {
-            if (rep->pid > 0) {
+            if (rep->active) {
                 replica_stop_tick(rep, now);
             } else if (replica_ended(rep)) {
                 /* gone for good: out of the document */
@@ -929,7 +952,7 @@ run_tick(struct run *r, int64_t now)
             continue;
         }
 
-        if (rep->pid <= 0
+        if (!rep->active
             && (rep->state == RS_SUBMITTED || rep->state == RS_BACKOFF))
         {
             replica_start(rep, now);
@@ -1010,7 +1033,7 @@ replica_adopt(struct replica *rep, int64_t now)
 
     case RS_KILLING:
     case RS_ABORTING:
-        backend->stop(rep, 1);
+        rep->backend->stop(rep, 1);
         rep->term_sent_ms = now;
         break;
     }
@@ -1038,7 +1061,17 @@ reconcile_adopt(void)
         r->publish = 1;
         n = 0;
         TAILQ_FOREACH(rep, &r->replicas, entry) {
-            if (rep->pid > 0 && backend->alive(rep)) {
+            if (rep->backend == NULL && rep->backend_name[0]) {
+                rep->backend = backend_find(rep->backend_name);
+            }
+            if (rep->active && rep->backend == NULL) {
+                log_warnx("run \"%s\": replica %d v%d ran on backend "
+                          "\"%s\", which this build does not have",
+                          r->name, rep->num, rep->version,
+                          rep->backend_name);
+                rep->active = 0;
+            }
+            if (rep->active && rep->backend->alive(rep)) {
                 replica_adopt(rep, now);
                 n++;
                 log_info("run \"%s\": adopted replica %d v%d (pid %d, %s%s)",
@@ -1046,7 +1079,7 @@ reconcile_adopt(void)
                          rep->addr, replica_ready(rep) ? ", ready" : "");
                 continue;
             }
-            if (rep->pid > 0) {
+            if (rep->active) {
                 log_info("run \"%s\": replica %d v%d (pid %d) is gone; "
                          "starting it again", r->name, rep->num,
                          rep->version, (int) rep->pid);
@@ -1067,7 +1100,7 @@ reconcile_adopt(void)
                  r->name, run_status_name(r->status), r->version, n,
                  n == 1 ? "" : "es");
     }
-    backend->gc();
+    backends_gc();
 }
 
 

@@ -19,6 +19,7 @@
 
 struct run;
 struct replica;
+struct backend_ops;
 
 enum run_status {
     RUN_PENDING = 0, RUN_SUBMITTED, RUN_PROVISIONING, RUN_RUNNING,
@@ -98,6 +99,15 @@ struct replica {
     int             state;              /* enum replica_state */
     char            message[256];
 
+    /* the backend holds something of it (a process, a container): set
+     * when start() succeeds, cleared once release() is done */
+    int             active;
+    const struct backend_ops *backend;  /* NULL until it first starts */
+    char            backend_name[16];   /* as loaded, until adopted */
+
+    /* the container (backend_container.c): its id */
+    char            container[72];
+
     /* the process: its own session, so pid = pgid */
     pid_t           pid;
     unsigned long long pid_start;       /* /proc start time: no pid reuse */
@@ -176,6 +186,8 @@ void run_free(struct run *r);
 struct replica *replica_new(struct run *run, int num, int version);
 void replica_free(struct replica *rep);
 void run_touch(struct run *r);
+/* its output, whatever runs it: <replicas_dir>/<run>/<num>-<version>.log */
+int replica_log_path(const struct replica *rep, char *buf, size_t n);
 /* the published URL of a run (static buffer) */
 const char *run_url(const struct run *r);
 /* a fresh "<adjective>-<animal>-<N>" */

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "log.h"
 #include "run.h"
 #include "rundoc.h"
@@ -35,6 +36,10 @@ replica_to_doc(const struct replica *rep)
     cJSON_AddNumberToObject(o, "version", rep->version);
     cJSON_AddStringToObject(o, "state", replica_state_name(rep->state));
     cJSON_AddStringToObject(o, "message", rep->message);
+    cJSON_AddBoolToObject(o, "active", rep->active);
+    cJSON_AddStringToObject(o, "backend", rep->backend ? rep->backend->name
+                                                       : rep->backend_name);
+    cJSON_AddStringToObject(o, "container", rep->container);
     cJSON_AddNumberToObject(o, "pid", rep->pid);
     /* a string: start times exceed a double's exact range on long uptimes
      * only in theory, but keep them exact */
@@ -162,6 +167,18 @@ replica_from_doc(struct run *r, const cJSON *o)
     snprintf(rep->message, sizeof(rep->message), "%s",
              doc_str(o, "message"));
     rep->pid = (pid_t) doc_num(o, "pid", 0);
+    snprintf(rep->container, sizeof(rep->container), "%s",
+             doc_str(o, "container"));
+    /* the backend by name: reconcile_adopt() finds it; version 1 had
+     * local processes only, active while they had a pid */
+    if (cJSON_GetObjectItemCaseSensitive(o, "active") == NULL) {
+        rep->active = rep->pid > 0;
+        snprintf(rep->backend_name, sizeof(rep->backend_name), "local");
+    } else {
+        rep->active = doc_bool(o, "active");
+        snprintf(rep->backend_name, sizeof(rep->backend_name), "%s",
+                 doc_str(o, "backend"));
+    }
     rep->pid_start = strtoull(doc_str(o, "pid_start"), NULL, 10);
     rep->exit_status = (int) doc_num(o, "exit_status", -1);
     snprintf(rep->addr, sizeof(rep->addr), "%s", doc_str(o, "addr"));

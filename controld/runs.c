@@ -210,6 +210,14 @@ run_touch(struct run *r)
 }
 
 
+int
+replica_log_path(const struct replica *rep, char *buf, size_t n)
+{
+    return fmt(buf, n, "%s/%s/%d-%d.log", conf->replicas_dir, rep->run->name,
+               rep->num, rep->version);
+}
+
+
 const char *
 run_url(const struct run *r)
 {

@@ -20,10 +20,14 @@
 static cJSON *
 replica_to_api(const struct replica *rep, const char *resources)
 {
-    cJSON  *o;
-    char    gpu[256];
-    size_t  off = 0;
-    int     i;
+    const struct backend_ops  *be;
+    cJSON                     *o;
+    char                       gpu[256];
+    size_t                     off = 0;
+    int                        i;
+
+    /* the one that ran it, or the one that will */
+    be = rep->backend ? rep->backend : backend_for(&rep->run->spec);
 
     o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "num", rep->num);
@@ -37,13 +41,13 @@ replica_to_api(const struct replica *rep, const char *resources)
     } else {
         cJSON_AddNullToObject(o, "address");
     }
-    cJSON_AddStringToObject(o, "backend", backend->name);
+    cJSON_AddStringToObject(o, "backend", be->name);
     cJSON_AddStringToObject(o, "region", "local");
     cJSON_AddStringToObject(o, "resources", resources);
     gpu[0] = '\0';
     for (i = 0; i < rep->n_gpus && off < sizeof(gpu); i++) {
         off += snprintf(gpu + off, sizeof(gpu) - off, "%s%s", i ? "," : "",
-                        backend->gpu_name(rep->gpus[i]));
+                        be->gpu_name(rep->gpus[i]));
     }
     cJSON_AddStringToObject(o, "gpu", gpu);
     cJSON_AddNumberToObject(o, "price", 0);

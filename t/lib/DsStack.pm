@@ -174,6 +174,10 @@ sub start_controld {
         open STDERR, '>>', "$d/controld.stderr" or POSIX::_exit(127);
         my $env = $self->{t}->_san_env;
         $ENV{$_} = $env->{$_} for keys %$env;
+        # the container engine: a test's own (DsEngine), or a socket
+        # nobody answers, never the host's
+        $ENV{DOCKER_HOST} = 'unix://' . ($o{engine} // $self->{opts}{engine}
+                                         // "$d/no-engine.sock");
         # tty: stdout a terminal, as when a person starts it by hand
         # (script(1) copies the terminal's output to our stdout)
         exec 'script', '-q', '-e', '-c',
