@@ -1,0 +1,230 @@
+#!/usr/bin/perl
+# Services with an `image` end to end on a real container engine
+# (Podman's Docker-compatible service, t/lib/DsEngine.pm), real nginx
+# with the module and real controld: two replicas answering through the
+# gateway, what the container was given (env, user, working directory,
+# entrypoint and commands, code, a volume), logs, the labels on each
+# container, a container killed under load (replaced, no failed
+# request), controld killed (its containers adopted, none twice), a
+# rolling update of the image with zero failed requests, an image that
+# cannot be pulled (the engine's reason, nothing left behind), stop
+# (the containers go).
+
+use strict;
+use warnings;
+use lib 't/lib';
+use DsTest;
+use DsStack;
+use DsEngine;
+use File::Path qw(make_path);
+use Time::HiRes qw(time sleep);
+use Test::More;
+
+plan skip_all => 'build/dstack-controld not built'
+    unless -x DsStack::controld_path();
+if (my $why = DsEngine::unavailable()) {
+    plan skip_all => "no container engine can run here: $why";
+}
+
+my $t = DsTest->new(seed_empty => 0);
+my $engine = DsEngine->new($t);
+
+# the app: busybox httpd serving what the commands wrote at start
+my $INDEX = q{printf '{"replica":%s,"version":%s,"greeting":"%s","image":"%s"}' }
+    . q{"$DSTACK_REPLICA_NUM" "$DSTACK_REPLICA_VERSION" "$GREETING" }
+    . q{"$(cat /image.txt)" > /www/index.html};
+$engine->image('localhost/web:1', { 'image.txt' => "web1\n" });
+$engine->image('localhost/web:2', { 'image.txt' => "web2\n" });
+$engine->image('localhost/plain:1', {
+    'image.txt' => "plain\n",
+    'www/index.html' => "{\"replica\":0,\"version\":0,\"greeting\":\"entry\"}\n",
+});
+
+my $s = DsStack->new($t, engine => $engine->socket_path);
+$s->start_controld;
+$t->start;
+
+my $vol = "$t->{dir}/vol";
+make_path($vol);
+DsTest::_write("$vol/v.txt", "from the host\n");
+
+my $code = $s->upload({ 'data.txt' => "uploaded\n" });
+
+sub web_spec {
+    my (%o) = @_;
+    return {
+        type => 'service',
+        image => 'localhost/web:1',
+        port => 8000,
+        replicas => 2,
+        env => { GREETING => 'hi' },
+        user => '65534',
+        working_dir => '/srv/app',
+        volumes => ["$vol:/data:ro"],
+        commands => [
+            'echo "replica $DSTACK_REPLICA_NUM starts"',
+            'id -u > /www/uid.txt',
+            'pwd > /www/pwd.txt',
+            'cat data.txt > /www/code.txt',
+            'cat /data/v.txt > /www/volume.txt',
+            $INDEX,
+            'exec httpd -f -p 8000 -h /www',
+        ],
+        resources => { cpu => '1..', memory => '64MB..', disk => '1GB..' },
+        auth => JSON::PP::false,
+        https => JSON::PP::false,
+        %o,
+    };
+}
+
+# ---- plan and apply -----------------------------------------------------------
+
+my $r = $s->api('POST', '/api/runs/plan', json => { spec => web_spec() });
+is($r->{status}, 200, 'plan: an offer for an image') or diag $r->{body};
+is($r->{json}{offers}[0]{instance_type}, 'container',
+    'plan: the offer is a container');
+
+$r = $s->apply(web_spec(), name => 'web', code => $code);
+is($r->{status}, 201, 'apply: 201') or diag $r->{body};
+
+my $run = $s->wait_ready('web', 2, timeout => 60);
+ok($run, 'two containers get ready') or diag explain $s->last_run;
+diag $s->log_text unless $run;
+
+my @reps = sort { $a->{num} <=> $b->{num} } @{ ($run || {})->{replicas} || [] };
+is(scalar(grep { $_->{backend} eq 'container' } @reps), 2,
+    'both replicas run on the container backend');
+like($reps[0]{address} // '', qr/^127\.0\.0\.1:\d+$/,
+    'a replica is reached at its published loopback port');
+isnt($reps[0]{address}, $reps[1]{address}, 'each has its own port');
+
+my %seen;
+for (1 .. 40) {
+    my $g = $s->get('web', '/');
+    $seen{"$g->{json}{replica}:$g->{json}{image}"}++
+        if $g->{status} == 200 && $g->{json};
+}
+is_deeply([sort keys %seen], ['0:web1', '1:web1'],
+    'both replicas answer through the gateway');
+
+is($s->get('web', '/uid.txt')->{body}, "65534\n", 'user: 65534');
+is($s->get('web', '/pwd.txt')->{body}, "/srv/app\n",
+    'working_dir: the commands run there');
+is($s->get('web', '/code.txt')->{body}, "uploaded\n",
+    'the code is in the working directory');
+is($s->get('web', '/volume.txt')->{body}, "from the host\n",
+    'a volume: the host file is visible');
+is($s->get('web', '/')->{json}{greeting}, 'hi', 'env: GREETING');
+
+my $log = $s->replica_log('web', 0, 1);
+like($log, qr/^replica 0 starts$/m, 'the container output is in its log');
+
+my @ctrs = @{ $engine->containers('web') };
+is(scalar @ctrs, 2, 'two containers carry the run label');
+is_deeply([sort map { $_->{Labels}{'dstack.replica'} } @ctrs], [0, 1],
+    'labelled with their replica numbers');
+
+# ---- a container killed under load ----------------------------------------------
+
+my $load = $s->start_load('web', retries => 3);
+sleep 0.5;
+my $victim = (grep { $_->{Labels}{'dstack.replica'} eq '1' } @ctrs)[0]{Id};
+my $k = $engine->api('POST', "/containers/$victim/kill?signal=SIGKILL");
+is($k->{status}, 204, 'kill -9 of a container');
+my $back = DsTest::wait_until(sub {
+    my $x = $s->run('web') or return 0;
+    my ($r1) = grep { $_->{num} == 1 } @{ $x->{replicas} };
+    return $r1 && $r1->{ready} && $r1->{restarts} >= 1;
+}, timeout => 60);
+ok($back, 'the replica is replaced and ready again')
+    or diag explain $s->run('web');
+sleep 0.5;
+my $res = $s->stop_load($load);
+ok($res->{total} > 20, "requests under load ($res->{total})");
+is_deeply($res->{failed}, [], 'no request failed while it was replaced');
+my @now = @{ $engine->containers('web') };
+is(scalar @now, 2, 'still two containers: the dead one was removed');
+
+# ---- controld killed: adopted, none twice -----------------------------------------
+
+my %before = map { $_->{Id} => 1 } @now;
+kill 'KILL', $s->pid;
+waitpid($s->pid, 0);
+delete $s->{pid};
+$s->start_controld(keep_conf => 1);
+$run = $s->wait_ready('web', 2, timeout => 30);
+ok($run, 'after kill -9 of controld: two ready replicas');
+my @after = @{ $engine->containers('web') };
+is_deeply([sort map { $_->{Id} } @after], [sort keys %before],
+    'the same two containers, adopted; none started twice');
+like($s->log_text, qr/adopted replica 0 v1/, 'adoption is logged');
+
+# ---- rolling update of the image -------------------------------------------------
+
+$load = $s->start_load('web', retries => 3);
+sleep 0.3;
+$r = $s->apply(web_spec(image => 'localhost/web:2'), name => 'web',
+    code => $code);
+is($r->{status}, 200, 'apply of a new image: a rollout') or diag $r->{body};
+$run = $s->wait_ready('web', 2, only => 1, timeout => 90);
+ok($run, 'the new image is rolled out') or diag explain $s->last_run;
+sleep 0.5;
+$res = $s->stop_load($load);
+is_deeply($res->{failed}, [], 'no request failed during the rollout');
+ok((grep { /:2:hi$/ } keys %{ $res->{seen} }),
+    'version 2 answered during the rollout');
+%seen = ();
+for (1 .. 20) {
+    my $g = $s->get('web', '/');
+    $seen{$g->{json}{image}}++ if $g->{json};
+}
+is_deeply([keys %seen], ['web2'], 'only the new image answers after it');
+DsTest::wait_until(sub { @{ $engine->containers('web') } == 2 },
+    timeout => 30);
+is(scalar @{ $engine->containers('web') }, 2,
+    'the old containers are gone');
+
+# ---- an entrypoint, no commands ----------------------------------------------------
+
+$r = $s->apply({
+    type => 'service', image => 'localhost/plain:1', port => 8080,
+    entrypoint => 'httpd -f -p 8080 -h /www',
+    auth => JSON::PP::false, https => JSON::PP::false,
+}, name => 'plain');
+is($r->{status}, 201, 'apply with an entrypoint and no commands')
+    or diag $r->{body};
+ok($s->wait_ready('plain', 1, timeout => 60), 'it gets ready')
+    or diag explain $s->last_run;
+is($s->get('plain', '/')->{json}{greeting}, 'entry',
+    'the entrypoint runs the image');
+
+# ---- an image that cannot be pulled --------------------------------------------------
+
+$r = $s->apply({ %{ web_spec(replicas => 1) }, image => 'localhost/nosuch:1' },
+    name => 'nosuch');
+is($r->{status}, 201, 'apply of a missing image');
+$run = $s->wait_run('nosuch', sub {
+    my ($x) = @{ $_[0]{replicas} };
+    return $x && $x->{status} eq 'failed';
+}, timeout => 60);
+ok($run, 'the replica fails') or diag explain $s->last_run;
+like(($run->{replicas}[0]{message} // ''),
+    qr/cannot pull localhost\/nosuch:1: .*(connection refused|no such host|pinging container registry)/,
+    "the engine's reason is in the replica's message");
+is(scalar @{ $engine->containers('nosuch') }, 0,
+    'nothing is left behind');
+$s->stop('nosuch', abort => 1);
+
+# ---- stop ---------------------------------------------------------------------------
+
+$r = $s->stop('web');
+is($r->{status}, 200, 'stop');
+ok($s->wait_run('web', sub { $_[0]{status} eq 'terminated' },
+        timeout => 60), 'the run is terminated');
+ok(DsTest::wait_until(sub { !@{ $engine->containers('web') } },
+        timeout => 30), 'its containers are removed');
+$s->stop('plain', abort => 1);
+
+$s->finish;
+$engine->finish;
+$t->done;
