@@ -166,6 +166,7 @@ typedef struct {
     int             old;        /* of an older version, still there */
     int             total;
     int             rollout_failed; /* the new version gave up */
+    const char     *pulling;    /* a replica's image pull, as it goes */
 } dsctl_runstate_t;
 
 
@@ -202,6 +203,9 @@ dsctl_run_state(const cJSON *run, dsctl_runstate_t *rs)
             continue;           /* old replicas on their way out */
         }
         rs->total++;
+        if (strcmp(st, "pulling") == 0 && rs->pulling == NULL) {
+            rs->pulling = dsctl_json_str(r, "message");
+        }
         if (version > 0 && dsctl_json_num(r, "version", version) < version
             && strcmp(st, "failed") != 0)
         {
@@ -261,7 +265,10 @@ dsctl_state_line(const char *name, const dsctl_runstate_t *rs,
     if (rs->old > 0) {
         dsctl_str_addf(out, ", %d old", rs->old);
     }
-    if (rs->message[0] != '\0') {
+    if (rs->pulling != NULL && rs->pulling[0] != '\0') {
+        /* what a first start waits for the longest: the image */
+        dsctl_str_addf(out, "  (%s)", rs->pulling);
+    } else if (rs->message[0] != '\0') {
         dsctl_str_addf(out, "  (%s)", rs->message);
     }
 }

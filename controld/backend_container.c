@@ -49,6 +49,7 @@
 
 
 #define CT_VERSION_MS           3000    /* the engine's first answer */
+#define CT_PING_TIMEOUT_MS      15000   /* a busy engine answers late */
 #define CT_PING_MS              5000    /* asked again while it is away */
 #define CT_REQ_MS               60000   /* a step of a start */
 #define CT_CODE_MAX             (256L * 1024 * 1024)
@@ -257,9 +258,16 @@ engine_on_ping(void *arg, long status, const char *body, size_t len,
         engine.ok = 1;
         return;
     }
+    if (engine.ok && status == 0 && why != NULL
+        && strstr(why, "timed out") != NULL)
+    {
+        /* busy, not gone: a start waits for it anyway */
+        log_debug("container backend: the engine is slow: %s", why);
+        return;
+    }
     if (engine.ok) {
-        log_warnx("container backend: the engine at %s stopped answering",
-                  engine_socket());
+        log_warnx("container backend: the engine at %s stopped answering "
+                  "(%s)", engine_socket(), why && why[0] ? why : "no answer");
     }
     engine_away(why && why[0] ? why : "no answer");
 }
@@ -1394,7 +1402,8 @@ container_process(struct pollfd *pfd, int n)
     {
         engine.next_ping_ms = now_ms() + CT_PING_MS;
         engine.ping = engine_call("GET", "/version", NULL, NULL, 0,
-                                  CT_VERSION_MS, NULL, engine_on_ping, NULL);
+                                  CT_PING_TIMEOUT_MS, NULL, engine_on_ping,
+                                  NULL);
     }
 }
 

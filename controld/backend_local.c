@@ -59,7 +59,6 @@ static struct host_desc     host = {
     .region = "local",
     .instance_type = "host",
 };
-static struct host_runtime  runtime;
 static int                  use_netns;  /* replicas get namespaces */
 
 static LIST_HEAD(, setup)  setups = LIST_HEAD_INITIALIZER(setups);
@@ -102,7 +101,6 @@ local_init(const struct backend_events *ev, char *err, size_t n)
     if (host_detect(&host, err, n) != 0) {
         return -1;
     }
-    host_detect_runtime(&runtime);
 
     use = netns_choose(err, n);
     if (use < 0) {
@@ -191,9 +189,10 @@ offers_software(const ds_spec_t *sp, char *err, size_t n)
 {
     char  need[256], prog[4096];
 
-    if (sp->image != NULL && !runtime.ok) {
-        snprintf(err, n, "spec.image: running an image needs a container "
-                 "runtime on the host: %s", runtime.note);
+    if (sp->image != NULL) {
+        /* backend_for() gives images to the container backend */
+        snprintf(err, n, "spec.image: images run on the container "
+                 "backend");
         return 422;
     }
     if (sp->python != NULL) {
@@ -286,11 +285,9 @@ start_child(struct replica *rep, int pipe_fd, int log_fd,
 
     a.rep = rep;
     a.addr = rep->net_index >= 0 ? ns_ip : "127.0.0.1";
-    a.name = name;
     a.netns = rep->net_index >= 0 ? netns : NULL;
     a.work = work_path(rep, work, sizeof(work)) == 0 ? work : NULL;
     a.host_gpus = host.n_gpus > 0;
-    a.runtime = &runtime;
     child_exec(&a);
 }
 

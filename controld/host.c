@@ -1,8 +1,7 @@
 /*
- * The controld host as the local backend sees it: CPUs, architecture,
- * memory, the disk replicas write to, NVIDIA GPUs (nvidia-smi), and a
- * container runtime.  Found at start and on SIGHUP, never while a
- * request waits: nvidia-smi and "docker version" take a while.
+ * The controld host as its backends see it: CPUs, architecture, memory,
+ * the disk replicas write to, NVIDIA GPUs (nvidia-smi).  Found at start
+ * and on SIGHUP, never while a request waits: nvidia-smi takes a while.
  */
 
 #define _GNU_SOURCE
@@ -241,58 +240,5 @@ host_detect(struct host_desc *h, char *err, size_t n)
 }
 
 
-/* the first line of "docker version" and whether it exited 0 */
-static int
-docker_version(const char *docker, char *line, size_t n)
-{
-    char   cmd[4200];
-    FILE  *fp;
-
-    snprintf(cmd, sizeof(cmd), "timeout 5 %s version --format "
-             "'{{.Server.Version}}' 2>&1", docker);
-    line[0] = '\0';
-    fp = popen(cmd, "r");
-    if (fp == NULL) {
-        return -1;
-    }
-    if (fgets(line, n, fp) == NULL) {
-        line[0] = '\0';
-    }
-    while (fgetc(fp) != EOF) {
-        /* drain */
-    }
-    line[strcspn(line, "\r\n")] = '\0';
-    return pclose(fp);
-}
 
 
-/*
- * podman, or docker whose daemon answers: found at start (and SIGHUP),
- * so that plan says at once why an image cannot run.
- */
-void
-host_detect_runtime(struct host_runtime *rt)
-{
-    char  line[256];
-
-    rt->ok = 0;
-    rt->path[0] = '\0';
-    if (find_in_path("podman", rt->path, sizeof(rt->path)) == 0) {
-        rt->ok = 1;
-        snprintf(rt->note, sizeof(rt->note), "podman");
-        return;
-    }
-    if (find_in_path("docker", rt->path, sizeof(rt->path)) != 0) {
-        snprintf(rt->note, sizeof(rt->note),
-                 "neither podman nor docker is in PATH");
-        return;
-    }
-    if (docker_version(rt->path, line, sizeof(line)) == 0) {
-        rt->ok = 1;
-        fmt(rt->note, sizeof(rt->note), "docker %s", line);
-        return;
-    }
-    snprintf(rt->note, sizeof(rt->note),
-             "docker is installed but its daemon does not answer (%.120s)",
-             line[0] ? line : "docker version failed");
-}

@@ -13,21 +13,12 @@
 #define DEFAULT_PATH        "/usr/local/sbin:/usr/local/bin:/usr/sbin:" \
                             "/usr/bin:/sbin:/bin"
 
-/* what runs an image on the host */
-struct host_runtime {
-    int             ok;                 /* podman or a live docker */
-    char            path[4096];
-    char            note[200];          /* which, or why there is none */
-};
-
 /*
  * CPUs, architecture, memory, the disk of replicas_dir (created here)
  * and the GPUs nvidia-smi lists into h; 0, or -1 with err set when
  * replicas_dir cannot be created.
  */
 int host_detect(struct host_desc *h, char *err, size_t n);
-/* podman, or docker whose daemon answers */
-void host_detect_runtime(struct host_runtime *rt);
 /* prog as $PATH (or DEFAULT_PATH) finds it into out; 0 or -1 */
 int find_in_path(const char *prog, char *out, size_t n);
 

@@ -346,67 +346,6 @@ child_python(const ds_spec_t *sp, const char *work, struct env *e)
 }
 
 
-/* podman/docker run of the image, the commands given to /bin/sh */
-static void
-image_argv(const struct child_args *a, const struct env *e,
-    const char *gpus, char *script, char *argv[])
-{
-    const ds_spec_t  *sp = &a->rep->run->spec;
-    const char       *prog = a->runtime->path;
-    char              buf[4096];
-    size_t            i;
-    int               n = 0;
-
-    if (!a->runtime->ok) {
-        child_fail("image: neither podman nor docker is in PATH");
-    }
-    argv[n++] = (char *) prog;
-    argv[n++] = "run";
-    argv[n++] = "--rm";
-    argv[n++] = "--name";
-    argv[n++] = (char *) a->name;
-    argv[n++] = "--network";
-    if (a->netns != NULL && strstr(prog, "podman") != NULL) {
-        snprintf(buf, sizeof(buf), "ns:%s", a->netns);
-        argv[n++] = strdup(buf);
-    } else {
-        argv[n++] = "host";
-    }
-    fmt(buf, sizeof(buf), "%s:/workflow", a->work);
-    argv[n++] = "-v";
-    argv[n++] = strdup(buf);
-    argv[n++] = "-w";
-    argv[n++] = (char *) (sp->working_dir ? sp->working_dir : "/workflow");
-    /* the environment goes by name: the values stay out of argv */
-    /* room for the rest: 12 more at most */
-    for (i = 0; i < e->n && n < 50; i++) {
-        if (strncmp(e->v[i], "PATH=", 5) == 0
-            || strncmp(e->v[i], "HOME=", 5) == 0)
-        {
-            continue;
-        }
-        argv[n++] = "--env";
-        argv[n++] = strndup(e->v[i], strcspn(e->v[i], "="));
-    }
-    if (a->rep->n_gpus > 0) {
-        snprintf(buf, sizeof(buf), "\"device=%s\"", gpus);
-        argv[n++] = "--gpus";
-        argv[n++] = strdup(buf);
-    }
-    if (sp->entrypoint != NULL) {
-        argv[n++] = "--entrypoint";
-        argv[n++] = (char *) sp->entrypoint;
-    }
-    argv[n++] = (char *) sp->image;
-    if (sp->n_commands > 0) {
-        argv[n++] = "/bin/sh";
-        argv[n++] = "-c";
-        argv[n++] = script;
-    }
-    argv[n] = NULL;
-}
-
-
 static void
 shell_argv(const ds_spec_t *sp, char *script, char *argv[])
 {
@@ -441,12 +380,9 @@ child_exec(const struct child_args *a)
         child_python(sp, a->work, &env);
     }
 
+    /* images run on the container backend, never here */
     script = spec_script(sp);
-    if (sp->image != NULL) {
-        image_argv(a, &env, gpus, script, argv);
-    } else {
-        shell_argv(sp, script, argv);
-    }
+    shell_argv(sp, script, argv);
 
     if (pw != NULL) {
         if (initgroups(pw->pw_name, pw->pw_gid) != 0

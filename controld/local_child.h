@@ -8,18 +8,15 @@
 #define CONTROLD_LOCAL_CHILD_H
 
 struct replica;
-struct host_runtime;
 
 /* what the replica's process needs besides the replica */
 struct child_args {
     struct replica             *rep;
     const char                 *addr;       /* DSTACK_REPLICA_ADDRESS */
-    const char                 *name;       /* of its container */
     const char                 *netns;      /* its namespace's path, or
                                                NULL: the host network */
     const char                 *work;       /* NULL: the path is too long */
     int                         host_gpus;  /* the host has GPUs */
-    const struct host_runtime  *runtime;
 };
 
 
