@@ -165,6 +165,31 @@ ct_engine_error(const char *body, size_t len, char *out, size_t n)
 }
 
 
+/* a line of ours in the replica's log, where `dstackctl logs` shows it */
+static void
+ct_log_line(const struct replica *rep, const char *what)
+{
+    char  file[4096], line[640];
+    int   fd, n;
+
+    if (replica_log_path(rep, file, sizeof(file)) != 0) {
+        return;
+    }
+    fd = open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        return;
+    }
+    n = snprintf(line, sizeof(line), "dstack: %s\n", what);
+    if (write(fd, line, n > 0 && (size_t) n < sizeof(line) ? (size_t) n
+                                                           : strlen(line))
+        < 0)
+    {
+        /* the log is a courtesy: the message is in ps too */
+    }
+    close(fd);
+}
+
+
 /*
  * The start failed: the replica hears why, and then that it is gone, at
  * the next turn of the loop (never from inside the reconciler's call).
@@ -185,6 +210,7 @@ ct_fail(struct ct *c, const char *f, ...)
 
     log_warnx("run \"%s\": replica %d v%d: %s", c->rep->run->name,
               c->rep->num, c->rep->version, why);
+    ct_log_line(c->rep, why);
     events->setup_done(c->rep, why);
     c->step = CT_ENDED;
     c->exit_status = -1;

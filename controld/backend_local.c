@@ -195,6 +195,23 @@ offers_software(const ds_spec_t *sp, char *err, size_t n)
                  "backend");
         return 422;
     }
+    /* what only a container has: refused, never ignored */
+    if (sp->n_volumes > 0) {
+        snprintf(err, n, "spec.volumes: volumes are mounted into a "
+                 "container: they need an image (processes on the host "
+                 "see the host's paths as they are)");
+        return 422;
+    }
+    if (sp->privileged) {
+        snprintf(err, n, "spec.privileged: applies to a container: it "
+                 "needs an image");
+        return 422;
+    }
+    if (sp->registry_auth.username != NULL) {
+        snprintf(err, n, "spec.registry_auth: is for pulling an image: it "
+                 "needs an image");
+        return 422;
+    }
     if (sp->python != NULL) {
         snprintf(need, sizeof(need), "python%s", sp->python);
         if (find_in_path(need, prog, sizeof(prog)) != 0) {

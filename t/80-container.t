@@ -41,7 +41,9 @@ $engine->image('localhost/plain:1', {
 });
 
 my $s = DsStack->new($t, engine => $engine->socket_path);
-$s->start_controld;
+my $notify = $s->dir . '/notify.sock';
+$t->write_conf(http => "dstack_notify $notify;");
+$s->start_controld(extra => "notify_socket: $notify\n");
 $t->start;
 
 my $vol = "$t->{dir}/vol";
@@ -211,9 +213,28 @@ ok($run, 'the replica fails') or diag explain $s->last_run;
 like(($run->{replicas}[0]{message} // ''),
     qr/cannot pull localhost\/nosuch:1: .*(connection refused|no such host|pinging container registry)/,
     "the engine's reason is in the replica's message");
+like($s->replica_log('nosuch', 0, 1),
+    qr/^dstack: cannot pull localhost\/nosuch:1: /m,
+    'and in its log (dstackctl logs)');
 is(scalar @{ $engine->containers('nosuch') }, 0,
     'nothing is left behind');
 $s->stop('nosuch', abort => 1);
+
+# ---- scale to zero and back ------------------------------------------------------
+
+$r = $s->apply(web_spec(
+    replicas => '0..1',
+    scaling => { metric => 'rps', target => 100, window => '30s',
+                 scale_up_delay => '1s', scale_down_delay => '3s' },
+), name => 'zero', code => $code);
+is($r->{status}, 201, 'an image scaled to zero') or diag $r->{body};
+is(scalar @{ $engine->containers('zero') }, 0, 'no container while idle');
+my @res = $t->parallel([ map { ['GET', '/', host => 'zero.' . $t->domain,
+    timeout => 60] } 1 .. 4 ]);
+is_deeply([map { $_->{status} } @res], [200, 200, 200, 200],
+    'requests held at the gateway while the container starts: all 200');
+ok(DsTest::wait_until(sub { !@{ $engine->containers('zero') } },
+        timeout => 60), 'no traffic: back to zero, the container removed');
 
 # ---- stop ---------------------------------------------------------------------------
 
@@ -224,6 +245,7 @@ ok($s->wait_run('web', sub { $_[0]{status} eq 'terminated' },
 ok(DsTest::wait_until(sub { !@{ $engine->containers('web') } },
         timeout => 30), 'its containers are removed');
 $s->stop('plain', abort => 1);
+$s->stop('zero', abort => 1);
 
 $s->finish;
 $engine->finish;
