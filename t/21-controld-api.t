@@ -273,6 +273,23 @@ if ($s->network ne 'netns') {
         qr/^spec\.replicas: 2 replicas of one service all listen on port 8000/,
         'without root: one replica per port');
 }
+# what only a container has, and files: refused, never ignored
+err_is($s->api('POST', '/api/runs/plan',
+        json => { spec => { %$spec, volumes => [
+            { instance_path => '/srv', path => '/data', read_only =>
+              JSON::PP::false, optional => JSON::PP::false } ] } }),
+    422, 'no_offers', qr/^spec\.volumes: volumes are mounted into a container: they need an image/,
+    'volumes without an image');
+err_is($s->api('POST', '/api/runs/plan',
+        json => { spec => { %$spec, privileged => JSON::PP::true } }),
+    422, 'no_offers', qr/^spec\.privileged: applies to a container/,
+    'privileged without an image');
+err_is($s->api('POST', '/api/runs/plan',
+        json => { spec => { %$spec, files => [
+            { local_path => 'x', path => undef } ] } }),
+    400, 'invalid_request', qr/^spec\.files: not supported by this server yet/,
+    'files: refused with what to do instead');
+
 # an image needs a container engine; this controld's socket has none
 $r = $s->api('POST', '/api/runs/plan',
     json => { spec => { %$spec, image => 'python:3.11-slim' } });
