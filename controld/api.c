@@ -45,6 +45,7 @@
 #include <openssl/evp.h>
 
 #include "api.h"
+#include "api_route.h"
 #include "log.h"
 #include "privsep.h"
 #include "tokens.h"
@@ -64,21 +65,6 @@
  * often (a follower whose token is revoked loses the stream within) */
 #define API_TICK_MS             100
 #define API_STREAM_RECHECK_MS   1000
-
-enum api_route {
-    R_NONE = 0,
-    R_HEALTH,
-    R_CODE,
-    R_PLAN,
-    R_APPLY,
-    R_RUNS,
-    R_RUN,
-    R_STOP,
-    R_LOGS,
-    R_TOKENS,
-    R_TOKEN,
-    R_BADNAME       /* /api/runs/<not a run name>...: 400, not 404 */
-};
 
 /* where a request is; the states with "wait" are suspended */
 enum api_state {
@@ -293,118 +279,6 @@ api_unescape(void *cls, struct MHD_Connection *c, char *s)
     }
     *w = '\0';
     return (size_t) (w - s);
-}
-
-
-/*
- * Splits the path into a route and its parameter; *allow gets the methods
- * of the route.  MHD has already percent-decoded the path, so "%2e%2e"
- * arrives as ".." and is refused by the name check of the handler.
- */
-static int
-api_route(const char *url, char *param, size_t n, const char **allow)
-{
-    const char  *p, *slash;
-    size_t       len;
-
-    param[0] = '\0';
-    *allow = NULL;
-
-    if (strncmp(url, "/api/", 5) != 0) {
-        return R_NONE;
-    }
-    p = url + 5;
-
-    if (strcmp(p, "health") == 0) {
-        *allow = "GET";
-        return R_HEALTH;
-    }
-
-    if (strncmp(p, "code/", 5) == 0) {
-        if (fmt(param, n, "%s", p + 5) != 0) {
-            param[0] = '\0';
-        }
-        *allow = "HEAD, PUT";
-        return R_CODE;
-    }
-
-    if (strcmp(p, "runs") == 0 || strcmp(p, "runs/") == 0) {
-        *allow = "GET";
-        return R_RUNS;
-    }
-    if (strcmp(p, "runs/plan") == 0) {
-        *allow = "POST";
-        return R_PLAN;
-    }
-    if (strcmp(p, "runs/apply") == 0) {
-        *allow = "POST";
-        return R_APPLY;
-    }
-    if (strncmp(p, "runs/", 5) == 0) {
-        p += 5;
-        slash = strchr(p, '/');
-        len = slash ? (size_t) (slash - p) : strlen(p);
-        if (len >= n) {
-            len = n - 1;
-        }
-        memcpy(param, p, len);
-        param[len] = '\0';
-        if (!ds_valid_run_name(param, strlen(param))) {
-            *allow = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
-            return R_BADNAME;
-        }
-        if (slash == NULL) {
-            *allow = "GET";
-            return R_RUN;
-        }
-        if (strcmp(slash, "/stop") == 0) {
-            *allow = "POST";
-            return R_STOP;
-        }
-        if (strcmp(slash, "/logs") == 0) {
-            *allow = "GET";
-            return R_LOGS;
-        }
-        return R_NONE;
-    }
-
-    if (strcmp(p, "tokens") == 0) {
-        *allow = "GET, POST";
-        return R_TOKENS;
-    }
-    if (strncmp(p, "tokens/", 7) == 0) {
-        if (fmt(param, n, "%s", p + 7) != 0) {
-            param[0] = '\0';
-        }
-        *allow = "DELETE";
-        return R_TOKEN;
-    }
-
-    return R_NONE;
-}
-
-
-static int
-api_method_ok(const char *allow, const char *method)
-{
-    size_t       ml;
-    const char  *p;
-
-    ml = strlen(method);
-    for (p = allow; (p = strstr(p, method)) != NULL; p += ml) {
-        if ((p == allow || p[-1] == ' ') && (p[ml] == ',' || p[ml] == '\0')) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
-
-static int
-api_has_body(int route)
-{
-    return route == R_PLAN || route == R_APPLY || route == R_STOP
-           || route == R_TOKENS || route == R_CODE;
 }
 
 

@@ -400,22 +400,7 @@ container_offers(const ds_spec_t *sp, const char *name, int replicas,
                  "engine: %s", engine.note);
         return 422;
     }
-    if (sp->backends != NULL) {
-        size_t  i;
-        int     found = 0;
-
-        for (i = 0; i < sp->n_backends; i++) {
-            found |= strcmp(sp->backends[i], "local") == 0;
-        }
-        if (!found) {
-            snprintf(err, n, "spec.backends: this server has the local "
-                     "backend only");
-            return 422;
-        }
-    }
-    if (sp->spot_policy == DS_SPEC_SPOT_SPOT) {
-        snprintf(err, n, "spec.spot_policy: the local backend has on-demand "
-                 "offers only (use on-demand or auto)");
+    if (offers_placement(&host, sp, err, n) != 0) {
         return 422;
     }
     return offers_match(&host, sp, replicas, offers, err, n);

@@ -138,48 +138,16 @@ local_side_by_side(void)
 
 /* ---- offers ------------------------------------------------------------- */
 
-static int
-list_has(const char *const *list, size_t n, const char *s)
-{
-    size_t  i;
-
-    for (i = 0; i < n; i++) {
-        if (strcmp(list[i], s) == 0) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
-
 /* where and how: enabled, backends, regions, spot: 0 or 422 */
 static int
-offers_placement(const ds_spec_t *sp, char *err, size_t n)
+local_placement(const ds_spec_t *sp, char *err, size_t n)
 {
     if (!conf->local.enabled) {
         snprintf(err, n, "no backend is enabled (backends.local.enabled is "
                  "false in %s)", conf->file);
         return 422;
     }
-    if (sp->backends != NULL
-        && !list_has(sp->backends, sp->n_backends, "local"))
-    {
-        snprintf(err, n, "spec.backends: this server has the local backend "
-                 "only");
-        return 422;
-    }
-    if (sp->regions != NULL && !list_has(sp->regions, sp->n_regions, "local"))
-    {
-        snprintf(err, n, "spec.regions: the local backend has one region, "
-                 "\"local\"");
-        return 422;
-    }
-    if (sp->spot_policy == DS_SPEC_SPOT_SPOT) {
-        snprintf(err, n, "spec.spot_policy: the local backend has on-demand "
-                 "offers only (use on-demand or auto)");
-        return 422;
-    }
-    return 0;
+    return offers_placement(&host, sp, err, n);
 }
 
 
@@ -263,7 +231,7 @@ static int
 local_offers(const ds_spec_t *sp, const char *name, int replicas,
     cJSON *offers, char *err, size_t n)
 {
-    if (offers_placement(sp, err, n) != 0
+    if (local_placement(sp, err, n) != 0
         || offers_software(sp, err, n) != 0
         || offers_network(sp, name, replicas, err, n) != 0)
     {

@@ -53,6 +53,14 @@ struct host_desc {
 int offers_match(const struct host_desc *h, const ds_spec_t *sp,
     int replicas, cJSON *offers, char *err, size_t n);
 
+/*
+ * Where and how a spec may run against what a host offers: its
+ * backends and regions lists must name the host's, and a host offers
+ * on-demand only.  0, or 422 with the reason in err.
+ */
+int offers_placement(const struct host_desc *h, const ds_spec_t *sp,
+    char *err, size_t n);
+
 /* GPUs one replica takes: 0 when the spec asks for none */
 int gpus_per_replica(const ds_spec_t *sp);
 /* GPU g of a host fits the spec's GPU requirement */

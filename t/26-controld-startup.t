@@ -19,13 +19,7 @@ use File::Path qw(make_path);
 use Time::HiRes qw(time sleep);
 use Test::More;
 
-plan skip_all => 'build/dstack-controld not built'
-    unless -x DsStack::controld_path();
-
-my $t = DsTest->new(seed_empty => 0);
-my $s = DsStack->new($t);
-$s->start_controld;
-$t->start;
+my ($t, $s) = DsStack::stack();
 
 my $code = $s->upload($s->app_files);
 my $rounds = $ENV{DSTACK_BENCH_ROUNDS} || 5;

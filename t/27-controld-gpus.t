@@ -14,27 +14,7 @@ use DsTest;
 use DsStack;
 use Test::More;
 
-plan skip_all => 'build/dstack-controld not built'
-    unless -x DsStack::controld_path();
-
-my $t = DsTest->new(seed_empty => 0);
-my $s = DsStack->new($t);
-my $fake = $s->dir . '/fake-nvidia-smi';
-DsTest::_write($fake, <<'EOF');
-#!/bin/sh
-# test double: the answer of nvidia-smi --query-gpu=index,name,memory.total
-# --format=csv,noheader,nounits on a host with two H100s and an A10G
-case "$*" in
-*--query-gpu=index,name,memory.total*)
-    echo "0, NVIDIA H100 80GB HBM3, 81559"
-    echo "1, NVIDIA H100 80GB HBM3, 81559"
-    echo "2, NVIDIA A10G, 23028" ;;
-*) exit 1 ;;
-esac
-EOF
-chmod 0755, $fake;
-$s->start_controld(extra => "backends:\n  local:\n    nvidia_smi: $fake\n");
-$t->start;
+my ($t, $s) = DsStack::stack(gpus => 1);
 
 like($s->log_text, qr/GPU 0: NVIDIA H100 80GB HBM3 \(H100\), 81559 MB/,
     'controld found the GPUs');

@@ -14,16 +14,8 @@ use DsStack;
 use Time::HiRes qw(time sleep);
 use Test::More;
 
-plan skip_all => 'build/dstack-controld not built'
-    unless -x DsStack::controld_path();
-
 my $N = 8;
-my $t = DsTest->new(seed_empty => 0);
-my $s = DsStack->new($t);
-my $notify = $s->dir . '/notify.sock';
-$t->write_conf(http => "dstack_notify $notify;");
-$s->start_controld(extra => "notify_socket: $notify\n");
-$t->start;
+my ($t, $s) = DsStack::stack(hold => 1);
 
 my $code = $s->upload($s->app_files);
 my $r = $s->apply($s->app_spec(

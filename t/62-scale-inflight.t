@@ -16,14 +16,7 @@ use DsStack;
 use Time::HiRes qw(time sleep);
 use Test::More;
 
-plan skip_all => 'build/dstack-controld not built'
-    unless -x DsStack::controld_path();
-
-my $t = DsTest->new(seed_empty => 0);
-my $s = DsStack->new($t);
-$s->start_controld;
-$t->start;
-$s->need_netns;
+my ($t, $s) = DsStack::stack(netns => 1);
 
 my $flag = $s->dir . '/replica-2-fails';
 my $spec = $s->app_spec(

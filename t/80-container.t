@@ -15,19 +15,12 @@ use warnings;
 use lib 't/lib';
 use DsTest;
 use DsStack;
-use DsEngine;
 use File::Path qw(make_path);
 use Time::HiRes qw(time sleep);
 use Test::More;
 
-plan skip_all => 'build/dstack-controld not built'
-    unless -x DsStack::controld_path();
-if (my $why = DsEngine::unavailable()) {
-    plan skip_all => "no container engine can run here: $why";
-}
-
-my $t = DsTest->new(seed_empty => 0);
-my $engine = DsEngine->new($t);
+my ($t, $s) = DsStack::stack(engine => 1, hold => 1);
+my $engine = $s->engine;
 
 # the app: busybox httpd serving what the commands wrote at start
 my $INDEX = q{printf '{"replica":%s,"version":%s,"greeting":"%s","image":"%s"}' }
@@ -40,11 +33,6 @@ $engine->image('localhost/plain:1', {
     'www/index.html' => "{\"replica\":0,\"version\":0,\"greeting\":\"entry\"}\n",
 });
 
-my $s = DsStack->new($t, engine => $engine->socket_path);
-my $notify = $s->dir . '/notify.sock';
-$t->write_conf(http => "dstack_notify $notify;");
-$s->start_controld(extra => "notify_socket: $notify\n");
-$t->start;
 
 my $vol = "$t->{dir}/vol";
 make_path($vol);

@@ -15,35 +15,11 @@ use warnings;
 use lib 't/lib';
 use DsTest;
 use DsStack;
-use DsEngine;
 use Test::More;
 
-plan skip_all => 'build/dstack-controld not built'
-    unless -x DsStack::controld_path();
-if (my $why = DsEngine::unavailable()) {
-    plan skip_all => "no container engine can run here: $why";
-}
-
-my $t = DsTest->new(seed_empty => 0);
-my $engine = DsEngine->new($t);
+my ($t, $s) = DsStack::stack(engine => 1, gpus => 1);
+my $engine = $s->engine;
 $engine->image('localhost/gpu:1', {});
-
-my $s = DsStack->new($t, engine => $engine->socket_path);
-my $fake = $s->dir . '/fake-nvidia-smi';
-DsTest::_write($fake, <<'EOF');
-#!/bin/sh
-# test double: nvidia-smi on a host with two H100s and an A10G
-case "$*" in
-*--query-gpu=index,name,memory.total*)
-    echo "0, NVIDIA H100 80GB HBM3, 81559"
-    echo "1, NVIDIA H100 80GB HBM3, 81559"
-    echo "2, NVIDIA A10G, 23028" ;;
-*) exit 1 ;;
-esac
-EOF
-chmod 0755, $fake;
-$s->start_controld(extra => "backends:\n  local:\n    nvidia_smi: $fake\n");
-$t->start;
 
 sub spec {
     my (%o) = @_;

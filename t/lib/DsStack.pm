@@ -113,6 +113,68 @@ sub new {
     return $self;
 }
 
+# The usual start of a test: skips it unless controld is built (with
+# netns, unless replicas get network namespaces here; with engine, unless
+# a container engine can run), then starts nginx with the module and
+# controld.  Options: hold (the module's notices of held requests reach
+# controld), gpus (the nvidia-smi test double: two H100s and an A10G),
+# engine (a private Podman service, t/lib/DsEngine.pm: $s->engine),
+# extra (more controld.yml).  Returns ($t, $s).
+sub stack {
+    my (%o) = @_;
+    Test::More::plan(skip_all => 'build/dstack-controld not built')
+        unless -x controld_path();
+    if ($o{engine}) {
+        require DsEngine;
+        if (my $why = DsEngine::unavailable()) {
+            Test::More::plan(
+                skip_all => "no container engine can run here: $why");
+        }
+    }
+    my $t = DsTest->new(seed_empty => 0);
+    my $engine = $o{engine} ? DsEngine->new($t) : undef;
+    my $s = DsStack->new($t,
+        $engine ? (engine => $engine->socket_path) : ());
+    $s->{engine_obj} = $engine;
+    my $extra = $o{extra} // '';
+    if ($o{hold}) {
+        my $notify = "$s->{dir}/notify.sock";
+        $t->write_conf(http => "dstack_notify $notify;");
+        $extra .= "notify_socket: $notify\n";
+    }
+    if ($o{gpus}) {
+        $extra .= "backends:\n  local:\n    nvidia_smi: "
+            . $s->fake_nvidia_smi . "\n";
+    }
+    $s->start_controld(extra => $extra);
+    $t->start;
+    $s->need_netns if $o{netns};
+    return ($t, $s);
+}
+
+sub engine { $_[0]{engine_obj} }
+
+# a test double of nvidia-smi (this machine may have no GPU): what it
+# prints for --query-gpu=index,name,memory.total on a host with two
+# H100s and an A10G; returns its path
+sub fake_nvidia_smi {
+    my $self = shift;
+    my $fake = "$self->{dir}/fake-nvidia-smi";
+    DsTest::_write($fake, <<'EOF');
+#!/bin/sh
+# test double: nvidia-smi on a host with two H100s and an A10G
+case "$*" in
+*--query-gpu=index,name,memory.total*)
+    echo "0, NVIDIA H100 80GB HBM3, 81559"
+    echo "1, NVIDIA H100 80GB HBM3, 81559"
+    echo "2, NVIDIA A10G, 23028" ;;
+*) exit 1 ;;
+esac
+EOF
+    chmod 0755, $fake;
+    return $fake;
+}
+
 sub t { $_[0]{t} }
 sub dir { $_[0]{dir} }
 sub socket_path { "$_[0]{dir}/api.sock" }

@@ -1,0 +1,35 @@
+/*
+ * The API's routes (api_route.c).
+ */
+
+#ifndef CONTROLD_API_ROUTE_H
+#define CONTROLD_API_ROUTE_H
+
+#include <stddef.h>
+
+enum api_route {
+    R_NONE = 0,
+    R_HEALTH,
+    R_CODE,
+    R_PLAN,
+    R_APPLY,
+    R_RUNS,
+    R_RUN,
+    R_STOP,
+    R_LOGS,
+    R_TOKENS,
+    R_TOKEN,
+    R_BADNAME       /* /api/runs/<not a run name>...: 400, not 404 */
+};
+
+/*
+ * The route of a path under /api/ (R_NONE: none), its parameter into
+ * param (n bytes), and in *allow the methods it takes ("GET, POST").
+ */
+int api_route(const char *url, char *param, size_t n, const char **allow);
+/* 1 when method is one of allow's */
+int api_method_ok(const char *allow, const char *method);
+/* 1 when the route reads a body */
+int api_has_body(int route);
+
+#endif /* CONTROLD_API_ROUTE_H */
