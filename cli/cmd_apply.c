@@ -470,7 +470,7 @@ dsctl_apply(int argc, char **argv, int run)
     dsctl_config_t   cfg;
     dsctl_resp_t     plan, applied;
     cJSON           *req, *final = NULL;
-    char             hash[65];
+    char             hash[65], files[65];
     dsctl_str_t      q = { 0 }, fpath = { 0 };
 
     envs = dsctl_xmalloc(sizeof(char *) * (argc + 1));
@@ -598,8 +598,10 @@ dsctl_apply(int argc, char **argv, int run)
         }
     }
 
-    /* the code, then the run */
-    if (dsctl_pack_upload(dir, hash) != 0) {
+    /* the code and the spec's files, then the run */
+    if (dsctl_pack_upload(dir, hash) != 0
+        || dsctl_pack_upload_files(dir, sp.spec, files) != 0)
+    {
         rc = DSCTL_EXIT_FAIL;
         goto done_plan;
     }
@@ -607,6 +609,9 @@ dsctl_apply(int argc, char **argv, int run)
     cJSON_AddItemReferenceToObject(req, "spec", sp.spec);
     cJSON_AddStringToObject(req, "name", pname);
     cJSON_AddStringToObject(req, "code", hash);
+    if (files[0] != '\0') {
+        cJSON_AddStringToObject(req, "files", files);
+    }
     rc = dsctl_api_call("POST", "/api/runs/apply", req, 0, &applied);
     cJSON_Delete(req);
     if (rc != 0) {

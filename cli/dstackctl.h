@@ -262,9 +262,15 @@ typedef struct {
 
 /* tar.gz of dir honouring .gitignore; -1 after printing an error */
 int dsctl_pack(const char *dir, dsctl_pack_t *pk);
+/* tar.gz of the spec's files at the places they go (files: none, an
+ * empty pk); -1 after printing an error */
+int dsctl_pack_files(const char *dir, const cJSON *spec, dsctl_pack_t *pk);
 void dsctl_pack_free(dsctl_pack_t *pk);
 /* packs dir and PUTs it to /api/code/<hash>; fills hash */
 int dsctl_pack_upload(const char *dir, char hash[65]);
+/* the spec's files, packed and uploaded: hash "" when it has none */
+int dsctl_pack_upload_files(const char *dir, const cJSON *spec,
+    char hash[65]);
 
 
 /* ---- spec helpers (spec.c) --------------------------------------------- */

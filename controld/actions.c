@@ -27,6 +27,7 @@ struct apply_req {
     const cJSON    *spec;
     const char     *name;
     const char     *code;
+    const char     *files;          /* the spec's files: an archive */
 };
 
 
@@ -47,13 +48,18 @@ apply_parse(const cJSON *req, struct apply_req *a, char *err, size_t n)
                 }
                 a->name = it->valuestring;
             }
-        } else if (strcmp(it->string, "code") == 0) {
+        } else if (strcmp(it->string, "code") == 0
+                   || strcmp(it->string, "files") == 0)
+        {
             if (!cJSON_IsNull(it)) {
-                if (!cJSON_IsString(it)) {
-                    snprintf(err, n, "code: expected a SHA-256 hex string");
+                if (!cJSON_IsString(it) || !valid_hex_hash(it->valuestring))
+                {
+                    snprintf(err, n, "%s: expected a SHA-256 in lower-case "
+                             "hex", it->string);
                     return 400;
                 }
-                a->code = it->valuestring;
+                *(it->string[0] == 'c' ? &a->code : &a->files) =
+                    it->valuestring;
             }
         } else {
             snprintf(err, n, "unknown field \"%.80s\"", it->string);
@@ -72,13 +78,6 @@ apply_parse(const cJSON *req, struct apply_req *a, char *err, size_t n)
         snprintf(err, n, "name: \"%.80s\" is not a valid run name "
                  "(^[a-z][a-z0-9-]{1,40}$)", a->name);
         return 400;
-    }
-    if (a->code != NULL) {
-        if (!valid_hex_hash(a->code)) {
-            snprintf(err, n, "code: \"%.80s\" is not a SHA-256 in lower-case "
-                     "hex", a->code);
-            return 400;
-        }
     }
     return 0;
 }
@@ -130,6 +129,25 @@ apply_prepare(const cJSON *req, struct apply_req *a, ds_spec_t *sp,
 
 
 
+/* an archive of the request that differs from the run's: a change */
+static void
+plan_archive_change(cJSON *changes, const char *field, const char *old,
+    const char *new_)
+{
+    cJSON  *c;
+
+    if (new_ == NULL || strcmp(new_, old) == 0) {
+        return;
+    }
+    c = cJSON_CreateObject();
+    cJSON_AddStringToObject(c, "field", field);
+    cJSON_AddStringToObject(c, "old", old);
+    cJSON_AddStringToObject(c, "new", new_);
+    cJSON_AddBoolToObject(c, "in_place", 0);
+    cJSON_AddItemToArray(changes, c);
+}
+
+
 int
 action_plan(const cJSON *req, cJSON **answer, char *err, size_t n)
 {
@@ -149,15 +167,8 @@ action_plan(const cJSON *req, cJSON **answer, char *err, size_t n)
     r = run_find(name);
     if (r != NULL && !r->finished) {
         changes = spec_changes(r->spec.json, sp.json, &rollout);
-        if (a.code && strcmp(a.code, r->code) != 0) {
-            cJSON  *c = cJSON_CreateObject();
-
-            cJSON_AddStringToObject(c, "field", "code");
-            cJSON_AddStringToObject(c, "old", r->code);
-            cJSON_AddStringToObject(c, "new", a.code);
-            cJSON_AddBoolToObject(c, "in_place", 0);
-            cJSON_AddItemToArray(changes, c);
-        }
+        plan_archive_change(changes, "code", r->code, a.code);
+        plan_archive_change(changes, "files", r->files, a.files);
     }
 
     *answer = cJSON_CreateObject();
@@ -205,6 +216,7 @@ action_apply(const cJSON *req, cJSON **answer, int *created, char *err,
     cJSON             *offers, *changes;
     const char        *name;
     char               gen[DS_NAME_MAX + 1], path[4096], old_code[65];
+    char               old_files[65];
     int                rc, rollout, old_desired, old_version;
 
     *created = 0;
@@ -220,13 +232,29 @@ action_apply(const cJSON *req, cJSON **answer, int *created, char *err,
         ds_spec_free(&sp);
         return 400;
     }
+    if (a.files != NULL && !code_exists(a.files)) {
+        snprintf(err, n, "files: no archive %s on the server: upload it "
+                 "first with PUT /api/code/%s", a.files, a.files);
+        ds_spec_free(&sp);
+        return 400;
+    }
+    if ((sp.n_files > 0) != (a.files != NULL)) {
+        snprintf(err, n, sp.n_files > 0
+                 ? "files: the spec lists files but the request has no "
+                   "\"files\" archive (dstackctl packs and uploads them)"
+                 : "files: an archive without files in the spec");
+        ds_spec_free(&sp);
+        return 400;
+    }
 
     prev = run_find(name);
 
     if (prev != NULL && !prev->finished) {
         r = prev;
         changes = spec_changes(r->spec.json, sp.json, &rollout);
-        if (a.code != NULL && strcmp(a.code, r->code) != 0) {
+        if ((a.code != NULL && strcmp(a.code, r->code) != 0)
+            || strcmp(a.files ? a.files : "", r->files) != 0)
+        {
             rollout = 1;
         }
         if (cJSON_GetArraySize(changes) == 0 && !rollout) {
@@ -243,12 +271,14 @@ action_apply(const cJSON *req, cJSON **answer, int *created, char *err,
         old_desired = r->desired;
         old_version = r->version;
         snprintf(old_code, sizeof(old_code), "%s", r->code);
+        snprintf(old_files, sizeof(old_files), "%s", r->files);
 
         r->spec = sp;
         spec_service(&r->spec, r->name, &r->svc);
         if (a.code != NULL) {
             snprintf(r->code, sizeof(r->code), "%s", a.code);
         }
+        snprintf(r->files, sizeof(r->files), "%s", a.files ? a.files : "");
         if (rollout) {
             r->version++;
         }
@@ -273,6 +303,7 @@ action_apply(const cJSON *req, cJSON **answer, int *created, char *err,
             r->desired = old_desired;
             r->version = old_version;
             snprintf(r->code, sizeof(r->code), "%s", old_code);
+            snprintf(r->files, sizeof(r->files), "%s", old_files);
             ds_spec_free(&sp);
             return rc == STORE_ECONFLICT ? 409 : 500;
         }
@@ -290,6 +321,9 @@ action_apply(const cJSON *req, cJSON **answer, int *created, char *err,
     spec_service(&r->spec, r->name, &r->svc);
     if (a.code != NULL) {
         snprintf(r->code, sizeof(r->code), "%s", a.code);
+    }
+    if (a.files != NULL) {
+        snprintf(r->files, sizeof(r->files), "%s", a.files);
     }
     r->desired = initial_desired(&sp);
     r->status = r->desired > 0 ? RUN_SUBMITTED : RUN_PENDING;

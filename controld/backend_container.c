@@ -61,6 +61,7 @@ enum ct_step {
     CT_CREATE,
     CT_MKDIR,           /* the working directory, for the code */
     CT_CODE,
+    CT_FILES,           /* the spec's files, at their paths */
     CT_START,
     CT_INSPECT,
     CT_RUNNING,
@@ -837,25 +838,24 @@ ct_mkdir_tar(const char *dir, char *tar, size_t n)
 }
 
 
+/* an archive of the state's code directory into the container at dir */
 static void
-ct_copy_code(struct ct *c)
+ct_copy_archive(struct ct *c, const char *hash, const char *dir)
 {
-    struct run  *r = c->rep->run;
     char         path[4200], file[4096], *data;
     struct stat  sb;
     ssize_t      got;
     int          fd;
 
-    c->step = CT_CODE;
-    if (fmt(file, sizeof(file), "%s/code/%s.tar.gz", conf->state_dir, r->code)
+    if (fmt(file, sizeof(file), "%s/code/%s.tar.gz", conf->state_dir, hash)
         != 0 || (fd = open(file, O_RDONLY | O_CLOEXEC)) < 0)
     {
-        ct_fail(c, "code %s: %s", r->code, strerror(errno));
+        ct_fail(c, "archive %s: %s", hash, strerror(errno));
         return;
     }
     if (fstat(fd, &sb) != 0 || sb.st_size > CT_CODE_MAX) {
         close(fd);
-        ct_fail(c, "code %s: not a readable archive", r->code);
+        ct_fail(c, "archive %s: not a readable archive", hash);
         return;
     }
     data = malloc(sb.st_size ? (size_t) sb.st_size : 1);
@@ -863,13 +863,27 @@ ct_copy_code(struct ct *c)
     close(fd);
     if (got != (ssize_t) sb.st_size) {
         free(data);
-        ct_fail(c, "code %s: cannot read it", r->code);
+        ct_fail(c, "archive %s: cannot read it", hash);
         return;
     }
     fmt(path, sizeof(path), "/containers/%s/archive?path=%s",
-        c->rep->container, engine_escape(ct_workdir(&r->spec)));
+        c->rep->container, engine_escape(dir));
     ct_send(c, "PUT", path, "application/x-tar", data, (size_t) got, NULL);
     free(data);
+}
+
+
+/* after the code (or without it): the files, else the start */
+static void
+ct_after_code(struct ct *c)
+{
+    if (c->rep->run->files[0]) {
+        c->step = CT_FILES;
+        ct_copy_archive(c, c->rep->run->files, "/");
+        return;
+    }
+    c->step = CT_START;
+    ct_step(c);
 }
 
 
@@ -941,8 +955,7 @@ ct_next(struct ct *c, long status, const char *body, size_t len)
         rep->run->dirty = 1;
         cJSON_Delete(o);
         if (rep->run->code[0] == '\0') {
-            c->step = CT_START;
-            ct_step(c);
+            ct_after_code(c);
             return;
         }
         c->step = CT_MKDIR;
@@ -961,7 +974,17 @@ ct_next(struct ct *c, long status, const char *body, size_t len)
             return;
         }
         if (c->step == CT_MKDIR) {
-            ct_copy_code(c);
+            c->step = CT_CODE;
+            ct_copy_archive(c, rep->run->code, ct_workdir(&rep->run->spec));
+            return;
+        }
+        ct_after_code(c);
+        return;
+
+    case CT_FILES:
+        if (status != 200) {
+            ct_engine_error(body, len, err, sizeof(err));
+            ct_fail(c, "cannot copy the files into the container: %s", err);
             return;
         }
         c->step = CT_START;

@@ -151,6 +151,26 @@ local_placement(const ds_spec_t *sp, char *err, size_t n)
 }
 
 
+/* without an image, files go into the working directory: none may name
+ * a path of its own (-1 with err saying which) */
+static int
+local_files_placed(const ds_spec_t *sp, char *err, size_t n)
+{
+    size_t  i;
+
+    for (i = 0; i < sp->n_files; i++) {
+        if (sp->files[i].path != NULL) {
+            snprintf(err, n, "spec.files[%zu]: a path (\"%.200s\") places "
+                     "a file in a container: it needs an image (without "
+                     "one, files go into the working directory)", i,
+                     sp->files[i].path);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+
 /* what the commands run with: an image's runtime, python: 0 or 422 */
 static int
 offers_software(const ds_spec_t *sp, char *err, size_t n)
@@ -173,6 +193,9 @@ offers_software(const ds_spec_t *sp, char *err, size_t n)
     if (sp->privileged) {
         snprintf(err, n, "spec.privileged: applies to a container: it "
                  "needs an image");
+        return 422;
+    }
+    if (local_files_placed(sp, err, n) != 0) {
         return 422;
     }
     if (sp->registry_auth.username != NULL) {

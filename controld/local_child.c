@@ -174,6 +174,16 @@ child_unpack(const struct replica *rep, const char *work)
                        "log)", rep->run->code, work);
         }
     }
+    /* the spec's files, at their paths under the working directory
+     * (dstackctl made them relative: no image, no other place) */
+    if (rep->run->files[0]) {
+        snprintf(archive, sizeof(archive), "%s/code/%s.tar.gz",
+                 conf->state_dir, rep->run->files);
+        if (child_run(tar, NULL) != 0) {
+            child_fail("cannot unpack the files archive %s into %s (see the "
+                       "log)", rep->run->files, work);
+        }
+    }
 }
 
 

@@ -156,6 +156,8 @@ struct run {
     ds_spec_t       spec;               /* current version; owns json */
     ds_service_t    svc;                /* points into spec */
     char            code[65];           /* sha256 hex, "" without code */
+    char            files[65];          /* the spec's files: an archive of
+                                           them at their places, or "" */
     int             desired;            /* replicas wanted */
     int             next_num;           /* for scale up */
 

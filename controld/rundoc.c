@@ -78,6 +78,7 @@ run_to_doc(const struct run *r)
     cJSON_AddNumberToObject(o, "updated_at", (double) r->updated_at);
     cJSON_AddNumberToObject(o, "version", r->version);
     cJSON_AddStringToObject(o, "code", r->code);
+    cJSON_AddStringToObject(o, "files", r->files);
     cJSON_AddNumberToObject(o, "desired", r->desired);
     cJSON_AddNumberToObject(o, "next_num", r->next_num);
     cJSON_AddBoolToObject(o, "stopping", r->stopping);
@@ -224,6 +225,7 @@ run_from_doc(const char *doc, size_t len, char *err, size_t errlen)
     r->updated_at = (time_t) doc_num(o, "updated_at", 0);
     r->version = (int) doc_num(o, "version", 1);
     snprintf(r->code, sizeof(r->code), "%s", doc_str(o, "code"));
+    snprintf(r->files, sizeof(r->files), "%s", doc_str(o, "files"));
     r->desired = (int) doc_num(o, "desired", 0);
     r->next_num = (int) doc_num(o, "next_num", 0);
     r->stopping = doc_bool(o, "stopping");

@@ -40,17 +40,6 @@ spec_load(const cJSON *json, ds_spec_t *sp, char *err, size_t n)
         }
     }
 
-    if (sp->n_files > 0) {
-        /* refused, never ignored: a service would miss them */
-        snprintf(err, n, "spec.files: not supported by this server yet: "
-                 "files under the working directory are uploaded with the "
-                 "code; mount others with an instance volume (with an "
-                 "image) or build them into the image");
-        ds_spec_free(sp);
-        memset(sp, 0, sizeof(*sp));
-        return -1;
-    }
-
     if (sp->n_commands == 0 && sp->image == NULL) {
         snprintf(err, n, "spec.commands: required without an image");
         ds_spec_free(sp);

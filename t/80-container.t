@@ -7,8 +7,9 @@
 # container, a container killed under load (replaced, no failed
 # request), controld killed (its containers adopted, none twice), a
 # rolling update of the image with zero failed requests, an image that
-# cannot be pulled (the engine's reason, nothing left behind), stop
-# (the containers go).
+# cannot be pulled (the engine's reason, nothing left behind), `files:`
+# through dstackctl (containers and processes), scale to zero and back,
+# stop (the containers go).
 
 use strict;
 use warnings;
@@ -173,6 +174,85 @@ DsTest::wait_until(sub { @{ $engine->containers('web') } == 2 },
     timeout => 30);
 is(scalar @{ $engine->containers('web') }, 2,
     'the old containers are gone');
+
+# ---- files: with dstackctl, at their paths, gitignored or not --------------
+
+my $proj = $s->dir . '/proj';
+make_path("$proj/conf");
+DsTest::_write("$proj/conf/app.conf", "listen 8000\n");
+DsTest::_write("$proj/notes.txt", "some notes\n");
+DsTest::_write("$proj/.env", "SECRET=1\n");
+DsTest::_write("$proj/.gitignore", ".env\n");
+my $lport = $s->network eq 'netns' ? 8000 : DsTest::free_port();
+DsTest::_write("$proj/ctr.dstack.yml", <<'EOF');
+type: service
+name: files
+image: localhost/web:1
+port: 8000
+files:
+  - conf/app.conf:/etc/app/app.conf
+  - notes.txt
+  - .env
+commands:
+  - cat /etc/app/app.conf > /www/app.txt
+  - cat notes.txt > /www/notes.txt
+  - cat .env > /www/env.txt
+  - exec httpd -f -p 8000 -h /www
+auth: false
+https: false
+resources: {cpu: 1.., memory: 64MB.., disk: 1GB..}
+EOF
+DsTest::_write("$proj/local.dstack.yml", <<"EOF");
+type: service
+name: local-files
+port: $lport
+files:
+  - notes.txt
+  - .env
+commands:
+  - exec busybox httpd -f -p $lport -h .
+auth: false
+https: false
+resources: {cpu: 1.., memory: 64MB.., disk: 1GB..}
+EOF
+sub cli_apply {
+    my ($file) = @_;
+    return DsTest::_run(['sh', '-c', "cd '$proj' && exec "
+        . "'$DsTest::BUILD/dstackctl' apply -f $file -y -d"],
+        env => { %{ $t->_san_env }, DSTACK_CONFIG => $s->client_config,
+                 HOME => $s->dir });
+}
+my ($crc, $cout, $cerr) = cli_apply('ctr.dstack.yml');
+is($crc, 0, 'dstackctl apply of an image with files') or diag "$cout$cerr";
+ok($s->wait_ready('files', 1, timeout => 60), 'it gets ready')
+    or diag explain $s->last_run;
+is($s->get('files', '/app.txt')->{body}, "listen 8000\n",
+    'a file at its container path');
+is($s->get('files', '/notes.txt')->{body}, "some notes\n",
+    'a file without a path: in the working directory');
+is($s->get('files', '/env.txt')->{body}, "SECRET=1\n",
+    'a gitignored file listed in files: sent all the same');
+($crc, $cout, $cerr) = cli_apply('local.dstack.yml');
+is($crc, 0, 'dstackctl apply of processes with files') or diag "$cout$cerr";
+ok($s->wait_ready('local-files', 1, timeout => 60), 'it gets ready')
+    or diag explain $s->last_run;
+is($s->get('local-files', '/notes.txt')->{body}, "some notes\n",
+    'processes: the file in the working directory');
+is($s->get('local-files', '/.env')->{status}, 200,
+    'processes: the gitignored one too');
+DsTest::_write("$proj/bad.dstack.yml", <<'EOF');
+type: service
+port: 8000
+files:
+  - notes.txt:/etc/notes.txt
+commands:
+  - exec busybox httpd -f -p 8000
+EOF
+($crc, $cout, $cerr) = cli_apply('bad.dstack.yml');
+isnt($crc, 0, 'a container path without an image: refused');
+like("$cout$cerr", qr/files\[0\]: a path \("\/etc\/notes\.txt"\) places a file in a container: it needs an image/,
+    'saying why');
+$s->stop($_, abort => 1) for qw(files local-files);
 
 # ---- an entrypoint, no commands ----------------------------------------------------
 
