@@ -273,7 +273,7 @@ if ($s->network ne 'netns') {
         qr/^spec\.replicas: 2 replicas of one service all listen on port 8000/,
         'without root: one replica per port');
 }
-# what only a container has, and files: refused, never ignored
+# what only a container has, and files without their archive: refused
 err_is($s->api('POST', '/api/runs/plan',
         json => { spec => { %$spec, volumes => [
             { instance_path => '/srv', path => '/data', read_only =>
@@ -287,8 +287,8 @@ err_is($s->api('POST', '/api/runs/plan',
 err_is($s->api('POST', '/api/runs/plan',
         json => { spec => { %$spec, files => [
             { local_path => 'x', path => undef } ] } }),
-    400, 'invalid_request', qr/^spec\.files: not supported by this server yet/,
-    'files: refused with what to do instead');
+    400, 'invalid_request', qr/^files: the spec lists files but the request has no "files" archive \(dstackctl packs and uploads them\)$/,
+    'files in the spec without their archive: refused');
 
 # an image needs a container engine; this controld's socket has none
 $r = $s->api('POST', '/api/runs/plan',
