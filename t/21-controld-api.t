@@ -284,7 +284,7 @@ err_is($s->api('POST', '/api/runs/plan',
         json => { spec => { %$spec, privileged => JSON::PP::true } }),
     422, 'no_offers', qr/^spec\.privileged: applies to a container/,
     'privileged without an image');
-err_is($s->api('POST', '/api/runs/plan',
+err_is($s->api('POST', '/api/runs/apply',
         json => { spec => { %$spec, files => [
             { local_path => 'x', path => undef } ] } }),
     400, 'invalid_request', qr/^files: the spec lists files but the request has no "files" archive \(dstackctl packs and uploads them\)$/,
