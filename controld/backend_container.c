@@ -887,6 +887,24 @@ ct_after_code(struct ct *c)
 }
 
 
+/* a step's answer: on to step `next` when ok, else the start fails
+ * with the engine's words */
+static void
+ct_then(struct ct *c, int ok, const char *body, size_t len,
+    const char *what, int next)
+{
+    char  err[512];
+
+    if (!ok) {
+        ct_engine_error(body, len, err, sizeof(err));
+        ct_fail(c, "cannot %s: %s", what, err);
+        return;
+    }
+    c->step = next;
+    ct_step(c);
+}
+
+
 static void
 ct_next(struct ct *c, long status, const char *body, size_t len)
 {
@@ -982,23 +1000,13 @@ ct_next(struct ct *c, long status, const char *body, size_t len)
         return;
 
     case CT_FILES:
-        if (status != 200) {
-            ct_engine_error(body, len, err, sizeof(err));
-            ct_fail(c, "cannot copy the files into the container: %s", err);
-            return;
-        }
-        c->step = CT_START;
-        ct_step(c);
+        ct_then(c, status == 200, body, len, "copy the files into the "
+                "container", CT_START);
         return;
 
     case CT_START:
-        if (status != 204 && status != 304) {
-            ct_engine_error(body, len, err, sizeof(err));
-            ct_fail(c, "cannot start the container: %s", err);
-            return;
-        }
-        c->step = CT_INSPECT;
-        ct_step(c);
+        ct_then(c, status == 204 || status == 304, body, len,
+                "start the container", CT_INSPECT);
         return;
 
     case CT_INSPECT:

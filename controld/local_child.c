@@ -151,13 +151,18 @@ child_begin(int pipe_fd, int log_fd)
 }
 
 
-/* a fresh working directory with the run's code in it */
+/* a fresh working directory with the run's code and files in it */
 static void
 child_unpack(const struct replica *rep, const char *work)
 {
-    char   archive[4096];
-    char  *tar[] = { "tar", "-xzf", archive, "-C", (char *) work,
-                     "--no-same-owner", NULL };
+    /* the code, then the spec's files at their paths under the working
+     * directory (dstackctl made them relative: no image, no other place) */
+    const char  *what[] = { "code", "files" };
+    const char  *hash[] = { rep->run->code, rep->run->files };
+    char         archive[4096];
+    char        *tar[] = { "tar", "-xzf", archive, "-C", (char *) work,
+                           "--no-same-owner", NULL };
+    int          i;
 
     if (work == NULL) {
         child_fail("replica path too long");
@@ -166,22 +171,15 @@ child_unpack(const struct replica *rep, const char *work)
     if (mkdir_p(work, 0755) != 0) {
         child_fail("cannot create %s: %s", work, strerror(errno));
     }
-    if (rep->run->code[0]) {
-        snprintf(archive, sizeof(archive), "%s/code/%s.tar.gz",
-                 conf->state_dir, rep->run->code);
-        if (child_run(tar, NULL) != 0) {
-            child_fail("cannot unpack the code archive %s into %s (see the "
-                       "log)", rep->run->code, work);
+    for (i = 0; i < 2; i++) {
+        if (hash[i][0] == '\0') {
+            continue;
         }
-    }
-    /* the spec's files, at their paths under the working directory
-     * (dstackctl made them relative: no image, no other place) */
-    if (rep->run->files[0]) {
         snprintf(archive, sizeof(archive), "%s/code/%s.tar.gz",
-                 conf->state_dir, rep->run->files);
+                 conf->state_dir, hash[i]);
         if (child_run(tar, NULL) != 0) {
-            child_fail("cannot unpack the files archive %s into %s (see the "
-                       "log)", rep->run->files, work);
+            child_fail("cannot unpack the %s archive %s into %s (see the "
+                       "log)", what[i], hash[i], work);
         }
     }
 }
