@@ -58,6 +58,7 @@
 enum ct_step {
     CT_IMAGE = 0,       /* is the image there? */
     CT_PULL,
+    CT_CLEAR,           /* a container left with our name goes first */
     CT_CREATE,
     CT_MKDIR,           /* the working directory, for the code */
     CT_CODE,
@@ -887,6 +888,17 @@ ct_after_code(struct ct *c)
 }
 
 
+/* the create's answer says the name is taken: Docker answers 409,
+ * Podman 500 with "is already in use" */
+static int
+ct_name_taken(long status, const char *body, size_t len)
+{
+    return status == 409
+           || (status == 500 && body != NULL
+               && memmem(body, len, "already in use", 14) != NULL);
+}
+
+
 /* a step's answer: on to step `next` when ok, else the start fails
  * with the engine's words */
 static void
@@ -909,7 +921,7 @@ static void
 ct_next(struct ct *c, long status, const char *body, size_t len)
 {
     struct replica  *rep = c->rep;
-    char             path[512], err[512], name[256], *text, tar[1536];
+    char             path[512], err[512], name[256], tar[1536];
     cJSON           *o;
     const cJSON     *v, *ports, *b;
     size_t           n;
@@ -944,16 +956,20 @@ ct_next(struct ct *c, long status, const char *body, size_t len)
         ct_step(c);
         return;
 
+    case CT_CLEAR:
+        /* gone, or never there: the create again says which */
+        c->step = CT_CREATE;
+        ct_step(c);
+        return;
+
     case CT_CREATE:
-        if (status == 409 && !c->retried) {
+        if (!c->retried && ct_name_taken(status, body, len)) {
             /* a container of that name: left by a crash; it goes */
             c->retried = 1;
+            c->step = CT_CLEAR;
             ct_name(rep, name, sizeof(name));
             fmt(path, sizeof(path), "/containers/%s?force=1", name);
-            c->step = CT_CREATE - 1 + 1;
-            c->req = engine_call("DELETE", path, NULL, NULL, 0, CT_REQ_MS,
-                                 NULL, ct_on_answer, c);
-            c->step = CT_IMAGE;     /* its answer: create again */
+            ct_send(c, "DELETE", path, NULL, NULL, 0, NULL);
             return;
         }
         if (status != 201) {
@@ -1037,7 +1053,6 @@ ct_next(struct ct *c, long status, const char *body, size_t len)
         ct_step(c);
         return;
     }
-    (void) text;
 }
 
 

@@ -18,6 +18,7 @@ use DsTest;
 use DsStack;
 use File::Path qw(make_path);
 use Time::HiRes qw(time sleep);
+use Digest::SHA ();
 use Test::More;
 
 my ($t, $s) = DsStack::stack(engine => 1, hold => 1);
@@ -253,6 +254,22 @@ isnt($crc, 0, 'a container path without an image: refused');
 like("$cout$cerr", qr/files\[0\]: a path \("\/etc\/notes\.txt"\) places a file in a container: it needs an image/,
     'saying why');
 $s->stop($_, abort => 1) for qw(files local-files);
+
+# ---- a container left with a replica's name (a crash before its record) ----
+
+my $tag = substr(Digest::SHA::sha256_hex($t->state), 0, 4);
+my $stale = $engine->api('POST', "/containers/create?name=dstack-$tag-clash-0-v1",
+    { Image => 'localhost/web:1', Cmd => ['/bin/sh', '-c', 'sleep 600'] });
+is($stale->{status}, 201, 'a container already has the name replica 0 of '
+    . '"clash" will take');
+$r = $s->apply(web_spec(replicas => 1), name => 'clash', code => $code);
+is($r->{status}, 201, 'apply "clash"') or diag $r->{body};
+ok($s->wait_ready('clash', 1, timeout => 60),
+    'it gets ready: the stale container was removed, ours created')
+    or diag explain $s->last_run;
+is($engine->api('GET', "/containers/$stale->{json}{Id}/json")->{status},
+    404, 'the stale container is gone');
+$s->stop('clash', abort => 1);
 
 # ---- an entrypoint, no commands ----------------------------------------------------
 
