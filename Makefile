@@ -104,9 +104,22 @@ $(MODULE): $(B)/nginx/Makefile $(MODULE_SRCS) $(COMMON_SRCS) $(COMMON_HDRS)
 
 # ---- daemon and CLI ----------------------------------------------------------
 
-$(CONTROLD): $(CONTROLD_SRCS) $(wildcard controld/*.h) $(B)/libdscommon.a
-	$(CC) $(DS_CFLAGS) -Icontrold $(CONTROLD_SRCS) $(B)/libdscommon.a -o $@ \
+$(CONTROLD): $(CONTROLD_SRCS) $(wildcard controld/*.h) $(B)/libdscommon.a \
+            $(B)/agent_sh.c
+	$(CC) $(DS_CFLAGS) -Icontrold $(CONTROLD_SRCS) $(B)/agent_sh.c \
+	    $(B)/libdscommon.a -o $@ \
 	    $(DS_LDFLAGS) -lmicrohttpd -lcurl $(COMMON_LIBS) -lcrypto -lpthread
+
+# the agent controld uploads to the hosts of fleets, as a C string
+$(B)/agent_sh.c: controld/agent.sh
+	@mkdir -p $(@D)
+	sh -n $<
+	{ echo '#include <stddef.h>'; \
+	  echo 'const char agent_sh[] ='; \
+	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/    "/' -e 's/$$/\\n"/' $<; \
+	  echo ';'; \
+	  echo 'const size_t agent_sh_len = sizeof(agent_sh) - 1;'; } > $@.tmp
+	mv $@.tmp $@
 
 $(CLI): $(CLI_SRCS) $(wildcard cli/*.h) $(B)/libdscommon.a
 	$(CC) $(DS_CFLAGS) -Icli $(CLI_SRCS) $(B)/libdscommon.a -o $@ \

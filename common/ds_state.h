@@ -371,6 +371,11 @@ int ds_del_run(ds_txn_t *txn, const char *name, size_t len, ds_err_t *err);
 typedef int (*ds_kv_cb)(void *arg, const ds_str_t *key, const ds_str_t *val);
 int ds_foreach_setting(ds_txn_t *txn, ds_kv_cb cb, void *arg, ds_err_t *err);
 int ds_foreach_run(ds_txn_t *txn, ds_kv_cb cb, void *arg, ds_err_t *err);
+/* fleets (controld's own: the gateway never reads them) */
+int ds_put_fleet(ds_txn_t *txn, const char *name, size_t len,
+    const char *doc, size_t doc_len, ds_err_t *err);
+int ds_del_fleet(ds_txn_t *txn, const char *name, size_t len, ds_err_t *err);
+int ds_foreach_fleet(ds_txn_t *txn, ds_kv_cb cb, void *arg, ds_err_t *err);
 
 
 /* ---- tokens: hashing and comparing ------------------------------------- */

@@ -36,6 +36,7 @@ enum {
     DS_DB_SETTINGS,
     DS_DB_RUNS,
     DS_DB_CERTS,
+    DS_DB_FLEETS,                       /* controld's only */
     DS_DB_COUNT
 };
 

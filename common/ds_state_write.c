@@ -999,32 +999,66 @@ ds_get_run(ds_txn_t *txn, const char *name, size_t len, ds_str_t *doc,
 }
 
 
+/* a document keyed by name: runs and fleets */
+static int
+ds_put_doc(ds_txn_t *txn, int db, const char *what, const char *name,
+    size_t len, const char *doc, size_t doc_len, ds_err_t *err)
+{
+    if (!ds_need_write(txn, what, err)) {
+        return DS_EINVAL;
+    }
+
+    if (!ds_name_key_ok(db, name, len, DS_NAME_MAX, err)) {
+        return DS_EINVAL;
+    }
+
+    return ds_raw_put(txn, db, name, len, doc, doc_len, err);
+}
+
+
+static int
+ds_del_doc(ds_txn_t *txn, int db, const char *what, const char *name,
+    size_t len, ds_err_t *err)
+{
+    if (!ds_need_write(txn, what, err)) {
+        return DS_EINVAL;
+    }
+
+    if (!ds_name_key_ok(db, name, len, DS_NAME_MAX, err)) {
+        return DS_NOTFOUND;
+    }
+
+    return ds_raw_del(txn, db, name, len, err);
+}
+
+
 int
 ds_put_run(ds_txn_t *txn, const char *name, size_t len, const char *doc,
     size_t doc_len, ds_err_t *err)
 {
-    if (!ds_need_write(txn, "store a run", err)) {
-        return DS_EINVAL;
-    }
-
-    if (!ds_name_key_ok(DS_DB_RUNS, name, len, DS_NAME_MAX, err)) {
-        return DS_EINVAL;
-    }
-
-    return ds_raw_put(txn, DS_DB_RUNS, name, len, doc, doc_len, err);
+    return ds_put_doc(txn, DS_DB_RUNS, "store a run", name, len, doc,
+                      doc_len, err);
 }
 
 
 int
 ds_del_run(ds_txn_t *txn, const char *name, size_t len, ds_err_t *err)
 {
-    if (!ds_need_write(txn, "delete a run", err)) {
-        return DS_EINVAL;
-    }
+    return ds_del_doc(txn, DS_DB_RUNS, "delete a run", name, len, err);
+}
 
-    if (!ds_name_key_ok(DS_DB_RUNS, name, len, DS_NAME_MAX, err)) {
-        return DS_NOTFOUND;
-    }
 
-    return ds_raw_del(txn, DS_DB_RUNS, name, len, err);
+int
+ds_put_fleet(ds_txn_t *txn, const char *name, size_t len, const char *doc,
+    size_t doc_len, ds_err_t *err)
+{
+    return ds_put_doc(txn, DS_DB_FLEETS, "store a fleet", name, len, doc,
+                      doc_len, err);
+}
+
+
+int
+ds_del_fleet(ds_txn_t *txn, const char *name, size_t len, ds_err_t *err)
+{
+    return ds_del_doc(txn, DS_DB_FLEETS, "delete a fleet", name, len, err);
 }

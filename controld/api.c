@@ -936,14 +936,26 @@ api_dispatch(struct MHD_Connection *c, struct api_req *q, const char *method)
         }
         return api_send_json(c, rc, answer);
 
+    case R_FLEETS:
+        rq.op = PS_OP_FLEETS;
+        break;
+
+    case R_FLEET:
+        rq.op = PS_OP_FLEET;
+        break;
+
     case R_PLAN:
     case R_APPLY:
     case R_TOKENS:
+    case R_FLEET_PLAN:
+    case R_FLEET_APPLY:
+    case R_FLEET_DELETE:
         if (q->route == R_TOKENS && strcmp(method, "GET") == 0) {
             rq.op = PS_OP_TOKENS;
             break;
         }
-        body = api_parse_body(q, 0, err, sizeof(err));
+        body = api_parse_body(q, q->route == R_FLEET_DELETE, err,
+                              sizeof(err));
         if (body == NULL) {
             return api_error(c, 400, err);
         }
@@ -955,7 +967,11 @@ api_dispatch(struct MHD_Connection *c, struct api_req *q, const char *method)
             return api_error(c, 500, "out of memory");
         }
         rq.op = q->route == R_PLAN ? PS_OP_PLAN
-                : q->route == R_APPLY ? PS_OP_APPLY : PS_OP_TOKEN_CREATE;
+                : q->route == R_APPLY ? PS_OP_APPLY
+                : q->route == R_FLEET_PLAN ? PS_OP_FLEET_PLAN
+                : q->route == R_FLEET_APPLY ? PS_OP_FLEET_APPLY
+                : q->route == R_FLEET_DELETE ? PS_OP_FLEET_DELETE
+                : PS_OP_TOKEN_CREATE;
         break;
 
     case R_RUNS:

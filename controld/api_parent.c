@@ -41,6 +41,7 @@
 #include "api_parent.h"
 #include "backend.h"
 #include "config.h"
+#include "fleets.h"
 #include "log.h"
 #include "privsep.h"
 #include "run.h"
@@ -461,6 +462,50 @@ api_parent_request(const struct ps_msg *m)
                      (rq.flags & PS_RQ_ABORT) ? "abort" : "stop", who);
         }
         api_parent_json(id, 200, run_to_api(r));
+        return 0;
+
+    case PS_OP_FLEETS:
+        api_parent_json(id, 200, fleets_list());
+        return 0;
+
+    case PS_OP_FLEET:
+        rc = fleets_get(rq.param, &answer, err, sizeof(err));
+        if (rc != 0) {
+            api_parent_answer(id, (unsigned) rc, 1, err);
+            return 0;
+        }
+        api_parent_json(id, 200, answer);
+        return 0;
+
+    case PS_OP_FLEET_PLAN:
+    case PS_OP_FLEET_APPLY:
+    case PS_OP_FLEET_DELETE:
+        body = api_parent_body(text, err, sizeof(err));
+        if (body == NULL) {
+            api_parent_answer(id, 400, 1, err);
+            return 0;
+        }
+        created = 0;
+        if (rq.op == PS_OP_FLEET_PLAN) {
+            rc = fleets_plan(body, &answer, err, sizeof(err));
+        } else if (rq.op == PS_OP_FLEET_APPLY) {
+            rc = fleets_apply(body, &answer, &created, err, sizeof(err));
+        } else {
+            rc = fleets_delete(rq.param, body, &answer, err, sizeof(err));
+        }
+        cJSON_Delete(body);
+        if (rc != 0) {
+            api_parent_answer(id, (unsigned) rc, 1, err);
+            return 0;
+        }
+        if (rq.op != PS_OP_FLEET_PLAN) {
+            log_info("fleet \"%s\": %s by token \"%s\"",
+                     cJSON_GetStringValue(cJSON_GetObjectItem(answer,
+                                                              "name")),
+                     rq.op == PS_OP_FLEET_APPLY ? "applied" : "deleted",
+                     who);
+        }
+        api_parent_json(id, created ? 201 : 200, answer);
         return 0;
 
     case PS_OP_TOKENS:

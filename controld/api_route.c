@@ -83,6 +83,42 @@ api_route(const char *url, char *param, size_t n, const char **allow)
         return R_NONE;
     }
 
+    if (strcmp(p, "fleets") == 0 || strcmp(p, "fleets/") == 0) {
+        *allow = "GET";
+        return R_FLEETS;
+    }
+    if (strcmp(p, "fleets/plan") == 0) {
+        *allow = "POST";
+        return R_FLEET_PLAN;
+    }
+    if (strcmp(p, "fleets/apply") == 0) {
+        *allow = "POST";
+        return R_FLEET_APPLY;
+    }
+    if (strncmp(p, "fleets/", 7) == 0) {
+        p += 7;
+        slash = strchr(p, '/');
+        len = slash ? (size_t) (slash - p) : strlen(p);
+        if (len >= n) {
+            len = n - 1;
+        }
+        memcpy(param, p, len);
+        param[len] = '\0';
+        if (!ds_valid_run_name(param, strlen(param))) {
+            *allow = "GET, POST";
+            return R_BADNAME;
+        }
+        if (slash == NULL) {
+            *allow = "GET";
+            return R_FLEET;
+        }
+        if (strcmp(slash, "/delete") == 0) {
+            *allow = "POST";
+            return R_FLEET_DELETE;
+        }
+        return R_NONE;
+    }
+
     if (strcmp(p, "tokens") == 0) {
         *allow = "GET, POST";
         return R_TOKENS;
@@ -119,5 +155,6 @@ int
 api_has_body(int route)
 {
     return route == R_PLAN || route == R_APPLY || route == R_STOP
-           || route == R_TOKENS || route == R_CODE;
+           || route == R_TOKENS || route == R_CODE || route == R_FLEET_PLAN
+           || route == R_FLEET_APPLY || route == R_FLEET_DELETE;
 }

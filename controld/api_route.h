@@ -19,6 +19,11 @@ enum api_route {
     R_LOGS,
     R_TOKENS,
     R_TOKEN,
+    R_FLEETS,
+    R_FLEET_PLAN,
+    R_FLEET_APPLY,
+    R_FLEET,
+    R_FLEET_DELETE,
     R_BADNAME       /* /api/runs/<not a run name>...: 400, not 404 */
 };
 

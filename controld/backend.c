@@ -1,5 +1,7 @@
 /*
- * The backends, and which one runs what: an image runs in a container
+ * The backends, and which one runs what: the hosts of fleets
+ * (backend_ssh.c) when the spec names fleets or the ssh backend, or when
+ * a fleet has a host that fits it; else an image runs in a container
  * (backend_container.c), anything else as processes on this host
  * (backend_local.c).  The main loop drives them all.
  */
@@ -13,6 +15,7 @@
 static const struct backend_ops *const  all[] = {
     &backend_local,
     &backend_container,
+    &backend_ssh,
 };
 
 #define N_BACKENDS      (sizeof(all) / sizeof(all[0]))
@@ -26,6 +29,9 @@ const struct backend_ops  *backend = &backend_local;
 const struct backend_ops *
 backend_for(const ds_spec_t *sp)
 {
+    if (backend_ssh_wanted(sp)) {
+        return &backend_ssh;
+    }
     return sp->image != NULL ? &backend_container : &backend_local;
 }
 

@@ -18,9 +18,10 @@
  * Errors are this layer's own: BACKEND_STARTED / BACKEND_WAIT /
  * BACKEND_FAILED from start(), 0 or an HTTP status from offers().
  *
- * Two backends exist: local (backend_local.c), processes on the controld
- * host, and container (backend_container.c), images through a Docker
- * Engine API (Docker, or Podman's compatible service).
+ * Three backends exist: local (backend_local.c), processes on the
+ * controld host; container (backend_container.c), images through a
+ * Docker Engine API (Docker, or Podman's compatible service); ssh
+ * (backend_ssh.c), processes on the hosts of SSH fleets.
  */
 
 #ifndef CONTROLD_BACKEND_H
@@ -49,6 +50,8 @@ struct backend_events {
     void  (*exited)(struct replica *rep, int status);
     /* it waits for its image: progress says how far ("12.5 of 80 MB") */
     void  (*pulling)(struct replica *rep, const char *progress);
+    /* its host goes away: drain and stop it (the run replaces it) */
+    void  (*evict)(struct replica *rep, const char *why);
 };
 
 struct backend_ops {
@@ -82,8 +85,8 @@ struct backend_ops {
     /* after re-adoption: frees what no known replica owns */
     void  (*gc)(void);
 
-    /* "NVIDIA H100 80GB HBM3" for a GPU index of the replica */
-    const char *(*gpu_name)(int index);
+    /* "NVIDIA H100 80GB HBM3" for a GPU index of the replica (on its host) */
+    const char *(*gpu_name)(const struct replica *rep, int index);
     /* the API's word for how replicas are reached ("netns", "host") */
     const char *(*network)(void);
     /* 1 when two replicas of a run can run at once (a rollout starts
@@ -97,10 +100,13 @@ struct backend_ops {
     int   (*timeout_ms)(void);
 };
 
-/* the backends (backend.c): processes on this host, and containers
- * through a Docker Engine API */
+/* the backends (backend.c): processes on this host, containers
+ * through a Docker Engine API, processes on the hosts of fleets */
 extern const struct backend_ops   backend_local;
 extern const struct backend_ops   backend_container;
+extern const struct backend_ops   backend_ssh;
+/* the spec goes to the hosts of fleets (backend_ssh.c) */
+int backend_ssh_wanted(const ds_spec_t *sp);
 /* the default: what the API's health names */
 extern const struct backend_ops  *backend;
 

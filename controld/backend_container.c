@@ -1405,8 +1405,9 @@ container_gc(void)
 
 
 static const char *
-container_gpu_name(int index)
+container_gpu_name(const struct replica *rep, int index)
 {
+    (void) rep;
     return offers_gpu_name(&host, index);
 }
 

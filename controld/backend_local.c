@@ -114,8 +114,9 @@ local_init(const struct backend_events *ev, char *err, size_t n)
 
 
 static const char *
-local_gpu_name(int index)
+local_gpu_name(const struct replica *rep, int index)
 {
+    (void) rep;
     return offers_gpu_name(&host, index);
 }
 

@@ -1,6 +1,6 @@
 /*
- * GPUs of this host given to replicas, exclusively, whichever backend
- * runs them (processes see theirs in CUDA_VISIBLE_DEVICES, containers
+ * GPUs of a host given to replicas, exclusively, whichever backend
+ * runs them (the replica's host: "" for this one, a fleet's host) (processes see theirs in CUDA_VISIBLE_DEVICES, containers
  * get them as devices).
  */
 
@@ -20,7 +20,10 @@ gpu_taken(int index, const struct replica *self)
 
     TAILQ_FOREACH(r, &runs, entry) {
         TAILQ_FOREACH(rep, &r->replicas, entry) {
-            if (rep == self || !rep->active) {
+            /* GPUs are a host's: replicas elsewhere hold others */
+            if (rep == self || !rep->active
+                || strcmp(rep->host, self->host) != 0)
+            {
                 continue;
             }
             for (i = 0; i < rep->n_gpus; i++) {

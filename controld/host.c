@@ -94,8 +94,8 @@ gpu_model(const char *name, char *out, size_t n)
 
 
 /* "0, NVIDIA H100 80GB HBM3, 81559" into g; -1 when the line is not one */
-static int
-gpu_parse(char *line, struct host_gpu *g)
+int
+host_gpu_parse(char *line, int vendor, struct host_gpu *g)
 {
     char  *name, *mem, *end;
     long   idx;
@@ -114,7 +114,7 @@ gpu_parse(char *line, struct host_gpu *g)
     }
     *mem++ = '\0';
     g->index = (int) idx;
-    g->vendor = DS_SPEC_VENDOR_NVIDIA;
+    g->vendor = vendor;
     snprintf(g->name, sizeof(g->name), "%s", name);
     gpu_model(g->name, g->model, sizeof(g->model));
     g->memory_mb = strtoull(mem, NULL, 10);
@@ -154,7 +154,8 @@ detect_gpus(struct host_desc *h)
     while (fgets(line, sizeof(line), fp) != NULL
            && h->n_gpus < HOST_GPUS_MAX)
     {
-        if (gpu_parse(line, &h->gpus[h->n_gpus]) == 0) {
+        if (host_gpu_parse(line, DS_SPEC_VENDOR_NVIDIA,
+                           &h->gpus[h->n_gpus]) == 0) {
             h->n_gpus++;
         }
     }

@@ -19,6 +19,9 @@
  * replicas_dir cannot be created.
  */
 int host_detect(struct host_desc *h, char *err, size_t n);
+/* a line of nvidia-smi's CSV ("0, NVIDIA H100 80GB HBM3, 81559") into
+ * g, of a host's GPUs made by vendor (DS_SPEC_VENDOR_*); 0 or -1 */
+int host_gpu_parse(char *line, int vendor, struct host_gpu *g);
 /* prog as $PATH (or DEFAULT_PATH) finds it into out; 0 or -1 */
 int find_in_path(const char *prog, char *out, size_t n);
 

@@ -66,6 +66,11 @@ enum ps_op {
     PS_OP_TOKENS,
     PS_OP_TOKEN_CREATE,
     PS_OP_TOKEN_REVOKE,
+    PS_OP_FLEETS,
+    PS_OP_FLEET,
+    PS_OP_FLEET_PLAN,
+    PS_OP_FLEET_APPLY,
+    PS_OP_FLEET_DELETE,
     PS_OP_MAX
 };
 
@@ -85,7 +90,7 @@ struct ps_request {
     uint32_t        flags;              /* PS_RQ_* */
     int32_t         num;                /* logs: the replica */
     uint32_t        pad;
-    char            param[128];         /* run or token name */
+    char            param[128];         /* run, fleet or token name */
 };
 
 /* followed by NUL-terminated text: the JSON answer, or the message of

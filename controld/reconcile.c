@@ -561,10 +561,24 @@ replica_pulling(struct replica *rep, const char *progress)
 }
 
 
+/* its host goes away (a fleet deleted by force): drained and stopped;
+ * the run starts its successor elsewhere */
+static void
+replica_evict(struct replica *rep, const char *why)
+{
+    log_info("run \"%s\": replica %d v%d leaves its host: %s",
+             rep->run->name, rep->num, rep->version, why);
+    replica_stop(rep, 0);
+    replica_set_message(rep, why);
+    run_touch(rep->run);
+}
+
+
 const struct backend_events  reconcile_events = {
     replica_setup_done,
     replica_exited,
     replica_pulling,
+    replica_evict,
 };
 
 

@@ -108,6 +108,13 @@ struct replica {
     /* the container (backend_container.c): its id */
     char            container[72];
 
+    /* on a host of a fleet (backend_ssh.c): "<fleet>/<host>:<port>", the
+     * agent's name for it there, and its address inside the host (the
+     * gateway reaches addr: the host's port, or a tunnel) */
+    char            host[300];
+    char            tag[16];
+    char            inner[48];
+
     /* the process: its own session, so pid = pgid */
     pid_t           pid;
     unsigned long long pid_start;       /* /proc start time: no pid reuse */

@@ -40,6 +40,11 @@ replica_to_doc(const struct replica *rep)
     cJSON_AddStringToObject(o, "backend", rep->backend ? rep->backend->name
                                                        : rep->backend_name);
     cJSON_AddStringToObject(o, "container", rep->container);
+    if (rep->host[0] != '\0') {
+        cJSON_AddStringToObject(o, "host", rep->host);
+        cJSON_AddStringToObject(o, "tag", rep->tag);
+        cJSON_AddStringToObject(o, "inner", rep->inner);
+    }
     cJSON_AddNumberToObject(o, "pid", rep->pid);
     /* a string: start times exceed a double's exact range on long uptimes
      * only in theory, but keep them exact */
@@ -170,6 +175,9 @@ replica_from_doc(struct run *r, const cJSON *o)
     rep->pid = (pid_t) doc_num(o, "pid", 0);
     snprintf(rep->container, sizeof(rep->container), "%s",
              doc_str(o, "container"));
+    snprintf(rep->host, sizeof(rep->host), "%s", doc_str(o, "host"));
+    snprintf(rep->tag, sizeof(rep->tag), "%s", doc_str(o, "tag"));
+    snprintf(rep->inner, sizeof(rep->inner), "%s", doc_str(o, "inner"));
     /* the backend by name: reconcile_adopt() finds it; version 1 had
      * local processes only, active while they had a pid */
     if (cJSON_GetObjectItemCaseSensitive(o, "active") == NULL) {

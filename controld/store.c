@@ -104,9 +104,10 @@ store_load_one(void *arg, const ds_str_t *key, const ds_str_t *val)
 }
 
 
-int
-store_load_docs(int (*fn)(void *arg, const char *name, size_t name_len,
-    const char *doc, size_t doc_len), void *arg)
+static int
+store_load(int (*each)(ds_txn_t *, ds_kv_cb, void *, ds_err_t *),
+    const char *what, int (*fn)(void *arg, const char *name,
+    size_t name_len, const char *doc, size_t doc_len), void *arg)
 {
     struct store_load  l = { fn, arg };
     ds_txn_t          *txn;
@@ -117,13 +118,29 @@ store_load_docs(int (*fn)(void *arg, const char *name, size_t name_len,
         log_warnx("%s", err.msg);
         return -1;
     }
-    rc = ds_foreach_run(txn, store_load_one, &l, &err);
+    rc = each(txn, store_load_one, &l, &err);
     ds_txn_abort(txn);
     if (rc != DS_OK) {
-        log_warnx("cannot read runs: %s", err.msg);
+        log_warnx("cannot read %s: %s", what, err.msg);
         return -1;
     }
     return 0;
+}
+
+
+int
+store_load_docs(int (*fn)(void *arg, const char *name, size_t name_len,
+    const char *doc, size_t doc_len), void *arg)
+{
+    return store_load(ds_foreach_run, "runs", fn, arg);
+}
+
+
+int
+store_load_fleets(int (*fn)(void *arg, const char *name, size_t name_len,
+    const char *doc, size_t doc_len), void *arg)
+{
+    return store_load(ds_foreach_fleet, "fleets", fn, arg);
 }
 
 
@@ -215,6 +232,29 @@ store_put_doc(struct store_txn *t, const char *name, const char *doc)
     }
     store_check(t, ds_put_run(t->txn, name, strlen(name), doc, strlen(doc),
                               &t->err), "run", name);
+}
+
+
+void
+store_put_fleet(struct store_txn *t, const char *name, const char *doc)
+{
+    if (t->rc != DS_OK) {
+        return;
+    }
+    store_check(t, ds_put_fleet(t->txn, name, strlen(name), doc, strlen(doc),
+                                &t->err), "fleet", name);
+}
+
+
+void
+store_del_fleet(struct store_txn *t, const char *name)
+{
+    int  rc;
+
+    if (t->rc == DS_OK) {
+        rc = ds_del_fleet(t->txn, name, strlen(name), &t->err);
+        store_check(t, rc == DS_NOTFOUND ? DS_OK : rc, "fleet", name);
+    }
 }
 
 

@@ -30,6 +30,10 @@ void store_close(void);
 int store_load_docs(int (*fn)(void *arg, const char *name, size_t name_len,
     const char *doc, size_t doc_len), void *arg);
 
+/* the same for fleet documents */
+int store_load_fleets(int (*fn)(void *arg, const char *name, size_t name_len,
+    const char *doc, size_t doc_len), void *arg);
+
 /*
  * One write transaction: begin, any number of puts, end.  store_end()
  * commits when every put succeeded, and aborts otherwise; it returns the
@@ -41,6 +45,8 @@ struct store_txn *store_begin(char *err, size_t errlen);
 void store_put_service(struct store_txn *t, ds_service_t *svc);
 void store_del_service(struct store_txn *t, const char *name);
 void store_put_doc(struct store_txn *t, const char *name, const char *doc);
+void store_put_fleet(struct store_txn *t, const char *name, const char *doc);
+void store_del_fleet(struct store_txn *t, const char *name);
 /* the replica set the gateway sees; entries with a bad address are left
  * out (and logged) */
 void store_put_replicas(struct store_txn *t, const char *name,

@@ -47,7 +47,7 @@ replica_to_api(const struct replica *rep, const char *resources)
     gpu[0] = '\0';
     for (i = 0; i < rep->n_gpus && off < sizeof(gpu); i++) {
         off += snprintf(gpu + off, sizeof(gpu) - off, "%s%s", i ? "," : "",
-                        be->gpu_name(rep->gpus[i]));
+                        be->gpu_name(rep, rep->gpus[i]));
     }
     cJSON_AddStringToObject(o, "gpu", gpu);
     cJSON_AddNumberToObject(o, "price", 0);
