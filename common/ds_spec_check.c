@@ -17,12 +17,15 @@
  * at: the node the message is about; key: point at its key rather than
  * its value (unknown and duplicate keys).  Without locations, the path
  * names the place: the caller has pushed the value's path, or, for a
- * key, left the mapping's.
+ * key, left the mapping's.  With file_paths, a file's messages carry
+ * the path too, after the place: in a fleet's long lists of hosts the
+ * line alone does not say which field of which host is meant.
  */
 int
 ds_v_fail(ds_vctx_t *c, const cJSON *at, int key, const char *fmt, ...)
 {
     char     msg[sizeof(c->err->msg)], head[sizeof(c->err->msg)];
+    size_t   len;
     va_list  ap;
 
     va_start(ap, fmt);
@@ -33,6 +36,13 @@ ds_v_fail(ds_vctx_t *c, const cJSON *at, int key, const char *fmt, ...)
         snprintf(head, sizeof(head), "spec%s: ", c->path);
     } else {
         ds_yaml_where(c->doc, at, key, head, sizeof(head));
+
+        /* the path starts with the separator of its first name */
+        if (c->file_paths && c->plen > 0) {
+            len = strlen(head);
+            snprintf(head + len, sizeof(head) - len, "%s: ",
+                     c->path + (c->path[0] == '.'));
+        }
     }
 
     ds_err_put(c->err, head, msg);
@@ -429,6 +439,24 @@ ds_v_has_ctl(const char *s)
         }
     }
     return 0;
+}
+
+
+/* a run's name, and a fleet's: dstack's rule */
+const char *
+ds_v_run_name_wrong(const char *s)
+{
+    return ds_valid_run_name(s, strlen(s))
+           ? NULL
+           : ": expected 2 to 41 lowercase letters, digits or \"-\", "
+             "starting with a letter";
+}
+
+
+int
+ds_v_f_name(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    return ds_v_f_checked(c, in, "run name", ds_v_run_name_wrong, out);
 }
 
 

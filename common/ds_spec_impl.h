@@ -55,6 +55,9 @@
 typedef struct {
     const ds_yaml_doc_t  *doc;      /* the CLI's file; NULL: JSON */
     int                   file_units;   /* a bare size is GB, not MB */
+    int                   file_paths;   /* with doc: the field's path
+                                           after the place, as in
+                                           "F:L:C: a.b[1].c: " (fleets) */
     ds_err_t             *err;
     size_t                plen;
     char                  path[DS_SPEC_PATH_MAX];
@@ -181,6 +184,8 @@ int ds_v_text(ds_vctx_t *c, const cJSON *in, const char **s, char *buf,
     size_t size);
 
 int ds_v_f_bool(ds_vctx_t *c, const cJSON *in, cJSON **out);
+const char *ds_v_run_name_wrong(const char *s);
+int ds_v_f_name(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_str(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_anystr(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_text(ds_vctx_t *c, const cJSON *in, cJSON **out);
@@ -258,6 +263,7 @@ extern const ds_venum_t  ds_spec_spot_policies;    /* DS_SPEC_SPOT_* */
 int ds_v_f_max_price(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_backends(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_regions(ds_vctx_t *c, const cJSON *in, cJSON **out);
+int ds_v_f_fleets(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_retry(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_gateway(ds_vctx_t *c, const cJSON *in, cJSON **out);
 extern const char *const  ds_spec_events[3];
