@@ -334,54 +334,9 @@ int
 ds_spec_parse_yaml(const char *filename, const char *text, size_t len,
     cJSON **normalized, ds_err_t *err)
 {
-    int             rc;
-    char            head[sizeof(err->msg)];
-    const cJSON    *root;
-    ds_vctx_t       c;
-    ds_yaml_doc_t  *doc;
-
-    *normalized = NULL;
-
-    if (filename == NULL) {
-        filename = "<input>";
-    }
-
-    if (len > DS_SPEC_INPUT_MAX) {
-        snprintf(err->msg, sizeof(err->msg), "%s:1:1: file too large: %zu "
-                 "bytes (the limit is 1 MiB)", filename, len);
-        return DS_EINVAL;
-    }
-
-    if (text == NULL) {
-        text = "";
-        len = 0;
-    }
-
-    rc = ds_yaml_load(filename, text, len, &doc, err);
-    if (rc != DS_OK) {
-        return rc;
-    }
-
-    root = ds_yaml_root(doc);
-
-    if (root == NULL || cJSON_IsNull(root)) {
-        ds_yaml_free(doc);
-        snprintf(head, sizeof(head), "%s:1:1: ", filename);
-        ds_err_put(err, head, "empty file: expected a service "
-                   "configuration (\"type: service\", ...)");
-        return DS_EINVAL;
-    }
-
-    memset(&c, 0, sizeof(c));
-    c.doc = doc;
-    c.file_units = 1;
-    c.err = err;
-
-    rc = ds_v_service(&c, root, normalized);
-
-    ds_yaml_free(doc);
-
-    return rc;
+    return ds_v_yaml(filename, text, len, "a service configuration "
+                     "(\"type: service\", ...)", 0, ds_v_service,
+                     normalized, err);
 }
 
 

@@ -59,6 +59,63 @@ ds_v_oom(ds_vctx_t *c)
 }
 
 
+int
+ds_v_yaml(const char *filename, const char *text, size_t len,
+    const char *empty, int file_paths, ds_vfn_t fn, cJSON **normalized,
+    ds_err_t *err)
+{
+    int             rc;
+    char            head[sizeof(err->msg)], msg[sizeof(err->msg)];
+    const cJSON    *root;
+    ds_vctx_t       c;
+    ds_yaml_doc_t  *doc;
+
+    *normalized = NULL;
+
+    if (filename == NULL) {
+        filename = "<input>";
+    }
+
+    if (len > DS_SPEC_INPUT_MAX) {
+        snprintf(err->msg, sizeof(err->msg), "%s:1:1: file too large: %zu "
+                 "bytes (the limit is 1 MiB)", filename, len);
+        return DS_EINVAL;
+    }
+
+    if (text == NULL) {
+        text = "";
+        len = 0;
+    }
+
+    rc = ds_yaml_load(filename, text, len, &doc, err);
+    if (rc != DS_OK) {
+        return rc;
+    }
+
+    root = ds_yaml_root(doc);
+
+    if (root == NULL || cJSON_IsNull(root)) {
+        ds_yaml_free(doc);
+        snprintf(head, sizeof(head), "%s:1:1: ", filename);
+        snprintf(msg, sizeof(msg), "empty file: expected %s", empty);
+        ds_err_put(err, head, msg);
+        return DS_EINVAL;
+    }
+
+    memset(&c, 0, sizeof(c));
+    c.doc = doc;
+    c.file_units = 1;
+    c.file_paths = file_paths;
+    c.err = err;
+
+    rc = fn(&c, root, normalized);
+
+    ds_yaml_free(doc);
+
+    return rc;
+}
+
+
 /* path += sep + name, cut to fit; the length to pop back to */
 static size_t
 ds_v_path_add(ds_vctx_t *c, const char *sep, const char *name)

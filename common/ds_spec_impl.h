@@ -121,6 +121,16 @@ int ds_v_fail(ds_vctx_t *c, const cJSON *at, int key, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 int ds_v_oom(ds_vctx_t *c);
 
+/*
+ * A file's text through the loader (ds_yaml.c) and its limits, then
+ * through the validator fn of its root: the common start of every kind
+ * of file.  empty: what an empty file should have held, for its message
+ * ("a service configuration (...)"); file_paths: see ds_vctx_t.
+ */
+int ds_v_yaml(const char *filename, const char *text, size_t len,
+    const char *empty, int file_paths, ds_vfn_t fn, cJSON **normalized,
+    ds_err_t *err);
+
 /* push a member's name or a list's index onto the path; pop to old */
 size_t ds_v_push(ds_vctx_t *c, const char *name);
 size_t ds_v_pushi(ds_vctx_t *c, int i);
