@@ -2,6 +2,9 @@
  * dstackctl apply -f FILE [-y] [-d] [-n NAME] [-e K=V]...
  * dstackctl run DIR -f FILE ...          (dstack's older spelling)
  *
+ * A fleet file (type: fleet) creates or updates an SSH fleet instead
+ * (cmd_fleet.c).
+ *
  * Parse and validate the file (nothing is sent when it is wrong), ask the
  * server for a plan, show it with the offers (and, for a run that
  * exists, what changes), confirm, pack and upload the working directory,
@@ -37,7 +40,9 @@ dsctl_apply_help(int run)
             : "Submit the service in FILE, or update the run of that name, "
               "with the\ncurrent directory as its code.\n\n");
     printf(
-        "  -f, --file FILE   the .dstack.yml (default: .dstack.yml)\n"
+        "  -f, --file FILE   the .dstack.yml (default: .dstack.yml); a "
+        "fleet's\n"
+        "                    (type: fleet) creates or updates that fleet\n"
         "  -y, --yes         do not ask for confirmation\n"
         "  -d, --detach      return once submitted, do not follow the run\n"
         "  -n, --name NAME   the run name (default: the file's \"name\", "
@@ -518,6 +523,14 @@ dsctl_apply(int argc, char **argv, int run)
                 "with -f FILE");
         }
         file = strcmp(dir, ".") == 0 ? ".dstack.yml" : fpath.s;
+    }
+
+    /* a fleet goes its own way: no code, no offers */
+    if (dsctl_fleet_is_file(file)) {
+        rc = dsctl_fleet_apply(file, name, envs, n_envs, yes, detach);
+        dsctl_str_free(&fpath);
+        free(envs);
+        return rc;
     }
 
     if (dsctl_spec_load(&sp, file, envs, n_envs, 1) != 0) {

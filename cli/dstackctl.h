@@ -44,6 +44,7 @@ int cmd_stop(int argc, char **argv);
 int cmd_logs(int argc, char **argv);
 int cmd_offer(int argc, char **argv);
 int cmd_token(int argc, char **argv);
+int cmd_fleet(int argc, char **argv);
 int cmd_ignore_check(int argc, char **argv);
 int cmd_pack(int argc, char **argv);
 
@@ -301,5 +302,26 @@ const char *dsctl_spec_model_prefix(const cJSON *spec);
 void dsctl_offer_resources(const cJSON *res, dsctl_str_t *out);
 /* the offers table: at most max rows (0 = all), cheapest first */
 void dsctl_print_offers(const cJSON *offers, int total, int max);
+
+
+/* ---- SSH fleets (fleet.c, cmd_fleet.c) ---------------------------------- */
+
+/* 1 when FILE is a fleet's ("type: fleet"), for apply to choose */
+int dsctl_fleet_is_file(const char *file);
+/* as dsctl_spec_load, for a fleet file (env always resolved) */
+int dsctl_fleet_load(dsctl_spec_t *sp, const char *file, char **overrides,
+    int n_overrides);
+/*
+ * {"<identity_file as in the spec>": "<PEM>"} for every host and proxy
+ * jump; NULL after printing which file of which host is wrong.
+ */
+cJSON *dsctl_fleet_keys(const cJSON *spec);
+/* a host's "4xCPU, 8GB, 100GB, 1xH100", or "-" */
+void dsctl_host_resources(const cJSON *res, dsctl_str_t *out);
+/* the plan's hosts table */
+void dsctl_print_hosts(const cJSON *hosts);
+/* apply for a fleet file: plan, confirm, apply, follow the hosts */
+int dsctl_fleet_apply(const char *file, const char *name, char **envs,
+    int n_envs, int yes, int detach);
 
 #endif /* DSTACKCTL_H */

@@ -26,6 +26,7 @@ static const dsctl_cmd_t  dsctl_commands[] = {
     { "logs", cmd_logs, 0, "print or follow the logs of a run's replica" },
     { "offer", cmd_offer, 0, "list the offers for a .dstack.yml" },
     { "token", cmd_token, 0, "create, list and revoke API and service tokens" },
+    { "fleet", cmd_fleet, 0, "list and delete SSH fleets (apply creates them)" },
     { "__ignore-check", cmd_ignore_check,
       DSCTL_CMD_HIDDEN,
       "list the files apply would pack from DIR" },
@@ -45,7 +46,8 @@ dsctl_help(FILE *out)
         "usage: dstackctl [--help | --version] COMMAND [ARGS]\n"
         "\n"
         "Self-hosted dstack services: deploy a .dstack.yml as an\n"
-        "authenticated, autoscaled HTTPS endpoint.\n"
+        "authenticated, autoscaled HTTPS endpoint, on this server or on\n"
+        "the hosts of SSH fleets (type: fleet, with apply).\n"
         "\n"
         "Commands:\n");
     for (i = 0; i < DSCTL_NCOMMANDS; i++) {

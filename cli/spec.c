@@ -325,6 +325,7 @@ dsctl_print_offers(const cJSON *offers, int total, int max)
     dsctl_table_t      *t;
     dsctl_offer_ref_t  *refs;
     dsctl_str_t         res = { 0 };
+    const char         *itype;
     const cJSON        *o;
     char                num[16], price[32];
     int                 n, i, shown;
@@ -350,9 +351,14 @@ dsctl_print_offers(const cJSON *offers, int total, int max)
         dsctl_offer_resources(cJSON_GetObjectItemCaseSensitive(o,
             "resources"), &res);
         dsctl_fmt_price(price, sizeof(price), refs[i].price);
+        /* an SSH fleet's offer is a host: region the fleet's name,
+           "instance" the host, no instance type */
+        itype = dsctl_json_str(o, "instance_type");
+        if (itype == NULL) {
+            itype = dsctl_json_str(o, "instance");
+        }
         dsctl_table_addv(t, num, dsctl_json_str(o, "backend"),
-            dsctl_json_str(o, "region"), res.s,
-            dsctl_json_str(o, "instance_type"),
+            dsctl_json_str(o, "region"), res.s, itype,
             dsctl_json_bool(o, "spot") ? "yes" : "no", price);
     }
     dsctl_table_print(t, stdout);

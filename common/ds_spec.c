@@ -71,22 +71,6 @@ ds_v_f_type(ds_vctx_t *c, const cJSON *in, cJSON **out)
 }
 
 
-static const char *
-ds_v_run_name_wrong(const char *s)
-{
-    return ds_valid_run_name(s, strlen(s))
-           ? NULL
-           : ": expected 2 to 41 lowercase letters, digits or \"-\", "
-             "starting with a letter";
-}
-
-
-static int
-ds_v_f_name(ds_vctx_t *c, const cJSON *in, cJSON **out)
-{
-    return ds_v_f_checked(c, in, "run name", ds_v_run_name_wrong, out);
-}
-
 static int
 ds_v_f_https(ds_vctx_t *c, const cJSON *in, cJSON **out)
 {
@@ -120,7 +104,8 @@ enum { S_TYPE, S_NAME, S_PORT, S_COMMANDS, S_IMAGE, S_PYTHON, S_ENV,
        S_WORKING_DIR, S_ENTRYPOINT, S_SHELL, S_USER, S_PRIVILEGED,
        S_REGISTRY_AUTH, S_VOLUMES, S_FILES, S_RESOURCES,
        S_REPLICAS, S_SCALING, S_AUTH, S_HTTPS, S_MODEL, S_RATE_LIMITS,
-       S_PROBES, S_SPOT_POLICY, S_MAX_PRICE, S_BACKENDS, S_REGIONS, S_RETRY,
+       S_PROBES, S_SPOT_POLICY, S_MAX_PRICE, S_BACKENDS, S_REGIONS, S_FLEETS,
+       S_RETRY,
        S_MAX_DURATION, S_STOP_DURATION, S_STRIP_PREFIX, S_GATEWAY, S_DOCKER,
        S_N };
 
@@ -152,6 +137,7 @@ static const ds_vfield_t  ds_service_fields[S_N] = {
     { "max_price", ds_v_f_max_price, 0, NULL },
     { "backends", ds_v_f_backends, 0, NULL },
     { "regions", ds_v_f_regions, 0, NULL },
+    { "fleets", ds_v_f_fleets, 0, NULL },
     { "retry", ds_v_f_retry, 0, NULL },
     { "max_duration", ds_v_f_offable, 0, NULL },
     { "stop_duration", ds_v_f_offable, 0, NULL },
@@ -176,7 +162,6 @@ static const ds_vunsup_t  ds_service_unsup[] = {
     { "startup_order", "is not supported yet" },
     { "stop_criteria", "is not supported yet" },
     { "schedule", "is not supported yet" },
-    { "fleets", "is not supported yet" },
     { "instances", "is not supported yet" },
     { "tags", "is not supported yet" },
     { "backend_options", "is not supported yet" },
@@ -349,54 +334,9 @@ int
 ds_spec_parse_yaml(const char *filename, const char *text, size_t len,
     cJSON **normalized, ds_err_t *err)
 {
-    int             rc;
-    char            head[sizeof(err->msg)];
-    const cJSON    *root;
-    ds_vctx_t       c;
-    ds_yaml_doc_t  *doc;
-
-    *normalized = NULL;
-
-    if (filename == NULL) {
-        filename = "<input>";
-    }
-
-    if (len > DS_SPEC_INPUT_MAX) {
-        snprintf(err->msg, sizeof(err->msg), "%s:1:1: file too large: %zu "
-                 "bytes (the limit is 1 MiB)", filename, len);
-        return DS_EINVAL;
-    }
-
-    if (text == NULL) {
-        text = "";
-        len = 0;
-    }
-
-    rc = ds_yaml_load(filename, text, len, &doc, err);
-    if (rc != DS_OK) {
-        return rc;
-    }
-
-    root = ds_yaml_root(doc);
-
-    if (root == NULL || cJSON_IsNull(root)) {
-        ds_yaml_free(doc);
-        snprintf(head, sizeof(head), "%s:1:1: ", filename);
-        ds_err_put(err, head, "empty file: expected a service "
-                   "configuration (\"type: service\", ...)");
-        return DS_EINVAL;
-    }
-
-    memset(&c, 0, sizeof(c));
-    c.doc = doc;
-    c.file_units = 1;
-    c.err = err;
-
-    rc = ds_v_service(&c, root, normalized);
-
-    ds_yaml_free(doc);
-
-    return rc;
+    return ds_v_yaml(filename, text, len, "a service configuration "
+                     "(\"type: service\", ...)", 0, ds_v_service,
+                     normalized, err);
 }
 
 

@@ -50,7 +50,8 @@
  *                    "body":null,"timeout":10,"interval":15,
  *                    "ready_after":1,"until_ready":false}],
  *    "spot_policy":"on-demand", "max_price":null|1.5,
- *    "backends":null|["local"], "regions":null|[...],
+ *    "backends":null|["local","ssh"], "regions":null|[...],
+ *    "fleets":null|["my-fleet",...],
  *    "retry":null|{"on_events":["no-capacity",...],"duration":3600},
  *    "max_duration":"off"|SECONDS, "stop_duration":300|"off",
  *    "strip_prefix":true, "gateway":null|true|false|"name"}
@@ -73,6 +74,11 @@
  * "files" paths null mean the working directory joined with the local
  * path's relative form (the CLI packs the files).  "docker": false is
  * accepted and dropped; true (Docker in Docker) is refused.
+ *
+ * "backends" are lowercase words; dstack's "remote" (the backend of SSH
+ * fleets' hosts) is normalized to "ssh", our name for it.  "fleets"
+ * names the SSH fleets (ds_fleet.h) whose hosts a run may take, each a
+ * valid run name; null means any.
  *
  * "registry_auth" holds the registry password in clear: it travels to
  * the daemon and on to the container engine, and must never be logged,
@@ -98,7 +104,8 @@
 #define DS_SPEC_COMMANDS_MAX    4096
 #define DS_SPEC_PROBES_MAX      16
 #define DS_SPEC_HEADERS_MAX     16
-#define DS_SPEC_LIST_MAX        64      /* backends, regions, GPU names */
+#define DS_SPEC_LIST_MAX        64      /* backends, regions, fleets,
+                                           GPU names */
 #define DS_SPEC_VOLUMES_MAX     32
 #define DS_SPEC_FILES_MAX       64
 #define DS_SPEC_FS_PATH_MAX     4095    /* characters of a path */
@@ -291,6 +298,8 @@ typedef struct {
     size_t              n_backends;
     const char *const  *regions;        /* NULL: any */
     size_t              n_regions;
+    const char *const  *fleets;         /* NULL: any */
+    size_t              n_fleets;
 
     struct {
         int             enabled;

@@ -17,12 +17,15 @@
  * at: the node the message is about; key: point at its key rather than
  * its value (unknown and duplicate keys).  Without locations, the path
  * names the place: the caller has pushed the value's path, or, for a
- * key, left the mapping's.
+ * key, left the mapping's.  With file_paths, a file's messages carry
+ * the path too, after the place: in a fleet's long lists of hosts the
+ * line alone does not say which field of which host is meant.
  */
 int
 ds_v_fail(ds_vctx_t *c, const cJSON *at, int key, const char *fmt, ...)
 {
     char     msg[sizeof(c->err->msg)], head[sizeof(c->err->msg)];
+    size_t   len;
     va_list  ap;
 
     va_start(ap, fmt);
@@ -33,6 +36,13 @@ ds_v_fail(ds_vctx_t *c, const cJSON *at, int key, const char *fmt, ...)
         snprintf(head, sizeof(head), "spec%s: ", c->path);
     } else {
         ds_yaml_where(c->doc, at, key, head, sizeof(head));
+
+        /* the path starts with the separator of its first name */
+        if (c->file_paths && c->plen > 0) {
+            len = strlen(head);
+            snprintf(head + len, sizeof(head) - len, "%s: ",
+                     c->path + (c->path[0] == '.'));
+        }
     }
 
     ds_err_put(c->err, head, msg);
@@ -46,6 +56,63 @@ ds_v_oom(ds_vctx_t *c)
 {
     snprintf(c->err->msg, sizeof(c->err->msg), "out of memory");
     return DS_ERROR;
+}
+
+
+int
+ds_v_yaml(const char *filename, const char *text, size_t len,
+    const char *empty, int file_paths, ds_vfn_t fn, cJSON **normalized,
+    ds_err_t *err)
+{
+    int             rc;
+    char            head[sizeof(err->msg)], msg[sizeof(err->msg)];
+    const cJSON    *root;
+    ds_vctx_t       c;
+    ds_yaml_doc_t  *doc;
+
+    *normalized = NULL;
+
+    if (filename == NULL) {
+        filename = "<input>";
+    }
+
+    if (len > DS_SPEC_INPUT_MAX) {
+        snprintf(err->msg, sizeof(err->msg), "%s:1:1: file too large: %zu "
+                 "bytes (the limit is 1 MiB)", filename, len);
+        return DS_EINVAL;
+    }
+
+    if (text == NULL) {
+        text = "";
+        len = 0;
+    }
+
+    rc = ds_yaml_load(filename, text, len, &doc, err);
+    if (rc != DS_OK) {
+        return rc;
+    }
+
+    root = ds_yaml_root(doc);
+
+    if (root == NULL || cJSON_IsNull(root)) {
+        ds_yaml_free(doc);
+        snprintf(head, sizeof(head), "%s:1:1: ", filename);
+        snprintf(msg, sizeof(msg), "empty file: expected %s", empty);
+        ds_err_put(err, head, msg);
+        return DS_EINVAL;
+    }
+
+    memset(&c, 0, sizeof(c));
+    c.doc = doc;
+    c.file_units = 1;
+    c.file_paths = file_paths;
+    c.err = err;
+
+    rc = fn(&c, root, normalized);
+
+    ds_yaml_free(doc);
+
+    return rc;
 }
 
 
@@ -429,6 +496,24 @@ ds_v_has_ctl(const char *s)
         }
     }
     return 0;
+}
+
+
+/* a run's name, and a fleet's: dstack's rule */
+const char *
+ds_v_run_name_wrong(const char *s)
+{
+    return ds_valid_run_name(s, strlen(s))
+           ? NULL
+           : ": expected 2 to 41 lowercase letters, digits or \"-\", "
+             "starting with a letter";
+}
+
+
+int
+ds_v_f_name(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    return ds_v_f_checked(c, in, "run name", ds_v_run_name_wrong, out);
 }
 
 

@@ -55,6 +55,9 @@
 typedef struct {
     const ds_yaml_doc_t  *doc;      /* the CLI's file; NULL: JSON */
     int                   file_units;   /* a bare size is GB, not MB */
+    int                   file_paths;   /* with doc: the field's path
+                                           after the place, as in
+                                           "F:L:C: a.b[1].c: " (fleets) */
     ds_err_t             *err;
     size_t                plen;
     char                  path[DS_SPEC_PATH_MAX];
@@ -117,6 +120,16 @@ typedef int (*ds_v_item_pt)(ds_vctx_t *c, const cJSON *in,
 int ds_v_fail(ds_vctx_t *c, const cJSON *at, int key, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 int ds_v_oom(ds_vctx_t *c);
+
+/*
+ * A file's text through the loader (ds_yaml.c) and its limits, then
+ * through the validator fn of its root: the common start of every kind
+ * of file.  empty: what an empty file should have held, for its message
+ * ("a service configuration (...)"); file_paths: see ds_vctx_t.
+ */
+int ds_v_yaml(const char *filename, const char *text, size_t len,
+    const char *empty, int file_paths, ds_vfn_t fn, cJSON **normalized,
+    ds_err_t *err);
 
 /* push a member's name or a list's index onto the path; pop to old */
 size_t ds_v_push(ds_vctx_t *c, const char *name);
@@ -181,6 +194,8 @@ int ds_v_text(ds_vctx_t *c, const cJSON *in, const char **s, char *buf,
     size_t size);
 
 int ds_v_f_bool(ds_vctx_t *c, const cJSON *in, cJSON **out);
+const char *ds_v_run_name_wrong(const char *s);
+int ds_v_f_name(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_str(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_anystr(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_text(ds_vctx_t *c, const cJSON *in, cJSON **out);
@@ -258,6 +273,7 @@ extern const ds_venum_t  ds_spec_spot_policies;    /* DS_SPEC_SPOT_* */
 int ds_v_f_max_price(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_backends(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_regions(ds_vctx_t *c, const cJSON *in, cJSON **out);
+int ds_v_f_fleets(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_retry(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_gateway(ds_vctx_t *c, const cJSON *in, cJSON **out);
 extern const char *const  ds_spec_events[3];

@@ -1,6 +1,6 @@
 /*
  * The profile's fields: where and how a service may run (spot_policy,
- * max_price, backends, regions, retry and gateway).
+ * max_price, backends, regions, fleets, retry and gateway).
  */
 
 #include <stdint.h>
@@ -20,13 +20,44 @@ ds_v_f_max_price(ds_vctx_t *c, const cJSON *in, cJSON **out)
 }
 
 
-/* a list of distinct names; backends: lowercase words */
+static const char *
+ds_v_backend_wrong(const char *s)
+{
+    return strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-_") == strlen(s)
+           ? NULL : "";
+}
+
+
+static const char *
+ds_v_region_wrong(const char *s)
+{
+    return ds_v_has_space(s) ? "" : NULL;
+}
+
+
+/*
+ * dstack's name for the backend of SSH fleets' hosts is "remote"; ours
+ * is "ssh", which offers carry.  Both are accepted, "ssh" kept.
+ */
+static const char *
+ds_v_backend_alias(const char *s)
+{
+    return strcmp(s, "remote") == 0 ? "ssh" : s;
+}
+
+
+/*
+ * A list of distinct names, each one that `wrong` finds nothing wrong
+ * with, and normalized by `alias` (NULL: as written); duplicates are
+ * found after the aliases, so "ssh" and "remote" are one backend twice.
+ */
 static int
 ds_v_names(ds_vctx_t *c, const cJSON *in, cJSON **out, const char *what,
-    int backend)
+    ds_vwrong_pt wrong, const char *(*alias)(const char *))
 {
     int           i;
     size_t        old;
+    const char   *s, *why;
     const cJSON  *it, *p;
     ds_qbuf_t     qb;
 
@@ -55,20 +86,18 @@ ds_v_names(ds_vctx_t *c, const cJSON *in, cJSON **out, const char *what,
             return DS_EINVAL;
         }
 
-        if (ds_v_has_space(it->valuestring)
-            || (backend
-                && strspn(it->valuestring, "abcdefghijklmnopqrstuvwxyz"
-                                           "0123456789-_")
-                   != strlen(it->valuestring)))
-        {
-            ds_v_fail(c, it, 0, "invalid %s name %s", what,
-                      ds_q(&qb, it->valuestring));
+        why = wrong(it->valuestring);
+        if (why) {
+            ds_v_fail(c, it, 0, "invalid %s name %s%s", what,
+                      ds_q(&qb, it->valuestring), why);
             ds_v_pop(c, old);
             return DS_EINVAL;
         }
 
-        for (p = in->child; p != it; p = p->next) {
-            if (strcmp(p->valuestring, it->valuestring) == 0) {
+        s = alias ? alias(it->valuestring) : it->valuestring;
+
+        for (p = (*out)->child; p; p = p->next) {
+            if (strcmp(p->valuestring, s) == 0) {
                 ds_v_fail(c, it, 0, "duplicate %s %s", what,
                           ds_q(&qb, it->valuestring));
                 ds_v_pop(c, old);
@@ -78,9 +107,7 @@ ds_v_names(ds_vctx_t *c, const cJSON *in, cJSON **out, const char *what,
 
         ds_v_pop(c, old);
 
-        if (ds_v_append(c, *out, cJSON_CreateString(it->valuestring))
-            != DS_OK)
-        {
+        if (ds_v_append(c, *out, cJSON_CreateString(s)) != DS_OK) {
             return DS_ERROR;
         }
     }
@@ -92,14 +119,23 @@ ds_v_names(ds_vctx_t *c, const cJSON *in, cJSON **out, const char *what,
 int
 ds_v_f_backends(ds_vctx_t *c, const cJSON *in, cJSON **out)
 {
-    return ds_v_names(c, in, out, "backend", 1);
+    return ds_v_names(c, in, out, "backend", ds_v_backend_wrong,
+                      ds_v_backend_alias);
 }
 
 
 int
 ds_v_f_regions(ds_vctx_t *c, const cJSON *in, cJSON **out)
 {
-    return ds_v_names(c, in, out, "region", 0);
+    return ds_v_names(c, in, out, "region", ds_v_region_wrong, NULL);
+}
+
+
+/* the SSH fleets a run may go to, by name (dstack's "fleets") */
+int
+ds_v_f_fleets(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    return ds_v_names(c, in, out, "fleet", ds_v_run_name_wrong, NULL);
 }
 
 

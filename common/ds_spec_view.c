@@ -21,6 +21,7 @@ typedef struct {
     ds_spec_header_t       *headers;
     const char            **backends;
     const char            **regions;
+    const char            **fleets;
     ds_spec_volume_t       *volumes;
     ds_spec_file_t         *files;
     char                   *probe_url;
@@ -503,6 +504,14 @@ ds_spec_from_json(const cJSON *normalized, ds_spec_t *spec, ds_err_t *err)
         spec->regions = priv->regions;
     }
 
+    if (cJSON_IsArray(ds_j(j, "fleets"))) {
+        priv->fleets = ds_j_strs(ds_j(j, "fleets"), &spec->n_fleets);
+        if (priv->fleets == NULL) {
+            goto oom;
+        }
+        spec->fleets = priv->fleets;
+    }
+
     v = ds_j(j, "retry");
     if (cJSON_IsObject(v)) {
         spec->retry.enabled = 1;
@@ -556,6 +565,7 @@ ds_spec_free(ds_spec_t *spec)
         free(priv->headers);
         free(priv->backends);
         free(priv->regions);
+        free(priv->fleets);
         free(priv->volumes);
         free(priv->files);
         free(priv->probe_url);

@@ -690,8 +690,9 @@ test_typed_profile(void **state)
             "  - {type: http, url: /i, timeout: 1m, until_ready: true}\n"
             "spot_policy: spot\n"
             "max_price: 0.75\n"
-            "backends: [local, ssh]\n"
+            "backends: [local, remote]\n"
             "regions: [here]\n"
+            "fleets: [gpu-a, gpu-b]\n"
             "retry: {on_events: [interruption]}\n"
             "gateway: gw\n"
             "strip_prefix: false\n", &spec);
@@ -739,6 +740,8 @@ test_typed_profile(void **state)
     assert_int_equal(spec.n_backends, 2);
     assert_string_equal(spec.backends[1], "ssh");
     assert_int_equal(spec.n_regions, 1);
+    assert_int_equal(spec.n_fleets, 2);
+    assert_string_equal(spec.fleets[1], "gpu-b");
     assert_int_equal(spec.retry.on_events, DS_SPEC_RETRY_INTERRUPTION);
     assert_int_equal(spec.retry.duration, 3600);
     assert_int_equal(spec.gateway, DS_SPEC_GATEWAY_NAMED);
@@ -873,6 +876,13 @@ test_json_paths(void **state)
              "\"rate_limits\":[{\"rps\":1,\"key\":{\"type\":\"cookie\"}}]}",
              "spec.rate_limits[0].key.type: invalid key type \"cookie\": "
              "expected ip_address or header");
+    json_err("{\"type\":\"service\",\"port\":8000,\"commands\":[\"x\"],"
+             "\"fleets\":[\"ok-fleet\",\"Bad\"]}",
+             "spec.fleets[1]: invalid fleet name \"Bad\": expected 2 to 41 "
+             "lowercase letters, digits or \"-\", starting with a letter");
+    json_err("{\"type\":\"service\",\"port\":8000,\"commands\":[\"x\"],"
+             "\"backends\":[\"ssh\",\"remote\"]}",
+             "spec.backends[1]: duplicate backend \"remote\"");
 }
 
 
