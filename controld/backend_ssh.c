@@ -187,8 +187,8 @@ host_could_fit(const struct fleet_host *h, const ds_spec_t *sp, char *err,
     int     rc;
 
     if (!h->discovered) {
-        snprintf(err, n, "%s:%d is %s", h->ssh.hostname, h->ssh.port,
-                 hosts_status_name(h->status));
+        fmt(err, n, "%s:%d is %s", h->ssh.hostname, h->ssh.port,
+            hosts_status_name(h->status));
         return 0;
     }
     if (sp->image != NULL) {
@@ -212,9 +212,9 @@ host_fits(const struct fleet_host *h, const ds_spec_t *sp, char *err,
     size_t n)
 {
     if (h->status != HOST_UP) {
-        snprintf(err, n, "%s:%d is %s%s%s", h->ssh.hostname, h->ssh.port,
-                 hosts_status_name(h->status), h->message[0] ? ": " : "",
-                 h->message);
+        fmt(err, n, "%s:%d is %s%s%s", h->ssh.hostname, h->ssh.port,
+            hosts_status_name(h->status), h->message[0] ? ": " : "",
+            h->message);
         return 0;
     }
     return host_could_fit(h, sp, err, n);

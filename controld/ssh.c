@@ -49,6 +49,7 @@ static LIST_HEAD(, ssh_cmd)  cmds = LIST_HEAD_INITIALIZER(cmds);
 struct argv {
     char           *v[SSH_ARGS_MAX + 1];
     char            buf[16][4200];
+    char            proxy[10000];
     int             n, nbuf;
 };
 
@@ -128,13 +129,12 @@ ssh_options(struct argv *a, const char *key, const char *known_hosts)
 static void
 ssh_jump(struct argv *a, const struct ssh_host *h)
 {
-    char  *b;
+    char  *b = a->proxy;
 
-    if (h->jump_hostname[0] == '\0' || a->nbuf >= 16) {
+    if (h->jump_hostname[0] == '\0') {
         return;
     }
-    b = a->buf[a->nbuf++];
-    snprintf(b, sizeof(a->buf[0]),
+    snprintf(b, sizeof(a->proxy),
              "ProxyCommand=ssh -F /dev/null -o BatchMode=yes "
              "-o IdentitiesOnly=yes -i %s -o UserKnownHostsFile=%s "
              "-o GlobalKnownHostsFile=/dev/null "
