@@ -220,6 +220,15 @@ status() {
     done
 }
 
+# watch: status each second, each ending with "end", until the
+# connection goes (a write to it fails)
+watch() {
+    while :; do
+        status && echo end || exit 0
+        sleep 1
+    done
+}
+
 # stop TAG term|kill: the replica's process group
 stop() {
     tag_ok "$1"
@@ -264,8 +273,9 @@ facts)   facts ;;
 code)    code "$@" ;;
 start)   start "$@" ;;
 status)  status ;;
+watch)   watch ;;
 stop)    stop "$@" ;;
 release) release "$@" ;;
 gc)      gc "$@" ;;
-*)       die "usage: agent.sh facts|code|start|status|stop|release|gc" ;;
+*)       die "usage: agent.sh facts|code|start|status|watch|stop|release|gc" ;;
 esac

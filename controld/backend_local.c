@@ -630,7 +630,10 @@ local_reap(pid_t pid, int status)
 
     TAILQ_FOREACH(r, &runs, entry) {
         TAILQ_FOREACH(rep, &r->replicas, entry) {
-            if (rep->pid == pid && !rep->adopted) {
+            /* other backends' pids are not this host's children */
+            if (rep->pid == pid && !rep->adopted
+                && rep->backend == &backend_local)
+            {
                 events->exited(rep, status);
                 return 1;
             }

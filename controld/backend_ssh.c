@@ -121,34 +121,58 @@ follower_stop(struct rx *x)
 }
 
 
-/* its log on the host, from what this host has of it on */
-static void
-follower_start(struct fleet_host *h, struct replica *rep)
+/* the replica's log here, opened for appending (its directory made) */
+static int
+log_open(struct replica *rep, long long *size)
 {
-    struct rx   *x = rx_of(rep, 1);
     struct stat  st;
-    char         path[4096], remote[1400], *q, *cmd;
+    char         path[4096];
     int          fd;
 
-    follower_stop(x);
-    if (replica_log_path(rep, path, sizeof(path)) != 0) {
-        return;
+    if (fmt(path, sizeof(path), "%s/%s", conf->replicas_dir, rep->run->name)
+        != 0 || mkdir_p(path, 0755) != 0
+        || replica_log_path(rep, path, sizeof(path)) != 0)
+    {
+        return -1;
     }
     fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     if (fd < 0) {
         log_warn("run \"%s\": replica %d: %s", rep->run->name, rep->num,
                  path);
-        return;
+        return -1;
     }
     (void) chgrp_conf(path);
-    if (fstat(fd, &st) != 0) {
-        st.st_size = 0;
+    *size = fstat(fd, &st) == 0 ? (long long) st.st_size : 0;
+    return fd;
+}
+
+
+/*
+ * Its log on the host follows into ours, from where ours left it: what
+ * we have beyond log_base (our size when this start began) came from
+ * there already.
+ */
+static void
+follower_start(struct fleet_host *h, struct replica *rep)
+{
+    struct rx   *x = rx_of(rep, 1);
+    char         remote[1400], *q, *cmd;
+    long long    size, from;
+    int          fd;
+
+    follower_stop(x);
+    fd = log_open(rep, &size);
+    if (fd < 0) {
+        return;
     }
+    if (size < rep->log_base) {
+        rep->log_base = size;       /* rotated under us */
+    }
+    from = size - rep->log_base + 1;
     fmt(remote, sizeof(remote), "%s/r/%s/log", h->dir, rep->tag);
     q = ssh_quote(remote);
     cmd = xcalloc(1, strlen(q) + 64);
-    sprintf(cmd, "exec tail -c +%lld -F %s 2>/dev/null",
-            (long long) st.st_size + 1, q);
+    sprintf(cmd, "exec tail -c +%lld -F %s 2>/dev/null", from, q);
     x->follower = ssh_stream(&h->ssh, cmd, fd);
     free(cmd);
     free(q);
@@ -494,6 +518,9 @@ start_answer(void *arg, int status, char *out, size_t len)
         e = p + strcspn(p, "\r\n");
         snprintf(rep->inner, sizeof(rep->inner), "%.*s", (int) (e - p), p);
     }
+    /* its pid on the host: what the API shows, and what probes wait for */
+    p = strstr(out, "pid ");
+    rep->pid = p != NULL ? (pid_t) atoi(p + 4) : 1;
     x->step = STEP_DONE;
     if (h->tunnel) {
         p = strrchr(rep->inner, ':');
@@ -649,6 +676,10 @@ ssh_start(struct replica *rep)
             HOST_PORT_BASE + rep->net_index);
     }
 
+    lport = log_open(rep, &rep->log_base);
+    if (lport >= 0) {
+        close(lport);
+    }
     x = rx_of(rep, 1);
     x->step = STEP_CODE;
     x->forwarded = 0;
@@ -758,6 +789,7 @@ ssh_release(struct replica *rep, int final)
     rep->inner[0] = '\0';
     rep->net_index = -1;
     rep->n_gpus = 0;
+    rep->pid = 0;
 }
 
 

@@ -547,8 +547,8 @@ struct fleet_req {
     const cJSON    *spec;
     const cJSON    *keys;
     ds_fleet_t      fleet;
-    const char     *name;
-    char            gen[DS_NAME_MAX + 1];
+    const char     *name;               /* points to nm */
+    char            nm[DS_NAME_MAX + 1];
 };
 
 
@@ -643,11 +643,12 @@ req_parse(const cJSON *req, struct fleet_req *q, char *err, size_t n)
         ds_fleet_free(&q->fleet);
         return 400;
     }
-    q->name = q->fleet.name;
-    if (q->name == NULL) {
-        run_generate_name(q->gen, sizeof(q->gen));
-        q->name = q->gen;
+    if (q->fleet.name != NULL) {
+        snprintf(q->nm, sizeof(q->nm), "%s", q->fleet.name);
+    } else {
+        run_generate_name(q->nm, sizeof(q->nm));
     }
+    q->name = q->nm;
     return 0;
 }
 

@@ -68,7 +68,7 @@ struct fleet_host {
     int             master_err;         /* its messages: a file */
     struct ssh_cmd *cmd;                /* the heartbeat or discovery */
     int64_t         next_ms;            /* when to act next */
-    int             misses;             /* heartbeats lost in a row */
+    int64_t         beat_ms;            /* the last heartbeat */
     int             gc_done;            /* since the last connection */
 };
 

@@ -262,6 +262,7 @@ facts_parse(struct fleet_host *h, char *out)
 
 
 static void lost(struct fleet_host *h, const char *why);
+static void watch(struct fleet_host *h);
 
 
 static void
@@ -282,7 +283,6 @@ discovered(void *arg, int status, char *out, size_t len)
     }
     facts_parse(h, out);
     h->discovered = 1;
-    h->misses = 0;
     if (!h->netns) {
         fmt(why, sizeof(why), "replicas need a network namespace each: "
             "%s", h->isolation_note);
@@ -293,8 +293,10 @@ discovered(void *arg, int status, char *out, size_t len)
     }
     set_status(h, HOST_UP, "");
     c->phase = PH_UP;
-    h->next_ms = now_ms();
-    events->up(h);
+    watch(h);
+    if (c->phase == PH_UP) {
+        events->up(h);
+    }
 }
 
 
@@ -307,6 +309,8 @@ discover(struct fleet_host *h, struct host_conn *c)
         "&& mv \"$d/agent.sh.new\" \"$d/agent.sh\" "
         "&& echo \"dir $d\" && exec sh \"$d/agent.sh\" facts";
 
+    log_debug("fleet \"%s\": host %s:%d: discovering", h->fleet->name,
+              h->ssh.hostname, h->ssh.port);
     h->cmd = ssh_run(&h->ssh, install, agent_sh, agent_sh_len, NULL,
                      HOST_DISCOVER_WAIT_MS, discovered, h);
     if (h->cmd == NULL) {
@@ -336,37 +340,43 @@ hosts_agent_cmd(const struct fleet_host *h, const char *args)
 
 
 static void
-heartbeat_done(void *arg, int status, char *out, size_t len)
+heartbeat(void *arg, char *block)
+{
+    struct fleet_host  *h = arg;
+
+    if (strncmp(block, "agent ", 6) == 0) {
+        h->beat_ms = now_ms();
+        events->status(h, block);
+    }
+}
+
+
+static void
+watch_ended(void *arg, int status, char *out, size_t len)
 {
     struct fleet_host  *h = arg;
     char                why[256];
 
     (void) len;
     h->cmd = NULL;
-    if (status == 0 && strncmp(out, "agent ", 6) == 0) {
-        h->misses = 0;
-        events->status(h, out);
-        return;
-    }
-    h->misses++;
-    if (h->misses >= HOST_MISSES_LOST) {
-        fmt(why, sizeof(why), "%d heartbeats unanswered (%.160s)",
-            h->misses, status < 0 ? "no answer in time" : out);
-        lost(h, why);
-    }
+    fmt(why, sizeof(why), "its session ended (%d: %.160s)", status,
+        out[0] ? out : "no message");
+    lost(h, why);
 }
 
 
 static void
-heartbeat(struct fleet_host *h)
+watch(struct fleet_host *h)
 {
     char  *cmd;
 
-    cmd = hosts_agent_cmd(h, "status");
-    h->cmd = ssh_run(&h->ssh, cmd, NULL, 0, NULL, HOST_HEARTBEAT_WAIT_MS,
-                     heartbeat_done, h);
+    cmd = hosts_agent_cmd(h, "watch");
+    h->cmd = ssh_watch(&h->ssh, cmd, heartbeat, watch_ended, h);
     free(cmd);
-    h->next_ms = now_ms() + HOST_HEARTBEAT_MS;
+    h->beat_ms = now_ms();
+    if (h->cmd == NULL) {
+        lost(h, "cannot run ssh");
+    }
 }
 
 
@@ -475,11 +485,7 @@ hosts_forget(struct fleet_host *h)
 void
 hosts_poke(struct fleet_host *h)
 {
-    struct host_conn  *c = conn_of(h);
-
-    if (c != NULL && c->phase == PH_UP && h->cmd == NULL) {
-        h->next_ms = now_ms();
-    }
+    (void) h;           /* the watch reports each second anyway */
 }
 
 
@@ -511,8 +517,10 @@ host_tick(struct fleet_host *h, struct host_conn *c, int64_t now)
         return;         /* its command answers */
 
     case PH_UP:
-        if (h->cmd == NULL && now >= h->next_ms) {
-            heartbeat(h);
+        if (now - h->beat_ms >= HOST_SILENCE_MS) {
+            fmt(why, sizeof(why), "no heartbeat for %lld ms",
+                (long long) (now - h->beat_ms));
+            lost(h, why);
         }
         return;
     }
@@ -545,10 +553,8 @@ hosts_timeout_ms(void)
         case PH_DISCOVER:
             continue;
         case PH_UP:
-            if (conns[i].h->cmd != NULL) {
-                continue;
-            }
-            /* fall through */
+            t = conns[i].h->beat_ms + HOST_SILENCE_MS - now;
+            break;
         default:
             t = conns[i].h->next_ms - now;
         }

@@ -3,12 +3,14 @@
  *
  * Each host has one master SSH connection.  On (re)connection controld
  * uploads its agent (agent.sh) and runs its discovery (CPUs, memory,
- * disk, GPUs, container engine); then a heartbeat every second asks
- * the agent how the host's replicas are.  Two heartbeats unanswered in
- * a row (each has 1.2 s), or the master connection ending, make the
- * host unreachable: about 3 s after a host dies or its network goes,
- * its replicas are out.  One miss is forgiven: a busy host or a lost
- * packet that TCP resends is no reason to move replicas.
+ * disk, GPUs, container engine); then one long session (agent.sh watch)
+ * prints how the host's replicas are, every second: a heartbeat that
+ * costs no new session (a session costs 10 to 500 ms on the host: the
+ * login shell and its rc files).  No heartbeat for 2.5 s, the session
+ * ending, or the master connection ending, make the host unreachable:
+ * 2.5 to 3.5 s after a host dies or its network goes, its replicas are
+ * out.  A missed beat is forgiven: a busy host or a packet that TCP
+ * resends (200 ms and more) is no reason to move replicas.
  *
  * What happens to replicas is backend_ssh.c's: it hears of it through
  * the events given to hosts_init().
@@ -21,9 +23,7 @@
 
 #include "fleets.h"
 
-#define HOST_HEARTBEAT_MS       1000
-#define HOST_HEARTBEAT_WAIT_MS  1200
-#define HOST_MISSES_LOST        2
+#define HOST_SILENCE_MS         2500    /* no heartbeat: unreachable */
 #define HOST_RETRY_MS           2000    /* after a loss or a failure */
 #define HOST_FAILED_RETRY_MS    30000   /* after a refusal */
 #define HOST_DISCOVER_WAIT_MS   30000
@@ -31,7 +31,8 @@
 struct host_events {
     /* connected and discovered (again): its replicas can be checked */
     void  (*up)(struct fleet_host *h);
-    /* the agent's status lines ("replica TAG running PID"...) */
+    /* a heartbeat: the agent's status lines ("replica TAG running
+     * PID"...) */
     void  (*status)(struct fleet_host *h, char *lines);
     /* stopped answering, or refused us: its replicas are lost */
     void  (*lost)(struct fleet_host *h);

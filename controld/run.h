@@ -114,6 +114,7 @@ struct replica {
     char            host[300];
     char            tag[16];
     char            inner[48];
+    long long       log_base;           /* our log's size at its start */
 
     /* the process: its own session, so pid = pgid */
     pid_t           pid;

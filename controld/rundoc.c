@@ -44,6 +44,7 @@ replica_to_doc(const struct replica *rep)
         cJSON_AddStringToObject(o, "host", rep->host);
         cJSON_AddStringToObject(o, "tag", rep->tag);
         cJSON_AddStringToObject(o, "inner", rep->inner);
+        cJSON_AddNumberToObject(o, "log_base", (double) rep->log_base);
     }
     cJSON_AddNumberToObject(o, "pid", rep->pid);
     /* a string: start times exceed a double's exact range on long uptimes
@@ -178,6 +179,7 @@ replica_from_doc(struct run *r, const cJSON *o)
     snprintf(rep->host, sizeof(rep->host), "%s", doc_str(o, "host"));
     snprintf(rep->tag, sizeof(rep->tag), "%s", doc_str(o, "tag"));
     snprintf(rep->inner, sizeof(rep->inner), "%s", doc_str(o, "inner"));
+    rep->log_base = (long long) doc_num(o, "log_base", 0);
     /* the backend by name: reconcile_adopt() finds it; version 1 had
      * local processes only, active while they had a pid */
     if (cJSON_GetObjectItemCaseSensitive(o, "active") == NULL) {

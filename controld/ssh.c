@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,7 @@ struct ssh_cmd {
     int             exited;
     int             status;
     ssh_done_fn     done;
+    ssh_block_fn    block;              /* watched: blocks as they come */
     void           *arg;
 };
 
@@ -297,6 +299,21 @@ ssh_run(const struct ssh_host *h, const char *remote, const char *in,
 }
 
 
+struct ssh_cmd *
+ssh_watch(const struct ssh_host *h, const char *remote, ssh_block_fn block,
+    ssh_done_fn done, void *arg_)
+{
+    struct ssh_cmd  *c;
+
+    c = ssh_run(h, remote, NULL, 0, NULL, 0, done, arg_);
+    if (c != NULL) {
+        c->block = block;
+        c->deadline_ms = INT64_MAX;
+    }
+    return c;
+}
+
+
 static void
 cmd_free(struct ssh_cmd *c)
 {
@@ -327,6 +344,34 @@ ssh_cancel(struct ssh_cmd *c)
     }
     /* reaped later by the loop: a pid no command knows */
     cmd_free(c);
+}
+
+
+/* a watched command's complete blocks out of its buffer */
+static void
+cmd_blocks(struct ssh_cmd *c)
+{
+    char    *end;
+    size_t   used;
+
+    while ((end = strstr(c->out, "\nend\n")) != NULL
+           || strncmp(c->out, "end\n", 4) == 0)
+    {
+        if (end == NULL) {
+            memmove(c->out, c->out + 4, c->len - 3);
+            c->len -= 4;
+            continue;
+        }
+        end[1] = '\0';
+        used = (size_t) (end - c->out) + 5;
+        c->block(c->arg, c->out);
+        memmove(c->out, c->out + used, c->len - used + 1);
+        c->len -= used;
+    }
+    if (c->len == SSH_OUT_MAX) {
+        c->len = 0;             /* no "end" in a megabyte: not ours */
+        c->out[0] = '\0';
+    }
 }
 
 
@@ -361,6 +406,9 @@ cmd_read(struct ssh_cmd *c)
             memcpy(c->out + c->len, buf, keep);
             c->len += keep;
             c->out[c->len] = '\0';
+            if (c->block != NULL) {
+                cmd_blocks(c);
+            }
         }
     }
 }
@@ -455,6 +503,9 @@ ssh_timeout_ms(void)
     int64_t          now = now_ms(), t, best = -1;
 
     LIST_FOREACH(c, &cmds, entry) {
+        if (c->deadline_ms == INT64_MAX && !c->exited) {
+            continue;
+        }
         t = c->exited ? 0 : c->deadline_ms - now;
         if (t < 0) {
             t = 0;

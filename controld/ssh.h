@@ -50,6 +50,9 @@ typedef void (*ssh_done_fn)(void *arg, int status, char *out, size_t len);
 
 struct ssh_cmd;
 
+/* a block of a watched command's output: the text up to a line "end" */
+typedef void (*ssh_block_fn)(void *arg, char *block);
+
 /*
  * Runs `remote` on the host through its master connection (or alone
  * when none runs); `in` (len bytes, may be NULL) or the file at
@@ -59,6 +62,13 @@ struct ssh_cmd;
 struct ssh_cmd *ssh_run(const struct ssh_host *h, const char *remote,
     const char *in, size_t len, const char *in_path, int timeout_ms,
     ssh_done_fn done, void *arg);
+/*
+ * Like ssh_run, for a command that goes on printing blocks ended by a
+ * line "end" (agent.sh watch): block is called for each, done at the
+ * end, which has no deadline.
+ */
+struct ssh_cmd *ssh_watch(const struct ssh_host *h, const char *remote,
+    ssh_block_fn block, ssh_done_fn done, void *arg);
 /* its done gets arg instead */
 void ssh_rearg(struct ssh_cmd *c, void *arg);
 /* forgets a command: killed, done never called */
