@@ -17,6 +17,26 @@
 #include "views.h"
 
 
+/* "region": the fleet of its host, or "local"; "host": where it runs */
+static void
+replica_where(cJSON *o, const struct replica *rep)
+{
+    const char  *slash;
+    char         fleet[DS_NAME_MAX + 1];
+
+    slash = strchr(rep->host, '/');
+    if (slash == NULL) {
+        cJSON_AddStringToObject(o, "region", "local");
+        cJSON_AddStringToObject(o, "host", "local");
+        return;
+    }
+    snprintf(fleet, sizeof(fleet), "%.*s", (int) (slash - rep->host),
+             rep->host);
+    cJSON_AddStringToObject(o, "region", fleet);
+    cJSON_AddStringToObject(o, "host", slash + 1);
+}
+
+
 static cJSON *
 replica_to_api(const struct replica *rep, const char *resources)
 {
@@ -42,7 +62,7 @@ replica_to_api(const struct replica *rep, const char *resources)
         cJSON_AddNullToObject(o, "address");
     }
     cJSON_AddStringToObject(o, "backend", be->name);
-    cJSON_AddStringToObject(o, "region", "local");
+    replica_where(o, rep);
     cJSON_AddStringToObject(o, "resources", resources);
     gpu[0] = '\0';
     for (i = 0; i < rep->n_gpus && off < sizeof(gpu); i++) {
