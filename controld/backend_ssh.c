@@ -671,7 +671,9 @@ ssh_start(struct replica *rep)
             return BACKEND_WAIT;
         }
         fmt(rep->addr, sizeof(rep->addr), "127.0.0.1:%d", lport);
+        rep->relayed = 1;
     } else {
+        rep->relayed = 0;
         fmt(rep->addr, sizeof(rep->addr), "%s:%d", h->address,
             HOST_PORT_BASE + rep->net_index);
     }
@@ -754,7 +756,13 @@ ssh_stop(struct replica *rep, int force)
 static int
 ssh_alive(struct replica *rep)
 {
-    return host_of(rep) != NULL && rep->tag[0] != '\0';
+    struct fleet_host  *h = host_of(rep);
+
+    if (h == NULL || rep->tag[0] == '\0') {
+        return 0;
+    }
+    rep->relayed = h->tunnel;
+    return 1;
 }
 
 

@@ -373,7 +373,9 @@ watch(struct fleet_host *h)
     cmd = hosts_agent_cmd(h, "watch");
     h->cmd = ssh_watch(&h->ssh, cmd, heartbeat, watch_ended, h);
     free(cmd);
-    h->beat_ms = now_ms();
+    /* a new session takes what the login shell takes: the first beat
+     * has longer */
+    h->beat_ms = now_ms() + HOST_FIRST_BEAT_MS - HOST_SILENCE_MS;
     if (h->cmd == NULL) {
         lost(h, "cannot run ssh");
     }
@@ -417,12 +419,13 @@ hosts_connect(struct fleet_host *h)
         set_status(h, HOST_FAILED, "too many hosts");
         return;
     }
-    if (h->cmd != NULL) {
-        ssh_cancel(h->cmd);
-        h->cmd = NULL;
-    }
     if (h->status == HOST_FAILED || c->phase == PH_WAIT) {
-        /* a refused host is tried again when its fleet is applied */
+        /* a refused host is tried again when its fleet is applied; one
+         * that is connected stays so */
+        if (h->cmd != NULL) {
+            ssh_cancel(h->cmd);
+            h->cmd = NULL;
+        }
         master_kill(h);
         c->phase = PH_WAIT;
         set_status(h, HOST_CONNECTING, "");

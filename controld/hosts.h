@@ -24,6 +24,7 @@
 #include "fleets.h"
 
 #define HOST_SILENCE_MS         2500    /* no heartbeat: unreachable */
+#define HOST_FIRST_BEAT_MS      15000   /* after the watch starts */
 #define HOST_RETRY_MS           2000    /* after a loss or a failure */
 #define HOST_FAILED_RETRY_MS    30000   /* after a refusal */
 #define HOST_DISCOVER_WAIT_MS   30000

@@ -57,6 +57,7 @@ struct probe {
     size_t          req_off;
     char            resp[256];
     size_t          resp_len;
+    int             any_status;         /* an HTTP answer is enough */
 };
 
 static LIST_HEAD(, probe)  probes = LIST_HEAD_INITIALIZER(probes);
@@ -109,6 +110,11 @@ probe_count(const struct replica *rep)
 {
     return rep->run->spec.n_probes > 0 ? (int) rep->run->spec.n_probes : 1;
 }
+
+
+static const ds_spec_probe_t  relay_probe = {
+    "/", DS_SPEC_METHOD_GET, NULL, 0, NULL, 2, 1, 1, 0
+};
 
 
 static const ds_spec_probe_t *
@@ -310,6 +316,11 @@ probe_begin(struct replica *rep, int idx)
     }
     if (ps != NULL) {
         p->req = probe_request(rep, ps, &p->req_len);
+    } else if (rep->relayed) {
+        /* a relay (a tunnel) accepts connections for a replica that may
+         * not listen yet: any HTTP answer proves that it does */
+        p->req = probe_request(rep, &relay_probe, &p->req_len);
+        p->any_status = 1;
     }
 
     if (probe_sockaddr(rep->addr, &ss, &sl) != 0) {
@@ -511,7 +522,7 @@ probe_io(struct probe *p, short revents)
                          : "not an HTTP answer");
         return;
     }
-    if (code >= 200 && code < 300) {
+    if ((code >= 200 && code < 300) || p->any_status) {
         probe_done(p, 1, NULL);
         return;
     }

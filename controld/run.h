@@ -115,6 +115,9 @@ struct replica {
     char            tag[16];
     char            inner[48];
     long long       log_base;           /* our log's size at its start */
+    /* addr is a relay (a tunnel) that accepts connections whatever the
+     * replica does: readiness needs an HTTP answer */
+    int             relayed;
 
     /* the process: its own session, so pid = pgid */
     pid_t           pid;
