@@ -235,8 +235,8 @@ $h->kill_host(2);
 $f = wait_hosts('gpus', sub { $_[0]{hostname} ne $h->host(2)->{ip}
     || $_[0]{status} eq 'unreachable' }, 15);
 ok($f, 'a killed host: unreachable');
+$h->heal(2);            # its link back, its sshd with another key
 $h->rekey(2);
-$h->restore_host(2);
 $f = wait_hosts('gpus', sub { $_[0]{hostname} ne $h->host(2)->{ip}
     || $_[0]{status} eq 'failed' }, 30);
 my ($h2) = grep { $_->{hostname} eq $h->host(2)->{ip} } @{ ($f // fleet('gpus'))->{hosts} };
@@ -256,4 +256,4 @@ ok(DsTest::wait_until(sub { !fleet('hidden') }, timeout => 10),
 unlike($s->log_text, qr/BEGIN OPENSSH PRIVATE KEY/, 'no key in the log');
 
 $s->finish;
-done_testing;
+$t->done;

@@ -172,4 +172,4 @@ ok($s->wait_run('web', sub { $_[0]{status} eq 'terminated' }, timeout => 30),
 ok(DsTest::wait_until(sub { $count->() == 0 }, timeout => 15),
     'its replicas are released on the hosts');
 $s->finish;
-done_testing;
+$t->done;

@@ -445,7 +445,10 @@ sub _sshd_quote {
 sub _write_sshd_config {
     my ($self, $h) = @_;
     (my $auth = "$self->{dir}/authorized_keys") =~ s/%/%%/g;
-    my %env = (DSTACK_HOST_DIR => $h->{state_dir}, %{ $h->{env} || {} });
+    # a home of its own too: sessions then skip this machine's root rc
+    # files (a slow .bashrc makes every SSH session slow)
+    my %env = (DSTACK_HOST_DIR => $h->{state_dir}, HOME => $h->{state_dir},
+        %{ $h->{env} || {} });
     my $setenv = join ' ', map { _sshd_quote("$_=$env{$_}") } sort keys %env;
     my $pam = _root_locked() ? 'yes' : 'no';
     _write($h->{conf}, <<"EOF");
