@@ -117,9 +117,12 @@ my @stale = tags_on($victim);
 my @pids = $h->pids($victim);
 ok(@stale, "host $victim has a replica");
 $load = $s->start_load('web', retries => 2);
+sleep 1;
+$t0 = time;
 $h->partition($victim);
 ok(DsTest::wait_until(sub { host_status($victim) eq 'unreachable' },
-    timeout => 15), 'cut off: unreachable');
+    timeout => 15, interval => 0.05), 'cut off: unreachable');
+diag sprintf('host cut off: unreachable in %.1f s', time - $t0);
 $run = $s->wait_ready('web', 3, timeout => 60);
 ok($run, 'replaced elsewhere');
 ok(!replicas_on($run, $victim), 'not on the cut-off host');
@@ -135,6 +138,7 @@ ok(DsTest::wait_until(sub {
     !grep { my $p = $_; kill(0, $p) && (readlink("/proc/$p/cwd") // '') =~
         m{/r/} } $h->pids($victim) }, timeout => 15),
     'and its process is gone');
+sleep 2;
 $res = $s->stop_load($load);
 is_deeply($res->{failed}, [], "zero failed requests ($res->{total})");
 
@@ -145,7 +149,7 @@ my %addr = map { $_->{num} => "$_->{address} $_->{pid}" }
     grep { $_->{ready} } @{ $run->{replicas} };
 my $count = sub {
     my $n = 0;
-    for my $i (0 .. 2) { $n += scalar tags_on($i) }
+    for my $i (0 .. 2) { my @tags = tags_on($i); $n += @tags }
     return $n;
 };
 is($count->(), 3, '3 replicas on the hosts');
