@@ -22,6 +22,9 @@ use Test::More;
 if (my $why = DsHosts::available()) {
     plan skip_all => $why;
 }
+# slow and end to end: run once, in the pass without sanitizers (they
+# test controld and the hosts; the module's paths here are t/0x's)
+plan skip_all => 'runs in the pass without sanitizers' if $DsTest::SANITIZE;
 
 my ($t, $s) = DsStack::stack();
 my $h = DsHosts->new(n => 3);
