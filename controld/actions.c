@@ -117,8 +117,7 @@ apply_prepare(const cJSON *req, struct apply_req *a, ds_spec_t *sp,
     }
 
     *offers = cJSON_CreateArray();
-    rc = backend_for(sp)->offers(sp, *name, plan_replicas(sp), *offers, err,
-                                 n);
+    rc = backends_offers(sp, *name, plan_replicas(sp), *offers, err, n);
     if (rc != 0) {
         cJSON_Delete(*offers);
         ds_spec_free(sp);

@@ -36,6 +36,31 @@ backend_for(const ds_spec_t *sp)
 }
 
 
+int
+backends_offers(const ds_spec_t *sp, const char *name, int replicas,
+    cJSON *offers, char *err, size_t n)
+{
+    const struct backend_ops  *chosen, *other;
+    char                       ignored[256];
+    int                        rc;
+
+    chosen = backend_for(sp);
+    rc = chosen->offers(sp, name, replicas, offers, err, n);
+    if (rc != 0) {
+        return rc;
+    }
+    /* the others' next to them, when the spec lets them run it */
+    other = chosen == &backend_ssh
+            ? (sp->image != NULL ? &backend_container : &backend_local)
+            : &backend_ssh;
+    if (sp->n_fleets == 0 && sp->n_backends == 0) {
+        (void) other->offers(sp, name, replicas, offers, ignored,
+                             sizeof(ignored));
+    }
+    return 0;
+}
+
+
 const struct backend_ops *
 backend_find(const char *name)
 {

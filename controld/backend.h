@@ -112,6 +112,13 @@ extern const struct backend_ops  *backend;
 
 /* the backend that runs a spec: an image runs in a container */
 const struct backend_ops *backend_for(const ds_spec_t *sp);
+/*
+ * The offers for a spec: the backend_for()'s first (its error is the
+ * answer's), then those of the others that could run it (the hosts of
+ * fleets next to this host's): 0 or an HTTP status
+ */
+int backends_offers(const ds_spec_t *sp, const char *name, int replicas,
+    cJSON *offers, char *err, size_t n);
 /* by name, for documents; NULL when unknown */
 const struct backend_ops *backend_find(const char *name);
 

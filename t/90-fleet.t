@@ -152,8 +152,20 @@ ok(!grep({ $_->{status} ne 'up' } @{ $f->{hosts} }), 'all up');
 my $spec = $s->app_spec(replicas => 4, port => 8000);
 $r = $s->api('POST', '/api/runs/plan', json => { spec => $spec });
 is($r->{status}, 200, 'plan a 4-replica service');
-my @ssh = grep { $_->{backend} eq 'ssh' } @{ $r->{json}{offers} || [] };
+my @offers = @{ $r->{json}{offers} || [] };
+my @ssh = grep { $_->{backend} eq 'ssh' } @offers;
 is(scalar @ssh, 3, 'an offer of each host') or diag explain $r->{json};
+is($offers[0]{backend}, 'ssh', 'first: the fleet runs it');
+ok((grep { $_->{backend} eq 'local' } @offers), 'the local one next to them');
+is($ssh[0]{region}, 'gpus', 'a fleet offer names its fleet');
+
+DsTest::_write("$dir/web.dstack.yml",
+    "type: service\nport: 8000\ncommands:\n  - python3 app.py 8000\n");
+($rc, $out) = cli('offer', '-f', "$dir/web.dstack.yml");
+is($rc, 0, 'dstackctl offer') or diag $out;
+like($out, qr/ssh.*gpus.*\Q@{[ $h->host(1)->{ip} ]}\E/, 'shows the hosts of the fleet')
+    or diag $out;
+like($out, qr/local/, 'and the local offer');
 
 $r = $s->apply($spec, name => 'web',
     code => $s->upload($s->app_files));
