@@ -977,25 +977,50 @@ ssh_offers(const ds_spec_t *sp, const char *name, int replicas,
 
 /* ---- the loop --------------------------------------------------------------- */
 
-/* replicas of fleets being deleted leave their hosts */
+/* the replica runs on a host of a fleet being deleted */
+static int
+on_deleting(const struct replica *rep)
+{
+    struct fleet_host  *h;
+
+    if (!rep->active || rep->backend != &backend_ssh) {
+        return 0;
+    }
+    h = host_of(rep);
+    return h != NULL && h->fleet->deleting;
+}
+
+
+/*
+ * Replicas of fleets being deleted leave their hosts one at a time per
+ * run, and only while the rest of the run serves in full: the one that
+ * drains is replaced (elsewhere) before the next goes.  A run of one
+ * replica has a gap: its successor starts once it is gone.
+ */
 static void
 evict_deleting(void)
 {
-    struct fleet    *f;
     struct run      *r;
-    struct replica  *rep;
-    int              i;
+    struct replica  *rep, *next;
+    int              ready, leaving;
 
-    TAILQ_FOREACH(f, &fleets, entry) {
-        if (!f->deleting) {
-            continue;
-        }
-        for (i = 0; i < f->n_hosts; i++) {
-            EACH_REPLICA_ON(&f->hosts[i], r, rep) {
-                if (!replica_leaving(rep)) {
-                    events->evict(rep, "its fleet is being deleted");
+    TAILQ_FOREACH(r, &runs, entry) {
+        ready = leaving = 0;
+        next = NULL;
+        TAILQ_FOREACH(rep, &r->replicas, entry) {
+            ready += replica_ready(rep);
+            if (on_deleting(rep)) {
+                if (replica_leaving(rep)) {
+                    leaving++;
+                } else if (next == NULL) {
+                    next = rep;
                 }
             }
+        }
+        if (next != NULL && leaving == 0
+            && (ready >= r->desired || r->desired <= 1))
+        {
+            events->evict(next, "its fleet is being deleted");
         }
     }
     fleets_tick();

@@ -18,6 +18,7 @@ use DsHosts;
 use File::Temp qw(tempdir);
 use Time::HiRes qw(time sleep);
 use Test::More;
+use JSON::PP;
 
 if (my $why = DsHosts::available()) {
     plan skip_all => $why;
@@ -173,10 +174,29 @@ $res = $s->stop_load($load);
 is_deeply($res->{failed}, [], "zero failed requests ($res->{total})");
 unlike($s->log_text, qr/PRIVATE KEY/, 'no key in the log');
 
+# ---- the fleet deleted by force: its replicas drain and move ---------------
+
+$r = $s->api('POST', '/api/fleets/gpus/delete', json => { force => JSON::PP::false });
+is($r->{status}, 409, 'delete while replicas run: 409');
+$load = $s->start_load('web', retries => 2);
+$r = $s->api('POST', '/api/fleets/gpus/delete', json => { force => JSON::PP::true });
+is($r->{status}, 200, 'delete with force');
+is($r->{json}{status}, 'deleting', 'the fleet is deleting');
+$run = $s->wait_run('web', sub {
+    my @l = grep { $_->{ready} && $_->{backend} eq 'local' }
+        @{ $_[0]{replicas} };
+    return @l == 3 && !fleet();
+}, timeout => 90);
+ok($run, 'its replicas moved to this host, and the fleet is gone')
+    or diag explain [$s->last_run, fleet()];
+ok(DsTest::wait_until(sub { $count->() == 0 }, timeout => 15),
+    'nothing left on the hosts');
+sleep 1;
+$res = $s->stop_load($load);
+is_deeply($res->{failed}, [], "zero failed requests ($res->{total})");
+
 $s->stop('web');
 ok($s->wait_run('web', sub { $_[0]{status} eq 'terminated' }, timeout => 30),
     'stopped');
-ok(DsTest::wait_until(sub { $count->() == 0 }, timeout => 15),
-    'its replicas are released on the hosts');
 $s->finish;
 $t->done;
