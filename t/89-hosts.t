@@ -26,13 +26,14 @@ plan skip_all => 'runs in the pass without sanitizers'
 
 my $t0 = time;
 
-# what a process left: its namespaces and bridges
+# what a process left: its namespaces, bridges and directory
 sub leftovers {
     my $pid = shift;
     my @ns = grep { /^dsh\Q$pid\E-/ } DsHosts::_netns_names();
     my (undef, $links) = DsHosts::_run(['ip', '-o', 'link', 'show']);
     my @br = $links =~ /^\d+:\s+(\S+?)[:@].*alias dshosts pid=\Q$pid\E\b/mg;
-    return (@ns, @br);
+    my @dirs = glob(($ENV{TMPDIR} || '/tmp') . "/dstack-hosts-$pid-*");
+    return (@ns, @br, @dirs);
 }
 
 # an SSH banner from IP:PORT, from the root namespace ('' when none: no
@@ -261,14 +262,14 @@ is_deeply([ leftovers($$) ], [], 'nothing left by this process');
         my $cpid = fork // die;
         if (!$cpid) {
             open STDOUT, '>', $f;
-            exec @perl, '$| = 1; my $h = DsHosts->new(n => 1, jump => 1); '
+            exec @perl, '$| = 1; my $h = DsHosts->new(n => 1); '
                 . 'print "ready\n"; sleep 60';
             exit 127;
         }
-        ok(DsTest_wait(sub { DsHosts::_slurp($f) =~ /ready/ }, 20),
+        ok(DsTest_wait(sub { DsHosts::_slurp($f) =~ /ready/ }, 60),
            "SIG$sig test: hosts up");
         my @l = leftovers($cpid);
-        is(scalar @l, 4, "it has namespaces and a bridge: @l");
+        is(scalar @l, 3, "it has a namespace, a bridge, a directory: @l");
         kill $sig, $cpid;
         waitpid($cpid, 0);
         if ($sig eq 'KILL') {

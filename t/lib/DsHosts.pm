@@ -56,8 +56,9 @@ C<n> (3) hosts, C<jump> (0) adds the jump and hidden hosts, C<dir> (a new
 temporary directory), C<host_env> (arrayref of hashrefs, per host, extra
 SetEnv pairs; C<jump_env>, C<hidden_env> for those two), C<port_base>
 (2200).  Returns when every sshd accepts the harness's key; dies with the
-sshd log when one does not within C<start_timeout> (10) s (the same for
-restore_host, start_sshd, rekey).
+sshd log when one does not listen within C<start_timeout> (10) s, or does
+not let the key in within 3 x start_timeout (ssh is slow on a busy
+machine); the same for restore_host, start_sshd and rekey.
 
 =item Accessors
 
@@ -104,8 +105,9 @@ sftp session with no input: no shell, quicker than C<ssh true>).
 Kills every process in the namespaces, deletes them, the veths and the
 bridge.  DESTROY and an END block call it; SIGINT, SIGTERM and SIGHUP exit
 (so END runs) unless the test handles them.  new() also removes what
-killed tests left (namespaces C<dsh<pid>-*> and bridges of pids that are
-gone).
+killed tests left (namespaces C<dsh<pid>-*>, bridges and the directories
+new() made, C<$TMPDIR/dstack-hosts-<pid>-*>, of pids that are gone):
+C<DsHosts::sweep_stale()>.
 
 =back
 
@@ -264,6 +266,17 @@ sub sweep_stale {
         next if $pid == $$ || _alive($pid);
         _run(['ip', 'link', 'del', $br]);
     }
+    # the directories new() made, unless DSTACK_KEEP
+    return if $ENV{DSTACK_KEEP};
+    my $tmp = $ENV{TMPDIR} || '/tmp';
+    if (opendir(my $d, $tmp)) {
+        for my $e (readdir $d) {
+            next unless $e =~ /^dstack-hosts-(\d+)-\w{6}$/;
+            next if $1 == $$ || _alive($1);
+            File::Path::remove_tree("$tmp/$e");
+        }
+        closedir $d;
+    }
 }
 
 # ---- construction ----------------------------------------------------------
@@ -274,7 +287,7 @@ sub new {
     sweep_stale();
     my $n = $o{n} // 3;
     my $own = !defined $o{dir};
-    my $dir = $o{dir} // tempdir('dstack-hosts-XXXXXX', TMPDIR => 1,
+    my $dir = $o{dir} // tempdir("dstack-hosts-$$-XXXXXX", TMPDIR => 1,
                                  CLEANUP => 0);
     make_path($dir);
     chmod 0755, $dir;
@@ -542,7 +555,7 @@ sub _log_tail {
 sub _wait_sshd {
     my ($self, @hs) = @_;
     my $timeout = $self->{opts}{start_timeout} // 10;
-    my $deadline = time + $timeout;
+    my $t0 = time;
     my %why;
     my @left = @hs;
     while (@left) {
@@ -559,7 +572,7 @@ sub _wait_sshd {
             else { push @still, $h; $why{ $h->{name} } = 'not listening' }
         }
         my @jobs = map { [ $_, _spawn([ $self->_probe_args($_) ],
-            timeout => 5, tmp => $self->{dir}) ] } @listening;
+            timeout => 15, tmp => $self->{dir}) ] } @listening;
         for my $j (@jobs) {
             my ($rc, undef, $err) = _collect($j->[1]);
             next if $rc == 0;
@@ -568,11 +581,16 @@ sub _wait_sshd {
         }
         @left = @still;
         last unless @left;
-        if (time > $deadline) {
-            my $h = $left[0];
+        # sshd listens within TIMEOUT; the ssh sessions of the probe may
+        # take longer on a busy machine (tests in parallel): 3 x TIMEOUT
+        my $late = time - $t0 > $timeout;
+        my @dead = grep { $why{ $_->{name} } eq 'not listening' } @left;
+        my ($h) = $late && @dead ? @dead
+                : time - $t0 > 3 * $timeout ? @left : ();
+        if ($h) {
             die "DsHosts: sshd of $h->{name} ($h->{ns} $h->{ip}:$h->{port}) "
-                . "not up in $timeout s ($why{ $h->{name} }):\n"
-                . _log_tail($h);
+                . sprintf('not up after %.1f s', time - $t0)
+                . " ($why{ $h->{name} }):\n" . _log_tail($h);
         }
         sleep 0.02;
     }
