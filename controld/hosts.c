@@ -388,7 +388,6 @@ static void
 lost(struct fleet_host *h, const char *why)
 {
     struct host_conn  *c = conn_of(h);
-    int                was_up = h->status == HOST_UP;
 
     if (h->cmd != NULL) {
         ssh_cancel(h->cmd);
@@ -404,9 +403,9 @@ lost(struct fleet_host *h, const char *why)
         set_status(h, HOST_UNREACHABLE, why);
         h->next_ms = now_ms() + HOST_RETRY_MS;
     }
-    if (was_up || h->discovered) {
-        events->lost(h);
-    }
+    /* its replicas go, those adopted after a restart included (the host
+     * may never have answered this controld) */
+    events->lost(h);
 }
 
 
