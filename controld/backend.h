@@ -105,6 +105,11 @@ struct backend_ops {
 extern const struct backend_ops   backend_local;
 extern const struct backend_ops   backend_container;
 extern const struct backend_ops   backend_ssh;
+/* image replicas on fleet hosts (backend_container.c, for backend_ssh.c):
+ * their host is lost; the containers of ours there that no replica has
+ * go (host_id "<fleet>/<host>:<port>", sock its forwarded engine) */
+void container_forget(struct replica *rep);
+void container_host_gc(const char *host_id, const char *sock);
 /* the spec goes to the hosts of fleets (backend_ssh.c) */
 int backend_ssh_wanted(const ds_spec_t *sp);
 /* the default: what the API's health names */

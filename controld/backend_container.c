@@ -512,7 +512,7 @@ ct_gpus(const struct replica *rep, cJSON *hc)
     if (rep->n_gpus == 0) {
         return;
     }
-    if (engine.podman) {
+    if (rep->host[0] ? rep->engine_podman : engine.podman) {
         list = cJSON_AddArrayToObject(hc, "Devices");
         for (i = 0; i < rep->n_gpus; i++) {
             fmt(name, sizeof(name), "nvidia.com/gpu=%d", rep->gpus[i]);
@@ -637,7 +637,9 @@ ct_create_body(const struct replica *rep)
     hc = cJSON_AddObjectToObject(o, "HostConfig");
     pb = cJSON_AddObjectToObject(hc, "PortBindings");
     b = cJSON_CreateObject();
-    cJSON_AddStringToObject(b, "HostIp", "127.0.0.1");
+    /* on a fleet host: its network; here: loopback */
+    cJSON_AddStringToObject(b, "HostIp", rep->host[0] ? "0.0.0.0"
+                                                      : "127.0.0.1");
     cJSON_AddStringToObject(b, "HostPort", "");
     cJSON_AddItemToObject(pb, port, cJSON_CreateArray());
     cJSON_AddItemToArray(cJSON_GetObjectItem(pb, port), b);
@@ -671,8 +673,8 @@ static void
 ct_send(struct ct *c, const char *method, const char *path,
     const char *ctype, const void *body, size_t len, engine_data_fn on_data)
 {
-    c->req = engine_call(method, path, ctype, body, len, CT_REQ_MS,
-                         on_data, ct_on_answer, c);
+    c->req = engine_call_on(c->rep->engine_sock, method, path, ctype, body,
+                            len, CT_REQ_MS, on_data, ct_on_answer, c);
     if (c->req == NULL) {
         ct_fail(c, "container engine: cannot send the request (out of "
                 "memory)");
@@ -792,7 +794,8 @@ ct_pull(struct ct *c)
     fmt(path, sizeof(path), "/images/create?fromImage=%s",
         engine_escape(sp->image));
     auth = ct_registry_auth(sp);
-    c->req = engine_call_auth("POST", path, auth, 0, ct_on_pull_data,
+    c->req = engine_call_auth_on(c->rep->engine_sock, "POST", path, auth, 0,
+                                 ct_on_pull_data,
                               ct_on_answer, c);
     if (auth != NULL) {
         explicit_bzero(auth, strlen(auth));
@@ -1043,7 +1046,8 @@ ct_next(struct ct *c, long status, const char *body, size_t len)
             ct_fail(c, "the container publishes no port for %s", name);
             return;
         }
-        fmt(rep->addr, sizeof(rep->addr), "127.0.0.1:%s", v->valuestring);
+        fmt(rep->addr, sizeof(rep->addr), "%s:%s",
+            rep->host[0] ? rep->inner : "127.0.0.1", v->valuestring);
         v = cJSON_GetObjectItemCaseSensitive(
             cJSON_GetObjectItemCaseSensitive(o, "State"), "Pid");
         rep->pid = cJSON_IsNumber(v) ? (pid_t) v->valueint : 0;
@@ -1165,12 +1169,12 @@ ct_watch(struct ct *c, int since_now)
         fmt(path, sizeof(path), "/containers/%s/logs?follow=1&stdout=1"
             "&stderr=1", rep->container);
     }
-    c->logs = engine_call("GET", path, NULL, NULL, 0, 0, ct_on_logs,
-                          ct_on_logs_end, c);
+    c->logs = engine_call_on(rep->engine_sock, "GET", path, NULL, NULL, 0, 0,
+                             ct_on_logs, ct_on_logs_end, c);
     fmt(path, sizeof(path), "/containers/%s/wait?condition=not-running",
         rep->container);
-    c->wait = engine_call("POST", path, NULL, NULL, 0, 0, NULL, ct_on_wait,
-                          c);
+    c->wait = engine_call_on(rep->engine_sock, "POST", path, NULL, NULL, 0,
+                             0, NULL, ct_on_wait, c);
 }
 
 
@@ -1216,8 +1220,8 @@ ct_step(struct ct *c)
             fmt(path, sizeof(path), "/containers/%s/kill?signal=%s",
                 rep->container, c->stop_sig == SIGKILL ? "SIGKILL"
                                                        : "SIGTERM");
-            engine_call("POST", path, NULL, NULL, 0, CT_REQ_MS, NULL, NULL,
-                        NULL);
+            engine_call_on(rep->engine_sock, "POST", path, NULL, NULL, 0,
+                           CT_REQ_MS, NULL, NULL, NULL);
             return;
         }
         events->setup_done(rep, NULL);
@@ -1247,12 +1251,17 @@ container_start(struct replica *rep)
     struct ct  *c;
     char        dir[4096];
 
-    if (!engine.ok) {
-        fmt(rep->message, sizeof(rep->message), "%.250s", engine.note);
-        return BACKEND_FAILED;
+    if (rep->host[0] == '\0') {
+        /* this host's engine; a fleet host's was checked (backend_ssh.c)
+         * and gave its GPUs */
+        if (!engine.ok) {
+            fmt(rep->message, sizeof(rep->message), "%.250s", engine.note);
+            return BACKEND_FAILED;
+        }
+        rep->n_gpus = 0;
+        rep->engine_sock[0] = '\0';
     }
-    rep->n_gpus = 0;
-    if (gpus_per_replica(&rep->run->spec) > 0
+    if (rep->host[0] == '\0' && gpus_per_replica(&rep->run->spec) > 0
         && gpus_assign(&host, rep) != 0)
     {
         snprintf(rep->message, sizeof(rep->message),
@@ -1266,7 +1275,9 @@ container_start(struct replica *rep)
             dir, strerror(errno));
         return BACKEND_FAILED;
     }
-    if (ct_volumes_missing(&rep->run->spec)[0] != '\0') {
+    if (rep->host[0] == '\0'
+        && ct_volumes_missing(&rep->run->spec)[0] != '\0')
+    {
         fmt(rep->message, sizeof(rep->message), "%.250s",
             ct_volumes_missing(&rep->run->spec));
         rep->n_gpus = 0;
@@ -1307,7 +1318,8 @@ container_stop(struct replica *rep, int force)
     }
     fmt(path, sizeof(path), "/containers/%s/kill?signal=%s", rep->container,
         force ? "SIGKILL" : "SIGTERM");
-    engine_call("POST", path, NULL, NULL, 0, CT_REQ_MS, NULL, NULL, NULL);
+    engine_call_on(rep->engine_sock, "POST", path, NULL, NULL, 0, CT_REQ_MS,
+                   NULL, NULL, NULL);
 }
 
 
@@ -1339,8 +1351,12 @@ container_alive(struct replica *rep)
     if (c != NULL) {
         return c->step != CT_ENDED;
     }
-    if (!engine.ok || rep->container[0] == '\0'
-        || !known_running(rep->container))
+    if (rep->container[0] == '\0') {
+        return 0;
+    }
+    /* on a fleet host: its engine's wait tells if it is gone */
+    if (rep->host[0] == '\0'
+        && (!engine.ok || !known_running(rep->container)))
     {
         return 0;
     }
@@ -1372,12 +1388,97 @@ container_release(struct replica *rep, int final)
     }
     if (rep->container[0]) {
         fmt(path, sizeof(path), "/containers/%s?force=1", rep->container);
-        engine_call("DELETE", path, NULL, NULL, 0, CT_REQ_MS, NULL, NULL,
-                    NULL);
+        engine_call_on(rep->engine_sock, "DELETE", path, NULL, NULL, 0,
+                       CT_REQ_MS, NULL, NULL, NULL);
         rep->container[0] = '\0';
     }
     rep->pid = 0;
     rep->n_gpus = 0;
+    rep->host[0] = '\0';
+    rep->engine_sock[0] = '\0';
+}
+
+
+/* its fleet host is lost: forget it without asking the engine there
+ * (backend_ssh.c reports the end; release() follows) */
+void
+container_forget(struct replica *rep)
+{
+    struct ct  *c = ct_of(rep);
+
+    if (c != NULL) {
+        engine_cancel(c->req);
+        engine_cancel(c->wait);
+        engine_cancel(c->logs);
+        c->req = c->wait = c->logs = NULL;
+        c->step = CT_ENDED;
+        c->report = 0;
+    }
+}
+
+
+/* the containers of ours on a fleet host's engine that no replica has */
+static void
+host_gc_answer(void *arg, long status, const char *body, size_t len,
+    const char *why)
+{
+    char            *host_id = arg, *sock, path[512];
+    cJSON           *list, *it;
+    struct run      *r;
+    struct replica  *rep;
+    const char      *id;
+    int              mine;
+
+    (void) len;
+    (void) why;
+    sock = host_id + strlen(host_id) + 1;
+    list = status == 200 ? cJSON_Parse(body) : NULL;
+    cJSON_ArrayForEach(it, list) {
+        id = cJSON_GetStringValue(cJSON_GetObjectItem(it, "Id"));
+        if (id == NULL) {
+            continue;
+        }
+        mine = 0;
+        TAILQ_FOREACH(r, &runs, entry) {
+            TAILQ_FOREACH(rep, &r->replicas, entry) {
+                mine |= rep->active && strcmp(rep->host, host_id) == 0
+                        && strncmp(rep->container, id,
+                                   strlen(rep->container)) == 0
+                        && rep->container[0] != '\0';
+            }
+        }
+        if (!mine) {
+            log_info("fleet host %s: removing container %.12s, which no "
+                     "replica has", host_id, id);
+            fmt(path, sizeof(path), "/containers/%s?force=1", id);
+            engine_call_on(sock, "DELETE", path, NULL, NULL, 0, CT_REQ_MS,
+                           NULL, NULL, NULL);
+        }
+    }
+    cJSON_Delete(list);
+    free(host_id);
+}
+
+
+void
+container_host_gc(const char *host_id, const char *sock)
+{
+    char    path[512], *arg;
+    size_t  a = strlen(host_id), b = strlen(sock);
+    char    filter[128];
+
+    fmt(filter, sizeof(filter), "{\"label\":[\"dstack.tag=%s\"]}",
+        engine.tag);
+    fmt(path, sizeof(path), "/containers/json?all=1&filters=%s",
+        engine_escape(filter));
+    arg = xcalloc(1, a + b + 2);
+    memcpy(arg, host_id, a);
+    memcpy(arg + a + 1, sock, b);
+    if (engine_call_on(sock, "GET", path, NULL, NULL, 0, CT_REQ_MS, NULL,
+                       host_gc_answer, arg) == NULL)
+    {
+        free(arg);
+    }
 }
 
 

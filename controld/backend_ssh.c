@@ -41,6 +41,7 @@
 
 #include "backend.h"
 #include "config.h"
+#include "ds_state.h"
 #include "fleets.h"
 #include "gpus.h"
 #include "hosts.h"
@@ -215,9 +216,14 @@ host_could_fit(const struct fleet_host *h, const ds_spec_t *sp, char *err,
             hosts_status_name(h->status));
         return 0;
     }
-    if (sp->image != NULL) {
-        snprintf(err, n, "image services do not run on fleet hosts yet "
-                 "(only commands do)");
+    if (sp->image != NULL && h->engine[0] == '\0') {
+        fmt(err, n, "%s:%d has no container engine (Docker or Podman) for "
+            "image services", h->ssh.hostname, h->ssh.port);
+        return 0;
+    }
+    if (sp->image != NULL && h->tunnel) {
+        fmt(err, n, "%s:%d is reached only through its jump host: image "
+            "services need its internal_ip", h->ssh.hostname, h->ssh.port);
         return 0;
     }
     if (offers_placement(&h->desc, sp, err, n) != 0) {
@@ -640,6 +646,56 @@ new_tag(char *tag, size_t n)
 }
 
 
+/* the host's engine as a unix socket here, through its connection */
+static int
+engine_forward(struct fleet_host *h)
+{
+    uint8_t  d[32];
+    char     hex[65], path[108];
+
+    if (h->engine_fwd[0] != '\0') {
+        return 0;
+    }
+    ds_sha256(h->id, strlen(h->id), d);
+    hex_encode(d, 6, hex);
+    if (fmt(path, sizeof(path), "%s/ssh/e-%s", conf->state_dir, hex) != 0) {
+        fmt(path, sizeof(path), "/tmp/.dstack-engine-%s", hex);
+    }
+    if (ssh_forward_socket(&h->ssh, path, h->engine_socket) != 0) {
+        return -1;
+    }
+    snprintf(h->engine_fwd, sizeof(h->engine_fwd), "%s", path);
+    return 0;
+}
+
+
+/*
+ * An image on a fleet host: the container backend runs it, on the
+ * host's engine through its forwarded socket, publishing its port on the
+ * host's network; the replica is the container backend's from now on.
+ */
+static int
+start_image(struct fleet_host *h, struct replica *rep)
+{
+    if (engine_forward(h) != 0) {
+        fmt(rep->message, sizeof(rep->message), "%s: cannot reach its "
+            "container engine (%s) through SSH", h->id, h->engine_socket);
+        rep->host[0] = '\0';
+        rep->n_gpus = 0;
+        return BACKEND_WAIT;
+    }
+    snprintf(rep->engine_sock, sizeof(rep->engine_sock), "%s",
+             h->engine_fwd);
+    snprintf(rep->inner, sizeof(rep->inner), "%s", h->address);
+    rep->engine_podman = strcmp(h->engine, "podman") == 0;
+    rep->tag[0] = '\0';
+    rep->net_index = -1;
+    rep->relayed = 0;
+    rep->backend = &backend_container;
+    return backend_container.start(rep);
+}
+
+
 static int
 ssh_start(struct replica *rep)
 {
@@ -650,6 +706,9 @@ ssh_start(struct replica *rep)
     h = place(rep, &wait);
     if (h == NULL) {
         return wait ? BACKEND_WAIT : BACKEND_FAILED;
+    }
+    if (rep->run->spec.image != NULL) {
+        return start_image(h, rep);
     }
     rep->net_index = host_free_net(h);
     if (rep->net_index < 0) {
@@ -863,14 +922,19 @@ host_lost(struct fleet_host *h)
     char             why[320];
     int              n = 0, i;
 
-    EACH_REPLICA_ON(h, r, rep) {
-        if (n < 256) {
-            gone[n++] = rep;
+    TAILQ_FOREACH(r, &runs, entry) {
+        TAILQ_FOREACH(rep, &r->replicas, entry) {
+            if (rep->active && strcmp(rep->host, h->id) == 0 && n < 256) {
+                gone[n++] = rep;
+            }
         }
     }
     fmt(why, sizeof(why), "host %s:%d unreachable (%s)", h->ssh.hostname,
         h->ssh.port, h->message);
     for (i = 0; i < n; i++) {
+        if (gone[i]->backend == &backend_container) {
+            container_forget(gone[i]);
+        }
         x = rx_of(gone[i], 0);
         if (x != NULL) {
             if (x->cmd != NULL) {
@@ -921,6 +985,12 @@ host_up(struct fleet_host *h)
     }
     agent_quiet(h, b.p);
     free(b.p);
+
+    /* its engine again (the connection is new), and what of ours is
+     * there that no replica has */
+    if (h->engine[0] != '\0' && !h->tunnel && engine_forward(h) == 0) {
+        container_host_gc(h->id, h->engine_fwd);
+    }
 }
 
 
@@ -1159,9 +1229,6 @@ backend_ssh_wanted(const ds_spec_t *sp)
     }
     if (sp->n_backends > 0) {
         return 0;
-    }
-    if (sp->image != NULL) {
-        return 0;       /* images on fleet hosts: only when asked */
     }
     /* any backend: a fleet's host that fits (as it was last seen, even
      * if unreachable now, so that its replicas wait for the fleet rather

@@ -44,6 +44,7 @@ struct engine_req {
     CURLcode            result;
     int                 in_callback;    /* cancelled: freed after it */
     int                 cancelled;
+    char               *sock;           /* another engine's, or NULL */
 };
 
 static LIST_HEAD(, engine_req)  reqs = LIST_HEAD_INITIALIZER(reqs);
@@ -177,6 +178,7 @@ engine_req_free(struct engine_req *q)
     curl_slist_free_all(q->headers);
     free(q->body);
     free(q->sent);
+    free(q->sock);
     free(q);
 }
 
@@ -213,7 +215,8 @@ engine_easy(struct engine_req *q, const char *method, const char *path,
     if (e == NULL) {
         return NULL;
     }
-    curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, sock_path);
+    curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH,
+                     q->sock != NULL ? q->sock : sock_path);
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, engine_on_write);
@@ -253,9 +256,10 @@ engine_easy(struct engine_req *q, const char *method, const char *path,
 
 /* a request, with an X-Registry-Auth header when auth is not NULL */
 static struct engine_req *
-engine_call_with(const char *method, const char *path, const char *ctype,
-    const void *body, size_t len, long timeout_ms, const char *auth,
-    engine_data_fn on_data, engine_done_fn on_done, void *arg)
+engine_call_with(const char *sock, const char *method, const char *path,
+    const char *ctype, const void *body, size_t len, long timeout_ms,
+    const char *auth, engine_data_fn on_data, engine_done_fn on_done,
+    void *arg)
 {
     struct engine_req  *q;
     char                hdr[4096];
@@ -265,6 +269,7 @@ engine_call_with(const char *method, const char *path, const char *ctype,
     }
     q = xcalloc(1, sizeof(*q));
     LIST_INSERT_HEAD(&reqs, q, entry);
+    q->sock = sock != NULL && sock[0] != '\0' ? xstrdup(sock) : NULL;
     q->on_data = on_data;
     q->on_done = on_done;
     q->arg = arg;
@@ -291,8 +296,18 @@ engine_call(const char *method, const char *path, const char *ctype,
     const void *body, size_t len, long timeout_ms, engine_data_fn on_data,
     engine_done_fn on_done, void *arg)
 {
-    return engine_call_with(method, path, ctype, body, len, timeout_ms, NULL,
-                            on_data, on_done, arg);
+    return engine_call_with(NULL, method, path, ctype, body, len,
+                            timeout_ms, NULL, on_data, on_done, arg);
+}
+
+
+struct engine_req *
+engine_call_on(const char *sock, const char *method, const char *path,
+    const char *ctype, const void *body, size_t len, long timeout_ms,
+    engine_data_fn on_data, engine_done_fn on_done, void *arg)
+{
+    return engine_call_with(sock, method, path, ctype, body, len,
+                            timeout_ms, NULL, on_data, on_done, arg);
 }
 
 
@@ -301,7 +316,17 @@ engine_call_auth(const char *method, const char *path,
     const char *registry_auth, long timeout_ms, engine_data_fn on_data,
     engine_done_fn on_done, void *arg)
 {
-    return engine_call_with(method, path, NULL, NULL, 0, timeout_ms,
+    return engine_call_auth_on(NULL, method, path, registry_auth,
+                               timeout_ms, on_data, on_done, arg);
+}
+
+
+struct engine_req *
+engine_call_auth_on(const char *sock, const char *method, const char *path,
+    const char *registry_auth, long timeout_ms, engine_data_fn on_data,
+    engine_done_fn on_done, void *arg)
+{
+    return engine_call_with(sock, method, path, NULL, NULL, 0, timeout_ms,
                             registry_auth, on_data, on_done, arg);
 }
 

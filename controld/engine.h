@@ -46,6 +46,17 @@ struct engine_req *engine_call_auth(const char *method, const char *path,
 
 /* forgets a request: no further callback comes; not from its own
  * on_data */
+/*
+ * The same on another engine: sock is its unix socket (a fleet host's
+ * engine, forwarded over SSH); NULL or "": the configured one.
+ */
+struct engine_req *engine_call_on(const char *sock, const char *method,
+    const char *path, const char *ctype, const void *body, size_t len,
+    long timeout_ms, engine_data_fn on_data, engine_done_fn on_done,
+    void *arg);
+struct engine_req *engine_call_auth_on(const char *sock, const char *method,
+    const char *path, const char *registry_auth, long timeout_ms,
+    engine_data_fn on_data, engine_done_fn on_done, void *arg);
 void engine_cancel(struct engine_req *q);
 
 /* for the start of controld, before the loop runs: waits up to

@@ -70,6 +70,8 @@ struct fleet_host {
     int64_t         next_ms;            /* when to act next */
     int64_t         beat_ms;            /* the last heartbeat */
     int             gc_done;            /* since the last connection */
+    char            engine_fwd[108];    /* its engine here, "" until
+                                           forwarded on this connection */
 };
 
 struct fleet {

@@ -395,6 +395,7 @@ lost(struct fleet_host *h, const char *why)
     }
     master_kill(h);
     h->gc_done = 0;
+    h->engine_fwd[0] = '\0';
     c->phase = PH_WAIT;
     if (master_refused(why)) {
         set_status(h, HOST_FAILED, why);

@@ -113,7 +113,11 @@ struct replica {
      * gateway reaches addr: the host's port, or a tunnel) */
     char            host[300];
     char            tag[16];
-    char            inner[48];
+    char            inner[256];
+    /* an image on a fleet host: that host's engine, forwarded over SSH
+     * to this unix socket (inner: the address its ports are reached at) */
+    char            engine_sock[108];
+    int             engine_podman;
     long long       log_base;           /* our log's size at its start */
     /* addr is a relay (a tunnel) that accepts connections whatever the
      * replica does: readiness needs an HTTP answer */

@@ -45,6 +45,8 @@ replica_to_doc(const struct replica *rep)
         cJSON_AddStringToObject(o, "tag", rep->tag);
         cJSON_AddStringToObject(o, "inner", rep->inner);
         cJSON_AddNumberToObject(o, "log_base", (double) rep->log_base);
+        cJSON_AddStringToObject(o, "engine_sock", rep->engine_sock);
+        cJSON_AddBoolToObject(o, "engine_podman", rep->engine_podman);
     }
     cJSON_AddNumberToObject(o, "pid", rep->pid);
     /* a string: start times exceed a double's exact range on long uptimes
@@ -180,6 +182,9 @@ replica_from_doc(struct run *r, const cJSON *o)
     snprintf(rep->tag, sizeof(rep->tag), "%s", doc_str(o, "tag"));
     snprintf(rep->inner, sizeof(rep->inner), "%s", doc_str(o, "inner"));
     rep->log_base = (long long) doc_num(o, "log_base", 0);
+    snprintf(rep->engine_sock, sizeof(rep->engine_sock), "%s",
+             doc_str(o, "engine_sock"));
+    rep->engine_podman = doc_bool(o, "engine_podman");
     /* the backend by name: reconcile_adopt() finds it; version 1 had
      * local processes only, active while they had a pid */
     if (cJSON_GetObjectItemCaseSensitive(o, "active") == NULL) {

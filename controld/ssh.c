@@ -551,6 +551,8 @@ ssh_master(const struct ssh_host *h, int err_fd)
     arg(&a, "ControlPersist=no");
     arg(&a, "-o");
     arg(&a, "ExitOnForwardFailure=no");
+    arg(&a, "-o");
+    arg(&a, "StreamLocalBindUnlink=yes");
     arg(&a, "-N");
     ssh_dest(&a, h);
 
@@ -645,6 +647,19 @@ ssh_forward(const struct ssh_host *h, int lport, const char *to_host,
 
     snprintf(fwd, sizeof(fwd), "127.0.0.1:%d:%s:%d", lport, to_host,
              to_port);
+    return ssh_control(h, "forward", fwd);
+}
+
+
+int
+ssh_forward_socket(const struct ssh_host *h, const char *local,
+    const char *remote)
+{
+    char  fwd[512];
+
+    if (fmt(fwd, sizeof(fwd), "%s:%s", local, remote) != 0) {
+        return -1;
+    }
     return ssh_control(h, "forward", fwd);
 }
 

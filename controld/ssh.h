@@ -96,6 +96,9 @@ pid_t ssh_stream(const struct ssh_host *h, const char *remote, int out_fd);
  * 0 or -1 (run at once: quick, local) */
 int ssh_forward(const struct ssh_host *h, int lport, const char *to_host,
     int to_port);
+/* forwards the local unix socket path to the host's (an engine's) */
+int ssh_forward_socket(const struct ssh_host *h, const char *local,
+    const char *remote);
 void ssh_forward_cancel(const struct ssh_host *h, int lport,
     const char *to_host, int to_port);
 
