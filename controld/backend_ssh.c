@@ -1053,8 +1053,8 @@ on_deleting(const struct replica *rep)
 {
     struct fleet_host  *h;
 
-    if (!rep->active || rep->backend != &backend_ssh) {
-        return 0;
+    if (!rep->active || rep->host[0] == '\0') {
+        return 0;       /* processes and containers of fleet hosts alike */
     }
     h = host_of(rep);
     return h != NULL && h->fleet->deleting;

@@ -93,6 +93,8 @@ C<restore_host(I)>: the link up, sshd again (same host key), waits for it.
 C<partition(I)> / C<heal(I)>: the link down / up only.  C<rekey(I)>:
 sshd restarted with a new host key (C<fingerprint> changes).
 C<stop_sshd(I)> / C<start_sshd(I)>: only the listening sshd.
+C<set_env(I, K =E<gt> V, ...)>: more SetEnv pairs for the host's sessions
+(its sshd starts again).
 
 =item $h->pids(I), $h->listening(I, PORT), $h->link_up(I), $h->reachable(I)
 
@@ -754,6 +756,18 @@ sub stop_sshd {
 sub start_sshd {
     my ($self, $i) = @_;
     my $h = $self->host($i);
+    $self->_start_sshd($h);
+    $self->_wait_sshd($h);
+}
+
+# set_env(I, K => V, ...): more SetEnv pairs for host I's sessions (its
+# sshd starts again with them; sessions already open keep theirs)
+sub set_env {
+    my ($self, $i, %env) = @_;
+    my $h = $self->host($i);
+    $h->{env} = { %{ $h->{env} || {} }, %env };
+    $self->_write_sshd_config($h);
+    $self->stop_sshd($h);
     $self->_start_sshd($h);
     $self->_wait_sshd($h);
 }
