@@ -637,9 +637,9 @@ ct_create_body(const struct replica *rep)
     hc = cJSON_AddObjectToObject(o, "HostConfig");
     pb = cJSON_AddObjectToObject(hc, "PortBindings");
     b = cJSON_CreateObject();
-    /* on a fleet host: its network; here: loopback */
-    cJSON_AddStringToObject(b, "HostIp", rep->host[0] ? "0.0.0.0"
-                                                      : "127.0.0.1");
+    /* on a fleet host: every address of it ("", not "0.0.0.0", which
+     * netavark before 1.6 takes literally); here: loopback */
+    cJSON_AddStringToObject(b, "HostIp", rep->host[0] ? "" : "127.0.0.1");
     cJSON_AddStringToObject(b, "HostPort", "");
     cJSON_AddItemToObject(pb, port, cJSON_CreateArray());
     cJSON_AddItemToArray(cJSON_GetObjectItem(pb, port), b);

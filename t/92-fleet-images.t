@@ -29,7 +29,8 @@ plan skip_all => 'runs in the pass without sanitizers' if $DsTest::SANITIZE;
 
 my ($t, $s) = DsStack::stack();
 my $h = DsHosts->new(n => 2);
-my @eng = map { DsEngine->new($t, netns => $h->host($_)->{ns}) } 0 .. 1;
+my @eng = map { DsEngine->new($t, netns => $h->host($_)->{ns},
+    dir => $h->host($_)->{dir} . '/engine') } 0 .. 1;
 $h->set_env($_, DSTACK_ENGINE_SOCKET => $eng[$_]->socket_path) for 0 .. 1;
 $_->image('localhost/web:1', { 'image.txt' => "web1\n" }) for @eng;
 
@@ -59,7 +60,7 @@ ok(DsTest::wait_until(sub { host_of(0)->{status} eq 'up'
 is(host_of($_)->{resources}{engine}, 'podman', "host $_: its engine found")
     for 0 .. 1;
 
-my $INDEX = q{printf '{"replica":%s,"version":%s,"image":"%s"}' }
+my $INDEX = q{printf '{"replica":%s,"version":%s,"greeting":"hi","image":"%s"}' }
     . q{"$DSTACK_REPLICA_NUM" "$DSTACK_REPLICA_VERSION" "$(cat /image.txt)" }
     . q{> /www/index.html};
 my $spec = {
