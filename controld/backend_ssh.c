@@ -38,6 +38,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 
 #include "backend.h"
 #include "config.h"
@@ -646,6 +647,29 @@ new_tag(char *tag, size_t n)
 }
 
 
+/* a unix socket accepts connections (a local connect: no waiting) */
+static int
+socket_answers(const char *path)
+{
+    struct sockaddr_un  sa;
+    int                 fd, ok;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        return 0;
+    }
+    memcpy(sa.sun_path, path, strlen(path));
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        return 0;
+    }
+    ok = connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0;
+    close(fd);
+    return ok;
+}
+
+
 /* the host's engine as a unix socket here, through its connection */
 static int
 engine_forward(struct fleet_host *h)
@@ -661,7 +685,10 @@ engine_forward(struct fleet_host *h)
     if (fmt(path, sizeof(path), "%s/ssh/e-%s", conf->state_dir, hex) != 0) {
         fmt(path, sizeof(path), "/tmp/.dstack-engine-%s", hex);
     }
-    if (ssh_forward_socket(&h->ssh, path, h->engine_socket) != 0) {
+    /* a master of an earlier controld may carry it already */
+    if (ssh_forward_socket(&h->ssh, path, h->engine_socket) != 0
+        && !socket_answers(path))
+    {
         return -1;
     }
     snprintf(h->engine_fwd, sizeof(h->engine_fwd), "%s", path);

@@ -419,15 +419,18 @@ hosts_connect(struct fleet_host *h)
         set_status(h, HOST_FAILED, "too many hosts");
         return;
     }
-    if (h->status == HOST_FAILED || c->phase == PH_WAIT) {
-        /* a refused host is tried again when its fleet is applied; one
-         * that is connected stays so */
+    if (h->status == HOST_FAILED) {
+        /* a refused host is tried again when its fleet is applied */
         if (h->cmd != NULL) {
             ssh_cancel(h->cmd);
             h->cmd = NULL;
         }
         master_kill(h);
         c->phase = PH_WAIT;
+    }
+    if (c->phase == PH_WAIT) {
+        /* a new host, or one loaded at start: a master of an earlier
+         * controld is reused (master_start), with its tunnels */
         set_status(h, HOST_CONNECTING, "");
         h->next_ms = now_ms();
     }

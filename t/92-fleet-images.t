@@ -124,6 +124,27 @@ sleep 1;
 my $res = $s->stop_load($load);
 is_deeply($res->{failed}, [], "zero failed requests ($res->{total})");
 
+# ---- controld killed and started again: the containers adopted -------------
+
+$run = $s->wait_ready('web', 2, timeout => 30);
+my %before = map { $_->{num} => $_->{address} } grep { $_->{ready} }
+    @{ ($run || {})->{replicas} || [] };
+my @ids = sort map { $_->{Id} } @{ $eng[1]->containers('web') };
+$load = $s->start_load('web', retries => 2);
+is($s->stop_controld('KILL') & 127, 9, 'controld killed with -9');
+$s->start_controld(keep_conf => 1);
+ok(DsTest::wait_until(sub { host_of(0)->{status} eq 'up'
+    && host_of(1)->{status} eq 'up' }, timeout => 30), 'the hosts are up');
+$run = $s->wait_ready('web', 2, timeout => 30);
+my %after = map { $_->{num} => $_->{address} } grep { $_->{ready} }
+    @{ ($run || {})->{replicas} || [] };
+is_deeply(\%after, \%before, 'the same replicas, adopted');
+sleep 2;
+is_deeply([sort map { $_->{Id} } @{ $eng[1]->containers('web') }], \@ids,
+    'the same containers, none started twice');
+$res = $s->stop_load($load);
+is_deeply($res->{failed}, [], "zero failed requests ($res->{total})");
+
 $s->stop('web');
 ok($s->wait_run('web', sub { $_[0]{status} eq 'terminated' }, timeout => 30),
     'stopped');

@@ -564,6 +564,16 @@ sub sweep {
         Test::More::diag("killing replica processes left behind: @left");
         kill 'KILL', @left;
     }
+    # the SSH connections to fleet hosts outlive controld by design (their
+    # tunnels keep serving across a restart): the test's go with it
+    my $ssh = $self->{t}->state . '/ssh/';
+    if (opendir(my $d, '/proc')) {
+        for my $pid (grep { /^\d+$/ } readdir $d) {
+            my $cmd = DsTest::_slurp("/proc/$pid/cmdline");
+            kill 'TERM', $pid if $cmd =~ /^ssh\0/ && index($cmd, $ssh) >= 0;
+        }
+        closedir $d;
+    }
     my $tag = substr(sha256_hex($self->{t}->state), 0, 4);
     for my $ns (grep { /^dstack-\Q$tag\E-/ } $self->netns_list) {
         system('ip', 'netns', 'del', $ns);
