@@ -570,7 +570,7 @@ sub sweep {
     if (opendir(my $d, '/proc')) {
         for my $pid (grep { /^\d+$/ } readdir $d) {
             my $cmd = DsTest::_slurp("/proc/$pid/cmdline");
-            kill 'TERM', $pid if $cmd =~ /^ssh\0/ && index($cmd, $ssh) >= 0;
+            kill 'KILL', $pid if $cmd =~ /^ssh\0/ && index($cmd, $ssh) >= 0;
         }
         closedir $d;
     }
