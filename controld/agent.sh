@@ -20,6 +20,7 @@
 # Commands print "key value" lines; errors go to stderr with exit 2.
 
 set -u
+umask 077                       # run.sh holds the replica's environment
 VERSION=1
 D=${DSTACK_HOST_DIR:-$HOME/.dstack/host}
 SUBNET=${DSTACK_HOST_SUBNET:-10.213}
@@ -85,7 +86,8 @@ engine() {
     for s in ${DSTACK_ENGINE_SOCKET:-} /var/run/docker.sock \
              /run/podman/podman.sock; do
         if [ -S "$s" ]; then
-            if curl -s --max-time 2 --unix-socket "$s" \
+            # Podman says so in /version (its socket may have any name)
+            if curl -s --max-time 10 --unix-socket "$s" \
                    http://d/version 2>/dev/null | grep -qi podman; then
                 echo "engine podman $s"
             else
@@ -110,7 +112,8 @@ isolation() {
 
 # ---- a replica's network -------------------------------------------------
 
-# net TAG INDEX HOSTPORT PORT: namespace dsr-TAG, veth dsvINDEX, DNAT
+# net_up TAG INDEX HOSTPORT PORT: namespace dsr-TAG, veth dsvINDEX, DNAT
+# of the host port to the replica's; undone whole when anything fails
 net_up() {
     ns=dsr-$1
     a=$(($2 / 64))
@@ -118,36 +121,63 @@ net_up() {
     h=$SUBNET.$a.$((b + 1))
     c=$SUBNET.$a.$((b + 2))
     v=dsv$2
-    $SUDO ip netns del "$ns" 2>/dev/null
-    $SUDO ip link del "$v" 2>/dev/null
-    $SUDO ip netns add "$ns" &&
-    $SUDO ip link add "$v" type veth peer name eth0 netns "$ns" &&
-    $SUDO ip addr add "$h/30" dev "$v" &&
-    $SUDO ip link set "$v" up &&
-    $SUDO ip netns exec "$ns" ip addr add "$c/30" dev eth0 &&
-    $SUDO ip netns exec "$ns" ip link set eth0 up &&
-    $SUDO ip netns exec "$ns" ip link set lo up &&
-    $SUDO ip netns exec "$ns" ip route add default via "$h" &&
-    $SUDO sysctl -qw net.ipv4.ip_forward=1 &&
-    $SUDO iptables -t nat -A PREROUTING -p tcp --dport "$3" \
-        -j DNAT --to-destination "$c:$4" || return 1
+    # written first: a release racing this start finds what to undo
+    printf '%s %s %s %s\n' "$ns" "$v" "$3" "$c:$4" > "$D/r/$1/net" || return 1
+    net_undo "$ns" "$v" "$3" "$c:$4"
+    nat_forget "$3"
+    if $SUDO ip netns add "$ns" &&
+       $SUDO ip link add "$v" type veth peer name eth0 netns "$ns" &&
+       $SUDO ip addr add "$h/30" dev "$v" &&
+       $SUDO ip link set "$v" up &&
+       $SUDO ip netns exec "$ns" ip addr add "$c/30" dev eth0 &&
+       $SUDO ip netns exec "$ns" ip link set eth0 up &&
+       $SUDO ip netns exec "$ns" ip link set lo up &&
+       $SUDO ip netns exec "$ns" ip route add default via "$h" &&
+       $SUDO sysctl -qw net.ipv4.ip_forward=1 &&
+       $SUDO iptables -t nat -A PREROUTING -p tcp --dport "$3" \
+           -j DNAT --to-destination "$c:$4" &&
+       $SUDO iptables -I FORWARD -d "$c" -p tcp --dport "$4" -j ACCEPT &&
+       [ -d "$D/r/$1" ]                 # not released meanwhile
+    then
+        :
+    else
+        net_undo "$ns" "$v" "$3" "$c:$4"
+        return 1
+    fi
     if ! $SUDO iptables -t nat -C POSTROUTING -s "$SUBNET.0.0/16" \
             ! -d "$SUBNET.0.0/16" -j MASQUERADE 2>/dev/null; then
         $SUDO iptables -t nat -A POSTROUTING -s "$SUBNET.0.0/16" \
             ! -d "$SUBNET.0.0/16" -j MASQUERADE
     fi
-    printf '%s %s %s %s\n' "$ns" "$v" "$3" "$c:$4" > "$D/r/$1/net"
     echo "address $c:$4"
+}
+
+# net_undo NETNS VETH HOSTPORT ADDR:PORT
+net_undo() {
+    $SUDO iptables -t nat -D PREROUTING -p tcp --dport "$3" \
+        -j DNAT --to-destination "$4" 2>/dev/null
+    $SUDO iptables -D FORWARD -d "${4%:*}" -p tcp --dport "${4##*:}" \
+        -j ACCEPT 2>/dev/null
+    $SUDO ip link del "$2" 2>/dev/null
+    $SUDO ip netns del "$1" 2>/dev/null
+    return 0
+}
+
+# nat_forget PORT: DNAT rules of the host port left by another start
+nat_forget() {
+    $SUDO iptables -t nat -S PREROUTING 2>/dev/null |
+        grep -e "--dport $1 " | sed 's/^-A //' |
+        while read -r rule; do
+            # shellcheck disable=SC2086
+            $SUDO iptables -t nat -D $rule 2>/dev/null
+        done
 }
 
 net_down() {
     f=$D/r/$1/net
     [ -f "$f" ] || return 0
     read -r ns v hport to < "$f"
-    $SUDO iptables -t nat -D PREROUTING -p tcp --dport "$hport" \
-        -j DNAT --to-destination "$to" 2>/dev/null
-    $SUDO ip link del "$v" 2>/dev/null
-    $SUDO ip netns del "$ns" 2>/dev/null
+    net_undo "$ns" "$v" "$hport" "$to"
     rm -f "$f"
 }
 
@@ -189,8 +219,12 @@ start() {
     fi
     cd "$r/work" || die "no $r/work"
     # shellcheck disable=SC2086
+    # the child writes its start time, then its pid (each whole: a
+    # status never sees a pid without its start time)
     $SUDO $ns $ASUSER setsid sh -c \
-        'echo $$ > "$1/pid.new" && mv "$1/pid.new" "$1/pid"
+        'cut -d" " -f22 /proc/$$/stat > "$1/start.new" &&
+         mv "$1/start.new" "$1/start" &&
+         echo $$ > "$1/pid.new" && mv "$1/pid.new" "$1/pid"
          sh "$1/run.sh" >> "$1/log" 2>&1
          echo $? > "$1/exit"' sh "$r" </dev/null >/dev/null 2>&1 &
     i=0
@@ -199,9 +233,7 @@ start() {
         i=$((i + 1))
     done
     [ -s "$r/pid" ] || die "the replica did not start"
-    p=$(cat "$r/pid")
-    started "$p" > "$r/start"
-    echo "pid $p"
+    echo "pid $(cat "$r/pid")"
 }
 
 # status: one line per replica: TAG running PID | exited CODE | lost
@@ -212,6 +244,8 @@ status() {
         t=$(basename "$r")
         if alive "$t"; then
             echo "replica $t running $(cat "$r/pid")"
+        elif [ ! -f "$r/pid" ] && [ ! -f "$r/exit" ]; then
+            echo "replica $t starting"
         elif [ -f "$r/exit" ]; then
             echo "replica $t exited $(cat "$r/exit")"
         else

@@ -1046,7 +1046,8 @@ ct_next(struct ct *c, long status, const char *body, size_t len)
             ct_fail(c, "the container publishes no port for %s", name);
             return;
         }
-        fmt(rep->addr, sizeof(rep->addr), "%s:%s",
+        fmt(rep->addr, sizeof(rep->addr),
+            strchr(rep->inner, ':') ? "[%s]:%s" : "%s:%s",
             rep->host[0] ? rep->inner : "127.0.0.1", v->valuestring);
         v = cJSON_GetObjectItemCaseSensitive(
             cJSON_GetObjectItemCaseSensitive(o, "State"), "Pid");

@@ -56,6 +56,7 @@
 #define START_WAIT_MS       60000   /* a step of a replica's start */
 #define CODE_WAIT_MS        600000  /* an archive's upload */
 #define QUICK_WAIT_MS       10000   /* stop, release, gc */
+#define START_GRACE_MS      3000    /* heartbeats may lag a start */
 
 static const struct backend_events  *events;
 
@@ -69,6 +70,7 @@ struct rx {
     int             step;
     pid_t           follower;           /* tail -F of its log */
     int             forwarded;          /* its tunnel is up */
+    int64_t         done_ms;            /* its start answered */
 };
 
 static LIST_HEAD(, rx)  rxs = LIST_HEAD_INITIALIZER(rxs);
@@ -286,6 +288,7 @@ place(struct replica *rep, int *wait)
     const ds_spec_t    *sp = &rep->run->spec;
     struct fleet       *f;
     struct fleet_host  *h, *best = NULL;
+    struct fleet_host  *checking = NULL;
     int                 i, score, best_score = 0, need, fits = 0, up = 0;
     char                why[256], first[256] = "";
 
@@ -307,6 +310,13 @@ place(struct replica *rep, int *wait)
                 continue;
             }
             fits++;
+            if (!h->gc_done) {
+                /* what of ours is there is checked first; the others
+                 * wait for it, or a service would pile on the first
+                 * host that is done */
+                checking = h;
+                continue;
+            }
             need = fleet_host_blocks_need(h, gpus_per_replica(sp));
             if (fleet_host_blocks_busy(h) + need
                 > fleet_host_blocks_total(h))
@@ -324,6 +334,15 @@ place(struct replica *rep, int *wait)
                 best_score = score;
             }
         }
+    }
+    if (checking != NULL) {
+        best = NULL;
+        rep->host[0] = '\0';
+        rep->n_gpus = 0;
+        *wait = 1;
+        fmt(rep->message, sizeof(rep->message), "waiting for %s to be "
+            "checked", checking->id);
+        return NULL;
     }
     if (best != NULL) {
         snprintf(rep->host, sizeof(rep->host), "%s", best->id);
@@ -473,7 +492,7 @@ script(const struct fleet_host *h, const struct replica *rep)
 
 /* ---- starting ------------------------------------------------------------- */
 
-static void start_step(struct rx *x);
+static int start_step(struct rx *x);
 
 
 /* the setup ended badly: the replica fails (it "exits" at once) */
@@ -514,7 +533,10 @@ start_answer(void *arg, int status, char *out, size_t len)
     }
     if (x->step != STEP_START) {
         x->step++;
-        start_step(x);
+        if (start_step(x) != 0) {
+            fmt(why, sizeof(why), "%s", rep->message);
+            start_failed(x, why);
+        }
         return;
     }
 
@@ -543,6 +565,7 @@ start_answer(void *arg, int status, char *out, size_t len)
         }
         x->forwarded = 1;
     }
+    x->done_ms = now_ms();
     follower_start(h, rep);
     log_info("run \"%s\": replica %d v%d started on %s at %s (%s)",
              rep->run->name, rep->num, rep->version, h->id, rep->addr,
@@ -558,7 +581,11 @@ archive_path(const char *hash, char *buf, size_t n)
 }
 
 
-static void
+/*
+ * Sends the step x is at: 0, or -1 with why in the replica's message
+ * (the caller fails it: start() at once, an answer through the events).
+ */
+static int
 start_step(struct rx *x)
 {
     struct replica     *rep = x->rep;
@@ -568,8 +595,9 @@ start_step(struct rx *x)
     int                 hport;
 
     if (h == NULL || h->status != HOST_UP) {
-        start_failed(x, "its host is not up any more");
-        return;
+        fmt(rep->message, sizeof(rep->message), "its host is not up any "
+            "more");
+        return -1;
     }
     while (x->step < STEP_START) {
         hash = x->step == STEP_CODE ? rep->run->code : rep->run->files;
@@ -581,8 +609,8 @@ start_step(struct rx *x)
 
     if (x->step < STEP_START) {
         if (archive_path(hash, path, sizeof(path)) != 0) {
-            start_failed(x, "archive path too long");
-            return;
+            fmt(rep->message, sizeof(rep->message), "archive path too long");
+            return -1;
         }
         snprintf(args, sizeof(args), "code %s", rep->tag);
         cmd = hosts_agent_cmd(h, args);
@@ -601,8 +629,11 @@ start_step(struct rx *x)
         free(cmd);
     }
     if (x->cmd == NULL) {
-        start_failed(x, "cannot run ssh");
+        fmt(rep->message, sizeof(rep->message), "cannot run ssh (or read "
+            "the archive to upload)");
+        return -1;
     }
+    return 0;
 }
 
 
@@ -674,16 +705,13 @@ socket_answers(const char *path)
 static int
 engine_forward(struct fleet_host *h)
 {
-    uint8_t  d[32];
-    char     hex[65], path[108];
+    char  path[108];
 
     if (h->engine_fwd[0] != '\0') {
         return 0;
     }
-    ds_sha256(h->id, strlen(h->id), d);
-    hex_encode(d, 6, hex);
-    if (fmt(path, sizeof(path), "%s/ssh/e-%s", conf->state_dir, hex) != 0) {
-        fmt(path, sizeof(path), "/tmp/.dstack-engine-%s", hex);
+    if (fleet_sock_path("e", h->id, path, sizeof(path)) != 0) {
+        return -1;
     }
     /* a master of an earlier controld may carry it already */
     if (ssh_forward_socket(&h->ssh, path, h->engine_socket) != 0
@@ -760,7 +788,8 @@ ssh_start(struct replica *rep)
         rep->relayed = 1;
     } else {
         rep->relayed = 0;
-        fmt(rep->addr, sizeof(rep->addr), "%s:%d", h->address,
+        fmt(rep->addr, sizeof(rep->addr), strchr(h->address, ':')
+            ? "[%s]:%d" : "%s:%d", h->address,
             HOST_PORT_BASE + rep->net_index);
     }
 
@@ -771,7 +800,16 @@ ssh_start(struct replica *rep)
     x = rx_of(rep, 1);
     x->step = STEP_CODE;
     x->forwarded = 0;
-    start_step(x);
+    x->done_ms = 0;
+    if (start_step(x) != 0) {
+        /* nothing runs: the reconciler fails it (no events from here) */
+        LIST_REMOVE(x, entry);
+        free(x);
+        rep->host[0] = rep->tag[0] = '\0';
+        rep->net_index = -1;
+        rep->n_gpus = 0;
+        return BACKEND_FAILED;
+    }
     return BACKEND_STARTED;
 }
 
@@ -808,6 +846,46 @@ agent_quiet(struct fleet_host *h, const char *args)
         == NULL)
     {
         free(id);
+    }
+    free(cmd);
+}
+
+
+/* the gc at a host's (re)connection answered: replicas may go there */
+static void
+gc_done(void *arg, int status, char *out, size_t len)
+{
+    struct fleet_host  *h;
+    char               *id = arg;
+
+    (void) len;
+    h = fleet_host_find(id);
+    if (h != NULL) {
+        if (status != 0) {
+            log_warnx("fleet host %s: gc: %.200s", id, out);
+        }
+        h->gc_done = 1;
+        if (h->status == HOST_UP) {
+            log_debug("fleet host %s: checked", id);
+        }
+    }
+    free(id);
+}
+
+
+static void
+agent_gc(struct fleet_host *h, const char *args)
+{
+    char  *cmd, *id;
+
+    h->gc_done = 0;
+    cmd = hosts_agent_cmd(h, args);
+    id = xstrdup(h->id);
+    if (ssh_run(&h->ssh, cmd, NULL, 0, NULL, QUICK_WAIT_MS, gc_done, id)
+        == NULL)
+    {
+        free(id);
+        h->gc_done = 1;     /* nothing to wait for */
     }
     free(cmd);
 }
@@ -924,7 +1002,14 @@ host_status(struct fleet_host *h, char *lines)
             continue;           /* starting: its answer tells */
         }
         s = status_of(lines, rep->tag);
-        if (s != NULL && strncmp(s, "running", 7) == 0) {
+        if (s != NULL && (strncmp(s, "running", 7) == 0
+                          || strncmp(s, "starting", 8) == 0))
+        {
+            continue;
+        }
+        /* a heartbeat made before its start answered may not know it */
+        if (s == NULL && x != NULL && now_ms() - x->done_ms < START_GRACE_MS)
+        {
             continue;
         }
         code[n] = s != NULL && strncmp(s, "exited ", 7) == 0
@@ -932,6 +1017,10 @@ host_status(struct fleet_host *h, char *lines)
         gone[n++] = rep;
     }
     for (i = 0; i < n; i++) {
+        /* an earlier event may have ended it (a run that gave up) */
+        if (!gone[i]->active || strcmp(gone[i]->host, h->id) != 0) {
+            continue;
+        }
         log_info("run \"%s\": replica %d v%d on %s %s",
                  gone[i]->run->name, gone[i]->num, gone[i]->version, h->id,
                  code[i] == SIGKILL ? "is gone" : "exited");
@@ -959,6 +1048,9 @@ host_lost(struct fleet_host *h)
     fmt(why, sizeof(why), "host %s:%d unreachable (%s)", h->ssh.hostname,
         h->ssh.port, h->message);
     for (i = 0; i < n; i++) {
+        if (!gone[i]->active || strcmp(gone[i]->host, h->id) != 0) {
+            continue;       /* an earlier event ended it */
+        }
         if (gone[i]->backend == &backend_container) {
             container_forget(gone[i]);
         }
@@ -1010,7 +1102,7 @@ host_up(struct fleet_host *h)
         }
         follower_start(h, rep);
     }
-    agent_quiet(h, b.p);
+    agent_gc(h, b.p);
     free(b.p);
 
     /* its engine again (the connection is new), and what of ours is

@@ -24,6 +24,7 @@
 #include "util.h"
 
 #define KEY_MAX         (16 * 1024)
+#define FLEET_LINGER_MS 3000    /* a deleted fleet's last releases */
 
 struct fleet_list  fleets = TAILQ_HEAD_INITIALIZER(fleets);
 
@@ -44,18 +45,37 @@ key_path(const char *sha, char *buf, size_t n)
 }
 
 
-/* the master's socket: short, as unix sockets need (108 bytes) */
-static void
-ctl_path(const char *id, char *buf, size_t n)
+#define SOCK_DIR_FALLBACK   "/run/dstack-controld"
+
+int
+fleet_sock_path(const char *prefix, const char *id, char *buf, size_t n)
 {
     uint8_t  d[32];
     char     hex[65];
 
     ds_sha256(id, strlen(id), d);
     hex_encode(d, 6, hex);
-    if (fmt(buf, n, "%s/ssh/m-%s", conf->state_dir, hex) != 0) {
-        fmt(buf, n, "/tmp/.dstack-ssh-%s", hex);
+    if (n > 108) {
+        n = 108;            /* a unix socket's path */
     }
+    if (fmt(buf, n, "%s/ssh/%s-%s", conf->state_dir, prefix, hex) == 0) {
+        return 0;
+    }
+    /* never /tmp: another user could be there first */
+    if (mkdir_p(SOCK_DIR_FALLBACK, 0700) != 0
+        || chmod(SOCK_DIR_FALLBACK, 0700) != 0)
+    {
+        log_warn("%s", SOCK_DIR_FALLBACK);
+    }
+    return fmt(buf, n, SOCK_DIR_FALLBACK "/%s-%s", prefix, hex);
+}
+
+
+/* the master's socket: short, as unix sockets need (108 bytes) */
+static void
+ctl_path(const char *id, char *buf, size_t n)
+{
+    (void) fleet_sock_path("m", id, buf, n);
 }
 
 
@@ -264,6 +284,8 @@ host_take(struct fleet_host *h, struct fleet_host *prev, struct fleet *f,
         h->master_err = -1;
         h->cmd = NULL;
         h->status = HOST_CONNECTING;
+        h->gc_done = 0;
+        h->engine_fwd[0] = '\0';
     }
     /* the old one must not end what is now h's */
     prev->master = -1;
@@ -950,6 +972,39 @@ fleets_delete(const char *name, const cJSON *req, cJSON **answer, char *err,
 }
 
 
+/* the key files of a fleet that goes, unless another fleet has them */
+static void
+keys_forget(struct fleet *f)
+{
+    const cJSON   *k, *k2;
+    struct fleet  *o;
+    char           path[4200];
+    int            shared;
+
+    cJSON_ArrayForEach(k, cJSON_GetObjectItemCaseSensitive(f->doc, "keys")) {
+        if (!cJSON_IsString(k) || !valid_hex_hash(k->valuestring)) {
+            continue;
+        }
+        shared = 0;
+        TAILQ_FOREACH(o, &fleets, entry) {
+            if (o == f) {
+                continue;
+            }
+            cJSON_ArrayForEach(k2, cJSON_GetObjectItemCaseSensitive(o->doc,
+                                                                   "keys"))
+            {
+                shared |= cJSON_IsString(k2)
+                          && strcmp(k2->valuestring, k->valuestring) == 0;
+            }
+        }
+        if (!shared) {
+            key_path(k->valuestring, path, sizeof(path));
+            (void) unlink(path);
+        }
+    }
+}
+
+
 /* a deleting fleet without replicas goes, with its pinned host keys */
 void
 fleets_tick(void)
@@ -968,6 +1023,15 @@ fleets_tick(void)
             busy += fleet_host_replicas(&f->hosts[i], NULL);
         }
         if (busy > 0) {
+            f->empty_since_ms = 0;
+            continue;
+        }
+        /* the last releases (agent commands, engine requests) go through
+         * the hosts' connections: a moment for them */
+        if (f->empty_since_ms == 0) {
+            f->empty_since_ms = now_ms();
+        }
+        if (now_ms() - f->empty_since_ms < FLEET_LINGER_MS) {
             continue;
         }
         t = store_begin(err, sizeof(err));
@@ -988,6 +1052,7 @@ fleets_tick(void)
         (void) unlink(path);
         log_info("fleet \"%s\" deleted", f->name);
         TAILQ_REMOVE(&fleets, f, entry);
+        keys_forget(f);
         fleet_free(f);
     }
 }

@@ -82,6 +82,7 @@ struct fleet {
     ds_fleet_t      spec;               /* the typed view of its spec */
     time_t          submitted_at;
     int             deleting;           /* drained, then deleted */
+    int64_t         empty_since_ms;     /* deleting, no replica left */
     int             dirty;              /* the document changed */
     struct fleet_host *hosts;
     int             n_hosts;
@@ -111,6 +112,14 @@ int fleets_delete(const char *name, const cJSON *req, cJSON **answer,
 /* what the loop calls: deleting fleets whose replicas are gone go, and
  * changed documents are written */
 void fleets_tick(void);
+
+/*
+ * A path for a unix socket of controld's (a master connection's, an
+ * engine's): <state_dir>/ssh/<prefix>-<hash of id>, or, when that is
+ * too long for a socket, the same in /run/dstack-controld (0700).
+ */
+int fleet_sock_path(const char *prefix, const char *id, char *buf,
+    size_t n);
 
 /* the host's replicas of a run, and the blocks its replicas take */
 int fleet_host_replicas(const struct fleet_host *h, const char *run);

@@ -286,9 +286,11 @@ discovered(void *arg, int status, char *out, size_t len)
     if (!h->netns) {
         fmt(why, sizeof(why), "replicas need a network namespace each: "
             "%s", h->isolation_note);
+        master_kill(h);
         set_status(h, HOST_FAILED, why);
         c->phase = PH_WAIT;
         h->next_ms = now_ms() + HOST_FAILED_RETRY_MS;
+        events->lost(h);
         return;
     }
     set_status(h, HOST_UP, "");
@@ -304,7 +306,7 @@ static void
 discover(struct fleet_host *h, struct host_conn *c)
 {
     static const char  *install =
-        "d=\"${DSTACK_HOST_DIR:-$HOME/.dstack/host}\"; "
+        "umask 077; d=\"${DSTACK_HOST_DIR:-$HOME/.dstack/host}\"; "
         "mkdir -p \"$d\" && cat > \"$d/agent.sh.new\" "
         "&& mv \"$d/agent.sh.new\" \"$d/agent.sh\" "
         "&& echo \"dir $d\" && exec sh \"$d/agent.sh\" facts";

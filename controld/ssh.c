@@ -36,6 +36,7 @@ struct ssh_cmd {
     size_t          len;
     int64_t         deadline_ms;
     int             timed_out;
+    int             cancelled;          /* freed once reaped */
     int             exited;
     int             status;
     ssh_done_fn     done;
@@ -131,11 +132,14 @@ ssh_options(struct argv *a, const char *key, const char *known_hosts)
 static void
 ssh_jump(struct argv *a, const struct ssh_host *h)
 {
-    char  *b = a->proxy;
+    char  *b = a->proxy, *key, *kh;
 
     if (h->jump_hostname[0] == '\0') {
         return;
     }
+    /* ssh runs it with the shell: the paths quoted */
+    key = ssh_quote(h->jump_key);
+    kh = ssh_quote(h->known_hosts);
     snprintf(b, sizeof(a->proxy),
              "ProxyCommand=ssh -F /dev/null -o BatchMode=yes "
              "-o IdentitiesOnly=yes -i %s -o UserKnownHostsFile=%s "
@@ -143,8 +147,9 @@ ssh_jump(struct argv *a, const struct ssh_host *h)
              "-o StrictHostKeyChecking=accept-new -o ConnectTimeout=5 "
              "-o ServerAliveInterval=1 -o ServerAliveCountMax=3 "
              "-o LogLevel=ERROR -p %d -W %%h:%%p %s@%s",
-             h->jump_key, h->known_hosts, h->jump_port, h->jump_user,
-             h->jump_hostname);
+             key, kh, h->jump_port, h->jump_user, h->jump_hostname);
+    free(key);
+    free(kh);
     arg(a, "-o");
     arg(a, b);
 }
@@ -333,17 +338,26 @@ ssh_rearg(struct ssh_cmd *c, void *arg_)
 }
 
 
+/*
+ * Marks it: killed, never told; freed by the loop once reaped, so that a
+ * callback may cancel any command, the one the loop looks at next too.
+ */
 void
 ssh_cancel(struct ssh_cmd *c)
 {
-    if (c == NULL) {
+    if (c == NULL || c->cancelled) {
         return;
     }
+    c->cancelled = 1;
+    c->done = NULL;
+    c->block = NULL;
     if (!c->exited) {
         kill(c->pid, SIGKILL);
     }
-    /* reaped later by the loop: a pid no command knows */
-    cmd_free(c);
+    if (c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
+    }
 }
 
 
@@ -423,6 +437,10 @@ cmd_finish(struct ssh_cmd *c)
     if (!c->exited || c->fd >= 0) {
         return;
     }
+    if (c->cancelled) {
+        cmd_free(c);
+        return;
+    }
     if (c->timed_out) {
         status = -1;
     } else if (WIFEXITED(c->status)) {
@@ -470,7 +488,7 @@ ssh_process(struct pollfd *pfd, int n)
             continue;
         }
         LIST_FOREACH(c, &cmds, entry) {
-            if (c->fd == pfd[i].fd) {
+            if (c->fd == pfd[i].fd && !c->cancelled) {
                 if (cmd_read(c)) {
                     close(c->fd);
                     c->fd = -1;
@@ -527,7 +545,7 @@ ssh_reap(pid_t pid, int status)
         if (c->pid == pid) {
             c->exited = 1;
             c->status = status;
-            if (c->fd >= 0 && cmd_read(c)) {
+            if (c->fd >= 0 && !c->cancelled && cmd_read(c)) {
                 close(c->fd);
                 c->fd = -1;
             }
