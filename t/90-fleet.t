@@ -246,6 +246,33 @@ $s->wait_run('tun', sub { $_[0]{status} eq 'terminated' }, timeout => 30);
 $s->stop('web');
 ok($s->wait_run('web', sub { $_[0]{status} eq 'terminated' }, timeout => 30),
     'web stopped');
+# ---- GPUs: only host 0 has some (the nvidia-smi test double), each
+# replica its own -------------------------------------------------------------
+
+my $gspec = $s->app_spec(replicas => 2, port => 8000,
+    resources => { cpu => '1..', memory => '64MB..', disk => '1GB..',
+                   gpu => 'H100:1' });
+unshift @{ $gspec->{commands} }, 'echo "gpus=$CUDA_VISIBLE_DEVICES"';
+$r = $s->apply($gspec, name => 'gpu', code => $s->upload($s->app_files));
+is($r->{status}, 201, 'a service of one H100 per replica');
+$run = $s->wait_ready('gpu', 2, timeout => 60);
+ok($run, 'its 2 replicas ready') or diag explain $s->last_run;
+my %gpu_of;
+for my $rep (grep { $_->{ready} } @{ ($run || {})->{replicas} || [] }) {
+    like($rep->{host}, qr/^\Q@{[ $h->host(0)->{ip} ]}\E:/,
+        "replica $rep->{num} on the host with the GPUs");
+    is($rep->{gpu}, 'H100', "replica $rep->{num}: an H100")
+        or diag explain $rep;
+    my $log = $s->api('GET', "/api/runs/gpu/logs?replica=$rep->{num}");
+    my ($g) = ($log->{body} // '') =~ /gpus=(\S*)/;
+    $gpu_of{ $rep->{num} } = $g;
+}
+my @g = sort grep { defined } values %gpu_of;
+is_deeply(\@g, [0, 1], 'each its own GPU (CUDA_VISIBLE_DEVICES 0 and 1)')
+    or diag explain \%gpu_of;
+$s->stop('gpu');
+$s->wait_run('gpu', sub { $_[0]{status} eq 'terminated' }, timeout => 30);
+
 $h->kill_host(2);
 $f = wait_hosts('gpus', sub { $_[0]{hostname} ne $h->host(2)->{ip}
     || $_[0]{status} eq 'unreachable' }, 15);
