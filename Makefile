@@ -154,7 +154,7 @@ $(B)/t/test_offers: t/unit/test_offers.c controld/offers.c controld/offers.h \
 	    -o $@ $(DS_LDFLAGS) -lcmocka $(COMMON_LIBS)
 
 FUZZ_FLAGS := -std=gnu11 -g -O1 -Icommon -fsanitize=fuzzer,address,undefined
-$(B)/fuzz/%: t/fuzz/%.c $(COMMON_SRCS) $(COMMON_HDRS)
+$(B)/fuzz/%: t/fuzz/%.c t/fuzz/fuzz_document.h $(COMMON_SRCS) $(COMMON_HDRS)
 	@mkdir -p $(@D)
 	clang $(FUZZ_FLAGS) $< $(COMMON_SRCS) -o $@ $(COMMON_LIBS)
 
