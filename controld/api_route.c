@@ -11,6 +11,24 @@
 #include "util.h"
 
 
+/* the name up to the next "/" into param; what follows it, or NULL */
+static const char *
+route_name(const char *p, char *param, size_t n)
+{
+    const char  *slash;
+    size_t       len;
+
+    slash = strchr(p, '/');
+    len = slash ? (size_t) (slash - p) : strlen(p);
+    if (len >= n) {
+        len = n - 1;
+    }
+    memcpy(param, p, len);
+    param[len] = '\0';
+    return slash;
+}
+
+
 /*
  * Splits the path into a route and its parameter; *allow gets the methods
  * of the route.  MHD has already percent-decoded the path, so "%2e%2e"
@@ -20,7 +38,6 @@ int
 api_route(const char *url, char *param, size_t n, const char **allow)
 {
     const char  *p, *slash;
-    size_t       len;
 
     param[0] = '\0';
     *allow = NULL;
@@ -56,14 +73,7 @@ api_route(const char *url, char *param, size_t n, const char **allow)
         return R_APPLY;
     }
     if (strncmp(p, "runs/", 5) == 0) {
-        p += 5;
-        slash = strchr(p, '/');
-        len = slash ? (size_t) (slash - p) : strlen(p);
-        if (len >= n) {
-            len = n - 1;
-        }
-        memcpy(param, p, len);
-        param[len] = '\0';
+        slash = route_name(p + 5, param, n);
         if (!ds_valid_run_name(param, strlen(param))) {
             *allow = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
             return R_BADNAME;
@@ -96,14 +106,7 @@ api_route(const char *url, char *param, size_t n, const char **allow)
         return R_FLEET_APPLY;
     }
     if (strncmp(p, "fleets/", 7) == 0) {
-        p += 7;
-        slash = strchr(p, '/');
-        len = slash ? (size_t) (slash - p) : strlen(p);
-        if (len >= n) {
-            len = n - 1;
-        }
-        memcpy(param, p, len);
-        param[len] = '\0';
+        slash = route_name(p + 7, param, n);
         if (!ds_valid_run_name(param, strlen(param))) {
             *allow = "GET, POST";
             return R_BADNAME;

@@ -825,16 +825,14 @@ quiet_done(void *arg, int status, char *out, size_t len)
     (void) len;
     h = fleet_host_find(id);
     if (status != 0 && h != NULL) {
-        log_debug("fleet host %s: %s", id, out);
-    }
-    if (h != NULL) {
-        hosts_poke(h);
+        log_warnx("fleet host %s: %.200s", id, out);
     }
     free(id);
 }
 
 
-/* an agent command whose answer only wakes the heartbeat */
+/* an agent command whose answer is only logged when it failed (the
+ * heartbeats tell what became of the replica) */
 static void
 agent_quiet(struct fleet_host *h, const char *args)
 {
@@ -1191,8 +1189,15 @@ evict_deleting(void)
 {
     struct run      *r;
     struct replica  *rep, *next;
-    int              ready, leaving;
+    struct fleet    *f;
+    int              ready, leaving, any = 0;
 
+    TAILQ_FOREACH(f, &fleets, entry) {
+        any |= f->deleting;
+    }
+    if (!any) {
+        return;         /* the common case: nothing to walk */
+    }
     TAILQ_FOREACH(r, &runs, entry) {
         ready = leaving = 0;
         next = NULL;

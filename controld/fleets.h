@@ -83,7 +83,6 @@ struct fleet {
     time_t          submitted_at;
     int             deleting;           /* drained, then deleted */
     int64_t         empty_since_ms;     /* deleting, no replica left */
-    int             dirty;              /* the document changed */
     struct fleet_host *hosts;
     int             n_hosts;
 };

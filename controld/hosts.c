@@ -490,13 +490,6 @@ hosts_forget(struct fleet_host *h)
 }
 
 
-void
-hosts_poke(struct fleet_host *h)
-{
-    (void) h;           /* the watch reports each second anyway */
-}
-
-
 static void
 host_tick(struct fleet_host *h, struct host_conn *c, int64_t now)
 {

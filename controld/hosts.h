@@ -48,8 +48,6 @@ void hosts_move(struct fleet_host *from, struct fleet_host *to);
 const char *hosts_status_name(int status);
 /* a host leaves: its commands and connection end */
 void hosts_forget(struct fleet_host *h);
-/* a heartbeat soon (after a replica's stop, say) */
-void hosts_poke(struct fleet_host *h);
 /* the agent's command line on the host: "sh '<dir>/agent.sh' " + args */
 char *hosts_agent_cmd(const struct fleet_host *h, const char *args);
 
