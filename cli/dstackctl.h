@@ -17,6 +17,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "ds_state.h"
+
 #define DSCTL_VERSION           "0.1.0"
 
 #define DSCTL_EXIT_OK           0
@@ -288,6 +290,15 @@ typedef struct {
  * "offer" leaves bare names unresolved).  Returns 0, or -1 after
  * printing the errors.
  */
+/* a YAML document's parser and env resolution (ds_spec_*, ds_fleet_*) */
+typedef int (*dsctl_parse_fn)(const char *filename, const char *text,
+    size_t len, cJSON **normalized, ds_err_t *err);
+typedef int (*dsctl_resolve_fn)(cJSON *normalized,
+    const char *const *overrides, char *(*getenv_fn)(const char *),
+    ds_err_t *err);
+int dsctl_doc_load(dsctl_spec_t *sp, const char *file, char **overrides,
+    int n_overrides, dsctl_parse_fn parse, dsctl_resolve_fn resolve,
+    const char *what);
 int dsctl_spec_load(dsctl_spec_t *sp, const char *file,
     char **overrides, int n_overrides, int resolve);
 void dsctl_spec_free(dsctl_spec_t *sp);

@@ -46,46 +46,9 @@ int
 dsctl_fleet_load(dsctl_spec_t *sp, const char *file, char **overrides,
     int n_overrides)
 {
-    char         *text;
-    size_t        len;
-    ds_err_t      err;
-    cJSON        *spec = NULL;
-    const char  **ov;
-    int           i, rc;
-
-    memset(sp, 0, sizeof(*sp));
-    text = dsctl_read_file(file, &len);
-    if (text == NULL) {
-        dsctl_error("cannot read \"%s\": %s", file, strerror(errno));
-        return -1;
-    }
-
-    memset(&err, 0, sizeof(err));
-    rc = ds_fleet_parse_yaml(file, text, len, &spec, &err);
-    free(text);
-    if (rc != DS_OK) {
-        fflush(stdout);
-        fprintf(stderr, "%s\n", err.msg[0] ? err.msg : "invalid fleet");
-        return -1;
-    }
-
-    ov = dsctl_xmalloc(sizeof(char *) * (n_overrides + 1));
-    for (i = 0; i < n_overrides; i++) {
-        ov[i] = overrides[i];
-    }
-    ov[n_overrides] = NULL;
-    memset(&err, 0, sizeof(err));
-    rc = ds_fleet_resolve_env(spec, ov, NULL, &err);
-    free(ov);
-    if (rc != DS_OK) {
-        dsctl_error("%s: %s", file, err.msg[0] ? err.msg : "invalid env");
-        cJSON_Delete(spec);
-        return -1;
-    }
-
-    sp->file = dsctl_xstrdup(file);
-    sp->spec = spec;
-    return 0;
+    return dsctl_doc_load(sp, file, overrides, n_overrides,
+                          ds_fleet_parse_yaml, ds_fleet_resolve_env,
+                          "invalid fleet");
 }
 
 

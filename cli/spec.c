@@ -13,9 +13,15 @@
 #include "dstackctl.h"
 
 
+/*
+ * A document file: read, parsed by parse (its errors are the parser's
+ * "file:line:col: message"), bare env names filled by resolve from -e
+ * and the environment unless resolve is NULL.  0, or -1 (said).
+ */
 int
-dsctl_spec_load(dsctl_spec_t *sp, const char *file, char **overrides,
-    int n_overrides, int resolve)
+dsctl_doc_load(dsctl_spec_t *sp, const char *file, char **overrides,
+    int n_overrides, dsctl_parse_fn parse, dsctl_resolve_fn resolve,
+    const char *what)
 {
     char         *text;
     size_t        len;
@@ -32,39 +38,47 @@ dsctl_spec_load(dsctl_spec_t *sp, const char *file, char **overrides,
     }
 
     memset(&err, 0, sizeof(err));
-    rc = ds_spec_parse_yaml(file, text, len, &spec, &err);
+    rc = parse(file, text, len, &spec, &err);
     free(text);
     if (rc != DS_OK) {
         /* "file:line:col: message", as compilers print it */
         fflush(stdout);
-        fprintf(stderr, "%s\n", err.msg[0] ? err.msg : "invalid spec");
+        fprintf(stderr, "%s\n", err.msg[0] ? err.msg : what);
         cJSON_Delete(spec);
         return -1;
     }
 
-    if (!resolve) {
-        sp->file = dsctl_xstrdup(file);
-        sp->spec = spec;
-        return 0;
-    }
-
-    ov = dsctl_xmalloc(sizeof(char *) * (n_overrides + 1));
-    for (i = 0; i < n_overrides; i++) {
-        ov[i] = overrides[i];
-    }
-    ov[n_overrides] = NULL;
-    memset(&err, 0, sizeof(err));
-    rc = ds_spec_resolve_env(spec, ov, NULL, &err);
-    free(ov);
-    if (rc != DS_OK) {
-        dsctl_error("%s: %s", file, err.msg[0] ? err.msg : "invalid env");
-        cJSON_Delete(spec);
-        return -1;
+    if (resolve != NULL) {
+        ov = dsctl_xmalloc(sizeof(char *) * (n_overrides + 1));
+        for (i = 0; i < n_overrides; i++) {
+            ov[i] = overrides[i];
+        }
+        ov[n_overrides] = NULL;
+        memset(&err, 0, sizeof(err));
+        rc = resolve(spec, ov, NULL, &err);
+        free(ov);
+        if (rc != DS_OK) {
+            dsctl_error("%s: %s", file, err.msg[0] ? err.msg
+                                                   : "invalid env");
+            cJSON_Delete(spec);
+            return -1;
+        }
     }
 
     sp->file = dsctl_xstrdup(file);
     sp->spec = spec;
     return 0;
+}
+
+
+int
+dsctl_spec_load(dsctl_spec_t *sp, const char *file, char **overrides,
+    int n_overrides, int resolve)
+{
+    return dsctl_doc_load(sp, file, overrides, n_overrides,
+                          ds_spec_parse_yaml,
+                          resolve ? ds_spec_resolve_env : NULL,
+                          "invalid spec");
 }
 
 
