@@ -116,13 +116,35 @@ sub stats_port { $_[0]{stats_port} }
 
 # A port free now on 127.0.0.1 (a race with other processes remains;
 # start() picks new ones when nginx cannot bind).
-sub free_port {
-    my $s = IO::Socket::IP->new(LocalHost => '127.0.0.1', LocalPort => 0,
-        Proto => 'tcp', Listen => 1, ReuseAddr => 1)
-        or die "cannot bind a free port: $!";
-    my $p = $s->sockport;
+# A port for a listener that starts later (nginx, a replica).  bind(0)
+# would hand out one of the kernel's ephemeral ports (32768-60999 here),
+# which any outgoing connection of the run may take between this check
+# and the listener's bind: nginx then fails with "Address already in
+# use".  So pick below that range, from a random start per process, and
+# never the same port twice in one process.
+my %PORT_GIVEN;
+my $PORT_NEXT;
+
+sub _port_bindable {
+    my ($p) = @_;
+    my $s = IO::Socket::IP->new(LocalHost => '127.0.0.1', LocalPort => $p,
+        Proto => 'tcp', Listen => 1, ReuseAddr => 1) or return 0;
     close $s;
-    return $p;
+    return 1;
+}
+
+sub free_port {
+    my ($lo, $hi) = (20000, 32000);
+    $PORT_NEXT //= $lo + int(rand($hi - $lo));
+    for (1 .. $hi - $lo) {
+        my $p = $PORT_NEXT;
+        $PORT_NEXT = $PORT_NEXT + 1 >= $hi ? $lo : $PORT_NEXT + 1;
+        next if $PORT_GIVEN{$p};
+        next unless _port_bindable($p);
+        $PORT_GIVEN{$p} = 1;
+        return $p;
+    }
+    die "no free port in $lo..$hi";
 }
 
 sub pick_ports {
