@@ -24,6 +24,7 @@ enum api_route {
     R_FLEET_APPLY,
     R_FLEET,
     R_FLEET_DELETE,
+    R_METRICS,
     R_BADNAME       /* /api/runs/<not a run name>...: 400, not 404 */
 };
 

@@ -71,6 +71,7 @@ enum ps_op {
     PS_OP_FLEET_PLAN,
     PS_OP_FLEET_APPLY,
     PS_OP_FLEET_DELETE,
+    PS_OP_METRICS,
     PS_OP_MAX
 };
 

@@ -227,6 +227,11 @@ probe_done(struct probe *p, int ok, const char *why)
                      (unsigned) rep->run->spec.port, why);
         }
         snprintf(rep->probe_error, sizeof(rep->probe_error), "%s", msg);
+        if (replica_ready(rep)) {
+            rep->run->counters.probe_failures_ready++;
+        } else {
+            rep->run->counters.probe_failures++;
+        }
 
         if (!replica_ready(rep)) {
             rep->probe_delay_ms = rep->probe_delay_ms
