@@ -398,8 +398,20 @@ api_parent_request(const struct ps_msg *m)
 
     case PS_OP_METRICS:
         out = metrics_render();
-        api_parent_answer(id, out ? 200 : 500, out == NULL,
-                          out ? out : "out of memory");
+        if (out == NULL) {
+            api_parent_answer(id, 500, 1, "metrics: out of memory");
+        } else if (strlen(out) + 1 + sizeof(struct ps_response)
+                   > PS_FRAME_MAX)
+        {
+            /* what a frame carries (about 10,000 runs): say so rather
+             * than an empty answer */
+            fmt(err, sizeof(err), "metrics: %zu bytes, more than the "
+                "%u a message to the API process carries", strlen(out),
+                PS_FRAME_MAX);
+            api_parent_answer(id, 500, 1, err);
+        } else {
+            api_parent_answer(id, 200, 0, out);
+        }
         free(out);
         return 0;
 

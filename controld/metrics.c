@@ -92,14 +92,22 @@ static int
 replica_shown(const struct replica *rep)
 {
     const struct replica  *o;
+    int                    after = 0;
 
     if (replica_ended(rep)) {
         return 0;
     }
     TAILQ_FOREACH(o, &rep->run->replicas, entry) {
-        if (o != rep && o->num == rep->num && !replica_ended(o)
-            && (o->version > rep->version
-                || (o->version == rep->version && o > rep)))
+        if (o == rep) {
+            after = 1;
+            continue;
+        }
+        if (o->num != rep->num || replica_ended(o)) {
+            continue;
+        }
+        /* a newer version, or the same one later in the list */
+        if (o->version > rep->version
+            || (o->version == rep->version && after))
         {
             return 0;
         }
