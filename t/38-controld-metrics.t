@@ -26,12 +26,10 @@ plan skip_all => 'promtool (package prometheus) not installed'
     unless -x $PROMTOOL;
 
 my $t = DsTest->new(seed_empty => 0);
-my $s = DsStack->new($t, extra => <<'EOF');
-backends:
-  local:
-    max_failures: 5
-    stop_grace: 2s
-EOF
+my $s = DsStack->new($t);
+# held requests reach controld at once (scale from zero)
+my $notify = $s->dir . '/notify.sock';
+$t->write_conf(http => "dstack_notify $notify;");
 
 # the shipped location, pointed at this controld's socket
 my $gw = DsTest::_slurp("$DsTest::REPO/conf/nginx/dstack-gateway.conf");
@@ -44,7 +42,13 @@ my $sock = $s->socket_path;
 ok($loc =~ s{unix:/run/dstack/api\.sock:/api/metrics;}
                     {unix:$sock:/api/metrics;},
     '... proxied to the API socket at /api/metrics');
-$s->start_controld;
+$s->start_controld(extra => <<"EOF");
+notify_socket: $notify
+backends:
+  local:
+    max_failures: 5
+    stop_grace: 2s
+EOF
 $t->write_conf(stats_server => $loc);
 $t->start;
 $s->need_netns;
@@ -282,6 +286,26 @@ cmp_ok($m->{'dstack_controld_autoscaler_metric_value{run="auto"}'} // 0, '>',
 ok(wait_metrics(sub {
     ($_[0]{'dstack_controld_run_ready_replicas{run="auto"}'} // 0) == 2
 }, timeout => 30), 'and two replicas ready');
+
+# from zero: a request held at the gateway
+$r = $s->apply($s->app_spec(
+    replicas => '0..1',
+    scaling => { metric => 'rps', target => 100, window => '30s',
+                 scale_up_delay => '1s', scale_down_delay => '10m' },
+), name => 'zero', code => $code);
+is($r->{status}, 201, 'a run scaled to zero');
+$m = m_now();
+is($m->{'dstack_controld_run_desired_replicas{run="zero"}'}, 0,
+    'desired: 0');
+is($m->{'dstack_controld_runs{status="pending"}'}, 1, 'runs: 1 pending');
+is($s->get('zero', '/', timeout => 30)->{status}, 200,
+    'a request waits for its replica and is answered');
+$m = m_now();
+is($m->{'dstack_controld_autoscaler_decisions_total{run="zero",'
+        . 'direction="up",reason="held_request"}'}, 1,
+    'one decision up for a held request');
+is($m->{'dstack_controld_run_desired_replicas{run="zero"}'}, 1,
+    'desired: 1');
 
 # ---- certificates, process -----------------------------------------------------
 
