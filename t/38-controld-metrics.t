@@ -185,7 +185,7 @@ unlike($text, qr/\Q$prom_token\E|dst_/, 'no token appears');
 my ($rc, $out) = promtool($text, 'check', 'metrics');
 is($rc, 0, 'promtool check metrics: clean') or diag $out;
 
-# ---- a replica dies: the same labels, one restart ---------------------------
+# ---- a replica dies: the same labels, one restart --------------------------
 
 my ($victim) = grep { $_->{num} == 0 } @{ $run->{replicas} || [] };
 ok(kill('KILL', -$victim->{pid}), "kill -9 replica 0 (pid $victim->{pid})");
@@ -247,7 +247,7 @@ is($m->{'dstack_controld_replica_ready{run="probed",replica="0"}'}, 0,
     'the replica is not ready');
 unlink $s->workdir('probed', 0, 1) . '/unhealthy';
 
-# ---- the autoscaler ----------------------------------------------------------
+# ---- the autoscaler --------------------------------------------------------
 
 $r = $s->apply($s->app_spec(
     replicas => '1..2',
@@ -307,7 +307,7 @@ is($m->{'dstack_controld_autoscaler_decisions_total{run="zero",'
 is($m->{'dstack_controld_run_desired_replicas{run="zero"}'}, 1,
     'desired: 1');
 
-# ---- certificates, process -----------------------------------------------------
+# ---- certificates, process -------------------------------------------------
 
 $m = m_now();
 my $domain = $t->domain;
@@ -321,7 +321,7 @@ cmp_ok(abs($m->{'dstack_controld_start_time_seconds'} - time), '<', 600,
 cmp_ok($m->{'dstack_controld_module_stats_age_seconds'}, '<', 5,
     'the module\'s stats are fresh');
 
-# ---- a run that ends: its series go ----------------------------------------------
+# ---- a run that ends: its series go ----------------------------------------
 
 $s->stop('probed', abort => 1);
 ok($s->wait_run('probed', sub { $_[0]{status} eq 'terminated' }),
@@ -332,7 +332,7 @@ ok(!grep({ /run="probed"/ } keys %$m),
 is($m->{'dstack_controld_runs{status="terminated"}'}, 1,
     'runs: 1 terminated');
 
-# ---- promtool on everything --------------------------------------------------------
+# ---- promtool on everything ------------------------------------------------
 
 my $ctl = scrape();
 my $mod = $t->metrics;
@@ -428,7 +428,7 @@ DsTest::_write("$DIR/dashboard-rules.yml", $rf);
 ($rc, $out) = promtool(undef, 'check', 'rules', "$DIR/dashboard-rules.yml");
 is($rc, 0, "the dashboard's $i expressions are valid PromQL") or diag $out;
 
-# ---- a revoked token reads nothing -------------------------------------------------
+# ---- a revoked token reads nothing -----------------------------------------
 
 is($s->api('DELETE', '/api/tokens/prometheus')->{status}, 200,
     'revoke the Prometheus token');
