@@ -10,6 +10,7 @@
 enum api_route {
     R_NONE = 0,
     R_HEALTH,
+    R_METRICS,
     R_CODE,
     R_PLAN,
     R_APPLY,
@@ -24,7 +25,6 @@ enum api_route {
     R_FLEET_APPLY,
     R_FLEET,
     R_FLEET_DELETE,
-    R_METRICS,
     R_BADNAME       /* /api/runs/<not a run name>...: 400, not 404 */
 };
 
