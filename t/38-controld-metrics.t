@@ -435,5 +435,21 @@ is($s->api('DELETE', '/api/tokens/prometheus')->{status}, 200,
 is($s->api('GET', '/api/metrics', token => $prom_token)->{status}, 401,
     'then /api/metrics: 401');
 
+# ---- controld down: the scrape fails, the module's still answers ----------
+
+$s->stop($_, abort => 1) for qw(met auto zero);
+ok($s->wait_run($_, sub { $_[0]{status} eq 'terminated' }),
+    "$_ stopped") for qw(met auto zero);
+$s->stop_controld;
+# nginx says "crit" when a unix socket is missing: expected here
+$t->allow_log(qr/\[crit\].*connect\(\) to unix:\Q$sock\E failed
+                 .*"GET\ \/controld\/metrics\ /x);
+$r = $t->request('GET', '/controld/metrics', %stats,
+    headers => [Authorization => 'Bearer ' . $s->admin_token]);
+is($r->{status}, 502, 'controld down: /controld/metrics is 502 (the '
+    . 'target is down for Prometheus)');
+like($t->metrics, qr/^# TYPE dstack_requests_total counter$/m,
+    'the module\'s /metrics still answers');
+
 $s->finish;
 $t->done;
