@@ -442,7 +442,7 @@ ok($s->wait_run($_, sub { $_[0]{status} eq 'terminated' }),
     "$_ stopped") for qw(met auto zero);
 $s->stop_controld;
 # nginx says "crit" when a unix socket is missing: expected here
-$t->allow_log(qr/\[crit\].*connect\(\) to unix:\Q$sock\E failed
+$t->allow_log(qr/\[crit\].*connect\(\)\ to\ unix:\Q$sock\E\ failed
                  .*"GET\ \/controld\/metrics\ /x);
 $r = $t->request('GET', '/controld/metrics', %stats,
     headers => [Authorization => 'Bearer ' . $s->admin_token]);
