@@ -817,8 +817,8 @@ replica_start(struct replica *rep, int64_t now)
     rc = rep->backend->start(rep);
     if (rc == BACKEND_STARTED) {
         r->counters.starts++;
-        if (rep->restarts > 0 && rep->state == RS_BACKOFF) {
-            r->counters.restarts++;
+        if (rep->state == RS_BACKOFF) {
+            r->counters.restarts++;     /* as rep->restarts above */
         }
         rep->active = 1;
         rep->started_at = time(NULL);
