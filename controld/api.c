@@ -940,6 +940,10 @@ api_dispatch(struct MHD_Connection *c, struct api_req *q, const char *method)
         rq.op = PS_OP_FLEETS;
         break;
 
+    case R_METRICS:
+        rq.op = PS_OP_METRICS;
+        break;
+
     case R_FLEET:
         rq.op = PS_OP_FLEET;
         break;
@@ -1015,6 +1019,27 @@ api_dispatch(struct MHD_Connection *c, struct api_req *q, const char *method)
 }
 
 
+/* the parent's text as it is: Prometheus reads it */
+static enum MHD_Result
+api_metrics(struct MHD_Connection *c, struct api_req *q)
+{
+    struct MHD_Response  *res;
+    enum MHD_Result       ret;
+
+    res = MHD_create_response_from_buffer(strlen(q->text), q->text,
+                                          MHD_RESPMEM_MUST_COPY);
+    if (res == NULL) {
+        return MHD_NO;
+    }
+    MHD_add_response_header(res, "Content-Type",
+                            "text/plain; version=0.0.4; charset=utf-8");
+    MHD_add_response_header(res, "Cache-Control", "no-store");
+    ret = MHD_queue_response(c, q->status, res);
+    MHD_destroy_response(res);
+    return ret;
+}
+
+
 /* the parent's answer is in: send it */
 static enum MHD_Result
 api_answer(struct MHD_Connection *c, struct api_req *q)
@@ -1033,6 +1058,9 @@ api_answer(struct MHD_Connection *c, struct api_req *q)
     }
     if (q->error) {
         return api_error(c, q->status, q->text);
+    }
+    if (q->route == R_METRICS) {
+        return api_metrics(c, q);
     }
 
     /* the JSON as the parent made it, and a newline: MHD frees it */

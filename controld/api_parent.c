@@ -43,6 +43,7 @@
 #include "config.h"
 #include "fleets.h"
 #include "log.h"
+#include "metrics.h"
 #include "privsep.h"
 #include "run.h"
 #include "tokens.h"
@@ -355,7 +356,7 @@ api_parent_request(const struct ps_msg *m)
     struct run             *r;
     cJSON                  *body, *answer = NULL, *list, *it;
     const char             *text;
-    char                    err[1024], who[DS_NAME_MAX + 1];
+    char                    err[1024], who[DS_NAME_MAX + 1], *out;
     unsigned                status = 200;
     int                     rc, created;
     uint32_t                id = m->id;
@@ -393,6 +394,25 @@ api_parent_request(const struct ps_msg *m)
         cJSON_AddStringToObject(answer, "backend", backend->name);
         cJSON_AddStringToObject(answer, "network", backend->network());
         api_parent_json(id, 200, answer);
+        return 0;
+
+    case PS_OP_METRICS:
+        out = metrics_render();
+        if (out == NULL) {
+            api_parent_answer(id, 500, 1, "metrics: out of memory");
+        } else if (strlen(out) + 1 + sizeof(struct ps_response)
+                   > PS_FRAME_MAX)
+        {
+            /* what a frame carries (about 10,000 runs): say so rather
+             * than an empty answer */
+            fmt(err, sizeof(err), "metrics: %zu bytes, more than the "
+                "%u a message to the API process carries", strlen(out),
+                PS_FRAME_MAX);
+            api_parent_answer(id, 500, 1, err);
+        } else {
+            api_parent_answer(id, 200, 0, out);
+        }
+        free(out);
         return 0;
 
     case PS_OP_PLAN:
@@ -694,6 +714,7 @@ int
 api_parent_start(int fg, char *err, size_t n)
 {
     foreground = fg;
+    metrics_init();
     if (api_parent_user(err, n) != 0) {
         return -1;
     }

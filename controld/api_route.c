@@ -52,6 +52,11 @@ api_route(const char *url, char *param, size_t n, const char **allow)
         return R_HEALTH;
     }
 
+    if (strcmp(p, "metrics") == 0) {
+        *allow = "GET";
+        return R_METRICS;
+    }
+
     if (strncmp(p, "code/", 5) == 0) {
         if (fmt(param, n, "%s", p + 5) != 0) {
             param[0] = '\0';

@@ -10,6 +10,7 @@
 enum api_route {
     R_NONE = 0,
     R_HEALTH,
+    R_METRICS,
     R_CODE,
     R_PLAN,
     R_APPLY,

@@ -132,6 +132,7 @@ autoscale_want(struct run *r, int64_t now)
         }
         peak = inflight_peak(as, cur, now, window);
         as->value = (double) peak;
+        as->why = SCALE_INFLIGHT;
         want = ceil_div((double) peak, sp->scaling.target);
         if (want == 0 && arrivals > 0) {
             /* short requests between two samples: still traffic */
@@ -142,6 +143,7 @@ autoscale_want(struct run *r, int64_t now)
                      sp->scaling.target, want);
     } else {
         as->value = (double) arrivals / window;
+        as->why = SCALE_RPS;
         want = ceil_div(as->value, sp->scaling.target);
         n = snprintf(why, sizeof(why), "rps %.2f over %us / target %g -> %d",
                      as->value, window, sp->scaling.target, want);
@@ -152,9 +154,11 @@ autoscale_want(struct run *r, int64_t now)
 
     if (want < (int) sp->replicas.min) {
         want = (int) sp->replicas.min;
+        as->why = SCALE_MIN;
         snprintf(as->reason, sizeof(as->reason), "%s (min %d)", why, want);
     } else if (want > replicas_max(r)) {
         want = replicas_max(r);
+        as->why = SCALE_MAX;
         snprintf(as->reason, sizeof(as->reason), "%s (max %d)", why, want);
     } else {
         snprintf(as->reason, sizeof(as->reason), "%s", why);
@@ -250,6 +254,7 @@ autoscale_run(struct run *r, int64_t now)
     }
 
     autoscale_log(r, want, 0);
+    r->counters.scaled[want > r->desired][as->why]++;
     r->desired = want;
     r->last_scaled_ms = now;
     run_touch(r);
@@ -276,6 +281,8 @@ autoscale_hold(const char *name)
     snprintf(r->scaling.reason, sizeof(r->scaling.reason), "a request waits "
              "at the gateway -> %d", want);
     r->scaling.want = want;
+    r->scaling.why = SCALE_HELD;
+    r->counters.scaled[1][SCALE_HELD]++;
     log_info("run \"%s\": a request waits: scaling 0 -> %d", r->name, want);
     r->scaling.logged_want = want;
     r->scaling.logged_desired = want;

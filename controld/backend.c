@@ -22,6 +22,8 @@ static const struct backend_ops *const  all[] = {
 
 /* how many descriptors each filled in the last turn of the loop */
 static int  filled[N_BACKENDS];
+/* replicas that went wrong, by backend and enum backend_error */
+static unsigned long long  errors[N_BACKENDS][BE_NKINDS];
 
 const struct backend_ops  *backend = &backend_local;
 
@@ -157,4 +159,43 @@ backends_gc(void)
     for (i = 0; i < N_BACKENDS; i++) {
         all[i]->gc();
     }
+}
+
+
+const char *
+backend_error_name(int kind)
+{
+    static const char *const  names[BE_NKINDS] = {
+        "start", "setup", "exit", "evict"
+    };
+
+    return kind >= 0 && kind < BE_NKINDS ? names[kind] : "unknown";
+}
+
+
+void
+backend_count_error(const struct backend_ops *b, int kind)
+{
+    size_t  i;
+
+    if (b == NULL || kind < 0 || kind >= BE_NKINDS) {
+        return;
+    }
+    for (i = 0; i < N_BACKENDS; i++) {
+        if (all[i] == b) {
+            errors[i][kind]++;
+            return;
+        }
+    }
+}
+
+
+const char *
+backends_errors(size_t i, const unsigned long long **counts)
+{
+    if (i >= N_BACKENDS) {
+        return NULL;
+    }
+    *counts = errors[i];
+    return all[i]->name;
 }

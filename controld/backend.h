@@ -127,6 +127,20 @@ int backends_offers(const ds_spec_t *sp, const char *name, int replicas,
 /* by name, for documents; NULL when unknown */
 const struct backend_ops *backend_find(const char *name);
 
+/* what went wrong with replicas, by backend, for the metrics */
+enum backend_error {
+    BE_START = 0,       /* start() refused it */
+    BE_SETUP,           /* its setup failed (archive, image, env) */
+    BE_EXIT,            /* it exited or was killed on its own */
+    BE_EVICT,           /* its host went away */
+    BE_NKINDS
+};
+const char *backend_error_name(int kind);
+void backend_count_error(const struct backend_ops *b, int kind);
+/* the i-th backend's name and its counts (BE_NKINDS); NULL past the
+ * last */
+const char *backends_errors(size_t i, const unsigned long long **counts);
+
 /* every backend at once, for the main loop */
 int backends_init(const struct backend_events *ev, char *err, size_t n);
 int backends_fill(struct pollfd *pfd, int max);

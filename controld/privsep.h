@@ -57,6 +57,7 @@ struct ps_auth_result {
 /* what the API process asks of the parent, one per endpoint */
 enum ps_op {
     PS_OP_HEALTH = 1,
+    PS_OP_METRICS,
     PS_OP_PLAN,
     PS_OP_APPLY,
     PS_OP_RUNS,

@@ -229,6 +229,7 @@ probe_done(struct probe *p, int ok, const char *why)
         snprintf(rep->probe_error, sizeof(rep->probe_error), "%s", msg);
 
         if (!replica_ready(rep)) {
+            rep->run->counters.probe_failures++;
             rep->probe_delay_ms = rep->probe_delay_ms
                                   ? rep->probe_delay_ms * 2
                                   : PROBE_RETRY_MIN_MS;
@@ -242,6 +243,7 @@ probe_done(struct probe *p, int ok, const char *why)
             return;
         }
 
+        rep->run->counters.probe_failures_ready++;
         rep->probe_fails++;
         rep->probe_at[idx < 0 ? 0 : idx] = now + interval_ms;
         if (rep->probe_fails >= PROBE_FAILS_UNREADY) {

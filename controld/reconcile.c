@@ -410,6 +410,7 @@ replica_failed(struct replica *rep, const char *why)
     int64_t      backoff;
 
     rep->failures++;
+    r->counters.failures++;
     backoff = 1000LL << (rep->failures > 7 ? 6 : rep->failures - 1);
     if (backoff > BACKOFF_MAX_MS) {
         backoff = BACKOFF_MAX_MS;
@@ -466,6 +467,8 @@ replica_exited(struct replica *rep, int status)
     }
 
     exit_text(status, ex, sizeof(ex));
+    backend_count_error(rep->backend, rep->setup_failed ? BE_SETUP
+                                                        : BE_EXIT);
     if (rep->setup_failed) {
         /* the setup said why */
         snprintf(why, sizeof(why), "%s", rep->message);
@@ -511,6 +514,7 @@ replica_probe_result(struct replica *rep, int ok, const char *why)
 
     if (!ok) {
         if (rep->state == RS_READY) {
+            r->counters.unrouted++;
             replica_set_state(rep, RS_RUNNING);
             replica_set_message(rep, why ? why : "probe failed");
             log_warnx("run \"%s\": replica %d v%d out of routing: %s",
@@ -568,6 +572,7 @@ replica_evict(struct replica *rep, const char *why)
 {
     log_info("run \"%s\": replica %d v%d leaves its host: %s",
              rep->run->name, rep->num, rep->version, why);
+    backend_count_error(rep->backend, BE_EVICT);
     replica_stop(rep, 0);
     replica_set_message(rep, why);
     run_touch(rep->run);
@@ -811,6 +816,10 @@ replica_start(struct replica *rep, int64_t now)
 
     rc = rep->backend->start(rep);
     if (rc == BACKEND_STARTED) {
+        r->counters.starts++;
+        if (rep->state == RS_BACKOFF) {
+            r->counters.restarts++;     /* as rep->restarts above */
+        }
         rep->active = 1;
         rep->started_at = time(NULL);
         replica_set_state(rep, RS_PROVISIONING);
@@ -823,6 +832,7 @@ replica_start(struct replica *rep, int64_t now)
         r->dirty = 1;
         return;
     }
+    backend_count_error(rep->backend, BE_START);
     replica_failed(rep, rep->message[0] ? rep->message : "cannot start");
 }
 

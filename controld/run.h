@@ -78,8 +78,19 @@ struct probe;
 /* the autoscaler's view of a run (autoscale.c) */
 #define AUTOSCALE_PEAKS         300     /* seconds of in-flight peaks */
 
+/* why the autoscaler changed a run's desired replicas (its metrics) */
+enum scale_reason {
+    SCALE_RPS = 0,      /* requests per second over the window */
+    SCALE_INFLIGHT,     /* in-flight requests (their peak) */
+    SCALE_MIN,          /* the metric asked for fewer: replicas.min */
+    SCALE_MAX,          /* the metric asked for more: replicas.max */
+    SCALE_HELD,         /* a request waits for a run scaled to zero */
+    SCALE_NREASONS
+};
+
 struct autoscale {
     int             want;               /* clamped, before the delays */
+    int             why;                /* enum scale_reason of want */
     double          value;              /* rps, or in-flight requests */
     char            reason[192];        /* "rps 12.3 over 30s / ..." */
     int             logged_want;        /* what was logged last: */
@@ -160,6 +171,18 @@ struct replica {
 
 TAILQ_HEAD(replica_list, replica);
 
+/* what happened to a run since controld started, for its metrics
+ * (metrics.c); counted where it happens */
+struct run_counters {
+    unsigned long long  probe_failures;         /* replica not ready */
+    unsigned long long  probe_failures_ready;   /* replica ready */
+    unsigned long long  unrouted;       /* ready ones out, by probes */
+    unsigned long long  starts;         /* accepted by a backend */
+    unsigned long long  restarts;       /* of those, after a failure */
+    unsigned long long  failures;       /* replicas that failed */
+    unsigned long long  scaled[2][SCALE_NREASONS];  /* [0] down, [1] up */
+};
+
 struct run {
     TAILQ_ENTRY(run) entry;
     char            name[DS_NAME_MAX + 1];
@@ -186,6 +209,7 @@ struct run {
 
     int64_t         last_scaled_ms;
     struct autoscale scaling;           /* autoscale.c */
+    struct run_counters counters;       /* metrics.c */
     time_t          failing_since;      /* no replica ready since */
     int             rollout_failed;     /* the version whose rollout gave
                                            up (the older one serves) */

@@ -84,6 +84,9 @@ static char                  acme_dir[1024];
 static char                  hook_path[1100];
 static int                   account_ready;
 static int64_t               next_scan_ms;
+/* for the metrics: the local certificate's end, failed ACME runs */
+static uint64_t              local_not_after;
+static unsigned long long    acme_failures;
 
 
 static void
@@ -449,6 +452,7 @@ local_publish(void)
         ds_txn_abort(txn);
     }
 
+    local_not_after = cert_not_after(x);
     rc = 0;
     if (!same) {
         rc = put_cert(wild, DS_CERT_LOCAL, cert_not_after(x), c, clen, k,
@@ -780,6 +784,7 @@ tls_child_exited(pid_t pid, int status)
         }
         acme_failure(h, code, why, sizeof(why));
         fmt(h->error, sizeof(h->error), "ACME account: %s", why);
+        acme_failures++;
 
     } else if (code == 0 || code == 1) {
         /* 1: "not reissued, still current": take what is there */
@@ -794,10 +799,12 @@ tls_child_exited(pid_t pid, int status)
             h->renewing = 0;
             return 1;
         }
+        acme_failures++;
 
     } else {
         acme_failure(h, code, why, sizeof(why));
         fmt(h->error, sizeof(h->error), "%s", why);
+        acme_failures++;
     }
 
     h->backoff_ms = h->backoff_ms == 0 ? conf->tls.retry_ms
@@ -1020,4 +1027,25 @@ tls_stop(void)
         TAILQ_REMOVE(&hosts, h, entry);
         free(h);
     }
+}
+
+
+/* the certificates for the metrics: the local one, then ACME's */
+unsigned long long
+tls_metrics(tls_cert_fn fn, void *arg)
+{
+    struct tls_host  *h;
+    char              wild[300];
+
+    if (local_not_after != 0
+        && fmt(wild, sizeof(wild), "*.%s", conf->domain) == 0)
+    {
+        fn(wild, "local", local_not_after, arg);
+    }
+    TAILQ_FOREACH(h, &hosts, entry) {
+        if (h->not_after != 0) {
+            fn(h->host, "acme", h->not_after, arg);
+        }
+    }
+    return acme_failures;
 }

@@ -27,4 +27,11 @@ struct tls_status {
 /* the certificate of run `name`; 0, or -1 when it has none (no ACME) */
 int tls_run_status(const char *name, struct tls_status *st);
 
+/* each certificate's name ("*.<domain>", "<run>.<domain>"), where it
+ * came from ("local" or "acme") and its end (unix time); the number of
+ * ACME runs that failed since the start */
+typedef void (*tls_cert_fn)(const char *name, const char *source,
+    uint64_t not_after, void *arg);
+unsigned long long tls_metrics(tls_cert_fn fn, void *arg);
+
 #endif /* CONTROLD_TLS_H */

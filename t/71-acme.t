@@ -191,5 +191,15 @@ my $ps = `DSTACK_CONFIG=@{[ $s->client_config ]} HOME=$dir $DsTest::BUILD/dstack
 like($ps, qr/^\s*elsewhere\s.*\(certificate: .*127\.0\.0\.2/mi,
     'dstackctl ps shows the cause') or diag $ps;
 
+# controld's metrics (t/38 has the rest): the failure is counted, the
+# certificate's end is there by name
+my $m = $s->api('GET', '/api/metrics');
+like($m->{body} // '', qr/^dstack_controld_acme_failures_total [1-9]\d*$/m,
+    'GET /api/metrics counts the ACME failure');
+my ($na) = ($m->{body} // '') =~ /^dstack_controld_certificate_expiry_timestamp_seconds\{name="secure\.test\.local",source="acme"\} (\d+)$/m;
+ok($na && abs($na - time) < 120,
+    '... and has the end of secure\'s 40 s certificate')
+    or diag $m->{body};
+
 $s->finish;
 $t->done;
