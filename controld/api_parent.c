@@ -355,8 +355,8 @@ static void
 api_parent_secret(uint32_t id, const struct ps_request *rq,
     const char *text, const char *who)
 {
-    cJSON     *body = NULL, *answer = NULL;
-    char       err[1024];
+    cJSON     *body = NULL, *answer = NULL, *value;
+    char       err[1024], *text_out;
     int        rc, created = 0;
 
     err[0] = '\0';
@@ -379,7 +379,24 @@ api_parent_secret(uint32_t id, const struct ps_request *rq,
         api_parent_answer(id, (unsigned) rc, 1, err);
         return;
     }
-    api_parent_json(id, created ? 201 : 200, answer);
+    if (rq->op != PS_OP_SECRET_GET) {
+        api_parent_json(id, created ? 201 : 200, answer);
+        return;
+    }
+    /* the value's copies here are wiped once queued */
+    text_out = cJSON_PrintUnformatted(answer);
+    value = cJSON_GetObjectItem(answer, "value");
+    if (cJSON_IsString(value)) {
+        explicit_bzero(value->valuestring, strlen(value->valuestring));
+    }
+    cJSON_Delete(answer);
+    if (text_out == NULL) {
+        api_parent_answer(id, 500, 1, "out of memory");
+        return;
+    }
+    api_parent_answer(id, 200, 0, text_out);
+    explicit_bzero(text_out, strlen(text_out));
+    free(text_out);
 }
 
 
