@@ -270,6 +270,9 @@ sub nowhere {
         $places{"replica $p\'s command line"} =
             DsTest::_slurp("/proc/$p/cmdline") // '';
     }
+    # and every other process of this machine
+    $places{'any command line'} = join "\0",
+        map { DsTest::_slurp($_) // '' } glob '/proc/[0-9]*/cmdline';
     for my $place (sort keys %places) {
         my $text = $places{$place} // '';
         ok(index($text, $v1) < 0 && index($text, $v2) < 0
