@@ -762,25 +762,54 @@ sec_begin(ds_txn_t **txn, char *err, size_t n)
 }
 
 
+static int
+sec_check_env(ds_txn_t *txn, const ds_spec_env_t *env, size_t n_env,
+    char *err, size_t n)
+{
+    char    what[DS_SECRET_NAME_MAX + 64];
+    size_t  i;
+
+    for (i = 0; i < n_env; i++) {
+        if (env[i].value == NULL) {
+            continue;
+        }
+        snprintf(what, sizeof(what), "spec.env.%s", env[i].name);
+        if (sec_walk(txn, what, env[i].value, 1, NULL, err, n) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+
 int
-secrets_check_spec(const ds_spec_t *sp, char *err, size_t n)
+secrets_check_env(const ds_spec_env_t *env, size_t n_env, char *err,
+    size_t n)
 {
     ds_txn_t  *txn;
-    char       what[DS_SECRET_NAME_MAX + 64];
-    size_t     i;
-    int        rc = 0;
+    int        rc;
 
     err[0] = '\0';
     if (sec_begin(&txn, err, n) != 0) {
         return 500;
     }
-    for (i = 0; rc == 0 && i < sp->n_env; i++) {
-        if (sp->env[i].value == NULL) {
-            continue;
-        }
-        snprintf(what, sizeof(what), "spec.env.%s", sp->env[i].name);
-        rc = sec_walk(txn, what, sp->env[i].value, 1, NULL, err, n);
+    rc = sec_check_env(txn, env, n_env, err, n);
+    ds_txn_abort(txn);
+    return rc == 0 ? 0 : 400;
+}
+
+
+int
+secrets_check_spec(const ds_spec_t *sp, char *err, size_t n)
+{
+    ds_txn_t  *txn;
+    int        rc;
+
+    err[0] = '\0';
+    if (sec_begin(&txn, err, n) != 0) {
+        return 500;
     }
+    rc = sec_check_env(txn, sp->env, sp->n_env, err, n);
     if (rc == 0 && sp->registry_auth.username != NULL) {
         rc = sec_walk(txn, "spec.registry_auth.username",
                       sp->registry_auth.username, 1, NULL, err, n);

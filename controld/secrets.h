@@ -35,6 +35,9 @@ int secrets_list(cJSON **answer, char *err, size_t n);
  * (dstackctl secret set HF_TOKEN ...)".
  */
 int secrets_check_spec(const ds_spec_t *sp, char *err, size_t n);
+/* the same for an env alone (a fleet's) */
+int secrets_check_env(const ds_spec_env_t *env, size_t n_env, char *err,
+    size_t n);
 
 /*
  * s with its references replaced by the values: a new string in *out

@@ -33,21 +33,35 @@ for ([ FLEET_TOKEN => $v1 ], [ SVC_TOKEN => $v2 ]) {
     is($r->{status}, 201, "secret $_->[0] set") or diag $r->{body};
 }
 
-my $yaml = $h->fleet_yaml(name => 'sfl', hosts => [0],
-    extra => "env:\n  - FT=\${{ secrets.FLEET_TOKEN }}\n");
 my $dir = tempdir('sfleet-t-XXXXXX', TMPDIR => 1, CLEANUP => 1);
-DsTest::_write("$dir/fleet.dstack.yml", $yaml);
-my $pid = open(my $fh, '-|') // die "fork: $!";
-if (!$pid) {
-    open STDERR, '>&', \*STDOUT;
-    $ENV{DSTACK_CONFIG} = $s->client_config;
-    $ENV{HOME} = $dir;
-    exec("$DsTest::BUILD/dstackctl", 'apply', '-f', "$dir/fleet.dstack.yml",
-        '-y') or POSIX::_exit(127);
+
+# dstackctl apply -f of a fleet file: (exit status, output)
+sub fleet_apply {
+    my $yaml = shift;
+    DsTest::_write("$dir/fleet.dstack.yml", $yaml);
+    my $pid = open(my $fh, '-|') // die "fork: $!";
+    if (!$pid) {
+        open STDERR, '>&', \*STDOUT;
+        $ENV{DSTACK_CONFIG} = $s->client_config;
+        $ENV{HOME} = $dir;
+        exec("$DsTest::BUILD/dstackctl", 'apply', '-f',
+            "$dir/fleet.dstack.yml", '-y') or POSIX::_exit(127);
+    }
+    my $out = do { local $/; <$fh> } // '';
+    close $fh;
+    return ($? >> 8, $out);
 }
-my $out = do { local $/; <$fh> } // '';
-close $fh;
-is($? >> 8, 0, 'the fleet with a secret in its env applied') or diag $out;
+
+my ($rc, $out) = fleet_apply($h->fleet_yaml(name => 'sfl', hosts => [0],
+    extra => "env:\n  - FT=\${{ secrets.NOPE }}\n"));
+is($rc, 1, 'a fleet whose env names no secret: refused');
+like($out, qr/spec\.env\.FT: secret "NOPE" does not exist/, 'saying which')
+    or diag $out;
+is($s->api('GET', '/api/fleets/sfl')->{status}, 404, 'and no fleet made');
+
+($rc, $out) = fleet_apply($h->fleet_yaml(name => 'sfl', hosts => [0],
+    extra => "env:\n  - FT=\${{ secrets.FLEET_TOKEN }}\n"));
+is($rc, 0, 'the fleet with a secret in its env applied') or diag $out;
 
 my $r = $s->apply({
     type => 'service',
