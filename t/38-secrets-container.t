@@ -68,7 +68,7 @@ ok(index($view, $v1) < 0 && index($view, $v2) < 0,
 ok(index(DsTest::_slurp($t->state . '/data.mdb'), $v1) < 0,
     'data.mdb holds no value in clear');
 
-# ---- deleted meanwhile --------------------------------------------------------------
+# ---- deleted meanwhile ------------------------------------------------------
 
 $r = $s->api('POST', '/api/secrets/delete', json => { name => 'API_KEY' });
 is($r->{status}, 200, 'delete: 200');
