@@ -46,6 +46,7 @@ int cmd_stop(int argc, char **argv);
 int cmd_logs(int argc, char **argv);
 int cmd_offer(int argc, char **argv);
 int cmd_token(int argc, char **argv);
+int cmd_secret(int argc, char **argv);
 int cmd_fleet(int argc, char **argv);
 int cmd_ignore_check(int argc, char **argv);
 int cmd_pack(int argc, char **argv);

@@ -83,6 +83,11 @@
  * "registry_auth" holds the registry password in clear: it travels to
  * the daemon and on to the container engine, and must never be logged,
  * printed or put in an error message (ds_spec_t.registry_auth too).
+ *
+ * "env" values and registry_auth's username and password may name
+ * secrets, "${{ secrets.NAME }}" (ds_secret.h): the validator checks the
+ * references' form, the normalized spec keeps them as written, and
+ * controld puts the values in when a replica starts.
  */
 
 #ifndef DS_SPEC_H

@@ -5,9 +5,11 @@
 
 #include <ctype.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ds_secret.h"
 #include "ds_spec_impl.h"
 
 
@@ -219,6 +221,42 @@ ds_v_env_name(const char *s)
 }
 
 
+/*
+ * The "${{ secrets.X }}" references of a value are well formed; the
+ * message names the field (what: "env.HF_TOKEN"), never the value.
+ */
+static int
+ds_v_refs(ds_vctx_t *c, const cJSON *at, const char *what, const char *push,
+    const char *s)
+{
+    char    msg[200];
+    size_t  old;
+    int     rc;
+
+    if (ds_secret_refs(s, NULL, NULL, msg, sizeof(msg)) == 0) {
+        return DS_OK;
+    }
+    if (c->doc != NULL) {
+        return ds_v_fail(c, at, 0, "%s: %s", what, msg);
+    }
+    old = push != NULL ? ds_v_push(c, push) : c->plen;
+    rc = ds_v_fail(c, at, 0, "%s", msg);
+    ds_v_pop(c, old);
+    return rc;
+}
+
+
+static int
+ds_v_env_refs(ds_vctx_t *c, const cJSON *at, const char *name,
+    const char *s)
+{
+    char  what[DS_SPEC_PATH_MAX];
+
+    snprintf(what, sizeof(what), "env.%s", name);
+    return ds_v_refs(c, at, what, name, s);
+}
+
+
 /* ["K=V", "K"] or {K: V, K: null} -> {K: "V", K: null} */
 int
 ds_v_f_env(ds_vctx_t *c, const cJSON *in, cJSON **out)
@@ -282,6 +320,13 @@ ds_v_f_env(ds_vctx_t *c, const cJSON *in, cJSON **out)
             }
             ds_v_pop(c, old);
 
+            if (s[n] == '='
+                && ds_v_env_refs(c, it, name, s + n + 1) != DS_OK)
+            {
+                free(name);
+                return DS_EINVAL;
+            }
+
             v = s[n] == '=' ? cJSON_CreateString(s + n + 1)
                             : cJSON_CreateNull();
 
@@ -307,6 +352,9 @@ ds_v_f_env(ds_vctx_t *c, const cJSON *in, cJSON **out)
             v = cJSON_CreateNull();
 
         } else if (ds_v_text(c, it, &s, buf, sizeof(buf)) == 0) {
+            if (ds_v_env_refs(c, it, it->string, s) != DS_OK) {
+                return DS_EINVAL;
+            }
             v = cJSON_CreateString(s);
 
         } else {
@@ -392,6 +440,13 @@ ds_v_f_credential(ds_vctx_t *c, const cJSON *in, cJSON **out)
     if (cJSON_IsNumber(in) || cJSON_IsBool(in)) {
         return ds_v_fail(c, in, 0, "expected a string, got %s (quote it)",
                          ds_tname(in));
+    }
+
+    if (cJSON_IsString(in)
+        && ds_v_refs(c, in, "registry_auth", NULL, in->valuestring)
+           != DS_OK)
+    {
+        return DS_EINVAL;
     }
 
     return ds_v_f_str(c, in, out);

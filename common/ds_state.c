@@ -31,12 +31,12 @@
 /* what a key of each database names, for messages */
 static const char  *ds_db_subjects[DS_DB_COUNT] = {
     "meta key", "service", "replica set of", "token", "model", "setting",
-    "run", "certificate for", "fleet"
+    "run", "certificate for", "fleet", "secret"
 };
 
 const char  *ds_db_names[DS_DB_COUNT] = {
     "meta", "services", "replicas", "tokens", "models", "settings", "runs",
-    "certs", "fleets"
+    "certs", "fleets", "secrets"
 };
 
 
@@ -374,8 +374,10 @@ ds_state_init_reader(ds_state_t *st, ds_err_t *err)
             st->no_certs = 1;       /* the writer adds it at its start */
             continue;
         }
-        if (rc == MDB_NOTFOUND && i == DS_DB_FLEETS) {
-            continue;               /* only controld reads it */
+        if (rc == MDB_NOTFOUND
+            && (i == DS_DB_FLEETS || i == DS_DB_SECRETS))
+        {
+            continue;               /* only controld reads them */
         }
 
         if (rc == MDB_NOTFOUND) {

@@ -17,6 +17,8 @@
  *   certs     host name -> certificate + key (binary, TLS handshakes)
  *   settings  key -> value                    (opaque bytes, control plane)
  *   runs      run name -> run document        (JSON, control plane only)
+ *   fleets    fleet name -> fleet document    (JSON, controld only)
+ *   secrets   secret name -> encrypted value  (binary, controld only)
  *
  * Hot-path records are little-endian binary with a 4-byte magic and a
  * 2-byte version first; a decoder rejects what it does not know rather
@@ -376,6 +378,16 @@ int ds_put_fleet(ds_txn_t *txn, const char *name, size_t len,
     const char *doc, size_t doc_len, ds_err_t *err);
 int ds_del_fleet(ds_txn_t *txn, const char *name, size_t len, ds_err_t *err);
 int ds_foreach_fleet(ds_txn_t *txn, ds_kv_cb cb, void *arg, ds_err_t *err);
+/* secrets (controld's only): name -> a record controld encrypted
+ * (controld/secrets.c); names up to 200 bytes */
+#define DS_SECRET_KEY_MAX       200
+int ds_get_secret(ds_txn_t *txn, const char *name, size_t len,
+    ds_str_t *rec, ds_err_t *err);
+int ds_put_secret(ds_txn_t *txn, const char *name, size_t len,
+    const void *rec, size_t rec_len, ds_err_t *err);
+int ds_del_secret(ds_txn_t *txn, const char *name, size_t len,
+    ds_err_t *err);
+int ds_foreach_secret(ds_txn_t *txn, ds_kv_cb cb, void *arg, ds_err_t *err);
 
 
 /* ---- tokens: hashing and comparing ------------------------------------- */

@@ -37,6 +37,7 @@ enum {
     DS_DB_RUNS,
     DS_DB_CERTS,
     DS_DB_FLEETS,                       /* controld's only */
+    DS_DB_SECRETS,                      /* controld's only, encrypted */
     DS_DB_COUNT
 };
 

@@ -383,6 +383,17 @@ ds_foreach_fleet(ds_txn_t *txn, ds_kv_cb cb, void *arg, ds_err_t *err)
 
 
 int
+ds_foreach_secret(ds_txn_t *txn, ds_kv_cb cb, void *arg, ds_err_t *err)
+{
+    ds_each_ctx_t  ec;
+
+    ec.cb.kv = cb;
+    ec.arg = arg;
+    return ds_each(txn, DS_DB_SECRETS, ds_each_kv, &ec, err);
+}
+
+
+int
 ds_get_cert(ds_txn_t *txn, const char *host, size_t len, ds_cert_t *c,
     ds_err_t *err)
 {

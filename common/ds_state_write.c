@@ -1062,3 +1062,55 @@ ds_del_fleet(ds_txn_t *txn, const char *name, size_t len, ds_err_t *err)
 {
     return ds_del_doc(txn, DS_DB_FLEETS, "delete a fleet", name, len, err);
 }
+
+
+int
+ds_get_secret(ds_txn_t *txn, const char *name, size_t len, ds_str_t *rec,
+    ds_err_t *err)
+{
+    int      rc;
+    MDB_val  v;
+
+    if (!ds_name_key_ok(DS_DB_SECRETS, name, len, DS_SECRET_KEY_MAX, err)) {
+        return DS_NOTFOUND;
+    }
+
+    rc = ds_raw_get(txn, DS_DB_SECRETS, name, len, &v, err);
+    if (rc == DS_OK) {
+        rec->data = v.mv_data;
+        rec->len = (uint32_t) v.mv_size;
+    }
+
+    return rc;
+}
+
+
+int
+ds_put_secret(ds_txn_t *txn, const char *name, size_t len, const void *rec,
+    size_t rec_len, ds_err_t *err)
+{
+    if (!ds_need_write(txn, "store a secret", err)) {
+        return DS_EINVAL;
+    }
+
+    if (!ds_name_key_ok(DS_DB_SECRETS, name, len, DS_SECRET_KEY_MAX, err)) {
+        return DS_EINVAL;
+    }
+
+    return ds_raw_put(txn, DS_DB_SECRETS, name, len, rec, rec_len, err);
+}
+
+
+int
+ds_del_secret(ds_txn_t *txn, const char *name, size_t len, ds_err_t *err)
+{
+    if (!ds_need_write(txn, "delete a secret", err)) {
+        return DS_EINVAL;
+    }
+
+    if (!ds_name_key_ok(DS_DB_SECRETS, name, len, DS_SECRET_KEY_MAX, err)) {
+        return DS_NOTFOUND;
+    }
+
+    return ds_raw_del(txn, DS_DB_SECRETS, name, len, err);
+}

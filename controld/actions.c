@@ -17,6 +17,7 @@
 #include "reconcile.h"
 #include "run.h"
 #include "rundoc.h"
+#include "secrets.h"
 #include "spec.h"
 #include "store.h"
 #include "util.h"
@@ -108,6 +109,12 @@ apply_prepare(const cJSON *req, struct apply_req *a, ds_spec_t *sp,
     }
     if (spec_load(a->spec, sp, err, n) != 0) {
         return 400;
+    }
+    /* a reference to no secret is refused now, not at the replica */
+    rc = secrets_check_spec(sp, err, n);
+    if (rc != 0) {
+        ds_spec_free(sp);
+        return rc;
     }
 
     *name = a->name ? a->name : sp->name;

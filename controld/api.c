@@ -954,6 +954,9 @@ api_dispatch(struct MHD_Connection *c, struct api_req *q, const char *method)
     case R_FLEET_PLAN:
     case R_FLEET_APPLY:
     case R_FLEET_DELETE:
+    case R_SECRET_SET:
+    case R_SECRET_GET:
+    case R_SECRET_DELETE:
         if (q->route == R_TOKENS && strcmp(method, "GET") == 0) {
             rq.op = PS_OP_TOKENS;
             break;
@@ -975,6 +978,9 @@ api_dispatch(struct MHD_Connection *c, struct api_req *q, const char *method)
                 : q->route == R_FLEET_PLAN ? PS_OP_FLEET_PLAN
                 : q->route == R_FLEET_APPLY ? PS_OP_FLEET_APPLY
                 : q->route == R_FLEET_DELETE ? PS_OP_FLEET_DELETE
+                : q->route == R_SECRET_SET ? PS_OP_SECRET_SET
+                : q->route == R_SECRET_GET ? PS_OP_SECRET_GET
+                : q->route == R_SECRET_DELETE ? PS_OP_SECRET_DELETE
                 : PS_OP_TOKEN_CREATE;
         break;
 
@@ -1005,6 +1011,10 @@ api_dispatch(struct MHD_Connection *c, struct api_req *q, const char *method)
 
     case R_TOKEN:
         rq.op = PS_OP_TOKEN_REVOKE;
+        break;
+
+    case R_SECRETS:
+        rq.op = PS_OP_SECRETS;
         break;
 
     default:

@@ -46,6 +46,7 @@
 #include "metrics.h"
 #include "privsep.h"
 #include "run.h"
+#include "secrets.h"
 #include "tokens.h"
 #include "util.h"
 #include "views.h"
@@ -348,6 +349,58 @@ api_parent_auth(const struct ps_msg *m)
 }
 
 
+/* the secrets' endpoints: the body holds a value (set) or asks for one
+ * (get); neither is logged, and the answer of get goes to the API
+ * process only */
+static void
+api_parent_secret(uint32_t id, const struct ps_request *rq,
+    const char *text, const char *who)
+{
+    cJSON     *body = NULL, *answer = NULL, *value;
+    char       err[1024], *text_out;
+    int        rc, created = 0;
+
+    err[0] = '\0';
+    if (rq->op == PS_OP_SECRETS) {
+        rc = secrets_list(&answer, err, sizeof(err));
+    } else {
+        body = api_parent_body(text, err, sizeof(err));
+        if (body == NULL) {
+            api_parent_answer(id, 400, 1, err);
+            return;
+        }
+        rc = rq->op == PS_OP_SECRET_SET
+             ? secrets_set(body, who, &answer, &created, err, sizeof(err))
+             : rq->op == PS_OP_SECRET_GET
+             ? secrets_get(body, &answer, err, sizeof(err))
+             : secrets_delete(body, who, &answer, err, sizeof(err));
+        cJSON_Delete(body);
+    }
+    if (rc != 0) {
+        api_parent_answer(id, (unsigned) rc, 1, err);
+        return;
+    }
+    if (rq->op != PS_OP_SECRET_GET) {
+        api_parent_json(id, created ? 201 : 200, answer);
+        return;
+    }
+    /* the value's copies here are wiped once queued */
+    text_out = cJSON_PrintUnformatted(answer);
+    value = cJSON_GetObjectItem(answer, "value");
+    if (cJSON_IsString(value)) {
+        explicit_bzero(value->valuestring, strlen(value->valuestring));
+    }
+    cJSON_Delete(answer);
+    if (text_out == NULL) {
+        api_parent_answer(id, 500, 1, "out of memory");
+        return;
+    }
+    api_parent_answer(id, 200, 0, text_out);
+    explicit_bzero(text_out, strlen(text_out));
+    free(text_out);
+}
+
+
 static int
 api_parent_request(const struct ps_msg *m)
 {
@@ -550,6 +603,13 @@ api_parent_request(const struct ps_msg *m)
             return 0;
         }
         api_parent_json(id, 201, answer);
+        return 0;
+
+    case PS_OP_SECRETS:
+    case PS_OP_SECRET_SET:
+    case PS_OP_SECRET_GET:
+    case PS_OP_SECRET_DELETE:
+        api_parent_secret(id, &rq, text, who);
         return 0;
 
     case PS_OP_TOKEN_REVOKE:

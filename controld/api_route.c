@@ -127,6 +127,24 @@ api_route(const char *url, char *param, size_t n, const char **allow)
         return R_NONE;
     }
 
+    /* names in bodies, as dstack's API: a secret's name is no path */
+    if (strcmp(p, "secrets") == 0 || strcmp(p, "secrets/") == 0) {
+        *allow = "GET";
+        return R_SECRETS;
+    }
+    if (strcmp(p, "secrets/set") == 0) {
+        *allow = "POST";
+        return R_SECRET_SET;
+    }
+    if (strcmp(p, "secrets/get") == 0) {
+        *allow = "POST";
+        return R_SECRET_GET;
+    }
+    if (strcmp(p, "secrets/delete") == 0) {
+        *allow = "POST";
+        return R_SECRET_DELETE;
+    }
+
     if (strcmp(p, "tokens") == 0) {
         *allow = "GET, POST";
         return R_TOKENS;
@@ -164,5 +182,7 @@ api_has_body(int route)
 {
     return route == R_PLAN || route == R_APPLY || route == R_STOP
            || route == R_TOKENS || route == R_CODE || route == R_FLEET_PLAN
-           || route == R_FLEET_APPLY || route == R_FLEET_DELETE;
+           || route == R_FLEET_APPLY || route == R_FLEET_DELETE
+           || route == R_SECRET_SET || route == R_SECRET_GET
+           || route == R_SECRET_DELETE;
 }

@@ -25,7 +25,11 @@ enum api_route {
     R_FLEET_APPLY,
     R_FLEET,
     R_FLEET_DELETE,
-    R_BADNAME       /* /api/runs/<not a run name>...: 400, not 404 */
+    R_BADNAME,      /* /api/runs/<not a run name>...: 400, not 404 */
+    R_SECRETS,
+    R_SECRET_SET,
+    R_SECRET_GET,
+    R_SECRET_DELETE
 };
 
 /*

@@ -44,6 +44,7 @@
 #include "log.h"
 #include "offers.h"
 #include "run.h"
+#include "secrets.h"
 #include "spec.h"
 #include "util.h"
 
@@ -462,18 +463,22 @@ ct_workdir(const ds_spec_t *sp)
 }
 
 
+/* values: the spec's env values with their secrets (secrets_env) */
 static void
-ct_env(const struct replica *rep, cJSON *env)
+ct_env(const struct replica *rep, char *const *values, cJSON *env)
 {
     const ds_spec_t  *sp = &rep->run->spec;
-    char              kv[8192], gpus[128];
-    size_t            i, off = 0;
+    char              kv[8192], gpus[128], *p;
+    size_t            i, off = 0, len;
     int               g;
 
     for (i = 0; i < sp->n_env; i++) {
-        fmt(kv, sizeof(kv), "%s=%s", sp->env[i].name,
-            sp->env[i].value ? sp->env[i].value : "");
-        cJSON_AddItemToArray(env, cJSON_CreateString(kv));
+        len = strlen(sp->env[i].name) + strlen(values[i]) + 2;
+        p = xcalloc(1, len);
+        snprintf(p, len, "%s=%s", sp->env[i].name, values[i]);
+        cJSON_AddItemToArray(env, cJSON_CreateString(p));
+        explicit_bzero(p, len);
+        free(p);
     }
 #define CT_ENV(k, f, ...)                                                     \
     do {                                                                      \
@@ -593,7 +598,7 @@ ct_volumes_missing(const ds_spec_t *sp)
 
 
 static char *
-ct_create_body(const struct replica *rep)
+ct_create_body(const struct replica *rep, char *const *values)
 {
     const ds_spec_t  *sp = &rep->run->spec;
     cJSON            *o, *hc, *labels, *pb, *b, *ports;
@@ -616,7 +621,7 @@ ct_create_body(const struct replica *rep)
     } else if (sp->entrypoint != NULL) {
         cJSON_AddItemToObject(o, "Entrypoint", ct_words(sp->entrypoint));
     }
-    ct_env(rep, cJSON_AddArrayToObject(o, "Env"));
+    ct_env(rep, values, cJSON_AddArrayToObject(o, "Env"));
     cJSON_AddStringToObject(o, "WorkingDir", ct_workdir(sp));
     if (sp->user != NULL) {
         cJSON_AddStringToObject(o, "User", sp->user);
@@ -734,14 +739,16 @@ ct_on_pull_data(void *arg, const char *data, size_t len)
 }
 
 
-/* X-Registry-Auth: base64url of {"username","password"}; never logged */
+/* X-Registry-Auth: base64url of {"username","password"}, secrets
+ * resolved; never logged.  NULL without registry_auth, or with a
+ * message in why */
 static char *
-ct_registry_auth(const ds_spec_t *sp)
+ct_registry_auth(const ds_spec_t *sp, char *why, size_t wn)
 {
     static const char  b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop"
                                "qrstuvwxyz0123456789-_";
     cJSON                *o;
-    char                 *json, *out;
+    char                 *json, *out, *user, *pass;
     size_t                i, n, o_len = 0;
     const unsigned char  *p;
     unsigned              v;
@@ -749,10 +756,28 @@ ct_registry_auth(const ds_spec_t *sp)
     if (sp->registry_auth.username == NULL) {
         return NULL;
     }
+    if (secrets_expand("registry_auth.username", sp->registry_auth.username,
+                       &user, why, wn) != 0)
+    {
+        return NULL;
+    }
+    if (secrets_expand("registry_auth.password", sp->registry_auth.password,
+                       &pass, why, wn) != 0)
+    {
+        secrets_free(user);
+        return NULL;
+    }
     o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "username", sp->registry_auth.username);
-    cJSON_AddStringToObject(o, "password", sp->registry_auth.password);
+    cJSON_AddStringToObject(o, "username", user);
+    cJSON_AddStringToObject(o, "password", pass);
+    secrets_free(user);
+    secrets_free(pass);
     json = cJSON_PrintUnformatted(o);
+    /* cJSON_Delete does not wipe: the copies go first */
+    explicit_bzero(cJSON_GetObjectItem(o, "username")->valuestring,
+                   strlen(cJSON_GetObjectItem(o, "username")->valuestring));
+    explicit_bzero(cJSON_GetObjectItem(o, "password")->valuestring,
+                   strlen(cJSON_GetObjectItem(o, "password")->valuestring));
     cJSON_Delete(o);
     if (json == NULL) {
         return NULL;
@@ -785,7 +810,7 @@ static void
 ct_pull(struct ct *c)
 {
     const ds_spec_t  *sp = &c->rep->run->spec;
-    char              path[1200], *auth;
+    char              path[1200], why[512], *auth;
 
     c->step = CT_PULL;
     c->pull_error[0] = '\0';
@@ -793,7 +818,12 @@ ct_pull(struct ct *c)
     events->pulling(c->rep, NULL);
     fmt(path, sizeof(path), "/images/create?fromImage=%s",
         engine_escape(sp->image));
-    auth = ct_registry_auth(sp);
+    why[0] = '\0';
+    auth = ct_registry_auth(sp, why, sizeof(why));
+    if (auth == NULL && why[0] != '\0') {
+        ct_fail(c, "%s", why);
+        return;
+    }
     c->req = engine_call_auth_on(c->rep->engine_sock, "POST", path, auth, 0,
                                  ct_on_pull_data,
                               ct_on_answer, c);
@@ -1184,7 +1214,7 @@ static void
 ct_step(struct ct *c)
 {
     struct replica  *rep = c->rep;
-    char             path[1200], name[256], *body;
+    char             path[1200], name[256], why[512], *body, **env;
 
     switch (c->step) {
 
@@ -1197,10 +1227,21 @@ ct_step(struct ct *c)
     case CT_CREATE:
         ct_name(rep, name, sizeof(name));
         fmt(path, sizeof(path), "/containers/create?name=%s", name);
-        body = ct_create_body(rep);
-        log_debug("run \"%s\": replica %d v%d: create %s", rep->run->name,
-                  rep->num, rep->version, body);
+        /* the secrets as they are now; the body holds their values, so
+         * it is not logged and is wiped */
+        if (secrets_env(rep->run->spec.env, rep->run->spec.n_env, &env,
+                        why, sizeof(why)) != 0)
+        {
+            ct_fail(c, "%s", why);
+            return;
+        }
+        body = ct_create_body(rep, env);
+        secrets_env_free(env, rep->run->spec.n_env);
+        log_debug("run \"%s\": replica %d v%d: create %s (%zu bytes)",
+                  rep->run->name, rep->num, rep->version, name,
+                  strlen(body));
         ct_send(c, "POST", path, NULL, body, strlen(body), NULL);
+        explicit_bzero(body, strlen(body));
         free(body);
         return;
 
@@ -1250,7 +1291,7 @@ static int
 container_start(struct replica *rep)
 {
     struct ct  *c;
-    char        dir[4096];
+    char        dir[4096], **env;
 
     if (rep->host[0] == '\0') {
         /* this host's engine; a fleet host's was checked (backend_ssh.c)
@@ -1284,6 +1325,17 @@ container_start(struct replica *rep)
         rep->n_gpus = 0;
         return BACKEND_FAILED;
     }
+    /* a secret it names that is gone fails it now (they are read again
+     * at the pull and the create) */
+    if (secrets_env(rep->run->spec.env, rep->run->spec.n_env, &env,
+                    rep->message, sizeof(rep->message)) != 0)
+    {
+        if (rep->host[0] == '\0') {
+            rep->n_gpus = 0;
+        }
+        return BACKEND_FAILED;
+    }
+    secrets_env_free(env, rep->run->spec.n_env);
     rep->container[0] = '\0';
     rep->addr[0] = '\0';
     rep->pid = 0;

@@ -41,6 +41,7 @@
 #include "netns.h"
 #include "offers.h"
 #include "run.h"
+#include "secrets.h"
 #include "util.h"
 
 
@@ -280,7 +281,7 @@ work_path(const struct replica *rep, char *buf, size_t n)
 /* the replica's process: its namespace, then its commands */
 static void
 start_child(struct replica *rep, int pipe_fd, int log_fd,
-    const char *host_ip, const char *ns_ip)
+    const char *host_ip, const char *ns_ip, char *const *env)
 {
     struct child_args  a;
     char               name[256], netns[512], work[4096];
@@ -297,6 +298,7 @@ start_child(struct replica *rep, int pipe_fd, int log_fd,
     a.netns = rep->net_index >= 0 ? netns : NULL;
     a.work = work_path(rep, work, sizeof(work)) == 0 ? work : NULL;
     a.host_gpus = host.n_gpus > 0;
+    a.env = env;
     child_exec(&a);
 }
 
@@ -371,17 +373,29 @@ local_start(struct replica *rep)
     int             rc, log_fd, p[2];
     pid_t           pid;
     struct setup   *s;
+    char          **env;
+    size_t          n_env = rep->run->spec.n_env;
 
+    /* the secrets it names as they are now: a deleted one fails this
+     * replica (the running ones keep what they had) */
+    if (secrets_env(rep->run->spec.env, n_env, &env, rep->message,
+                    sizeof(rep->message)) != 0)
+    {
+        return BACKEND_FAILED;
+    }
     rc = start_assign(rep, host_ip, ns_ip);
     if (rc != BACKEND_STARTED) {
+        secrets_env_free(env, n_env);
         return rc;
     }
     log_fd = start_log(rep);
     if (log_fd < 0) {
+        secrets_env_free(env, n_env);
         return BACKEND_FAILED;
     }
     if (pipe2(p, O_CLOEXEC) != 0) {
         close(log_fd);
+        secrets_env_free(env, n_env);
         snprintf(rep->message, sizeof(rep->message), "pipe: %s",
                  strerror(errno));
         return BACKEND_FAILED;
@@ -392,16 +406,18 @@ local_start(struct replica *rep)
         close(log_fd);
         close(p[0]);
         close(p[1]);
+        secrets_env_free(env, n_env);
         snprintf(rep->message, sizeof(rep->message), "fork: %s",
                  strerror(errno));
         return BACKEND_FAILED;
     }
     if (pid == 0) {
         close(p[0]);
-        start_child(rep, p[1], log_fd, host_ip, ns_ip);
+        start_child(rep, p[1], log_fd, host_ip, ns_ip, env);
         _exit(127);
     }
 
+    secrets_env_free(env, n_env);
     close(log_fd);
     close(p[1]);
     fcntl(p[0], F_SETFL, O_NONBLOCK);

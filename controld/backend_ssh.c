@@ -49,6 +49,7 @@
 #include "log.h"
 #include "offers.h"
 #include "run.h"
+#include "secrets.h"
 #include "spec.h"
 #include "ssh.h"
 #include "util.h"
@@ -407,9 +408,11 @@ put_env(struct buf *b, const char *k, const char *v)
 }
 
 
-/* environment (the fleet's, the spec's, ours), directory, commands */
+/* environment (the fleet's, the spec's, ours: fenv and senv are the
+ * first two with their secrets), directory, commands */
 static char *
-script(const struct fleet_host *h, const struct replica *rep)
+script(const struct fleet_host *h, const struct replica *rep,
+    char *const *fenv, char *const *senv)
 {
     const ds_spec_t  *sp = &rep->run->spec;
     struct buf        b = { NULL, 0, 0 };
@@ -421,13 +424,10 @@ script(const struct fleet_host *h, const struct replica *rep)
     put(&b, rep->run->name);
     put(&b, "\nexport LANG=C.UTF-8\n");
     for (i = 0; i < h->fleet->spec.n_env; i++) {
-        put_env(&b, h->fleet->spec.env[i].name,
-                h->fleet->spec.env[i].value ? h->fleet->spec.env[i].value
-                                            : "");
+        put_env(&b, h->fleet->spec.env[i].name, fenv[i]);
     }
     for (i = 0; i < sp->n_env; i++) {
-        put_env(&b, sp->env[i].name, sp->env[i].value ? sp->env[i].value
-                                                      : "");
+        put_env(&b, sp->env[i].name, senv[i]);
     }
     put_env(&b, "DSTACK_RUN_NAME", rep->run->name);
     snprintf(v, sizeof(v), "%d", rep->num);
@@ -592,6 +592,7 @@ start_step(struct rx *x)
     struct fleet_host  *h = host_of(rep);
     const char         *hash;
     char                args[128], path[4096], *cmd, *text;
+    char              **fenv, **senv;
     int                 hport;
 
     if (h == NULL || h->status != HOST_UP) {
@@ -621,10 +622,26 @@ start_step(struct rx *x)
         hport = HOST_PORT_BASE + rep->net_index;
         snprintf(args, sizeof(args), "start %s %d %d %u", rep->tag,
                  rep->net_index, hport, (unsigned) rep->run->spec.port);
+        /* the secrets as they are now, on the agent's standard input,
+         * never on a command line */
+        if (secrets_env(h->fleet->spec.env, h->fleet->spec.n_env, &fenv,
+                        rep->message, sizeof(rep->message)) != 0)
+        {
+            return -1;
+        }
+        if (secrets_env(rep->run->spec.env, rep->run->spec.n_env, &senv,
+                        rep->message, sizeof(rep->message)) != 0)
+        {
+            secrets_env_free(fenv, h->fleet->spec.n_env);
+            return -1;
+        }
         cmd = hosts_agent_cmd(h, args);
-        text = script(h, rep);
+        text = script(h, rep, fenv, senv);
+        secrets_env_free(fenv, h->fleet->spec.n_env);
+        secrets_env_free(senv, rep->run->spec.n_env);
         x->cmd = ssh_run(&h->ssh, cmd, text, strlen(text), NULL,
                          START_WAIT_MS, start_answer, x);
+        explicit_bzero(text, strlen(text));
         free(text);
         free(cmd);
     }

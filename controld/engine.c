@@ -36,6 +36,7 @@ struct engine_req {
     size_t              cap;
     int                 too_large;
     char               *sent;           /* a copy of the request body */
+    size_t              sent_len;
     engine_data_fn      on_data;
     engine_done_fn      on_done;
     void               *arg;
@@ -177,6 +178,10 @@ engine_req_free(struct engine_req *q)
     }
     curl_slist_free_all(q->headers);
     free(q->body);
+    if (q->sent != NULL) {
+        /* a container's create holds its secrets */
+        explicit_bzero(q->sent, q->sent_len);
+    }
     free(q->sent);
     free(q->sock);
     free(q);
@@ -238,6 +243,7 @@ engine_easy(struct engine_req *q, const char *method, const char *path,
             return NULL;
         }
         memcpy(q->sent, body, len);
+        q->sent_len = len;
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, q->sent);
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) len);
         fmt(hdr, sizeof(hdr), "Content-Type: %s",

@@ -20,6 +20,7 @@
 #include "hosts.h"
 #include "log.h"
 #include "run.h"
+#include "secrets.h"
 #include "store.h"
 #include "util.h"
 
@@ -627,6 +628,7 @@ req_parse(const cJSON *req, struct fleet_req *q, char *err, size_t n)
 {
     const cJSON  *it;
     ds_err_t      e;
+    int           rc;
 
     memset(q, 0, sizeof(*q));
     if (!cJSON_IsObject(req)) {
@@ -664,6 +666,12 @@ req_parse(const cJSON *req, struct fleet_req *q, char *err, size_t n)
     if (req_keys_check(q, err, n) != 0) {
         ds_fleet_free(&q->fleet);
         return 400;
+    }
+    /* its env is every replica's on its hosts: no secret missing */
+    rc = secrets_check_env(q->fleet.env, q->fleet.n_env, err, n);
+    if (rc != 0) {
+        ds_fleet_free(&q->fleet);
+        return rc;
     }
     if (q->fleet.name != NULL) {
         snprintf(q->nm, sizeof(q->nm), "%s", q->fleet.name);

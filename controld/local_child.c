@@ -308,7 +308,7 @@ child_env(const struct child_args *a, const struct passwd *pw,
         env_add(e, "USER", pw->pw_name);
     }
     for (i = 0; i < sp->n_env; i++) {
-        env_add(e, sp->env[i].name, sp->env[i].value ? sp->env[i].value : "");
+        env_add(e, sp->env[i].name, a->env[i]);
     }
     env_add(e, "DSTACK_RUN_NAME", rep->run->name);
     snprintf(buf, sizeof(buf), "%d", rep->num);

@@ -17,6 +17,8 @@ struct child_args {
                                                NULL: the host network */
     const char                 *work;       /* NULL: the path is too long */
     int                         host_gpus;  /* the host has GPUs */
+    char *const                *env;        /* the spec's env values,
+                                               secrets resolved */
 };
 
 

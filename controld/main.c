@@ -53,6 +53,7 @@
 #include "probes.h"
 #include "reconcile.h"
 #include "rundoc.h"
+#include "secrets.h"
 #include "stats.h"
 #include "store.h"
 #include "tls.h"
@@ -282,6 +283,9 @@ main(int argc, char **argv)
     if (tokens_bootstrap() != 0) {
         return 1;
     }
+    if (secrets_init() != 0) {
+        return 1;
+    }
     if (tls_init() != 0) {
         return 1;
     }
@@ -379,6 +383,7 @@ main(int argc, char **argv)
     tls_stop();
     notify_stop();
     api_parent_stop();
+    secrets_shutdown();
     store_close();
     return 0;
 }

@@ -259,6 +259,30 @@ store_del_fleet(struct store_txn *t, const char *name)
 
 
 void
+store_put_secret(struct store_txn *t, const char *name, const void *rec,
+    size_t len)
+{
+    if (t->rc != DS_OK) {
+        return;
+    }
+    store_check(t, ds_put_secret(t->txn, name, strlen(name), rec, len,
+                                 &t->err), "secret", name);
+}
+
+
+void
+store_del_secret(struct store_txn *t, const char *name)
+{
+    int  rc;
+
+    if (t->rc == DS_OK) {
+        rc = ds_del_secret(t->txn, name, strlen(name), &t->err);
+        store_check(t, rc == DS_NOTFOUND ? DS_OK : rc, "secret", name);
+    }
+}
+
+
+void
 store_put_replicas(struct store_txn *t, const char *name, ds_replica_t *set,
     unsigned n)
 {

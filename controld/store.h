@@ -47,6 +47,10 @@ void store_del_service(struct store_txn *t, const char *name);
 void store_put_doc(struct store_txn *t, const char *name, const char *doc);
 void store_put_fleet(struct store_txn *t, const char *name, const char *doc);
 void store_del_fleet(struct store_txn *t, const char *name);
+/* a secret's record as secrets.c sealed it; never its value */
+void store_put_secret(struct store_txn *t, const char *name,
+    const void *rec, size_t len);
+void store_del_secret(struct store_txn *t, const char *name);
 /* the replica set the gateway sees; entries with a bad address are left
  * out (and logged) */
 void store_put_replicas(struct store_txn *t, const char *name,
