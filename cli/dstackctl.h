@@ -251,6 +251,15 @@ int dsctl_wildmatch(const char *pattern, const char *text);
  */
 typedef int (*dsctl_walk_cb)(void *arg, const char *path, int is_dir);
 int dsctl_walk(const char *root, dsctl_walk_cb cb, void *arg);
+/*
+ * git's config: the last value of section.key in text (names caseless,
+ * quotes and escapes undone, comments cut), or NULL; free it.
+ */
+char *dsctl_git_config_get(const char *text, size_t len,
+    const char *section, const char *key);
+/* where git's global excludes are (core.excludesFile or the default);
+ * NULL when HOME and XDG_CONFIG_HOME are unset; free it */
+char *dsctl_git_excludes_file(void);
 
 
 /* ---- the code archive (pack.c) ----------------------------------------- */
