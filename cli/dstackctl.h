@@ -311,6 +311,25 @@ int dsctl_doc_load(dsctl_spec_t *sp, const char *file, char **overrides,
 int dsctl_spec_load(dsctl_spec_t *sp, const char *file,
     char **overrides, int n_overrides, int resolve);
 void dsctl_spec_free(dsctl_spec_t *sp);
+/* a file's text, or stdin's (read once, kept) for "-"; free it */
+char *dsctl_read_input(const char *file, size_t *len);
+
+/* --cpu, --gpu, --memory, --disk (dstack's syntax, as in a file) */
+typedef struct {
+    const char     *cpu;
+    const char     *gpu;
+    const char     *memory;
+    const char     *disk;
+} dsctl_resource_opt_t;
+#define DSCTL_RESOURCE_OPTS_SET(ro) \
+    ((ro)->cpu != NULL || (ro)->gpu != NULL || (ro)->memory != NULL \
+     || (ro)->disk != NULL)
+/* replaces resources.KEY of a normalized spec with VALUE's; -1 after
+ * printing "--KEY: why" (the spec may then be half changed) */
+int dsctl_spec_override(cJSON *spec, const char *key, const char *value);
+int dsctl_spec_overrides(cJSON *spec, const dsctl_resource_opt_t *ro);
+/* a normalized spec with only these resources (offer without -f) */
+cJSON *dsctl_spec_resources_only(const dsctl_resource_opt_t *ro);
 /* one-line summaries for the plan table */
 void dsctl_spec_resources(const cJSON *spec, dsctl_str_t *out);
 void dsctl_spec_replicas(const cJSON *spec, dsctl_str_t *out);
