@@ -295,8 +295,8 @@ typedef struct {
 /*
  * Reads, parses and validates FILE (errors "file:line:col: message" on
  * stderr), then fills env from the environment and the -e overrides
- * (K=V strings) when resolve is set (offers do not depend on env, so
- * "offer" leaves bare names unresolved).  Returns 0, or -1 after
+ * (K=V strings) when resolve is set (apply and offer; the fleet
+ * check does not).  Returns 0, or -1 after
  * printing the errors.
  */
 /* a YAML document's parser and env resolution (ds_spec_*, ds_fleet_*) */
