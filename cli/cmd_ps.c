@@ -194,14 +194,22 @@ dsctl_ps_last(cJSON *runs, long n)
     const cJSON   *o;
     double         t;
     long           newer;
+    int            after;
 
     /* quadratic, but over the runs of one server */
     for (run = runs->child; run != NULL; run = next) {
         next = run->next;
         t = dsctl_json_num(run, "submitted_at", 0);
         newer = 0;
+        after = 0;
+        /* submitted in the same second: the later in the list is newer */
         cJSON_ArrayForEach(o, runs) {
-            if (o != run && dsctl_json_num(o, "submitted_at", 0) > t) {
+            if (o == run) {
+                after = 1;
+            } else if (dsctl_json_num(o, "submitted_at", 0) > t
+                       || (after && dsctl_json_num(o, "submitted_at", 0)
+                                    == t))
+            {
                 newer++;
             }
         }
