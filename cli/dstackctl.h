@@ -101,6 +101,13 @@ void dsctl_fmt_mb(char *buf, size_t n, double mb);
 void dsctl_fmt_bytes(char *buf, size_t n, double bytes);
 /* "30s", "5m", "1h", "7d", "2w" or plain seconds; -1 when invalid */
 long long dsctl_parse_duration(const char *s);
+/*
+ * logs --since: a duration back from now ("10m", "1h", "2d", seconds) or
+ * an RFC 3339 time ("2024-05-01T10:30:00Z", "+02:00", no zone: local;
+ * a bare date is its midnight) -> unix seconds (at least 1); -1 when
+ * it is neither
+ */
+long long dsctl_parse_since(const char *s, long long now);
 
 /* a growable string */
 typedef struct {
