@@ -470,25 +470,29 @@ dsctl_print_published(const cJSON *run, const cJSON *spec, int ready)
 }
 
 
+const char  dsctl_apply_short[] = ":f:ydn:e:h";
+
+const struct option  dsctl_apply_opts[] = {
+    { "file", required_argument, NULL, 'f' },
+    { "yes", no_argument, NULL, 'y' },
+    { "detach", no_argument, NULL, 'd' },
+    { "name", required_argument, NULL, 'n' },
+    { "env", required_argument, NULL, 'e' },
+    { "force", no_argument, NULL, 'F' },
+    { "cpu", required_argument, NULL, 'C' },
+    { "gpu", required_argument, NULL, 'G' },
+    { "memory", required_argument, NULL, 'M' },
+    { "disk", required_argument, NULL, 'D' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 }
+};
+
+
 /* ---- the command -------------------------------------------------------------- */
 
 static int
 dsctl_apply(int argc, char **argv, int run)
 {
-    static const struct option  opts[] = {
-        { "file", required_argument, NULL, 'f' },
-        { "yes", no_argument, NULL, 'y' },
-        { "detach", no_argument, NULL, 'd' },
-        { "name", required_argument, NULL, 'n' },
-        { "env", required_argument, NULL, 'e' },
-        { "force", no_argument, NULL, 'F' },
-        { "cpu", required_argument, NULL, 'C' },
-        { "gpu", required_argument, NULL, 'G' },
-        { "memory", required_argument, NULL, 'M' },
-        { "disk", required_argument, NULL, 'D' },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 }
-    };
     const char      *usage = run ? DSCTL_RUN_USAGE : DSCTL_APPLY_USAGE;
     dsctl_resource_opt_t  ro = { NULL, NULL, NULL, NULL };
     int              force = 0;
@@ -505,7 +509,9 @@ dsctl_apply(int argc, char **argv, int run)
     envs = dsctl_xmalloc(sizeof(char *) * (argc + 1));
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, ":f:ydn:e:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, dsctl_apply_short,
+            dsctl_apply_opts, NULL)) != -1)
+    {
         switch (c) {
         case 'f': file = optarg; break;
         case 'y': yes = 1; break;

@@ -42,16 +42,20 @@ dsctl_logs_help(void)
 }
 
 
+const char  dsctl_logs_short[] = ":fh";
+
+const struct option  dsctl_logs_opts[] = {
+    { "follow", no_argument, NULL, 'f' },
+    { "replica", required_argument, NULL, 'r' },
+    { "since", required_argument, NULL, 's' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 }
+};
+
+
 int
 cmd_logs(int argc, char **argv)
 {
-    static const struct option  opts[] = {
-        { "follow", no_argument, NULL, 'f' },
-        { "replica", required_argument, NULL, 'r' },
-        { "since", required_argument, NULL, 's' },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 }
-    };
     dsctl_config_t   cfg;
     dsctl_str_t      path = { 0 };
     const char      *name;
@@ -62,7 +66,9 @@ cmd_logs(int argc, char **argv)
 
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, ":fh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, dsctl_logs_short,
+            dsctl_logs_opts, NULL)) != -1)
+    {
         switch (c) {
         case 'f': follow = 1; break;
         case 'r':

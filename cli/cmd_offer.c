@@ -40,20 +40,24 @@ dsctl_offer_help(void)
 }
 
 
+const char  dsctl_offer_short[] = ":f:e:h";
+
+const struct option  dsctl_offer_opts[] = {
+    { "file", required_argument, NULL, 'f' },
+    { "env", required_argument, NULL, 'e' },
+    { "cpu", required_argument, NULL, 'C' },
+    { "gpu", required_argument, NULL, 'G' },
+    { "memory", required_argument, NULL, 'M' },
+    { "disk", required_argument, NULL, 'D' },
+    { "json", no_argument, NULL, 'j' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 }
+};
+
+
 int
 cmd_offer(int argc, char **argv)
 {
-    static const struct option  opts[] = {
-        { "file", required_argument, NULL, 'f' },
-        { "env", required_argument, NULL, 'e' },
-        { "cpu", required_argument, NULL, 'C' },
-        { "gpu", required_argument, NULL, 'G' },
-        { "memory", required_argument, NULL, 'M' },
-        { "disk", required_argument, NULL, 'D' },
-        { "json", no_argument, NULL, 'j' },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 }
-    };
     dsctl_config_t   cfg;
     dsctl_spec_t     sp;
     dsctl_resp_t     resp;
@@ -67,7 +71,9 @@ cmd_offer(int argc, char **argv)
     envs = dsctl_xmalloc(sizeof(char *) * (argc + 1));
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, ":f:e:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, dsctl_offer_short,
+            dsctl_offer_opts, NULL)) != -1)
+    {
         switch (c) {
         case 'f': file = optarg; break;
         case 'e': envs[n_envs++] = optarg; break;

@@ -220,19 +220,23 @@ dsctl_ps_last(cJSON *runs, long n)
 }
 
 
+const char  dsctl_ps_short[] = ":avwn:h";
+
+const struct option  dsctl_ps_opts[] = {
+    { "all", no_argument, NULL, 'a' },
+    { "verbose", no_argument, NULL, 'v' },
+    { "watch", no_argument, NULL, 'w' },
+    { "json", no_argument, NULL, 'j' },
+    { "last", required_argument, NULL, 'n' },
+    { "format", required_argument, NULL, 'F' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 }
+};
+
+
 int
 cmd_ps(int argc, char **argv)
 {
-    static const struct option  opts[] = {
-        { "all", no_argument, NULL, 'a' },
-        { "verbose", no_argument, NULL, 'v' },
-        { "watch", no_argument, NULL, 'w' },
-        { "json", no_argument, NULL, 'j' },
-        { "last", required_argument, NULL, 'n' },
-        { "format", required_argument, NULL, 'F' },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 }
-    };
     dsctl_config_t   cfg;
     dsctl_resp_t     resp;
     dsctl_str_t      out = { 0 };
@@ -244,7 +248,9 @@ cmd_ps(int argc, char **argv)
 
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, ":avwn:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, dsctl_ps_short,
+            dsctl_ps_opts, NULL)) != -1)
+    {
         switch (c) {
         case 'a': all = 1; break;
         case 'v': verbose = 1; break;

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <signal.h>
+#include <getopt.h>
 
 #include <cjson/cJSON.h>
 
@@ -49,6 +50,34 @@ int cmd_token(int argc, char **argv);
 int cmd_fleet(int argc, char **argv);
 int cmd_ignore_check(int argc, char **argv);
 int cmd_pack(int argc, char **argv);
+int cmd_completion(int argc, char **argv);
+
+/* ---- the options of each command (cmd_*.c), for completion ---------- */
+
+extern const char          dsctl_apply_short[];
+extern const struct option dsctl_apply_opts[];
+extern const char          dsctl_offer_short[];
+extern const struct option dsctl_offer_opts[];
+extern const char          dsctl_ps_short[];
+extern const struct option dsctl_ps_opts[];
+extern const char          dsctl_logs_short[];
+extern const struct option dsctl_logs_opts[];
+extern const char          dsctl_stop_short[];
+extern const struct option dsctl_stop_opts[];
+extern const char          dsctl_token_create_short[];
+extern const struct option dsctl_token_create_opts[];
+extern const char          dsctl_token_list_short[];
+extern const struct option dsctl_token_list_opts[];
+extern const char          dsctl_token_revoke_short[];
+extern const struct option dsctl_token_revoke_opts[];
+extern const char          dsctl_fleet_list_short[];
+extern const struct option dsctl_fleet_list_opts[];
+extern const char          dsctl_fleet_delete_short[];
+extern const struct option dsctl_fleet_delete_opts[];
+
+/* dstackctl completion bash|zsh (cmd_completion.c): the command table
+ * main.c dispatches from, as it is */
+const dsctl_cmd_t *dsctl_command_table(size_t *n);
 
 
 /* ---- messages, prompts, formatting (term.c) ---------------------------- */
