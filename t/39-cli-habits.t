@@ -248,6 +248,27 @@ $r = $c->cli(['logs', 'habits', '--since',
 is($r->{rc}, 0, '--since a time to come exits 0');
 unlike($r->{out}, qr/marker/, 'and shows nothing');
 
+# the API's side of it: bad values are 400s that name the field
+sub api {
+    my ($method, $path, $body) = @_;
+    return $t->request($method, $path, host => 'gateway.' . $t->domain,
+        headers => { Authorization => "Bearer $admin",
+            defined $body ? ('Content-Type' => 'application/json') : () },
+        body => $body);
+}
+for my $q ('since=0', 'since=abc', 'since=99999999999') {
+    my $res = api('GET', "/api/runs/habits/logs?$q");
+    is($res->{status}, 400, "logs?$q: 400");
+    like($res->{body}, qr/since: /, 'the message names since');
+}
+my $res = api('GET', '/api/runs/habits/logs?since=' . int($cut));
+is($res->{status}, 200, 'logs?since=T: 200');
+unlike($res->{body}, qr/old-line-marker/, 'without the older lines');
+like($res->{body}, qr/new-line-marker/, 'with the newer ones');
+$res = api('POST', '/api/runs/apply', '{"force":"yes","spec":{}}');
+is($res->{status}, 400, 'apply with "force":"yes": 400');
+like($res->{body}, qr/force: expected true or false/, 'and it says why');
+
 # ---- ps -n, --format json -----------------------------------------------------------
 
 $r = $c->cli(['apply', '-f', '-', '-y', '-d', '-n', 'later'], dir => $app,
