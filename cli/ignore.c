@@ -354,7 +354,7 @@ dsctl_ignore_match(const dsctl_ignore_t *ig, const char *path, int is_dir)
 }
 
 
-/* ---- git's global excludes ------------------------------------------------ */
+/* ---- git's global excludes ----------------------------------------------- */
 
 /* a config value's text: quotes dropped, escapes undone, comments cut */
 static char *

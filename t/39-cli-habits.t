@@ -155,7 +155,7 @@ $r = $c->cli(['apply', '-f', '-', '-y'], dir => $app,
 is($r->{rc}, 1, 'a broken configuration on stdin: exit 1');
 like($r->{err}, qr/^<stdin>:\d+:\d+: /m, 'its errors name <stdin>');
 
-# ---- apply --force: a new version of an unchanged run -------------------------
+# ---- apply --force: a new version of an unchanged run ------------------------
 
 my $run = $c->run_named('habits');
 my $v1 = $run->{version};
@@ -180,7 +180,7 @@ ok(@live && !grep({ $pid1{$_->{pid}} } @live) && $live[0]{version} == $v1 + 1,
     or diag explain $run->{replicas};
 is(get('habits', '/')->{status}, 200, 'and it serves');
 
-# ---- --cpu / --memory over the file's resources ---------------------------------
+# ---- --cpu / --memory over the file's resources ------------------------------
 
 $r = $c->cli(['apply', '-f', 'svc.dstack.yml', '-y', '--cpu', '1..2',
     '--memory', '1GB..'], dir => $app,
@@ -217,7 +217,7 @@ is($r->{rc}, 1, 'offer --gpu 24GB..80GB:2 on a host without GPUs: exit 1');
 like($r->{err}, qr/gpu/i, 'the answer is about the GPUs') or diag $r->{err};
 unlike($r->{err}, qr/-f FILE/, 'no file was needed');
 
-# ---- logs --since ----------------------------------------------------------------
+# ---- logs --since ------------------------------------------------------------
 
 # the replica wrote its marker when it started; the index notes sizes
 # once a second, so a second later everything up to now is "old"
@@ -269,7 +269,7 @@ $res = api('POST', '/api/runs/apply', '{"force":"yes","spec":{}}');
 is($res->{status}, 400, 'apply with "force":"yes": 400');
 like($res->{body}, qr/force: expected true or false/, 'and it says why');
 
-# ---- ps -n, --format json -----------------------------------------------------------
+# ---- ps -n, --format json ----------------------------------------------------
 
 $r = $c->cli(['apply', '-f', '-', '-y', '-d', '-n', 'later'], dir => $app,
     stdin => $spec, env => { %noxdg, GREETING => 'second' }, timeout => 60);
@@ -303,7 +303,7 @@ unlike($r->{out}, qr/^ habits\s/m, 'not the one before');
 $r = $c->cli(['ps', '--format', 'plain']);
 like($r->{out}, qr/^ NAME\s+BACKEND/m, '--format plain: the table');
 
-# ---- completion -----------------------------------------------------------------------
+# ---- completion --------------------------------------------------------------
 
 $r = $c->cli(['completion', 'bash']);
 is($r->{rc}, 0, 'completion bash exits 0');
