@@ -221,7 +221,7 @@ unlike($r->{err}, qr/-f FILE/, 'no file was needed');
 
 # the replica wrote its marker when it started; the index notes sizes
 # once a second, so a second later everything up to now is "old"
-sleep 2.5;
+sleep 3.5;
 my $cut = time;
 sleep 1.5;
 get('habits', "/new-line-marker") for 1 .. 2;
