@@ -23,9 +23,10 @@
 
 
 #define DSCTL_APPLY_USAGE \
-    "dstackctl apply -f FILE [-y] [-d] [-n NAME] [-e K=V]..."
+    "dstackctl apply -f FILE|- [-y] [-d] [--force] [-n NAME] [-e K=V]...\n" \
+    "       [--cpu SPEC] [--gpu SPEC] [--memory SPEC] [--disk SPEC]"
 #define DSCTL_RUN_USAGE \
-    "dstackctl run DIR -f FILE [-y] [-d] [-n NAME] [-e K=V]..."
+    "dstackctl run DIR -f FILE [-y] [-d] [--force] [-n NAME] [-e K=V]..."
 
 #define DSCTL_OFFERS_SHOWN      3
 
@@ -42,7 +43,17 @@ dsctl_apply_help(int run)
     printf(
         "  -f, --file FILE   the .dstack.yml (default: .dstack.yml); a "
         "fleet's\n"
-        "                    (type: fleet) creates or updates that fleet\n"
+        "                    (type: fleet) creates or updates that fleet; "
+        "\"-\"\n"
+        "                    reads it from stdin\n"
+        "      --force       a new deployment even when nothing changed "
+        "(the\n"
+        "                    replicas are replaced one at a time)\n"
+        "      --cpu SPEC    override resources.cpu (e.g. 4.., 2..8)\n"
+        "      --gpu SPEC    override resources.gpu (e.g. 24GB..80GB:2, "
+        "H100)\n"
+        "      --memory SPEC override resources.memory (e.g. 16GB..)\n"
+        "      --disk SPEC   override resources.disk (e.g. 200GB..)\n"
         "  -y, --yes         do not ask for confirmation\n"
         "  -d, --detach      return once submitted, do not follow the run\n"
         "  -n, --name NAME   the run name (default: the file's \"name\", "
@@ -53,9 +64,10 @@ dsctl_apply_help(int run)
         "                    environment); may be repeated\n"
         "  -h, --help        this help\n"
         "\n"
-        "The working directory is packed honouring .gitignore (never .git)\n"
-        "and uploaded.  Ctrl-C while following detaches: the run keeps "
-        "running.\n");
+        "The working directory is packed honouring .gitignore, "
+        ".dstackignore\n"
+        "and git's global excludes (never .git), and uploaded.  Ctrl-C "
+        "while\nfollowing detaches: the run keeps running.\n");
 }
 
 
@@ -126,7 +138,7 @@ dsctl_print_plan(const dsctl_config_t *cfg, const dsctl_spec_t *sp,
 
 
 static void
-dsctl_print_changes(const char *name, const cJSON *changes)
+dsctl_print_changes(const char *name, const cJSON *changes, int force)
 {
     static const char *const  hdr[] = { "FIELD", "OLD", "NEW", "UPDATE" };
     dsctl_table_t  *t;
@@ -134,6 +146,11 @@ dsctl_print_changes(const char *name, const cJSON *changes)
     char            a[64], b[64];
     int             rolling = 0;
 
+    if (cJSON_GetArraySize(changes) == 0 && force) {
+        printf("\n Run %s exists and its configuration is unchanged: "
+            "--force makes a\n new deployment (a rolling restart)\n", name);
+        return;
+    }
     if (cJSON_GetArraySize(changes) == 0) {
         printf("\n Run %s exists and its configuration is unchanged "
             "(the code is uploaded and compared)\n", name);
@@ -453,21 +470,32 @@ dsctl_print_published(const cJSON *run, const cJSON *spec, int ready)
 }
 
 
+const char  dsctl_apply_short[] = ":f:ydn:e:h";
+
+const struct option  dsctl_apply_opts[] = {
+    { "file", required_argument, NULL, 'f' },
+    { "yes", no_argument, NULL, 'y' },
+    { "detach", no_argument, NULL, 'd' },
+    { "name", required_argument, NULL, 'n' },
+    { "env", required_argument, NULL, 'e' },
+    { "force", no_argument, NULL, 'F' },
+    { "cpu", required_argument, NULL, 'C' },
+    { "gpu", required_argument, NULL, 'G' },
+    { "memory", required_argument, NULL, 'M' },
+    { "disk", required_argument, NULL, 'D' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 }
+};
+
+
 /* ---- the command -------------------------------------------------------------- */
 
 static int
 dsctl_apply(int argc, char **argv, int run)
 {
-    static const struct option  opts[] = {
-        { "file", required_argument, NULL, 'f' },
-        { "yes", no_argument, NULL, 'y' },
-        { "detach", no_argument, NULL, 'd' },
-        { "name", required_argument, NULL, 'n' },
-        { "env", required_argument, NULL, 'e' },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 }
-    };
     const char      *usage = run ? DSCTL_RUN_USAGE : DSCTL_APPLY_USAGE;
+    dsctl_resource_opt_t  ro = { NULL, NULL, NULL, NULL };
+    int              force = 0;
     const char      *file = NULL, *name = NULL, *dir = ".", *pname;
     char           **envs;
     int              n_envs = 0, yes = 0, detach = 0, c, rc, exists;
@@ -481,13 +509,20 @@ dsctl_apply(int argc, char **argv, int run)
     envs = dsctl_xmalloc(sizeof(char *) * (argc + 1));
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, ":f:ydn:e:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, dsctl_apply_short,
+            dsctl_apply_opts, NULL)) != -1)
+    {
         switch (c) {
         case 'f': file = optarg; break;
         case 'y': yes = 1; break;
         case 'd': detach = 1; break;
         case 'n': name = optarg; break;
         case 'e': envs[n_envs++] = optarg; break;
+        case 'F': force = 1; break;
+        case 'C': ro.cpu = optarg; break;
+        case 'G': ro.gpu = optarg; break;
+        case 'M': ro.memory = optarg; break;
+        case 'D': ro.disk = optarg; break;
         case 'h': dsctl_apply_help(run); free(envs); return DSCTL_EXIT_OK;
         default:
             free(envs);
@@ -527,6 +562,12 @@ dsctl_apply(int argc, char **argv, int run)
 
     /* a fleet goes its own way: no code, no offers */
     if (dsctl_fleet_is_file(file)) {
+        if (force || DSCTL_RESOURCE_OPTS_SET(&ro)) {
+            dsctl_str_free(&fpath);
+            free(envs);
+            return dsctl_usage(usage, "--force, --cpu, --gpu, --memory and "
+                "--disk are for a service, \"%s\" is a fleet", file);
+        }
         rc = dsctl_fleet_apply(file, name, envs, n_envs, yes, detach);
         dsctl_str_free(&fpath);
         free(envs);
@@ -539,6 +580,12 @@ dsctl_apply(int argc, char **argv, int run)
         return DSCTL_EXIT_FAIL;
     }
     free(envs);
+    /* dstack's profile options: over the file's resources, checked */
+    if (dsctl_spec_overrides(sp.spec, &ro) != 0) {
+        dsctl_spec_free(&sp);
+        dsctl_str_free(&fpath);
+        return DSCTL_EXIT_USAGE;
+    }
     if (name == NULL) {
         name = dsctl_json_str(sp.spec, "name");
     }
@@ -590,7 +637,7 @@ dsctl_apply(int argc, char **argv, int run)
     }
     if (exists) {
         dsctl_print_changes(pname,
-            cJSON_GetObjectItemCaseSensitive(plan.json, "changes"));
+            cJSON_GetObjectItemCaseSensitive(plan.json, "changes"), force);
     }
     printf("\n");
 
@@ -624,6 +671,9 @@ dsctl_apply(int argc, char **argv, int run)
     cJSON_AddStringToObject(req, "code", hash);
     if (files[0] != '\0') {
         cJSON_AddStringToObject(req, "files", files);
+    }
+    if (force) {
+        cJSON_AddTrueToObject(req, "force");
     }
     rc = dsctl_api_call("POST", "/api/runs/apply", req, 0, &applied);
     cJSON_Delete(req);

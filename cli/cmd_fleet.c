@@ -124,14 +124,18 @@ dsctl_print_fleets(const cJSON *fleets)
 }
 
 
+const char  dsctl_fleet_list_short[] = ":h";
+
+const struct option  dsctl_fleet_list_opts[] = {
+    { "json", no_argument, NULL, 'j' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 }
+};
+
+
 static int
 dsctl_fleet_list(int argc, char **argv)
 {
-    static const struct option  opts[] = {
-        { "json", no_argument, NULL, 'j' },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 }
-    };
     dsctl_config_t   cfg;
     dsctl_resp_t     resp;
     const cJSON     *fleets;
@@ -140,7 +144,9 @@ dsctl_fleet_list(int argc, char **argv)
 
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, dsctl_fleet_list_short,
+            dsctl_fleet_list_opts, NULL)) != -1)
+    {
         switch (c) {
         case 'j': json = 1; break;
         case 'h': dsctl_fleet_help(); return DSCTL_EXIT_OK;
@@ -177,17 +183,21 @@ dsctl_fleet_list(int argc, char **argv)
 }
 
 
+const char  dsctl_fleet_delete_short[] = ":yh";
+
+const struct option  dsctl_fleet_delete_opts[] = {
+    { "yes", no_argument, NULL, 'y' },
+    { "force", no_argument, NULL, 'F' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 }
+};
+
+
 /* ---- delete ------------------------------------------------------------------ */
 
 static int
 dsctl_fleet_delete(int argc, char **argv)
 {
-    static const struct option  opts[] = {
-        { "yes", no_argument, NULL, 'y' },
-        { "force", no_argument, NULL, 'F' },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 }
-    };
     dsctl_config_t   cfg;
     dsctl_resp_t     resp;
     dsctl_str_t      path = { 0 }, q = { 0 };
@@ -198,7 +208,9 @@ dsctl_fleet_delete(int argc, char **argv)
 
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, ":yh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, dsctl_fleet_delete_short,
+            dsctl_fleet_delete_opts, NULL)) != -1)
+    {
         switch (c) {
         case 'y': yes = 1; break;
         case 'F': force = 1; break;

@@ -1,8 +1,12 @@
 /*
- * dstackctl offer -f FILE [--json]
+ * dstackctl offer -f FILE [-e K=V]... [--cpu|--gpu|--memory|--disk SPEC]
+ *     [--json]
+ * dstackctl offer --gpu 24GB..80GB:2 [...]
  *
- * What the backends offer for the service in FILE, cheapest first,
- * without submitting anything.
+ * What the backends offer for the service in FILE (env resolved as apply
+ * does it, so that a file apply takes offer takes too), or for the
+ * resources given as options alone, cheapest first, without submitting
+ * anything.
  */
 
 #include <getopt.h>
@@ -12,7 +16,9 @@
 #include "dstackctl.h"
 
 
-#define DSCTL_OFFER_USAGE  "dstackctl offer -f FILE [--json]"
+#define DSCTL_OFFER_USAGE \
+    "dstackctl offer [-f FILE] [-e K=V]... [--cpu SPEC] [--gpu SPEC]\n" \
+    "       [--memory SPEC] [--disk SPEC] [--json]"
 
 
 static void
@@ -21,52 +27,103 @@ dsctl_offer_help(void)
     printf("usage: %s\n\n", DSCTL_OFFER_USAGE);
     printf(
         "List the offers that match the resources of the service in FILE,\n"
-        "cheapest first.  Nothing is submitted.\n\n"
-        "  -f, --file FILE   the .dstack.yml\n"
+        "or of the options alone, cheapest first.  Nothing is submitted.\n\n"
+        "  -f, --file FILE   the .dstack.yml (\"-\": stdin)\n"
+        "  -e, --env K=V     set an env variable, as apply does\n"
+        "      --cpu SPEC    CPUs (e.g. 4.., 2..8); over FILE's\n"
+        "      --gpu SPEC    GPUs (e.g. 24GB..80GB:2, H100:1)\n"
+        "      --memory SPEC memory (e.g. 16GB..)\n"
+        "      --disk SPEC   disk (e.g. 200GB..)\n"
         "      --json        {\"offers\":[...],\"total\":N} as the API "
         "gives them\n"
         "  -h, --help        this help\n");
 }
 
 
+const char  dsctl_offer_short[] = ":f:e:h";
+
+const struct option  dsctl_offer_opts[] = {
+    { "file", required_argument, NULL, 'f' },
+    { "env", required_argument, NULL, 'e' },
+    { "cpu", required_argument, NULL, 'C' },
+    { "gpu", required_argument, NULL, 'G' },
+    { "memory", required_argument, NULL, 'M' },
+    { "disk", required_argument, NULL, 'D' },
+    { "json", no_argument, NULL, 'j' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 }
+};
+
+
 int
 cmd_offer(int argc, char **argv)
 {
-    static const struct option  opts[] = {
-        { "file", required_argument, NULL, 'f' },
-        { "json", no_argument, NULL, 'j' },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 }
-    };
     dsctl_config_t   cfg;
     dsctl_spec_t     sp;
     dsctl_resp_t     resp;
+    dsctl_resource_opt_t  ro = { NULL, NULL, NULL, NULL };
     const char      *file = NULL;
     const cJSON     *offers;
     cJSON           *req, *out;
-    char            *text;
-    int              json = 0, c, rc;
+    char            *text, **envs;
+    int              json = 0, c, rc, n_envs = 0;
 
+    envs = dsctl_xmalloc(sizeof(char *) * (argc + 1));
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, ":f:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, dsctl_offer_short,
+            dsctl_offer_opts, NULL)) != -1)
+    {
         switch (c) {
         case 'f': file = optarg; break;
+        case 'e': envs[n_envs++] = optarg; break;
+        case 'C': ro.cpu = optarg; break;
+        case 'G': ro.gpu = optarg; break;
+        case 'M': ro.memory = optarg; break;
+        case 'D': ro.disk = optarg; break;
         case 'j': json = 1; break;
-        case 'h': dsctl_offer_help(); return DSCTL_EXIT_OK;
-        default: return dsctl_opt_error(DSCTL_OFFER_USAGE, c, argv);
+        case 'h': dsctl_offer_help(); free(envs); return DSCTL_EXIT_OK;
+        default:
+            free(envs);
+            return dsctl_opt_error(DSCTL_OFFER_USAGE, c, argv);
         }
     }
     if (optind < argc) {
+        free(envs);
         return dsctl_usage(DSCTL_OFFER_USAGE, "unexpected argument \"%s\"",
             argv[optind]);
     }
-    if (file == NULL) {
-        return dsctl_usage(DSCTL_OFFER_USAGE, "offer needs -f FILE");
+    if (file == NULL && !DSCTL_RESOURCE_OPTS_SET(&ro)) {
+        free(envs);
+        return dsctl_usage(DSCTL_OFFER_USAGE, "offer needs -f FILE, or "
+            "resources (--cpu, --gpu, --memory, --disk)");
+    }
+    if (file == NULL && n_envs > 0) {
+        free(envs);
+        return dsctl_usage(DSCTL_OFFER_USAGE, "-e needs -f FILE: without "
+            "a file there is no env to set");
     }
 
-    if (dsctl_spec_load(&sp, file, NULL, 0, 0) != 0) {
-        return DSCTL_EXIT_FAIL;
+    /* env resolved as apply does: a bare name missing here is the same
+     * error as there */
+    if (file != NULL) {
+        rc = dsctl_spec_load(&sp, file, envs, n_envs, 1);
+        free(envs);
+        if (rc != 0) {
+            return DSCTL_EXIT_FAIL;
+        }
+        if (dsctl_spec_overrides(sp.spec, &ro) != 0) {
+            dsctl_spec_free(&sp);
+            return DSCTL_EXIT_USAGE;
+        }
+    } else {
+        free(envs);
+        memset(&sp, 0, sizeof(sp));
+        sp.spec = dsctl_spec_resources_only(&ro);
+        if (sp.spec == NULL) {
+            return DSCTL_EXIT_USAGE;
+        }
+        sp.file = dsctl_xstrdup("--");
     }
     if (dsctl_config_load(&cfg) != 0) {
         dsctl_spec_free(&sp);
@@ -98,7 +155,11 @@ cmd_offer(int argc, char **argv)
         free(text);
         cJSON_Delete(out);
     } else if (cJSON_GetArraySize(offers) == 0) {
-        dsctl_error("no offers match the requirements of \"%s\"", file);
+        if (file != NULL) {
+            dsctl_error("no offers match the requirements of \"%s\"", file);
+        } else {
+            dsctl_error("no offers match the resources asked for");
+        }
         rc = DSCTL_EXIT_FAIL;
         goto done;
     } else {

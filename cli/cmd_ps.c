@@ -1,12 +1,16 @@
 /*
- * dstackctl ps [-a] [-v] [-w] [--json]
+ * dstackctl ps [-a] [-v] [-w] [-n N] [--json | --format json|plain]
  *
  * One row per run; a run with several replicas gets a row per replica
  * under it.  -v adds, under the table, the autoscaler's view of each run
- * that scales: replicas desired against current, and why.  --json prints the API's runs array as is (stable for
- * scripts); -w redraws every second on a terminal until Ctrl-C.
+ * that scales: replicas desired against current, and why.  --json (or
+ * dstack's --format json) prints the API's runs array (stable for
+ * scripts) with dstack's names added; -n N keeps the last N submitted
+ * (finished ones too, as in dstack); -w redraws every second on a
+ * terminal until Ctrl-C.
  */
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +19,8 @@
 #include "dstackctl.h"
 
 
-#define DSCTL_PS_USAGE  "dstackctl ps [-a] [-v] [-w] [--json]"
+#define DSCTL_PS_USAGE \
+    "dstackctl ps [-a] [-v] [-w] [-n N] [--json | --format json|plain]"
 
 
 static void
@@ -27,7 +32,12 @@ dsctl_ps_help(void)
         "  -a, --all     finished runs too\n"
         "  -v, --verbose replicas desired vs current, and why (autoscaling)\n"
         "  -w, --watch   redraw every second (on a terminal) until Ctrl-C\n"
-        "      --json    the runs as JSON, as the API gives them\n"
+        "  -n, --last N  only the last N runs submitted (finished too)\n"
+        "      --json    the runs as JSON, as the API gives them, with "
+        "dstack's\n"
+        "                names too (run_name, status_message, service, "
+        "...)\n"
+        "      --format F  json (the same as --json) or plain (the table)\n"
         "  -h, --help    this help\n");
 }
 
@@ -143,33 +153,129 @@ dsctl_ps_render(const cJSON *runs, dsctl_str_t *out)
 }
 
 
+/* dstack's names for what the runs array already says (its Run) */
+static void
+dsctl_ps_dstack_names(cJSON *runs, const char *project)
+{
+    cJSON        *run, *svc, *m;
+    const char   *v;
+
+    cJSON_ArrayForEach(run, runs) {
+        v = dsctl_json_str(run, "name");
+        cJSON_AddStringToObject(run, "run_name", v != NULL ? v : "");
+        cJSON_AddStringToObject(run, "project_name", project);
+        v = dsctl_json_str(run, "status");
+        cJSON_AddStringToObject(run, "status_message", v != NULL ? v : "");
+        v = dsctl_json_str(run, "message");
+        if (v != NULL && v[0] != '\0') {
+            cJSON_AddStringToObject(run, "error", v);
+        } else {
+            cJSON_AddNullToObject(run, "error");
+        }
+        svc = cJSON_AddObjectToObject(run, "service");
+        v = dsctl_json_str(run, "url");
+        if (v != NULL) {
+            cJSON_AddStringToObject(svc, "url", v);
+        } else {
+            cJSON_AddNullToObject(svc, "url");
+        }
+        m = cJSON_GetObjectItemCaseSensitive(run, "model");
+        cJSON_AddItemToObject(svc, "model", m != NULL
+            ? cJSON_Duplicate(m, 1) : cJSON_CreateNull());
+    }
+}
+
+
+/* keeps the n runs submitted last, in the order the server gave them */
+static void
+dsctl_ps_last(cJSON *runs, long n)
+{
+    cJSON         *run, *next;
+    const cJSON   *o;
+    double         t;
+    long           newer;
+    int            after;
+
+    /* quadratic, but over the runs of one server */
+    for (run = runs->child; run != NULL; run = next) {
+        next = run->next;
+        t = dsctl_json_num(run, "submitted_at", 0);
+        newer = 0;
+        after = 0;
+        /* submitted in the same second: the later in the list is newer */
+        cJSON_ArrayForEach(o, runs) {
+            if (o == run) {
+                after = 1;
+            } else if (dsctl_json_num(o, "submitted_at", 0) > t
+                       || (after && dsctl_json_num(o, "submitted_at", 0)
+                                    == t))
+            {
+                newer++;
+            }
+        }
+        if (newer >= n) {
+            cJSON_Delete(cJSON_DetachItemViaPointer(runs, run));
+        }
+    }
+}
+
+
+const char  dsctl_ps_short[] = ":avwn:h";
+
+const struct option  dsctl_ps_opts[] = {
+    { "all", no_argument, NULL, 'a' },
+    { "verbose", no_argument, NULL, 'v' },
+    { "watch", no_argument, NULL, 'w' },
+    { "json", no_argument, NULL, 'j' },
+    { "last", required_argument, NULL, 'n' },
+    { "format", required_argument, NULL, 'F' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 }
+};
+
+
 int
 cmd_ps(int argc, char **argv)
 {
-    static const struct option  opts[] = {
-        { "all", no_argument, NULL, 'a' },
-        { "verbose", no_argument, NULL, 'v' },
-        { "watch", no_argument, NULL, 'w' },
-        { "json", no_argument, NULL, 'j' },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 }
-    };
     dsctl_config_t   cfg;
     dsctl_resp_t     resp;
     dsctl_str_t      out = { 0 };
-    const cJSON     *runs;
-    char            *text;
+    cJSON           *runs;
+    char            *text, *end;
+    long             last = 0;
     int              all = 0, watch = 0, json = 0, verbose = 0, c;
     int              rc = DSCTL_EXIT_OK;
 
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, ":avwh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, dsctl_ps_short,
+            dsctl_ps_opts, NULL)) != -1)
+    {
         switch (c) {
         case 'a': all = 1; break;
         case 'v': verbose = 1; break;
         case 'w': watch = 1; break;
         case 'j': json = 1; break;
+        case 'n':
+            errno = 0;
+            last = strtol(optarg, &end, 10);
+            if (errno != 0 || end == optarg || *end != '\0' || last < 1
+                || last > 100000)
+            {
+                return dsctl_usage(DSCTL_PS_USAGE, "-n: cannot read \"%s\": "
+                    "expected a number of runs from 1", optarg);
+            }
+            break;
+        case 'F':
+            if (strcmp(optarg, "json") == 0) {
+                json = 1;
+            } else if (strcmp(optarg, "plain") != 0
+                       && strcmp(optarg, "table") != 0)
+            {
+                return dsctl_usage(DSCTL_PS_USAGE, "--format: unknown "
+                    "format \"%s\" (json or plain)", optarg);
+            }
+            break;
         case 'h': dsctl_ps_help(); return DSCTL_EXIT_OK;
         default: return dsctl_opt_error(DSCTL_PS_USAGE, c, argv);
         }
@@ -181,6 +287,10 @@ cmd_ps(int argc, char **argv)
     if (watch && json) {
         return dsctl_usage(DSCTL_PS_USAGE, "-w and --json do not go "
             "together");
+    }
+    /* dstack: -n implies --all, the last runs whatever their state */
+    if (last > 0) {
+        all = 1;
     }
     /* watching is for eyes: without a terminal, one table */
     if (!dsctl_isatty_out()) {
@@ -214,7 +324,11 @@ cmd_ps(int argc, char **argv)
             rc = DSCTL_EXIT_FAIL;
             break;
         }
+        if (last > 0) {
+            dsctl_ps_last(runs, last);
+        }
         if (json) {
+            dsctl_ps_dstack_names(runs, cfg.project);
             text = cJSON_Print(runs);
             printf("%s\n", text);
             free(text);

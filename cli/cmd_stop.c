@@ -39,15 +39,19 @@ dsctl_stop_over(const char *st)
 }
 
 
+const char  dsctl_stop_short[] = ":xyh";
+
+const struct option  dsctl_stop_opts[] = {
+    { "abort", no_argument, NULL, 'x' },
+    { "yes", no_argument, NULL, 'y' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 }
+};
+
+
 int
 cmd_stop(int argc, char **argv)
 {
-    static const struct option  opts[] = {
-        { "abort", no_argument, NULL, 'x' },
-        { "yes", no_argument, NULL, 'y' },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 }
-    };
     dsctl_config_t   cfg;
     dsctl_resp_t     resp;
     dsctl_str_t      path = { 0 }, q = { 0 };
@@ -59,7 +63,9 @@ cmd_stop(int argc, char **argv)
 
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, ":xyh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, dsctl_stop_short,
+            dsctl_stop_opts, NULL)) != -1)
+    {
         switch (c) {
         case 'x': abort_ = 1; break;
         case 'y': yes = 1; break;

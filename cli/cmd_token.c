@@ -59,16 +59,20 @@ dsctl_token_client(dsctl_config_t *cfg)
 }
 
 
+const char  dsctl_token_create_short[] = ":h";
+
+const struct option  dsctl_token_create_opts[] = {
+    { "scope", required_argument, NULL, 's' },
+    { "expires", required_argument, NULL, 'e' },
+    { "json", no_argument, NULL, 'j' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 }
+};
+
+
 static int
 dsctl_token_create(int argc, char **argv)
 {
-    static const struct option  opts[] = {
-        { "scope", required_argument, NULL, 's' },
-        { "expires", required_argument, NULL, 'e' },
-        { "json", no_argument, NULL, 'j' },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 }
-    };
     dsctl_config_t   cfg;
     dsctl_resp_t     resp;
     const char      *name, *scope = "services", *expires = NULL, *tok;
@@ -79,7 +83,9 @@ dsctl_token_create(int argc, char **argv)
 
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, dsctl_token_create_short,
+            dsctl_token_create_opts, NULL)) != -1)
+    {
         switch (c) {
         case 's': scope = optarg; break;
         case 'e': expires = optarg; break;
@@ -188,14 +194,18 @@ dsctl_fmt_when(char *buf, size_t n, double t)
 }
 
 
+const char  dsctl_token_list_short[] = ":h";
+
+const struct option  dsctl_token_list_opts[] = {
+    { "json", no_argument, NULL, 'j' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 }
+};
+
+
 static int
 dsctl_token_list(int argc, char **argv)
 {
-    static const struct option  opts[] = {
-        { "json", no_argument, NULL, 'j' },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 }
-    };
     static const char *const  hdr[] = {
         "NAME", "SCOPE", "SERVICES", "CREATED", "EXPIRES"
     };
@@ -210,7 +220,9 @@ dsctl_token_list(int argc, char **argv)
 
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, dsctl_token_list_short,
+            dsctl_token_list_opts, NULL)) != -1)
+    {
         switch (c) {
         case 'j': json = 1; break;
         case 'h': dsctl_token_help(); return DSCTL_EXIT_OK;
@@ -265,13 +277,17 @@ dsctl_token_list(int argc, char **argv)
 }
 
 
+const char  dsctl_token_revoke_short[] = ":h";
+
+const struct option  dsctl_token_revoke_opts[] = {
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 }
+};
+
+
 static int
 dsctl_token_revoke(int argc, char **argv)
 {
-    static const struct option  opts[] = {
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 }
-    };
     dsctl_config_t   cfg;
     dsctl_resp_t     resp;
     dsctl_str_t      path = { 0 };
@@ -280,7 +296,9 @@ dsctl_token_revoke(int argc, char **argv)
 
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, dsctl_token_revoke_short,
+            dsctl_token_revoke_opts, NULL)) != -1)
+    {
         switch (c) {
         case 'h': dsctl_token_help(); return DSCTL_EXIT_OK;
         default: return dsctl_opt_error(DSCTL_TOKEN_USAGE, c, argv);

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <signal.h>
+#include <getopt.h>
 
 #include <cjson/cJSON.h>
 
@@ -50,6 +51,34 @@ int cmd_secret(int argc, char **argv);
 int cmd_fleet(int argc, char **argv);
 int cmd_ignore_check(int argc, char **argv);
 int cmd_pack(int argc, char **argv);
+int cmd_completion(int argc, char **argv);
+
+/* ---- the options of each command (cmd_*.c), for completion ---------- */
+
+extern const char          dsctl_apply_short[];
+extern const struct option dsctl_apply_opts[];
+extern const char          dsctl_offer_short[];
+extern const struct option dsctl_offer_opts[];
+extern const char          dsctl_ps_short[];
+extern const struct option dsctl_ps_opts[];
+extern const char          dsctl_logs_short[];
+extern const struct option dsctl_logs_opts[];
+extern const char          dsctl_stop_short[];
+extern const struct option dsctl_stop_opts[];
+extern const char          dsctl_token_create_short[];
+extern const struct option dsctl_token_create_opts[];
+extern const char          dsctl_token_list_short[];
+extern const struct option dsctl_token_list_opts[];
+extern const char          dsctl_token_revoke_short[];
+extern const struct option dsctl_token_revoke_opts[];
+extern const char          dsctl_fleet_list_short[];
+extern const struct option dsctl_fleet_list_opts[];
+extern const char          dsctl_fleet_delete_short[];
+extern const struct option dsctl_fleet_delete_opts[];
+
+/* dstackctl completion bash|zsh (cmd_completion.c): the command table
+ * main.c dispatches from, as it is */
+const dsctl_cmd_t *dsctl_command_table(size_t *n);
 
 
 /* ---- messages, prompts, formatting (term.c) ---------------------------- */
@@ -102,6 +131,13 @@ void dsctl_fmt_mb(char *buf, size_t n, double mb);
 void dsctl_fmt_bytes(char *buf, size_t n, double bytes);
 /* "30s", "5m", "1h", "7d", "2w" or plain seconds; -1 when invalid */
 long long dsctl_parse_duration(const char *s);
+/*
+ * logs --since: a duration back from now ("10m", "1h", "2d", seconds) or
+ * an RFC 3339 time ("2024-05-01T10:30:00Z", "+02:00", no zone: local;
+ * a bare date is its midnight) -> unix seconds (at least 1); -1 when
+ * it is neither
+ */
+long long dsctl_parse_since(const char *s, long long now);
 
 /* a growable string */
 typedef struct {
@@ -252,6 +288,15 @@ int dsctl_wildmatch(const char *pattern, const char *text);
  */
 typedef int (*dsctl_walk_cb)(void *arg, const char *path, int is_dir);
 int dsctl_walk(const char *root, dsctl_walk_cb cb, void *arg);
+/*
+ * git's config: the last value of section.key in text (names caseless,
+ * quotes and escapes undone, comments cut), or NULL; free it.
+ */
+char *dsctl_git_config_get(const char *text, size_t len,
+    const char *section, const char *key);
+/* where git's global excludes are (core.excludesFile or the default);
+ * NULL when HOME and XDG_CONFIG_HOME are unset; free it */
+char *dsctl_git_excludes_file(void);
 
 
 /* ---- the code archive (pack.c) ----------------------------------------- */
@@ -287,8 +332,8 @@ typedef struct {
 /*
  * Reads, parses and validates FILE (errors "file:line:col: message" on
  * stderr), then fills env from the environment and the -e overrides
- * (K=V strings) when resolve is set (offers do not depend on env, so
- * "offer" leaves bare names unresolved).  Returns 0, or -1 after
+ * (K=V strings) when resolve is set (apply and offer; the fleet
+ * check does not).  Returns 0, or -1 after
  * printing the errors.
  */
 /* a YAML document's parser and env resolution (ds_spec_*, ds_fleet_*) */
@@ -303,6 +348,25 @@ int dsctl_doc_load(dsctl_spec_t *sp, const char *file, char **overrides,
 int dsctl_spec_load(dsctl_spec_t *sp, const char *file,
     char **overrides, int n_overrides, int resolve);
 void dsctl_spec_free(dsctl_spec_t *sp);
+/* a file's text, or stdin's (read once, kept) for "-"; free it */
+char *dsctl_read_input(const char *file, size_t *len);
+
+/* --cpu, --gpu, --memory, --disk (dstack's syntax, as in a file) */
+typedef struct {
+    const char     *cpu;
+    const char     *gpu;
+    const char     *memory;
+    const char     *disk;
+} dsctl_resource_opt_t;
+#define DSCTL_RESOURCE_OPTS_SET(ro) \
+    ((ro)->cpu != NULL || (ro)->gpu != NULL || (ro)->memory != NULL \
+     || (ro)->disk != NULL)
+/* replaces resources.KEY of a normalized spec with VALUE's; -1 after
+ * printing "--KEY: why" (the spec may then be half changed) */
+int dsctl_spec_override(cJSON *spec, const char *key, const char *value);
+int dsctl_spec_overrides(cJSON *spec, const dsctl_resource_opt_t *ro);
+/* a normalized spec with only these resources (offer without -f) */
+cJSON *dsctl_spec_resources_only(const dsctl_resource_opt_t *ro);
 /* one-line summaries for the plan table */
 void dsctl_spec_resources(const cJSON *spec, dsctl_str_t *out);
 void dsctl_spec_replicas(const cJSON *spec, dsctl_str_t *out);

@@ -29,8 +29,18 @@ dsctl_fleet_is_file(const char *file)
     ds_err_t        err;
     const cJSON    *t;
     ds_yaml_doc_t  *doc;
+    char           *text;
+    size_t          len;
+    int             rc;
 
-    if (ds_yaml_load_file(file, DS_SPEC_INPUT_MAX, &doc, &err) != DS_OK) {
+    /* "-" (stdin) can be read only once: dsctl_read_input keeps it */
+    text = dsctl_read_input(file, &len);
+    if (text == NULL) {
+        return 0;
+    }
+    rc = ds_yaml_load(file, text, len, &doc, &err);
+    free(text);
+    if (rc != DS_OK) {
         return 0;
     }
 

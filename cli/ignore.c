@@ -13,12 +13,20 @@
  * shallower ones; an ignored directory is not entered, so nothing inside
  * it can be re-included (as in git).  .git is never packed;
  * .git/info/exclude is honoured like a root .gitignore.
+ *
+ * As dstack does, a .dstackignore next to a .gitignore adds its rules
+ * (after them, so it wins), and so do git's global excludes
+ * (core.excludesFile, else $XDG_CONFIG_HOME/git/ignore or
+ * ~/.config/git/ignore), weakest of all.  git's config files are read
+ * here, git is never run: a CLI that packs code must not depend on it.
  */
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "dstackctl.h"
@@ -346,6 +354,192 @@ dsctl_ignore_match(const dsctl_ignore_t *ig, const char *path, int is_dir)
 }
 
 
+/* ---- git's global excludes ----------------------------------------------- */
+
+/* a config value's text: quotes dropped, escapes undone, comments cut */
+static char *
+dsctl_git_value(const char *p, const char *end)
+{
+    dsctl_str_t  v = { 0 };
+    size_t       keep = 0;
+    int          quoted = 0;
+
+    dsctl_str_add(&v, "", 0);
+    while (p < end && (*p == ' ' || *p == '\t')) {
+        p++;
+    }
+    for ( ; p < end; p++) {
+        if (*p == '"') {
+            quoted = !quoted;
+            keep = v.len;
+            continue;
+        }
+        if (!quoted && (*p == '#' || *p == ';')) {
+            break;
+        }
+        if (*p == '\\' && p + 1 < end) {
+            p++;
+            dsctl_str_add(&v, *p == 't' ? "\t" : *p == 'n' ? "\n" : p, 1);
+            keep = v.len;
+            continue;
+        }
+        dsctl_str_add(&v, p, 1);
+        if (quoted || (*p != ' ' && *p != '\t')) {
+            keep = v.len;
+        }
+    }
+    /* unquoted trailing blanks are not part of the value */
+    v.len = keep;
+    v.s[keep] = '\0';
+    return v.s;
+}
+
+
+char *
+dsctl_git_config_get(const char *text, size_t len, const char *section,
+    const char *key)
+{
+    const char  *p = text, *end = text + len, *nl, *q, *k;
+    char        *found = NULL;
+    size_t       klen;
+    int          in = 0;
+
+    klen = strlen(key);
+    for ( ; p < end; p = nl + 1) {
+        nl = memchr(p, '\n', (size_t) (end - p));
+        if (nl == NULL) {
+            nl = end;
+        }
+        while (p < nl && isspace((unsigned char) *p)) {
+            p++;
+        }
+        if (p == nl || *p == '#' || *p == ';') {
+            continue;
+        }
+        if (*p == '[') {
+            /* "[core]" but not "[core \"sub\"]": names are caseless */
+            q = memchr(p, ']', (size_t) (nl - p));
+            in = q != NULL && (size_t) (q - p - 1) == strlen(section)
+                 && strncasecmp(p + 1, section, strlen(section)) == 0;
+            if (q == NULL) {
+                continue;
+            }
+            p = q + 1;          /* "[core] key = v" on one line */
+            while (p < nl && isspace((unsigned char) *p)) {
+                p++;
+            }
+            if (p == nl) {
+                continue;
+            }
+        }
+        if (!in) {
+            continue;
+        }
+        k = p;
+        while (p < nl && (isalnum((unsigned char) *p) || *p == '-')) {
+            p++;
+        }
+        if ((size_t) (p - k) != klen || strncasecmp(k, key, klen) != 0) {
+            continue;
+        }
+        while (p < nl && (*p == ' ' || *p == '\t')) {
+            p++;
+        }
+        if (p < nl && *p != '=') {
+            continue;
+        }
+        /* the last one wins, as in git; a bare "key" is true */
+        free(found);
+        found = p < nl ? dsctl_git_value(p + 1, nl) : dsctl_xstrdup("true");
+    }
+    return found;
+}
+
+
+/* "~/x" -> "$HOME/x"; NULL when there is no HOME to expand */
+static char *
+dsctl_expand_home(const char *path)
+{
+    dsctl_str_t   out = { 0 };
+    const char   *home;
+
+    if (strncmp(path, "~/", 2) != 0) {
+        return dsctl_xstrdup(path);
+    }
+    home = getenv("HOME");
+    if (home == NULL || home[0] == '\0') {
+        return NULL;
+    }
+    dsctl_str_addf(&out, "%s%s", home, path + 1);
+    return out.s;
+}
+
+
+/*
+ * core.excludesFile from git's global config files (the later wins:
+ * $XDG_CONFIG_HOME/git/config, then ~/.gitconfig; GIT_CONFIG_GLOBAL
+ * instead of both), else git's default place.  NULL when neither HOME
+ * nor XDG_CONFIG_HOME says where that is.
+ */
+char *
+dsctl_git_excludes_file(void)
+{
+    const char   *home, *xdg, *g;
+    dsctl_str_t   f[2];
+    char         *text, *v, *found = NULL, *path;
+    size_t        len, i, n = 0;
+
+    home = getenv("HOME");
+    xdg = getenv("XDG_CONFIG_HOME");
+    if (home != NULL && home[0] == '\0') {
+        home = NULL;
+    }
+    if (xdg != NULL && xdg[0] == '\0') {
+        xdg = NULL;
+    }
+    memset(f, 0, sizeof(f));
+    g = getenv("GIT_CONFIG_GLOBAL");
+    if (g != NULL && g[0] != '\0') {
+        dsctl_str_addf(&f[n++], "%s", g);
+    } else {
+        if (xdg != NULL) {
+            dsctl_str_addf(&f[n++], "%s/git/config", xdg);
+        } else if (home != NULL) {
+            dsctl_str_addf(&f[n++], "%s/.config/git/config", home);
+        }
+        if (home != NULL) {
+            dsctl_str_addf(&f[n++], "%s/.gitconfig", home);
+        }
+    }
+    for (i = 0; i < n; i++) {
+        text = dsctl_read_file(f[i].s, &len);
+        if (text != NULL) {
+            v = dsctl_git_config_get(text, len, "core", "excludesfile");
+            if (v != NULL) {
+                free(found);
+                found = v;
+            }
+            free(text);
+        }
+        dsctl_str_free(&f[i]);
+    }
+    if (found != NULL && found[0] != '\0') {
+        path = dsctl_expand_home(found);
+        free(found);
+        return path;
+    }
+    free(found);
+
+    f[0].len = 0;
+    if (xdg != NULL) {
+        dsctl_str_addf(&f[0], "%s/git/ignore", xdg);
+    } else if (home != NULL) {
+        dsctl_str_addf(&f[0], "%s/.config/git/ignore", home);
+    }
+    return f[0].s;
+}
+
+
 /* ---- the walk ------------------------------------------------------------ */
 
 static int
@@ -372,6 +566,34 @@ dsctl_load_ignore(dsctl_ignore_t *ig, const char *file, const char *base)
     dsctl_ignore_add(ig, base, text, len);
     free(text);
     return 0;
+}
+
+
+/* the directory's .gitignore, then its .dstackignore (which wins) */
+static int
+dsctl_load_dir_ignores(dsctl_ignore_t *ig, const char *root, dsctl_str_t *rel)
+{
+    static const char *const  names[] = { ".gitignore", ".dstackignore" };
+    dsctl_str_t  full = { 0 };
+    size_t       i;
+    int          rc = 0;
+
+    /* the base of a nested file is its directory plus "/" */
+    if (rel->len) {
+        dsctl_str_add(rel, "/", 1);
+    }
+    for (i = 0; i < 2 && rc == 0; i++) {
+        full.len = 0;
+        dsctl_str_addf(&full, "%s/%s%s", root, rel->len ? rel->s : "",
+            names[i]);
+        rc = dsctl_load_ignore(ig, full.s, rel->len ? rel->s : "");
+    }
+    if (rel->len) {
+        rel->len--;
+        rel->s[rel->len] = '\0';
+    }
+    dsctl_str_free(&full);
+    return rc;
 }
 
 
@@ -412,18 +634,7 @@ dsctl_walk_dir(const char *root, dsctl_str_t *rel, dsctl_ignore_t *ig,
     }
 
     mark = dsctl_ignore_mark(ig);
-    full.len = 0;
-    dsctl_str_addf(&full, "%s/%s%s.gitignore", root, rel->len ? rel->s : "",
-        rel->len ? "/" : "");
-    if (rel->len) {
-        /* the base of a nested .gitignore is its directory plus "/" */
-        dsctl_str_add(rel, "/", 1);
-        rc = dsctl_load_ignore(ig, full.s, rel->s);
-        rel->len--;
-        rel->s[rel->len] = '\0';
-    } else {
-        rc = dsctl_load_ignore(ig, full.s, "");
-    }
+    rc = dsctl_load_dir_ignores(ig, root, rel);
 
     rlen = rel->len;
     for (i = 0; i < n && rc == 0; i++) {
@@ -482,6 +693,7 @@ dsctl_walk(const char *root, dsctl_walk_cb cb, void *arg)
     dsctl_ignore_t  *ig;
     dsctl_str_t      rel = { 0 }, excl = { 0 };
     struct stat      st;
+    char            *gx;
     int              rc;
 
     if (stat(root, &st) == -1) {
@@ -494,8 +706,14 @@ dsctl_walk(const char *root, dsctl_walk_cb cb, void *arg)
     }
 
     ig = dsctl_ignore_new();
+    /* the weakest first: the global excludes, then the repository's */
+    gx = dsctl_git_excludes_file();
+    rc = gx != NULL ? dsctl_load_ignore(ig, gx, "") : 0;
+    free(gx);
     dsctl_str_addf(&excl, "%s/.git/info/exclude", root);
-    rc = dsctl_load_ignore(ig, excl.s, "");
+    if (rc == 0) {
+        rc = dsctl_load_ignore(ig, excl.s, "");
+    }
     dsctl_str_free(&excl);
     if (rc == 0) {
         dsctl_str_add(&rel, "", 0);

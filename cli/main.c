@@ -28,6 +28,8 @@ static const dsctl_cmd_t  dsctl_commands[] = {
     { "token", cmd_token, 0, "create, list and revoke API and service tokens" },
     { "secret", cmd_secret, 0, "set, get, list and delete secrets" },
     { "fleet", cmd_fleet, 0, "list and delete SSH fleets (apply creates them)" },
+    { "completion", cmd_completion, 0,
+      "print a bash or zsh completion script" },
     { "__ignore-check", cmd_ignore_check,
       DSCTL_CMD_HIDDEN,
       "list the files apply would pack from DIR" },
@@ -36,6 +38,14 @@ static const dsctl_cmd_t  dsctl_commands[] = {
 };
 
 #define DSCTL_NCOMMANDS  (sizeof(dsctl_commands) / sizeof(dsctl_commands[0]))
+
+
+const dsctl_cmd_t *
+dsctl_command_table(size_t *n)
+{
+    *n = DSCTL_NCOMMANDS;
+    return dsctl_commands;
+}
 
 
 static void
@@ -55,7 +65,7 @@ dsctl_help(FILE *out)
         if (dsctl_commands[i].flags & DSCTL_CMD_HIDDEN) {
             continue;
         }
-        fprintf(out, "   %-8s %s\n", dsctl_commands[i].name,
+        fprintf(out, "   %-10s %s\n", dsctl_commands[i].name,
             dsctl_commands[i].summary);
     }
     fprintf(out,

@@ -434,6 +434,12 @@ dsctl_pack_send(dsctl_pack_t *pk, const char *what, char hash[65])
     dsctl_str_addf(&label, "Uploading the %s (%zu files, %s)", what,
         pk->files, size);
 
+    /* the size before the upload, as dstack says it (a progress bar on
+     * a terminal repeats it for a big one) */
+    if (!(isatty(STDERR_FILENO) && pk->len > 256 * 1024)) {
+        printf("%s\n", label.s);
+        fflush(stdout);
+    }
     rc = dsctl_api_upload(path.s, pk->data != NULL ? pk->data : "", pk->len,
         "application/gzip", label.s, &resp);
     if (rc == 0) {

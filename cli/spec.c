@@ -31,14 +31,15 @@ dsctl_doc_load(dsctl_spec_t *sp, const char *file, char **overrides,
     int           i, rc;
 
     memset(sp, 0, sizeof(*sp));
-    text = dsctl_read_file(file, &len);
+    text = dsctl_read_input(file, &len);
     if (text == NULL) {
         dsctl_error("cannot read \"%s\": %s", file, strerror(errno));
         return -1;
     }
 
     memset(&err, 0, sizeof(err));
-    rc = parse(file, text, len, &spec, &err);
+    rc = parse(strcmp(file, "-") == 0 ? "<stdin>" : file, text, len, &spec,
+        &err);
     free(text);
     if (rc != DS_OK) {
         /* "file:line:col: message", as compilers print it */
@@ -68,6 +69,149 @@ dsctl_doc_load(dsctl_spec_t *sp, const char *file, char **overrides,
     sp->file = dsctl_xstrdup(file);
     sp->spec = spec;
     return 0;
+}
+
+
+/* "-" is stdin, read once: apply looks at the document more than once */
+char *
+dsctl_read_input(const char *file, size_t *len)
+{
+    static char    *in;
+    static size_t   in_len;
+    char           *copy;
+
+    if (strcmp(file, "-") != 0) {
+        return dsctl_read_file(file, len);
+    }
+    if (in == NULL) {
+        in = dsctl_read_file("/dev/stdin", &in_len);
+        if (in == NULL) {
+            return NULL;
+        }
+    }
+    copy = dsctl_xmalloc(in_len + 1);
+    memcpy(copy, in, in_len + 1);
+    *len = in_len;
+    return copy;
+}
+
+
+/*
+ * The resources one option gives (--gpu 24GB..80GB:2), read by the
+ * spec's own parser from a minimal document so that the syntax is
+ * dstack's and the same as in a file: the normalized resources, or NULL
+ * after printing "--gpu: <why>".
+ */
+static cJSON *
+dsctl_resource_doc(const char *key, const char *value, cJSON **doc)
+{
+    dsctl_str_t   y = { 0 };
+    ds_err_t      err;
+    cJSON        *v;
+    char         *q, *msg;
+    int           rc, i;
+
+    /* a JSON string is a YAML scalar: the value cannot escape it */
+    v = cJSON_CreateString(value);
+    q = cJSON_PrintUnformatted(v);
+    cJSON_Delete(v);
+    dsctl_str_addf(&y, "type: service\ncommands: [\"true\"]\nport: 80\n"
+        "resources:\n  %s: %s\n", key, q != NULL ? q : "\"\"");
+    free(q);
+
+    memset(&err, 0, sizeof(err));
+    *doc = NULL;
+    rc = ds_spec_parse_yaml("-", y.s, y.len, doc, &err);
+    dsctl_str_free(&y);
+    if (rc != DS_OK) {
+        /* the document is ours: drop its "-:5:8: " */
+        msg = err.msg;
+        for (i = 0; i < 3 && strchr(msg, ':') != NULL; i++) {
+            msg = strchr(msg, ':') + 1;
+        }
+        while (*msg == ' ') {
+            msg++;
+        }
+        dsctl_error("--%s: %s", key, msg[0] ? msg : "invalid value");
+        cJSON_Delete(*doc);
+        *doc = NULL;
+        return NULL;
+    }
+    return cJSON_GetObjectItemCaseSensitive(*doc, "resources");
+}
+
+
+int
+dsctl_spec_override(cJSON *spec, const char *key, const char *value)
+{
+    cJSON     *doc, *res, *from, *to, *checked;
+    ds_err_t   err;
+
+    from = dsctl_resource_doc(key, value, &doc);
+    if (from == NULL) {
+        return -1;
+    }
+    res = cJSON_GetObjectItemCaseSensitive(spec, "resources");
+    from = cJSON_DetachItemFromObjectCaseSensitive(from, key);
+    to = cJSON_GetObjectItemCaseSensitive(res, key);
+    cJSON_Delete(doc);
+    if (!cJSON_IsObject(res) || from == NULL || to == NULL) {
+        cJSON_Delete(from);
+        dsctl_error("--%s: the spec has no resources.%s", key, key);
+        return -1;
+    }
+    cJSON_ReplaceItemViaPointer(res, to, from);
+
+    /* the whole spec once more: a range that no longer holds is said */
+    memset(&err, 0, sizeof(err));
+    if (ds_spec_validate_json(spec, &checked, &err) != DS_OK) {
+        dsctl_error("--%s \"%s\": %s", key, value,
+            err.msg[0] ? err.msg : "invalid");
+        return -1;
+    }
+    cJSON_Delete(checked);
+    return 0;
+}
+
+
+cJSON *
+dsctl_spec_resources_only(const dsctl_resource_opt_t *ro)
+{
+    cJSON        *doc, *res;
+    const char   *keys[] = { "cpu", "gpu", "memory", "disk" };
+    const char   *vals[4];
+    int           i;
+
+    vals[0] = ro->cpu;
+    vals[1] = ro->gpu;
+    vals[2] = ro->memory;
+    vals[3] = ro->disk;
+    /* a spec with the defaults, then each option over it */
+    res = dsctl_resource_doc("cpu", "2..", &doc);
+    if (res == NULL) {
+        return NULL;
+    }
+    for (i = 0; i < 4; i++) {
+        if (vals[i] != NULL && dsctl_spec_override(doc, keys[i], vals[i])
+            != 0)
+        {
+            cJSON_Delete(doc);
+            return NULL;
+        }
+    }
+    return doc;
+}
+
+
+int
+dsctl_spec_overrides(cJSON *spec, const dsctl_resource_opt_t *ro)
+{
+    return (ro->cpu != NULL && dsctl_spec_override(spec, "cpu", ro->cpu))
+        || (ro->gpu != NULL && dsctl_spec_override(spec, "gpu", ro->gpu))
+        || (ro->memory != NULL
+            && dsctl_spec_override(spec, "memory", ro->memory))
+        || (ro->disk != NULL && dsctl_spec_override(spec, "disk", ro->disk))
+        ? -1 : 0;
 }
 
 

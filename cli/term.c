@@ -301,6 +301,103 @@ dsctl_parse_duration(const char *s)
 }
 
 
+/* n digits at *pp into *v; 0, or -1 when they are not there */
+static int
+dsctl_digits(const char **pp, int n, int *v)
+{
+    int  i;
+
+    *v = 0;
+    for (i = 0; i < n; i++) {
+        if (!isdigit((unsigned char) (*pp)[i])) {
+            return -1;
+        }
+        *v = *v * 10 + ((*pp)[i] - '0');
+    }
+    *pp += n;
+    return 0;
+}
+
+
+long long
+dsctl_parse_since(const char *s, long long now)
+{
+    struct tm    tm;
+    const char  *p = s;
+    long long    d, t;
+    int          y, mo, da, h = 0, mi = 0, se = 0, zh, zm, sign, zone = 0;
+    int          zoff = 0;
+
+    d = dsctl_parse_duration(s);
+    if (d >= 0) {
+        return now - d > 0 ? now - d : 1;
+    }
+    /* RFC 3339, as dstack takes it: 2024-05-01T10:30:00Z, or a date, or
+     * a time without its zone (this machine's) */
+    if (s == NULL || dsctl_digits(&p, 4, &y) != 0 || *p++ != '-'
+        || dsctl_digits(&p, 2, &mo) != 0 || *p++ != '-'
+        || dsctl_digits(&p, 2, &da) != 0)
+    {
+        return -1;
+    }
+    if (*p == 'T' || *p == 't' || *p == ' ') {
+        p++;
+        if (dsctl_digits(&p, 2, &h) != 0 || *p++ != ':'
+            || dsctl_digits(&p, 2, &mi) != 0)
+        {
+            return -1;
+        }
+        if (*p == ':') {
+            p++;
+            if (dsctl_digits(&p, 2, &se) != 0) {
+                return -1;
+            }
+            if (*p == '.') {
+                for (p++; isdigit((unsigned char) *p); p++) {
+                    /* fractions of a second: the index has seconds */
+                }
+            }
+        }
+        if (*p == 'Z' || *p == 'z') {
+            p++;
+            zone = 1;
+        } else if (*p == '+' || *p == '-') {
+            sign = *p++ == '-' ? -1 : 1;
+            if (dsctl_digits(&p, 2, &zh) != 0) {
+                return -1;
+            }
+            if (*p == ':') {
+                p++;
+            }
+            if (dsctl_digits(&p, 2, &zm) != 0 || zh > 23 || zm > 59) {
+                return -1;
+            }
+            zone = 1;
+            zoff = sign * (zh * 3600 + zm * 60);
+        }
+    }
+    if (*p != '\0' || mo < 1 || mo > 12 || da < 1 || da > 31 || h > 23
+        || mi > 59 || se > 60 || y < 1970)
+    {
+        return -1;
+    }
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = da;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = se;
+    tm.tm_isdst = -1;
+    t = zone ? (long long) timegm(&tm) - zoff : (long long) mktime(&tm);
+    /* mktime and timegm carry over (Feb 31 is Mar 3): not a date */
+    if (tm.tm_mday != da || tm.tm_mon != mo - 1) {
+        return -1;
+    }
+    return t > 0 ? t : 1;
+}
+
+
 void *
 dsctl_xmalloc(size_t n)
 {

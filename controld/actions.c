@@ -29,6 +29,7 @@ struct apply_req {
     const char     *name;
     const char     *code;
     const char     *files;          /* the spec's files: an archive */
+    int             force;          /* a new version even if unchanged */
 };
 
 
@@ -49,6 +50,12 @@ apply_parse(const cJSON *req, struct apply_req *a, char *err, size_t n)
                 }
                 a->name = it->valuestring;
             }
+        } else if (strcmp(it->string, "force") == 0) {
+            if (!cJSON_IsBool(it)) {
+                snprintf(err, n, "force: expected true or false");
+                return 400;
+            }
+            a->force = cJSON_IsTrue(it);
         } else if (strcmp(it->string, "code") == 0
                    || strcmp(it->string, "files") == 0)
         {
@@ -258,8 +265,9 @@ action_apply(const cJSON *req, cJSON **answer, int *created, char *err,
     if (prev != NULL && !prev->finished) {
         r = prev;
         changes = spec_changes(r->spec.json, sp.json, &rollout);
+        /* force: dstack's apply --force, a rolling restart */
         if ((a.code != NULL && strcmp(a.code, r->code) != 0)
-            || strcmp(a.files ? a.files : "", r->files) != 0)
+            || strcmp(a.files ? a.files : "", r->files) != 0 || a.force)
         {
             rollout = 1;
         }

@@ -108,6 +108,7 @@ struct api_req {
     int                 log_num;
     int                 log_version;
     int                 log_live;
+    long long           log_start;      /* logs: where ?since= starts */
     long long           offset;         /* logs: ?offset= */
     int                 follow;         /* logs: ?follow=1 */
 };
@@ -733,18 +734,20 @@ static void
 api_logs_args(struct MHD_Connection *c, struct api_req *q,
     struct ps_request *rq, char *err, size_t n)
 {
-    long long    num = -1;
+    long long    num = -1, since = 0;
     int          have_num;
     const char  *v;
 
     have_num = api_int_arg(c, "replica", 0, 65535, &num, err, n);
     if (have_num < 0
         || api_int_arg(c, "offset", 0, LLONG_MAX / 2, &q->offset, err, n)
-           < 0)
+           < 0
+        || api_int_arg(c, "since", 1, UINT32_MAX, &since, err, n) < 0)
     {
         rq->flags |= PS_RQ_ERROR;
         return;
     }
+    rq->since = (uint32_t) since;
     v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "follow");
     if (v != NULL) {
         if (strcmp(v, "1") == 0 || strcmp(v, "true") == 0) {
@@ -779,6 +782,11 @@ api_logs(struct MHD_Connection *c, struct api_req *q)
 
     fd = q->log_fd;
     q->log_fd = -1;
+
+    /* since: lines older than that time are skipped */
+    if (q->log_start > offset) {
+        offset = q->log_start;
+    }
 
     if (!q->follow) {
         if (fd < 0 || fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
@@ -1329,6 +1337,8 @@ api_from_parent(const struct ps_msg *m)
         q->log_num = lg.num;
         q->log_version = lg.version;
         q->log_live = lg.live != 0;
+        q->log_start = lg.start > (uint64_t) LLONG_MAX / 2
+                       ? LLONG_MAX / 2 : (long long) lg.start;
         q->status = 200;
         q->state = Q_ANSWERED;
         break;

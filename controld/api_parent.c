@@ -43,6 +43,7 @@
 #include "config.h"
 #include "fleets.h"
 #include "log.h"
+#include "logrotate.h"
 #include "metrics.h"
 #include "privsep.h"
 #include "run.h"
@@ -248,6 +249,7 @@ api_parent_logs(uint32_t id, const struct ps_request *rq, struct run *r)
     struct replica  *rep, *best = NULL;
     struct ps_log    lg;
     char             err[256], path[4096];
+    struct stat      sb;
     int              have_num, num, fd;
 
     have_num = (rq->flags & PS_RQ_NUM) != 0;
@@ -287,6 +289,9 @@ api_parent_logs(uint32_t id, const struct ps_request *rq, struct run *r)
     fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 
     memset(&lg, 0, sizeof(lg));
+    if (rq->since != 0 && fd >= 0 && fstat(fd, &sb) == 0) {
+        lg.start = (uint64_t) logrotate_since(path, rq->since, sb.st_size);
+    }
     lg.num = best->num;
     lg.version = best->version;
     lg.live = (rq->flags & PS_RQ_FOLLOW) && api_parent_replica_live(best);

@@ -94,7 +94,7 @@ struct ps_request {
     uint32_t        op;                 /* enum ps_op */
     uint32_t        flags;              /* PS_RQ_* */
     int32_t         num;                /* logs: the replica */
-    uint32_t        pad;
+    uint32_t        since;              /* logs: unix seconds, 0: all */
     char            param[128];         /* run, fleet or token name */
 };
 
@@ -110,6 +110,8 @@ struct ps_log {
     int32_t         num;
     int32_t         version;
     uint32_t        live;               /* the replica still writes */
+    uint64_t        start;              /* since: the byte that time
+                                           starts at (logrotate.c) */
 };
 
 /* about once a second for each log stream that follows */

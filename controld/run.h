@@ -130,6 +130,7 @@ struct replica {
     char            engine_sock[108];
     int             engine_podman;
     long long       log_base;           /* our log's size at its start */
+    long long       log_indexed;        /* its size last put in .idx */
     /* addr is a relay (a tunnel) that accepts connections whatever the
      * replica does: readiness needs an HTTP answer */
     int             relayed;

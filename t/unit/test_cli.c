@@ -1,6 +1,7 @@
 /*
  * Unit tests of dstackctl's pure parts: .gitignore matching (ignore.c),
- * tables (table.c), config files (config.c), durations and formatting
+ * .dstackignore and git's global excludes (ignore.c), tables (table.c),
+ * config files (config.c), durations, --since times and formatting
  * (term.c).
  *
  * The Makefile links t/unit/test_*.c with libdscommon.a only, so the CLI
@@ -198,6 +199,10 @@ test_walk(void **state)
 
     (void) state;
     assert_non_null(mkdtemp(dir));
+    /* git's global excludes of whoever runs this are not ours */
+    setenv("HOME", dir, 1);
+    unsetenv("XDG_CONFIG_HOME");
+    unsetenv("GIT_CONFIG_GLOBAL");
     put(dir, ".gitignore", "*.log\nbuild/\n/data/*\n!/data/keep\n");
     put(dir, "app.py", "print(1)\n");
     put(dir, "debug.log", "x\n");
@@ -441,6 +446,164 @@ test_formats(void **state)
 }
 
 
+/* ---- .dstackignore and git's global excludes --------------------------- */
+
+static void
+test_git_config(void **state)
+{
+    static const char  cfg[] =
+        "# a comment\n"
+        "[user]\n"
+        "\texcludesfile = /not/this\n"
+        "[Core]\n"
+        "\tautocrlf = false\n"
+        "\tExcludesFile = ~/first ; a comment\n"
+        "[core \"sub\"]\n"
+        "\texcludesfile = /not/sub\n"
+        "[core]\n"
+        "    excludesfile = \"~/with space\\\\x # kept\"  # cut\n"
+        "[alias]\n"
+        "\texcludesfile = /not/alias\n";
+    char  *v;
+
+    (void) state;
+    v = dsctl_git_config_get(cfg, sizeof(cfg) - 1, "core", "excludesfile");
+    assert_non_null(v);
+    /* the last one wins; quotes keep what a comment would cut */
+    assert_string_equal(v, "~/with space\\x # kept");
+    free(v);
+    v = dsctl_git_config_get(cfg, sizeof(cfg) - 1, "core", "autocrlf");
+    assert_string_equal(v, "false");
+    free(v);
+    assert_null(dsctl_git_config_get(cfg, sizeof(cfg) - 1, "core", "nope"));
+    assert_null(dsctl_git_config_get("", 0, "core", "excludesfile"));
+    v = dsctl_git_config_get("[core] excludesfile=/x\n", 23, "core",
+        "excludesfile");
+    assert_string_equal(v, "/x");
+    free(v);
+}
+
+
+static void
+test_walk_excludes(void **state)
+{
+    char         dir[] = "/tmp/dstackctl-excl-XXXXXX";
+    char         cmd[600], home[300], path[400], *x;
+    dsctl_str_t  out = { 0 };
+
+    (void) state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(home, sizeof(home), "%s/home", dir);
+    put(dir, "home/.config/git/ignore", "*.key\n");
+    put(dir, "w/.gitignore", "*.log\n");
+    put(dir, "w/.dstackignore", "data/\n!keep.log\n");
+    put(dir, "w/app.py", "x\n");
+    put(dir, "w/a.key", "x\n");
+    put(dir, "w/debug.log", "x\n");
+    put(dir, "w/keep.log", "x\n");
+    put(dir, "w/data/big.bin", "x\n");
+    put(dir, "w/src/.dstackignore", "*.tmp\n");
+    put(dir, "w/src/x.tmp", "x\n");
+    put(dir, "w/src/x.c", "x\n");
+    put(dir, "w/x.tmp", "x\n");
+
+    /* the default place: ~/.config/git/ignore */
+    setenv("HOME", home, 1);
+    unsetenv("XDG_CONFIG_HOME");
+    unsetenv("GIT_CONFIG_GLOBAL");
+    x = dsctl_git_excludes_file();
+    snprintf(path, sizeof(path), "%s/.config/git/ignore", home);
+    assert_string_equal(x, path);
+    free(x);
+
+    snprintf(path, sizeof(path), "%s/w", dir);
+    assert_int_equal(dsctl_walk(path, collect, &out), 0);
+    /* .dstackignore after .gitignore: its "!keep.log" wins; nested
+     * ones apply below their directory only */
+    assert_string_equal(out.s,
+        ".dstackignore\n"
+        ".gitignore\n"
+        "app.py\n"
+        "keep.log\n"
+        "src/\n"
+        "src/.dstackignore\n"
+        "src/x.c\n"
+        "x.tmp\n");
+
+    /* core.excludesFile in ~/.gitconfig, "~/" expanded, wins */
+    put(dir, "home/.gitconfig", "[core]\n\texcludesFile = ~/my-ignore\n");
+    put(dir, "home/my-ignore", "app.py\n");
+    out.len = 0;
+    assert_int_equal(dsctl_walk(path, collect, &out), 0);
+    assert_null(strstr(out.s, "app.py"));
+    assert_non_null(strstr(out.s, "a.key"));
+
+    /* XDG_CONFIG_HOME moves the default and git's own config */
+    snprintf(cmd, sizeof(cmd), "rm -f '%s/.gitconfig'", home);
+    assert_int_equal(system(cmd), 0);
+    put(dir, "xdg/git/ignore", "/x.tmp\nkeep.log\n");
+    snprintf(path, sizeof(path), "%s/xdg", dir);
+    setenv("XDG_CONFIG_HOME", path, 1);
+    snprintf(path, sizeof(path), "%s/w", dir);
+    out.len = 0;
+    assert_int_equal(dsctl_walk(path, collect, &out), 0);
+    assert_null(strstr(out.s, "\nx.tmp"));
+    assert_non_null(strstr(out.s, "a.key"));
+    /* the weakest rules: the .dstackignore's "!keep.log" still wins */
+    assert_non_null(strstr(out.s, "\nkeep.log"));
+    unsetenv("XDG_CONFIG_HOME");
+
+    /* no HOME, no XDG: no global excludes, no error */
+    unsetenv("HOME");
+    assert_null(dsctl_git_excludes_file());
+    setenv("HOME", home, 1);
+
+    dsctl_str_free(&out);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+
+static void
+test_parse_since(void **state)
+{
+    long long  now = 1700000000;
+
+    (void) state;
+    assert_int_equal(dsctl_parse_since("10m", now), now - 600);
+    assert_int_equal(dsctl_parse_since("1h", now), now - 3600);
+    assert_int_equal(dsctl_parse_since("30", now), now - 30);
+    assert_int_equal(dsctl_parse_since("2d", now), now - 2 * 86400);
+    assert_int_equal(dsctl_parse_since("2023-11-14T22:13:20Z", now),
+        1700000000);
+    assert_int_equal(dsctl_parse_since("2023-11-14T22:13:20.25Z", now),
+        1700000000);
+    assert_int_equal(dsctl_parse_since("2023-11-15T00:13:20+02:00", now),
+        1700000000);
+    assert_int_equal(dsctl_parse_since("2023-11-14T21:13:20-0100", now),
+        1700000000);
+    assert_int_equal(dsctl_parse_since("2023-11-14 22:13Z", now),
+        1700000000 - 20);
+    setenv("TZ", "UTC", 1);
+    tzset();
+    assert_int_equal(dsctl_parse_since("2023-11-14", now), 1699920000);
+    assert_int_equal(dsctl_parse_since("2023-11-14T22:13:20", now),
+        1700000000);
+    /* far back is the epoch's first second, not a negative time */
+    assert_int_equal(dsctl_parse_since("100w", 1000), 1);
+
+    assert_int_equal(dsctl_parse_since("10x", now), -1);
+    assert_int_equal(dsctl_parse_since("", now), -1);
+    assert_int_equal(dsctl_parse_since("yesterday", now), -1);
+    assert_int_equal(dsctl_parse_since("2023-13-01", now), -1);
+    assert_int_equal(dsctl_parse_since("2023-02-31", now), -1);
+    assert_int_equal(dsctl_parse_since("2023-11-14T25:00Z", now), -1);
+    assert_int_equal(dsctl_parse_since("2023-11-14T22:13:20Q", now), -1);
+    assert_int_equal(dsctl_parse_since("2023-11-14T22:13:20+2", now), -1);
+    assert_int_equal(dsctl_parse_since("1969-12-31", now), -1);
+}
+
+
 int
 main(void)
 {
@@ -452,6 +615,9 @@ main(void)
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_config_load),
         cmocka_unit_test(test_formats),
+        cmocka_unit_test(test_git_config),
+        cmocka_unit_test(test_walk_excludes),
+        cmocka_unit_test(test_parse_since),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
