@@ -392,23 +392,13 @@ int
 offers_placement(const struct host_desc *h, const ds_spec_t *sp, char *err,
     size_t n)
 {
+    /* regions, spot_policy and max_price mean nothing here: the spec
+       validator accepts them with a warning, and they match any host */
     if (sp->backends != NULL
         && !offers_list_has(sp->backends, sp->n_backends, h->backend))
     {
         snprintf(err, n, "spec.backends: this server has the %s backend "
                  "only", h->backend);
-        return 422;
-    }
-    if (sp->regions != NULL
-        && !offers_list_has(sp->regions, sp->n_regions, h->region))
-    {
-        snprintf(err, n, "spec.regions: the %s backend has one region, "
-                 "\"%s\"", h->backend, h->region);
-        return 422;
-    }
-    if (sp->spot_policy == DS_SPEC_SPOT_SPOT) {
-        snprintf(err, n, "spec.spot_policy: the %s backend has on-demand "
-                 "offers only (use on-demand or auto)", h->backend);
         return 422;
     }
     return 0;

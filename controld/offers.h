@@ -54,9 +54,9 @@ int offers_match(const struct host_desc *h, const ds_spec_t *sp,
     int replicas, cJSON *offers, char *err, size_t n);
 
 /*
- * Where and how a spec may run against what a host offers: its
- * backends and regions lists must name the host's, and a host offers
- * on-demand only.  0, or 422 with the reason in err.
+ * Where a spec may run against what a host offers: its backends list
+ * (our backends only, see ds_spec_t) must name the host's.  0, or 422
+ * with the reason in err.
  */
 int offers_placement(const struct host_desc *h, const ds_spec_t *sp,
     char *err, size_t n);
