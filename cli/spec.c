@@ -6,6 +6,7 @@
  */
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -71,12 +72,44 @@ dsctl_doc_load(dsctl_spec_t *sp, const char *file, char **overrides,
 }
 
 
+/*
+ * The parser, printing the fields it ignores to stderr, before any
+ * plan: "serve.dstack.yml:12:1: tags: ignored: why".  The daemon's
+ * plan and apply answer the same warnings to other clients.
+ */
+static int
+dsctl_spec_parse(const char *file, const char *text, size_t len,
+    cJSON **spec, ds_err_t *err)
+{
+    int           rc;
+    cJSON        *w;
+    const cJSON  *it;
+
+    w = cJSON_CreateArray();
+    if (w == NULL) {
+        snprintf(err->msg, sizeof(err->msg), "out of memory");
+        return DS_ERROR;
+    }
+
+    rc = ds_spec_parse_yaml_warn(file, text, len, spec, w, err);
+    if (rc == DS_OK) {
+        fflush(stdout);
+        cJSON_ArrayForEach(it, w) {
+            fprintf(stderr, "%s\n", it->valuestring);
+        }
+    }
+
+    cJSON_Delete(w);
+    return rc;
+}
+
+
 int
 dsctl_spec_load(dsctl_spec_t *sp, const char *file, char **overrides,
     int n_overrides, int resolve)
 {
     return dsctl_doc_load(sp, file, overrides, n_overrides,
-                          ds_spec_parse_yaml,
+                          dsctl_spec_parse,
                           resolve ? ds_spec_resolve_env : NULL,
                           "invalid spec");
 }

@@ -51,6 +51,27 @@ spec_load(const cJSON *json, ds_spec_t *sp, char *err, size_t n)
 }
 
 
+cJSON *
+spec_warnings(const cJSON *json)
+{
+    cJSON     *w, *again;
+    ds_err_t   e;
+
+    w = cJSON_CreateArray();
+    if (w == NULL) {
+        return NULL;
+    }
+
+    /* valid already (spec_load): the second pass only collects them */
+    again = NULL;
+    memset(&e, 0, sizeof(e));
+    (void) ds_spec_validate_json_warn(json, &again, w, &e);
+    cJSON_Delete(again);
+
+    return w;
+}
+
+
 static void
 spec_str(ds_str_t *dst, const char *s)
 {
@@ -112,7 +133,11 @@ spec_in_place(const char *field)
     static const char *const  fields[] = {
         "name", "replicas", "scaling", "auth", "https", "rate_limits",
         "stop_duration", "max_duration", "retry", "spot_policy",
-        "max_price", "backends", "regions", "strip_prefix", "gateway"
+        "max_price", "backends", "regions", "strip_prefix", "gateway",
+        /* dstack's fields for clouds, ignored */
+        "tags", "priority", "idle_duration", "creation_policy",
+        "instance_types", "availability_zones", "reservation", "schedule",
+        "utilization_policy"
     };
     size_t  i;
 

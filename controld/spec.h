@@ -19,6 +19,9 @@
  * validator's message ("spec.resources.gpu: ...") in err.
  */
 int spec_load(const cJSON *json, ds_spec_t *sp, char *err, size_t n);
+/* the fields a loaded spec has that are accepted but ignored, as an
+ * array of "spec.tags: ignored: why" (NULL: out of memory) */
+cJSON *spec_warnings(const cJSON *json);
 /* the service record for LMDB; its strings point into sp */
 void spec_service(const ds_spec_t *sp, const char *name, ds_service_t *svc);
 /* the fields of two normalized specs that differ, as API changes; sets
