@@ -24,6 +24,8 @@ struct local_conf {
     int             subnet_bits;        /* prefix length, <= 28 */
     int             gpus;               /* 1: detect with nvidia-smi */
     char           *nvidia_smi;         /* the command to run */
+    char           *amd_smi;            /* AMD's, when nvidia_smi finds
+                                           none */
     unsigned        stop_grace_ms;      /* SIGTERM .. SIGKILL */
     unsigned        drain_unknown_ms;   /* drain bound without stats */
     unsigned        max_failures;       /* before a run fails */

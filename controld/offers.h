@@ -75,7 +75,7 @@ void offers_range_text(char *buf, size_t n, const ds_spec_range_t *r,
     double div, const char *unit);
 /* "nvidia:A100,H100:80GB:2": the spec's GPU requirement */
 void offers_gpu_req_text(const ds_spec_t *sp, char *buf, size_t n);
-/* "2x NVIDIA H100 80GB HBM3 (80GB)", or "no GPU (why)" */
+/* "H100:80GB:2, A10G:22GB:1", or "no GPU (why)" */
 void offers_host_gpus_text(const struct host_desc *h, char *buf, size_t n);
 
 #endif /* CONTROLD_OFFERS_H */
