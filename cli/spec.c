@@ -168,7 +168,7 @@ dsctl_range(const cJSON *r, dsctl_fmt_fn fmt, dsctl_str_t *out)
 }
 
 
-/* dstack's way: "2..xCPU, 8GB.., 1xA100 (80GB), 100GB.. (disk)" */
+/* dstack's way: "2..xCPU, 8GB.., A100:80GB:1, 100GB.. (disk)" */
 void
 dsctl_spec_resources(const cJSON *spec, dsctl_str_t *out)
 {
@@ -206,28 +206,31 @@ dsctl_spec_resources(const cJSON *spec, dsctl_str_t *out)
             || cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(gpu,
                    "total_memory"))))
     {
+        /* dstack's GPU spec: "nvidia:A100,H100:80GB:2" */
         dsctl_str_add(out, ", ", 2);
-        dsctl_range(cnt, dsctl_fmt_count, out);
-        dsctl_str_add(out, "x", 1);
         vendor = dsctl_json_str(gpu, "vendor");
-        if (cJSON_IsArray(names) && cJSON_GetArraySize(names) > 0) {
-            first = 1;
-            cJSON_ArrayForEach(name, names) {
-                if (cJSON_IsString(name)) {
-                    dsctl_str_addf(out, "%s%s", first ? "" : ",",
-                        name->valuestring);
-                    first = 0;
-                }
+        first = 1;
+        if (vendor != NULL) {
+            dsctl_str_addf(out, "%s:", vendor);
+        }
+        for (name = cJSON_IsArray(names) ? names->child : NULL; name;
+             name = name->next)
+        {
+            if (cJSON_IsString(name)) {
+                dsctl_str_addf(out, "%s%s", first ? "" : ",",
+                    name->valuestring);
+                first = 0;
             }
-        } else {
-            dsctl_str_addf(out, "%s", vendor != NULL ? vendor : "GPU");
+        }
+        if (!first) {
+            dsctl_str_add(out, ":", 1);
         }
         mem = cJSON_GetObjectItemCaseSensitive(gpu, "memory");
         if (cJSON_IsObject(mem)) {
-            dsctl_str_add(out, " (", 2);
             dsctl_range(mem, dsctl_fmt_mb, out);
-            dsctl_str_add(out, ")", 1);
+            dsctl_str_add(out, ":", 1);
         }
+        dsctl_range(cnt, dsctl_fmt_count, out);
         mem = cJSON_GetObjectItemCaseSensitive(gpu, "total_memory");
         if (cJSON_IsObject(mem)) {
             dsctl_str_add(out, " (total ", 8);
@@ -302,7 +305,8 @@ dsctl_offer_resources(const cJSON *res, dsctl_str_t *out)
     dsctl_fmt_mb(m, sizeof(m), dsctl_json_num(res, "memory_mb", 0));
     dsctl_str_addf(out, ", %s", m);
 
-    /* "2xH100 (80GB)": one group per name and memory, in order */
+    /* "H100:80GB:2", as dstack writes GPU specs: one group per name and
+       memory, in order */
     gpus = cJSON_GetObjectItemCaseSensitive(res, "gpus");
     n = cJSON_GetArraySize(gpus);
     for (i = 0; i < n; i++) {
@@ -330,11 +334,12 @@ dsctl_offer_resources(const cJSON *res, dsctl_str_t *out)
                 count++;
             }
         }
-        dsctl_str_addf(out, ", %dx%s", count, name);
+        dsctl_str_addf(out, ", %s", name);
         if (mem > 0) {
             dsctl_fmt_mb(m, sizeof(m), mem);
-            dsctl_str_addf(out, " (%s)", m);
+            dsctl_str_addf(out, ":%s", m);
         }
+        dsctl_str_addf(out, ":%d", count);
     }
 
     if (dsctl_json_num(res, "disk_mb", 0) > 0) {
