@@ -113,6 +113,16 @@ offers_gpu_name(const struct host_desc *h, int index)
 }
 
 
+/* one entry of a GPU spec: the same model and memory (forms differ) */
+static int
+gpu_same_kind(const struct host_gpu *a, const struct host_gpu *b)
+{
+    return a->vendor == b->vendor && a->memory_mb == b->memory_mb
+           && strcmp(a->model[0] ? a->model : a->name,
+                     b->model[0] ? b->model : b->name) == 0;
+}
+
+
 void
 offers_host_gpus_text(const struct host_desc *h, char *buf, size_t n)
 {
@@ -127,7 +137,7 @@ offers_host_gpus_text(const struct host_desc *h, char *buf, size_t n)
     for (i = 0; i < h->n_gpus && off < n; i++) {
         /* group equal GPUs */
         for (j = 0; j < i; j++) {
-            if (strcmp(h->gpus[j].name, h->gpus[i].name) == 0) {
+            if (gpu_same_kind(&h->gpus[j], &h->gpus[i])) {
                 break;
             }
         }
@@ -136,7 +146,7 @@ offers_host_gpus_text(const struct host_desc *h, char *buf, size_t n)
         }
         cnt = 0;
         for (j = i; j < h->n_gpus; j++) {
-            cnt += strcmp(h->gpus[j].name, h->gpus[i].name) == 0;
+            cnt += gpu_same_kind(&h->gpus[j], &h->gpus[i]);
         }
         /* dstack's form of a GPU spec: "H100:80GB:2" */
         off += snprintf(buf + off, n - off, "%s%s:%.0fGB:%d",
