@@ -109,7 +109,8 @@ enum { S_TYPE, S_NAME, S_PORT, S_COMMANDS, S_IMAGE, S_PYTHON, S_ENV,
        S_MAX_DURATION, S_STOP_DURATION, S_STRIP_PREFIX, S_GATEWAY,
        S_TAGS, S_PRIORITY, S_IDLE_DURATION, S_CREATION_POLICY,
        S_INSTANCE_TYPES, S_AVAILABILITY_ZONES, S_RESERVATION, S_SCHEDULE,
-       S_UTILIZATION_POLICY, S_DOCKER,
+       S_UTILIZATION_POLICY, S_STARTUP_ORDER, S_STOP_CRITERIA,
+       S_BACKEND_OPTIONS, S_DOCKER,
        S_N };
 
 static const ds_vfield_t  ds_service_fields[S_N] = {
@@ -156,6 +157,9 @@ static const ds_vfield_t  ds_service_fields[S_N] = {
     { "reservation", ds_v_f_reservation, 0, NULL },
     { "schedule", ds_v_f_schedule, 0, NULL },
     { "utilization_policy", ds_v_f_utilization_policy, 0, NULL },
+    { "startup_order", ds_v_f_startup_order, 0, NULL },
+    { "stop_criteria", ds_v_f_stop_criteria, 0, NULL },
+    { "backend_options", ds_v_f_backend_options, 0, NULL },
     { "docker", ds_v_f_docker, 0, NULL },
 };
 
@@ -169,10 +173,7 @@ static const ds_vunsup_t  ds_service_unsup[] = {
     { "repos", "is not supported yet" },
     { "dstack", "is not supported yet" },
     { "single_branch", "is not supported yet" },
-    { "startup_order", "is not supported yet" },
-    { "stop_criteria", "is not supported yet" },
     { "instances", "is not supported yet" },
-    { "backend_options", "is not supported yet" },
     { "groups", "(replica groups) is not supported yet" },
     { "cpu", "belongs under \"resources\"" },
     { "memory", "belongs under \"resources\"" },

@@ -296,6 +296,9 @@ int ds_v_f_availability_zones(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_reservation(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_schedule(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_utilization_policy(ds_vctx_t *c, const cJSON *in, cJSON **out);
+int ds_v_f_startup_order(ds_vctx_t *c, const cJSON *in, cJSON **out);
+int ds_v_f_stop_criteria(ds_vctx_t *c, const cJSON *in, cJSON **out);
+int ds_v_f_backend_options(ds_vctx_t *c, const cJSON *in, cJSON **out);
 
 /* backends we have, and whether a name is one ("remote" too) */
 extern const char *const  ds_spec_our_backends[3];

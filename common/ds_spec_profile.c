@@ -486,6 +486,80 @@ ds_v_f_idle_duration(ds_vctx_t *c, const cJSON *in, cJSON **out)
 }
 
 
+static const ds_venum_t  ds_startup_orders =
+    DS_VENUM("startup_order", "any", "master-first", "workers-first");
+static const ds_venum_t  ds_stop_criteria =
+    DS_VENUM("stop_criteria", "all-done", "master-done");
+
+
+/* a service is one node per replica: multi-node orders mean nothing */
+int
+ds_v_f_startup_order(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    int  rc;
+
+    rc = ds_v_f_enum(c, in, &ds_startup_orders, out);
+    if (rc != DS_OK) {
+        return rc;
+    }
+    return ds_v_warn(c, in, 1, "ignored: it orders the nodes of "
+                     "multi-node tasks; a service's replicas are one node "
+                     "each");
+}
+
+
+int
+ds_v_f_stop_criteria(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    int  rc;
+
+    rc = ds_v_f_enum(c, in, &ds_stop_criteria, out);
+    if (rc != DS_OK) {
+        return rc;
+    }
+    return ds_v_warn(c, in, 1, "ignored: it ends multi-node tasks; a "
+                     "service runs until stopped");
+}
+
+
+/* [{"backend": "aws", ...}]: each a mapping naming its backend */
+static int
+ds_v_backend_option(ds_vctx_t *c, const cJSON *in, const cJSON *done,
+    cJSON **out)
+{
+    const cJSON  *b;
+
+    (void) done;
+
+    if (!cJSON_IsObject(in)) {
+        return ds_v_fail(c, in, 0, "expected a mapping with \"backend\", "
+                         "got %s", ds_tname(in));
+    }
+    b = cJSON_GetObjectItemCaseSensitive(in, "backend");
+    if (!cJSON_IsString(b) || b->valuestring[0] == '\0') {
+        return ds_v_fail(c, in, 0, "missing required field \"backend\"");
+    }
+
+    *out = cJSON_Duplicate(in, 1);
+    return *out ? DS_OK : ds_v_oom(c);
+}
+
+
+int
+ds_v_f_backend_options(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    int  rc;
+
+    rc = ds_v_list(c, in, "backend options", "a list of backend options",
+                   DS_SPEC_LIST_MAX, ds_v_backend_option, out);
+    if (rc != DS_OK) {
+        return rc;
+    }
+    return ds_v_warn(c, in, 1, "ignored: they are options of cloud "
+                     "backends");
+}
+
+
 static const ds_venum_t  ds_creation_policies =
     DS_VENUM("creation_policy", "reuse", "reuse-or-create");
 

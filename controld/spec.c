@@ -137,7 +137,8 @@ spec_in_place(const char *field)
         /* dstack's fields for clouds, ignored */
         "tags", "priority", "idle_duration", "creation_policy",
         "instance_types", "availability_zones", "reservation", "schedule",
-        "utilization_policy"
+        "utilization_policy", "startup_order", "stop_criteria",
+        "backend_options"
     };
     size_t  i;
 
