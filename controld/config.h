@@ -26,6 +26,7 @@ struct local_conf {
     char           *nvidia_smi;         /* the command to run */
     char           *amd_smi;            /* AMD's, when nvidia_smi finds
                                            none */
+    char           *rocm_smi;           /* AMD's older, without amd_smi */
     unsigned        stop_grace_ms;      /* SIGTERM .. SIGKILL */
     unsigned        drain_unknown_ms;   /* drain bound without stats */
     unsigned        max_failures;       /* before a run fails */

@@ -194,26 +194,88 @@ host_amd_gpu_parse(const cJSON *o, struct host_gpu *g)
 }
 
 
+/* a member of o by name in any case ("Card Series", "Card series") */
+static const cJSON *
+json_get_nocase(const cJSON *o, const char *name)
+{
+    const cJSON  *it;
+
+    if (!cJSON_IsObject(o)) {
+        return NULL;
+    }
+    cJSON_ArrayForEach(it, o) {
+        if (it->string && strcasecmp(it->string, name) == 0) {
+            return it;
+        }
+    }
+    return NULL;
+}
+
+
+/*
+ * A GPU of rocm-smi's JSON ("rocm-smi --showproductname --showmeminfo
+ * vram --json"): "card0": {"Card Series": "AMD Instinct MI300X OAM",
+ * "VRAM Total Memory (B)": "206141652992", ...}.  -1 when not one.
+ */
+int
+host_rocm_gpu_parse(const cJSON *card, struct host_gpu *g)
+{
+    const cJSON  *name, *mem;
+    char         *end;
+    long          idx;
+
+    if (card->string == NULL || strncmp(card->string, "card", 4) != 0) {
+        return -1;
+    }
+    idx = strtol(card->string + 4, &end, 10);
+    name = json_get_nocase(card, "Card Series");
+    mem = json_get_nocase(card, "VRAM Total Memory (B)");
+    if (end == card->string + 4 || *end != '\0' || idx < 0
+        || !cJSON_IsString(name))
+    {
+        return -1;
+    }
+    g->index = (int) idx;
+    g->vendor = DS_SPEC_VENDOR_AMD;
+    snprintf(g->name, sizeof(g->name), "%s", name->valuestring);
+    gpu_model(g->name, g->model, sizeof(g->model));
+    g->memory_mb = cJSON_IsString(mem)
+                   ? strtoull(mem->valuestring, NULL, 10) / (1024 * 1024)
+                   : 0;
+    return 0;
+}
+
+
 /*
  * AMD's GPUs, when nvidia-smi found none: a host has one vendor's, and
- * the two tools number their GPUs each from 0.  amd-smi answers JSON: a
- * list of GPUs, or in newer versions {"gpu_data": [...]}.
+ * the tools number their GPUs each from 0.  amd-smi answers JSON: a
+ * list of GPUs, or in newer versions {"gpu_data": [...]}; without it,
+ * rocm-smi (older ROCm) an object of "cardN".
  */
 static void
 detect_amd_gpus(struct host_desc *h)
 {
     FILE          *fp;
     char           cmd[1024], *buf;
+    const char    *tool;
     size_t         len, got;
+    int            rocm;
     cJSON         *doc;
     const cJSON   *list, *it;
 
-    if (find_in_path(conf->local.amd_smi, cmd, sizeof(cmd)) != 0) {
-        return;
+    rocm = 0;
+    tool = conf->local.amd_smi;
+    if (find_in_path(tool, cmd, sizeof(cmd)) != 0) {
+        rocm = 1;
+        tool = conf->local.rocm_smi;
+        if (find_in_path(tool, cmd, sizeof(cmd)) != 0) {
+            return;
+        }
     }
 
-    snprintf(cmd, sizeof(cmd), "%s static --asic --vram --json 2>/dev/null",
-             conf->local.amd_smi);
+    snprintf(cmd, sizeof(cmd), rocm
+             ? "%s --showproductname --showmeminfo vram --json 2>/dev/null"
+             : "%s static --asic --vram --json 2>/dev/null", tool);
     fp = popen(cmd, "r");
     if (fp == NULL) {
         return;
@@ -234,20 +296,21 @@ detect_amd_gpus(struct host_desc *h)
     if (pclose(fp) != 0) {
         snprintf(h->gpu_note + strlen(h->gpu_note),
                  sizeof(h->gpu_note) - strlen(h->gpu_note), ", %s failed",
-                 conf->local.amd_smi);
+                 tool);
     }
 
     doc = cJSON_Parse(buf);
     free(buf);
 
-    list = cJSON_IsObject(doc)
+    list = cJSON_IsObject(doc) && !rocm
            ? cJSON_GetObjectItemCaseSensitive(doc, "gpu_data") : doc;
-    if (!cJSON_IsArray(list)) {
+    if (!cJSON_IsArray(list) && !(rocm && cJSON_IsObject(list))) {
         list = NULL;
     }
     cJSON_ArrayForEach(it, list) {
         if (h->n_gpus < HOST_GPUS_MAX
-            && host_amd_gpu_parse(it, &h->gpus[h->n_gpus]) == 0)
+            && (rocm ? host_rocm_gpu_parse(it, &h->gpus[h->n_gpus])
+                     : host_amd_gpu_parse(it, &h->gpus[h->n_gpus])) == 0)
         {
             h->n_gpus++;
         }
@@ -259,7 +322,7 @@ detect_amd_gpus(struct host_desc *h)
     } else {
         snprintf(h->gpu_note + strlen(h->gpu_note),
                  sizeof(h->gpu_note) - strlen(h->gpu_note),
-                 ", %s lists no GPU", conf->local.amd_smi);
+                 ", %s lists no GPU", tool);
     }
 }
 

@@ -29,6 +29,8 @@ int host_gpu_parse(char *line, int vendor, struct host_gpu *g);
 /* a GPU of amd-smi's JSON ("amd-smi static --asic --vram --json") into
  * g; 0 or -1 */
 int host_amd_gpu_parse(const cJSON *o, struct host_gpu *g);
+/* a "cardN" member of rocm-smi's JSON into g; 0 or -1 */
+int host_rocm_gpu_parse(const cJSON *card, struct host_gpu *g);
 /* prog as $PATH (or DEFAULT_PATH) finds it into out; 0 or -1 */
 int find_in_path(const char *prog, char *out, size_t n);
 

@@ -230,5 +230,36 @@ like($res->{body}, qr/^rocr=[01] hip=[01]$/m,
 $r = $c->cli(['stop', 'cloudy', '-y'], timeout => 120);
 is($r->{rc}, 0, 'stop exits 0') or diag $r->{err};
 
+# ---- rocm-smi, for ROCm without amd-smi -------------------------------------------
+
+my $rocm_smi = "$dir/fake-rocm-smi";
+DsTest::_write($rocm_smi, <<'EOF');
+#!/bin/sh
+# test double: rocm-smi (ROCm 6) on a host with one MI300X
+case "$*" in
+*--showproductname*--json*)
+    echo '{"card0": {"Card Series": "AMD Instinct MI300X OAM",'
+    echo '  "Card Vendor": "Advanced Micro Devices, Inc. [AMD/ATI]",'
+    echo '  "VRAM Total Memory (B)": "206141652992"}}' ;;
+*) exit 1 ;;
+esac
+EOF
+chmod 0755, $rocm_smi;
+
+$c->stop_controld;
+$c->start_controld(extra => <<"EOF");
+backends:
+  local:
+    nvidia_smi: $dir/no-such-nvidia-smi
+    amd_smi: $dir/no-such-amd-smi
+    rocm_smi: $rocm_smi
+EOF
+like($c->controld_log,
+    qr/GPU 0: AMD Instinct MI300X OAM \(MI300X\), 196592 MB/,
+    'without amd-smi, controld found the AMD GPU with rocm-smi');
+$r = $c->cli(['offer', '-f', 'nvidia.dstack.yml'], dir => $app);
+like($r->{err}, qr/no GPU of the host matches nvidia:1; the host has MI300X:192GB:1$/m,
+    'and offers it');
+
 $c->finish;
 $t->done;
