@@ -19,8 +19,8 @@
 
 /*
  * CPUs, architecture, memory, the disk of replicas_dir (created here)
- * and the GPUs nvidia-smi (or else amd-smi) lists into h; 0, or -1 with err set when
- * replicas_dir cannot be created.
+ * and the GPUs nvidia-smi (or else amd-smi, rocm-smi) lists into h; 0,
+ * or -1 with err set when replicas_dir cannot be created.
  */
 int host_detect(struct host_desc *h, char *err, size_t n);
 /* a line of nvidia-smi's CSV ("0, NVIDIA H100 80GB HBM3, 81559") into

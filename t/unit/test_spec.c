@@ -603,17 +603,21 @@ test_gpu_syntax(void **state)
 
     parse_err("type: service\ncommands: [x]\nport: 8000\nresources:\n"
               "  gpu: A100::2\n",
-              "t.dstack.yml:5:8: resources.gpu: invalid GPU spec \"A100::2\": empty part");
+              "t.dstack.yml:5:8: resources.gpu: "
+              "invalid GPU spec \"A100::2\": empty part");
     parse_err("type: service\ncommands: [x]\nport: 8000\nresources:\n"
               "  gpu: nvidia:amd\n",
-              "t.dstack.yml:5:8: resources.gpu: invalid GPU spec \"nvidia:amd\": more than "
+              "t.dstack.yml:5:8: resources.gpu: "
+              "invalid GPU spec \"nvidia:amd\": more than "
               "one vendor");
     parse_err("type: service\ncommands: [x]\nport: 8000\nresources:\n"
               "  gpu: A100,:2\n",
-              "t.dstack.yml:5:8: resources.gpu: invalid GPU spec \"A100,:2\": empty name");
+              "t.dstack.yml:5:8: resources.gpu: "
+              "invalid GPU spec \"A100,:2\": empty name");
     parse_err("type: service\ncommands: [x]\nport: 8000\nresources:\n"
               "  gpu: 2:4\n",
-              "t.dstack.yml:5:8: resources.gpu: invalid GPU spec \"2:4\": more than one "
+              "t.dstack.yml:5:8: resources.gpu: "
+              "invalid GPU spec \"2:4\": more than one "
               "count");
 }
 
@@ -658,18 +662,22 @@ test_cpu_memory_disk(void **state)
 
     parse_err("type: service\ncommands: [x]\nport: 8000\nresources:\n"
               "  cpu: 2..1\n",
-              "t.dstack.yml:5:8: resources.cpu: invalid CPU count \"2..1\": the minimum is "
+              "t.dstack.yml:5:8: resources.cpu: "
+              "invalid CPU count \"2..1\": the minimum is "
               "greater than the maximum");
     parse_err("type: service\ncommands: [x]\nport: 8000\nresources:\n"
               "  memory: {min: 16GB, max: 8GB}\n",
-              "t.dstack.yml:5:11: resources.memory: invalid memory size: the minimum 16384 is "
+              "t.dstack.yml:5:11: resources.memory: "
+              "invalid memory size: the minimum 16384 is "
               "greater than the maximum 8192");
     parse_err("type: service\ncommands: [x]\nport: 8000\nresources:\n"
               "  cpu: -1\n",
-              "t.dstack.yml:5:8: resources.cpu: invalid CPU count -1: must not be negative");
+              "t.dstack.yml:5:8: resources.cpu: "
+              "invalid CPU count -1: must not be negative");
     parse_err("type: service\ncommands: [x]\nport: 8000\nresources:\n"
               "  cpu: 2.5\n",
-              "t.dstack.yml:5:8: resources.cpu: invalid CPU count 2.5: expected a whole "
+              "t.dstack.yml:5:8: resources.cpu: "
+              "invalid CPU count 2.5: expected a whole "
               "number");
 }
 
@@ -904,7 +912,8 @@ test_typed_container(void **state)
     /* no message quotes the password */
     parse_err("type: service\nport: 8000\nimage: x\n"
               "registry_auth: {username: me, password: [s3cret]}\n",
-              "t.dstack.yml:4:41: registry_auth.password: expected a string, got a list");
+              "t.dstack.yml:4:41: registry_auth.password: "
+              "expected a string, got a list");
 }
 
 
@@ -1230,12 +1239,14 @@ test_limits(void **state)
     cJSON_Delete(out);
 
     parse_err("type: service\nport: 8000\nimage: x\nname: !!str 12\n",
-              "t.dstack.yml:4:7: name: invalid run name \"12\": expected 2 to 41 "
+              "t.dstack.yml:4:7: name: "
+              "invalid run name \"12\": expected 2 to 41 "
               "lowercase letters, digits or \"-\", starting with a letter");
     parse_err("type: service\nport: 8000\nimage: x\n[a]: 1\n",
               "t.dstack.yml:4:1: mapping keys must be strings, got a list");
     parse_err("type: service\nport: 8000\nimage: x\nreplicas: [1]\n",
-              "t.dstack.yml:4:11: replicas: replica groups are not supported yet");
+              "t.dstack.yml:4:11: replicas: "
+              "replica groups are not supported yet");
     parse_err("type: service\nport: 8000\nimage: x\nname: ab\nname: cd\n",
               "t.dstack.yml:5:1: duplicate key \"name\" (first at line 4)");
 }
