@@ -28,7 +28,7 @@ void spec_service(const ds_spec_t *sp, const char *name, ds_service_t *svc);
  * *rollout when a change needs new replicas (anything but replicas and
  * scaling) */
 cJSON *spec_changes(const cJSON *old, const cJSON *new_, int *rollout);
-/* "2..xCPU, 8GB.., 100GB.. (disk), 1xA100 (80GB)" */
+/* "2..xCPU, 8GB.., 100GB.. (disk), A100:80GB:1" */
 void spec_resources_text(const ds_spec_t *sp, char *buf, size_t n);
 /* the commands as one bash script */
 char *spec_script(const ds_spec_t *sp);

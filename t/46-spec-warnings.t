@@ -227,6 +227,11 @@ like($res->{body}, qr/^rocr=[01] hip=[01]$/m,
     'the replica got one AMD GPU (ROCR_VISIBLE_DEVICES, '
     . 'HIP_VISIBLE_DEVICES)');
 
+my $run = $c->run_named('cloudy');
+like($run->{replicas}[0]{resources} // '', qr/, amd:1$/,
+    'the replica\'s resources write its GPU as dstack does')
+    or diag explain $run->{replicas};
+
 $r = $c->cli(['stop', 'cloudy', '-y'], timeout => 120);
 is($r->{rc}, 0, 'stop exits 0') or diag $r->{err};
 
