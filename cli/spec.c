@@ -6,6 +6,7 @@
  */
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -215,12 +216,44 @@ dsctl_spec_overrides(cJSON *spec, const dsctl_resource_opt_t *ro)
 }
 
 
+/*
+ * The parser, printing the fields it ignores to stderr, before any
+ * plan: "serve.dstack.yml:12:1: tags: ignored: why".  The daemon's
+ * plan and apply answer the same warnings to other clients.
+ */
+static int
+dsctl_spec_parse(const char *file, const char *text, size_t len,
+    cJSON **spec, ds_err_t *err)
+{
+    int           rc;
+    cJSON        *w;
+    const cJSON  *it;
+
+    w = cJSON_CreateArray();
+    if (w == NULL) {
+        snprintf(err->msg, sizeof(err->msg), "out of memory");
+        return DS_ERROR;
+    }
+
+    rc = ds_spec_parse_yaml_warn(file, text, len, spec, w, err);
+    if (rc == DS_OK) {
+        fflush(stdout);
+        cJSON_ArrayForEach(it, w) {
+            fprintf(stderr, "%s\n", it->valuestring);
+        }
+    }
+
+    cJSON_Delete(w);
+    return rc;
+}
+
+
 int
 dsctl_spec_load(dsctl_spec_t *sp, const char *file, char **overrides,
     int n_overrides, int resolve)
 {
     return dsctl_doc_load(sp, file, overrides, n_overrides,
-                          ds_spec_parse_yaml,
+                          dsctl_spec_parse,
                           resolve ? ds_spec_resolve_env : NULL,
                           "invalid spec");
 }
@@ -279,7 +312,7 @@ dsctl_range(const cJSON *r, dsctl_fmt_fn fmt, dsctl_str_t *out)
 }
 
 
-/* dstack's way: "2..xCPU, 8GB.., 1xA100 (80GB), 100GB.. (disk)" */
+/* dstack's way: "2..xCPU, 8GB.., A100:80GB:1, 100GB.. (disk)" */
 void
 dsctl_spec_resources(const cJSON *spec, dsctl_str_t *out)
 {
@@ -317,28 +350,31 @@ dsctl_spec_resources(const cJSON *spec, dsctl_str_t *out)
             || cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(gpu,
                    "total_memory"))))
     {
+        /* dstack's GPU spec: "nvidia:A100,H100:80GB:2" */
         dsctl_str_add(out, ", ", 2);
-        dsctl_range(cnt, dsctl_fmt_count, out);
-        dsctl_str_add(out, "x", 1);
         vendor = dsctl_json_str(gpu, "vendor");
-        if (cJSON_IsArray(names) && cJSON_GetArraySize(names) > 0) {
-            first = 1;
-            cJSON_ArrayForEach(name, names) {
-                if (cJSON_IsString(name)) {
-                    dsctl_str_addf(out, "%s%s", first ? "" : ",",
-                        name->valuestring);
-                    first = 0;
-                }
+        first = 1;
+        if (vendor != NULL) {
+            dsctl_str_addf(out, "%s:", vendor);
+        }
+        for (name = cJSON_IsArray(names) ? names->child : NULL; name;
+             name = name->next)
+        {
+            if (cJSON_IsString(name)) {
+                dsctl_str_addf(out, "%s%s", first ? "" : ",",
+                    name->valuestring);
+                first = 0;
             }
-        } else {
-            dsctl_str_addf(out, "%s", vendor != NULL ? vendor : "GPU");
+        }
+        if (!first) {
+            dsctl_str_add(out, ":", 1);
         }
         mem = cJSON_GetObjectItemCaseSensitive(gpu, "memory");
         if (cJSON_IsObject(mem)) {
-            dsctl_str_add(out, " (", 2);
             dsctl_range(mem, dsctl_fmt_mb, out);
-            dsctl_str_add(out, ")", 1);
+            dsctl_str_add(out, ":", 1);
         }
+        dsctl_range(cnt, dsctl_fmt_count, out);
         mem = cJSON_GetObjectItemCaseSensitive(gpu, "total_memory");
         if (cJSON_IsObject(mem)) {
             dsctl_str_add(out, " (total ", 8);
@@ -413,7 +449,8 @@ dsctl_offer_resources(const cJSON *res, dsctl_str_t *out)
     dsctl_fmt_mb(m, sizeof(m), dsctl_json_num(res, "memory_mb", 0));
     dsctl_str_addf(out, ", %s", m);
 
-    /* "2xH100 (80GB)": one group per name and memory, in order */
+    /* "H100:80GB:2", as dstack writes GPU specs: one group per name and
+       memory, in order */
     gpus = cJSON_GetObjectItemCaseSensitive(res, "gpus");
     n = cJSON_GetArraySize(gpus);
     for (i = 0; i < n; i++) {
@@ -441,11 +478,12 @@ dsctl_offer_resources(const cJSON *res, dsctl_str_t *out)
                 count++;
             }
         }
-        dsctl_str_addf(out, ", %dx%s", count, name);
+        dsctl_str_addf(out, ", %s", name);
         if (mem > 0) {
             dsctl_fmt_mb(m, sizeof(m), mem);
-            dsctl_str_addf(out, " (%s)", m);
+            dsctl_str_addf(out, ":%s", m);
         }
+        dsctl_str_addf(out, ":%d", count);
     }
 
     if (dsctl_json_num(res, "disk_mb", 0) > 0) {

@@ -503,6 +503,7 @@ static const ds_vunsup_t  ds_fleet_unsup[] = {
     { "termination_idle_time", DS_FLEET_CLOUD },
     { "reservation", DS_FLEET_CLOUD },
     { "tags", DS_FLEET_CLOUD },
+    { "backend_options", DS_FLEET_CLOUD },
     { NULL, NULL }
 };
 
@@ -585,7 +586,7 @@ ds_fleet_parse_yaml(const char *filename, const char *text, size_t len,
 {
     return ds_v_yaml(filename, text, len, "a fleet configuration "
                      "(\"type: fleet\", \"ssh_config\", ...)", 1, ds_v_fleet,
-                     normalized, err);
+                     normalized, NULL, err);
 }
 
 

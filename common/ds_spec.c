@@ -106,7 +106,11 @@ enum { S_TYPE, S_NAME, S_PORT, S_COMMANDS, S_IMAGE, S_PYTHON, S_ENV,
        S_REPLICAS, S_SCALING, S_AUTH, S_HTTPS, S_MODEL, S_RATE_LIMITS,
        S_PROBES, S_SPOT_POLICY, S_MAX_PRICE, S_BACKENDS, S_REGIONS, S_FLEETS,
        S_RETRY,
-       S_MAX_DURATION, S_STOP_DURATION, S_STRIP_PREFIX, S_GATEWAY, S_DOCKER,
+       S_MAX_DURATION, S_STOP_DURATION, S_STRIP_PREFIX, S_GATEWAY,
+       S_TAGS, S_PRIORITY, S_IDLE_DURATION, S_CREATION_POLICY,
+       S_INSTANCE_TYPES, S_AVAILABILITY_ZONES, S_RESERVATION, S_SCHEDULE,
+       S_UTILIZATION_POLICY, S_STARTUP_ORDER, S_STOP_CRITERIA,
+       S_BACKEND_OPTIONS, S_DOCKER,
        S_N };
 
 static const ds_vfield_t  ds_service_fields[S_N] = {
@@ -133,7 +137,7 @@ static const ds_vfield_t  ds_service_fields[S_N] = {
     { "model", ds_v_f_model, 0, NULL },
     { "rate_limits", ds_v_f_rate_limits, 0, NULL },
     { "probes", ds_v_f_probes, 0, NULL },
-    { "spot_policy", NULL, 0, &ds_spec_spot_policies },
+    { "spot_policy", ds_v_f_spot_policy, 0, NULL },
     { "max_price", ds_v_f_max_price, 0, NULL },
     { "backends", ds_v_f_backends, 0, NULL },
     { "regions", ds_v_f_regions, 0, NULL },
@@ -143,28 +147,33 @@ static const ds_vfield_t  ds_service_fields[S_N] = {
     { "stop_duration", ds_v_f_offable, 0, NULL },
     { "strip_prefix", ds_v_f_bool, 0, NULL },
     { "gateway", ds_v_f_gateway, 0, NULL },
+    /* dstack's fields for clouds: checked, kept, ignored with a warning */
+    { "tags", ds_v_f_tags, 0, NULL },
+    { "priority", ds_v_f_priority, 0, NULL },
+    { "idle_duration", ds_v_f_idle_duration, 0, NULL },
+    { "creation_policy", ds_v_f_creation_policy, 0, NULL },
+    { "instance_types", ds_v_f_instance_types, 0, NULL },
+    { "availability_zones", ds_v_f_availability_zones, 0, NULL },
+    { "reservation", ds_v_f_reservation, 0, NULL },
+    { "schedule", ds_v_f_schedule, 0, NULL },
+    { "utilization_policy", ds_v_f_utilization_policy, 0, NULL },
+    { "startup_order", ds_v_f_startup_order, 0, NULL },
+    { "stop_criteria", ds_v_f_stop_criteria, 0, NULL },
+    { "backend_options", ds_v_f_backend_options, 0, NULL },
     { "docker", ds_v_f_docker, 0, NULL },
 };
 
-/* dstack fields we refuse by name rather than ignore, and misplaced ones */
+/*
+ * dstack fields we refuse by name rather than ignore, and misplaced
+ * ones: they would change what runs (repos, nvcc, instances, groups),
+ * so ignoring them would run something else than the file says.
+ */
 static const ds_vunsup_t  ds_service_unsup[] = {
     { "nvcc", "is not supported yet" },
     { "repos", "is not supported yet" },
     { "dstack", "is not supported yet" },
     { "single_branch", "is not supported yet" },
-    { "priority", "is not supported yet" },
-    { "instance_types", "is not supported yet" },
-    { "availability_zones", "is not supported yet" },
-    { "reservation", "is not supported yet" },
-    { "creation_policy", "is not supported yet" },
-    { "idle_duration", "is not supported yet" },
-    { "utilization_policy", "is not supported yet" },
-    { "startup_order", "is not supported yet" },
-    { "stop_criteria", "is not supported yet" },
-    { "schedule", "is not supported yet" },
     { "instances", "is not supported yet" },
-    { "tags", "is not supported yet" },
-    { "backend_options", "is not supported yet" },
     { "groups", "(replica groups) is not supported yet" },
     { "cpu", "belongs under \"resources\"" },
     { "memory", "belongs under \"resources\"" },
@@ -334,14 +343,32 @@ int
 ds_spec_parse_yaml(const char *filename, const char *text, size_t len,
     cJSON **normalized, ds_err_t *err)
 {
+    return ds_spec_parse_yaml_warn(filename, text, len, normalized, NULL,
+                                   err);
+}
+
+
+/* file_paths: every message names its key, besides the line */
+int
+ds_spec_parse_yaml_warn(const char *filename, const char *text, size_t len,
+    cJSON **normalized, cJSON *warnings, ds_err_t *err)
+{
     return ds_v_yaml(filename, text, len, "a service configuration "
-                     "(\"type: service\", ...)", 0, ds_v_service,
-                     normalized, err);
+                     "(\"type: service\", ...)", 1, ds_v_service,
+                     normalized, warnings, err);
 }
 
 
 int
 ds_spec_validate_json(const cJSON *in, cJSON **normalized, ds_err_t *err)
+{
+    return ds_spec_validate_json_warn(in, normalized, NULL, err);
+}
+
+
+int
+ds_spec_validate_json_warn(const cJSON *in, cJSON **normalized,
+    cJSON *warnings, ds_err_t *err)
 {
     ds_vctx_t  c;
 
@@ -349,6 +376,7 @@ ds_spec_validate_json(const cJSON *in, cJSON **normalized, ds_err_t *err)
 
     memset(&c, 0, sizeof(c));
     c.err = err;
+    c.warnings = warnings;
 
     return ds_v_service(&c, in, normalized);
 }

@@ -331,12 +331,25 @@ int ds_spec_parse_yaml(const char *filename, const char *text, size_t len,
     cJSON **normalized, ds_err_t *err);
 
 /*
+ * As ds_spec_parse_yaml, and appends to warnings (a cJSON array; NULL:
+ * none wanted) a string for each field accepted but ignored, as
+ * "FILE:LINE:COL: tags: ignored: why".  On error the warnings so far
+ * stay in the array.
+ */
+int ds_spec_parse_yaml_warn(const char *filename, const char *text,
+    size_t len, cJSON **normalized, cJSON *warnings, ds_err_t *err);
+
+/*
  * The daemon's side: any JSON spec (normally one already normalized) ->
  * a new normalized tree.  Errors name the field: "spec.resources.gpu:
  * ...".  Returns DS_OK, DS_EINVAL or DS_ERROR.
  */
 int ds_spec_validate_json(const cJSON *in, cJSON **normalized,
     ds_err_t *err);
+
+/* as ds_spec_validate_json, with warnings as "spec.tags: ignored: why" */
+int ds_spec_validate_json_warn(const cJSON *in, cJSON **normalized,
+    cJSON *warnings, ds_err_t *err);
 
 /*
  * Fills the env values left null (bare names in the file) from

@@ -52,6 +52,42 @@ ds_v_fail(ds_vctx_t *c, const cJSON *at, int key, const char *fmt, ...)
 
 
 int
+ds_v_warn(ds_vctx_t *c, const cJSON *at, int key, const char *fmt, ...)
+{
+    char       msg[sizeof(c->err->msg)], head[sizeof(c->err->msg)];
+    size_t     len;
+    va_list    ap;
+    ds_err_t   e;
+
+    if (c->warnings == NULL) {
+        return DS_OK;
+    }
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+
+    if (c->doc == NULL) {
+        snprintf(head, sizeof(head), "spec%s: ", c->path);
+
+    } else {
+        ds_yaml_where(c->doc, at, key, head, sizeof(head));
+        if (c->plen > 0) {
+            len = strlen(head);
+            snprintf(head + len, sizeof(head) - len, "%s: ",
+                     c->path + (c->path[0] == '.'));
+        }
+    }
+
+    /* cut to the length of an error message, as errors are */
+    memset(&e, 0, sizeof(e));
+    ds_err_put(&e, head, msg);
+
+    return ds_v_append(c, c->warnings, cJSON_CreateString(e.msg));
+}
+
+
+int
 ds_v_oom(ds_vctx_t *c)
 {
     snprintf(c->err->msg, sizeof(c->err->msg), "out of memory");
@@ -62,7 +98,7 @@ ds_v_oom(ds_vctx_t *c)
 int
 ds_v_yaml(const char *filename, const char *text, size_t len,
     const char *empty, int file_paths, ds_vfn_t fn, cJSON **normalized,
-    ds_err_t *err)
+    cJSON *warnings, ds_err_t *err)
 {
     int             rc;
     char            head[sizeof(err->msg)], msg[sizeof(err->msg)];
@@ -107,6 +143,7 @@ ds_v_yaml(const char *filename, const char *text, size_t len,
     c.file_units = 1;
     c.file_paths = file_paths;
     c.err = err;
+    c.warnings = warnings;
 
     rc = fn(&c, root, normalized);
 

@@ -59,6 +59,8 @@ typedef struct {
                                            after the place, as in
                                            "F:L:C: a.b[1].c: " (fleets) */
     ds_err_t             *err;
+    cJSON                *warnings;     /* strings appended; NULL: none
+                                           wanted */
     size_t                plen;
     char                  path[DS_SPEC_PATH_MAX];
 } ds_vctx_t;
@@ -122,6 +124,14 @@ int ds_v_fail(ds_vctx_t *c, const cJSON *at, int key, const char *fmt, ...)
 int ds_v_oom(ds_vctx_t *c);
 
 /*
+ * A warning about node `at`, placed and named as ds_v_fail's messages
+ * are, always with the field's path ("F:L:C: tags: ignored: ..."), and
+ * appended to c->warnings.  Returns DS_OK, or DS_ERROR out of memory.
+ */
+int ds_v_warn(ds_vctx_t *c, const cJSON *at, int key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/*
  * A file's text through the loader (ds_yaml.c) and its limits, then
  * through the validator fn of its root: the common start of every kind
  * of file.  empty: what an empty file should have held, for its message
@@ -129,7 +139,7 @@ int ds_v_oom(ds_vctx_t *c);
  */
 int ds_v_yaml(const char *filename, const char *text, size_t len,
     const char *empty, int file_paths, ds_vfn_t fn, cJSON **normalized,
-    ds_err_t *err);
+    cJSON *warnings, ds_err_t *err);
 
 /* push a member's name or a list's index onto the path; pop to old */
 size_t ds_v_push(ds_vctx_t *c, const char *name);
@@ -276,6 +286,23 @@ int ds_v_f_regions(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_fleets(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_retry(ds_vctx_t *c, const cJSON *in, cJSON **out);
 int ds_v_f_gateway(ds_vctx_t *c, const cJSON *in, cJSON **out);
+int ds_v_f_spot_policy(ds_vctx_t *c, const cJSON *in, cJSON **out);
+int ds_v_f_tags(ds_vctx_t *c, const cJSON *in, cJSON **out);
+int ds_v_f_priority(ds_vctx_t *c, const cJSON *in, cJSON **out);
+int ds_v_f_idle_duration(ds_vctx_t *c, const cJSON *in, cJSON **out);
+int ds_v_f_creation_policy(ds_vctx_t *c, const cJSON *in, cJSON **out);
+int ds_v_f_instance_types(ds_vctx_t *c, const cJSON *in, cJSON **out);
+int ds_v_f_availability_zones(ds_vctx_t *c, const cJSON *in, cJSON **out);
+int ds_v_f_reservation(ds_vctx_t *c, const cJSON *in, cJSON **out);
+int ds_v_f_schedule(ds_vctx_t *c, const cJSON *in, cJSON **out);
+int ds_v_f_utilization_policy(ds_vctx_t *c, const cJSON *in, cJSON **out);
+int ds_v_f_startup_order(ds_vctx_t *c, const cJSON *in, cJSON **out);
+int ds_v_f_stop_criteria(ds_vctx_t *c, const cJSON *in, cJSON **out);
+int ds_v_f_backend_options(ds_vctx_t *c, const cJSON *in, cJSON **out);
+
+/* backends we have, and whether a name is one ("remote" too) */
+extern const char *const  ds_spec_our_backends[3];
+int ds_spec_is_our_backend(const char *name);
 extern const char *const  ds_spec_events[3];
 
 #endif /* DS_SPEC_IMPL_H */

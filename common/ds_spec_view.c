@@ -368,7 +368,7 @@ int
 ds_spec_from_json(const cJSON *normalized, ds_spec_t *spec, ds_err_t *err)
 {
     int                       rc;
-    size_t                    i;
+    size_t                    i, k;
     const char               *s;
     const cJSON              *j, *v, *it;
     ds_spec_priv_t           *priv;
@@ -488,12 +488,20 @@ ds_spec_from_json(const cJSON *normalized, ds_spec_t *spec, ds_err_t *err)
                                      ds_spec_spot_policies.n);
     spec->max_price = ds_j_num(j, "max_price");
 
+    /* only ours: the others were ignored, and with none of ours, all */
     if (cJSON_IsArray(ds_j(j, "backends"))) {
         priv->backends = ds_j_strs(ds_j(j, "backends"), &spec->n_backends);
         if (priv->backends == NULL) {
             goto oom;
         }
-        spec->backends = priv->backends;
+        for (i = 0, k = 0; i < spec->n_backends; i++) {
+            if (ds_spec_is_our_backend(priv->backends[i])) {
+                priv->backends[k++] = priv->backends[i];
+            }
+        }
+        priv->backends[k] = NULL;
+        spec->n_backends = k;
+        spec->backends = k ? priv->backends : NULL;
     }
 
     if (cJSON_IsArray(ds_j(j, "regions"))) {

@@ -192,6 +192,7 @@ action_plan(const cJSON *req, cJSON **answer, char *err, size_t n)
     cJSON_AddItemToObject(*answer, "changes",
                           changes ? changes : cJSON_CreateArray());
     cJSON_AddItemToObject(*answer, "spec", cJSON_Duplicate(sp.json, 1));
+    cJSON_AddItemToObject(*answer, "warnings", spec_warnings(sp.json));
     ds_spec_free(&sp);
     return 0;
 }
@@ -275,6 +276,8 @@ action_apply(const cJSON *req, cJSON **answer, int *created, char *err,
             cJSON_Delete(changes);
             ds_spec_free(&sp);
             *answer = run_to_api(r);
+            cJSON_AddItemToObject(*answer, "warnings",
+                                  spec_warnings(r->spec.json));
             return 0;
         }
         cJSON_Delete(changes);
@@ -327,6 +330,8 @@ action_apply(const cJSON *req, cJSON **answer, int *created, char *err,
                  r->desired);
         reconcile_now = 1;
         *answer = run_to_api(r);
+        cJSON_AddItemToObject(*answer, "warnings",
+                              spec_warnings(r->spec.json));
         return 0;
     }
 
@@ -366,6 +371,7 @@ action_apply(const cJSON *req, cJSON **answer, int *created, char *err,
     *created = 1;
     reconcile_now = 1;
     *answer = run_to_api(r);
+    cJSON_AddItemToObject(*answer, "warnings", spec_warnings(r->spec.json));
     return 0;
 }
 

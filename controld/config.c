@@ -297,6 +297,16 @@ cfg_local(struct cfg_ctx *cx, const cJSON *map, struct local_conf *lc)
                 return -1;
             }
 
+        } else if (strcmp(key, "amd_smi") == 0) {
+            if (cfg_string(cx, v, key, &lc->amd_smi) != 0) {
+                return -1;
+            }
+
+        } else if (strcmp(key, "rocm_smi") == 0) {
+            if (cfg_string(cx, v, key, &lc->rocm_smi) != 0) {
+                return -1;
+            }
+
         } else if (strcmp(key, "stop_grace") == 0) {
             if (cfg_duration(cx, v, key, &lc->stop_grace_ms) != 0) {
                 return -1;
@@ -688,6 +698,8 @@ config_defaults(const char *file)
     c->local.subnet_bits = 16;
     c->local.gpus = 1;
     c->local.nvidia_smi = xstrdup("nvidia-smi");
+    c->local.amd_smi = xstrdup("amd-smi");
+    c->local.rocm_smi = xstrdup("rocm-smi");
     c->local.stop_grace_ms = 10000;
     c->local.drain_unknown_ms = 10000;
     c->local.max_failures = 3;
@@ -766,6 +778,8 @@ config_free(struct config *c)
     free(c->group);
     free(c->api_user);
     free(c->local.nvidia_smi);
+    free(c->local.amd_smi);
+    free(c->local.rocm_smi);
     free(c->container.socket);
     free(c->tls.directory);
     free(c->tls.email);

@@ -24,6 +24,9 @@ struct local_conf {
     int             subnet_bits;        /* prefix length, <= 28 */
     int             gpus;               /* 1: detect with nvidia-smi */
     char           *nvidia_smi;         /* the command to run */
+    char           *amd_smi;            /* AMD's, when nvidia_smi finds
+                                           none */
+    char           *rocm_smi;           /* AMD's older, without amd_smi */
     unsigned        stop_grace_ms;      /* SIGTERM .. SIGKILL */
     unsigned        drain_unknown_ms;   /* drain bound without stats */
     unsigned        max_failures;       /* before a run fails */

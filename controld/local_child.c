@@ -327,6 +327,9 @@ child_env(const struct child_args *a, const struct passwd *pw,
         /* exclusive: a replica without GPUs sees none */
         env_add(e, "CUDA_VISIBLE_DEVICES", gpus);
         env_add(e, "NVIDIA_VISIBLE_DEVICES", rep->n_gpus ? gpus : "none");
+        /* AMD's runtimes (ROCm, HIP) read their own */
+        env_add(e, "ROCR_VISIBLE_DEVICES", gpus);
+        env_add(e, "HIP_VISIBLE_DEVICES", gpus);
     }
 }
 

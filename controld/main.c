@@ -146,6 +146,10 @@ reload(void)
     conf->local.gpus = c->local.gpus;
     free(conf->local.nvidia_smi);
     conf->local.nvidia_smi = xstrdup(c->local.nvidia_smi);
+    free(conf->local.amd_smi);
+    conf->local.amd_smi = xstrdup(c->local.amd_smi);
+    free(conf->local.rocm_smi);
+    conf->local.rocm_smi = xstrdup(c->local.rocm_smi);
     conf->local.stop_grace_ms = c->local.stop_grace_ms;
     conf->local.drain_unknown_ms = c->local.drain_unknown_ms;
     conf->local.max_failures = c->local.max_failures;

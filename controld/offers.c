@@ -5,8 +5,8 @@
  * or why there are no GPUs) in a struct host_desc; this file decides
  * whether a spec fits it and says, when it does not, which requirement
  * is unmet and what the host has instead ("spec.resources.gpu: no GPU of
- * the host matches A100:1; the host has 2x NVIDIA H100 80GB HBM3
- * (80GB)").  Nothing here knows a backend or a replica.
+ * the host matches A100:1; the host has H100:80GB:2"), GPUs written as
+ * dstack writes GPU specs.  Nothing here knows a backend or a replica.
  *
  * One replica takes the least the spec allows: the minimum GPU count,
  * and the offer reports the most of CPUs, memory and disk the spec's
@@ -113,6 +113,16 @@ offers_gpu_name(const struct host_desc *h, int index)
 }
 
 
+/* one entry of a GPU spec: the same model and memory (forms differ) */
+static int
+gpu_same_kind(const struct host_gpu *a, const struct host_gpu *b)
+{
+    return a->vendor == b->vendor && a->memory_mb == b->memory_mb
+           && strcmp(a->model[0] ? a->model : a->name,
+                     b->model[0] ? b->model : b->name) == 0;
+}
+
+
 void
 offers_host_gpus_text(const struct host_desc *h, char *buf, size_t n)
 {
@@ -125,9 +135,9 @@ offers_host_gpus_text(const struct host_desc *h, char *buf, size_t n)
     }
     buf[0] = '\0';
     for (i = 0; i < h->n_gpus && off < n; i++) {
-        /* group equal GPUs: "2x H100 (80GB)" */
+        /* group equal GPUs */
         for (j = 0; j < i; j++) {
-            if (strcmp(h->gpus[j].name, h->gpus[i].name) == 0) {
+            if (gpu_same_kind(&h->gpus[j], &h->gpus[i])) {
                 break;
             }
         }
@@ -136,12 +146,15 @@ offers_host_gpus_text(const struct host_desc *h, char *buf, size_t n)
         }
         cnt = 0;
         for (j = i; j < h->n_gpus; j++) {
-            cnt += strcmp(h->gpus[j].name, h->gpus[i].name) == 0;
+            cnt += gpu_same_kind(&h->gpus[j], &h->gpus[i]);
         }
-        off += snprintf(buf + off, n - off, "%s%dx %s (%.0fGB)",
-                        off ? ", " : "", cnt, h->gpus[i].name,
+        /* dstack's form of a GPU spec: "H100:80GB:2" */
+        off += snprintf(buf + off, n - off, "%s%s:%.0fGB:%d",
+                        off ? ", " : "",
+                        h->gpus[i].model[0] ? h->gpus[i].model
+                                            : h->gpus[i].name,
                         (double) (long) ((double) h->gpus[i].memory_mb
-                                         / 1024 + 0.5));
+                                         / 1024 + 0.5), cnt);
     }
 }
 
@@ -154,6 +167,8 @@ offers_range_text(char *buf, size_t n, const ds_spec_range_t *r, double div,
         snprintf(buf, n, "%g%s..", (double) r->min / div, unit);
     } else if (r->min == r->max) {
         snprintf(buf, n, "%g%s", (double) r->min / div, unit);
+    } else if (r->min == 0) {
+        snprintf(buf, n, "..%g%s", (double) r->max / div, unit);
     } else {
         snprintf(buf, n, "%g%s..%g%s", (double) r->min / div, unit,
                  (double) r->max / div, unit);
@@ -168,14 +183,15 @@ offers_gpu_req_text(const ds_spec_t *sp, char *buf, size_t n)
     char    r[48];
 
     buf[0] = '\0';
-    if (sp->resources.gpu.vendor == DS_SPEC_VENDOR_NVIDIA) {
-        off += snprintf(buf + off, n - off, "nvidia:");
-    } else if (sp->resources.gpu.vendor != DS_SPEC_VENDOR_ANY) {
-        off += snprintf(buf + off, n - off, "vendor %d:",
-                        sp->resources.gpu.vendor);
+    if (sp->resources.gpu.vendor > DS_SPEC_VENDOR_ANY
+        && sp->resources.gpu.vendor <= DS_SPEC_VENDOR_TENSTORRENT)
+    {
+        off += snprintf(buf + off, n - off, "%s",
+                        vendor_names[sp->resources.gpu.vendor]);
     }
     for (i = 0; i < sp->resources.gpu.n_names && off < n; i++) {
-        off += snprintf(buf + off, n - off, "%s%s", i ? "," : "",
+        off += snprintf(buf + off, n - off, "%s%s",
+                        i ? "," : (off ? ":" : ""),
                         sp->resources.gpu.names[i]);
     }
     if (off < n && (sp->resources.gpu.memory_mb.min > 0
@@ -392,23 +408,13 @@ int
 offers_placement(const struct host_desc *h, const ds_spec_t *sp, char *err,
     size_t n)
 {
+    /* regions, spot_policy and max_price mean nothing here: the spec
+       validator accepts them with a warning, and they match any host */
     if (sp->backends != NULL
         && !offers_list_has(sp->backends, sp->n_backends, h->backend))
     {
         snprintf(err, n, "spec.backends: this server has the %s backend "
                  "only", h->backend);
-        return 422;
-    }
-    if (sp->regions != NULL
-        && !offers_list_has(sp->regions, sp->n_regions, h->region))
-    {
-        snprintf(err, n, "spec.regions: the %s backend has one region, "
-                 "\"%s\"", h->backend, h->region);
-        return 422;
-    }
-    if (sp->spot_policy == DS_SPEC_SPOT_SPOT) {
-        snprintf(err, n, "spec.spot_policy: the %s backend has on-demand "
-                 "offers only (use on-demand or auto)", h->backend);
         return 422;
     }
     return 0;

@@ -54,9 +54,9 @@ int offers_match(const struct host_desc *h, const ds_spec_t *sp,
     int replicas, cJSON *offers, char *err, size_t n);
 
 /*
- * Where and how a spec may run against what a host offers: its
- * backends and regions lists must name the host's, and a host offers
- * on-demand only.  0, or 422 with the reason in err.
+ * Where a spec may run against what a host offers: its backends list
+ * (our backends only, see ds_spec_t) must name the host's.  0, or 422
+ * with the reason in err.
  */
 int offers_placement(const struct host_desc *h, const ds_spec_t *sp,
     char *err, size_t n);
@@ -75,7 +75,7 @@ void offers_range_text(char *buf, size_t n, const ds_spec_range_t *r,
     double div, const char *unit);
 /* "nvidia:A100,H100:80GB:2": the spec's GPU requirement */
 void offers_gpu_req_text(const ds_spec_t *sp, char *buf, size_t n);
-/* "2x NVIDIA H100 80GB HBM3 (80GB)", or "no GPU (why)" */
+/* "H100:80GB:2, A10G:22GB:1", or "no GPU (why)" */
 void offers_host_gpus_text(const struct host_desc *h, char *buf, size_t n);
 
 #endif /* CONTROLD_OFFERS_H */

@@ -51,6 +51,27 @@ spec_load(const cJSON *json, ds_spec_t *sp, char *err, size_t n)
 }
 
 
+cJSON *
+spec_warnings(const cJSON *json)
+{
+    cJSON     *w, *again;
+    ds_err_t   e;
+
+    w = cJSON_CreateArray();
+    if (w == NULL) {
+        return NULL;
+    }
+
+    /* valid already (spec_load): the second pass only collects them */
+    again = NULL;
+    memset(&e, 0, sizeof(e));
+    (void) ds_spec_validate_json_warn(json, &again, w, &e);
+    cJSON_Delete(again);
+
+    return w;
+}
+
+
 static void
 spec_str(ds_str_t *dst, const char *s)
 {
@@ -112,7 +133,12 @@ spec_in_place(const char *field)
     static const char *const  fields[] = {
         "name", "replicas", "scaling", "auth", "https", "rate_limits",
         "stop_duration", "max_duration", "retry", "spot_policy",
-        "max_price", "backends", "regions", "strip_prefix", "gateway"
+        "max_price", "backends", "regions", "strip_prefix", "gateway",
+        /* dstack's fields for clouds, ignored */
+        "tags", "priority", "idle_duration", "creation_policy",
+        "instance_types", "availability_zones", "reservation", "schedule",
+        "utilization_policy", "startup_order", "stop_criteria",
+        "backend_options"
     };
     size_t  i;
 
@@ -191,10 +217,15 @@ spec_range_text(char *buf, size_t n, const ds_spec_range_t *r,
 }
 
 
+static const char *const  spec_vendors[] = {
+    "", "nvidia", "amd", "google", "intel", "tenstorrent"
+};
+
+
 void
 spec_resources_text(const ds_spec_t *sp, char *buf, size_t n)
 {
-    char    cpu[48], mem[48], disk[48], cnt[48], gmem[48], names[256];
+    char    cpu[48], mem[48], disk[48], cnt[48], gmem[64], names[256];
     size_t  i, off;
 
     spec_range_text(cpu, sizeof(cpu), &sp->resources.cpu, "", 0);
@@ -206,27 +237,33 @@ spec_resources_text(const ds_spec_t *sp, char *buf, size_t n)
         return;
     }
 
-    spec_range_text(cnt, sizeof(cnt), &sp->resources.gpu.count, "", 0);
-    names[0] = '\0';
+    /* the GPUs as dstack writes a GPU spec: "nvidia:A100,H100:80GB:1" */
     off = 0;
+    names[0] = '\0';
+    if (sp->resources.gpu.vendor > DS_SPEC_VENDOR_ANY
+        && sp->resources.gpu.vendor <= DS_SPEC_VENDOR_TENSTORRENT)
+    {
+        off += snprintf(names, sizeof(names), "%s:",
+                        spec_vendors[sp->resources.gpu.vendor]);
+    }
     for (i = 0; i < sp->resources.gpu.n_names && off < sizeof(names); i++) {
         off += snprintf(names + off, sizeof(names) - off, "%s%s",
                         i ? "," : "", sp->resources.gpu.names[i]);
+        if (i + 1 == sp->resources.gpu.n_names && off < sizeof(names)) {
+            off += snprintf(names + off, sizeof(names) - off, ":");
+        }
     }
-    if (names[0] == '\0') {
-        snprintf(names, sizeof(names), "GPU");
-    }
+    gmem[0] = '\0';
     if (sp->resources.gpu.memory_mb.min > 0
         || sp->resources.gpu.memory_mb.max != DS_SPEC_UNLIMITED)
     {
-        spec_range_text(gmem, sizeof(gmem), &sp->resources.gpu.memory_mb,
+        spec_range_text(cnt, sizeof(cnt), &sp->resources.gpu.memory_mb,
                         "GB", 1);
-        snprintf(buf, n, "%sxCPU, %s, %s (disk), %sx%s (%s)", cpu, mem,
-                 disk, cnt, names, gmem);
-    } else {
-        snprintf(buf, n, "%sxCPU, %s, %s (disk), %sx%s", cpu, mem, disk,
-                 cnt, names);
+        snprintf(gmem, sizeof(gmem), "%s:", cnt);
     }
+    spec_range_text(cnt, sizeof(cnt), &sp->resources.gpu.count, "", 0);
+    snprintf(buf, n, "%sxCPU, %s, %s (disk), %s%s%s", cpu, mem, disk, names,
+             gmem, cnt);
 }
 
 

@@ -19,13 +19,16 @@
  * validator's message ("spec.resources.gpu: ...") in err.
  */
 int spec_load(const cJSON *json, ds_spec_t *sp, char *err, size_t n);
+/* the fields a loaded spec has that are accepted but ignored, as an
+ * array of "spec.tags: ignored: why" (NULL: out of memory) */
+cJSON *spec_warnings(const cJSON *json);
 /* the service record for LMDB; its strings point into sp */
 void spec_service(const ds_spec_t *sp, const char *name, ds_service_t *svc);
 /* the fields of two normalized specs that differ, as API changes; sets
  * *rollout when a change needs new replicas (anything but replicas and
  * scaling) */
 cJSON *spec_changes(const cJSON *old, const cJSON *new_, int *rollout);
-/* "2..xCPU, 8GB.., 100GB.. (disk), 1xA100 (80GB)" */
+/* "2..xCPU, 8GB.., 100GB.. (disk), A100:80GB:1" */
 void spec_resources_text(const ds_spec_t *sp, char *buf, size_t n);
 /* the commands as one bash script */
 char *spec_script(const ds_spec_t *sp);

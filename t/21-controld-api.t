@@ -259,12 +259,20 @@ SKIP: {
         qr/^spec\.python: "\Q$nopy\E" needs python\Q$nopy\E on the host/,
         'a python the host lacks');
 }
+# dstack's cloud fields are ignored with a warning, not refused
+for my $c (
+    [{ spot_policy => 'spot' }, qr/^spec\.spot_policy: ignored: /],
+    [{ backends => ['aws'] }, qr/^spec\.backends\[0\]: ignored: "aws" is not/],
+) {
+    my $r = $s->api('POST', '/api/runs/plan',
+        json => { spec => { %$spec, %{ $c->[0] } } });
+    is($r->{status}, 200, "plan with @{[ keys %{ $c->[0] } ]}: accepted")
+        or diag $r->{body};
+    ok((grep { $_ =~ $c->[1] } @{ $r->{json}{warnings} || [] }),
+        "plan with @{[ keys %{ $c->[0] } ]}: warned") or diag $r->{body};
+}
 err_is($s->api('POST', '/api/runs/plan',
-        json => { spec => { %$spec, spot_policy => 'spot' } }),
-    422, 'no_offers', qr/^spec\.spot_policy: the local backend has on-demand/,
-    'spot instances');
-err_is($s->api('POST', '/api/runs/plan',
-        json => { spec => { %$spec, backends => ['aws'] } }),
+        json => { spec => { %$spec, backends => ['aws', 'container'] } }),
     422, 'no_offers', qr/^spec\.backends: this server has the local backend only$/,
     'another backend');
 if ($s->network ne 'netns') {

@@ -54,11 +54,11 @@ for my $c (@ok) {
 }
 
 my @no = (
-    ['A100', qr/^spec\.resources\.gpu: no GPU of the host matches A100:1\.\.; the host has 2x NVIDIA H100 80GB HBM3 \(80GB\), 1x NVIDIA A10G \(22GB\)$/,
+    ['A100', qr/^spec\.resources\.gpu: no GPU of the host matches A100:1\.\.; the host has H100:80GB:2, A10G:22GB:1$/,
      'a name the host lacks'],
     ['H100:3', qr/^spec\.resources\.gpu: 1 replica x 3 GPUs need 3, the host has 2 that match/,
      'more of them than the host has'],
-    ['amd:1', qr/^spec\.resources\.gpu: no GPU of the host matches/,
+    ['amd:1', qr/^spec\.resources\.gpu: no GPU of the host matches amd:1; /,
      'another vendor'],
     ['A10G:40GB', qr/no GPU of the host matches A10G:40GB:1\.\./,
      'a name with too little memory'],

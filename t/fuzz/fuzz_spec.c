@@ -21,8 +21,29 @@ typed(const cJSON *normalized, ds_err_t *err)
 }
 
 
+/* the parser with its warnings, which must be strings */
+static int
+parse(const char *filename, const char *text, size_t len,
+    cJSON **normalized, ds_err_t *err)
+{
+    int           rc;
+    cJSON        *w;
+    const cJSON  *it;
+
+    w = cJSON_CreateArray();
+    rc = ds_spec_parse_yaml_warn(filename, text, len, normalized, w, err);
+    cJSON_ArrayForEach(it, w) {
+        if (!cJSON_IsString(it) || it->valuestring[0] == '\0') {
+            __builtin_trap();
+        }
+    }
+    cJSON_Delete(w);
+    return rc;
+}
+
+
 static const struct fuzz_doc  doc = {
-    "fuzz.dstack.yml", "spec", ds_spec_parse_yaml, ds_spec_validate_json, typed,
+    "fuzz.dstack.yml", "spec", parse, ds_spec_validate_json, typed,
     ds_spec_resolve_env,
 };
 

@@ -36,6 +36,23 @@ static struct host_desc  h100_host = {
     .n_gpus = 2,
 };
 
+static struct host_desc  amd_host = {
+    .backend = "local",
+    .region = "local",
+    .instance_type = "host",
+    .cpus = 64,
+    .arch = DS_SPEC_ARCH_X86,
+    .machine = "x86_64",
+    .memory_mb = 1024 * 1024,
+    .disk_mb = 2 * 1024 * 1024,
+    .disk_path = "/var/lib/dstack/replicas",
+    .gpus = {
+        { 0, DS_SPEC_VENDOR_AMD, "AMD Instinct MI300X", "MI300X", 196592 },
+        { 1, DS_SPEC_VENDOR_AMD, "AMD Instinct MI300X", "MI300X", 196592 },
+    },
+    .n_gpus = 2,
+};
+
 static struct host_desc  cpu_host = {
     .backend = "local",
     .region = "local",
@@ -170,14 +187,34 @@ test_gpu_by_name(void **state)
 
     no_offer(&h100_host, "  gpu: A100\n", 1,
              "spec.resources.gpu: no GPU of the host matches A100:1..; "
-             "the host has 2x NVIDIA H100 80GB HBM3 (80GB)");
+             "the host has H100:80GB:2");
     no_offer(&h100_host, "  gpu: amd:MI300X:1\n", 1,
              "spec.resources.gpu: no GPU of the host matches "
-             "vendor 2:MI300X:1; the host has 2x NVIDIA H100 80GB HBM3 "
-             "(80GB)");
+             "amd:MI300X:1; the host has H100:80GB:2");
     no_offer(&cpu_host, "  gpu: 1\n", 1,
              "spec.resources.gpu: no GPU of the host matches 1; the host "
              "has no GPU (nvidia-smi not found)");
+}
+
+
+/* vendor amd matches AMD's GPUs only; texts in dstack's form */
+static void
+test_gpu_amd(void **state)
+{
+    (void) state;
+
+    cJSON_Delete(offer(&amd_host, "  gpu: amd:2\n", 1));
+    cJSON_Delete(offer(&amd_host, "  gpu: MI300X:192GB:2\n", 1));
+    cJSON_Delete(offer(&amd_host, "  gpu: 1\n", 2));
+    no_offer(&amd_host, "  gpu: nvidia:1\n", 1,
+             "spec.resources.gpu: no GPU of the host matches nvidia:1; "
+             "the host has MI300X:192GB:2");
+    no_offer(&h100_host, "  gpu: amd\n", 1,
+             "spec.resources.gpu: no GPU of the host matches amd:1..; "
+             "the host has H100:80GB:2");
+    no_offer(&amd_host, "  gpu: MI300X:8\n", 1,
+             "spec.resources.gpu: 1 replica x 8 GPUs need 8, the host has "
+             "2 that match (MI300X:192GB:2)");
 }
 
 
@@ -191,11 +228,11 @@ test_gpu_memory(void **state)
     cJSON_Delete(offer(&h100_host, "  gpu: 24GB..\n", 1));
     cJSON_Delete(offer(&h100_host, "  gpu: 40GB..100GB:2\n", 1));
     no_offer(&h100_host, "  gpu: ..48GB\n", 1,
-             "spec.resources.gpu: no GPU of the host matches 0GB..48GB:1..; "
-             "the host has 2x NVIDIA H100 80GB HBM3 (80GB)");
+             "spec.resources.gpu: no GPU of the host matches ..48GB:1..; "
+             "the host has H100:80GB:2");
     no_offer(&h100_host, "  gpu: H100:141GB\n", 1,
              "spec.resources.gpu: no GPU of the host matches "
-             "H100:141GB:1..; the host has 2x NVIDIA H100 80GB HBM3 (80GB)");
+             "H100:141GB:1..; the host has H100:80GB:2");
 
     assert_true(gpu_mem_ok(&(ds_spec_range_t) { 80 * 1024, 80 * 1024 },
                            81559));
@@ -221,10 +258,10 @@ test_gpu_count(void **state)
     cJSON_Delete(offer(&h100_host, "  gpu: H100:1\n", 2));
     no_offer(&h100_host, "  gpu: H100:4\n", 1,
              "spec.resources.gpu: 1 replica x 4 GPUs need 4, the host has 2 "
-             "that match (2x NVIDIA H100 80GB HBM3 (80GB))");
+             "that match (H100:80GB:2)");
     no_offer(&h100_host, "  gpu: H100:1\n", 3,
              "spec.resources.gpu: 3 replicas x 1 GPU need 3, the host has 2 "
-             "that match (2x NVIDIA H100 80GB HBM3 (80GB))");
+             "that match (H100:80GB:2)");
     no_offer(&h100_host, "  gpu:\n    name: H100\n    count: 2\n"
              "    total_memory: 200GB..\n", 1,
              "spec.resources.gpu.total_memory: needs 200GB.. in 2 GPUs, 2 "
@@ -302,7 +339,7 @@ test_texts(void **state)
     assert_string_equal(offers_gpu_name(&h100_host, 1), "H100");
     assert_string_equal(offers_gpu_name(&h100_host, 7), "GPU");
     offers_host_gpus_text(&h100_host, buf, sizeof(buf));
-    assert_string_equal(buf, "2x NVIDIA H100 80GB HBM3 (80GB)");
+    assert_string_equal(buf, "H100:80GB:2");
     offers_range_text(buf, sizeof(buf),
                       &(ds_spec_range_t) { 2048, 2048 }, 1024, "GB");
     assert_string_equal(buf, "2GB");
@@ -314,6 +351,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gpu_by_name),
+        cmocka_unit_test(test_gpu_amd),
         cmocka_unit_test(test_gpu_memory),
         cmocka_unit_test(test_gpu_count),
         cmocka_unit_test(test_count_defaults),

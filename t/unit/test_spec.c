@@ -226,6 +226,76 @@ test_bad_cases(void **state)
 }
 
 
+/*
+ * The warnings of a good case are exactly the lines of NAME.warn (none
+ * without one), and the daemon, validating the normalized spec again,
+ * gives as many, each naming the same field ("spec.tags: ignored: ...").
+ */
+static int
+check_warnings(const char *jpath, const cJSON *warns, const cJSON *out)
+{
+    int           failed;
+    char          wpath[512], *want, *line, *nl;
+    size_t        wlen, len;
+    cJSON        *again, *jw;
+    const cJSON  *it, *jt;
+    ds_err_t      err;
+
+    len = strlen(jpath) - 5;
+    snprintf(wpath, sizeof(wpath), "%.*s.warn", (int) len, jpath);
+    want = read_file(wpath, &wlen);
+
+    failed = 0;
+    it = warns->child;
+
+    for (line = want; line && *line; line = nl + 1) {
+        nl = strchr(line, '\n');
+        assert_non_null(nl);
+        *nl = '\0';
+        if (it == NULL || strcmp(it->valuestring, line) != 0) {
+            print_error("%s:\n  want: %s\n  got:  %s\n", wpath, line,
+                        it ? it->valuestring : "(none)");
+            failed++;
+        }
+        it = it ? it->next : NULL;
+    }
+    for ( /* void */ ; it; it = it->next) {
+        print_error("%s: unexpected warning: %s\n", wpath, it->valuestring);
+        failed++;
+    }
+    free(want);
+
+    jw = cJSON_CreateArray();
+    assert_non_null(jw);
+    assert_int_equal(ds_spec_validate_json_warn(out, &again, jw, &err),
+                     DS_OK);
+    assert_int_equal(cJSON_GetArraySize(jw), cJSON_GetArraySize(warns));
+
+    /* "F:L:C: tags: ignored: x" is "spec.tags: ignored: x"; the daemon
+       walks the fields in the normalized order, the file in its own */
+    for (it = warns->child; it; it = it->next) {
+        line = strstr(it->valuestring, ": ");
+        assert_non_null(line);
+        for (jt = jw->child; jt; jt = jt->next) {
+            if (strncmp(jt->valuestring, "spec.", 5) == 0
+                && strcmp(jt->valuestring + 5, line + 2) == 0)
+            {
+                break;
+            }
+        }
+        if (jt == NULL) {
+            print_error("%s: no json warning for %s\n", wpath,
+                        it->valuestring);
+            failed++;
+        }
+    }
+
+    cJSON_Delete(again);
+    cJSON_Delete(jw);
+    return failed;
+}
+
+
 static void
 test_good_cases(void **state)
 {
@@ -233,7 +303,7 @@ test_good_cases(void **state)
     char             path[512], jpath[512];
     char            *text, *json, *a, *b;
     size_t           len, jlen;
-    cJSON           *out, *want;
+    cJSON           *out, *want, *warns;
     ds_err_t         err;
     ds_spec_t        spec;
     struct dirent  **names;
@@ -254,7 +324,6 @@ test_good_cases(void **state)
                  names[i]->d_name);
         snprintf(jpath, sizeof(jpath), "%s/good/%.*s.json", spec_dir,
                  (int) (strlen(names[i]->d_name) - 11), names[i]->d_name);
-        free(names[i]);
 
         text = read_file(path, &len);
         json = read_file(jpath, &jlen);
@@ -264,11 +333,18 @@ test_good_cases(void **state)
         want = cJSON_Parse(json);
         assert_non_null(want);
 
-        if (ds_spec_parse_yaml(path, text, len, &out, &err) != DS_OK) {
+        warns = cJSON_CreateArray();
+        assert_non_null(warns);
+
+        if (ds_spec_parse_yaml_warn(names[i]->d_name, text, len, &out,
+                                    warns, &err) != DS_OK)
+        {
             print_error("%s\n", err.msg);
             failed++;
 
         } else {
+            failed += check_warnings(jpath, warns, out);
+
             a = cJSON_PrintUnformatted(out);
             b = cJSON_PrintUnformatted(want);
             if (strcmp(a, b) != 0) {
@@ -289,6 +365,8 @@ test_good_cases(void **state)
         }
 
         cJSON_Delete(want);
+        cJSON_Delete(warns);
+        free(names[i]);
         free(text);
         free(json);
     }
@@ -525,17 +603,21 @@ test_gpu_syntax(void **state)
 
     parse_err("type: service\ncommands: [x]\nport: 8000\nresources:\n"
               "  gpu: A100::2\n",
-              "t.dstack.yml:5:8: invalid GPU spec \"A100::2\": empty part");
+              "t.dstack.yml:5:8: resources.gpu: "
+              "invalid GPU spec \"A100::2\": empty part");
     parse_err("type: service\ncommands: [x]\nport: 8000\nresources:\n"
               "  gpu: nvidia:amd\n",
-              "t.dstack.yml:5:8: invalid GPU spec \"nvidia:amd\": more than "
+              "t.dstack.yml:5:8: resources.gpu: "
+              "invalid GPU spec \"nvidia:amd\": more than "
               "one vendor");
     parse_err("type: service\ncommands: [x]\nport: 8000\nresources:\n"
               "  gpu: A100,:2\n",
-              "t.dstack.yml:5:8: invalid GPU spec \"A100,:2\": empty name");
+              "t.dstack.yml:5:8: resources.gpu: "
+              "invalid GPU spec \"A100,:2\": empty name");
     parse_err("type: service\ncommands: [x]\nport: 8000\nresources:\n"
               "  gpu: 2:4\n",
-              "t.dstack.yml:5:8: invalid GPU spec \"2:4\": more than one "
+              "t.dstack.yml:5:8: resources.gpu: "
+              "invalid GPU spec \"2:4\": more than one "
               "count");
 }
 
@@ -580,18 +662,22 @@ test_cpu_memory_disk(void **state)
 
     parse_err("type: service\ncommands: [x]\nport: 8000\nresources:\n"
               "  cpu: 2..1\n",
-              "t.dstack.yml:5:8: invalid CPU count \"2..1\": the minimum is "
+              "t.dstack.yml:5:8: resources.cpu: "
+              "invalid CPU count \"2..1\": the minimum is "
               "greater than the maximum");
     parse_err("type: service\ncommands: [x]\nport: 8000\nresources:\n"
               "  memory: {min: 16GB, max: 8GB}\n",
-              "t.dstack.yml:5:11: invalid memory size: the minimum 16384 is "
+              "t.dstack.yml:5:11: resources.memory: "
+              "invalid memory size: the minimum 16384 is "
               "greater than the maximum 8192");
     parse_err("type: service\ncommands: [x]\nport: 8000\nresources:\n"
               "  cpu: -1\n",
-              "t.dstack.yml:5:8: invalid CPU count -1: must not be negative");
+              "t.dstack.yml:5:8: resources.cpu: "
+              "invalid CPU count -1: must not be negative");
     parse_err("type: service\ncommands: [x]\nport: 8000\nresources:\n"
               "  cpu: 2.5\n",
-              "t.dstack.yml:5:8: invalid CPU count 2.5: expected a whole "
+              "t.dstack.yml:5:8: resources.cpu: "
+              "invalid CPU count 2.5: expected a whole "
               "number");
 }
 
@@ -826,7 +912,8 @@ test_typed_container(void **state)
     /* no message quotes the password */
     parse_err("type: service\nport: 8000\nimage: x\n"
               "registry_auth: {username: me, password: [s3cret]}\n",
-              "t.dstack.yml:4:41: expected a string, got a list");
+              "t.dstack.yml:4:41: registry_auth.password: "
+              "expected a string, got a list");
 }
 
 
@@ -1141,7 +1228,7 @@ test_limits(void **state)
     }
     rc = ds_spec_parse_yaml("t", big, strlen(big), &out, &err);
     assert_int_equal(rc, DS_EINVAL);
-    assert_string_equal(err.msg, "t:5:1: too many environment variables "
+    assert_string_equal(err.msg, "t:5:1: env: too many environment variables "
                         "(more than 1024)");
     free(big);
 
@@ -1152,12 +1239,14 @@ test_limits(void **state)
     cJSON_Delete(out);
 
     parse_err("type: service\nport: 8000\nimage: x\nname: !!str 12\n",
-              "t.dstack.yml:4:7: invalid run name \"12\": expected 2 to 41 "
+              "t.dstack.yml:4:7: name: "
+              "invalid run name \"12\": expected 2 to 41 "
               "lowercase letters, digits or \"-\", starting with a letter");
     parse_err("type: service\nport: 8000\nimage: x\n[a]: 1\n",
               "t.dstack.yml:4:1: mapping keys must be strings, got a list");
     parse_err("type: service\nport: 8000\nimage: x\nreplicas: [1]\n",
-              "t.dstack.yml:4:11: replica groups are not supported yet");
+              "t.dstack.yml:4:11: replicas: "
+              "replica groups are not supported yet");
     parse_err("type: service\nport: 8000\nimage: x\nname: ab\nname: cd\n",
               "t.dstack.yml:5:1: duplicate key \"name\" (first at line 4)");
 }
