@@ -233,6 +233,7 @@ mandir ?= $(PREFIX)/share/man
 NGINX_MODULES_DIR ?= /usr/lib/nginx/modules
 NGINX_MODCONF_DIR ?= /usr/share/nginx/modules-available
 SYSTEMD_UNIT_DIR ?= /lib/systemd/system
+TMPFILES_DIR ?= /usr/lib/tmpfiles.d
 
 MANPAGES := $(B)/man/dstackctl.1 $(B)/man/dstack-controld.8 \
             $(B)/man/controld.yml.5 $(B)/man/ngx_http_dstack_module.8
@@ -266,6 +267,7 @@ install: $(MODULE) $(CONTROLD) $(CLI) $(MANPAGES)
 	    $(DESTDIR)$(sysconfdir)/nginx/sites-available \
 	    $(DESTDIR)$(sbindir) $(DESTDIR)$(bindir) \
 	    $(DESTDIR)$(libdir)/dstack $(DESTDIR)$(SYSTEMD_UNIT_DIR) \
+	    $(DESTDIR)$(TMPFILES_DIR) \
 	    $(DESTDIR)$(sysconfdir)/dstack/nginx \
 	    $(DESTDIR)$(mandir)/man1 $(DESTDIR)$(mandir)/man5 \
 	    $(DESTDIR)$(mandir)/man8 \
@@ -284,6 +286,7 @@ install: $(MODULE) $(CONTROLD) $(CLI) $(MANPAGES)
 	    conf/systemd/dstack-controld.service \
 	    > $(DESTDIR)$(SYSTEMD_UNIT_DIR)/dstack-controld.service
 	chmod 0644 $(DESTDIR)$(SYSTEMD_UNIT_DIR)/dstack-controld.service
+	install -m 0644 conf/tmpfiles.d/dstack.conf $(DESTDIR)$(TMPFILES_DIR)/
 	@# an edited configuration stays; the new example goes next to it
 	if [ -e $(DESTDIR)$(sysconfdir)/dstack/controld.yml ]; then \
 	    install -m 0640 conf/controld.yml \

@@ -59,6 +59,7 @@ my %want = (
     'usr/bin/dstackctl' => '755',
     'usr/lib/dstack/dstack-setup' => '755',
     'lib/systemd/system/dstack-controld.service' => '644',
+    'usr/lib/tmpfiles.d/dstack.conf' => '644',
     'etc/dstack/controld.yml' => '640',
     'etc/dstack/nginx/dstack-http.conf' => '644',
     'etc/dstack/nginx/dstack-gateway.conf' => '644',
@@ -261,7 +262,8 @@ dpkg -i libnginx-mod-http-dstack_*.deb dstack_*.deb > dpkg.log 2>&1
 r dpkg \$?
 r group "\$(getent group dstack)"
 r api_user "\$(id -Gn nobody)"
-for d in /var/lib/dstack /var/lib/dstack/state /var/lib/dstack/replicas; do
+for d in /var/lib/dstack /var/lib/dstack/state /var/lib/dstack/replicas \\
+         /run/dstack; do
     r "stat:\$d" "\$(stat -c '%U:%G %a' \$d)"
 done
 r modlink "\$(readlink /etc/nginx/modules-enabled/50-mod-http-dstack.conf)"
@@ -365,6 +367,8 @@ is($r{'stat:/var/lib/dstack'}, 'root:root 755', '/var/lib/dstack');
 is($r{'stat:/var/lib/dstack/state'}, 'root:dstack 750',
    'the state: root:dstack 0750');
 is($r{'stat:/var/lib/dstack/replicas'}, 'root:root 755', 'replicas dir');
+is($r{'stat:/run/dstack'}, 'root:root 755',
+   'postinst: /run/dstack (tmpfiles.d) for nginx to reach the sockets');
 is($r{modlink}, '/usr/share/nginx/modules-available/mod-http-dstack.conf',
    'postinst: the module enabled as Debian\'s modules are');
 like($r{modconf}, qr{^load_module modules/ngx_http_dstack_module\.so;},
