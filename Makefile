@@ -212,3 +212,100 @@ clean:
 
 distclean:
 	rm -rf build
+
+# ---- install -----------------------------------------------------------------
+#
+# Where Debian's nginx and systemd look, whatever PREFIX is: the module in
+# nginx's module directory with a modules-available snippet and its
+# modules-enabled link (as Debian's libnginx-mod-* packages have them),
+# the configuration in $(sysconfdir)/dstack, the state in
+# $(localstatedir)/lib/dstack.  As root and without DESTDIR it then runs
+# dstack-setup (the group dstack, owners and modes of the state).
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+sysconfdir ?= /etc
+localstatedir ?= /var
+bindir ?= $(PREFIX)/bin
+sbindir ?= $(PREFIX)/sbin
+libdir ?= $(PREFIX)/lib
+mandir ?= $(PREFIX)/share/man
+NGINX_MODULES_DIR ?= /usr/lib/nginx/modules
+NGINX_MODCONF_DIR ?= /usr/share/nginx/modules-available
+SYSTEMD_UNIT_DIR ?= /lib/systemd/system
+TMPFILES_DIR ?= /usr/lib/tmpfiles.d
+
+MANPAGES := $(B)/man/dstackctl.1 $(B)/man/dstack-controld.8 \
+            $(B)/man/controld.yml.5 $(B)/man/ngx_http_dstack_module.8
+
+.PHONY: man install
+
+man: $(MANPAGES)
+
+$(B)/man/dstackctl.1: man/dstackctl.1.in man/gen-man $(CLI)
+	@mkdir -p $(@D)
+	man/gen-man help $< $(CLI) + > $@.tmp && mv $@.tmp $@
+
+$(B)/man/dstack-controld.8: man/dstack-controld.8.in man/gen-man $(CONTROLD)
+	@mkdir -p $(@D)
+	man/gen-man help $< $(CONTROLD) > $@.tmp && mv $@.tmp $@
+
+$(B)/man/controld.yml.5: man/controld.yml.5.in man/gen-man conf/controld.yml
+	@mkdir -p $(@D)
+	man/gen-man yml $< conf/controld.yml > $@.tmp && mv $@.tmp $@
+
+$(B)/man/ngx_http_dstack_module.8: man/ngx_http_dstack_module.8.in \
+        man/gen-man README.md
+	@mkdir -p $(@D)
+	man/gen-man table $< README.md '### Directives' > $@.tmp && \
+	    mv $@.tmp $@
+
+install: $(MODULE) $(CONTROLD) $(CLI) $(MANPAGES)
+	install -d -m 0755 $(DESTDIR)$(NGINX_MODULES_DIR) \
+	    $(DESTDIR)$(NGINX_MODCONF_DIR) \
+	    $(DESTDIR)$(sysconfdir)/nginx/modules-enabled \
+	    $(DESTDIR)$(sysconfdir)/nginx/sites-available \
+	    $(DESTDIR)$(sbindir) $(DESTDIR)$(bindir) \
+	    $(DESTDIR)$(libdir)/dstack $(DESTDIR)$(SYSTEMD_UNIT_DIR) \
+	    $(DESTDIR)$(TMPFILES_DIR) \
+	    $(DESTDIR)$(sysconfdir)/dstack/nginx \
+	    $(DESTDIR)$(mandir)/man1 $(DESTDIR)$(mandir)/man5 \
+	    $(DESTDIR)$(mandir)/man8 \
+	    $(DESTDIR)$(localstatedir)/lib/dstack/replicas
+	install -d -m 0750 $(DESTDIR)$(localstatedir)/lib/dstack/state
+	install -m 0644 $(MODULE) $(DESTDIR)$(NGINX_MODULES_DIR)/
+	echo 'load_module $(NGINX_MODULES_DIR)/ngx_http_dstack_module.so;' \
+	    > $(DESTDIR)$(NGINX_MODCONF_DIR)/mod-http-dstack.conf
+	chmod 0644 $(DESTDIR)$(NGINX_MODCONF_DIR)/mod-http-dstack.conf
+	ln -sfn $(NGINX_MODCONF_DIR)/mod-http-dstack.conf \
+	    $(DESTDIR)$(sysconfdir)/nginx/modules-enabled/50-mod-http-dstack.conf
+	install -m 0755 $(CONTROLD) $(DESTDIR)$(sbindir)/
+	install -m 0755 $(CLI) $(DESTDIR)$(bindir)/
+	install -m 0755 conf/dstack-setup $(DESTDIR)$(libdir)/dstack/
+	sed 's|/usr/sbin/dstack-controld|$(sbindir)/dstack-controld|' \
+	    conf/systemd/dstack-controld.service \
+	    > $(DESTDIR)$(SYSTEMD_UNIT_DIR)/dstack-controld.service
+	chmod 0644 $(DESTDIR)$(SYSTEMD_UNIT_DIR)/dstack-controld.service
+	install -m 0644 conf/tmpfiles.d/dstack.conf $(DESTDIR)$(TMPFILES_DIR)/
+	@# an edited configuration stays; the new example goes next to it
+	if [ -e $(DESTDIR)$(sysconfdir)/dstack/controld.yml ]; then \
+	    install -m 0640 conf/controld.yml \
+	        $(DESTDIR)$(sysconfdir)/dstack/controld.yml.new; \
+	else \
+	    install -m 0640 conf/controld.yml $(DESTDIR)$(sysconfdir)/dstack/; \
+	fi
+	install -m 0644 conf/nginx/dstack-http.conf conf/nginx/dstack-api.conf \
+	    conf/nginx/dstack-gateway.conf conf/nginx/dstack-proxy.conf \
+	    conf/nginx/dstack-tls.conf $(DESTDIR)$(sysconfdir)/dstack/nginx/
+	install -m 0644 conf/nginx/dstack-site.conf \
+	    $(DESTDIR)$(sysconfdir)/nginx/sites-available/dstack
+	install -m 0644 $(B)/man/dstackctl.1 $(DESTDIR)$(mandir)/man1/
+	install -m 0644 $(B)/man/controld.yml.5 $(DESTDIR)$(mandir)/man5/
+	install -m 0644 $(B)/man/dstack-controld.8 \
+	    $(B)/man/ngx_http_dstack_module.8 $(DESTDIR)$(mandir)/man8/
+	if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then \
+	    $(DESTDIR)$(libdir)/dstack/dstack-setup -s $(localstatedir); \
+	else \
+	    echo "install: as root, run $(libdir)/dstack/dstack-setup" \
+	         "(the group dstack, owners of $(localstatedir)/lib/dstack)"; \
+	fi

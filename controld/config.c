@@ -605,6 +605,10 @@ cfg_root(struct cfg_ctx *cx, const cJSON *root, struct config *c)
             if (cfg_path(cx, v, key, &c->client_config) != 0) {
                 return -1;
             }
+        } else if (strcmp(key, "pidfile") == 0) {
+            if (cfg_path(cx, v, key, &c->pidfile) != 0) {
+                return -1;
+            }
         } else if (strcmp(key, "notify_socket") == 0) {
             if (cfg_path(cx, v, key, &c->notify_socket) != 0) {
                 return -1;
@@ -777,6 +781,7 @@ config_free(struct config *c)
     free(c->notify_socket);
     free(c->group);
     free(c->api_user);
+    free(c->pidfile);
     free(c->local.nvidia_smi);
     free(c->local.amd_smi);
     free(c->local.rocm_smi);

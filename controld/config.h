@@ -67,6 +67,7 @@ struct config {
     char           *notify_socket;      /* module's hold notices, or NULL */
     char           *group;              /* nginx's group: state, sockets */
     char           *api_user;           /* the API process's, when root */
+    char           *pidfile;            /* written once ready, or NULL */
     int             log_level;
     struct local_conf local;
     struct container_conf container;

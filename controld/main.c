@@ -1,12 +1,10 @@
 /*
  * dstack-controld: the control plane of self-hosted dstack services.
  *
- *   dstack-controld [-dnv] [-f file]
+ *   dstack-controld [-dnv] [-f file] [-p pidfile]
  *
- *   -d        stay in the foreground and log to stderr
- *   -n        check the configuration and exit
- *   -f file   the configuration (default /etc/dstack/controld.yml)
- *   -v        more logging (repeat for debug)
+ * The options are in help() below, which is also the source of the
+ * manual page (man/dstack-controld.8 is generated from --help).
  *
  * Two processes, in the manner of OpenBSD's daemons: this one, root, and
  * the API process (api.c), exec'd from here as an unprivileged user with
@@ -53,6 +51,7 @@
 #include "probes.h"
 #include "reconcile.h"
 #include "rundoc.h"
+#include "sdnotify.h"
 #include "secrets.h"
 #include "stats.h"
 #include "store.h"
@@ -90,8 +89,89 @@ on_signal(int sig)
 static void
 usage(void)
 {
-    fprintf(stderr, "usage: dstack-controld [-dnv] [-f file]\n");
+    fprintf(stderr, "usage: dstack-controld [-dnv] [-f file] [-p pidfile]\n"
+            "try \"dstack-controld --help\" for more\n");
     exit(2);
+}
+
+
+/*
+ * man/gen-man turns this into dstack-controld(8): keep the layout
+ * ("usage:" line, a paragraph, "options:" with "  -x  text" lines, then
+ * sections headed by a line ending in ':').
+ */
+static void
+help(void)
+{
+    printf(
+"usage: dstack-controld [-dnv] [-f file] [-p pidfile]\n"
+"\n"
+"The control daemon of self-hosted dstack services: it keeps the desired\n"
+"runs, starts their replicas through its backends, probes them, scales\n"
+"them from the gateway's metrics and writes what nginx's dstack module\n"
+"serves into the LMDB state.  It serves its API on a unix socket, from a\n"
+"separate unprivileged process.\n"
+"\n"
+"options:\n"
+"  -d          stay in the foreground and log to stderr (systemd runs it\n"
+"              so); without -d it detaches and logs to syslog\n"
+"  -n          check the configuration file and exit: 0 when it is valid,\n"
+"              1 with file:line: and the reason otherwise\n"
+"  -f file     the configuration (default " CONTROLD_CONF ")\n"
+"  -p pidfile  write the daemon's pid to this file once it is ready and\n"
+"              remove it at exit; overrides pidfile: in the configuration\n"
+"  -v          more logging: info, then debug with -vv (overrides\n"
+"              log_level: in the configuration)\n"
+"  -h, --help  print this help and exit\n"
+"\n"
+"signals:\n"
+"  SIGHUP      re-read the configuration (the settings that can change\n"
+"              while replicas run) and detect GPUs again\n"
+"  SIGTERM     write the state and exit; replicas keep running and\n"
+"              serving, and the next start adopts them\n"
+"\n"
+"systemd:\n"
+"  Started with -d as a Type=notify service, it tells systemd READY=1 once\n"
+"  its API answers, RELOADING=1 while it re-reads the configuration and\n"
+"  STOPPING=1 when it exits ($NOTIFY_SOCKET, no libsystemd).\n"
+"\n"
+"files:\n"
+"  " CONTROLD_CONF "   the configuration (controld.yml(5))\n"
+"  /var/lib/dstack/state      the LMDB state shared with nginx\n"
+"  /var/lib/dstack/replicas   replicas' code and logs\n"
+"  /run/dstack/api.sock       the API socket\n");
+    exit(0);
+}
+
+
+/* the pid once ready; written whole (a rename) so a reader never sees half */
+static int
+pidfile_write(const char *path)
+{
+    char   tmp[256];
+    FILE  *f;
+
+    if ((size_t) snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp)) {
+        log_warnx("pidfile %s: path too long", path);
+        return -1;
+    }
+    f = fopen(tmp, "w");
+    if (f == NULL) {
+        log_warn("pidfile %s", tmp);
+        return -1;
+    }
+    fprintf(f, "%ld\n", (long) getpid());
+    if (fchmod(fileno(f), 0644) != 0 || fclose(f) != 0) {
+        log_warn("pidfile %s", tmp);
+        unlink(tmp);
+        return -1;
+    }
+    if (rename(tmp, path) != 0) {
+        log_warn("pidfile %s", path);
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
 }
 
 
@@ -119,9 +199,11 @@ reload(void)
     struct config  *c;
     char            err[1024];
 
+    sdnotify_reloading();
     c = config_load(conf->file, err, sizeof(err));
     if (c == NULL) {
         log_warnx("reload: %s (keeping the running configuration)", err);
+        sdnotify("READY=1");
         return;
     }
     if (strcmp(c->state_dir, conf->state_dir) != 0
@@ -159,6 +241,7 @@ reload(void)
         log_warnx("reload: %s", err);
     }
     log_info("configuration reloaded");
+    sdnotify("READY=1");
 }
 
 
@@ -190,6 +273,7 @@ main(int argc, char **argv)
 {
     const char        *file = CONTROLD_CONF;
     const char        *api_who = NULL;
+    const char        *pidfile = NULL;
     int                api_level = LOG_LEVEL_INFO;
     int                ch, foreground = 0, check = 0, verbose = 0;
     int                n, napi, nset, nprobe, nstats, nnote, timeout;
@@ -199,8 +283,14 @@ main(int argc, char **argv)
     struct timespec    ts;
     sigset_t           block, orig;
     int64_t            next_tick, next_readers, now;
+    static const struct option  longopts[] = {
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 }
+    };
 
-    while ((ch = getopt(argc, argv, "dnf:vhA:L:")) != -1) {
+    while ((ch = getopt_long(argc, argv, "dnf:p:vhA:L:", longopts, NULL))
+           != -1)
+    {
         switch (ch) {
         case 'd':
             foreground = 1;
@@ -210,6 +300,17 @@ main(int argc, char **argv)
             break;
         case 'f':
             file = optarg;
+            break;
+        case 'p':
+            if (optarg[0] != '/') {
+                fprintf(stderr, "dstack-controld: -p \"%s\": the pidfile "
+                        "must be an absolute path\n", optarg);
+                return 2;
+            }
+            pidfile = optarg;
+            break;
+        case 'h':
+            help();
             break;
         case 'v':
             verbose++;
@@ -230,6 +331,7 @@ main(int argc, char **argv)
     if (api_who != NULL) {
         return api_main(api_who, foreground, api_level);
     }
+    sdnotify_init();
 
     log_init(1, LOG_LEVEL_INFO + verbose);
 
@@ -244,6 +346,9 @@ main(int argc, char **argv)
     }
     if (verbose == 0) {
         log_setlevel(conf->log_level);
+    }
+    if (pidfile == NULL) {
+        pidfile = conf->pidfile;
     }
 
     /* signals: flags only, delivered inside ppoll() */
@@ -316,6 +421,10 @@ main(int argc, char **argv)
 
     log_info("dstack-controld %s started: state %s, domain %s",
              CONTROLD_VERSION, conf->state_dir, conf->domain);
+    if (pidfile != NULL && pidfile_write(pidfile) != 0) {
+        pidfile = NULL;
+    }
+    sdnotify("READY=1");
 
     next_tick = 0;
     next_readers = now_ms() + READER_CHECK_MS;
@@ -383,11 +492,15 @@ main(int argc, char **argv)
 
     log_info("%s: exiting; replicas keep running and the next start adopts "
              "them", got_term == SIGINT ? "SIGINT" : "SIGTERM");
+    sdnotify("STOPPING=1");
     runs_flush();
     tls_stop();
     notify_stop();
     api_parent_stop();
     secrets_shutdown();
     store_close();
+    if (pidfile != NULL) {
+        unlink(pidfile);
+    }
     return 0;
 }
