@@ -236,9 +236,10 @@ ds_v_refs(ds_vctx_t *c, const cJSON *at, const char *what, const char *push,
     if (ds_secret_refs(s, NULL, NULL, msg, sizeof(msg)) == 0) {
         return DS_OK;
     }
-    if (c->doc != NULL) {
+    if (c->doc != NULL && !c->file_paths) {
         return ds_v_fail(c, at, 0, "%s: %s", what, msg);
     }
+    /* the path names the field: "spec.env.X: " or "f.yml:5:5: env.X: " */
     old = push != NULL ? ds_v_push(c, push) : c->plen;
     rc = ds_v_fail(c, at, 0, "%s", msg);
     ds_v_pop(c, old);
