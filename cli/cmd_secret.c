@@ -144,14 +144,27 @@ dsctl_secret_json(const cJSON *json)
 }
 
 
+/* set, get and list take the same options; shared with the completion */
+const char  dsctl_secret_short[] = ":h";
+
+const struct option  dsctl_secret_opts[] = {
+    { "json", no_argument, NULL, 'j' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 }
+};
+
+const char  dsctl_secret_delete_short[] = ":hy";
+
+const struct option  dsctl_secret_delete_opts[] = {
+    { "yes", no_argument, NULL, 'y' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 }
+};
+
+
 static int
 dsctl_secret_set(int argc, char **argv)
 {
-    static const struct option  opts[] = {
-        { "json", no_argument, NULL, 'j' },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 }
-    };
     dsctl_config_t   cfg;
     dsctl_resp_t     resp;
     const char      *name = NULL, *arg;
@@ -161,7 +174,8 @@ dsctl_secret_set(int argc, char **argv)
 
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, dsctl_secret_short,
+            dsctl_secret_opts, NULL)) != -1) {
         switch (c) {
         case 'j': json = 1; break;
         case 'h': dsctl_secret_help(); return DSCTL_EXIT_OK;
@@ -227,11 +241,6 @@ dsctl_secret_set(int argc, char **argv)
 static int
 dsctl_secret_get(int argc, char **argv)
 {
-    static const struct option  opts[] = {
-        { "json", no_argument, NULL, 'j' },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 }
-    };
     static const char *const  hdr[] = { "NAME", "VALUE" };
     dsctl_config_t   cfg;
     dsctl_resp_t     resp;
@@ -242,7 +251,8 @@ dsctl_secret_get(int argc, char **argv)
 
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, dsctl_secret_short,
+            dsctl_secret_opts, NULL)) != -1) {
         switch (c) {
         case 'j': json = 1; break;
         case 'h': dsctl_secret_help(); return DSCTL_EXIT_OK;
@@ -281,11 +291,6 @@ dsctl_secret_get(int argc, char **argv)
 static int
 dsctl_secret_list(int argc, char **argv)
 {
-    static const struct option  opts[] = {
-        { "json", no_argument, NULL, 'j' },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 }
-    };
     static const char *const  hdr[] = { "NAME", "CREATED", "UPDATED" };
     dsctl_config_t   cfg;
     dsctl_resp_t     resp;
@@ -296,7 +301,8 @@ dsctl_secret_list(int argc, char **argv)
 
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, dsctl_secret_short,
+            dsctl_secret_opts, NULL)) != -1) {
         switch (c) {
         case 'j': json = 1; break;
         case 'h': dsctl_secret_help(); return DSCTL_EXIT_OK;
@@ -338,11 +344,6 @@ dsctl_secret_list(int argc, char **argv)
 static int
 dsctl_secret_delete(int argc, char **argv)
 {
-    static const struct option  opts[] = {
-        { "yes", no_argument, NULL, 'y' },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 }
-    };
     dsctl_config_t   cfg;
     dsctl_resp_t     resp;
     dsctl_str_t      q = { 0 };
@@ -352,7 +353,8 @@ dsctl_secret_delete(int argc, char **argv)
 
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, ":hy", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, dsctl_secret_delete_short,
+            dsctl_secret_delete_opts, NULL)) != -1) {
         switch (c) {
         case 'y': yes = 1; break;
         case 'h': dsctl_secret_help(); return DSCTL_EXIT_OK;

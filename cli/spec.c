@@ -109,7 +109,7 @@ dsctl_resource_doc(const char *key, const char *value, cJSON **doc)
     dsctl_str_t   y = { 0 };
     ds_err_t      err;
     cJSON        *v;
-    char         *q, *msg;
+    char         *q, *msg, path[32];
     int           rc, i;
 
     /* a JSON string is a YAML scalar: the value cannot escape it */
@@ -132,6 +132,11 @@ dsctl_resource_doc(const char *key, const char *value, cJSON **doc)
         }
         while (*msg == ' ') {
             msg++;
+        }
+        /* and its "resources.gpu: ": the option names the field */
+        snprintf(path, sizeof(path), "resources.%s: ", key);
+        if (strncmp(msg, path, strlen(path)) == 0) {
+            msg += strlen(path);
         }
         dsctl_error("--%s: %s", key, msg[0] ? msg : "invalid value");
         cJSON_Delete(*doc);
