@@ -446,7 +446,7 @@ my @badcalls = (
     ['POST', '/api/runs/apply', body => '{"spec":' . $JSON->encode($spec)
         . ',"name":"sec-a"}{}'],
     ['POST', '/api/runs/apply', json => { spec => { %$spec, replicas => 3 },
-        name => 'sec-a', force => JSON::PP::true }],
+        name => 'sec-a', forced => JSON::PP::true }],    # force is a field
     ['POST', '/api/runs/apply', json => { spec => { %$spec, replicas => 3,
         gpus => 1 }, name => 'sec-a' }],
     ['POST', '/api/runs/apply', json => { spec => { %$spec, port => 0 },
