@@ -65,7 +65,7 @@ dsctl_help(FILE *out)
         if (dsctl_commands[i].flags & DSCTL_CMD_HIDDEN) {
             continue;
         }
-        fprintf(out, "   %-10s %s\n", dsctl_commands[i].name,
+        fprintf(out, "   %-10s  %s\n", dsctl_commands[i].name,
             dsctl_commands[i].summary);
     }
     fprintf(out,
