@@ -1209,6 +1209,39 @@ ct_watch(struct ct *c, int since_now)
 }
 
 
+/*
+ * What the create body asks of GPUs, for the debug log (the body itself
+ * holds secrets): "GPUs nvidia.com/gpu=0 (NVIDIA_VISIBLE_DEVICES=0)".
+ */
+static void
+ct_gpus_text(const struct replica *rep, char *buf, size_t size)
+{
+    size_t  off;
+    int     i, podman;
+
+    if (rep->n_gpus == 0) {
+        fmt(buf, size, "no GPUs");
+        return;
+    }
+    podman = rep->host[0] ? rep->engine_podman : engine.podman;
+    off = (size_t) snprintf(buf, size, "GPUs");
+    for (i = 0; i < rep->n_gpus && off < size; i++) {
+        off += (size_t) snprintf(buf + off, size - off, "%s%s%d",
+                                 i ? "," : " ",
+                                 podman ? "nvidia.com/gpu=" : "device ",
+                                 rep->gpus[i]);
+    }
+    for (i = 0; i < rep->n_gpus && off < size; i++) {
+        off += (size_t) snprintf(buf + off, size - off, "%s%d",
+                                 i ? "," : " (NVIDIA_VISIBLE_DEVICES=",
+                                 rep->gpus[i]);
+    }
+    if (off < size) {
+        snprintf(buf + off, size - off, ")");
+    }
+}
+
+
 /* makes the request of the step c is at */
 static void
 ct_step(struct ct *c)
@@ -1237,9 +1270,10 @@ ct_step(struct ct *c)
         }
         body = ct_create_body(rep, env);
         secrets_env_free(env, rep->run->spec.n_env);
-        log_debug("run \"%s\": replica %d v%d: create %s (%zu bytes)",
+        ct_gpus_text(rep, why, sizeof(why));
+        log_debug("run \"%s\": replica %d v%d: create %s (%zu bytes; %s)",
                   rep->run->name, rep->num, rep->version, name,
-                  strlen(body));
+                  strlen(body), why);
         ct_send(c, "POST", path, NULL, body, strlen(body), NULL);
         explicit_bzero(body, strlen(body));
         free(body);
