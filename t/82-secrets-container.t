@@ -58,7 +58,7 @@ my @env = @{ (($insp->{json} || {})->{Config} || {})->{Env} || [] };
 ok((grep { $_ eq "API_KEY=$v1" } @env), 'Env of the container: the value');
 
 my $log = $s->log_text;
-like($log, qr/create \S+ \(\d+ bytes\)/,
+like($log, qr/create \S+ \(\d+ bytes; no GPUs\)/,
     'controld logs the create by its size');
 ok(index($log, $v1) < 0 && index($log, $v2) < 0,
     'controld\'s log holds no value');
