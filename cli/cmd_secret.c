@@ -162,6 +162,29 @@ const struct option  dsctl_secret_delete_opts[] = {
 };
 
 
+/*
+ * set, get and list: --json and --help.  -1 to go on, else the exit
+ * status (the help printed, or a usage error).
+ */
+static int
+dsctl_secret_json_opt(int argc, char **argv, int *json)
+{
+    int  c;
+
+    opterr = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, dsctl_secret_short,
+            dsctl_secret_opts, NULL)) != -1) {
+        switch (c) {
+        case 'j': *json = 1; break;
+        case 'h': dsctl_secret_help(); return DSCTL_EXIT_OK;
+        default: return dsctl_opt_error(DSCTL_SECRET_USAGE, c, argv);
+        }
+    }
+    return -1;
+}
+
+
 static int
 dsctl_secret_set(int argc, char **argv)
 {
@@ -170,17 +193,11 @@ dsctl_secret_set(int argc, char **argv)
     const char      *name = NULL, *arg;
     char            *value;
     cJSON           *body, *v;
-    int              json = 0, c, rc;
+    int              json = 0, rc;
 
-    opterr = 0;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, dsctl_secret_short,
-            dsctl_secret_opts, NULL)) != -1) {
-        switch (c) {
-        case 'j': json = 1; break;
-        case 'h': dsctl_secret_help(); return DSCTL_EXIT_OK;
-        default: return dsctl_opt_error(DSCTL_SECRET_USAGE, c, argv);
-        }
+    rc = dsctl_secret_json_opt(argc, argv, &json);
+    if (rc >= 0) {
+        return rc;
     }
     rc = dsctl_secret_args(argc, argv, 1, 2, "set", &name);
     if (rc != 0) {
@@ -247,17 +264,11 @@ dsctl_secret_get(int argc, char **argv)
     dsctl_table_t   *t;
     const char      *name = NULL, *value;
     cJSON           *body;
-    int              json = 0, c, rc;
+    int              json = 0, rc;
 
-    opterr = 0;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, dsctl_secret_short,
-            dsctl_secret_opts, NULL)) != -1) {
-        switch (c) {
-        case 'j': json = 1; break;
-        case 'h': dsctl_secret_help(); return DSCTL_EXIT_OK;
-        default: return dsctl_opt_error(DSCTL_SECRET_USAGE, c, argv);
-        }
+    rc = dsctl_secret_json_opt(argc, argv, &json);
+    if (rc >= 0) {
+        return rc;
     }
     rc = dsctl_secret_args(argc, argv, 1, 1, "get", &name);
     if (rc != 0) {
@@ -297,17 +308,11 @@ dsctl_secret_list(int argc, char **argv)
     dsctl_table_t   *t;
     const cJSON     *list, *s;
     char             created[32], updated[32];
-    int              json = 0, c, rc;
+    int              json = 0, rc;
 
-    opterr = 0;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, dsctl_secret_short,
-            dsctl_secret_opts, NULL)) != -1) {
-        switch (c) {
-        case 'j': json = 1; break;
-        case 'h': dsctl_secret_help(); return DSCTL_EXIT_OK;
-        default: return dsctl_opt_error(DSCTL_SECRET_USAGE, c, argv);
-        }
+    rc = dsctl_secret_json_opt(argc, argv, &json);
+    if (rc >= 0) {
+        return rc;
     }
     if (optind < argc) {
         return dsctl_usage(DSCTL_SECRET_USAGE, "unexpected argument \"%s\"",
