@@ -841,7 +841,7 @@ static void
 run_status_update(struct run *r)
 {
     struct replica  *rep;
-    int              status, ready = 0, starting = 0, live = 0, rolling = 0;
+    int              status, ready = 0, starting = 0, rolling = 0;
     char             msg[256];
 
     if (r->finished) {
@@ -856,11 +856,8 @@ run_status_update(struct run *r)
         if (replica_starting(rep)) {
             starting++;
         }
-        if (!replica_leaving(rep)) {
-            live++;
-            if (rep->version < r->version) {
-                rolling++;
-            }
+        if (!replica_leaving(rep) && rep->version < r->version) {
+            rolling++;
         }
         if (rep->state == RS_BACKOFF && msg[0] == '\0') {
             fmt(msg, sizeof(msg), "replica %d: %s", rep->num,
@@ -880,8 +877,11 @@ run_status_update(struct run *r)
         if (r->rollout_failed == r->version) {
             snprintf(msg, sizeof(msg), "%s", r->rollout_error);
         } else if (rolling > 0) {
+            /* out of the replicas the spec asks for: the surge replica
+             * next to an old one is not one more to replace */
             snprintf(msg, sizeof(msg), "rolling out version %d (%d of %d "
-                     "replicas left)", r->version, rolling, live);
+                     "replicas left)", r->version, rolling,
+                     r->desired > rolling ? r->desired : rolling);
         } else if (ready < r->desired && msg[0] == '\0') {
             snprintf(msg, sizeof(msg), "%d of %d replicas ready", ready,
                      r->desired);

@@ -51,8 +51,10 @@ is($r->{status}, 200, 're-apply with a new env: 200');
 is($r->{json}{version}, 2, 'version 2');
 
 my ($max_live, $max_v2_ready_with_v1) = (0, 0);
+my %messages;
 my $run = $s->wait_run('roll', sub {
     my $x = shift;
+    $messages{$x->{message}}++ if ($x->{message} // '') =~ /rolling out/;
     my @live = grep { $_->{status} !~ /^(terminated|aborted|failed)$/ }
         @{ $x->{replicas} };
     my @serving = grep { $_->{status} ne 'terminating' } @live;
@@ -73,6 +75,12 @@ ok($res->{seen}{'0:1:one'} && $res->{seen}{'0:2:two'},
     'the loop saw the old and the new version') or diag explain $res->{seen};
 my %g = map { $_->{json}{greeting} => 1 } map { $s->get('roll', '/') } 1 .. 10;
 is_deeply([keys %g], ['two'], 'all replicas run the new env');
+ok(%messages, 'the run says it is rolling out')
+    or diag explain $s->last_run;
+is_deeply([grep { !/^rolling out version 2 \([12] of 2 replicas left\)$/ }
+           sort keys %messages], [],
+    'the rollout counts replicas of the spec, not the surge one')
+    or diag explain \%messages;
 like($s->log_text, qr/rolling out version 2 to replica 0 \(next to the old one\)/,
     'controld logs the rollout steps');
 is($run->{status}, 'running', 'running') if $run;
