@@ -446,3 +446,22 @@ dsctl_api_stream(const char *path, FILE *out)
     dsctl_str_free(&st.err);
     return rc;
 }
+
+
+/*
+ * The client configuration and the API connection every command that
+ * talks to controld starts with; on failure a message was printed and
+ * nothing is left to free.
+ */
+int
+dsctl_client_open(dsctl_config_t *cfg)
+{
+    if (dsctl_config_load(cfg) != 0) {
+        return -1;
+    }
+    if (dsctl_api_init(cfg) != 0) {
+        dsctl_config_free(cfg);
+        return -1;
+    }
+    return 0;
+}

@@ -43,20 +43,6 @@ dsctl_fleet_help(void)
 }
 
 
-static int
-dsctl_fleet_client(dsctl_config_t *cfg)
-{
-    if (dsctl_config_load(cfg) != 0) {
-        return -1;
-    }
-    if (dsctl_api_init(cfg) != 0) {
-        dsctl_config_free(cfg);
-        return -1;
-    }
-    return 0;
-}
-
-
 /* ---- list ------------------------------------------------------------------ */
 
 /* "web/1 web/3": the replicas on a host */
@@ -157,7 +143,7 @@ dsctl_fleet_list(int argc, char **argv)
         return dsctl_usage(DSCTL_FLEET_USAGE, "unexpected argument \"%s\"",
             argv[optind]);
     }
-    if (dsctl_fleet_client(&cfg) != 0) {
+    if (dsctl_client_open(&cfg) != 0) {
         return DSCTL_EXIT_FAIL;
     }
 
@@ -248,7 +234,7 @@ dsctl_fleet_delete(int argc, char **argv)
         }
     }
 
-    if (dsctl_fleet_client(&cfg) != 0) {
+    if (dsctl_client_open(&cfg) != 0) {
         return DSCTL_EXIT_FAIL;
     }
     ename = dsctl_url_escape(name);

@@ -98,11 +98,7 @@ cmd_logs(int argc, char **argv)
         return rc;
     }
 
-    if (dsctl_config_load(&cfg) != 0) {
-        return DSCTL_EXIT_FAIL;
-    }
-    if (dsctl_api_init(&cfg) != 0) {
-        dsctl_config_free(&cfg);
+    if (dsctl_client_open(&cfg) != 0) {
         return DSCTL_EXIT_FAIL;
     }
 

@@ -125,12 +125,7 @@ cmd_offer(int argc, char **argv)
         }
         sp.file = dsctl_xstrdup("--");
     }
-    if (dsctl_config_load(&cfg) != 0) {
-        dsctl_spec_free(&sp);
-        return DSCTL_EXIT_FAIL;
-    }
-    if (dsctl_api_init(&cfg) != 0) {
-        dsctl_config_free(&cfg);
+    if (dsctl_client_open(&cfg) != 0) {
         dsctl_spec_free(&sp);
         return DSCTL_EXIT_FAIL;
     }

@@ -297,11 +297,7 @@ cmd_ps(int argc, char **argv)
         watch = 0;
     }
 
-    if (dsctl_config_load(&cfg) != 0) {
-        return DSCTL_EXIT_FAIL;
-    }
-    if (dsctl_api_init(&cfg) != 0) {
-        dsctl_config_free(&cfg);
+    if (dsctl_client_open(&cfg) != 0) {
         return DSCTL_EXIT_FAIL;
     }
 

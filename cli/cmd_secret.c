@@ -53,20 +53,6 @@ dsctl_secret_help(void)
 }
 
 
-static int
-dsctl_secret_client(dsctl_config_t *cfg)
-{
-    if (dsctl_config_load(cfg) != 0) {
-        return -1;
-    }
-    if (dsctl_api_init(cfg) != 0) {
-        dsctl_config_free(cfg);
-        return -1;
-    }
-    return 0;
-}
-
-
 /* the operands after the options: want of them, a name first */
 static int
 dsctl_secret_args(int argc, char **argv, int min, int max, const char *sub,
@@ -230,7 +216,7 @@ dsctl_secret_set(int argc, char **argv)
     explicit_bzero(value, strlen(value));
     free(value);
 
-    if (dsctl_secret_client(&cfg) != 0) {
+    if (dsctl_client_open(&cfg) != 0) {
         if (v != NULL) {
             explicit_bzero(v->valuestring, strlen(v->valuestring));
         }
@@ -274,7 +260,7 @@ dsctl_secret_get(int argc, char **argv)
     if (rc != 0) {
         return rc;
     }
-    if (dsctl_secret_client(&cfg) != 0) {
+    if (dsctl_client_open(&cfg) != 0) {
         return DSCTL_EXIT_FAIL;
     }
     body = cJSON_CreateObject();
@@ -318,7 +304,7 @@ dsctl_secret_list(int argc, char **argv)
         return dsctl_usage(DSCTL_SECRET_USAGE, "unexpected argument \"%s\"",
             argv[optind]);
     }
-    if (dsctl_secret_client(&cfg) != 0) {
+    if (dsctl_client_open(&cfg) != 0) {
         return DSCTL_EXIT_FAIL;
     }
     rc = dsctl_api_call("GET", "/api/secrets", NULL, 0, &resp);
@@ -383,7 +369,7 @@ dsctl_secret_delete(int argc, char **argv)
             return DSCTL_EXIT_OK;
         }
     }
-    if (dsctl_secret_client(&cfg) != 0) {
+    if (dsctl_client_open(&cfg) != 0) {
         return DSCTL_EXIT_FAIL;
     }
     body = cJSON_CreateObject();

@@ -45,20 +45,6 @@ dsctl_token_help(void)
 }
 
 
-static int
-dsctl_token_client(dsctl_config_t *cfg)
-{
-    if (dsctl_config_load(cfg) != 0) {
-        return -1;
-    }
-    if (dsctl_api_init(cfg) != 0) {
-        dsctl_config_free(cfg);
-        return -1;
-    }
-    return 0;
-}
-
-
 const char  dsctl_token_create_short[] = ":h";
 
 const struct option  dsctl_token_create_opts[] = {
@@ -147,7 +133,7 @@ dsctl_token_create(int argc, char **argv)
         cJSON_AddNumberToObject(body, "expires_in", (double) secs);
     }
 
-    if (dsctl_token_client(&cfg) != 0) {
+    if (dsctl_client_open(&cfg) != 0) {
         cJSON_Delete(body);
         return DSCTL_EXIT_FAIL;
     }
@@ -233,7 +219,7 @@ dsctl_token_list(int argc, char **argv)
         return dsctl_usage(DSCTL_TOKEN_USAGE, "unexpected argument \"%s\"",
             argv[optind]);
     }
-    if (dsctl_token_client(&cfg) != 0) {
+    if (dsctl_client_open(&cfg) != 0) {
         return DSCTL_EXIT_FAIL;
     }
     rc = dsctl_api_call("GET", "/api/tokens", NULL, 0, &resp);
@@ -311,7 +297,7 @@ dsctl_token_revoke(int argc, char **argv)
         return dsctl_usage(DSCTL_TOKEN_USAGE, "unexpected argument \"%s\"",
             argv[optind + 1]);
     }
-    if (dsctl_token_client(&cfg) != 0) {
+    if (dsctl_client_open(&cfg) != 0) {
         return DSCTL_EXIT_FAIL;
     }
     ename = dsctl_url_escape(argv[optind]);

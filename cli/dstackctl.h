@@ -206,6 +206,8 @@ typedef struct {
 } dsctl_resp_t;
 
 int dsctl_api_init(const dsctl_config_t *cfg);
+/* dsctl_config_load + dsctl_api_init; -1 after a message, cfg freed */
+int dsctl_client_open(dsctl_config_t *cfg);
 void dsctl_api_cleanup(void);
 
 /*
