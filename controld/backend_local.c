@@ -22,6 +22,7 @@
 
 #define _GNU_SOURCE
 
+#include <sys/stat.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -345,8 +346,10 @@ start_log(struct replica *rep)
     char  path[4096];
     int   fd;
 
+    /* 0755 despite controld's umask: a replica with the spec's "user:"
+     * passes through it to its working directory (the logs are 0640) */
     if (fmt(path, sizeof(path), "%s/%s", conf->replicas_dir, rep->run->name)
-        != 0 || mkdir_p(path, 0755) != 0)
+        != 0 || mkdir_p(path, 0755) != 0 || chmod(path, 0755) != 0)
     {
         fmt(rep->message, sizeof(rep->message), "cannot create %s: %s",
             path, strerror(errno));

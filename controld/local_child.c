@@ -146,6 +146,9 @@ child_begin(int pipe_fd, int log_fd)
     signal(SIGINT, SIG_DFL);
     signal(SIGHUP, SIG_DFL);
     signal(SIGCHLD, SIG_DFL);
+    /* the replica's own umask, not controld's 027: what it creates (and
+     * its working directory) is as under a login shell or in a container */
+    umask(022);
 
     child_stdio(log_fd);
 }
