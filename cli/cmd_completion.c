@@ -53,6 +53,8 @@ static const dsctl_comp_opts_t  dsctl_comp_opts[] = {
 
 #define DSCTL_NCOMP_OPTS  (sizeof(dsctl_comp_opts) / sizeof(dsctl_comp_opts[0]))
 
+static void dsctl_zsh_opts(const dsctl_comp_opts_t *co, const char *ind);
+
 /* options whose value is a file */
 static const char *const  dsctl_comp_file_opts[] = { "file", NULL };
 
@@ -200,13 +202,95 @@ dsctl_bash_opts(const dsctl_comp_opts_t *co, const char *ind)
 }
 
 
+/* how one shell says the per-command part of the script */
+typedef struct {
+    const char  *cmd_case;      /* a command's branch, "%s" its name */
+    const char  *subs_head;     /* its subcommands ("%s") then a case on
+                                   the subcommand word */
+    const char  *sub_case;      /* a subcommand's branch */
+    const char  *help_only;     /* a command without an option table */
+    void       (*opts)(const dsctl_comp_opts_t *co, const char *ind);
+} dsctl_comp_dialect_t;
+
+static const dsctl_comp_dialect_t  dsctl_bash_dialect = {
+    "    %s)\n",
+    "        if [ \"$COMP_CWORD\" -eq 2 ]; then\n"
+    "            COMPREPLY=( $(compgen -W \"%s --help\" -- \"$cur\") )\n"
+    "            return 0\n"
+    "        fi\n"
+    "        case \"${COMP_WORDS[2]}\" in\n",
+    "        %s)\n",
+    "        COMPREPLY=( $(compgen -W \"--help\" -- \"$cur\") )\n",
+    dsctl_bash_opts
+};
+
+static const dsctl_comp_dialect_t  dsctl_zsh_dialect = {
+    "    (%s)\n",
+    "        if (( CURRENT == 3 )); then\n"
+    "            compadd -- %s --help\n"
+    "            return\n"
+    "        fi\n"
+    "        case $words[3] in\n",
+    "        (%s)\n",
+    "        compadd -- --help\n",
+    dsctl_zsh_opts
+};
+
+
+/* one branch per command: its subcommands' options, or its own */
+static void
+dsctl_comp_cases(const dsctl_comp_dialect_t *d, const dsctl_cmd_t *cmds,
+    size_t n)
+{
+    dsctl_str_t  subs = { 0 };
+    size_t       i, j;
+    int          found;
+
+    for (i = 0; i < n; i++) {
+        if (cmds[i].flags & DSCTL_CMD_HIDDEN) {
+            continue;
+        }
+        printf(d->cmd_case, cmds[i].name);
+        subs.len = 0;
+        dsctl_comp_subs(cmds[i].name, &subs);
+        found = 0;
+        for (j = 0; j < DSCTL_NCOMP_OPTS; j++) {
+            if (strcmp(dsctl_comp_opts[j].cmd, cmds[i].name) != 0) {
+                continue;
+            }
+            if (subs.len == 0) {
+                d->opts(&dsctl_comp_opts[j], "        ");
+                found = 1;
+                break;
+            }
+            if (!found) {
+                printf(d->subs_head, subs.s);
+                found = 1;
+            }
+            printf(d->sub_case, dsctl_comp_opts[j].sub);
+            d->opts(&dsctl_comp_opts[j], "            ");
+            printf("            ;;\n");
+        }
+        if (subs.len > 0) {
+            if (!found) {
+                printf(d->subs_head, subs.s);
+            }
+            printf("        esac\n");
+        } else if (!found) {
+            printf("%s", d->help_only);
+        }
+        printf("        ;;\n");
+    }
+    dsctl_str_free(&subs);
+}
+
+
 static void
 dsctl_bash(void)
 {
     const dsctl_cmd_t  *cmds;
-    dsctl_str_t         all = { 0 }, subs = { 0 };
-    size_t              n, i, j;
-    int                 found;
+    dsctl_str_t         all = { 0 };
+    size_t              n;
 
     cmds = dsctl_command_table(&n);
     dsctl_comp_commands(&all);
@@ -228,53 +312,12 @@ dsctl_bash(void)
         "        COMPREPLY=( $(compgen -W \"%s\" -- \"$cur\") )\n"
         "        ;;\n", all.s);
 
-    for (i = 0; i < n; i++) {
-        if (cmds[i].flags & DSCTL_CMD_HIDDEN) {
-            continue;
-        }
-        printf("    %s)\n", cmds[i].name);
-        subs.len = 0;
-        dsctl_comp_subs(cmds[i].name, &subs);
-        found = 0;
-        if (subs.len > 0) {
-            printf("        if [ \"$COMP_CWORD\" -eq 2 ]; then\n"
-                "            COMPREPLY=( $(compgen -W \"%s --help\" -- "
-                "\"$cur\") )\n"
-                "            return 0\n"
-                "        fi\n"
-                "        case \"${COMP_WORDS[2]}\" in\n", subs.s);
-            for (j = 0; j < DSCTL_NCOMP_OPTS; j++) {
-                if (strcmp(dsctl_comp_opts[j].cmd, cmds[i].name) != 0) {
-                    continue;
-                }
-                printf("        %s)\n", dsctl_comp_opts[j].sub);
-                dsctl_bash_opts(&dsctl_comp_opts[j], "            ");
-                printf("            ;;\n");
-            }
-            printf("        esac\n");
-            found = 1;
-        } else {
-            for (j = 0; j < DSCTL_NCOMP_OPTS; j++) {
-                if (strcmp(dsctl_comp_opts[j].cmd, cmds[i].name) == 0) {
-                    dsctl_bash_opts(&dsctl_comp_opts[j], "        ");
-                    found = 1;
-                    break;
-                }
-            }
-        }
-        if (!found) {
-            /* a command without a table here: at least its --help */
-            printf("        COMPREPLY=( $(compgen -W \"--help\" -- "
-                "\"$cur\") )\n");
-        }
-        printf("        ;;\n");
-    }
+    dsctl_comp_cases(&dsctl_bash_dialect, cmds, n);
     printf("    esac\n"
         "    return 0\n"
         "}\n"
         "complete -o filenames -F _dstackctl dstackctl\n");
     dsctl_str_free(&all);
-    dsctl_str_free(&subs);
 }
 
 
@@ -327,9 +370,8 @@ static void
 dsctl_zsh(void)
 {
     const dsctl_cmd_t  *cmds;
-    dsctl_str_t         all = { 0 }, subs = { 0 };
-    size_t              n, i, j;
-    int                 found;
+    dsctl_str_t         all = { 0 };
+    size_t              n, i;
 
     cmds = dsctl_command_table(&n);
     dsctl_comp_commands(&all);
@@ -358,44 +400,7 @@ dsctl_zsh(void)
         "    case $words[2] in\n"
         "    (help) compadd -- %s ;;\n", all.s);
 
-    for (i = 0; i < n; i++) {
-        if (cmds[i].flags & DSCTL_CMD_HIDDEN) {
-            continue;
-        }
-        printf("    (%s)\n", cmds[i].name);
-        subs.len = 0;
-        dsctl_comp_subs(cmds[i].name, &subs);
-        found = 0;
-        if (subs.len > 0) {
-            printf("        if (( CURRENT == 3 )); then\n"
-                "            compadd -- %s --help\n"
-                "            return\n"
-                "        fi\n"
-                "        case $words[3] in\n", subs.s);
-            for (j = 0; j < DSCTL_NCOMP_OPTS; j++) {
-                if (strcmp(dsctl_comp_opts[j].cmd, cmds[i].name) != 0) {
-                    continue;
-                }
-                printf("        (%s)\n", dsctl_comp_opts[j].sub);
-                dsctl_zsh_opts(&dsctl_comp_opts[j], "            ");
-                printf("            ;;\n");
-            }
-            printf("        esac\n");
-            found = 1;
-        } else {
-            for (j = 0; j < DSCTL_NCOMP_OPTS; j++) {
-                if (strcmp(dsctl_comp_opts[j].cmd, cmds[i].name) == 0) {
-                    dsctl_zsh_opts(&dsctl_comp_opts[j], "        ");
-                    found = 1;
-                    break;
-                }
-            }
-        }
-        if (!found) {
-            printf("        compadd -- --help\n");
-        }
-        printf("        ;;\n");
-    }
+    dsctl_comp_cases(&dsctl_zsh_dialect, cmds, n);
     printf(
         "    esac\n"
         "}\n"
@@ -406,7 +411,6 @@ dsctl_zsh(void)
         "    compdef _dstackctl dstackctl\n"
         "fi\n");
     dsctl_str_free(&all);
-    dsctl_str_free(&subs);
 }
 
 
