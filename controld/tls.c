@@ -207,6 +207,33 @@ load_key(const char *path)
 }
 
 
+/*
+ * A private key is for controld and nginx's master (root) alone: one
+ * that a restored backup, a copy or an older version left readable by
+ * the state's group (nginx's workers) or by others is made 0600 before
+ * it is used again.  The workers need no key file: they read the
+ * certificates they serve from the state.
+ */
+static int
+key_private(const char *path)
+{
+    struct stat  sb;
+
+    if (stat(path, &sb) != 0) {
+        return errno == ENOENT ? 0 : -1;
+    }
+    if ((sb.st_mode & 077) == 0) {
+        return 0;
+    }
+    if (chmod(path, 0600) != 0) {
+        return -1;
+    }
+    log_warnx("tls: %s was readable by others than its owner (mode %03o): "
+              "made it 0600", path, (unsigned) (sb.st_mode & 0777));
+    return 0;
+}
+
+
 static uint64_t
 cert_not_after(X509 *x)
 {
@@ -987,6 +1014,12 @@ tls_init(void)
         || mkdir_p(tls_dir, 0755) != 0)
     {
         log_warn("tls: cannot create %s", tls_dir);
+        return -1;
+    }
+    fmt(path, sizeof(path), "%s/ca.key", tls_dir);
+    fmt(key, sizeof(key), "%s/gateway.key", tls_dir);
+    if (key_private(path) != 0 || key_private(key) != 0) {
+        log_warn("tls: cannot make the keys in %s private", tls_dir);
         return -1;
     }
     if (local_init() != 0) {
