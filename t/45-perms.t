@@ -139,8 +139,8 @@ is(mode_of("$state/tls/gateway.key") =~ s/^\S+ //r, '0600',
     'a gateway key left 0640 too');
 is(DsTest::_slurp("$state/tls/ca.key"), $ca_before,
     'the same CA key (its certificate stays trusted)');
-like($s->log_text, qr{tls: \S+/ca\.key was readable by others than its }
-    . qr{owner \(mode 644\): made it 0600},
+my $said = 'was readable by others than its owner (mode 644): made it 0600';
+like($s->log_text, qr{tls: \S+/ca\.key \Q$said\E},
     'controld says which key it made private and what it was');
 $m = probe_as($member, $dstack_gid);
 is($m->{"read $state/tls/ca.key"}, $eacces,
