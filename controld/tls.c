@@ -4,11 +4,11 @@
  * Local (always): at the first start a private CA and a certificate for
  * <domain>, *.<domain> and gateway.<domain>, made with libcrypto, kept in
  * <state_dir>/tls/ (keys 0600, made so again at start if found wider;
- * ca.crt 0644 for clients' --cacert).  The
- * certificate is nginx's static ssl_certificate (the answer without SNI)
- * and is put in the "certs" database as "*.<domain>", the fallback the
- * module serves for every name without a certificate of its own.  It is
- * made again when it nears its end or the domain changed.
+ * ca.crt 0644 for clients' --cacert).  The certificate is nginx's static
+ * ssl_certificate (the answer without SNI) and is put in the "certs"
+ * database as "*.<domain>", the fallback the module serves for every name
+ * without a certificate of its own.  It is made again when it nears its
+ * end or the domain changed.
  *
  * ACME (tls.acme in controld.yml): one certificate per published service
  * ("<run>.<domain>", HTTP-01), or with tls.acme.dns_hook one wildcard for
