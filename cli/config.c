@@ -23,8 +23,12 @@
  */
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include "dstackctl.h"
 #include "ds_yaml.h"
@@ -154,6 +158,81 @@ dsctl_config_parse(dsctl_config_t *cfg, const char *path, const char *text,
 }
 
 
+/*
+ * The host of an http:// URL is the loopback: "localhost", a name under
+ * ".localhost" (RFC 6761: it never leaves the host), 127.0.0.0/8 or ::1.
+ * host is what follows "http://"; userinfo and the port are skipped.
+ */
+static int
+dsctl_config_loopback(const char *host)
+{
+    char             h[256];
+    const char      *end, *at;
+    size_t           n;
+    struct in_addr   a4;
+    struct in6_addr  a6;
+
+    end = host + strcspn(host, "/?#");
+    for (at = host; at < end; at++) {
+        if (*at == '@') {
+            host = at + 1;
+        }
+    }
+    if (*host == '[') {
+        host++;
+        n = strcspn(host, "]");
+    } else {
+        n = strcspn(host, ":/?#");
+    }
+    if (n == 0 || n >= sizeof(h) || host + n > end) {
+        return 0;
+    }
+    memcpy(h, host, n);
+    h[n] = '\0';
+    if (n > 1 && h[n - 1] == '.') {
+        h[--n] = '\0';
+    }
+
+    if (strcasecmp(h, "localhost") == 0
+        || (n > 10 && strcasecmp(h + n - 10, ".localhost") == 0))
+    {
+        return 1;
+    }
+    if (inet_pton(AF_INET, h, &a4) == 1) {
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    }
+    if (inet_pton(AF_INET6, h, &a6) == 1) {
+        return IN6_IS_ADDR_LOOPBACK(&a6)
+               || (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+    }
+    return 0;
+}
+
+
+/*
+ * A token sent over plain http:// to another host crosses the network in
+ * clear text, where anyone on the path can take it: said once, on
+ * stderr, and not refused (a trusted private network is the operator's
+ * call; the gateway's snippet serves the API on HTTPS unless told not to).
+ */
+static void
+dsctl_config_warn_clear(const dsctl_config_t *cfg)
+{
+    static int  warned;
+
+    if (warned || strncmp(cfg->server, "http://", 7) != 0
+        || dsctl_config_loopback(cfg->server + 7))
+    {
+        return;
+    }
+    warned = 1;
+    fprintf(stderr, "dstackctl: warning: the server \"%s\" (from %s) is "
+        "plain http:// to another host: the token crosses the network in "
+        "clear text; use https://\n", cfg->server,
+        cfg->source != NULL ? cfg->source : "the configuration");
+}
+
+
 int
 dsctl_config_load(dsctl_config_t *cfg)
 {
@@ -229,6 +308,7 @@ dsctl_config_load(dsctl_config_t *cfg)
     if (cfg->project == NULL) {
         cfg->project = dsctl_xstrdup("main");
     }
+    dsctl_config_warn_clear(cfg);
     free(path);
     return 0;
 }

@@ -3,11 +3,12 @@
  *
  * Local (always): at the first start a private CA and a certificate for
  * <domain>, *.<domain> and gateway.<domain>, made with libcrypto, kept in
- * <state_dir>/tls/ (keys 0600; ca.crt 0644 for clients' --cacert).  The
- * certificate is nginx's static ssl_certificate (the answer without SNI)
- * and is put in the "certs" database as "*.<domain>", the fallback the
- * module serves for every name without a certificate of its own.  It is
- * made again when it nears its end or the domain changed.
+ * <state_dir>/tls/ (keys 0600, made so again at start if found wider;
+ * ca.crt 0644 for clients' --cacert).  The certificate is nginx's static
+ * ssl_certificate (the answer without SNI) and is put in the "certs"
+ * database as "*.<domain>", the fallback the module serves for every name
+ * without a certificate of its own.  It is made again when it nears its
+ * end or the domain changed.
  *
  * ACME (tls.acme in controld.yml): one certificate per published service
  * ("<run>.<domain>", HTTP-01), or with tls.acme.dns_hook one wildcard for
@@ -204,6 +205,33 @@ load_key(const char *path)
     fclose(fp);
     ERR_clear_error();
     return k;
+}
+
+
+/*
+ * A private key is for controld and nginx's master (root) alone: one
+ * that a restored backup, a copy or an older version left readable by
+ * the state's group (nginx's workers) or by others is made 0600 before
+ * it is used again.  The workers need no key file: they read the
+ * certificates they serve from the state.
+ */
+static int
+key_private(const char *path)
+{
+    struct stat  sb;
+
+    if (stat(path, &sb) != 0) {
+        return errno == ENOENT ? 0 : -1;
+    }
+    if ((sb.st_mode & 077) == 0) {
+        return 0;
+    }
+    if (chmod(path, 0600) != 0) {
+        return -1;
+    }
+    log_warnx("tls: %s was readable by others than its owner (mode %03o): "
+              "made it 0600", path, (unsigned) (sb.st_mode & 0777));
+    return 0;
 }
 
 
@@ -987,6 +1015,12 @@ tls_init(void)
         || mkdir_p(tls_dir, 0755) != 0)
     {
         log_warn("tls: cannot create %s", tls_dir);
+        return -1;
+    }
+    fmt(path, sizeof(path), "%s/ca.key", tls_dir);
+    fmt(key, sizeof(key), "%s/gateway.key", tls_dir);
+    if (key_private(path) != 0 || key_private(key) != 0) {
+        log_warn("tls: cannot make the keys in %s private", tls_dir);
         return -1;
     }
     if (local_init() != 0) {

@@ -8,7 +8,10 @@
 # token kept from every replica (Host routing and the OpenAI endpoint)
 # while auth: false passes the client's Authorization through, bodies
 # over the limit, very long and very many headers; the workers stay up
-# through all of it, and afterwards no token is in any log.
+# through all of it, and afterwards no token is in any log.  nginx logs a
+# duplicate Authorization with its value at "info": a second error log at
+# the level the demo ships (examples/demo's error_log; the snippets set
+# none, so nginx's default "error" holds) must have none of them.
 
 use strict;
 use warnings;
@@ -21,7 +24,14 @@ use Test::More;
 plan skip_all => 'module or dstack-seed not built'
     unless -f DsTest::module_path() && -x DsTest::seed_path();
 
-my $t = DsTest->new(workers => 2);
+# the level the demo ships its error log at; the snippets set none
+my $demo = DsTest::_slurp("$DsTest::REPO/examples/demo") // '';
+my ($shipped) = $demo =~ /^error_log \S+ (\w+);$/m;
+my $snippets = join '', map { DsTest::_slurp($_) // '' }
+    glob("$DsTest::REPO/conf/nginx/*.conf");
+
+my $t = DsTest->new(workers => 2,
+    main => 'error_log shipped-error.log ' . ($shipped // 'info') . ';');
 my $D = $t->domain;
 DsOpenAI::add_gateway($t);
 
@@ -412,6 +422,18 @@ ok(scalar @$excused, 'nginx logged the duplicate Authorization at info '
         . 'keeps those tokens';
     is_deeply($excused, [], 'no token in nginx\'s info lines either');
 }
+ok(defined $shipped, "examples/demo sets its error log's level ("
+    . ($shipped // 'none') . ')');
+unlike($snippets, qr/^\s*error_log\b/m,
+    'the shipped snippets leave the error log to nginx.conf');
+my ($shipped_hits) = DsSec::find_secrets(\%tok,
+    [$t->dir . '/shipped-error.log']);
+ok(-s $t->dir . '/shipped-error.log',
+    'the error log at the shipped level was written');
+is_deeply($shipped_hits, [], "no token in the error log at the demo's "
+    . 'level, though two Authorization headers were sent')
+    or diag join "\n", @$shipped_hits;
+
 my $warn_hits = grep { /\[(?:notice|warn|error|crit|alert|emerg)\]/ }
     @$excused;
 is($warn_hits, 0, 'none at notice or above');

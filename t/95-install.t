@@ -279,8 +279,6 @@ r manpage "\$(man -w dstack-controld 2>&1)"
 
 sed -i 's/example\\.com/$DOMAIN/g' /etc/dstack/controld.yml \\
     /etc/dstack/nginx/*.conf
-nginx -t > nginx-t.out 2>&1
-r nginx_t "\$? \$(tr '\\n' ' ' < nginx-t.out)"
 
 # sd_notify's abstract socket, as systemd's would be
 python3 -c '
@@ -304,6 +302,11 @@ for i in \$(seq 100); do
 done
 r pidfile "\$(cat /run/dstack/controld.pid 2>/dev/null) \$cpid"
 r notified "\$(tr '\\n' ' ' < notify.log)"
+# the site serves gateway.<domain> on HTTPS with the certificate that
+# controld's first start made: nginx reads it after controld (the unit's
+# Before=nginx.service)
+nginx -t > nginx-t.out 2>&1
+r nginx_t "\$? \$(tr '\\n' ' ' < nginx-t.out)"
 nginx > nginx.out 2>&1
 r nginx "\$? \$(cat nginx.out)"
 sleep 0.5
@@ -313,8 +316,17 @@ r gatewaykey "\$(stat -c '%U:%G %a' /var/lib/dstack/state/tls/gateway.key)"
 
 export DSTACK_CONFIG=/var/lib/dstack/state/client.yml
 tok=\$(sed -n 's/^token: *//p' \$DSTACK_CONFIG)
-r api "\$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: gateway.$DOMAIN' \\
-    -H "Authorization: Bearer \$tok" http://127.0.0.1/api/health)"
+ca=/var/lib/dstack/state/tls/ca.crt
+r api "\$(curl -s -o /dev/null -w '%{http_code}' --cacert \$ca \\
+    --resolve gateway.$DOMAIN:443:127.0.0.1 \\
+    -H "Authorization: Bearer \$tok" https://gateway.$DOMAIN/api/health)"
+code=\$(curl -s -o plain.body -w '%{http_code}' -H 'Host: gateway.$DOMAIN' \\
+    -H "Authorization: Bearer \$tok" http://127.0.0.1/api/health)
+r api_plain "\$code \$(cat plain.body)"
+echo "127.0.0.1 gateway.$DOMAIN" >> /etc/hosts
+DSTACK_CONFIG=/dev/null DSTACK_SERVER=https://gateway.$DOMAIN \\
+    DSTACK_TOKEN=\$tok DSTACK_CA=\$ca dstackctl ps > ps.out 2>&1
+r ctl_https "\$? \$(head -1 ps.out)"
 sed -i 's/^replicas: 2\$/replicas: 1/' .dstack.yml
 dstackctl apply -f .dstack.yml -y -d > apply.out 2>&1
 r apply "\$? \$(tail -1 apply.out)"
@@ -397,7 +409,13 @@ like($r{lock}, qr/^dstack 6[67]0$/, 'lock.mdb: group dstack, writable');
 like($r{workers}, qr/^www-data\s*$/, 'nginx\'s workers run as www-data');
 like($r{gatewaykey}, qr/^root:\S+ 600$/,
      'the gateway\'s TLS key is not for the group');
-is($r{api}, 200, 'the API through nginx at gateway.<domain>/api/');
+is($r{api}, 200, 'the API through nginx at https://gateway.<domain>/api/, '
+   . 'verified against the local CA');
+like($r{api_plain}, qr/^403 .*"message":"the API is served over HTTPS only: use https:\/\/gateway\.\Q$DOMAIN\E\/api\//,
+     'plain HTTP to gateway.<domain>/api/: 403, "use https"');
+like($r{ctl_https}, qr/^0 .*NAME/,
+     'the installed dstackctl against https://gateway.<domain> with the CA')
+    or $why->('ps.out');
 like($r{apply}, qr/^0/, 'the installed dstackctl deploys a service')
     or $why->('apply.out');
 like($r{service}, qr/^200 .*hello from dstack/,
