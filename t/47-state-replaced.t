@@ -105,6 +105,16 @@ copy($data, $backup) or die "copy: $!";
 my $t0 = time;
 my $nlog = $t->log_size;
 replace($data, $backup);
+ok(workers_reopened($nlog, $data), 'every worker reopened the state');
+
+# a revoke now: controld is gone (no socket) or says 503; if it said
+# yes, the gateway must refuse the token
+$r = $s->api('DELETE', '/api/tokens/old', timeout => 5);
+ok($r->{status} == 0 || $r->{status} == 503,
+    "a revoke after the replace is refused ($r->{status})")
+    or diag $r->{body};
+ok($r->{status} != 200 || gw($old) == 401,
+    'nothing the API accepted is lost: an accepted revoke holds');
 my $st = exited(3);
 ok(defined $st, sprintf('controld exits by itself (%.1f s after the '
     . 'replace)', time - $t0));
@@ -115,7 +125,6 @@ like($log, qr/state file \Q$data\E was replaced by another file/,
 like($log, qr/exiting with status 1: .*replicas keep running/,
     'and says it exits and that the replicas stay');
 is_deeply([$s->run_pids('keep')], \@procs, 'the replica still runs');
-ok(workers_reopened($nlog, $data), 'every worker reopened the state');
 is(gw($old), 200, 'the gateway serves from the restored file meanwhile');
 
 # started again, as systemd would: the new file, the same replicas
