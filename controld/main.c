@@ -24,8 +24,9 @@
  *
  * SIGTERM/SIGINT: write state and exit; replicas keep running and serving,
  * and the next controld adopts them.  The same, but without writing and
- * with status 1, when the state file was replaced or removed (store.c).  SIGHUP: re-read the configuration
- * (the settings that can change live) and detect GPUs again.
+ * with status 1, when the state file was replaced or removed (store.c).
+ * SIGHUP: re-read the configuration (the settings that can change live)
+ * and detect GPUs again.
  */
 
 #define _GNU_SOURCE

@@ -130,7 +130,8 @@ is(gw($old), 200, 'the gateway serves from the restored file meanwhile');
 # started again, as systemd would: the new file, the same replicas
 $s->start_controld(keep_conf => 1);
 $run = $s->wait_ready('keep', 1);
-ok($run, 'controld started again: the run is back') or diag explain $s->last_run;
+ok($run, 'controld started again: the run is back')
+    or diag explain $s->last_run;
 is_deeply([$s->run_pids('keep')], \@procs, 'its replica adopted, not '
     . 'started twice');
 
@@ -179,7 +180,7 @@ my $during = token('during');
 is(gw($during), 200, 'made again after the restart, it works');
 ok($s->wait_ready('keep', 1), 'the run is still ready');
 
-# ---- lock.mdb replaced ------------------------------------------------------------
+# ---- lock.mdb replaced -----------------------------------------------------
 
 $off = length $s->log_text;
 $nlog = $t->log_size;
@@ -201,7 +202,7 @@ my @seen = map { gw($during) } 1 .. 20;
 is_deeply([grep { $_ != 401 } @seen], [], 'on every request');
 is(gw($new), 200, 'a live token still works');
 
-# ---- data.mdb removed -----------------------------------------------------------
+# ---- data.mdb removed ------------------------------------------------------
 
 $off = length $s->log_text;
 $nlog = $t->log_size;
