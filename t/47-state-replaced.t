@@ -7,8 +7,11 @@
 # notices on its tick or before a write, writes nothing more, answers an
 # API call in flight 503, and exits 1 (systemd's Restart=on-failure
 # starts it again on the new file), leaving the replicas running; started
-# again it adopts them, and what it writes reaches the gateway.  The same
-# for a removed data.mdb and a replaced lock.mdb.
+# again it adopts them, and what it writes reaches the gateway.  The
+# backup is older than the file (a token was made since), so the lock
+# file has counted a commit the copy never saw.  The same for a copy
+# renamed over the file while controld is stopped and an API call waits,
+# a replaced lock.mdb and a removed data.mdb.
 
 use strict;
 use warnings;
@@ -77,16 +80,21 @@ sub exited {
 }
 
 # waits until every worker has logged (since byte FROM of error.log) that
-# it reopened the state because FILE was replaced or removed
+# it closed the state because FILE was replaced or removed, and then (but
+# with CLOSED) that it has a state again
 sub workers_reopened {
-    my ($from, $file) = @_;
-    my $n = () = $t->workers;
+    my ($from, $file, $closed) = @_;
+    my @w = $t->workers;
     return DsTest::wait_until(sub {
-        my %pid = map { /\[error\] (\d+)#/ ? ($1 => 1) : () }
-            grep { /was removed or replaced \(state file \Q$file\E / }
-            split /\n/, substr($t->error_log, $from);
-        return keys %pid >= $n;
-    }, timeout => 3);
+        my (%gone, %back);
+        for (split /\n/, substr($t->error_log, $from)) {
+            my ($pid) = /\] (\d+)#/ or next;
+            $gone{$pid} = 1
+                if /was removed or replaced \(state file \Q$file\E /;
+            $back{$pid} = 1 if $gone{$pid} && /is available again/;
+        }
+        return !grep { !$gone{$_} || (!$closed && !$back{$_}) } @w;
+    }, timeout => 5);
 }
 
 sub log_since {
@@ -102,6 +110,10 @@ is(gw($old), 200, 'the gateway takes a token controld made');
 my $off = length $s->log_text;
 my $backup = $t->dir . '/backup.mdb';
 copy($data, $backup) or die "copy: $!";
+# a change after the backup: the restore takes it back (and the lock file
+# counts a commit the restored file never saw)
+my $later = token('later');
+is(gw($later), 200, 'a token made after the backup works');
 my $t0 = time;
 my $nlog = $t->log_size;
 replace($data, $backup);
@@ -125,7 +137,9 @@ like($log, qr/state file \Q$data\E was replaced by another file/,
 like($log, qr/exiting with status 1: .*replicas keep running/,
     'and says it exits and that the replicas stay');
 is_deeply([$s->run_pids('keep')], \@procs, 'the replica still runs');
-is(gw($old), 200, 'the gateway serves from the restored file meanwhile');
+ok(DsTest::wait_until(sub { gw($old) == 200 }, timeout => 3),
+    'the gateway serves from the restored file meanwhile');
+is(gw($later), 401, 'where the token made after the backup is unknown');
 
 # started again, as systemd would: the new file, the same replicas
 $s->start_controld(keep_conf => 1);
@@ -212,7 +226,8 @@ is(defined $st ? $st >> 8 : -1, 1, 'data.mdb removed: controld exits 1');
 like(log_since($off), qr/state file \Q$data\E was removed/,
     'saying the file was removed');
 ok(!-e $data, 'and wrote no new file in its place');
-ok(workers_reopened($nlog, $data), 'every worker closed the state');
+ok(workers_reopened($nlog, $data, 'closed'),
+    'every worker closed the state');
 is(gw($new), 503, 'the gateway answers 503 without a state');
 is_deeply([$s->run_pids('keep')], \@procs, 'the replica still runs');
 
