@@ -41,6 +41,7 @@ const char  *ds_db_names[DS_DB_COUNT] = {
 
 
 static int ds_state_check_lock(ds_state_t *st, ds_err_t *err);
+static void ds_state_file_ids(ds_state_t *st);
 static int ds_state_adopt_mapsize(ds_state_t *st, ds_err_t *err);
 
 
@@ -506,6 +507,7 @@ ds_state_open(ds_state_t **stp, const char *dir, int flags, unsigned mode,
     rc = ds_state_env_open(st, mode, err);
 
     if (rc == DS_OK) {
+        ds_state_file_ids(st);
         rc = ds_state_check_lock(st, err);
     }
 
@@ -590,6 +592,84 @@ ds_state_check_lock(ds_state_t *st, ds_err_t *err)
                "open); stop them all, or replace lock.mdb with data.mdb",
                st->dir);
     return DS_ERROR;
+}
+
+
+/*
+ * Which files the environment has: data.mdb by the descriptor LMDB
+ * maps (exact even if the file was renamed over meanwhile), lock.mdb by
+ * its name, just after LMDB opened it (LMDB 0.9 gives no descriptor).
+ */
+static void
+ds_state_file_ids(ds_state_t *st)
+{
+    char              path[4096];
+    struct stat       sb;
+    mdb_filehandle_t  fd;
+
+    if (mdb_env_get_fd(st->env, &fd) == 0 && fstat(fd, &sb) == 0) {
+        st->data.dev = sb.st_dev;
+        st->data.ino = sb.st_ino;
+        st->data.known = 1;
+    }
+
+    if (ds_state_path(path, sizeof(path), st->dir, "lock.mdb") == 0
+        && stat(path, &sb) == 0)
+    {
+        st->lock.dev = sb.st_dev;
+        st->lock.ino = sb.st_ino;
+        st->lock.known = 1;
+    }
+}
+
+
+static int
+ds_state_check_file(ds_state_t *st, const char *file, const ds_file_id_t *id,
+    ds_err_t *err)
+{
+    char         path[4096];
+    struct stat  sb;
+
+    if (!id->known) {
+        return DS_OK;
+    }
+
+    if (ds_state_path(path, sizeof(path), st->dir, file) != 0) {
+        ds_err_set(err, "state directory name %s is too long", st->dir);
+        return DS_ERROR;
+    }
+
+    if (stat(path, &sb) == -1) {
+        if (errno == ENOENT) {
+            ds_err_set(err, "state file %s was removed", path);
+        } else {
+            ds_err_set(err, "state file %s cannot be checked: %s", path,
+                       strerror(errno));
+        }
+        return DS_ERROR;
+    }
+
+    if (sb.st_dev != id->dev || sb.st_ino != id->ino) {
+        ds_err_set(err, "state file %s was replaced by another file "
+                   "(inode %lu, the open one is %lu)", path,
+                   (unsigned long) sb.st_ino, (unsigned long) id->ino);
+        return DS_ERROR;
+    }
+
+    return DS_OK;
+}
+
+
+int
+ds_state_check_files(ds_state_t *st, ds_err_t *err)
+{
+    if (ds_state_check_file(st, "data.mdb", &st->data, err) != DS_OK
+        || ds_state_check_file(st, "lock.mdb", &st->lock, err) != DS_OK)
+    {
+        return DS_ERROR;
+    }
+
+    return DS_OK;
 }
 
 

@@ -291,6 +291,15 @@ void ds_state_close(ds_state_t *st);
 /* clears reader slots of dead processes; returns how many, or DS_ERROR */
 int ds_state_reader_check(ds_state_t *st);
 /*
+ * Whether data.mdb and lock.mdb at the directory are still the files this
+ * environment has open (same device and inode): DS_OK, or DS_ERROR with
+ * what happened ("was replaced", "was removed") in err.  A process whose
+ * file was replaced by another (a restored copy) or removed must not
+ * read or write through this environment any more: it would see, or
+ * commit to, a file nobody else opens.
+ */
+int ds_state_check_files(ds_state_t *st, ds_err_t *err);
+/*
  * The id of the newest commit, read from the map without a transaction
  * or a reader slot: cheap enough for every request, to learn whether
  * anything changed since records were last read (0 on failure).

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/types.h>
+
 #include <lmdb.h>
 
 #include "ds_state.h"
@@ -44,12 +46,21 @@ enum {
 
 
 
+/* which file an open environment has: dev and inode (ds_state_check_files) */
+typedef struct {
+    dev_t           dev;
+    ino_t           ino;
+    int             known;
+} ds_file_id_t;
+
 struct ds_state_s {
     MDB_env        *env;
     MDB_dbi         dbi[DS_DB_COUNT];
     int             no_certs;       /* reader of a state from before it */
     int             flags;          /* DS_STATE_* */
     char           *dir;
+    ds_file_id_t    data;           /* data.mdb as opened */
+    ds_file_id_t    lock;           /* lock.mdb as opened */
 };
 
 struct ds_txn_s {

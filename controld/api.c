@@ -154,6 +154,7 @@ api_error_type(unsigned status)
     case 409: return "conflict";
     case 413: return "too_large";
     case 422: return "no_offers";
+    case 503: return "unavailable";
     default:  return "internal";
     }
 }
@@ -547,6 +548,10 @@ api_auth_error(struct MHD_Connection *c, int rc, const char *name)
                          "(Authorization: Bearer <token>)");
     case AUTH_EXPIRED:
         return api_error(c, 401, "the token has expired");
+    case AUTH_UNAVAILABLE:
+        return api_error(c, 503, "the state file was replaced or removed "
+                         "under controld: it changes nothing and restarts "
+                         "on the new file; try again");
     case AUTH_NOT_ADMIN:
         snprintf(msg, sizeof(msg), "token \"%s\" is not an admin token",
                  name);

@@ -48,6 +48,7 @@
 #include "privsep.h"
 #include "run.h"
 #include "secrets.h"
+#include "store.h"
 #include "tokens.h"
 #include "util.h"
 #include "views.h"
@@ -143,6 +144,11 @@ api_parent_answer(uint32_t id, unsigned status, int error, const char *text)
 {
     struct ps_response  rs;
 
+    /* a write refused or unsure because the state file went away: the
+     * client may try again once controld restarted, so not a 500 */
+    if (status >= 500 && store_lost()) {
+        status = 503;
+    }
     rs.status = status;
     rs.error = error != 0;
     ps_send(&chan, PS_RESPONSE, id, &rs, sizeof(rs), text, -1);
@@ -801,28 +807,42 @@ api_parent_run(void)
 }
 
 
-void
-api_parent_stop(void)
+/* 0 once the API process is gone (reaped here), -1 after ms */
+static int
+api_parent_wait(int64_t ms)
 {
     int64_t  deadline;
     int      status;
 
-    api_stopping = 1;
-    ps_chan_close(&chan);
-    if (api_pid > 0) {
-        /* it ends on EOF as well; SIGTERM also wakes it */
-        kill(api_pid, SIGTERM);
-        deadline = now_ms() + 2000;
-        while (waitpid(api_pid, &status, WNOHANG) == 0) {
-            if (now_ms() >= deadline) {
-                kill(api_pid, SIGKILL);
-                waitpid(api_pid, &status, 0);
-                break;
-            }
-            usleep(10000);
+    deadline = now_ms() + ms;
+    while (waitpid(api_pid, &status, WNOHANG) == 0) {
+        if (now_ms() >= deadline) {
+            return -1;
         }
-        api_pid = -1;
+        usleep(10000);
     }
+    return 0;
+}
+
+
+void
+api_parent_stop(void)
+{
+    int  status;
+
+    api_stopping = 1;
+    /* answers already made go out, then the EOF: the API process passes
+     * them on and ends (SIGTERM would end it at once) */
+    (void) ps_flush(&chan);
+    ps_chan_close(&chan);
+    if (api_pid > 0 && api_parent_wait(1000) != 0) {
+        kill(api_pid, SIGTERM);
+        if (api_parent_wait(2000) != 0) {
+            kill(api_pid, SIGKILL);
+            waitpid(api_pid, &status, 0);
+        }
+    }
+    api_pid = -1;
     if (listen_fd >= 0) {
         close(listen_fd);
         unlink(conf->api_socket);

@@ -23,8 +23,10 @@
  * written to LMDB at the end of each iteration, in one transaction.
  *
  * SIGTERM/SIGINT: write state and exit; replicas keep running and serving,
- * and the next controld adopts them.  SIGHUP: re-read the configuration
- * (the settings that can change live) and detect GPUs again.
+ * and the next controld adopts them.  The same, but without writing and
+ * with status 1, when the state file was replaced or removed (store.c).
+ * SIGHUP: re-read the configuration (the settings that can change live)
+ * and detect GPUs again.
  */
 
 #define _GNU_SOURCE
@@ -129,6 +131,13 @@ help(void)
 "              while replicas run) and detect GPUs again\n"
 "  SIGTERM     write the state and exit; replicas keep running and\n"
 "              serving, and the next start adopts them\n"
+"\n"
+"exit status:\n"
+"  0           after SIGTERM or SIGINT\n"
+"  1           a bad configuration, a failed start, or a state file\n"
+"              (data.mdb, lock.mdb) replaced or removed while it ran:\n"
+"              it writes nothing more and exits; replicas keep running\n"
+"              and a new start opens the new file and adopts them\n"
 "\n"
 "systemd:\n"
 "  Started with -d as a Type=notify service, it tells systemd READY=1 once\n"
@@ -429,7 +438,7 @@ main(int argc, char **argv)
     next_tick = 0;
     next_readers = now_ms() + READER_CHECK_MS;
 
-    while (!got_term) {
+    while (!got_term && !store_lost()) {
         n = 0;
         napi = api_parent_fill(pfd + n, POLL_MAX - n);
         n += napi;
@@ -467,6 +476,9 @@ main(int argc, char **argv)
 
         now = now_ms();
         if (now >= next_tick || reconcile_now) {
+            if (store_check_files() != 0) {
+                break;
+            }
             reconcile_now = 0;
             reap_children();
             reconcile_tick();
@@ -490,10 +502,20 @@ main(int argc, char **argv)
         }
     }
 
-    log_info("%s: exiting; replicas keep running and the next start adopts "
-             "them", got_term == SIGINT ? "SIGINT" : "SIGTERM");
+    if (store_lost()) {
+        /* nothing more is written: the file at the path is another one */
+        log_warnx("exiting with status 1: %s; replicas keep running and "
+                  "controld started again (systemd: Restart=on-failure) "
+                  "opens the new state and adopts those it names",
+                  store_lost_why());
+    } else {
+        log_info("%s: exiting; replicas keep running and the next start "
+                 "adopts them", got_term == SIGINT ? "SIGINT" : "SIGTERM");
+    }
     sdnotify("STOPPING=1");
-    runs_flush();
+    if (!store_lost()) {
+        runs_flush();
+    }
     tls_stop();
     notify_stop();
     api_parent_stop();
@@ -502,5 +524,5 @@ main(int argc, char **argv)
     if (pidfile != NULL) {
         unlink(pidfile);
     }
-    return 0;
+    return store_lost() ? 1 : 0;
 }

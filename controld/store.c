@@ -21,6 +21,10 @@
 
 ds_state_t  *state;
 
+/* set when the files at the path are no longer the ones open; for good */
+static int   lost;
+static char  lost_why[512];
+
 
 int
 store_open(void)
@@ -85,6 +89,48 @@ store_close(void)
 {
     ds_state_close(state);
     state = NULL;
+}
+
+
+/*
+ * A restored backup renamed over data.mdb (or a removed file) leaves
+ * controld with a file nobody else opens: nginx's workers reopen the
+ * new one within a second, and every commit here would be lost to
+ * them (a revoked token would keep working).  So every write and every
+ * tick looks first; what controld knows in memory cannot be merged
+ * into the new file, and a restart is what rebuilds it from a file.
+ */
+int
+store_check_files(void)
+{
+    ds_err_t  err;
+
+    if (lost) {
+        return -1;
+    }
+    if (state == NULL || ds_state_check_files(state, &err) == DS_OK) {
+        return 0;
+    }
+    lost = 1;
+    snprintf(lost_why, sizeof(lost_why), "%s", err.msg);
+    log_warnx("%s while controld had it open: controld writes nothing "
+              "more to it and exits, to be started again on the file now "
+              "at %s", err.msg, conf->state_dir);
+    return -1;
+}
+
+
+int
+store_lost(void)
+{
+    return lost;
+}
+
+
+const char *
+store_lost_why(void)
+{
+    return lost ? lost_why : "";
 }
 
 
@@ -166,6 +212,11 @@ store_begin(char *errbuf, size_t errlen)
     memset(t, 0, sizeof(*t));
     t->errbuf = errbuf;
     t->errlen = errlen;
+    if (store_check_files() != 0) {
+        snprintf(errbuf, errlen, "%s: nothing was written; controld "
+                 "restarts on the new state", lost_why);
+        return NULL;
+    }
     if (ds_txn_begin(state, 1, &t->txn, &t->err) != DS_OK) {
         snprintf(errbuf, errlen, "%s", t->err.msg);
         return NULL;
@@ -331,15 +382,30 @@ store_del_token(struct store_txn *t, const uint8_t hash[DS_TOKEN_HASH_LEN])
 }
 
 
-/* commits when every put succeeded, else aborts; the first failure */
+/*
+ * Commits when every put succeeded, else aborts; the first failure.  The
+ * files are looked at again just before the commit and just after it: a
+ * file replaced in between got a commit nobody will read, and the
+ * caller must not say it was saved.
+ */
 int
 store_end(struct store_txn *t)
 {
+    if (t->rc == DS_OK && store_check_files() != 0) {
+        t->rc = DS_ERROR;
+        snprintf(t->errbuf, t->errlen, "%s: nothing was written; "
+                 "controld restarts on the new state", lost_why);
+    }
     if (t->rc != DS_OK) {
         ds_txn_abort(t->txn);
     } else if (ds_txn_commit(t->txn, &t->err) != DS_OK) {
         t->rc = DS_ERROR;
         snprintf(t->errbuf, t->errlen, "%s", t->err.msg);
+    } else if (store_check_files() != 0) {
+        t->rc = DS_ERROR;
+        snprintf(t->errbuf, t->errlen, "%s while this change was written: "
+                 "it may be missing from the new state; controld restarts "
+                 "on it, then make the change again", lost_why);
     }
     t->txn = NULL;
     switch (t->rc) {

@@ -26,6 +26,17 @@ extern ds_state_t  *state;
 int store_open(void);
 void store_close(void);
 
+/*
+ * Whether the files at state_dir are still the ones controld opened:
+ * 0, or -1 once data.mdb or lock.mdb was replaced or removed.  From then
+ * on (it sticks) nothing is written, the API answers 503 and the loop
+ * ends: controld exits 1 so that a restart opens the new file (see
+ * main.c).  store_lost() tells without looking again.
+ */
+int store_check_files(void);
+int store_lost(void);
+const char *store_lost_why(void);
+
 /* calls fn for every run document; a non-zero return stops */
 int store_load_docs(int (*fn)(void *arg, const char *name, size_t name_len,
     const char *doc, size_t doc_len), void *arg);

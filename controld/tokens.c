@@ -99,6 +99,11 @@ tokens_check_admin_hash(const uint8_t hash[DS_TOKEN_HASH_LEN], char *name,
 
     name[0] = '\0';
 
+    /* a replaced file may hold other tokens: it answers for none */
+    if (store_check_files() != 0) {
+        return AUTH_UNAVAILABLE;
+    }
+
     if (ds_txn_begin(state, 0, &txn, &err) != DS_OK) {
         log_warnx("auth: %s", err.msg);
         return AUTH_INVALID;

@@ -17,6 +17,7 @@
 #define AUTH_INVALID            2
 #define AUTH_EXPIRED            3
 #define AUTH_NOT_ADMIN          4
+#define AUTH_UNAVAILABLE        5   /* the state file is gone: 503 */
 
 /* checks an Authorization header value; name gets the token's name */
 int tokens_check_admin(const char *authorization, char *name, size_t n);

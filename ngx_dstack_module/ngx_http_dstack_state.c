@@ -7,9 +7,10 @@
  * latest commit and no reader slot pins old pages between requests.
  *
  * A timer, every dstack_watch_interval, clears reader slots left by dead
- * processes and checks that data.mdb is still the file we mapped: when it
- * was removed or replaced we close, answer 503 meanwhile, and reopen as
- * soon as a state appears again.  Opening happens only in the timer, so a
+ * processes and checks that data.mdb and lock.mdb are still the files we
+ * opened (ds_state_check_files): when one was removed or replaced we
+ * close, answer 503 meanwhile, and reopen as soon as a state appears
+ * again.  Opening happens only in the timer, so a
  * missing state costs a request nothing but a pointer test.
  *
  * Records are read once per commit, not once per request.  A small
@@ -69,8 +70,6 @@ typedef struct {
     ds_txn_t               *txn;        /* reset between requests */
     char                   *dir;        /* NUL-terminated state path */
     char                   *data_file;  /* dir + "/data.mdb" */
-    dev_t                   dev;        /* identity of the mapped file */
-    ino_t                   ino;
     ngx_msec_t              interval;
     ngx_event_t             watch;
     ngx_connection_t        watch_conn; /* timers' debug log reads fd */
@@ -553,8 +552,6 @@ ngx_http_dstack_state_open(ngx_http_dstack_state_t *st)
 
     ds_txn_reset(st->txn);
 
-    st->dev = sb.st_dev;
-    st->ino = sb.st_ino;
     st->opened++;
 
     if (st->reported) {
@@ -583,16 +580,16 @@ ngx_http_dstack_state_close(ngx_http_dstack_state_t *st)
 static void
 ngx_http_dstack_state_watch(ngx_event_t *ev)
 {
-    struct stat               sb;
+    ds_err_t                  err;
     ngx_http_dstack_state_t  *st = &ngx_http_dstack_st;
 
+    /* data.mdb, and lock.mdb too: a worker on another lock file than
+     * controld's is invisible to the writer and picks stale snapshots */
     if (st->state) {
-        if (stat(st->data_file, &sb) == -1
-            || sb.st_ino != st->ino || sb.st_dev != st->dev)
-        {
+        if (ds_state_check_files(st->state, &err) != DS_OK) {
             ngx_log_error(NGX_LOG_ERR, ev->log, 0,
-                          "dstack state \"%s\" was removed or replaced, "
-                          "reopening", st->dir);
+                          "dstack state \"%s\" was removed or replaced "
+                          "(%s), reopening", st->dir, err.msg);
             ngx_http_dstack_state_close(st);
             st->reported = 1;
 

@@ -1891,6 +1891,74 @@ test_state_schema_guard(void **state)
 }
 
 
+
+/* a copy of FILE renamed over it: a new inode at the same path, as an
+ * operator restoring a backup makes */
+static void
+replace_by_copy(const char *file)
+{
+    char     tmp[160], buf[65536];
+    FILE    *in, *out;
+    size_t   n;
+
+    snprintf(tmp, sizeof(tmp), "%s.restore", file);
+    in = fopen(file, "rb");
+    out = fopen(tmp, "wb");
+    assert_non_null(in);
+    assert_non_null(out);
+    while ((n = fread(buf, 1, sizeof(buf), in)) > 0) {
+        assert_int_equal(fwrite(buf, 1, n, out), n);
+    }
+    fclose(in);
+    assert_int_equal(fclose(out), 0);
+    assert_int_equal(rename(tmp, file), 0);
+}
+
+
+/* data.mdb or lock.mdb replaced or removed: the environment open on the
+ * old file says so, and names the file; one opened again is fine */
+static void
+test_state_files(void **state)
+{
+    ds_state_t  *st, *rd;
+    ds_err_t     err;
+    char         data[128], lock[128];
+
+    (void) state;
+
+    snprintf(data, sizeof(data), "%s/data.mdb", state_dir);
+    snprintf(lock, sizeof(lock), "%s/lock.mdb", state_dir);
+
+    st = open_writer();
+    assert_int_equal(ds_state_open(&rd, state_dir, DS_STATE_RDONLY, 0, &err),
+                     DS_OK);
+    assert_int_equal(ds_state_check_files(st, &err), DS_OK);
+    assert_int_equal(ds_state_check_files(rd, &err), DS_OK);
+
+    replace_by_copy(data);
+    assert_int_equal(ds_state_check_files(st, &err), DS_ERROR);
+    assert_non_null(strstr(err.msg, "data.mdb was replaced"));
+    assert_int_equal(ds_state_check_files(rd, &err), DS_ERROR);
+    assert_non_null(strstr(err.msg, data));
+    ds_state_close(rd);
+    ds_state_close(st);
+
+    st = open_writer();
+    assert_int_equal(ds_state_check_files(st, &err), DS_OK);
+
+    replace_by_copy(lock);
+    assert_int_equal(ds_state_check_files(st, &err), DS_ERROR);
+    assert_non_null(strstr(err.msg, "lock.mdb was replaced"));
+    ds_state_close(st);
+
+    st = open_writer();
+    assert_int_equal(ds_state_check_files(st, &err), DS_OK);
+    assert_int_equal(unlink(data), 0);
+    assert_int_equal(ds_state_check_files(st, &err), DS_ERROR);
+    assert_non_null(strstr(err.msg, "data.mdb was removed"));
+    ds_state_close(st);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1926,6 +1994,8 @@ main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_state_schema_guard, dir_setup,
                                         dir_teardown),
         cmocka_unit_test_setup_teardown(test_state_full, dir_setup,
+                                        dir_teardown),
+        cmocka_unit_test_setup_teardown(test_state_files, dir_setup,
                                         dir_teardown),
     };
 
