@@ -46,6 +46,7 @@
 
 #include "api.h"
 #include "api_route.h"
+#include "ds_json_dup.h"
 #include "log.h"
 #include "privsep.h"
 #include "tokens.h"
@@ -133,6 +134,18 @@ struct api_stream {
 
 static LIST_HEAD(, api_req)     waiting = LIST_HEAD_INITIALIZER(waiting);
 static LIST_HEAD(, api_stream)  streams = LIST_HEAD_INITIALIZER(streams);
+
+/*
+ * Connections (controld.yml's api_*).  Anyone in the socket's group may
+ * connect; until the parent has said the token is an admin's, a
+ * connection has api_header_s of silence before it is closed, so that
+ * half-sent requests cannot hold the api_max_conns places for long.  An
+ * admin's request has api_body_s (a stalled upload through nginx), and
+ * a log stream no limit: it is quiet as long as its replica is.
+ */
+static unsigned            api_max_conns = 64;
+static unsigned            api_header_s = 5;
+static unsigned            api_body_s = 60;
 
 static struct MHD_Daemon  *api_daemon;
 static struct ps_chan      chan;
@@ -361,6 +374,11 @@ api_parse_body(struct api_req *q, int optional, char *err, size_t n)
     if (!cJSON_IsObject(json)) {
         cJSON_Delete(json);
         snprintf(err, n, "body: expected a JSON object");
+        return NULL;
+    }
+    /* cJSON keeps both members; readers differ on which one counts */
+    if (ds_json_dup_check(json, "body", err, n) != 0) {
+        cJSON_Delete(json);
         return NULL;
     }
     return json;
@@ -1118,6 +1136,7 @@ api_headers(struct MHD_Connection *c, struct api_req *q, const char *url,
     if (q->auth != AUTH_OK) {
         return api_auth_error(c, q->auth, q->who);
     }
+    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, api_body_s);
 
     q->route = api_route(url, q->param, sizeof(q->param), &allow);
     if (q->route == R_NONE) {
@@ -1395,8 +1414,29 @@ api_confine(const char *who)
 }
 
 
+/* "connections:header_s:body_s", as api_parent_spawn writes it */
+static void
+api_limits(const char *s)
+{
+    unsigned  conns, header, body;
+    char      end;
+
+    if (s == NULL) {
+        return;
+    }
+    if (sscanf(s, "%u:%u:%u%c", &conns, &header, &body, &end) != 3
+        || conns == 0 || header == 0 || body == 0)
+    {
+        fatalx("api: bad -M \"%s\" (connections:header_s:body_s)", s);
+    }
+    api_max_conns = conns;
+    api_header_s = header;
+    api_body_s = body;
+}
+
+
 int
-api_main(const char *who, int foreground, int level)
+api_main(const char *who, const char *limits, int foreground, int level)
 {
     struct pollfd               pfd[2];
     struct sigaction            sa;
@@ -1408,6 +1448,7 @@ api_main(const char *who, int foreground, int level)
     int                         timeout, rc, done = 0;
 
     log_init(foreground, level);
+    api_limits(limits);
     api_confine(who);
 
     memset(&sa, 0, sizeof(sa));
@@ -1430,8 +1471,8 @@ api_main(const char *who, int foreground, int level)
         MHD_OPTION_LISTEN_SOCKET, PS_API_LISTEN_FD,
         MHD_OPTION_NOTIFY_COMPLETED, api_completed, NULL,
         MHD_OPTION_UNESCAPE_CALLBACK, api_unescape, NULL,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned) 256,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 300,
+        MHD_OPTION_CONNECTION_LIMIT, api_max_conns,
+        MHD_OPTION_CONNECTION_TIMEOUT, api_header_s,
         MHD_OPTION_END);
     if (api_daemon == NULL) {
         fatalx("api: cannot start the API server (libmicrohttpd)");
@@ -1441,8 +1482,10 @@ api_main(const char *who, int foreground, int level)
         fatalx("api: no epoll descriptor");
     }
 
-    log_debug("api process %d: uid %u, serving", (int) getpid(),
-              (unsigned) getuid());
+    log_debug("api process %d: uid %u, serving; at most %u connections, "
+              "closed after %u s idle (%u s for an admin's request)",
+              (int) getpid(), (unsigned) getuid(), api_max_conns,
+              api_header_s, api_body_s);
 
     next_tick = now_ms() + API_TICK_MS;
     while (!got_term && !done) {
