@@ -45,6 +45,7 @@
 #include <openssl/evp.h>
 
 #include "api.h"
+#include "api_args.h"
 #include "api_route.h"
 #include "ds_json_dup.h"
 #include "log.h"
@@ -722,27 +723,10 @@ api_tick(void)
 }
 
 
-static int
-api_int_arg(struct MHD_Connection *c, const char *key, long long min,
-    long long max, long long *out, char *err, size_t n)
+static const char *
+api_query_arg(void *cls, const char *key)
 {
-    const char  *v;
-    char        *end;
-    long long    x;
-
-    v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, key);
-    if (v == NULL) {
-        return 0;
-    }
-    errno = 0;
-    x = strtoll(v, &end, 10);
-    if (*v == '\0' || *end != '\0' || errno || x < min || x > max) {
-        snprintf(err, n, "%s: \"%.40s\" is not a number from %lld to %lld",
-                 key, v, min, max);
-        return -1;
-    }
-    *out = x;
-    return 1;
+    return MHD_lookup_connection_value(cls, MHD_GET_ARGUMENT_KIND, key);
 }
 
 
@@ -752,35 +736,20 @@ static void
 api_logs_args(struct MHD_Connection *c, struct api_req *q,
     struct ps_request *rq, char *err, size_t n)
 {
-    long long    num = -1, since = 0;
-    int          have_num;
-    const char  *v;
+    struct api_logs_args  a;
 
-    have_num = api_int_arg(c, "replica", 0, 65535, &num, err, n);
-    if (have_num < 0
-        || api_int_arg(c, "offset", 0, LLONG_MAX / 2, &q->offset, err, n)
-           < 0
-        || api_int_arg(c, "since", 1, UINT32_MAX, &since, err, n) < 0)
-    {
+    if (api_args_logs(api_query_arg, c, &a, err, n) != 0) {
         rq->flags |= PS_RQ_ERROR;
         return;
     }
-    rq->since = (uint32_t) since;
-    v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "follow");
-    if (v != NULL) {
-        if (strcmp(v, "1") == 0 || strcmp(v, "true") == 0) {
-            q->follow = 1;
-        } else if (strcmp(v, "0") != 0 && strcmp(v, "false") != 0) {
-            snprintf(err, n, "follow: expected 1 or 0");
-            rq->flags |= PS_RQ_ERROR;
-            return;
-        }
-    }
-    if (have_num) {
+    q->offset = a.offset;
+    q->follow = a.follow;
+    rq->since = a.since;
+    if (a.have_num) {
         rq->flags |= PS_RQ_NUM;
-        rq->num = (int32_t) num;
+        rq->num = (int32_t) a.num;
     }
-    if (q->follow) {
+    if (a.follow) {
         rq->flags |= PS_RQ_FOLLOW;
     }
 }
@@ -889,29 +858,14 @@ api_bad_name(struct MHD_Connection *c, const char *name)
 static void
 api_stop_args(struct api_req *q, struct ps_request *rq, char *err, size_t n)
 {
-    cJSON  *body, *it;
+    cJSON  *body;
+    int     abort;
 
     body = api_parse_body(q, 1, err, n);
-    if (body == NULL) {
+    if (body == NULL || api_args_stop(body, &abort, err, n) != 0) {
         rq->flags |= PS_RQ_ERROR;
-        return;
-    }
-    cJSON_ArrayForEach(it, body) {
-        if (strcmp(it->string, "abort") == 0 && cJSON_IsBool(it)) {
-            if (cJSON_IsTrue(it)) {
-                rq->flags |= PS_RQ_ABORT;
-            } else {
-                rq->flags &= ~PS_RQ_ABORT;
-            }
-        } else if (strcmp(it->string, "abort") == 0) {
-            snprintf(err, n, "abort: expected true or false");
-            rq->flags |= PS_RQ_ERROR;
-            break;
-        } else {
-            snprintf(err, n, "unknown field \"%.80s\"", it->string);
-            rq->flags |= PS_RQ_ERROR;
-            break;
-        }
+    } else if (abort) {
+        rq->flags |= PS_RQ_ABORT;
     }
     cJSON_Delete(body);
 }
