@@ -65,8 +65,9 @@ $t->start;
 my $sock = $c->api_socket;
 my $admin = $c->admin_token;
 
-like($c->controld_log, qr/at most $lim{conns} connections, closed after $lim{header} s idle \($lim{body} s for an admin's request\)/,
-    'the API process took the limits');
+my $said = "at most $lim{conns} connections, closed after $lim{header} s "
+    . "idle ($lim{body} s for an admin's request)";
+like($c->controld_log, qr/\Q$said\E/, 'the API process took the limits');
 
 my $app = $c->app_dir('app', {
     'svc.dstack.yml' => <<'EOF',
@@ -134,7 +135,8 @@ while (!defined $ps_rc && time - $t0 < 30) {
 kill 'KILL', $ps->{pid} unless defined $ps_rc;
 is($ps_rc, 0, "dstackctl ps is answered while $n half requests wait")
     or diag DsTest::_slurp($ps->{err});
-like(DsTest::_slurp($ps->{out}), qr/^ quiet\s+local\s.*running/m, 'and lists the run');
+like(DsTest::_slurp($ps->{out}), qr/^ quiet\s+local\s.*running/m,
+    'and lists the run');
 # its connection waits behind theirs: at most one timeout per round of
 # api_connections, and a second of slack for this shared machine
 my $rounds = int(($n + $lim{conns}) / $lim{conns});

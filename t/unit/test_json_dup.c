@@ -36,8 +36,9 @@ test_none(void **state)
 
     (void) state;
     assert_int_equal(dup("{}", err, sizeof(err)), 0);
-    assert_int_equal(dup("{\"a\":1,\"b\":{\"a\":2},\"c\":[{\"a\":1},{\"a\":2}]}",
-                         err, sizeof(err)), 0);
+    assert_int_equal(dup("{\"a\":1,\"b\":{\"a\":2},"
+                         "\"c\":[{\"a\":1},{\"a\":2}]}", err, sizeof(err)),
+                     0);
     /* keys differ by case: not the same key */
     assert_int_equal(dup("{\"Name\":1,\"name\":2}", err, sizeof(err)), 0);
     assert_int_equal(dup("[1,2,[3]]", err, sizeof(err)), 0);
@@ -54,8 +55,8 @@ test_top(void **state)
     assert_int_equal(dup("{\"name\":\"a\",\"name\":\"b\"}", err,
                          sizeof(err)), -1);
     assert_string_equal(err, "body: duplicate key \"name\"");
-    assert_int_equal(dup("{\"scope\":\"services\",\"x\":1,\"scope\":\"admin\"}",
-                         err, sizeof(err)), -1);
+    assert_int_equal(dup("{\"scope\":\"services\",\"x\":1,"
+                         "\"scope\":\"admin\"}", err, sizeof(err)), -1);
     assert_string_equal(err, "body: duplicate key \"scope\"");
     /* the first repeat in the object's order, not the first in the
      * alphabet: "b" repeats before "a" does */
