@@ -133,13 +133,29 @@ struct api_stream {
     int64_t             checked;        /* ms of the last question */
 };
 
+/*
+ * Every connection, for the deadline of its request heads: the idle
+ * timeout does not end one that sends a byte now and then, so the tick
+ * cuts a connection whose head is not all in api_header_s after it was
+ * accepted, or after its previous request ended.
+ */
+struct api_conn {
+    LIST_ENTRY(api_conn) entry;
+    struct MHD_Connection *conn;
+    int64_t             since;          /* ms: accepted, or last request */
+    int                 in;             /* the handler has its request */
+    int                 cut;            /* shut down by the tick */
+};
+
 static LIST_HEAD(, api_req)     waiting = LIST_HEAD_INITIALIZER(waiting);
+static LIST_HEAD(, api_conn)    conns = LIST_HEAD_INITIALIZER(conns);
 static LIST_HEAD(, api_stream)  streams = LIST_HEAD_INITIALIZER(streams);
 
 /*
  * Connections (controld.yml's api_*).  Anyone in the socket's group may
  * connect; until the parent has said the token is an admin's, a
- * connection has api_header_s of silence before it is closed, so that
+ * connection has api_header_s of silence before it is closed, and its
+ * request head must be in within api_header_s (api_cut_heads), so that
  * half-sent requests cannot hold the api_max_conns places for long.  An
  * admin's request has api_body_s (a stalled upload through nginx), and
  * a log stream no limit: it is quiet as long as its replica is.
@@ -1125,6 +1141,87 @@ api_headers(struct MHD_Connection *c, struct api_req *q, const char *url,
 }
 
 
+/* MHD_OPTION_NOTIFY_CONNECTION: started and closed */
+static void
+api_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+    enum MHD_ConnectionNotificationCode code)
+{
+    struct api_conn  *h;
+
+    (void) cls;
+
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        h = xcalloc(1, sizeof(struct api_conn));
+        h->conn = c;
+        h->since = now_ms();
+        LIST_INSERT_HEAD(&conns, h, entry);
+        *socket_context = h;
+        return;
+    }
+    h = *socket_context;
+    if (h != NULL) {
+        LIST_REMOVE(h, entry);
+        free(h);
+        *socket_context = NULL;
+    }
+}
+
+
+static struct api_conn *
+api_conn_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo  *info;
+
+    info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return info != NULL ? info->socket_context : NULL;
+}
+
+
+/* a request's head is in (in = 1), or it ended and the next one's
+ * deadline starts (in = 0) */
+static void
+api_conn_head(struct MHD_Connection *c, int in)
+{
+    struct api_conn  *h;
+
+    h = api_conn_of(c);
+    if (h != NULL) {
+        h->in = in;
+        h->since = now_ms();
+    }
+}
+
+
+/*
+ * Heads not in after api_header_s: shut down, which MHD takes for the
+ * client's end and closes the connection at its next run.
+ */
+static void
+api_cut_heads(void)
+{
+    const union MHD_ConnectionInfo  *info;
+    struct api_conn                 *h;
+    int64_t                          now;
+
+    now = now_ms();
+    LIST_FOREACH(h, &conns, entry) {
+        if (h->in || h->cut
+            || now - h->since < (int64_t) api_header_s * 1000)
+        {
+            continue;
+        }
+        info = MHD_get_connection_info(h->conn,
+                                       MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (info != NULL) {
+            shutdown(info->connect_fd, SHUT_RDWR);
+            log_debug("api: no whole request head in %u s: connection "
+                      "closed", api_header_s);
+        }
+        h->cut = 1;
+    }
+}
+
+
 static enum MHD_Result
 api_handler(void *cls, struct MHD_Connection *c, const char *url,
     const char *method, const char *version, const char *upload_data,
@@ -1138,6 +1235,8 @@ api_handler(void *cls, struct MHD_Connection *c, const char *url,
     (void) version;
 
     if (q == NULL) {
+        api_conn_head(c, 1);
+
         /* first call: headers only; the token before anything else */
         q = xcalloc(1, sizeof(struct api_req));
         q->conn = c;
@@ -1200,9 +1299,12 @@ api_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     struct api_req  *q = *con_cls;
 
     (void) cls;
-    (void) c;
-    (void) toe;
 
+    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+        /* the connection may carry another request: its head too has
+         * api_header_s */
+        api_conn_head(c, 0);
+    }
     if (q == NULL) {
         return;
     }
@@ -1424,6 +1526,7 @@ api_main(const char *who, const char *limits, int foreground, int level)
         MHD_OPTION_EXTERNAL_LOGGER, api_mhd_log, NULL,
         MHD_OPTION_LISTEN_SOCKET, PS_API_LISTEN_FD,
         MHD_OPTION_NOTIFY_COMPLETED, api_completed, NULL,
+        MHD_OPTION_NOTIFY_CONNECTION, api_notify, NULL,
         MHD_OPTION_UNESCAPE_CALLBACK, api_unescape, NULL,
         MHD_OPTION_CONNECTION_LIMIT, api_max_conns,
         MHD_OPTION_CONNECTION_TIMEOUT, api_header_s,
@@ -1483,6 +1586,7 @@ api_main(const char *who, const char *limits, int foreground, int level)
 
         if (now_ms() >= next_tick) {
             api_tick();
+            api_cut_heads();
             next_tick = now_ms() + API_TICK_MS;
         }
         if (ps_flush(&chan) != 0) {

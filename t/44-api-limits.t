@@ -7,7 +7,10 @@
 # once api_header_timeout has passed; a quiet `dstackctl logs -f` lives
 # on well past both timeouts and still shows the next line; an upload
 # slower than the header timeout in total but never silent for long is
-# stored, and one that stops sending is closed after api_body_timeout.
+# stored, and one that stops sending is closed after api_body_timeout;
+# a client that trickles its request head a byte at a time is closed
+# once api_header_timeout has passed, on a new connection and on one
+# kept alive after a request.
 #
 # DSTACK_T44_DEFAULTS=1 runs it with the shipped defaults instead (no
 # api_* keys in controld.yml): slower, and what a binary from before
@@ -153,6 +156,55 @@ my ($last) = sort { $b <=> $a } values %closed;
 ok(defined $last && $last < $rounds * $lim{header} + 3,
     sprintf('the last one after %.1f s', $last // -1));
 close $_ for @slow;
+
+# ---- trickling heads: a byte every half second, never the end ------------------------
+
+# the idle timeout never ends these: the head's own deadline does, from
+# the connection's start, and from the end of the previous request on a
+# kept-alive one (an admin's, whose idle timeout is api_body_timeout)
+my @trickle;
+for my $i (1 .. 4) {
+    my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM, Peer => $sock)
+        or BAIL_OUT("connect $sock: $!");
+    if ($i > 2) {
+        syswrite($s, "GET /api/health HTTP/1.1\r\nHost: localhost\r\n"
+            . "Authorization: Bearer $admin\r\n\r\n");
+        my $got = '';
+        my $one = IO::Select->new($s);
+        while ($got !~ /\r\n\r\n.*\}\n/s && $one->can_read(5)) {
+            sysread($s, my $buf, 4096) or last;
+            $got .= $buf;
+        }
+        BAIL_OUT("no 200 on a kept-alive connection: $got")
+            unless $got =~ m{^HTTP/1\.1 200};
+    }
+    push @trickle, { s => $s, t0 => time,
+        left => "GET /api/runs HTTP/1.1\r\nHost: localhost\r\nX-Pad: "
+            . ('a' x 200) };
+}
+my $tend = time + $lim{header} + 6;
+local $SIG{PIPE} = 'IGNORE';
+while (time < $tend && grep { !$_->{closed} } @trickle) {
+    for my $tr (grep { !$_->{closed} } @trickle) {
+        my $sel1 = IO::Select->new($tr->{s});
+        if ($sel1->can_read(0)) {
+            my $got = sysread($tr->{s}, my $buf, 4096);
+            $tr->{closed} = time - $tr->{t0} unless $got;
+            next unless $got;
+        }
+        my $b = substr($tr->{left}, 0, 1, '');
+        $tr->{closed} = time - $tr->{t0}
+            unless length $b && defined syswrite($tr->{s}, $b);
+    }
+    sleep 0.5;
+}
+my @when = map { $_->{closed} // 'open' } @trickle;
+is(scalar(grep { /^[\d.]+$/ && $_ >= $lim{header} - 0.5
+        && $_ < $lim{header} + 2 } @when), 4,
+    "4 trickling heads, 2 of them after a request, closed after "
+    . "$lim{header} s: " . join(', ', map { /open/ ? $_ : sprintf('%.1f', $_) }
+        @when));
+close $_->{s} for @trickle;
 
 # ---- the follower, quiet all along ---------------------------------------------
 
