@@ -158,6 +158,13 @@ $(B)/fuzz/%: t/fuzz/%.c t/fuzz/fuzz_document.h $(COMMON_SRCS) $(COMMON_HDRS)
 	@mkdir -p $(@D)
 	clang $(FUZZ_FLAGS) $< $(COMMON_SRCS) -o $@ $(COMMON_LIBS)
 
+# the API's decoders are controld's, pure (controld/api_args.c)
+$(B)/fuzz/fuzz_api_body: t/fuzz/fuzz_api_body.c controld/api_args.c \
+    controld/api_args.h $(COMMON_SRCS) $(COMMON_HDRS)
+	@mkdir -p $(@D)
+	clang $(FUZZ_FLAGS) -Icontrold $< controld/api_args.c $(COMMON_SRCS) \
+	    -o $@ $(COMMON_LIBS)
+
 FUZZ_SECONDS ?= 10
 
 unit: $(UNIT_TESTS)

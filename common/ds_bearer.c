@@ -2,7 +2,11 @@
  * Bearer tokens in Authorization headers; see ds_bearer.h.
  */
 
+#include <stdint.h>
+#include <string.h>
+
 #include "ds_bearer.h"
+#include "ds_state.h"
 
 
 #define DS_BEARER_SCHEME        "bearer "
@@ -57,4 +61,42 @@ ds_bearer_token(const char *value, size_t len, const char **token,
     *token_len = (size_t) (last - p);
 
     return DS_BEARER_OK;
+}
+
+
+size_t
+ds_token_cache_slot(const void *token, size_t len)
+{
+    uint64_t  k = 0;
+    size_t    n;
+
+    n = len < 8 ? len : 8;
+    memcpy(&k, (const unsigned char *) token + len - n, n);
+    k *= 0x9e3779b97f4a7c15ULL;
+    return (size_t) (k >> 48) & (DS_TOKEN_CACHE_SLOTS - 1);
+}
+
+
+void
+ds_token_cache_hash(ds_token_cache_t *cache, const void *token, size_t len,
+    unsigned char hash[32])
+{
+    ds_token_cache_entry_t  *e;
+
+    /* an empty slot has len 0: an empty token would match it */
+    if (len == 0 || len > DS_TOKEN_CACHED) {
+        ds_sha256(token, len, hash);
+        return;
+    }
+
+    e = &cache->slot[ds_token_cache_slot(token, len)];
+    if (e->len == len && ds_ct_equal(e->token, token, len)) {
+        memcpy(hash, e->hash, 32);
+        return;
+    }
+
+    ds_sha256(token, len, hash);
+    memcpy(e->token, token, len);
+    e->len = len;
+    memcpy(e->hash, hash, 32);
 }

@@ -26,4 +26,34 @@
 int ds_bearer_token(const char *value, size_t len, const char **token,
     size_t *token_len);
 
+
+/*
+ * The SHA-256 of recently seen tokens, per process (an nginx worker), so
+ * that a client's every request does not hash its token again; the state
+ * keeps only hashes, so the hash is the lookup key.  A token longer than
+ * DS_TOKEN_CACHED is hashed every time.  Slots are chosen by the token's
+ * last bytes, which are random in tokens we issue; a crafted token only
+ * lands in a busy slot, which costs it a SHA-256, the price without the
+ * cache.  Tokens are compared in constant time.
+ */
+#define DS_TOKEN_CACHE_SLOTS    1024    /* a power of 2 */
+#define DS_TOKEN_CACHED         64      /* the longest token kept */
+
+typedef struct {
+    unsigned char   token[DS_TOKEN_CACHED];
+    size_t          len;
+    unsigned char   hash[32];
+} ds_token_cache_entry_t;
+
+typedef struct {
+    ds_token_cache_entry_t  slot[DS_TOKEN_CACHE_SLOTS];
+} ds_token_cache_t;
+
+/* the SHA-256 of token into hash, from the cache or computed (and kept) */
+void ds_token_cache_hash(ds_token_cache_t *cache, const void *token,
+    size_t len, unsigned char hash[32]);
+
+/* the slot of a token: below DS_TOKEN_CACHE_SLOTS */
+size_t ds_token_cache_slot(const void *token, size_t len);
+
 #endif /* DS_BEARER_H */

@@ -45,7 +45,9 @@
 #include <openssl/evp.h>
 
 #include "api.h"
+#include "api_args.h"
 #include "api_route.h"
+#include "ds_json_dup.h"
 #include "log.h"
 #include "privsep.h"
 #include "tokens.h"
@@ -131,8 +133,36 @@ struct api_stream {
     int64_t             checked;        /* ms of the last question */
 };
 
+/*
+ * Every connection, for the deadline of its request heads: the idle
+ * timeout does not end one that sends a byte now and then, so the tick
+ * cuts a connection whose head is not all in api_header_s after it was
+ * accepted, or after its previous request ended.
+ */
+struct api_conn {
+    LIST_ENTRY(api_conn) entry;
+    struct MHD_Connection *conn;
+    int64_t             since;          /* ms: accepted, or last request */
+    int                 in;             /* the handler has its request */
+    int                 cut;            /* shut down by the tick */
+};
+
 static LIST_HEAD(, api_req)     waiting = LIST_HEAD_INITIALIZER(waiting);
+static LIST_HEAD(, api_conn)    conns = LIST_HEAD_INITIALIZER(conns);
 static LIST_HEAD(, api_stream)  streams = LIST_HEAD_INITIALIZER(streams);
+
+/*
+ * Connections (controld.yml's api_*).  Anyone in the socket's group may
+ * connect; until the parent has said the token is an admin's, a
+ * connection has api_header_s of silence before it is closed, and its
+ * request head must be in within api_header_s (api_cut_heads), so that
+ * half-sent requests cannot hold the api_max_conns places for long.  An
+ * admin's request has api_body_s (a stalled upload through nginx), and
+ * a log stream no limit: it is quiet as long as its replica is.
+ */
+static unsigned            api_max_conns = 64;
+static unsigned            api_header_s = 5;
+static unsigned            api_body_s = 60;
 
 static struct MHD_Daemon  *api_daemon;
 static struct ps_chan      chan;
@@ -362,6 +392,11 @@ api_parse_body(struct api_req *q, int optional, char *err, size_t n)
     if (!cJSON_IsObject(json)) {
         cJSON_Delete(json);
         snprintf(err, n, "body: expected a JSON object");
+        return NULL;
+    }
+    /* cJSON keeps both members; readers differ on which one counts */
+    if (ds_json_dup_check(json, "body", err, n) != 0) {
+        cJSON_Delete(json);
         return NULL;
     }
     return json;
@@ -709,27 +744,10 @@ api_tick(void)
 }
 
 
-static int
-api_int_arg(struct MHD_Connection *c, const char *key, long long min,
-    long long max, long long *out, char *err, size_t n)
+static const char *
+api_query_arg(void *cls, const char *key)
 {
-    const char  *v;
-    char        *end;
-    long long    x;
-
-    v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, key);
-    if (v == NULL) {
-        return 0;
-    }
-    errno = 0;
-    x = strtoll(v, &end, 10);
-    if (*v == '\0' || *end != '\0' || errno || x < min || x > max) {
-        snprintf(err, n, "%s: \"%.40s\" is not a number from %lld to %lld",
-                 key, v, min, max);
-        return -1;
-    }
-    *out = x;
-    return 1;
+    return MHD_lookup_connection_value(cls, MHD_GET_ARGUMENT_KIND, key);
 }
 
 
@@ -739,35 +757,20 @@ static void
 api_logs_args(struct MHD_Connection *c, struct api_req *q,
     struct ps_request *rq, char *err, size_t n)
 {
-    long long    num = -1, since = 0;
-    int          have_num;
-    const char  *v;
+    struct api_logs_args  a;
 
-    have_num = api_int_arg(c, "replica", 0, 65535, &num, err, n);
-    if (have_num < 0
-        || api_int_arg(c, "offset", 0, LLONG_MAX / 2, &q->offset, err, n)
-           < 0
-        || api_int_arg(c, "since", 1, UINT32_MAX, &since, err, n) < 0)
-    {
+    if (api_args_logs(api_query_arg, c, &a, err, n) != 0) {
         rq->flags |= PS_RQ_ERROR;
         return;
     }
-    rq->since = (uint32_t) since;
-    v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "follow");
-    if (v != NULL) {
-        if (strcmp(v, "1") == 0 || strcmp(v, "true") == 0) {
-            q->follow = 1;
-        } else if (strcmp(v, "0") != 0 && strcmp(v, "false") != 0) {
-            snprintf(err, n, "follow: expected 1 or 0");
-            rq->flags |= PS_RQ_ERROR;
-            return;
-        }
-    }
-    if (have_num) {
+    q->offset = a.offset;
+    q->follow = a.follow;
+    rq->since = a.since;
+    if (a.have_num) {
         rq->flags |= PS_RQ_NUM;
-        rq->num = (int32_t) num;
+        rq->num = (int32_t) a.num;
     }
-    if (q->follow) {
+    if (a.follow) {
         rq->flags |= PS_RQ_FOLLOW;
     }
 }
@@ -876,29 +879,14 @@ api_bad_name(struct MHD_Connection *c, const char *name)
 static void
 api_stop_args(struct api_req *q, struct ps_request *rq, char *err, size_t n)
 {
-    cJSON  *body, *it;
+    cJSON  *body;
+    int     abort;
 
     body = api_parse_body(q, 1, err, n);
-    if (body == NULL) {
+    if (body == NULL || api_args_stop(body, &abort, err, n) != 0) {
         rq->flags |= PS_RQ_ERROR;
-        return;
-    }
-    cJSON_ArrayForEach(it, body) {
-        if (strcmp(it->string, "abort") == 0 && cJSON_IsBool(it)) {
-            if (cJSON_IsTrue(it)) {
-                rq->flags |= PS_RQ_ABORT;
-            } else {
-                rq->flags &= ~PS_RQ_ABORT;
-            }
-        } else if (strcmp(it->string, "abort") == 0) {
-            snprintf(err, n, "abort: expected true or false");
-            rq->flags |= PS_RQ_ERROR;
-            break;
-        } else {
-            snprintf(err, n, "unknown field \"%.80s\"", it->string);
-            rq->flags |= PS_RQ_ERROR;
-            break;
-        }
+    } else if (abort) {
+        rq->flags |= PS_RQ_ABORT;
     }
     cJSON_Delete(body);
 }
@@ -1123,6 +1111,7 @@ api_headers(struct MHD_Connection *c, struct api_req *q, const char *url,
     if (q->auth != AUTH_OK) {
         return api_auth_error(c, q->auth, q->who);
     }
+    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, api_body_s);
 
     q->route = api_route(url, q->param, sizeof(q->param), &allow);
     if (q->route == R_NONE) {
@@ -1157,6 +1146,87 @@ api_headers(struct MHD_Connection *c, struct api_req *q, const char *url,
 }
 
 
+/* MHD_OPTION_NOTIFY_CONNECTION: started and closed */
+static void
+api_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+    enum MHD_ConnectionNotificationCode code)
+{
+    struct api_conn  *h;
+
+    (void) cls;
+
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        h = xcalloc(1, sizeof(struct api_conn));
+        h->conn = c;
+        h->since = now_ms();
+        LIST_INSERT_HEAD(&conns, h, entry);
+        *socket_context = h;
+        return;
+    }
+    h = *socket_context;
+    if (h != NULL) {
+        LIST_REMOVE(h, entry);
+        free(h);
+        *socket_context = NULL;
+    }
+}
+
+
+static struct api_conn *
+api_conn_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo  *info;
+
+    info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return info != NULL ? info->socket_context : NULL;
+}
+
+
+/* a request's head is in (in = 1), or it ended and the next one's
+ * deadline starts (in = 0) */
+static void
+api_conn_head(struct MHD_Connection *c, int in)
+{
+    struct api_conn  *h;
+
+    h = api_conn_of(c);
+    if (h != NULL) {
+        h->in = in;
+        h->since = now_ms();
+    }
+}
+
+
+/*
+ * Heads not in after api_header_s: shut down, which MHD takes for the
+ * client's end and closes the connection at its next run.
+ */
+static void
+api_cut_heads(void)
+{
+    const union MHD_ConnectionInfo  *info;
+    struct api_conn                 *h;
+    int64_t                          now;
+
+    now = now_ms();
+    LIST_FOREACH(h, &conns, entry) {
+        if (h->in || h->cut
+            || now - h->since < (int64_t) api_header_s * 1000)
+        {
+            continue;
+        }
+        info = MHD_get_connection_info(h->conn,
+                                       MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (info != NULL) {
+            shutdown(info->connect_fd, SHUT_RDWR);
+            log_debug("api: no whole request head in %u s: connection "
+                      "closed", api_header_s);
+        }
+        h->cut = 1;
+    }
+}
+
+
 static enum MHD_Result
 api_handler(void *cls, struct MHD_Connection *c, const char *url,
     const char *method, const char *version, const char *upload_data,
@@ -1170,6 +1240,8 @@ api_handler(void *cls, struct MHD_Connection *c, const char *url,
     (void) version;
 
     if (q == NULL) {
+        api_conn_head(c, 1);
+
         /* first call: headers only; the token before anything else */
         q = xcalloc(1, sizeof(struct api_req));
         q->conn = c;
@@ -1232,9 +1304,12 @@ api_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     struct api_req  *q = *con_cls;
 
     (void) cls;
-    (void) c;
-    (void) toe;
 
+    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+        /* the connection may carry another request: its head too has
+         * api_header_s */
+        api_conn_head(c, 0);
+    }
     if (q == NULL) {
         return;
     }
@@ -1400,8 +1475,29 @@ api_confine(const char *who)
 }
 
 
+/* "connections:header_s:body_s", as api_parent_spawn writes it */
+static void
+api_limits(const char *s)
+{
+    unsigned  conns, header, body;
+    char      end;
+
+    if (s == NULL) {
+        return;
+    }
+    if (sscanf(s, "%u:%u:%u%c", &conns, &header, &body, &end) != 3
+        || conns == 0 || header == 0 || body == 0)
+    {
+        fatalx("api: bad -M \"%s\" (connections:header_s:body_s)", s);
+    }
+    api_max_conns = conns;
+    api_header_s = header;
+    api_body_s = body;
+}
+
+
 int
-api_main(const char *who, int foreground, int level)
+api_main(const char *who, const char *limits, int foreground, int level)
 {
     struct pollfd               pfd[2];
     struct sigaction            sa;
@@ -1413,6 +1509,7 @@ api_main(const char *who, int foreground, int level)
     int                         timeout, rc, done = 0;
 
     log_init(foreground, level);
+    api_limits(limits);
     api_confine(who);
 
     memset(&sa, 0, sizeof(sa));
@@ -1434,9 +1531,10 @@ api_main(const char *who, int foreground, int level)
         MHD_OPTION_EXTERNAL_LOGGER, api_mhd_log, NULL,
         MHD_OPTION_LISTEN_SOCKET, PS_API_LISTEN_FD,
         MHD_OPTION_NOTIFY_COMPLETED, api_completed, NULL,
+        MHD_OPTION_NOTIFY_CONNECTION, api_notify, NULL,
         MHD_OPTION_UNESCAPE_CALLBACK, api_unescape, NULL,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned) 256,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 300,
+        MHD_OPTION_CONNECTION_LIMIT, api_max_conns,
+        MHD_OPTION_CONNECTION_TIMEOUT, api_header_s,
         MHD_OPTION_END);
     if (api_daemon == NULL) {
         fatalx("api: cannot start the API server (libmicrohttpd)");
@@ -1446,8 +1544,10 @@ api_main(const char *who, int foreground, int level)
         fatalx("api: no epoll descriptor");
     }
 
-    log_debug("api process %d: uid %u, serving", (int) getpid(),
-              (unsigned) getuid());
+    log_debug("api process %d: uid %u, serving; at most %u connections, "
+              "closed after %u s idle (%u s for an admin's request)",
+              (int) getpid(), (unsigned) getuid(), api_max_conns,
+              api_header_s, api_body_s);
 
     next_tick = now_ms() + API_TICK_MS;
     while (!got_term && !done) {
@@ -1491,6 +1591,7 @@ api_main(const char *who, int foreground, int level)
 
         if (now_ms() >= next_tick) {
             api_tick();
+            api_cut_heads();
             next_tick = now_ms() + API_TICK_MS;
         }
         if (ps_flush(&chan) != 0) {

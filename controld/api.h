@@ -13,6 +13,8 @@
  * are PS_API_LISTEN_FD and PS_API_CHAN_FD.  Returns when the parent is
  * gone or on SIGTERM.
  */
-int api_main(const char *who, int foreground, int level);
+/* limits: "connections:header_s:body_s" (controld.yml's api_*), or NULL */
+int api_main(const char *who, const char *limits, int foreground,
+    int level);
 
 #endif /* CONTROLD_API_H */

@@ -41,6 +41,7 @@
 #include "api_parent.h"
 #include "backend.h"
 #include "config.h"
+#include "ds_json_dup.h"
 #include "fleets.h"
 #include "log.h"
 #include "logrotate.h"
@@ -188,6 +189,10 @@ api_parent_body(const char *text, char *err, size_t n)
     if (json == NULL || !cJSON_IsObject(json)) {
         cJSON_Delete(json);
         snprintf(err, n, "body: expected a JSON object");
+        return NULL;
+    }
+    if (ds_json_dup_check(json, "body", err, n) != 0) {
+        cJSON_Delete(json);
         return NULL;
     }
     return json;
@@ -731,8 +736,8 @@ api_parent_clean_uploads(void)
 static void
 api_parent_spawn(void)
 {
-    char   ids[64], level[16], err[256];
-    char  *argv[8];
+    char   ids[64], level[16], limits[64], err[256];
+    char  *argv[10];
     int    fd, i = 0;
     pid_t  pid;
 
@@ -751,6 +756,11 @@ api_parent_spawn(void)
     argv[i++] = ids;
     argv[i++] = "-L";
     argv[i++] = level;
+    snprintf(limits, sizeof(limits), "%u:%u:%u", conf->api_connections,
+             conf->api_header_timeout_ms / 1000,
+             conf->api_body_timeout_ms / 1000);
+    argv[i++] = "-M";
+    argv[i++] = limits;
     if (foreground) {
         argv[i++] = "-d";
     }

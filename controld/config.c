@@ -174,6 +174,22 @@ cfg_duration(struct cfg_ctx *cx, const cJSON *node, const char *key,
 }
 
 
+/* whole seconds (libmicrohttpd counts in them), 1 s to 1 h */
+static int
+cfg_api_timeout(struct cfg_ctx *cx, const cJSON *node, const char *key,
+    unsigned *dst)
+{
+    if (cfg_duration(cx, node, key, dst) != 0) {
+        return -1;
+    }
+    if (*dst < 1000 || *dst > 3600 * 1000 || *dst % 1000 != 0) {
+        return cfg_error(cx, node, "%s: \"%s\" is not whole seconds from "
+                         "1s to 1h", key, ds_yaml_text(cx->doc, node));
+    }
+    return 0;
+}
+
+
 static int
 cfg_subnet(struct cfg_ctx *cx, const cJSON *node, struct local_conf *lc)
 {
@@ -633,6 +649,29 @@ cfg_root(struct cfg_ctx *cx, const cJSON *root, struct config *c)
                 return cfg_error(cx, v, "api_user: no user \"%s\" on this "
                                  "host", c->api_user);
             }
+        } else if (strcmp(key, "api_connections") == 0) {
+            s = cfg_scalar(cx, v, key);
+            if (s == NULL) {
+                return -1;
+            }
+            mode = strtoul(s, &end, 10);
+            if (*s < '0' || *s > '9' || *end != '\0' || mode < 8
+                || mode > 4096)
+            {
+                return cfg_error(cx, v, "api_connections: \"%s\" is not a "
+                                 "number from 8 to 4096", s);
+            }
+            c->api_connections = (unsigned) mode;
+        } else if (strcmp(key, "api_header_timeout") == 0
+                   || strcmp(key, "api_body_timeout") == 0)
+        {
+            if (cfg_api_timeout(cx, v, key,
+                                strcmp(key, "api_header_timeout") == 0
+                                ? &c->api_header_timeout_ms
+                                : &c->api_body_timeout_ms) != 0)
+            {
+                return -1;
+            }
         } else if (strcmp(key, "log_level") == 0) {
             s = cfg_scalar(cx, v, key);
             if (s == NULL) {
@@ -693,6 +732,9 @@ config_defaults(const char *file)
     c->state_dir = xstrdup("/var/lib/dstack/state");
     c->api_socket = xstrdup("/run/dstack/api.sock");
     c->api_socket_mode = 0660;
+    c->api_connections = 64;
+    c->api_header_timeout_ms = 5000;
+    c->api_body_timeout_ms = 60000;
     c->stats_url = xstrdup("http://127.0.0.1:9180/stats");
     c->replicas_dir = xstrdup("/var/lib/dstack/replicas");
     c->log_level = LOG_LEVEL_INFO;

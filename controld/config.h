@@ -67,6 +67,9 @@ struct config {
     char           *notify_socket;      /* module's hold notices, or NULL */
     char           *group;              /* nginx's group: state, sockets */
     char           *api_user;           /* the API process's, when root */
+    unsigned        api_connections;    /* open at once, streams too */
+    unsigned        api_header_timeout_ms;  /* idle, before a token */
+    unsigned        api_body_timeout_ms;    /* idle, an admin's request */
     char           *pidfile;            /* written once ready, or NULL */
     int             log_level;
     struct local_conf local;

@@ -282,6 +282,7 @@ main(int argc, char **argv)
 {
     const char        *file = CONTROLD_CONF;
     const char        *api_who = NULL;
+    const char        *api_limits = NULL;
     const char        *pidfile = NULL;
     int                api_level = LOG_LEVEL_INFO;
     int                ch, foreground = 0, check = 0, verbose = 0;
@@ -297,7 +298,7 @@ main(int argc, char **argv)
         { NULL, 0, NULL, 0 }
     };
 
-    while ((ch = getopt_long(argc, argv, "dnf:p:vhA:L:", longopts, NULL))
+    while ((ch = getopt_long(argc, argv, "dnf:p:vhA:L:M:", longopts, NULL))
            != -1)
     {
         switch (ch) {
@@ -330,6 +331,9 @@ main(int argc, char **argv)
         case 'L':
             api_level = atoi(optarg);
             break;
+        case 'M':
+            api_limits = optarg;
+            break;
         default:
             usage();
         }
@@ -338,7 +342,7 @@ main(int argc, char **argv)
         usage();
     }
     if (api_who != NULL) {
-        return api_main(api_who, foreground, api_level);
+        return api_main(api_who, api_limits, foreground, api_level);
     }
     sdnotify_init();
 

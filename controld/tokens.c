@@ -15,33 +15,13 @@
 
 #include <time.h>
 
+#include "api_args.h"
 #include "config.h"
 #include "ds_bearer.h"
 #include "log.h"
 #include "store.h"
 #include "tokens.h"
 #include "util.h"
-
-
-/* token names: what `dstackctl token` users type */
-static int
-token_name_ok(const char *s)
-{
-    size_t  i, n;
-
-    n = strlen(s);
-    if (n == 0 || n > DS_NAME_MAX) {
-        return 0;
-    }
-    for (i = 0; i < n; i++) {
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9')
-              || (i > 0 && (s[i] == '-' || s[i] == '_' || s[i] == '.'))))
-        {
-            return 0;
-        }
-    }
-    return 1;
-}
 
 
 int
@@ -257,7 +237,7 @@ tokens_list(void)
 /* ---- writing ------------------------------------------------------------ */
 
 static int
-tok_store(const char *name, uint32_t flags, char **services, int nsvc,
+tok_store(const char *name, uint32_t flags, const char **services, int nsvc,
     uint64_t expires, char text[DS_TOKEN_TEXT_LEN + 1], char *errbuf,
     size_t errlen)
 {
@@ -392,124 +372,53 @@ tokens_bootstrap(void)
 int
 tokens_create(const cJSON *req, cJSON **answer, char *err, size_t n)
 {
-    const cJSON      *it, *name = NULL, *scope = NULL, *svcs = NULL;
-    const cJSON      *exp = NULL;
-    struct tok_find   f;
-    char             *services[DS_TOKEN_SCOPE_MAX];
-    char              text[DS_TOKEN_TEXT_LEN + 1];
-    uint32_t          flags;
-    uint64_t          expires = 0;
-    int               nsvc = 0, admin;
+    struct api_token_args   a;
+    struct tok_find         f;
+    char                    text[DS_TOKEN_TEXT_LEN + 1];
+    uint32_t                flags;
+    uint64_t                expires = 0;
+    int                     rc;
 
-    cJSON_ArrayForEach(it, req) {
-        if (strcmp(it->string, "name") == 0) {
-            name = it;
-        } else if (strcmp(it->string, "scope") == 0) {
-            scope = it;
-        } else if (strcmp(it->string, "services") == 0) {
-            svcs = it;
-        } else if (strcmp(it->string, "expires_in") == 0) {
-            exp = it;
-        } else {
-            snprintf(err, n, "unknown field \"%s\"", it->string);
-            return 400;
-        }
+    rc = api_args_token(req, &a, err, n);
+    if (rc != 0) {
+        return rc;
+    }
+    if (a.expires_in) {
+        expires = (uint64_t) time(NULL) + a.expires_in;
     }
 
-    if (!cJSON_IsString(name)) {
-        snprintf(err, n, "name: required, a string");
-        return 400;
-    }
-    if (!token_name_ok(name->valuestring)) {
-        snprintf(err, n, "name: \"%.80s\" is not a token name (lower-case "
-                 "letters, digits, '-', '_', '.'; at most %d)",
-                 name->valuestring, DS_NAME_MAX);
-        return 400;
-    }
-
-    admin = 0;
-    if (scope != NULL) {
-        if (!cJSON_IsString(scope)
-            || (strcmp(scope->valuestring, "admin") != 0
-                && strcmp(scope->valuestring, "services") != 0))
-        {
-            snprintf(err, n, "scope: expected \"admin\" or \"services\"");
-            return 400;
-        }
-        admin = strcmp(scope->valuestring, "admin") == 0;
-    }
-
-    if (svcs != NULL && !cJSON_IsNull(svcs)) {
-        if (!cJSON_IsArray(svcs)) {
-            snprintf(err, n, "services: expected a list of run names");
-            return 400;
-        }
-        if (admin && cJSON_GetArraySize(svcs) > 0) {
-            snprintf(err, n, "services: an admin token opens every service; "
-                     "use scope \"services\" to name some");
-            return 400;
-        }
-        cJSON_ArrayForEach(it, svcs) {
-            if (!cJSON_IsString(it)
-                || !ds_valid_run_name(it->valuestring,
-                                      strlen(it->valuestring)))
-            {
-                snprintf(err, n, "services[%d]: not a run name", nsvc);
-                return 400;
-            }
-            if (nsvc == DS_TOKEN_SCOPE_MAX) {
-                snprintf(err, n, "services: more than %d names",
-                         DS_TOKEN_SCOPE_MAX);
-                return 400;
-            }
-            services[nsvc++] = it->valuestring;
-        }
-    }
-
-    if (exp != NULL && !cJSON_IsNull(exp)) {
-        if (!cJSON_IsNumber(exp) || exp->valuedouble < 1
-            || exp->valuedouble > 100.0 * 365 * 86400
-            || exp->valuedouble != (double) (long long) exp->valuedouble)
-        {
-            snprintf(err, n, "expires_in: expected whole seconds, at least "
-                     "1");
-            return 400;
-        }
-        expires = (uint64_t) time(NULL) + (uint64_t) exp->valuedouble;
-    }
-
-    if (tok_find(name->valuestring, &f) != 0) {
+    if (tok_find(a.name, &f) != 0) {
         snprintf(err, n, "cannot read tokens");
         return 500;
     }
     if (f.found) {
         snprintf(err, n, "name: a token named \"%s\" exists",
-                 name->valuestring);
+                 a.name);
         return 409;
     }
 
-    if (admin) {
+    if (a.admin) {
         flags = DS_TOKEN_ADMIN;
-    } else if (nsvc == 0) {
+    } else if (a.nsvc == 0) {
         flags = DS_TOKEN_ALL_SERVICES;
     } else {
         flags = 0;
     }
 
-    if (tok_store(name->valuestring, flags, services, nsvc, expires, text,
+    if (tok_store(a.name, flags, a.services, a.nsvc, expires, text,
                   err, n)
         != 0)
     {
         return 500;
     }
 
-    log_info("created %s token \"%s\"", admin ? "admin" : "service",
-             name->valuestring);
+    log_info("created %s token \"%s\"", a.admin ? "admin" : "service",
+             a.name);
 
     *answer = cJSON_CreateObject();
-    cJSON_AddStringToObject(*answer, "name", name->valuestring);
+    cJSON_AddStringToObject(*answer, "name", a.name);
     cJSON_AddStringToObject(*answer, "token", text);
-    cJSON_AddStringToObject(*answer, "scope", admin ? "admin" : "services");
+    cJSON_AddStringToObject(*answer, "scope", a.admin ? "admin" : "services");
     if (expires) {
         cJSON_AddNumberToObject(*answer, "expires", (double) expires);
     } else {

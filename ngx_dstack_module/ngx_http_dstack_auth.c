@@ -9,27 +9,8 @@
 #include "ds_bearer.h"
 
 
-static void ngx_http_dstack_token_hash(ngx_str_t *token, u_char *hash);
-static ngx_uint_t ngx_http_dstack_token_slot(ngx_str_t *token);
-
-
-/*
- * The SHA-256 of recently seen tokens, per worker, so that a client's
- * every request does not hash its token again.  The token itself is
- * compared in constant time; the record is still looked up in LMDB on
- * every request, so a revocation applies at once.
- */
-#define NGX_HTTP_DSTACK_TOKEN_CACHE      1024   /* slots, a power of 2 */
-#define NGX_HTTP_DSTACK_TOKEN_CACHED     64     /* longest token kept */
-
-typedef struct {
-    u_char                   token[NGX_HTTP_DSTACK_TOKEN_CACHED];
-    size_t                   len;
-    u_char                   hash[DS_TOKEN_HASH_LEN];
-} ngx_http_dstack_token_hash_t;
-
-static ngx_http_dstack_token_hash_t
-    ngx_http_dstack_token_hashes[NGX_HTTP_DSTACK_TOKEN_CACHE];
+/* per worker: common/ds_bearer.h */
+static ds_token_cache_t  ngx_http_dstack_token_hashes;
 
 
 ngx_int_t
@@ -91,7 +72,8 @@ ngx_http_dstack_token(ngx_http_request_t *r, const ds_token_t **tok,
     token.data = (u_char *) p;
     token.len = len;
 
-    ngx_http_dstack_token_hash(&token, hash);
+    ds_token_cache_hash(&ngx_http_dstack_token_hashes, token.data, token.len,
+                        hash);
 
     rc = ngx_http_dstack_state_token(hash, tok, &err);
 
@@ -115,49 +97,4 @@ ngx_http_dstack_token(ngx_http_request_t *r, const ds_token_t **tok,
     }
 
     return NGX_OK;
-}
-
-
-static void
-ngx_http_dstack_token_hash(ngx_str_t *token, u_char *hash)
-{
-    ngx_http_dstack_token_hash_t  *e;
-
-    if (token->len > NGX_HTTP_DSTACK_TOKEN_CACHED) {
-        ds_sha256(token->data, token->len, hash);
-        return;
-    }
-
-    e = &ngx_http_dstack_token_hashes[ngx_http_dstack_token_slot(token)];
-
-    if (e->len == token->len && ds_ct_equal(e->token, token->data, e->len)) {
-        ngx_memcpy(hash, e->hash, DS_TOKEN_HASH_LEN);
-        return;
-    }
-
-    ds_sha256(token->data, token->len, hash);
-
-    ngx_memcpy(e->token, token->data, token->len);
-    e->len = token->len;
-    ngx_memcpy(e->hash, hash, DS_TOKEN_HASH_LEN);
-}
-
-
-/*
- * The cache slot of a token: its last eight bytes, mixed.  Tokens end in
- * random characters; a crafted one only lands in a busy slot, which
- * costs it a SHA-256, the price without the cache.
- */
-static ngx_uint_t
-ngx_http_dstack_token_slot(ngx_str_t *token)
-{
-    uint64_t  k;
-
-    k = 0;
-    ngx_memcpy(&k, token->data + token->len - ngx_min(token->len, 8),
-               ngx_min(token->len, 8));
-
-    k *= 0x9e3779b97f4a7c15ULL;
-
-    return (ngx_uint_t) (k >> 48) & (NGX_HTTP_DSTACK_TOKEN_CACHE - 1);
 }

@@ -4,6 +4,7 @@
  */
 
 #include "ngx_http_dstack_module.h"
+#include "ds_host.h"
 
 
 static ngx_int_t ngx_http_dstack_run_name(ngx_http_request_t *r,
@@ -34,30 +35,27 @@ ngx_http_dstack_host_access(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
 /*
  * The run name from the host nginx validated (lowercase, no port, no
  * trailing dot; from the request line for absolute URIs, else from
- * Host): exactly one valid label in front of ".<domain>".
+ * Host): common/ds_host.c, which the fuzz targets share.
  */
 static ngx_int_t
 ngx_http_dstack_run_name(ngx_http_request_t *r, ngx_str_t *domain,
     ngx_str_t *name)
 {
-    ngx_str_t  *host;
+    size_t       len;
+    const char  *p;
+    ngx_str_t   *host;
 
     host = &r->headers_in.server;
 
-    if (host->len <= domain->len + 1
-        || host->data[host->len - domain->len - 1] != '.'
-        || ngx_strncmp(host->data + host->len - domain->len, domain->data,
-                       domain->len) != 0)
+    if (ds_host_run_name((const char *) host->data, host->len,
+                         (const char *) domain->data, domain->len, &p, &len)
+        != DS_HOST_OK)
     {
         return NGX_DECLINED;
     }
 
-    name->data = host->data;
-    name->len = host->len - domain->len - 1;
-
-    if (!ds_valid_run_name((char *) name->data, name->len)) {
-        return NGX_DECLINED;
-    }
+    name->data = (u_char *) p;
+    name->len = len;
 
     return NGX_OK;
 }

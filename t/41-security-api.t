@@ -515,6 +515,57 @@ for my $v ('nginx', $sock) {
 }
 is_deeply(snapshot(), $before, 'and the state is as it was');
 
+# ---- duplicate keys: a 400 naming the key, and nothing done ---------------------------
+
+# cJSON keeps both members of {"scope":"services","scope":"admin"}; one
+# reader takes the first, another the last: refused wherever they are
+my $specj = $JSON->encode({ %$spec, replicas => 3 });
+my %noenv = %$spec;
+delete $noenv{env};
+my $noenvj = $JSON->encode(\%noenv);
+my @dups = (
+    ['/api/tokens', '{"name":"dup-a","name":"dup-b"}',
+        'body: duplicate key "name"'],
+    ['/api/tokens', '{"name":"dup-c","scope":"services","scope":"admin"}',
+        'body: duplicate key "scope"'],
+    ['/api/tokens', '{"name":"dup-d","services":["sec-a"],"expires_in":60,'
+        . '"services":["sec-b"]}', 'body: duplicate key "services"'],
+    ['/api/runs/apply', '{"name":"sec-a","spec":' . substr($specj, 0, -1)
+        . ',"replicas":1}}', 'body.spec: duplicate key "replicas"'],
+    ['/api/runs/apply', '{"name":"dup-run","spec":' . $specj
+        . ',"name":"dup-run2"}', 'body: duplicate key "name"'],
+    ['/api/runs/apply', '{"name":"dup-run","spec":{"image":"x",'
+        . '"probes":[{"type":"http","type":"tcp"}]}}',
+        'body.spec.probes[0]: duplicate key "type"'],
+    ['/api/runs/plan', '{"name":"sec-a","spec":' . substr($noenvj, 0, -1)
+        . ',"env":{"A":"1","B":"2","A":"3"}}}',
+        'body.spec.env: duplicate key "A"'],
+    ['/api/runs/sec-a/stop', '{"abort":false,"abort":true}',
+        'body: duplicate key "abort"'],
+    ['/api/secrets/set', '{"name":"dup_s","value":"1","value":"2"}',
+        'body: duplicate key "value"'],
+    ['/api/fleets/apply', '{"spec":{"name":"f","name":"g"}}',
+        'body.spec: duplicate key "name"'],
+);
+for my $v ('nginx', $sock) {
+    my @bad;
+    for my $d (@dups) {
+        my ($p, $body, $msg) = @$d;
+        my $r = DsSec::api($t, 'POST', $p, body => $body, via => $v,
+            token => $admin);
+        my $got = ref $r->{json} ? $r->{json}{error}{message} // '' : '';
+        push @bad, "POST $p $body: $r->{status} $got"
+            unless $r->{status} == 400 && $got eq $msg;
+    }
+    is_deeply(\@bad, [], 'every body with a duplicate key: 400 naming it '
+        . ($v eq 'nginx' ? 'through nginx' : 'on the socket'))
+        or diag join "\n", map { substr($_, 0, 300) } @bad;
+}
+my $dsec = DsSec::api($t, 'GET', '/api/secrets', token => $admin);
+ok(!grep({ $_->{name} eq 'dup_s' } @{ ($dsec->{json} || {})->{secrets}
+    || [] }), 'the secret with a duplicate key was not set');
+is_deeply(snapshot(), $before, 'no token, run or stop came of them');
+
 # ---- run names -------------------------------------------------------------------------
 
 my @badnames = ('', 'a', 'A', 'Ab', 'aB', '1ab', '-ab', 'a_b', 'a.b', 'a/b',

@@ -1,0 +1,122 @@
+/* ds_host: the run from "<run>.<domain>"; ds_token_cache: token hashes */
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "ds_bearer.h"
+#include "ds_host.h"
+#include "ds_state.h"
+
+
+static int
+host(const char *h, const char *domain, char *out)
+{
+    const char  *name = NULL;
+    size_t       len = 0;
+    int          rc;
+
+    out[0] = '\0';
+    rc = ds_host_run_name(h, strlen(h), domain, strlen(domain), &name, &len);
+    if (rc == DS_HOST_OK) {
+        assert_ptr_equal(name, h);
+        memcpy(out, name, len);
+        out[len] = '\0';
+    }
+    return rc;
+}
+
+
+static void
+test_host(void **state)
+{
+    char  n[128];
+
+    (void) state;
+    assert_int_equal(host("chat.gw.example", "gw.example", n), DS_HOST_OK);
+    assert_string_equal(n, "chat");
+    assert_int_equal(host("my-app-2.gw.example", "gw.example", n),
+                     DS_HOST_OK);
+    assert_string_equal(n, "my-app-2");
+
+    /* the domain itself, another domain, a suffix that is not a label */
+    assert_int_equal(host("gw.example", "gw.example", n), DS_HOST_NOT_OURS);
+    assert_int_equal(host(".gw.example", "gw.example", n), DS_HOST_NOT_OURS);
+    assert_int_equal(host("chat.xgw.example", "gw.example", n),
+                     DS_HOST_NOT_OURS);
+    assert_int_equal(host("chatgw.example", "gw.example", n),
+                     DS_HOST_NOT_OURS);
+    assert_int_equal(host("chat.gw.example.evil", "gw.example", n),
+                     DS_HOST_NOT_OURS);
+    assert_int_equal(host("chat.gw.example", "", n), DS_HOST_NOT_OURS);
+    assert_int_equal(host("", "gw.example", n), DS_HOST_NOT_OURS);
+
+    /* two labels, bad run names */
+    assert_int_equal(host("a.chat.gw.example", "gw.example", n),
+                     DS_HOST_BAD_NAME);
+    assert_int_equal(host("x.gw.example", "gw.example", n),
+                     DS_HOST_BAD_NAME);
+    assert_int_equal(host("1ab.gw.example", "gw.example", n),
+                     DS_HOST_BAD_NAME);
+    assert_int_equal(host("a_b.gw.example", "gw.example", n),
+                     DS_HOST_BAD_NAME);
+    assert_int_equal(host("Chat.gw.example", "gw.example", n),
+                     DS_HOST_BAD_NAME);
+    assert_string_equal(n, "");
+}
+
+
+static void
+test_token_cache(void **state)
+{
+    static ds_token_cache_t  cache;
+    unsigned char            want[32], got[32];
+    char                     tok[128];
+    size_t                   slot;
+    int                      i;
+
+    (void) state;
+
+    /* an empty token is not the empty slot's zero hash */
+    ds_sha256("", 0, want);
+    ds_token_cache_hash(&cache, "", 0, got);
+    assert_memory_equal(got, want, 32);
+
+    /* twice each (computed, then cached), and two tokens in one slot */
+    for (i = 0; i < 2000; i++) {
+        snprintf(tok, sizeof(tok), "dst_%d", i % 1000);
+        ds_sha256(tok, strlen(tok), want);
+        ds_token_cache_hash(&cache, tok, strlen(tok), got);
+        assert_memory_equal(got, want, 32);
+    }
+    slot = ds_token_cache_slot("dst_abcdefgh", 12);
+    assert_true(slot < DS_TOKEN_CACHE_SLOTS);
+    /* the same last 8 bytes: the same slot, different hashes */
+    assert_int_equal(ds_token_cache_slot("xx_abcdefgh", 11), slot);
+    ds_token_cache_hash(&cache, "dst_abcdefgh", 12, got);
+    ds_sha256("xx_abcdefgh", 11, want);
+    ds_token_cache_hash(&cache, "xx_abcdefgh", 11, got);
+    assert_memory_equal(got, want, 32);
+
+    /* longer than a slot keeps: hashed every time */
+    memset(tok, 'a', 100);
+    ds_sha256(tok, 100, want);
+    ds_token_cache_hash(&cache, tok, 100, got);
+    assert_memory_equal(got, want, 32);
+}
+
+
+int
+main(void)
+{
+    const struct CMUnitTest  tests[] = {
+        cmocka_unit_test(test_host),
+        cmocka_unit_test(test_token_cache),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
