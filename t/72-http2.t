@@ -37,7 +37,7 @@ my $tls_port = DsTest::free_port();
 my ($h2load, $nghttp) = map { my $p = `command -v $_ 2>/dev/null`;
     chomp $p; $p } qw(h2load nghttp);
 
-# ---- certificates, services, tokens ------------------------------------------
+# ---- certificates, services, tokens -----------------------------------------
 
 DsTest::make_ca($dir, 't72 CA');
 DsTest::make_leaf($dir, 'default', "DNS:$D", "DNS:*.$D");
@@ -59,7 +59,8 @@ sub svc {
 }
 
 $t->seed([
-    svc('web'), svc('stream'), svc('small', max_body_size => 1000), svc('sec', auth => DsTest::true),
+    svc('web'), svc('stream'), svc('small', max_body_size => 1000),
+    svc('sec', auth => DsTest::true),
     svc('alpha', model => 'alpha-model'),
     svc('beta', model => 'org/beta-7b', auth => DsTest::true),
     { op => 'service', name => 'cold', auth => DsTest::false,
@@ -67,7 +68,7 @@ $t->seed([
     { op => 'token', token => $tok, name => 't-h2', all => DsTest::true },
 ]);
 
-# ---- nginx: the shipped TLS server and gateway.<domain> on its port ----------
+# ---- nginx: the shipped TLS server and gateway.<domain> on its port ---------
 
 my $tls = $t->tls_server_conf($tls_port, cert => "$dir/default");
 like($tls, qr/listen 127\.0\.0\.1:$tls_port ssl http2;/,
@@ -95,7 +96,7 @@ $v1
 EOF
 $t->start;
 
-# ---- clients ------------------------------------------------------------------
+# ---- clients ----------------------------------------------------------------
 
 # curl over TLS to HOST on the TLS port.  %o: http => '--http2' (default)
 # or '--http1.1', headers => [...], body => bytes (sent from a file with
@@ -132,7 +133,7 @@ sub curl {
 
 sub json_of { my $b = shift; my $j = eval { $JSON->decode($b) }; $j // {} }
 
-# ---- HTTP/2 and Host routing ---------------------------------------------------
+# ---- HTTP/2 and Host routing ------------------------------------------------
 
 my $r = curl("web.$D", '/hello?x=1');
 is($r->{version}, '2', 'curl --http2 gets HTTP/2 from the TLS server')
@@ -152,7 +153,7 @@ $r = curl("web.$D", '/', http => '--http1.1');
 is("$r->{version} $r->{status}", '1.1 200',
     'a client that offers only http/1.1 still gets HTTP/1.1');
 
-# ---- auth ----------------------------------------------------------------------
+# ---- auth -------------------------------------------------------------------
 
 $r = curl("sec.$D", '/');
 is("$r->{version} $r->{status}", '2 401', 'auth: no token, 401 over HTTP/2');
@@ -166,13 +167,15 @@ my $seen = json_of($r->{body})->{headers} // {};
 is($seen->{authorization}, undef, 'the gateway token stays at the gateway');
 is($seen->{'x-forwarded-proto'}, 'https', 'X-Forwarded-Proto: https');
 
-# ---- many streams on one connection -------------------------------------------
+# ---- many streams on one connection -----------------------------------------
 
 SKIP: {
     skip 'h2load (Debian package nghttp2-client) is not installed', 4
         unless $h2load;
     my $before = ($t->service_stats('web') // {})->{requests} // {};
-    my $out = `$h2load -n 400 -c 2 -m 20 -H 'user-agent: t72' --connect-to 127.0.0.1:$tls_port https://web.$D:$tls_port/m 2>&1`;
+    my $cmd = "$h2load -n 400 -c 2 -m 20 --connect-to 127.0.0.1:$tls_port "
+        . "https://web.$D:$tls_port/m";
+    my $out = `$cmd 2>&1`;
     like($out, qr/Application protocol: h2/, 'h2load negotiates h2')
         or diag $out;
     like($out, qr/requests: 400 total, 400 started, 400 done, 400 succeeded/,
@@ -184,7 +187,7 @@ SKIP: {
         'the module counted them for the service');
 }
 
-# ---- SSE arrives as it is sent -------------------------------------------------
+# ---- SSE arrives as it is sent ----------------------------------------------
 
 {
     my $t0 = time;
@@ -212,7 +215,7 @@ SKIP: {
         . 'end') or diag "arrivals: @at";
 }
 
-# ---- the model endpoint reads the body over HTTP/2 ------------------------------
+# ---- the model endpoint reads the body over HTTP/2 --------------------------
 
 sub chat {
     my ($model, %o) = @_;
@@ -274,7 +277,7 @@ is($r->{status}, 400, 'a body that does not parse: 400');
 $r = chat('alpha-model', content => 'y' x (5 * 1024 * 1024), stdin => 1);
 is($r->{status}, 413, 'a body over the limit without Content-Length: 413');
 
-# ---- held while the service scales from zero -----------------------------------
+# ---- held while the service scales from zero --------------------------------
 
 {
     my $pid = open(my $fh, '-|', 'curl', '-sS', '--http2', '--cacert',
@@ -313,7 +316,7 @@ is($r->{status}, 413, 'a body over the limit without Content-Length: 413');
         or diag $out;
 }
 
-# ---- WebSocket over HTTP/1.1 on the same port ----------------------------------
+# ---- WebSocket over HTTP/1.1 on the same port -------------------------------
 
 my $ws = <<'EOF';
 import base64, os, socket, ssl, struct, sys
@@ -351,7 +354,10 @@ SKIP: {
     skip 'nghttp (Debian package nghttp2-client) is not installed', 3
         unless $nghttp;
     my $n0 = grep { $_->{path} eq '/ws' } $t->backend_requests('rweb');
-    $out = `$nghttp -v -H ':authority: web.$D' -H 'upgrade: websocket' -H 'sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==' -H 'sec-websocket-version: 13' https://127.0.0.1:$tls_port/ws 2>&1`;
+    my $h = join ' ', map { "-H '$_'" } (":authority: web.$D",
+        'upgrade: websocket', 'sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==',
+        'sec-websocket-version: 13');
+    $out = `$nghttp -v $h https://127.0.0.1:$tls_port/ws 2>&1`;
     like($out, qr/:status: 400/, 'Upgrade over HTTP/2: 400') or diag $out;
     like($out, qr/not allowed over HTTP\/2/, 'saying why');
     my $n1 = grep { $_->{path} eq '/ws' } $t->backend_requests('rweb');
