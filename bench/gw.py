@@ -212,6 +212,12 @@ def port_open(port):
         return False
 
 
+def cpu_ns(n):
+    """CPU time of nginx N's (first) worker so far, /proc/PID/schedstat"""
+    with open("/proc/%d/schedstat" % n.workers()[0]) as f:
+        return int(f.read().split()[0])
+
+
 def memory_kb(pid):
     """(Rss, Pss) of a process in kB, from /proc/PID/smaps_rollup"""
     rss = pss = 0
