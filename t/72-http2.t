@@ -6,9 +6,13 @@
 # one connection (h2load), SSE events that arrive as the replica sends
 # them, the model endpoint of gateway.<domain> that reads the request
 # body to route by "model" (with Content-Length, without it, and over
-# several DATA frames), a request held while a service scales from zero,
-# and WebSocket over HTTP/1.1 on the same port.  Clients: curl --http2,
-# h2load (Debian's nghttp2-client), python3's ssl for the WebSocket.
+# several DATA frames), a service's body limit counted as DATA frames
+# arrive, a request held while a service scales from zero (and one whose
+# client goes away), WebSocket over HTTP/1.1 on the same port, and 400
+# for an HTTP/2 request that carries Upgrade (nginx 1.22 would pass the
+# replica's 101 on: "epoll_ctl() failed" alerts).  Clients: curl
+# --http2, h2load and nghttp (Debian's nghttp2-client), python3's ssl for
+# the WebSocket.
 
 use strict;
 use warnings;
