@@ -5,6 +5,7 @@
 #   make test SANITIZE=1         the same with ASan+UBSan (build/san/)
 #   make check                   make test, then make test SANITIZE=1
 #   make bench                   benchmarks against plain nginx
+#   make bench-http2, bench-conns  HTTP/2; 12,000 held connections
 #   make demo                    the README's demo
 
 SHELL := /bin/bash
@@ -209,6 +210,13 @@ bench: $(PROGRAMS)
 	DSTACK_BUILD=$(CURDIR)/$(B) DSTACK_NGINX=$(NGINX_BIN) bench/tls
 	DSTACK_BUILD=$(CURDIR)/$(B) DSTACK_NGINX=$(NGINX_BIN) bench/container
 	DSTACK_BUILD=$(CURDIR)/$(B) DSTACK_NGINX=$(NGINX_BIN) bench/fleet
+
+# HTTP/2 (~30 s) and 12,000 held connections (~2 min), apart from bench
+.PHONY: bench-http2 bench-conns
+bench-http2: $(PROGRAMS)
+	DSTACK_BUILD=$(CURDIR)/$(B) DSTACK_NGINX=$(NGINX_BIN) bench/http2
+bench-conns: $(PROGRAMS)
+	DSTACK_BUILD=$(CURDIR)/$(B) DSTACK_NGINX=$(NGINX_BIN) bench/conns
 
 demo: $(PROGRAMS)
 	DSTACK_BUILD=$(CURDIR)/$(B) DSTACK_NGINX=$(NGINX_BIN) examples/demo

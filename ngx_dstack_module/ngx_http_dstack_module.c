@@ -11,6 +11,10 @@
 static ngx_int_t ngx_http_dstack_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_dstack_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_dstack_access_handler(ngx_http_request_t *r);
+#if (NGX_HTTP_V2)
+static ngx_int_t ngx_http_dstack_refuse_h2_upgrade(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx);
+#endif
 static void *ngx_http_dstack_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_dstack_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_dstack_create_loc_conf(ngx_conf_t *cf);
@@ -266,12 +270,42 @@ ngx_http_dstack_access_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
+#if (NGX_HTTP_V2)
+    if (r->stream && r->headers_in.upgrade) {
+        return ngx_http_dstack_refuse_h2_upgrade(r, ctx);
+    }
+#endif
+
     if (dlcf->openai) {
         return ngx_http_dstack_openai_access(r, ctx);
     }
 
     return ngx_http_dstack_host_access(r, ctx, &dlcf->domain);
 }
+
+
+#if (NGX_HTTP_V2)
+
+/*
+ * An HTTP/2 stream cannot switch protocols (RFC 9113 8.2.2), but nginx
+ * 1.22 passes Upgrade on and, when the replica answers 101, sends an
+ * invalid ":status: 101" and proxies the stream's fake connection as if
+ * it were upgraded ("epoll_ctl() failed" alerts): 400 instead.
+ */
+static ngx_int_t
+ngx_http_dstack_refuse_h2_upgrade(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx)
+{
+    ngx_str_t  reason;
+
+    ctx->done = 1;
+    ngx_str_set(&reason, "Upgrade is not allowed over HTTP/2: use HTTP/1.1 "
+                         "for WebSocket");
+
+    return ngx_http_dstack_refuse(r, ctx, NGX_HTTP_BAD_REQUEST, &reason, 0);
+}
+
+#endif
 
 
 static void *

@@ -1166,8 +1166,8 @@ sub tls_server_conf {
         if $o{cert};
     $tls =~ s{/var/lib/dstack/state}{$state}g;
     $tls =~ s{example\.com}{$domain}g;
-    $tls =~ s{listen 443 ssl;}{listen 127.0.0.1:$port ssl;};
-    $tls =~ s{^\s*listen \[::\]:443 ssl;\n}{}m;
+    $tls =~ s{listen 443 ssl( http2)?;}{listen 127.0.0.1:$port ssl$1;};
+    $tls =~ s{^\s*listen \[::\]:443 ssl( http2)?;\n}{}m;
     return $tls;
 }
 
