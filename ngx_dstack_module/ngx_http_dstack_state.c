@@ -45,14 +45,17 @@
 #define NGX_HTTP_DSTACK_TOKEN_SLOTS        1024
 
 
+/* what a hit reads comes first (the key, then the view's pointers and
+ * the service's scalars): a request to one of 1,000 services finds its
+ * entry cold, and pays per cache line */
 typedef struct {
     uint64_t                snapshot;   /* 0: empty */
     int                     rc;         /* DS_OK or DS_NOTFOUND */
+    size_t                  len;
+    u_char                  name[DS_NAME_MAX];
     ngx_http_dstack_service_t  view;
     ds_buf_t                record;     /* copy of the service record */
     ds_buf_t                replicas;   /* copy of its replica set */
-    size_t                  len;
-    u_char                  name[DS_NAME_MAX];
 } ngx_http_dstack_cached_service_t;
 
 typedef struct {

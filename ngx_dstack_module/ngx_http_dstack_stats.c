@@ -32,6 +32,8 @@ typedef struct {
 
 typedef struct {
     ngx_str_t                           name;
+    ngx_str_t                           prom;       /* name, escaped as a
+                                                       label value */
     uint64_t                            uid;
     uint32_t                            slot;
     ngx_http_dstack_service_metrics_t  *metrics;
@@ -84,7 +86,7 @@ static int ngx_http_dstack_stats_collect(void *arg, const ds_service_t *svc);
 static ngx_buf_t *ngx_http_dstack_stats_reserve(
     ngx_http_dstack_stats_out_t *out, size_t n);
 static void ngx_http_dstack_stats_read(ngx_http_dstack_stats_service_t *s,
-    time_t now, ngx_http_dstack_stats_counters_t *c);
+    time_t now, ngx_uint_t windows, ngx_http_dstack_stats_counters_t *c);
 static ngx_int_t ngx_http_dstack_stats_json(
     ngx_http_dstack_stats_collect_t *col, ngx_http_dstack_stats_out_t *out);
 static ngx_int_t ngx_http_dstack_stats_prometheus(
@@ -272,8 +274,7 @@ ngx_http_dstack_stats_handler(ngx_http_request_t *r)
     col.r = r;
     col.failed = 0;
     col.now = ngx_time();
-    col.active = (dlcf->stats == NGX_HTTP_DSTACK_STATS_JSON
-                  && ngx_http_arg(r, (u_char *) "active", 6, &arg) == NGX_OK
+    col.active = (ngx_http_arg(r, (u_char *) "active", 6, &arg) == NGX_OK
                   && arg.len == 1 && arg.data[0] == '1');
 
     if (ngx_array_init(&col.services, r->pool, 64,
@@ -356,9 +357,9 @@ ngx_http_dstack_stats_handler(ngx_http_request_t *r)
 
 
 /*
- * "?active=1" (controld's poll) leaves out the services with nothing to
- * tell: nothing in flight or held, no arrival or completion within the
- * longest window.  A service left out has zeros everywhere that matters
+ * "?active=1" (controld's poll, and a Prometheus scrape that asks for it
+ * with params) leaves out the services with nothing to tell: nothing in
+ * flight or held, no arrival or completion within the longest window.  A service left out has zeros everywhere that matters
  * to scaling and draining, and most of 10,000 services are idle: the
  * answer, and the worker's time to build it, scale with the busy ones.
  */
@@ -422,6 +423,21 @@ ngx_http_dstack_stats_collect(void *arg, const ds_service_t *svc)
     }
 
     ngx_memcpy(s->name.data, svc->name.data, svc->name.len);
+
+    /* escaped once here, not on each of its sixty-odd lines */
+
+    s->prom = s->name;
+    len = ngx_http_dstack_stats_prom_escape_len(&s->name);
+
+    if (len != s->name.len) {
+        s->prom.data = ngx_pnalloc(col->r->pool, len);
+        if (s->prom.data == NULL) {
+            goto failed;
+        }
+
+        s->prom.len = len;
+        (void) ngx_http_dstack_stats_prom_escape(s->prom.data, &s->name);
+    }
 
     s->uid = svc->uid;
     s->slot = svc->slot;
@@ -516,7 +532,7 @@ ngx_http_dstack_stats_reserve(ngx_http_dstack_stats_out_t *out, size_t n)
 
 static void
 ngx_http_dstack_stats_read(ngx_http_dstack_stats_service_t *s, time_t now,
-    ngx_http_dstack_stats_counters_t *c)
+    ngx_uint_t windows, ngx_http_dstack_stats_counters_t *c)
 {
     ngx_uint_t                          i;
     ngx_http_dstack_service_metrics_t  *m;
@@ -540,9 +556,13 @@ ngx_http_dstack_stats_read(ngx_http_dstack_stats_service_t *s, time_t now,
         c->hist[i] = __atomic_load_n(&m->hist[i], __ATOMIC_RELAXED);
     }
 
-    ngx_http_dstack_metrics_windows(m, now, ngx_http_dstack_stats_seconds,
-                                    NGX_HTTP_DSTACK_STATS_NWINDOWS,
-                                    c->windows, c->arrivals);
+    /* the windows only where they are shown: a walk over the rows */
+
+    if (windows) {
+        ngx_http_dstack_metrics_windows(m, now, ngx_http_dstack_stats_seconds,
+                                        NGX_HTTP_DSTACK_STATS_NWINDOWS,
+                                        c->windows, c->arrivals);
+    }
 
     c->model[0] = __atomic_load_n(&m->model_requests, __ATOMIC_RELAXED);
     c->model[1] = __atomic_load_n(&m->model_errors, __ATOMIC_RELAXED);
@@ -600,7 +620,7 @@ ngx_http_dstack_stats_json(ngx_http_dstack_stats_collect_t *col,
     for (i = 0; i < col->services.nelts; i++) {
         s = &services[i];
 
-        ngx_http_dstack_stats_read(s, now, &cnt);
+        ngx_http_dstack_stats_read(s, now, 1, &cnt);
 
         esc = s->name.len + ngx_escape_json(NULL, s->name.data, s->name.len);
 
@@ -810,7 +830,7 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
     for (i = 0; i < col->services.nelts; i++) {
         s = &services[i];
 
-        nlen = ngx_http_dstack_stats_prom_escape_len(&s->name);
+        nlen = s->prom.len;
 
         if (family >= NGX_HTTP_DSTACK_PROM_REPLICA_INFLIGHT) {
 
@@ -846,7 +866,7 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
                 }
 
                 p = ngx_http_dstack_stats_prom_sample(b->last, &pf->name, "",
-                                                      &s->name);
+                                                      &s->prom);
                 p = ngx_cpymem(p, "\",replica=\"",
                                sizeof("\",replica=\"") - 1);
                 p = ngx_http_dstack_stats_prom_escape(p, &sr->addr);
@@ -856,7 +876,9 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
             continue;
         }
 
-        ngx_http_dstack_stats_read(s, now, &cnt);
+        ngx_http_dstack_stats_read(s, now,
+                                   family == NGX_HTTP_DSTACK_PROM_WINDOW,
+                                   &cnt);
 
         b = ngx_http_dstack_stats_reserve(out,
                               pf->lines * (nlen + NGX_HTTP_DSTACK_STATS_LINE));
@@ -872,7 +894,7 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
 
             for (c = 0; c < NGX_HTTP_DSTACK_CLASSES; c++) {
                 p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "",
-                                                      &s->name);
+                                                      &s->prom);
                 p = ngx_sprintf(p, "\",class=\"%V\"} %uL\n",
                                 &ngx_http_dstack_stats_classes[c],
                                 cnt.requests[c]);
@@ -882,7 +904,7 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
 
         case NGX_HTTP_DSTACK_PROM_INFLIGHT:
 
-            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->prom);
             p = ngx_sprintf(p, "\"} %L\n", cnt.inflight);
 
             break;
@@ -890,7 +912,7 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
         case NGX_HTTP_DSTACK_PROM_MODEL_REQUESTS:
         case NGX_HTTP_DSTACK_PROM_MODEL_ERRORS:
 
-            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->prom);
             p = ngx_sprintf(p, "\"} %uL\n",
                             cnt.model[family
                                       - NGX_HTTP_DSTACK_PROM_MODEL_REQUESTS]);
@@ -899,7 +921,7 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
 
         case NGX_HTTP_DSTACK_PROM_MODEL_TTFB:
 
-            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->prom);
             p = ngx_sprintf(p, "\"} %uL.%03uL\n", cnt.model[2] / 1000,
                             cnt.model[2] % 1000);
 
@@ -907,9 +929,9 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
 
         case NGX_HTTP_DSTACK_PROM_MODEL_TOKENS:
 
-            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->prom);
             p = ngx_sprintf(p, "\",type=\"prompt\"} %uL\n", cnt.model[3]);
-            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->prom);
             p = ngx_sprintf(p, "\",type=\"completion\"} %uL\n",
                             cnt.model[4]);
 
@@ -917,14 +939,14 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
 
         case NGX_HTTP_DSTACK_PROM_HELD:
 
-            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->prom);
             p = ngx_sprintf(p, "\"} %L\n", cnt.held);
 
             break;
 
         case NGX_HTTP_DSTACK_PROM_HELD_SECONDS:
 
-            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->prom);
             p = ngx_sprintf(p, "\"} %uL.%03uL\n", cnt.held_ms_sum / 1000,
                             cnt.held_ms_sum % 1000);
 
@@ -932,14 +954,14 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
 
         case NGX_HTTP_DSTACK_PROM_COLD_STARTS:
 
-            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->prom);
             p = ngx_sprintf(p, "\"} %uL\n", cnt.cold_starts);
 
             break;
 
         case NGX_HTTP_DSTACK_PROM_COLD_SECONDS:
 
-            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->prom);
             p = ngx_sprintf(p, "\"} %uL.%03uL\n",
                             cnt.cold_start_ms_sum / 1000,
                             cnt.cold_start_ms_sum % 1000);
@@ -965,23 +987,23 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
                 cum += cnt.hist[k];
 
                 p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "_bucket",
-                                                      &s->name);
+                                                      &s->prom);
                 p = ngx_sprintf(p, "\",le=\"%V\"} %uL\n",
                                 &ngx_http_dstack_stats_le[k],
                                 ngx_min(cum, count));
             }
 
             p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "_bucket",
-                                                  &s->name);
+                                                  &s->prom);
             p = ngx_sprintf(p, "\",le=\"+Inf\"} %uL\n", count);
 
             p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "_sum",
-                                                  &s->name);
+                                                  &s->prom);
             p = ngx_sprintf(p, "\"} %uL.%03uL\n",
                             cnt.time_ms_sum / 1000, cnt.time_ms_sum % 1000);
 
             p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "_count",
-                                                  &s->name);
+                                                  &s->prom);
             p = ngx_sprintf(p, "\"} %uL\n", count);
 
             break;
@@ -991,7 +1013,7 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
             for (w = 0; w < NGX_HTTP_DSTACK_STATS_NWINDOWS; w++) {
                 for (c = 0; c < NGX_HTTP_DSTACK_CLASSES; c++) {
                     p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "",
-                                                          &s->name);
+                                                          &s->prom);
                     p = ngx_sprintf(p, "\",window=\"%uis\",class=\"%V\"} "
                                     "%uL\n",
                                     ngx_http_dstack_stats_seconds[w],
@@ -1010,15 +1032,23 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
 }
 
 
-/* "<name><suffix>{service=\"<service>": the caller ends the labels */
+/* "<name><suffix>{service=\"<service>": the caller ends the labels;
+ * the service escaped already.  Copies, no format: a scrape at 10,000
+ * services writes some 650,000 of these. */
 
 static u_char *
 ngx_http_dstack_stats_prom_sample(u_char *p, ngx_str_t *name, char *suffix,
     ngx_str_t *service)
 {
-    p = ngx_sprintf(p, "%V%s{service=\"", name, suffix);
+    p = ngx_cpymem(p, name->data, name->len);
 
-    return ngx_http_dstack_stats_prom_escape(p, service);
+    while (*suffix) {
+        *p++ = *suffix++;
+    }
+
+    p = ngx_cpymem(p, "{service=\"", sizeof("{service=\"") - 1);
+
+    return ngx_cpymem(p, service->data, service->len);
 }
 
 
