@@ -13,6 +13,7 @@ use lib 't/lib';
 use DsTest;
 use Test::More;
 use Time::HiRes qw(time sleep);
+use IO::Socket::INET;
 use POSIX qw(sysconf _SC_CLK_TCK);
 
 plan skip_all => 'module or dstack-seed not built'
@@ -141,6 +142,37 @@ diag(sprintf('prometheus at %d services: all %.1f ms worker CPU, %.1f ms '
 cmp_ok($act_cpu, '<', $LIMIT_MS,
     "an active=1 scrape at $N services costs the worker under $LIMIT_MS ms");
 cmp_ok($act_bytes * 100, '<', $all_bytes, 'and is a hundredth of the whole');
+
+# ---- the stream: a client that reads late, one that goes away -------------
+
+my $raw = sub {
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+        PeerPort => $t->stats_port, Timeout => 10) or die "connect: $!";
+    print $s "GET /metrics HTTP/1.1\r\nHost: localhost\r\n"
+        . "Connection: close\r\n\r\n";
+    return $s;
+};
+my $late = $raw->();
+sleep 1;        # the socket fills, the worker waits for it
+my $gone = $raw->();
+my $buf;
+sysread($gone, $buf, 65536);
+close $gone;    # mid-stream
+my ($got, $n) = ('', 0);
+while (($n = sysread($late, $buf, 1 << 20))) {
+    $got .= $buf;
+}
+close $late;
+my ($head, $body) = split /\r\n\r\n/, $got, 2;
+like($head // '', qr/^HTTP\/1\.1 200 .*^Transfer-Encoding: chunked/ms,
+    'a late reader: 200, chunked');
+my $lines = () = ($body // '') =~ /^dstack_requests_total\{/mg;
+is($lines, 6 * $N, 'and every requests_total line, after waiting');
+like($body // '', qr/\r\n0\r\n\r\n\z/, 'and the last chunk');
+# (values may differ by now: the 30 s window empties)
+my $again = $t->metrics;
+is(scalar(() = $again =~ /\n/g), scalar(() = $prom =~ /\n/g),
+    'after a client went away mid-stream, a scrape is whole');
 
 # ---- a slot that changes owner starts from zero ------------------------------
 
