@@ -466,6 +466,26 @@ ngx_http_dstack_metrics_reset_buckets(ngx_http_dstack_metrics_ctx_t *ctx,
 
 
 void
+ngx_http_dstack_metrics_prefetch(ngx_http_dstack_service_metrics_t *m)
+{
+    ngx_http_dstack_metrics_ctx_t  *mctx;
+
+    mctx = ngx_http_dstack_metrics_worker;
+
+    if (m == NULL || mctx == NULL) {
+        return;
+    }
+
+    __builtin_prefetch(m, 1);
+    __builtin_prefetch((u_char *) m + 64, 1);
+    __builtin_prefetch(&mctx->buckets[((ngx_uint_t) ngx_time()
+                                       % NGX_HTTP_DSTACK_WINDOW)
+                                      * mctx->max_services
+                                      + (m - mctx->services)], 1);
+}
+
+
+void
 ngx_http_dstack_metrics_admit(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx)
 {

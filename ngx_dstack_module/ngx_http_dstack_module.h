@@ -350,6 +350,8 @@ ngx_http_dstack_replica_metrics_t *ngx_http_dstack_replica_metrics(
     uint32_t slot, uint64_t uid);
 void ngx_http_dstack_metrics_admit(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx);
+/* a hint: the slot's hot lines and its bucket of this second (NULL: none) */
+void ngx_http_dstack_metrics_prefetch(ngx_http_dstack_service_metrics_t *m);
 /* the log phase did not run for an admitted request: release in-flight */
 void ngx_http_dstack_metrics_release(ngx_http_dstack_ctx_t *ctx);
 /* an admitted request completes: its status class, time, in-flight */

@@ -285,6 +285,18 @@ ngx_http_dstack_state_service(u_char *name, size_t len,
         return NGX_DECLINED;
     }
 
+    /*
+     * What admission and the balancer will touch, asked for now: with
+     * traffic over many services these are cache misses, and auth and
+     * the limits run while they load.
+     */
+
+    if (e->view.ready) {
+        __builtin_prefetch(e->view.ready, 1);
+    }
+
+    ngx_http_dstack_metrics_prefetch(e->view.metrics);
+
     *svc = &e->view;
 
     return NGX_OK;
@@ -456,7 +468,18 @@ ngx_http_dstack_state_ready(ngx_http_dstack_cached_service_t *e,
 ngx_http_dstack_peers_t *
 ngx_http_dstack_peers_ref(ngx_http_dstack_peers_t *peers)
 {
+    ngx_uint_t  i;
+
     peers->refs++;
+
+    /* the balancer reads their in-flight counts later in the request */
+
+    for (i = 0; i < peers->n && i < 8; i++) {
+        if (peers->peer[i].metrics) {
+            __builtin_prefetch(peers->peer[i].metrics, 1);
+        }
+    }
+
     return peers;
 }
 
