@@ -73,7 +73,7 @@ typedef struct {
  * fault in on every scrape).  The families are rendered a few buffers
  * at a time, sent, and rendering goes on when the socket takes more;
  * the buffers are reused, so a scrape holds about
- * NGX_HTTP_DSTACK_STATS_SEND bytes besides what the socket holds.
+ * NGX_HTTP_DSTACK_STATS_SEND_BUFS buffers besides what the socket holds.
  */
 typedef struct {
     ngx_http_dstack_stats_collect_t     col;
