@@ -154,8 +154,11 @@ ngx_http_dstack_balancer_get(ngx_peer_connection_t *pc, void *data)
     best_inflight = INT64_MAX;
     rr++;
 
-    for (k = 0; k < n; k++) {
-        i = (rr + k) % n;
+    /* one division, not one per replica */
+
+    i = rr % n;
+
+    for (k = 0; k < n; k++, i = (i + 1 == n) ? 0 : i + 1) {
 
         if (ngx_http_dstack_tried(ctx, i)) {
             continue;

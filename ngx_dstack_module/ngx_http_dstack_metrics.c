@@ -21,10 +21,7 @@
 
 
 #define NGX_HTTP_DSTACK_METRICS_MAGIC    0x4d545344    /* "DSTM" */
-#define NGX_HTTP_DSTACK_METRICS_LAYOUT   1
-
-/* bucket time_ms saturates here rather than wrapping */
-#define NGX_HTTP_DSTACK_TIME_MS_MAX      0xffffffff
+#define NGX_HTTP_DSTACK_METRICS_LAYOUT   2    /* 2: buckets in rows */
 
 
 typedef struct {
@@ -42,6 +39,7 @@ typedef struct {
     ngx_http_dstack_metrics_header_t   *hdr;
     ngx_http_dstack_service_metrics_t  *services;
     ngx_http_dstack_replica_metrics_t  *replicas;
+    ngx_http_dstack_bucket_t           *buckets;    /* [second][slot] */
     ngx_uint_t                          max_services;
     ngx_uint_t                          max_replicas;
     size_t                              size;       /* of the layout */
@@ -58,6 +56,8 @@ static ngx_http_dstack_metrics_ctx_t *ngx_http_dstack_metrics_ctx(void);
 static ngx_http_dstack_bucket_t *ngx_http_dstack_metrics_bucket(
     ngx_http_dstack_metrics_ctx_t *mctx, ngx_http_dstack_service_metrics_t *m,
     time_t now);
+static void ngx_http_dstack_metrics_reset_buckets(
+    ngx_http_dstack_metrics_ctx_t *ctx, ngx_http_dstack_service_metrics_t *m);
 
 
 /* upper bounds of the request time histogram, in milliseconds; stats.c
@@ -186,9 +186,12 @@ static size_t
 ngx_http_dstack_metrics_layout_size(ngx_uint_t max_services,
     ngx_uint_t max_replicas)
 {
-    return ngx_align(sizeof(ngx_http_dstack_metrics_header_t), 64)
+    return ngx_align(sizeof(ngx_http_dstack_metrics_header_t), 128)
            + max_services * sizeof(ngx_http_dstack_service_metrics_t)
-           + max_replicas * sizeof(ngx_http_dstack_replica_metrics_t);
+           + ngx_align(max_replicas
+                       * sizeof(ngx_http_dstack_replica_metrics_t), 64)
+           + NGX_HTTP_DSTACK_WINDOW * max_services
+             * sizeof(ngx_http_dstack_bucket_t);
 }
 
 
@@ -266,11 +269,15 @@ ngx_http_dstack_metrics_set_layout(ngx_http_dstack_metrics_ctx_t *ctx,
 {
     ctx->hdr = (ngx_http_dstack_metrics_header_t *) p;
 
-    p += ngx_align(sizeof(ngx_http_dstack_metrics_header_t), 64);
+    p += ngx_align(sizeof(ngx_http_dstack_metrics_header_t), 128);
     ctx->services = (ngx_http_dstack_service_metrics_t *) p;
 
     p += ctx->max_services * sizeof(ngx_http_dstack_service_metrics_t);
     ctx->replicas = (ngx_http_dstack_replica_metrics_t *) p;
+
+    p += ngx_align(ctx->max_replicas
+                   * sizeof(ngx_http_dstack_replica_metrics_t), 64);
+    ctx->buckets = (ngx_http_dstack_bucket_t *) p;
 }
 
 
@@ -349,6 +356,7 @@ ngx_http_dstack_service_metrics(uint32_t slot, uint64_t uid)
         ngx_memzero((u_char *) m + sizeof(m->uid),
                     sizeof(ngx_http_dstack_service_metrics_t)
                     - sizeof(m->uid));
+        ngx_http_dstack_metrics_reset_buckets(ctx, m);
         __atomic_store_n(&m->uid, uid, __ATOMIC_RELEASE);
     }
 
@@ -392,9 +400,10 @@ ngx_http_dstack_replica_metrics(uint32_t slot, uint64_t uid)
 
 
 /*
- * The bucket of second `now`.  A bucket still holding an older second is
- * zeroed first, once, by whichever worker gets the mutex first; the
- * second is published after the counters are zero.
+ * The bucket of slot `m` in the row of second `now`.  A bucket still
+ * holding an older second is zeroed first, once, by whichever worker
+ * gets the mutex first; the second is published after the counters are
+ * zero.  The service's last_second follows, for readers (windows()).
  */
 
 static ngx_http_dstack_bucket_t *
@@ -406,7 +415,8 @@ ngx_http_dstack_metrics_bucket(ngx_http_dstack_metrics_ctx_t *mctx,
     ngx_http_dstack_bucket_t  *b;
 
     sec = (uint32_t) now;
-    b = &m->buckets[(ngx_uint_t) now % NGX_HTTP_DSTACK_WINDOW];
+    b = &mctx->buckets[((ngx_uint_t) now % NGX_HTTP_DSTACK_WINDOW)
+                       * mctx->max_services + (m - mctx->services)];
 
     if (__atomic_load_n(&b->second, __ATOMIC_ACQUIRE) == sec) {
         return b;
@@ -421,13 +431,57 @@ ngx_http_dstack_metrics_bucket(ngx_http_dstack_metrics_ctx_t *mctx,
             __atomic_store_n(&b->count[i], 0, __ATOMIC_RELAXED);
         }
 
-        __atomic_store_n(&b->time_ms, 0, __ATOMIC_RELAXED);
+        /* before the second: a reader that finds last_second older
+         * finds the bucket unpublished too */
+        if (__atomic_load_n(&m->last_second, __ATOMIC_RELAXED) < sec) {
+            __atomic_store_n(&m->last_second, (uint64_t) sec,
+                             __ATOMIC_RELEASE);
+        }
+
         __atomic_store_n(&b->second, sec, __ATOMIC_RELEASE);
     }
 
     ngx_shmtx_unlock(&mctx->shpool->mutex);
 
     return b;
+}
+
+
+/* a slot changes owner: none of its buckets counts any more (under the
+ * mutex; a second of 0 is never current) */
+static void
+ngx_http_dstack_metrics_reset_buckets(ngx_http_dstack_metrics_ctx_t *ctx,
+    ngx_http_dstack_service_metrics_t *m)
+{
+    ngx_uint_t                 k, slot;
+    ngx_http_dstack_bucket_t  *b;
+
+    slot = m - ctx->services;
+
+    for (k = 0; k < NGX_HTTP_DSTACK_WINDOW; k++) {
+        b = &ctx->buckets[k * ctx->max_services + slot];
+        __atomic_store_n(&b->second, 0, __ATOMIC_RELEASE);
+    }
+}
+
+
+void
+ngx_http_dstack_metrics_prefetch(ngx_http_dstack_service_metrics_t *m)
+{
+    ngx_http_dstack_metrics_ctx_t  *mctx;
+
+    mctx = ngx_http_dstack_metrics_worker;
+
+    if (m == NULL || mctx == NULL) {
+        return;
+    }
+
+    __builtin_prefetch(m, 1);
+    __builtin_prefetch((u_char *) m + 64, 1);
+    __builtin_prefetch(&mctx->buckets[((ngx_uint_t) ngx_time()
+                                       % NGX_HTTP_DSTACK_WINDOW)
+                                      * mctx->max_services
+                                      + (m - mctx->services)], 1);
 }
 
 
@@ -507,7 +561,6 @@ void
 ngx_http_dstack_metrics_complete(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx)
 {
-    uint32_t                            cur, add, sum;
     ngx_uint_t                          status, cls, i;
     ngx_msec_int_t                      ms;
     ngx_http_dstack_bucket_t           *b;
@@ -572,23 +625,6 @@ ngx_http_dstack_metrics_complete(ngx_http_request_t *r,
     b = ngx_http_dstack_metrics_bucket(mctx, m, ngx_time());
 
     __atomic_fetch_add(&b->count[cls], 1, __ATOMIC_RELAXED);
-
-    /* time_ms saturates: a compare-and-swap loop, rarely more than once */
-
-    add = (ms > NGX_HTTP_DSTACK_TIME_MS_MAX) ? NGX_HTTP_DSTACK_TIME_MS_MAX
-                                             : (uint32_t) ms;
-    if (add == 0) {
-        return;
-    }
-
-    cur = __atomic_load_n(&b->time_ms, __ATOMIC_RELAXED);
-
-    do {
-        sum = (cur > NGX_HTTP_DSTACK_TIME_MS_MAX - add)
-              ? NGX_HTTP_DSTACK_TIME_MS_MAX : cur + add;
-
-    } while (!__atomic_compare_exchange_n(&b->time_ms, &cur, sum, 1,
-                                          __ATOMIC_RELAXED, __ATOMIC_RELAXED));
 }
 
 
@@ -614,6 +650,12 @@ ngx_http_dstack_metrics_release(ngx_http_dstack_ctx_t *ctx)
  * (now - seconds, now]; a bucket of an older second is stale and is
  * skipped, so the windows are exact to the second.  sums[j] and
  * arrivals[j] (arrivals may be NULL) receive window j.
+ *
+ * No bucket is newer than the service's last_second, so the seconds
+ * after it are not read, and a service idle for the whole window (most
+ * of 10,000) costs one load rather than a walk over 300 rows.  A slot
+ * outside the zone (the stats' stand-in for one over capacity) sums to
+ * zero.
  */
 
 void
@@ -621,14 +663,32 @@ ngx_http_dstack_metrics_windows(ngx_http_dstack_service_metrics_t *m,
     time_t now, const ngx_uint_t *seconds, ngx_uint_t n,
     uint64_t (*sums)[NGX_HTTP_DSTACK_CLASSES], uint64_t *arrivals)
 {
-    uint32_t                   sec;
-    uint64_t                   acc[NGX_HTTP_DSTACK_CLASSES], arr;
-    time_t                     t;
-    ngx_uint_t                 k, j, c;
-    ngx_http_dstack_bucket_t  *b;
+    time_t                          t, last;
+    uint32_t                        sec;
+    uint64_t                        acc[NGX_HTTP_DSTACK_CLASSES], arr;
+    ngx_uint_t                      k, j, c, slot;
+    ngx_http_dstack_bucket_t       *b;
+    ngx_http_dstack_metrics_ctx_t  *ctx;
 
     ngx_memzero(acc, sizeof(acc));
     arr = 0;
+
+    ctx = ngx_http_dstack_metrics_ctx();
+
+    if (ctx == NULL || m < ctx->services
+        || m >= ctx->services + ctx->max_services)
+    {
+        last = -1;
+        slot = 0;
+
+    } else {
+        last = (time_t) __atomic_load_n(&m->last_second, __ATOMIC_ACQUIRE);
+        slot = m - ctx->services;
+
+        if (last == 0 || last + NGX_HTTP_DSTACK_WINDOW <= now) {
+            last = -1;      /* nothing in the window */
+        }
+    }
 
     j = 0;
 
@@ -636,7 +696,9 @@ ngx_http_dstack_metrics_windows(ngx_http_dstack_service_metrics_t *m,
 
         /* window j is complete after its first seconds[j] buckets */
 
-        while (j < n && (k >= seconds[j] || k == NGX_HTTP_DSTACK_WINDOW)) {
+        while (j < n && (k >= seconds[j] || k == NGX_HTTP_DSTACK_WINDOW
+                         || last < 0))
+        {
             ngx_memcpy(sums[j], acc, sizeof(acc));
 
             if (arrivals) {
@@ -652,12 +714,13 @@ ngx_http_dstack_metrics_windows(ngx_http_dstack_service_metrics_t *m,
 
         t = now - (time_t) k;
 
-        if (t < 0) {
+        if (t < 0 || t > last) {
             continue;
         }
 
         sec = (uint32_t) t;
-        b = &m->buckets[(ngx_uint_t) t % NGX_HTTP_DSTACK_WINDOW];
+        b = &ctx->buckets[((ngx_uint_t) t % NGX_HTTP_DSTACK_WINDOW)
+                          * ctx->max_services + slot];
 
         if (__atomic_load_n(&b->second, __ATOMIC_ACQUIRE) != sec) {
             continue;

@@ -58,26 +58,38 @@
 
 /* ---- shared-memory metrics (metrics.c) --------------------------------- */
 
+/*
+ * One second of a service.  The buckets live apart from the counters, a
+ * row per second of the window with one bucket per service slot
+ * (metrics.c): the requests of one second, to however many services,
+ * touch one row, not a page per service.  32 bytes, never across a cache
+ * line.
+ */
 typedef struct {
     uint32_t                    second;     /* unix time it counts */
     uint32_t                    arrivals;   /* admitted, at arrival */
     uint32_t                    count[NGX_HTTP_DSTACK_CLASSES];
                                             /* at completion */
-    uint32_t                    time_ms;    /* sum of admitted request
-                                               times that second, capped */
 } ngx_http_dstack_bucket_t;
 
 /* Counters are updated with __atomic builtins without a lock; a slot
  * changes owner (uid) only when the writer reassigns a freed slot, and
- * the first worker to see the new uid zeroes it. */
+ * the first worker to see the new uid zeroes it.  What every request
+ * touches comes first, in the first two cache lines of the slot (a
+ * 128-byte aligned pair, which the adjacent-line prefetcher loads
+ * together); the rest is written by the model endpoint and holds. */
 typedef struct {
     uint64_t                    uid;        /* owning service, 0 = free */
     int64_t                     inflight;
     uint64_t                    last_active;    /* unix second of the last
                                                    arrival or completion */
-    uint64_t                    requests[NGX_HTTP_DSTACK_CLASSES];
     uint64_t                    time_ms_sum;
+    uint64_t                    requests[NGX_HTTP_DSTACK_CLASSES];
     uint64_t                    hist[NGX_HTTP_DSTACK_HIST];
+
+    /* once a second: the newest second a bucket was started for, so that
+     * readers skip a service idle for the whole window (metrics.c) */
+    uint64_t                    last_second;
 
     /* the model endpoint (openai.c) */
     uint64_t                    model_requests;
@@ -99,9 +111,7 @@ typedef struct {
                                                    held now, 0 = none */
     uint64_t                    notified;       /* ms of the last notice
                                                    sent to controld */
-
-    ngx_http_dstack_bucket_t    buckets[NGX_HTTP_DSTACK_WINDOW];
-} ngx_http_dstack_service_metrics_t;
+} __attribute__((aligned(128))) ngx_http_dstack_service_metrics_t;
 
 typedef struct {
     uint64_t                    uid;        /* owning replica, 0 = free */
@@ -171,9 +181,9 @@ typedef struct {
 /* a service as the access phase uses it: decoded, with its metrics slot
  * and its ready replicas resolved, once per commit (state.c) */
 typedef struct {
-    ds_service_t                svc;
     ngx_http_dstack_service_metrics_t *metrics; /* NULL: no slot */
     ngx_http_dstack_peers_t    *ready;          /* NULL: none ready */
+    ds_service_t                svc;            /* big: rate limits last */
 } ngx_http_dstack_service_t;
 
 /* a request waiting for a replica (hold.c), allocated when it first
@@ -340,6 +350,8 @@ ngx_http_dstack_replica_metrics_t *ngx_http_dstack_replica_metrics(
     uint32_t slot, uint64_t uid);
 void ngx_http_dstack_metrics_admit(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx);
+/* a hint: the slot's hot lines and its bucket of this second (NULL: none) */
+void ngx_http_dstack_metrics_prefetch(ngx_http_dstack_service_metrics_t *m);
 /* the log phase did not run for an admitted request: release in-flight */
 void ngx_http_dstack_metrics_release(ngx_http_dstack_ctx_t *ctx);
 /* an admitted request completes: its status class, time, in-flight */

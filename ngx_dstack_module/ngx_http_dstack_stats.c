@@ -15,6 +15,10 @@
 
 #define NGX_HTTP_DSTACK_STATS_BUF       16384
 
+/* Prometheus: buffers rendered before a send, services per step */
+#define NGX_HTTP_DSTACK_STATS_SEND_BUFS 4
+#define NGX_HTTP_DSTACK_STATS_STEP      16
+
 /* upper bound of what one line of output adds besides escaped names */
 #define NGX_HTTP_DSTACK_STATS_LINE      192
 
@@ -32,6 +36,8 @@ typedef struct {
 
 typedef struct {
     ngx_str_t                           name;
+    ngx_str_t                           prom;       /* name, escaped as a
+                                                       label value */
     uint64_t                            uid;
     uint32_t                            slot;
     ngx_http_dstack_service_metrics_t  *metrics;
@@ -50,13 +56,35 @@ typedef struct {
     ngx_uint_t                          failed;     /* out of memory */
 } ngx_http_dstack_stats_collect_t;
 
-/* a chain of buffers that grows as it is written */
+/* a chain of buffers that grows as it is written; with a free list
+ * (Prometheus) it takes buffers sent already before making new ones */
 typedef struct {
     ngx_pool_t                         *pool;
     ngx_chain_t                        *first;
     ngx_chain_t                       **last;
     ngx_buf_t                          *buf;
+    ngx_chain_t                       **free;       /* NULL: none */
+    ngx_uint_t                          nbufs;      /* in first */
 } ngx_http_dstack_stats_out_t;
+
+/*
+ * A Prometheus scrape is streamed: at 10,000 services x 5 replicas it is
+ * 42 MB, and built whole it took as much of r->pool (fresh pages to
+ * fault in on every scrape).  The families are rendered a few buffers
+ * at a time, sent, and rendering goes on when the socket takes more;
+ * the buffers are reused, so a scrape holds about
+ * NGX_HTTP_DSTACK_STATS_SEND_BUFS buffers besides what the socket holds.
+ */
+typedef struct {
+    ngx_http_dstack_stats_collect_t     col;
+    ngx_http_dstack_stats_out_t         out;
+    ngx_chain_t                        *free;
+    ngx_chain_t                        *busy;
+    ngx_uint_t                          family;     /* rendering now */
+    ngx_uint_t                          service;    /* next, in family */
+    time_t                              now;
+    ngx_uint_t                          done;       /* last buffer sent */
+} ngx_http_dstack_stats_stream_t;
 
 /* a service's counters, read once from the zone */
 typedef struct {
@@ -84,14 +112,19 @@ static int ngx_http_dstack_stats_collect(void *arg, const ds_service_t *svc);
 static ngx_buf_t *ngx_http_dstack_stats_reserve(
     ngx_http_dstack_stats_out_t *out, size_t n);
 static void ngx_http_dstack_stats_read(ngx_http_dstack_stats_service_t *s,
-    time_t now, ngx_http_dstack_stats_counters_t *c);
+    time_t now, ngx_uint_t windows, ngx_http_dstack_stats_counters_t *c);
 static ngx_int_t ngx_http_dstack_stats_json(
     ngx_http_dstack_stats_collect_t *col, ngx_http_dstack_stats_out_t *out);
-static ngx_int_t ngx_http_dstack_stats_prometheus(
-    ngx_http_dstack_stats_collect_t *col, ngx_http_dstack_stats_out_t *out);
+static ngx_int_t ngx_http_dstack_stats_prometheus(ngx_http_request_t *r,
+    ngx_http_dstack_stats_collect_t *col);
+static ngx_int_t ngx_http_dstack_stats_stream(ngx_http_request_t *r,
+    ngx_http_dstack_stats_stream_t *st);
+static void ngx_http_dstack_stats_stream_write(ngx_http_request_t *r);
+static void ngx_http_dstack_stats_stream_wait(ngx_http_request_t *r);
+static void ngx_http_dstack_stats_stream_cleanup(void *data);
 static ngx_int_t ngx_http_dstack_stats_prom_family(
     ngx_http_dstack_stats_collect_t *col, ngx_http_dstack_stats_out_t *out,
-    ngx_uint_t family, time_t now);
+    ngx_uint_t family, time_t now, ngx_uint_t from, ngx_uint_t to);
 static u_char *ngx_http_dstack_stats_prom_sample(u_char *p, ngx_str_t *name,
     char *suffix, ngx_str_t *service);
 static size_t ngx_http_dstack_stats_prom_escape_len(ngx_str_t *s);
@@ -272,8 +305,7 @@ ngx_http_dstack_stats_handler(ngx_http_request_t *r)
     col.r = r;
     col.failed = 0;
     col.now = ngx_time();
-    col.active = (dlcf->stats == NGX_HTTP_DSTACK_STATS_JSON
-                  && ngx_http_arg(r, (u_char *) "active", 6, &arg) == NGX_OK
+    col.active = (ngx_http_arg(r, (u_char *) "active", 6, &arg) == NGX_OK
                   && arg.len == 1 && arg.data[0] == '1');
 
     if (ngx_array_init(&col.services, r->pool, 64,
@@ -313,20 +345,19 @@ ngx_http_dstack_stats_handler(ngx_http_request_t *r)
                                           "unavailable", NULL, &message);
     }
 
+    if (dlcf->stats == NGX_HTTP_DSTACK_STATS_PROM) {
+        return ngx_http_dstack_stats_prometheus(r, &col);
+    }
+
     out.pool = r->pool;
     out.first = NULL;
     out.last = &out.first;
     out.buf = NULL;
+    out.free = NULL;
+    out.nbufs = 0;
 
-    if (dlcf->stats == NGX_HTTP_DSTACK_STATS_PROM) {
-        rv = ngx_http_dstack_stats_prometheus(&col, &out);
-        ngx_str_set(&r->headers_out.content_type,
-                    "text/plain; version=0.0.4");
-
-    } else {
-        rv = ngx_http_dstack_stats_json(&col, &out);
-        ngx_str_set(&r->headers_out.content_type, "application/json");
-    }
+    rv = ngx_http_dstack_stats_json(&col, &out);
+    ngx_str_set(&r->headers_out.content_type, "application/json");
 
     if (rv != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -356,10 +387,11 @@ ngx_http_dstack_stats_handler(ngx_http_request_t *r)
 
 
 /*
- * "?active=1" (controld's poll) leaves out the services with nothing to
- * tell: nothing in flight or held, no arrival or completion within the
- * longest window.  A service left out has zeros everywhere that matters
- * to scaling and draining, and most of 10,000 services are idle: the
+ * "?active=1" (controld's poll, and a Prometheus scrape that asks for it
+ * with params) leaves out the services with nothing to tell: nothing in
+ * flight or held, no arrival or completion within the longest window.  A
+ * service left out has zeros everywhere that matters to scaling and
+ * draining, and most of 10,000 services are idle: the
  * answer, and the worker's time to build it, scale with the busy ones.
  */
 static ngx_uint_t
@@ -422,6 +454,21 @@ ngx_http_dstack_stats_collect(void *arg, const ds_service_t *svc)
     }
 
     ngx_memcpy(s->name.data, svc->name.data, svc->name.len);
+
+    /* escaped once here, not on each of its sixty-odd lines */
+
+    s->prom = s->name;
+    len = ngx_http_dstack_stats_prom_escape_len(&s->name);
+
+    if (len != s->name.len) {
+        s->prom.data = ngx_pnalloc(col->r->pool, len);
+        if (s->prom.data == NULL) {
+            goto failed;
+        }
+
+        s->prom.len = len;
+        (void) ngx_http_dstack_stats_prom_escape(s->prom.data, &s->name);
+    }
 
     s->uid = svc->uid;
     s->slot = svc->slot;
@@ -492,19 +539,38 @@ ngx_http_dstack_stats_reserve(ngx_http_dstack_stats_out_t *out, size_t n)
         return b;
     }
 
-    b = ngx_create_temp_buf(out->pool,
-                            ngx_max(n, NGX_HTTP_DSTACK_STATS_BUF));
-    if (b == NULL) {
-        return NULL;
+    if (out->free && *out->free
+        && (size_t) ((*out->free)->buf->end - (*out->free)->buf->start) >= n)
+    {
+        /* sent already: ngx_chain_update_chains() emptied it */
+        cl = *out->free;
+        *out->free = cl->next;
+        b = cl->buf;
+        b->pos = b->start;
+        b->last = b->start;
+        b->last_buf = 0;
+        b->last_in_chain = 0;
+        b->flush = 0;
+
+    } else {
+        b = ngx_create_temp_buf(out->pool,
+                                ngx_max(n, NGX_HTTP_DSTACK_STATS_BUF));
+        if (b == NULL) {
+            return NULL;
+        }
+
+        b->tag = (ngx_buf_tag_t) &ngx_http_dstack_module;
+
+        cl = ngx_alloc_chain_link(out->pool);
+        if (cl == NULL) {
+            return NULL;
+        }
+
+        cl->buf = b;
     }
 
-    cl = ngx_alloc_chain_link(out->pool);
-    if (cl == NULL) {
-        return NULL;
-    }
-
-    cl->buf = b;
     cl->next = NULL;
+    out->nbufs++;
 
     *out->last = cl;
     out->last = &cl->next;
@@ -516,12 +582,21 @@ ngx_http_dstack_stats_reserve(ngx_http_dstack_stats_out_t *out, size_t n)
 
 static void
 ngx_http_dstack_stats_read(ngx_http_dstack_stats_service_t *s, time_t now,
-    ngx_http_dstack_stats_counters_t *c)
+    ngx_uint_t windows, ngx_http_dstack_stats_counters_t *c)
 {
     ngx_uint_t                          i;
     ngx_http_dstack_service_metrics_t  *m;
 
     m = s->metrics ? s->metrics : &ngx_http_dstack_stats_no_service;
+
+    /* a stream renders over several turns of the event loop: a slot
+     * given to another service meanwhile shows as zero, not as theirs */
+
+    if (__atomic_load_n(&m->uid, __ATOMIC_RELAXED) != s->uid
+        && m != &ngx_http_dstack_stats_no_service)
+    {
+        m = &ngx_http_dstack_stats_no_service;
+    }
 
     c->inflight = __atomic_load_n(&m->inflight, __ATOMIC_RELAXED);
 
@@ -540,9 +615,13 @@ ngx_http_dstack_stats_read(ngx_http_dstack_stats_service_t *s, time_t now,
         c->hist[i] = __atomic_load_n(&m->hist[i], __ATOMIC_RELAXED);
     }
 
-    ngx_http_dstack_metrics_windows(m, now, ngx_http_dstack_stats_seconds,
-                                    NGX_HTTP_DSTACK_STATS_NWINDOWS,
-                                    c->windows, c->arrivals);
+    /* the windows only where they are shown: a walk over the rows */
+
+    if (windows) {
+        ngx_http_dstack_metrics_windows(m, now, ngx_http_dstack_stats_seconds,
+                                        NGX_HTTP_DSTACK_STATS_NWINDOWS,
+                                        c->windows, c->arrivals);
+    }
 
     c->model[0] = __atomic_load_n(&m->model_requests, __ATOMIC_RELAXED);
     c->model[1] = __atomic_load_n(&m->model_errors, __ATOMIC_RELAXED);
@@ -600,7 +679,7 @@ ngx_http_dstack_stats_json(ngx_http_dstack_stats_collect_t *col,
     for (i = 0; i < col->services.nelts; i++) {
         s = &services[i];
 
-        ngx_http_dstack_stats_read(s, now, &cnt);
+        ngx_http_dstack_stats_read(s, now, 1, &cnt);
 
         esc = s->name.len + ngx_escape_json(NULL, s->name.data, s->name.len);
 
@@ -755,31 +834,242 @@ ngx_http_dstack_stats_json(ngx_http_dstack_stats_collect_t *col,
 
 /*
  * The text exposition format groups every sample of a family under its
- * HELP and TYPE lines, so the services are walked once per family.
+ * HELP and TYPE lines, so the services are walked once per family.  The
+ * answer is streamed (chunked): the header first, then
+ * ngx_http_dstack_stats_stream() until it is all sent.
  */
 
 static ngx_int_t
-ngx_http_dstack_stats_prometheus(ngx_http_dstack_stats_collect_t *col,
-    ngx_http_dstack_stats_out_t *out)
+ngx_http_dstack_stats_prometheus(ngx_http_request_t *r,
+    ngx_http_dstack_stats_collect_t *col)
 {
-    time_t      now;
-    ngx_uint_t  f;
+    ngx_int_t                        rc;
+    ngx_pool_cleanup_t              *cln;
+    ngx_http_dstack_stats_stream_t  *st;
 
-    now = ngx_time();
+    st = ngx_pcalloc(r->pool, sizeof(ngx_http_dstack_stats_stream_t));
+    if (st == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
-    for (f = 0; f < NGX_HTTP_DSTACK_PROM_FAMILIES; f++) {
-        if (ngx_http_dstack_stats_prom_family(col, out, f, now) != NGX_OK) {
+    st->col = *col;
+    st->now = ngx_time();
+    st->out.pool = r->pool;
+    st->out.last = &st->out.first;
+    st->out.free = &st->free;
+
+    ngx_str_set(&r->headers_out.content_type, "text/plain; version=0.0.4");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = -1;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    rc = ngx_http_dstack_stats_stream(r, st);
+
+    if (st->done || rc == NGX_ERROR) {
+        /* nginx's writer sends the rest, if any */
+        return rc;
+    }
+
+    /* the socket is full: go on when it takes more */
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* found again by its handler: the module's request context is the
+     * gateway's, which filters of this module read */
+    cln->handler = ngx_http_dstack_stats_stream_cleanup;
+    cln->data = st;
+
+    r->main->count++;
+    r->write_event_handler = ngx_http_dstack_stats_stream_write;
+
+    ngx_http_dstack_stats_stream_wait(r);
+
+    return NGX_DONE;
+}
+
+
+/*
+ * Render up to NGX_HTTP_DSTACK_STATS_SEND_BUFS buffers, send them, again
+ * while the socket takes everything.  NGX_ERROR; or, with st->done set,
+ * what ngx_http_output_filter() returned for the last buffer; else
+ * NGX_AGAIN: wait for the socket.
+ */
+static ngx_int_t
+ngx_http_dstack_stats_stream(ngx_http_request_t *r,
+    ngx_http_dstack_stats_stream_t *st)
+{
+    ngx_int_t     rc;
+    ngx_uint_t    n, to, done;
+    ngx_chain_t  *cl;
+
+    n = st->col.services.nelts;
+
+    for ( ;; ) {
+
+        while (st->family < NGX_HTTP_DSTACK_PROM_FAMILIES
+               && st->out.nbufs < NGX_HTTP_DSTACK_STATS_SEND_BUFS)
+        {
+            to = ngx_min(st->service + NGX_HTTP_DSTACK_STATS_STEP, n);
+
+            if (ngx_http_dstack_stats_prom_family(&st->col, &st->out,
+                                                  st->family, st->now,
+                                                  st->service, to)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            st->service = to;
+
+            if (to == n) {
+                st->family++;
+                st->service = 0;
+            }
+        }
+
+        done = (st->family == NGX_HTTP_DSTACK_PROM_FAMILIES);
+
+        cl = st->out.first;
+
+        if (cl == NULL) {
+            /* nothing rendered (cannot happen: HELP lines) */
+            st->done = 1;
+            return ngx_http_send_special(r, NGX_HTTP_LAST);
+        }
+
+        if (done) {
+            st->done = 1;
+            st->out.buf->last_buf = (r == r->main) ? 1 : 0;
+            st->out.buf->last_in_chain = 1;
+        }
+
+        st->out.first = NULL;
+        st->out.last = &st->out.first;
+        st->out.buf = NULL;
+        st->out.nbufs = 0;
+
+        rc = ngx_http_output_filter(r, cl);
+
+        if (rc == NGX_ERROR) {
             return NGX_ERROR;
+        }
+
+        ngx_chain_update_chains(r->pool, &st->free, &st->busy, &cl,
+                                (ngx_buf_tag_t) &ngx_http_dstack_module);
+
+        if (done) {
+            return rc;
+        }
+
+        if (st->busy) {
+            return NGX_AGAIN;
+        }
+    }
+}
+
+
+/* the socket takes more: flush what waits, then render on */
+static void
+ngx_http_dstack_stats_stream_write(ngx_http_request_t *r)
+{
+    ngx_int_t                        rc;
+    ngx_chain_t                     *cl;
+    ngx_event_t                     *wev;
+    ngx_pool_cleanup_t              *cln;
+    ngx_http_dstack_stats_stream_t  *st;
+
+    wev = r->connection->write;
+
+    if (wev->timedout) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, NGX_ETIMEDOUT,
+                      "dstack stats: client timed out");
+        r->connection->timedout = 1;
+        ngx_http_finalize_request(r, NGX_HTTP_REQUEST_TIME_OUT);
+        return;
+    }
+
+    st = NULL;
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_dstack_stats_stream_cleanup) {
+            st = cln->data;
+            break;
         }
     }
 
-    return NGX_OK;
+    if (st == NULL) {
+        ngx_http_finalize_request(r, NGX_ERROR);
+        return;
+    }
+
+    rc = ngx_http_output_filter(r, NULL);
+
+    if (rc == NGX_ERROR) {
+        ngx_http_finalize_request(r, NGX_ERROR);
+        return;
+    }
+
+    cl = NULL;
+    ngx_chain_update_chains(r->pool, &st->free, &st->busy, &cl,
+                            (ngx_buf_tag_t) &ngx_http_dstack_module);
+
+    if (st->busy == NULL) {
+        rc = ngx_http_dstack_stats_stream(r, st);
+
+        if (st->done || rc == NGX_ERROR) {
+            ngx_http_finalize_request(r, rc);
+            return;
+        }
+    }
+
+    ngx_http_dstack_stats_stream_wait(r);
+}
+
+
+static void
+ngx_http_dstack_stats_stream_wait(ngx_http_request_t *r)
+{
+    ngx_event_t               *wev;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    wev = r->connection->write;
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (!wev->ready) {
+        ngx_add_timer(wev, clcf->send_timeout);
+
+    } else if (wev->timer_set) {
+        ngx_del_timer(wev);
+    }
+
+    if (ngx_handle_write_event(wev, clcf->send_lowat) != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_ERROR);
+    }
+}
+
+
+/* only a marker: the stream's memory is r->pool's */
+static void
+ngx_http_dstack_stats_stream_cleanup(void *data)
+{
 }
 
 
 static ngx_int_t
 ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
-    ngx_http_dstack_stats_out_t *out, ngx_uint_t family, time_t now)
+    ngx_http_dstack_stats_out_t *out, ngx_uint_t family, time_t now,
+    ngx_uint_t from, ngx_uint_t to)
 {
     u_char                             *p;
     size_t                              nlen, alen;
@@ -795,22 +1085,24 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
 
     pf = &ngx_http_dstack_prom_families[family];
 
-    b = ngx_http_dstack_stats_reserve(out, 2 * pf->name.len + pf->type.len
-                                      + pf->help.len + 32);
-    if (b == NULL) {
-        return NGX_ERROR;
-    }
+    if (from == 0) {
+        b = ngx_http_dstack_stats_reserve(out, 2 * pf->name.len
+                                          + pf->type.len + pf->help.len + 32);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
 
-    b->last = ngx_sprintf(b->last, "# HELP %V %V\n# TYPE %V %V\n",
-                          &pf->name, &pf->help, &pf->name, &pf->type);
+        b->last = ngx_sprintf(b->last, "# HELP %V %V\n# TYPE %V %V\n",
+                              &pf->name, &pf->help, &pf->name, &pf->type);
+    }
 
     services = col->services.elts;
     replicas = col->replicas.elts;
 
-    for (i = 0; i < col->services.nelts; i++) {
+    for (i = from; i < to; i++) {
         s = &services[i];
 
-        nlen = ngx_http_dstack_stats_prom_escape_len(&s->name);
+        nlen = s->prom.len;
 
         if (family >= NGX_HTTP_DSTACK_PROM_REPLICA_INFLIGHT) {
 
@@ -846,7 +1138,7 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
                 }
 
                 p = ngx_http_dstack_stats_prom_sample(b->last, &pf->name, "",
-                                                      &s->name);
+                                                      &s->prom);
                 p = ngx_cpymem(p, "\",replica=\"",
                                sizeof("\",replica=\"") - 1);
                 p = ngx_http_dstack_stats_prom_escape(p, &sr->addr);
@@ -856,7 +1148,9 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
             continue;
         }
 
-        ngx_http_dstack_stats_read(s, now, &cnt);
+        ngx_http_dstack_stats_read(s, now,
+                                   family == NGX_HTTP_DSTACK_PROM_WINDOW,
+                                   &cnt);
 
         b = ngx_http_dstack_stats_reserve(out,
                               pf->lines * (nlen + NGX_HTTP_DSTACK_STATS_LINE));
@@ -872,7 +1166,7 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
 
             for (c = 0; c < NGX_HTTP_DSTACK_CLASSES; c++) {
                 p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "",
-                                                      &s->name);
+                                                      &s->prom);
                 p = ngx_sprintf(p, "\",class=\"%V\"} %uL\n",
                                 &ngx_http_dstack_stats_classes[c],
                                 cnt.requests[c]);
@@ -882,7 +1176,7 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
 
         case NGX_HTTP_DSTACK_PROM_INFLIGHT:
 
-            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->prom);
             p = ngx_sprintf(p, "\"} %L\n", cnt.inflight);
 
             break;
@@ -890,7 +1184,7 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
         case NGX_HTTP_DSTACK_PROM_MODEL_REQUESTS:
         case NGX_HTTP_DSTACK_PROM_MODEL_ERRORS:
 
-            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->prom);
             p = ngx_sprintf(p, "\"} %uL\n",
                             cnt.model[family
                                       - NGX_HTTP_DSTACK_PROM_MODEL_REQUESTS]);
@@ -899,7 +1193,7 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
 
         case NGX_HTTP_DSTACK_PROM_MODEL_TTFB:
 
-            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->prom);
             p = ngx_sprintf(p, "\"} %uL.%03uL\n", cnt.model[2] / 1000,
                             cnt.model[2] % 1000);
 
@@ -907,9 +1201,9 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
 
         case NGX_HTTP_DSTACK_PROM_MODEL_TOKENS:
 
-            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->prom);
             p = ngx_sprintf(p, "\",type=\"prompt\"} %uL\n", cnt.model[3]);
-            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->prom);
             p = ngx_sprintf(p, "\",type=\"completion\"} %uL\n",
                             cnt.model[4]);
 
@@ -917,14 +1211,14 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
 
         case NGX_HTTP_DSTACK_PROM_HELD:
 
-            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->prom);
             p = ngx_sprintf(p, "\"} %L\n", cnt.held);
 
             break;
 
         case NGX_HTTP_DSTACK_PROM_HELD_SECONDS:
 
-            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->prom);
             p = ngx_sprintf(p, "\"} %uL.%03uL\n", cnt.held_ms_sum / 1000,
                             cnt.held_ms_sum % 1000);
 
@@ -932,14 +1226,14 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
 
         case NGX_HTTP_DSTACK_PROM_COLD_STARTS:
 
-            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->prom);
             p = ngx_sprintf(p, "\"} %uL\n", cnt.cold_starts);
 
             break;
 
         case NGX_HTTP_DSTACK_PROM_COLD_SECONDS:
 
-            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->name);
+            p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "", &s->prom);
             p = ngx_sprintf(p, "\"} %uL.%03uL\n",
                             cnt.cold_start_ms_sum / 1000,
                             cnt.cold_start_ms_sum % 1000);
@@ -965,23 +1259,23 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
                 cum += cnt.hist[k];
 
                 p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "_bucket",
-                                                      &s->name);
+                                                      &s->prom);
                 p = ngx_sprintf(p, "\",le=\"%V\"} %uL\n",
                                 &ngx_http_dstack_stats_le[k],
                                 ngx_min(cum, count));
             }
 
             p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "_bucket",
-                                                  &s->name);
+                                                  &s->prom);
             p = ngx_sprintf(p, "\",le=\"+Inf\"} %uL\n", count);
 
             p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "_sum",
-                                                  &s->name);
+                                                  &s->prom);
             p = ngx_sprintf(p, "\"} %uL.%03uL\n",
                             cnt.time_ms_sum / 1000, cnt.time_ms_sum % 1000);
 
             p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "_count",
-                                                  &s->name);
+                                                  &s->prom);
             p = ngx_sprintf(p, "\"} %uL\n", count);
 
             break;
@@ -991,7 +1285,7 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
             for (w = 0; w < NGX_HTTP_DSTACK_STATS_NWINDOWS; w++) {
                 for (c = 0; c < NGX_HTTP_DSTACK_CLASSES; c++) {
                     p = ngx_http_dstack_stats_prom_sample(p, &pf->name, "",
-                                                          &s->name);
+                                                          &s->prom);
                     p = ngx_sprintf(p, "\",window=\"%uis\",class=\"%V\"} "
                                     "%uL\n",
                                     ngx_http_dstack_stats_seconds[w],
@@ -1010,15 +1304,23 @@ ngx_http_dstack_stats_prom_family(ngx_http_dstack_stats_collect_t *col,
 }
 
 
-/* "<name><suffix>{service=\"<service>": the caller ends the labels */
+/* "<name><suffix>{service=\"<service>": the caller ends the labels;
+ * the service escaped already.  Copies, no format: a scrape at 10,000
+ * services writes some 650,000 of these. */
 
 static u_char *
 ngx_http_dstack_stats_prom_sample(u_char *p, ngx_str_t *name, char *suffix,
     ngx_str_t *service)
 {
-    p = ngx_sprintf(p, "%V%s{service=\"", name, suffix);
+    p = ngx_cpymem(p, name->data, name->len);
 
-    return ngx_http_dstack_stats_prom_escape(p, service);
+    while (*suffix) {
+        *p++ = *suffix++;
+    }
+
+    p = ngx_cpymem(p, "{service=\"", sizeof("{service=\"") - 1);
+
+    return ngx_cpymem(p, service->data, service->len);
 }
 
 
