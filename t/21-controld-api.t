@@ -29,8 +29,16 @@ my $api_conf = DsTest::_slurp("$DsTest::REPO/conf/nginx/dstack-api.conf");
 my $domain = $t->domain;
 my $port = $t->port;
 my $sock = $s->socket_path;
-$api_conf =~ s/^\s*listen \[::\]:80;\n//m;
-$api_conf =~ s/listen 80;/listen 127.0.0.1:$port;/;
+# the plain-HTTP choice its WARNING describes (this test speaks HTTP to
+# 127.0.0.1; t/50 and t/95 take the shipped HTTPS default): port 80 in the
+# API server, no TLS lines, and the refusing port 80 server removed
+$api_conf =~ s/\n# gateway\.<domain> on plain HTTP:.*\z/\n/s;
+$api_conf =~ s/^\s*listen (\[::\]:)?443 ssl( http2)?;\n//mg;
+$api_conf =~ s/^\s*(ssl_certificate\S*|dstack_ssl) .*\n//mg;
+$api_conf =~ s/^\s*#listen \[::\]:80;\n//m;
+$api_conf =~ s/#listen 80;/listen 127.0.0.1:$port;/;
+die "t/21: the API snippet changed shape" if $api_conf =~ /\b443\b|\bssl_/
+    || $api_conf !~ /listen 127\.0\.0\.1:$port;/;
 $api_conf =~ s/example\.com/$domain/g;
 $api_conf =~ s{unix:/run/dstack/api\.sock}{unix:$sock};
 $api_conf =~ s{/etc/dstack/nginx/}{$DsTest::REPO/conf/nginx/}g;
