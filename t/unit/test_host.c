@@ -34,39 +34,40 @@ host(const char *h, const char *domain, char *out)
 static void
 test_host(void **state)
 {
-    char  n[128];
+    static const struct {
+        const char  *host, *domain;
+        int          rc;
+        const char  *name;         /* with DS_HOST_OK */
+    } cases[] = {
+        { "chat.gw.example", "gw.example", DS_HOST_OK, "chat" },
+        { "my-app-2.gw.example", "gw.example", DS_HOST_OK, "my-app-2" },
+
+        /* the domain itself, another domain, a suffix that is not a
+         * label */
+        { "gw.example", "gw.example", DS_HOST_NOT_OURS, NULL },
+        { ".gw.example", "gw.example", DS_HOST_NOT_OURS, NULL },
+        { "chat.xgw.example", "gw.example", DS_HOST_NOT_OURS, NULL },
+        { "chatgw.example", "gw.example", DS_HOST_NOT_OURS, NULL },
+        { "chat.gw.example.evil", "gw.example", DS_HOST_NOT_OURS, NULL },
+        { "chat.gw.example", "", DS_HOST_NOT_OURS, NULL },
+        { "", "gw.example", DS_HOST_NOT_OURS, NULL },
+
+        /* two labels, bad run names */
+        { "a.chat.gw.example", "gw.example", DS_HOST_BAD_NAME, NULL },
+        { "x.gw.example", "gw.example", DS_HOST_BAD_NAME, NULL },
+        { "1ab.gw.example", "gw.example", DS_HOST_BAD_NAME, NULL },
+        { "a_b.gw.example", "gw.example", DS_HOST_BAD_NAME, NULL },
+        { "Chat.gw.example", "gw.example", DS_HOST_BAD_NAME, NULL },
+    };
+    char    n[128];
+    size_t  i;
 
     (void) state;
-    assert_int_equal(host("chat.gw.example", "gw.example", n), DS_HOST_OK);
-    assert_string_equal(n, "chat");
-    assert_int_equal(host("my-app-2.gw.example", "gw.example", n),
-                     DS_HOST_OK);
-    assert_string_equal(n, "my-app-2");
-
-    /* the domain itself, another domain, a suffix that is not a label */
-    assert_int_equal(host("gw.example", "gw.example", n), DS_HOST_NOT_OURS);
-    assert_int_equal(host(".gw.example", "gw.example", n), DS_HOST_NOT_OURS);
-    assert_int_equal(host("chat.xgw.example", "gw.example", n),
-                     DS_HOST_NOT_OURS);
-    assert_int_equal(host("chatgw.example", "gw.example", n),
-                     DS_HOST_NOT_OURS);
-    assert_int_equal(host("chat.gw.example.evil", "gw.example", n),
-                     DS_HOST_NOT_OURS);
-    assert_int_equal(host("chat.gw.example", "", n), DS_HOST_NOT_OURS);
-    assert_int_equal(host("", "gw.example", n), DS_HOST_NOT_OURS);
-
-    /* two labels, bad run names */
-    assert_int_equal(host("a.chat.gw.example", "gw.example", n),
-                     DS_HOST_BAD_NAME);
-    assert_int_equal(host("x.gw.example", "gw.example", n),
-                     DS_HOST_BAD_NAME);
-    assert_int_equal(host("1ab.gw.example", "gw.example", n),
-                     DS_HOST_BAD_NAME);
-    assert_int_equal(host("a_b.gw.example", "gw.example", n),
-                     DS_HOST_BAD_NAME);
-    assert_int_equal(host("Chat.gw.example", "gw.example", n),
-                     DS_HOST_BAD_NAME);
-    assert_string_equal(n, "");
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(host(cases[i].host, cases[i].domain, n),
+                         cases[i].rc);
+        assert_string_equal(n, cases[i].name ? cases[i].name : "");
+    }
 }
 
 
