@@ -1,4 +1,4 @@
-/* ds_json_dup: duplicate keys in JSON from outside, and ds_host */
+/* ds_json_dup: duplicate keys in JSON from outside */
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -118,8 +118,9 @@ now_s(void)
 }
 
 
-/* sorted above DS_JSON_DUP_LINEAR members; 100,000 keys in well under a
- * second (quadratic would take many) */
+/* sorted above DS_JSON_DUP_LINEAR members.  Not a timing goal (the
+ * figure is printed): the bound only tells O(n log n), ~20 ms here, from
+ * a pairwise scan, 5e9 comparisons, on any machine and under ASan */
 static void
 test_large(void **state)
 {
@@ -143,7 +144,7 @@ test_large(void **state)
     cJSON_Delete(json);
     free(s);
     print_message("100,000 keys, none repeated: %.1f ms\n", t * 1000);
-    assert_true(t < 0.5);
+    assert_true(t < 3.0);
 
     s = many(100000, 99999);
     assert_int_equal(dup(s, err, sizeof(err)), -1);
