@@ -346,10 +346,11 @@ start_log(struct replica *rep)
     char  path[4096];
     int   fd;
 
-    /* 0755 despite controld's umask: a replica with the spec's "user:"
-     * passes through it to its working directory (the logs are 0640) */
+    /* 0711: a replica with the spec's "user:" passes through to its
+     * working directory (its own); others list nothing, and the logs
+     * (0640) and other replicas' code (0750) stay closed to them */
     if (fmt(path, sizeof(path), "%s/%s", conf->replicas_dir, rep->run->name)
-        != 0 || mkdir_p(path, 0755) != 0 || chmod(path, 0755) != 0)
+        != 0 || mkdir_p(path, 0711) != 0 || chmod(path, 0711) != 0)
     {
         fmt(rep->message, sizeof(rep->message), "cannot create %s: %s",
             path, strerror(errno));

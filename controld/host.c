@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/utsname.h>
 
@@ -438,11 +439,17 @@ int
 host_detect(struct host_desc *h, char *err, size_t n)
 {
     struct statvfs  vfs;
+    struct stat     sb;
 
     detect_machine(h);
     detect_memory(h);
 
-    if (mkdir_p(conf->replicas_dir, 0755) != 0) {
+    /* made here: 0711 whatever the umask, for replicas with a spec's
+     * "user:" to pass through; one that exists keeps the operator's mode */
+    if (stat(conf->replicas_dir, &sb) != 0
+        && (mkdir_p(conf->replicas_dir, 0711) != 0
+            || chmod(conf->replicas_dir, 0711) != 0))
+    {
         snprintf(err, n, "replicas_dir %s: %s", conf->replicas_dir,
                  strerror(errno));
         return -1;

@@ -146,9 +146,6 @@ child_begin(int pipe_fd, int log_fd)
     signal(SIGINT, SIG_DFL);
     signal(SIGHUP, SIG_DFL);
     signal(SIGCHLD, SIG_DFL);
-    /* the replica's own umask, not controld's 027: what it creates (and
-     * its working directory) is as under a login shell or in a container */
-    umask(022);
 
     child_stdio(log_fd);
 }
@@ -184,6 +181,11 @@ child_unpack(const struct replica *rep, const char *work)
             child_fail("cannot unpack the %s archive %s into %s (see the "
                        "log)", what[i], hash[i], work);
         }
+    }
+    /* the archive's "./" (0755) came with it: the code is for the
+     * replica (and a spec's user, who gets it), not for other users */
+    if (chmod(work, 0750) != 0) {
+        child_fail("cannot close %s: %s", work, strerror(errno));
     }
 }
 
@@ -384,9 +386,12 @@ child_exec(const struct child_args *a)
     struct env        env = { NULL, 0, 0 };
     char              gpus[256], *script, *argv[64];
 
+    /* unpacked under controld's umask (027: the code is not for other
+     * users), working_dir made before the chown so that a spec's user
+     * owns it too */
     child_unpack(a->rep, a->work);
-    pw = child_user(sp, a->work);
     child_chdir(sp, a->work);
+    pw = child_user(sp, a->work);
 
     gpu_list(a->rep, gpus, sizeof(gpus));
     child_env(a, pw, gpus, &env);
@@ -407,6 +412,9 @@ child_exec(const struct child_args *a)
         }
     }
 
+    /* the replica's own umask: what it creates is as under a login
+     * shell or in a container */
+    umask(022);
     execve(argv[0], argv, env.v);
     child_fail("cannot run %s: %s", argv[0], strerror(errno));
 }

@@ -34,12 +34,19 @@ my ($uid) = DsTest::_slurp("/proc/$pid/status") =~ /^Uid:\s+(\d+)/m
     if $pid;
 is($uid, $nobody[2], 'runs as nobody');
 
-my $rundir = $s->replicas_dir . '/asuser';
-my $mode = (stat $rundir)[2] & 07777;
-ok($mode & 0001, sprintf('the run directory can be entered by others '
-    . '(%04o)', $mode));
-ok(-e $s->workdir('asuser', 0, 1) . '/exec.txt',
-    'the replica wrote in its working directory');
+# the run's directory: others pass, list nothing; the working directory
+# (the code) is the replica user's alone
+my $mode = (stat($s->replicas_dir . '/asuser'))[2] & 07777;
+is(sprintf('%04o', $mode), '0711', 'the run directory: passable, not '
+    . 'listable');
+my @st = stat $s->workdir('asuser', 0, 1);
+is($st[4], $nobody[2], 'the working directory belongs to the spec\'s user');
+ok(@st && !($st[2] & 0007), sprintf('and is closed to others (%04o)',
+    ($st[2] // 0) & 07777));
+my @ex = stat($s->workdir('asuser', 0, 1) . '/exec.txt');
+ok(@ex, 'the replica wrote in its working directory');
+is(sprintf('%04o', ($ex[2] // 0) & 0777), '0644',
+    'with its own umask (022), not controld\'s');
 
 $s->finish;
 $t->done;
