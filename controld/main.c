@@ -222,17 +222,22 @@ reload(void)
         || strcmp(c->notify_socket ? c->notify_socket : "",
                   conf->notify_socket ? conf->notify_socket : "") != 0
         || c->local.network != conf->local.network
-        || c->local.subnet != conf->local.subnet)
+        || c->local.subnet != conf->local.subnet
+        || c->api_connections != conf->api_connections
+        || c->api_header_timeout_ms != conf->api_header_timeout_ms
+        || c->api_body_timeout_ms != conf->api_body_timeout_ms)
     {
-        log_warnx("reload: state_dir, api_socket, replicas_dir, stats_url "
-                  "and the network of backends.local change only with a "
-                  "restart");
+        log_warnx("reload: state_dir, api_socket, replicas_dir, stats_url, "
+                  "the api_ limits and the network of backends.local "
+                  "change only with a restart");
     }
 
     free(conf->domain);
     conf->domain = xstrdup(c->domain);
     free(conf->service_url);
     conf->service_url = xstrdup(c->service_url);
+    free(conf->gateway_url);
+    conf->gateway_url = xstrdup(c->gateway_url);
     conf->log_level = c->log_level;
     conf->local.gpus = c->local.gpus;
     free(conf->local.nvidia_smi);
