@@ -617,6 +617,18 @@ cfg_root(struct cfg_ctx *cx, const cJSON *root, struct config *c)
                 return cfg_error(cx, v, "service_url: \"%s\" has no {name}",
                                  c->service_url);
             }
+        } else if (strcmp(key, "gateway_url") == 0) {
+            if (cfg_string(cx, v, key, &c->gateway_url) != 0) {
+                return -1;
+            }
+            if ((strncmp(c->gateway_url, "https://", 8) != 0
+                 && strncmp(c->gateway_url, "http://", 7) != 0)
+                || c->gateway_url[strlen(c->gateway_url) - 1] == '/')
+            {
+                return cfg_error(cx, v, "gateway_url: \"%s\" is not an "
+                                 "http:// or https:// URL without a final "
+                                 "\"/\"", c->gateway_url);
+            }
         } else if (strcmp(key, "client_config") == 0) {
             if (cfg_path(cx, v, key, &c->client_config) != 0) {
                 return -1;
@@ -791,6 +803,11 @@ config_load(const char *file, char *err, size_t errlen)
         snprintf(buf, sizeof(buf), "http://{name}.%s", c->domain);
         c->service_url = xstrdup(buf);
     }
+    if (c->gateway_url == NULL) {
+        /* dstack-api.conf serves gateway.<domain> on HTTPS only */
+        snprintf(buf, sizeof(buf), "https://gateway.%s", c->domain);
+        c->gateway_url = xstrdup(buf);
+    }
     if (c->tls.webroot == NULL) {
         c->tls.webroot = xstrdup("/var/lib/dstack/acme");
     }
@@ -819,6 +836,7 @@ config_free(struct config *c)
     free(c->stats_url);
     free(c->replicas_dir);
     free(c->service_url);
+    free(c->gateway_url);
     free(c->client_config);
     free(c->notify_socket);
     free(c->group);

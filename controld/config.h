@@ -63,6 +63,8 @@ struct config {
     char           *stats_url;          /* "" when not configured */
     char           *replicas_dir;
     char           *service_url;        /* "{name}" is replaced */
+    char           *gateway_url;        /* gateway.<domain>: the API and
+                                           the model endpoint, no "/" */
     char           *client_config;      /* written at first start */
     char           *notify_socket;      /* module's hold notices, or NULL */
     char           *group;              /* nginx's group: state, sockets */

@@ -96,29 +96,12 @@ replica_to_api(const struct replica *rep, const char *resources)
 }
 
 
-/*
- * The model endpoint: gateway.<domain> with the scheme and port of the
- * service URL, and the model's prefix ("/v1").
- */
+/* the model endpoint: controld.yml's gateway_url and the model's prefix */
 static void
 run_model_url(const struct run *r, char *buf, size_t n)
 {
-    const char  *url, *host, *port, *end;
-    const char  *prefix;
-
-    url = run_url(r);
-    prefix = r->spec.model.prefix ? r->spec.model.prefix : "";
-    host = strstr(url, "://");
-    if (host == NULL) {
-        fmt(buf, n, "http://gateway.%s%s", conf->domain, prefix);
-        return;
-    }
-    host += 3;
-    port = strchr(host, ':');
-    end = port ? port + strcspn(port, "/") : NULL;
-    fmt(buf, n, "%.*sgateway.%s%.*s%s", (int) (host - url), url,
-        conf->domain, port ? (int) (end - port) : 0, port ? port : "",
-        prefix);
+    fmt(buf, n, "%s%s", conf->gateway_url,
+        r->spec.model.prefix ? r->spec.model.prefix : "");
 }
 
 

@@ -202,6 +202,7 @@ api_socket: $d/api.sock
 stats_url: $stats
 replicas_dir: $d/replicas
 service_url: "http://{name}.$domain:$port"
+gateway_url: "http://gateway.$domain:$port"
 client_config: $d/client.yml
 log_level: debug
 $extra
