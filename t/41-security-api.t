@@ -562,6 +562,7 @@ for my $v ('nginx', $sock) {
         or diag join "\n", map { substr($_, 0, 300) } @bad;
 }
 my $dsec = DsSec::api($t, 'GET', '/api/secrets', token => $admin);
+is($dsec->{status}, 200, 'the secrets are listed') or diag $dsec->{body};
 ok(!grep({ $_->{name} eq 'dup_s' } @{ ($dsec->{json} || {})->{secrets}
     || [] }), 'the secret with a duplicate key was not set');
 is_deeply(snapshot(), $before, 'no token, run or stop came of them');

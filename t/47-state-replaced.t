@@ -187,6 +187,7 @@ like(log_since($off), qr/was replaced by another file/, 'and says why');
 ok(workers_reopened($nlog, $data), 'every worker reopened the state');
 $s->start_controld(keep_conf => 1);
 $r = $s->api('GET', '/api/tokens');
+is($r->{status}, 200, 'the tokens are listed') or diag $r->{body};
 my @names = map { $_->{name} } @{ ($r->{json} || {})->{tokens} || [] };
 ok(!grep({ $_ eq 'during' } @names), 'the refused token exists nowhere: '
     . "@names");
