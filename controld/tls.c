@@ -219,19 +219,26 @@ static int
 key_private(const char *path)
 {
     struct stat  sb;
+    int          fd, rc = 0;
 
-    if (stat(path, &sb) != 0) {
+    /* not through a link, and the mode changed on what was looked at */
+    fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
         return errno == ENOENT ? 0 : -1;
     }
-    if ((sb.st_mode & 077) == 0) {
-        return 0;
+    if (fstat(fd, &sb) != 0) {
+        rc = -1;
+    } else if ((sb.st_mode & 077) != 0) {
+        if (fchmod(fd, 0600) != 0) {
+            rc = -1;
+        } else {
+            log_warnx("tls: %s was readable by others than its owner "
+                      "(mode %03o): made it 0600", path,
+                      (unsigned) (sb.st_mode & 0777));
+        }
     }
-    if (chmod(path, 0600) != 0) {
-        return -1;
-    }
-    log_warnx("tls: %s was readable by others than its owner (mode %03o): "
-              "made it 0600", path, (unsigned) (sb.st_mode & 0777));
-    return 0;
+    close(fd);
+    return rc;
 }
 
 
