@@ -22,7 +22,7 @@ plan skip_all => 'module or dstack-seed not built'
 my $N = 10000;
 my $R = 5;
 my $SCRAPES = 4;
-# worker CPU per ?active=1 scrape: the whole output takes ~300 ms (42 MB
+# worker CPU per ?active=1 scrape: the whole output takes 70-110 ms (42 MB
 # at 10,000 services x 5 replicas), the busy service's a few ms, most of
 # it reading the 10,000 records; the sanitizer build runs slower
 my $LIMIT_MS = $ENV{DSTACK_SANITIZE} ? 80 : 20;
