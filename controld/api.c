@@ -165,6 +165,8 @@ static unsigned            api_header_s = 5;
 static unsigned            api_body_s = 60;
 
 static struct MHD_Daemon  *api_daemon;
+static struct MHD_Daemon  *api_daemon_tcp;     /* api_listen, or NULL */
+static int                 api_tcp;            /* -M ...:tcp */
 static struct ps_chan      chan;
 static uint32_t            last_id;
 static volatile sig_atomic_t  got_term;
@@ -1467,7 +1469,9 @@ api_confine(const char *who)
     }
 
     if (fstat(PS_API_LISTEN_FD, &sb) != 0 || !S_ISSOCK(sb.st_mode)
-        || fstat(PS_API_CHAN_FD, &sb) != 0 || !S_ISSOCK(sb.st_mode))
+        || fstat(PS_API_CHAN_FD, &sb) != 0 || !S_ISSOCK(sb.st_mode)
+        || (api_tcp && (fstat(PS_API_TCP_FD, &sb) != 0
+                        || !S_ISSOCK(sb.st_mode))))
     {
         fatalx("api: started without its sockets (-A is for controld "
                "itself)");
@@ -1475,38 +1479,74 @@ api_confine(const char *who)
 }
 
 
-/* "connections:header_s:body_s", as api_parent_spawn writes it */
+/* "connections:header_s:body_s[:tcp]", as api_parent_spawn writes it;
+ * ":tcp": PS_API_TCP_FD is api_listen's socket */
 static void
 api_limits(const char *s)
 {
     unsigned  conns, header, body;
-    char      end;
+    int       end = 0;
 
     if (s == NULL) {
         return;
     }
-    if (sscanf(s, "%u:%u:%u%c", &conns, &header, &body, &end) != 3
+    if (sscanf(s, "%u:%u:%u%n", &conns, &header, &body, &end) != 3
+        || (s[end] != '\0' && strcmp(s + end, ":tcp") != 0)
         || conns == 0 || header == 0 || body == 0)
     {
-        fatalx("api: bad -M \"%s\" (connections:header_s:body_s)", s);
+        fatalx("api: bad -M \"%s\" (connections:header_s:body_s[:tcp])",
+               s);
     }
+    api_tcp = s[end] != '\0';
     api_max_conns = conns;
     api_header_s = header;
     api_body_s = body;
 }
 
 
+/*
+ * One MHD daemon per listening socket (the unix socket, api_listen's TCP
+ * one): the same handler and limits, each its own epoll descriptor in
+ * the loop below.  api_connections counts per socket.
+ */
+static struct MHD_Daemon *
+api_start(int fd, const union MHD_DaemonInfo **info)
+{
+    struct MHD_Daemon  *d;
+
+    d = MHD_start_daemon(
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
+        0, NULL, NULL, api_handler, NULL,
+        MHD_OPTION_EXTERNAL_LOGGER, api_mhd_log, NULL,
+        MHD_OPTION_LISTEN_SOCKET, fd,
+        MHD_OPTION_NOTIFY_COMPLETED, api_completed, NULL,
+        MHD_OPTION_NOTIFY_CONNECTION, api_notify, NULL,
+        MHD_OPTION_UNESCAPE_CALLBACK, api_unescape, NULL,
+        MHD_OPTION_CONNECTION_LIMIT, api_max_conns,
+        MHD_OPTION_CONNECTION_TIMEOUT, api_header_s,
+        MHD_OPTION_END);
+    if (d == NULL) {
+        fatalx("api: cannot start the API server (libmicrohttpd)");
+    }
+    *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_EPOLL_FD);
+    if (*info == NULL) {
+        fatalx("api: no epoll descriptor");
+    }
+    return d;
+}
+
+
 int
 api_main(const char *who, const char *limits, int foreground, int level)
 {
-    struct pollfd               pfd[2];
+    struct pollfd               pfd[3];
     struct sigaction            sa;
-    const union MHD_DaemonInfo *info;
+    const union MHD_DaemonInfo *info, *info_tcp = NULL;
     MHD_UNSIGNED_LONG_LONG      mt;
     struct api_req             *q;
     struct ps_msg               m;
     int64_t                     next_tick, now;
-    int                         timeout, rc, done = 0;
+    int                         timeout, rc, npfd, done = 0;
 
     log_init(foreground, level);
     api_limits(limits);
@@ -1525,23 +1565,9 @@ api_main(const char *who, const char *limits, int foreground, int level)
     }
     ps_chan_init(&chan, PS_API_CHAN_FD, 1);
 
-    api_daemon = MHD_start_daemon(
-        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
-        0, NULL, NULL, api_handler, NULL,
-        MHD_OPTION_EXTERNAL_LOGGER, api_mhd_log, NULL,
-        MHD_OPTION_LISTEN_SOCKET, PS_API_LISTEN_FD,
-        MHD_OPTION_NOTIFY_COMPLETED, api_completed, NULL,
-        MHD_OPTION_NOTIFY_CONNECTION, api_notify, NULL,
-        MHD_OPTION_UNESCAPE_CALLBACK, api_unescape, NULL,
-        MHD_OPTION_CONNECTION_LIMIT, api_max_conns,
-        MHD_OPTION_CONNECTION_TIMEOUT, api_header_s,
-        MHD_OPTION_END);
-    if (api_daemon == NULL) {
-        fatalx("api: cannot start the API server (libmicrohttpd)");
-    }
-    info = MHD_get_daemon_info(api_daemon, MHD_DAEMON_INFO_EPOLL_FD);
-    if (info == NULL) {
-        fatalx("api: no epoll descriptor");
+    api_daemon = api_start(PS_API_LISTEN_FD, &info);
+    if (api_tcp) {
+        api_daemon_tcp = api_start(PS_API_TCP_FD, &info_tcp);
     }
 
     log_debug("api process %d: uid %u, serving; at most %u connections, "
@@ -1555,6 +1581,12 @@ api_main(const char *who, const char *limits, int foreground, int level)
         pfd[0].events = POLLIN;
         pfd[1].fd = chan.fd;
         pfd[1].events = POLLIN | (chan.out_bytes > 0 ? POLLOUT : 0);
+        npfd = 2;
+        if (api_daemon_tcp != NULL) {
+            pfd[2].fd = info_tcp->epoll_fd;
+            pfd[2].events = POLLIN;
+            npfd = 3;
+        }
 
         now = now_ms();
         timeout = next_tick > now ? (int) (next_tick - now) : 0;
@@ -1563,7 +1595,13 @@ api_main(const char *who, const char *limits, int foreground, int level)
         {
             timeout = (int) mt;
         }
-        if (poll(pfd, 2, timeout) < 0 && errno != EINTR) {
+        if (api_daemon_tcp != NULL
+            && MHD_get_timeout(api_daemon_tcp, &mt) == MHD_YES
+            && mt < (MHD_UNSIGNED_LONG_LONG) timeout)
+        {
+            timeout = (int) mt;
+        }
+        if (poll(pfd, (nfds_t) npfd, timeout) < 0 && errno != EINTR) {
             fatal("api: poll");
         }
 
@@ -1588,6 +1626,9 @@ api_main(const char *who, const char *limits, int foreground, int level)
         }
 
         MHD_run(api_daemon);
+        if (api_daemon_tcp != NULL) {
+            MHD_run(api_daemon_tcp);
+        }
 
         if (now_ms() >= next_tick) {
             api_tick();
@@ -1607,6 +1648,10 @@ api_main(const char *who, const char *limits, int foreground, int level)
     api_tick();
     MHD_run(api_daemon);
     MHD_stop_daemon(api_daemon);
+    if (api_daemon_tcp != NULL) {
+        MHD_run(api_daemon_tcp);
+        MHD_stop_daemon(api_daemon_tcp);
+    }
     ps_chan_close(&chan);
     return 0;
 }

@@ -58,6 +58,7 @@
 /* the least time between two starts of the API process */
 #define API_RESPAWN_MS          1000
 static int              listen_fd = -1;
+static int              tcp_fd = -1;            /* api_listen, or -1 */
 static struct ps_chan   chan = { .fd = -1 };
 static pid_t            api_pid = -1;
 static int              api_stopping;
@@ -130,6 +131,49 @@ api_listen(char *err, size_t n)
         || listen(fd, 128) != 0)
     {
         snprintf(err, n, "%s: %s", conf->api_socket, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+
+/*
+ * api_listen: the same API on TCP, for the nginx of gateways on other
+ * hosts (conf/nginx/dstack-api-shared.conf).  Plain HTTP: meant for a
+ * private network between the gateways and the controld hosts; every
+ * request still needs an admin token, so a token crosses that network
+ * in clear text.
+ */
+static int
+api_listen_tcp(char *err, size_t n)
+{
+    struct sockaddr_storage  ss;
+    socklen_t                len;
+    char                     why[256];
+    int                      fd, one = 1;
+
+    if (listen_addr_parse(conf->api_listen, &ss, &len, why,
+                          sizeof(why)) != 0)
+    {
+        snprintf(err, n, "api_listen: \"%s\": %s", conf->api_listen, why);
+        return -1;
+    }
+    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                0);
+    if (fd < 0) {
+        snprintf(err, n, "api_listen %s: socket: %s", conf->api_listen,
+                 strerror(errno));
+        return -1;
+    }
+    /* a restart binds again while the old connections are in TIME_WAIT */
+    (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *) &ss, len) != 0
+        || listen(fd, 128) != 0)
+    {
+        snprintf(err, n, "api_listen %s: %s%s", conf->api_listen,
+                 strerror(errno), errno == EADDRINUSE ? " (another "
+                 "dstack-controld, or another program, has that port)" : "");
         close(fd);
         return -1;
     }
@@ -756,9 +800,9 @@ api_parent_spawn(void)
     argv[i++] = ids;
     argv[i++] = "-L";
     argv[i++] = level;
-    snprintf(limits, sizeof(limits), "%u:%u:%u", conf->api_connections,
+    snprintf(limits, sizeof(limits), "%u:%u:%u%s", conf->api_connections,
              conf->api_header_timeout_ms / 1000,
-             conf->api_body_timeout_ms / 1000);
+             conf->api_body_timeout_ms / 1000, tcp_fd >= 0 ? ":tcp" : "");
     argv[i++] = "-M";
     argv[i++] = limits;
     if (foreground) {
@@ -766,7 +810,8 @@ api_parent_spawn(void)
     }
     argv[i] = NULL;
 
-    pid = ps_spawn(argv, listen_fd, code_dir, &fd, err, sizeof(err));
+    pid = ps_spawn(argv, listen_fd, tcp_fd, code_dir, &fd, err,
+                   sizeof(err));
     if (pid < 0) {
         log_warnx("cannot start the API process: %s", err);
         next_spawn = last_spawn + API_RESPAWN_MS;
@@ -802,6 +847,18 @@ api_parent_start(int fg, char *err, size_t n)
     listen_fd = api_listen(err, n);
     if (listen_fd < 0) {
         return -1;
+    }
+    if (conf->api_listen != NULL) {
+        tcp_fd = api_listen_tcp(err, n);
+        if (tcp_fd < 0) {
+            close(listen_fd);
+            unlink(conf->api_socket);
+            listen_fd = -1;
+            return -1;
+        }
+        log_info("API listening on %s and on %s (plain HTTP: a private "
+                 "network only)", conf->api_socket, conf->api_listen);
+        return 0;
     }
     log_info("API listening on %s", conf->api_socket);
     return 0;
@@ -857,6 +914,10 @@ api_parent_stop(void)
         close(listen_fd);
         unlink(conf->api_socket);
         listen_fd = -1;
+    }
+    if (tcp_fd >= 0) {
+        close(tcp_fd);
+        tcp_fd = -1;
     }
 }
 

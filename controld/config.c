@@ -20,6 +20,7 @@
 #include "config.h"
 #include "ds_yaml.h"
 #include "log.h"
+#include "stats.h"
 #include "util.h"
 
 
@@ -125,6 +126,86 @@ cfg_path(struct cfg_ctx *cx, const cJSON *node, const char *key, char **dst)
     if (strlen(*dst) > 200) {
         return cfg_error(cx, node, "%s: path longer than 200 bytes", key);
     }
+    return 0;
+}
+
+
+/* one stats_url: an http:// URL that can be kept in a list of them */
+static int
+cfg_stats_url_one(struct cfg_ctx *cx, const cJSON *node, const char *url)
+{
+    const char  *p;
+
+    if (strncmp(url, "http://", 7) != 0 || url[7] == '\0'
+        || url[7] == '/')
+    {
+        return cfg_error(cx, node, "stats_url: \"%s\" is not an http:// "
+                         "URL", url);
+    }
+    for (p = url; *p; p++) {
+        if (*p == ' ' || *p == '\t' || (unsigned char) *p < 0x20
+            || *p == 0x7f)
+        {
+            return cfg_error(cx, node, "stats_url: \"%s\" has a space or "
+                             "a control character", url);
+        }
+    }
+    if (strlen(url) > 1000) {
+        return cfg_error(cx, node, "stats_url: URL longer than 1000 bytes");
+    }
+    return 0;
+}
+
+
+/*
+ * stats_url: one URL, or a list of them (one per gateway: their figures
+ * are summed).  Kept as one string, the URLs separated by a space, which
+ * is what stats_init() reads and what a reload compares.
+ */
+static int
+cfg_stats_url(struct cfg_ctx *cx, const cJSON *v, struct config *c)
+{
+    const cJSON  *it, *prev;
+    const char   *url;
+    char         *all;
+    size_t        len = 0, n = 0;
+
+    if (!cJSON_IsArray(v)) {
+        if (cfg_string(cx, v, "stats_url", &c->stats_url) != 0) {
+            return -1;
+        }
+        return cfg_stats_url_one(cx, v, c->stats_url);
+    }
+    cJSON_ArrayForEach(it, v) {
+        url = cfg_scalar(cx, it, "stats_url");
+        if (url == NULL || cfg_stats_url_one(cx, it, url) != 0) {
+            return -1;
+        }
+        for (prev = v->child; prev != it; prev = prev->next) {
+            if (strcmp(ds_yaml_text(cx->doc, prev), url) == 0) {
+                return cfg_error(cx, it, "stats_url: \"%s\" is listed "
+                                 "twice", url);
+            }
+        }
+        len += strlen(url) + 1;
+        if (++n > STATS_SOURCES_MAX) {
+            return cfg_error(cx, it, "stats_url: more than %d URLs",
+                             STATS_SOURCES_MAX);
+        }
+    }
+    if (n == 0) {
+        return cfg_error(cx, v, "stats_url: an empty list (one URL or "
+                         "more)");
+    }
+    all = xcalloc(1, len);
+    cJSON_ArrayForEach(it, v) {
+        if (all[0] != '\0') {
+            strcat(all, " ");
+        }
+        strcat(all, ds_yaml_text(cx->doc, it));
+    }
+    free(c->stats_url);
+    c->stats_url = all;
     return 0;
 }
 
@@ -547,8 +628,10 @@ cfg_root(struct cfg_ctx *cx, const cJSON *root, struct config *c)
 {
     const cJSON    *v;
     const char     *key, *s;
-    char           *end;
+    char           *end, why[256];
     unsigned long   mode;
+    struct sockaddr_storage  ss;
+    socklen_t       sslen;
 
     if (root == NULL) {
         snprintf(cx->err, cx->errlen, "%s:1:1: empty configuration",
@@ -598,12 +681,18 @@ cfg_root(struct cfg_ctx *cx, const cJSON *root, struct config *c)
             }
             c->api_socket_mode = (unsigned) mode;
         } else if (strcmp(key, "stats_url") == 0) {
-            if (cfg_string(cx, v, key, &c->stats_url) != 0) {
+            if (cfg_stats_url(cx, v, c) != 0) {
                 return -1;
             }
-            if (strncmp(c->stats_url, "http://", 7) != 0) {
-                return cfg_error(cx, v, "stats_url: \"%s\" is not an "
-                                 "http:// URL", c->stats_url);
+        } else if (strcmp(key, "api_listen") == 0) {
+            if (cfg_string(cx, v, key, &c->api_listen) != 0) {
+                return -1;
+            }
+            if (listen_addr_parse(c->api_listen, &ss, &sslen, why,
+                                  sizeof(why)) != 0)
+            {
+                return cfg_error(cx, v, "api_listen: \"%s\": %s",
+                                 c->api_listen, why);
             }
         } else if (strcmp(key, "replicas_dir") == 0) {
             if (cfg_path(cx, v, key, &c->replicas_dir) != 0) {
@@ -834,6 +923,7 @@ config_free(struct config *c)
     free(c->domain);
     free(c->api_socket);
     free(c->stats_url);
+    free(c->api_listen);
     free(c->replicas_dir);
     free(c->service_url);
     free(c->gateway_url);

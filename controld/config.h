@@ -60,7 +60,10 @@ struct config {
     char           *domain;
     char           *api_socket;
     unsigned        api_socket_mode;
-    char           *stats_url;          /* "" when not configured */
+    char           *stats_url;          /* URLs separated by a space; ""
+                                           when not configured */
+    char           *api_listen;         /* "ADDR:PORT": the API on TCP
+                                           as well, or NULL */
     char           *replicas_dir;
     char           *service_url;        /* "{name}" is replaced */
     char           *gateway_url;        /* gateway.<domain>: the API and

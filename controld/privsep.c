@@ -352,10 +352,10 @@ ps_text(const struct ps_msg *m, size_t n)
 /* ---- the API process ---------------------------------------------------- */
 
 pid_t
-ps_spawn(char *const argv[], int listen_fd, const char *dir, int *chan_fd,
-    char *err, size_t n)
+ps_spawn(char *const argv[], int listen_fd, int tcp_fd, const char *dir,
+    int *chan_fd, char *err, size_t n)
 {
-    int       sv[2], hl, hc;
+    int       sv[2], hl, hc, ht = -1;
     pid_t     pid;
     sigset_t  none;
 
@@ -383,12 +383,16 @@ ps_spawn(char *const argv[], int listen_fd, const char *dir, int *chan_fd,
          * on each other; dup2 clears FD_CLOEXEC */
         hl = fcntl(listen_fd, F_DUPFD_CLOEXEC, 64);
         hc = fcntl(sv[1], F_DUPFD_CLOEXEC, 64);
-        if (hl < 0 || hc < 0
-            || dup2(hl, PS_API_LISTEN_FD) < 0 || dup2(hc, PS_API_CHAN_FD) < 0)
+        if (tcp_fd >= 0) {
+            ht = fcntl(tcp_fd, F_DUPFD_CLOEXEC, 64);
+        }
+        if (hl < 0 || hc < 0 || (tcp_fd >= 0 && ht < 0)
+            || dup2(hl, PS_API_LISTEN_FD) < 0 || dup2(hc, PS_API_CHAN_FD) < 0
+            || (ht >= 0 && dup2(ht, PS_API_TCP_FD) < 0))
         {
             _exit(126);
         }
-        close_range(PS_API_CHAN_FD + 1, ~0U, 0);
+        close_range(ht >= 0 ? PS_API_TCP_FD + 1 : PS_API_CHAN_FD + 1, ~0U, 0);
         if (chdir(dir) != 0) {
             _exit(126);
         }

@@ -21,6 +21,8 @@
 /* the API process's descriptors after exec */
 #define PS_API_LISTEN_FD        3
 #define PS_API_CHAN_FD          4
+#define PS_API_TCP_FD           5       /* api_listen's, when set (the
+                                           API process is told by -M) */
 
 /* a frame's payload: the largest JSON body re-serialised, and more */
 #define PS_FRAME_MAX            (16U * 1024 * 1024)
@@ -170,11 +172,12 @@ int ps_get(struct ps_chan *ch, struct ps_msg *m);
 /* text after a struct of n bytes: NULL unless it ends in its only NUL */
 const char *ps_text(const struct ps_msg *m, size_t n);
 
-/* starts argv (this binary) with listen_fd as PS_API_LISTEN_FD and its
- * end of a new socketpair as PS_API_CHAN_FD, in directory dir, nothing
- * else open but stdin/stdout/stderr; the pid, *chan_fd the parent's end */
-pid_t ps_spawn(char *const argv[], int listen_fd, const char *dir,
-    int *chan_fd, char *err, size_t n);
+/* starts argv (this binary) with listen_fd as PS_API_LISTEN_FD, its
+ * end of a new socketpair as PS_API_CHAN_FD and tcp_fd (-1: none) as
+ * PS_API_TCP_FD, in directory dir, nothing else open but stdin/stdout/
+ * stderr; the pid, *chan_fd the parent's end */
+pid_t ps_spawn(char *const argv[], int listen_fd, int tcp_fd,
+    const char *dir, int *chan_fd, char *err, size_t n);
 /* in the child: uid 0 becomes uid/gid (and checks that it cannot come
  * back); 0, or -1 with a message */
 int ps_drop(uid_t uid, gid_t gid, char *err, size_t n);

@@ -1,16 +1,28 @@
 /*
- * The module's metrics: GET stats_url (a "dstack_stats json" location)
- * once a second, and every 100 ms while a replica drains, with a small
- * non-blocking HTTP/1.0 client driven by the main loop.  The answer is
+ * The module's metrics, from every gateway: GET each source (a "dstack_stats
+ * json" location: controld.yml's stats_url, one URL or a list, or the set
+ * stats_set_sources() names) once a second, and every 100 ms while a
+ * replica drains, with a small non-blocking HTTP/1.0 client per source
+ * driven by the main loop.  All sources are asked at once; an answer is
  * read until the server closes; only the status line and the end of the
  * header are looked at, the body is JSON.
  *
- * Draining trusts only an answer fetched after the drain began: see
- * stats_fresh_ms().
+ * What autoscaling and draining read is the sum over the sources that
+ * answer: requests of each window, in flight per service and per
+ * replica, held requests.  A source that fails (refused, timed out, not
+ * the module's JSON) is left out of the sums until it answers again;
+ * that is logged once each way.  Several nginx on one host (two front
+ * doors on one state) or on several (shared mode) count each request
+ * once: each counts those it received.
+ *
+ * Draining trusts only answers fetched after the drain began: see
+ * stats_fresh_ms(), which is the oldest of the answering sources' latest
+ * answers, so that every gateway still answering has been heard since.
  */
 
 #define _GNU_SOURCE
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -32,182 +44,479 @@
 
 #define STATS_PERIOD_MS     1000
 #define STATS_TIMEOUT_MS    1000
+#define STATS_RESOLVE_MS    30000       /* a name that did not resolve */
 #define STATS_MAX           (16 * 1024 * 1024)
 
 enum { ST_IDLE = 0, ST_CONNECTING, ST_SENDING, ST_READING };
 
-static struct {
-    int                 configured;
+struct stats_src {
+    char               *url;            /* as given, for messages */
+    char                name[256];      /* host to resolve */
+    char                port[16];
     struct sockaddr_storage addr;
-    socklen_t           addrlen;
-    char                host[256];
-    char                path[1024];
+    socklen_t           addrlen;        /* 0: not resolved */
+    int64_t             resolve_ms;     /* next try when not resolved */
+    char                req[1400];
+    size_t              req_len;
+    size_t              req_off;
 
     int                 fd;
     int                 phase;
     int64_t             started_ms;
-    int64_t             next_ms;
-    char                req[1400];
-    size_t              req_len;
-    size_t              req_off;
     char               *buf;
     size_t              len;
     size_t              cap;
 
-    cJSON              *last;           /* the latest good answer */
+    cJSON              *last;           /* latest good answer, NULL while
+                                           failing or before the first */
     int64_t             last_ms;        /* when it was requested */
     const cJSON       **index;          /* its services by name (hash) */
     size_t              index_size;     /* a power of 2, 0: none */
     int                 failing;        /* for log messages */
-} st = { .fd = -1 };
+};
+
+static struct {
+    struct stats_src   *src;
+    size_t              n;
+    int64_t             next_ms;
+    int64_t             any_ms;         /* the latest answer of any */
+} st;
 
 
-int
-stats_init(const char *url, char *err, size_t n)
+static size_t
+stats_hash(const char *name)
 {
-    const char       *p, *slash, *colon;
-    char              host[256], port[16];
-    struct addrinfo   hints, *ai;
-    int               rc;
+    size_t  h = 2166136261u;
 
-    if (url == NULL || *url == '\0') {
-        return 0;
+    while (*name) {
+        h = (h ^ (unsigned char) *name++) * 16777619u;
     }
+    return h;
+}
+
+
+/* ---- sources ------------------------------------------------------------ */
+
+/* url -> host, port and the request of s; -1 with why */
+static int
+stats_src_parse(struct stats_src *s, const char *url, char *err, size_t n)
+{
+    const char  *p, *slash, *colon, *c;
+    char         path[1024];
+    long         port;
+
     if (strncmp(url, "http://", 7) != 0) {
-        snprintf(err, n, "stats_url: \"%s\" is not an http:// URL", url);
+        snprintf(err, n, "stats_url: \"%.300s\" is not an http:// URL", url);
         return -1;
+    }
+    if (strlen(url) > 1000) {
+        snprintf(err, n, "stats_url: \"%.60s...\" is longer than 1000 "
+                 "bytes", url);
+        return -1;
+    }
+    for (c = url; *c; c++) {
+        if (isspace((unsigned char) *c) || iscntrl((unsigned char) *c)) {
+            snprintf(err, n, "stats_url: \"%.300s\" has a space or a control "
+                     "character", url);
+            return -1;
+        }
     }
     p = url + 7;
     slash = strchr(p, '/');
     if (slash == NULL) {
         slash = p + strlen(p);
     }
+    if (slash == p) {
+        snprintf(err, n, "stats_url: \"%.300s\" has no host", url);
+        return -1;
+    }
     /* only the services with traffic, in flight or held: the others are
      * zeros, and an idle majority would cost the worker and us time */
-    snprintf(st.path, sizeof(st.path), "%s%sactive=1", *slash ? slash : "/",
+    snprintf(path, sizeof(path), "%s%sactive=1", *slash ? slash : "/",
              strchr(slash, '?') ? "&" : "?");
 
     if (*p == '[') {
-        colon = strchr(p, ']');
-        if (colon == NULL || colon > slash) {
-            snprintf(err, n, "stats_url: bad IPv6 address in \"%s\"", url);
+        colon = memchr(p, ']', (size_t) (slash - p));
+        if (colon == NULL) {
+            snprintf(err, n, "stats_url: bad IPv6 address in \"%.300s\"", url);
             return -1;
         }
-        snprintf(host, sizeof(host), "%.*s", (int) (colon - p - 1), p + 1);
+        snprintf(s->name, sizeof(s->name), "%.*s", (int) (colon - p - 1),
+                 p + 1);
         colon = colon[1] == ':' ? colon + 1 : NULL;
     } else {
-        colon = memchr(p, ':', slash - p);
-        snprintf(host, sizeof(host), "%.*s",
+        colon = memchr(p, ':', (size_t) (slash - p));
+        snprintf(s->name, sizeof(s->name), "%.*s",
                  (int) ((colon ? colon : slash) - p), p);
     }
     if (colon != NULL) {
-        snprintf(port, sizeof(port), "%.*s", (int) (slash - colon - 1),
-                 colon + 1);
+        snprintf(s->port, sizeof(s->port), "%.*s",
+                 (int) (slash - colon - 1), colon + 1);
+        port = strtol(s->port, (char **) &c, 10);
+        if (s->port[0] < '0' || s->port[0] > '9' || *c != '\0' || port < 1
+            || port > 65535)
+        {
+            snprintf(err, n, "stats_url: bad port in \"%.300s\"", url);
+            return -1;
+        }
     } else {
-        snprintf(port, sizeof(port), "80");
+        snprintf(s->port, sizeof(s->port), "80");
     }
-    snprintf(st.host, sizeof(st.host), "%.*s", (int) (slash - p), p);
+
+    s->req_len = (size_t) snprintf(s->req, sizeof(s->req),
+                                   "GET %s HTTP/1.0\r\nHost: %.*s\r\n"
+                                   "User-Agent: dstack-controld\r\n\r\n",
+                                   path, (int) (slash - p), p);
+    if (s->req_len >= sizeof(s->req)) {
+        snprintf(err, n, "stats_url: \"%.300s\" is too long", url);
+        return -1;
+    }
+    s->url = xstrdup(url);
+    s->fd = -1;
+    return 0;
+}
+
+
+/* the source's address (getaddrinfo: a name in /etc/hosts or DNS) */
+static int
+stats_src_resolve(struct stats_src *s, char *err, size_t n)
+{
+    struct addrinfo   hints, *ai;
+    int               rc;
 
     memset(&hints, 0, sizeof(hints));
     hints.ai_socktype = SOCK_STREAM;
-    rc = getaddrinfo(host, port, &hints, &ai);
+    rc = getaddrinfo(s->name, s->port, &hints, &ai);
     if (rc != 0) {
-        snprintf(err, n, "stats_url: %s: %s", host, gai_strerror(rc));
+        snprintf(err, n, "stats_url: %s: %s", s->name, gai_strerror(rc));
+        s->resolve_ms = now_ms() + STATS_RESOLVE_MS;
         return -1;
     }
-    memcpy(&st.addr, ai->ai_addr, ai->ai_addrlen);
-    st.addrlen = ai->ai_addrlen;
+    memcpy(&s->addr, ai->ai_addr, ai->ai_addrlen);
+    s->addrlen = ai->ai_addrlen;
     freeaddrinfo(ai);
-
-    st.req_len = (size_t) snprintf(st.req, sizeof(st.req),
-                                   "GET %s HTTP/1.0\r\nHost: %s\r\n"
-                                   "User-Agent: dstack-controld\r\n\r\n",
-                                   st.path, st.host);
-    st.configured = 1;
     return 0;
 }
 
 
 static void
-stats_close(void)
+stats_src_close(struct stats_src *s)
 {
-    if (st.fd >= 0) {
-        close(st.fd);
-        st.fd = -1;
+    if (s->fd >= 0) {
+        close(s->fd);
+        s->fd = -1;
     }
-    st.phase = ST_IDLE;
-    st.len = 0;
+    s->phase = ST_IDLE;
+    s->len = 0;
 }
 
 
 static void
-stats_fail(const char *why)
+stats_src_free(struct stats_src *s)
 {
-    if (!st.failing) {
-        log_warnx("stats: %s: %s (draining waits a bounded time instead)",
-                  conf->stats_url, why);
-        st.failing = 1;
+    stats_src_close(s);
+    cJSON_Delete(s->last);
+    free(s->index);
+    free(s->buf);
+    free(s->url);
+}
+
+
+static size_t
+stats_live(void)
+{
+    size_t  i, live = 0;
+
+    for (i = 0; i < st.n; i++) {
+        live += st.src[i].last != NULL;
     }
-    stats_close();
+    return live;
+}
+
+
+/* the source is left out of the sums until it answers again */
+static void
+stats_fail(struct stats_src *s, const char *why)
+{
+    stats_src_close(s);
+    cJSON_Delete(s->last);
+    s->last = NULL;
+    if (!s->failing) {
+        s->failing = 1;
+        if (st.n == 1) {
+            log_warnx("stats: %s: %s (draining waits a bounded time "
+                      "instead)", s->url, why);
+        } else {
+            log_warnx("stats: %s: %s (left out of the sums until it "
+                      "answers; %zu of %zu answer%s)", s->url, why,
+                      stats_live(), st.n, stats_live() == 1 ? "s" : "");
+        }
+    }
 }
 
 
 static void
-stats_begin(void)
+stats_begin(struct stats_src *s)
 {
-    int  rc;
+    char  err[512];
+    int   rc;
 
-    st.fd = socket(st.addr.ss_family,
+    if (s->addrlen == 0) {
+        if (now_ms() < s->resolve_ms) {
+            return;
+        }
+        if (stats_src_resolve(s, err, sizeof(err)) != 0) {
+            stats_fail(s, err);
+            return;
+        }
+    }
+    s->fd = socket(s->addr.ss_family,
                    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (st.fd < 0) {
-        stats_fail(strerror(errno));
+    if (s->fd < 0) {
+        stats_fail(s, strerror(errno));
         return;
     }
-    st.started_ms = now_ms();
-    st.req_off = 0;
-    st.len = 0;
-    rc = connect(st.fd, (struct sockaddr *) &st.addr, st.addrlen);
+    s->started_ms = now_ms();
+    s->req_off = 0;
+    s->len = 0;
+    rc = connect(s->fd, (struct sockaddr *) &s->addr, s->addrlen);
     if (rc == 0) {
-        st.phase = ST_SENDING;
+        s->phase = ST_SENDING;
     } else if (errno == EINPROGRESS) {
-        st.phase = ST_CONNECTING;
+        s->phase = ST_CONNECTING;
     } else {
-        stats_fail(strerror(errno));
+        stats_fail(s, strerror(errno));
     }
 }
+
+
+/*
+ * Splits text (URLs separated by white space, as controld.yml's list is
+ * kept in conf->stats_url) and calls fn on each; stops at a non-zero.
+ */
+static int
+stats_each_url(const char *text, int (*fn)(const char *, void *), void *arg)
+{
+    const char  *p, *e;
+    char        *url;
+    int          rc;
+
+    for (p = text; p != NULL && *p; p = e) {
+        while (isspace((unsigned char) *p)) {
+            p++;
+        }
+        for (e = p; *e && !isspace((unsigned char) *e); e++) {
+            /* void */
+        }
+        if (e == p) {
+            break;
+        }
+        url = strndup(p, (size_t) (e - p));
+        if (url == NULL) {
+            fatal("strndup");
+        }
+        rc = fn(url, arg);
+        free(url);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+
+static struct stats_src *
+stats_find(struct stats_src *src, size_t n, const char *url)
+{
+    size_t  i;
+
+    for (i = 0; i < n; i++) {
+        if (src[i].url != NULL && strcmp(src[i].url, url) == 0) {
+            return &src[i];
+        }
+    }
+    return NULL;
+}
+
+
+struct stats_set {
+    struct stats_src   *src;
+    size_t              n;
+    int                 strict;         /* init: errors are fatal */
+    size_t              added;
+    char               *err;
+    size_t              errlen;
+};
+
+
+static int
+stats_set_add(const char *url, void *arg)
+{
+    struct stats_set  *set = arg;
+    struct stats_src  *old, s;
+    char               err[512];
+
+    if (stats_find(set->src, set->n, url) != NULL) {
+        if (set->strict) {
+            snprintf(set->err, set->errlen, "stats_url: \"%.300s\" is "
+                     "listed twice", url);
+            return -1;
+        }
+        return 0;
+    }
+    if (set->n == STATS_SOURCES_MAX) {
+        snprintf(err, sizeof(err), "stats: more than %d sources: "
+                 "\"%.300s\" and the ones after it are left out",
+                 STATS_SOURCES_MAX, url);
+        if (set->strict) {
+            snprintf(set->err, set->errlen, "%s", err);
+            return -1;
+        }
+        log_warnx("%s", err);
+        return 1;
+    }
+
+    /* at init the set is empty: nothing is moved that a failure would
+     * have to put back */
+    old = set->strict ? NULL : stats_find(st.src, st.n, url);
+    if (old != NULL) {
+        /* kept with its connection, answer and failing state */
+        set->src[set->n++] = *old;
+        memset(old, 0, sizeof(*old));
+        old->fd = -1;
+        return 0;
+    }
+
+    memset(&s, 0, sizeof(s));
+    set->added++;
+    if (stats_src_parse(&s, url, err, sizeof(err)) != 0) {
+        if (set->strict) {
+            snprintf(set->err, set->errlen, "%s", err);
+            return -1;
+        }
+        log_warnx("stats: %s (left out)", err);
+        return 0;
+    }
+    if (stats_src_resolve(&s, err, sizeof(err)) != 0) {
+        if (set->strict) {
+            snprintf(set->err, set->errlen, "%s", err);
+            stats_src_free(&s);
+            return -1;
+        }
+        /* tried again every STATS_RESOLVE_MS: a gateway registered
+         * before its name is in DNS comes in later */
+        log_warnx("stats: %s (tried again in %d s)", err,
+                  STATS_RESOLVE_MS / 1000);
+        s.failing = 1;
+    }
+    set->src[set->n++] = s;
+    return 0;
+}
+
+
+/* the new set replaces the old; sources in both keep their state */
+static int
+stats_replace(const char *const *urls, size_t n, int strict,
+    size_t *changed, char *err, size_t errlen)
+{
+    struct stats_set  set;
+    size_t            i;
+    int               rc = 0;
+
+    set.src = xcalloc(STATS_SOURCES_MAX, sizeof(struct stats_src));
+    set.n = 0;
+    set.added = 0;
+    set.strict = strict;
+    set.err = err;
+    set.errlen = errlen;
+    for (i = 0; i < n && rc == 0; i++) {
+        rc = stats_each_url(urls[i], stats_set_add, &set);
+    }
+    if (rc < 0) {
+        for (i = 0; i < set.n; i++) {
+            stats_src_free(&set.src[i]);
+        }
+        free(set.src);
+        return -1;
+    }
+
+    *changed = set.added;
+    for (i = 0; i < st.n; i++) {
+        if (st.src[i].url != NULL) {
+            log_info("stats: %s is no longer read", st.src[i].url);
+            (*changed)++;
+        }
+        stats_src_free(&st.src[i]);
+    }
+    free(st.src);
+    st.src = set.src;
+    st.n = set.n;
+    return 0;
+}
+
+
+int
+stats_init(const char *urls, char *err, size_t n)
+{
+    size_t  changed;
+
+    if (urls == NULL || *urls == '\0') {
+        return 0;
+    }
+    return stats_replace(&urls, 1, 1, &changed, err, n);
+}
+
+
+void
+stats_set_sources(const char *const *urls, size_t n)
+{
+    size_t  changed = 0;
+    char    err[16];
+
+    /* the leader calls this every second: quiet while nothing changes */
+    if (stats_replace(urls, n, 0, &changed, err, sizeof(err)) == 0
+        && changed > 0)
+    {
+        log_info("stats: reading %zu source%s", st.n, st.n == 1 ? "" : "s");
+        /* the new ones at once: their counts belong in the sums */
+        stats_request(0);
+    }
+}
+
+
+/* ---- the exchange ------------------------------------------------------- */
+
+static void stats_index(struct stats_src *s);
 
 
 /* the status line and the body of a complete answer */
-static void stats_index(void);
-
-
 static void
-stats_parse(void)
+stats_parse(struct stats_src *s)
 {
     char   *body, *eol;
     int     code;
     cJSON  *json;
 
-    if (st.len == 0 || st.buf == NULL) {
-        stats_fail("empty answer");
+    if (s->len == 0 || s->buf == NULL) {
+        stats_fail(s, "empty answer");
         return;
     }
-    st.buf[st.len] = '\0';
-    if (sscanf(st.buf, "HTTP/%*d.%*d %d", &code) != 1) {
-        stats_fail("not an HTTP answer");
+    s->buf[s->len] = '\0';
+    if (sscanf(s->buf, "HTTP/%*d.%*d %d", &code) != 1) {
+        stats_fail(s, "not an HTTP answer");
         return;
     }
     if (code != 200) {
-        eol = strchr(st.buf, '\r');
+        eol = strchr(s->buf, '\r');
         if (eol) {
             *eol = '\0';
         }
-        stats_fail(st.buf);
+        stats_fail(s, s->buf);
         return;
     }
-    body = strstr(st.buf, "\r\n\r\n");
+    body = strstr(s->buf, "\r\n\r\n");
     if (body == NULL) {
-        stats_fail("no end of header");
+        stats_fail(s, "no end of header");
         return;
     }
     body += 4;
@@ -216,101 +525,124 @@ stats_parse(void)
                                                            DS_STATS_SERVICES)))
     {
         cJSON_Delete(json);
-        stats_fail("the answer is not the module's JSON stats");
+        stats_fail(s, "the answer is not the module's JSON stats");
         return;
     }
-    cJSON_Delete(st.last);
-    st.last = json;
-    st.last_ms = st.started_ms;
-    stats_index();
-    if (st.failing) {
-        log_info("stats: %s answers again", conf->stats_url);
-        st.failing = 0;
+    cJSON_Delete(s->last);
+    s->last = json;
+    s->last_ms = s->started_ms;
+    if (s->last_ms > st.any_ms) {
+        st.any_ms = s->last_ms;
     }
-    stats_close();
+    stats_index(s);
+    if (s->failing) {
+        s->failing = 0;
+        log_info("stats: %s answers again", s->url);
+    }
+    stats_src_close(s);
 }
 
 
 int
 stats_fill(struct pollfd *pfd, int max)
 {
-    if (st.fd < 0 || max < 1) {
-        return 0;
+    size_t  i;
+    int     n = 0;
+
+    for (i = 0; i < st.n && n < max; i++) {
+        if (st.src[i].fd < 0) {
+            continue;
+        }
+        pfd[n].fd = st.src[i].fd;
+        pfd[n].events = st.src[i].phase == ST_READING ? POLLIN : POLLOUT;
+        pfd[n].revents = 0;
+        n++;
     }
-    pfd[0].fd = st.fd;
-    pfd[0].events = st.phase == ST_READING ? POLLIN : POLLOUT;
-    pfd[0].revents = 0;
-    return 1;
+    return n;
+}
+
+
+static void
+stats_io(struct stats_src *s)
+{
+    int        soerr;
+    socklen_t  sl;
+    ssize_t    r;
+    char      *nb;
+
+    if (s->phase == ST_CONNECTING) {
+        sl = sizeof(soerr);
+        if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0
+            || soerr != 0)
+        {
+            stats_fail(s, strerror(soerr ? soerr : errno));
+            return;
+        }
+        s->phase = ST_SENDING;
+    }
+
+    if (s->phase == ST_SENDING) {
+        r = send(s->fd, s->req + s->req_off, s->req_len - s->req_off,
+                 MSG_NOSIGNAL);
+        if (r < 0) {
+            if (errno != EAGAIN && errno != EINTR) {
+                stats_fail(s, strerror(errno));
+            }
+            return;
+        }
+        s->req_off += r;
+        if (s->req_off == s->req_len) {
+            s->phase = ST_READING;
+        }
+        return;
+    }
+
+    for ( ;; ) {
+        if (s->len + 65536 + 1 > s->cap) {
+            if (s->cap >= STATS_MAX) {
+                stats_fail(s, "answer too large");
+                return;
+            }
+            nb = realloc(s->buf, s->cap ? s->cap * 2 : 131072);
+            if (nb == NULL) {
+                stats_fail(s, "out of memory");
+                return;
+            }
+            s->buf = nb;
+            s->cap = s->cap ? s->cap * 2 : 131072;
+        }
+        r = recv(s->fd, s->buf + s->len, s->cap - s->len - 1, 0);
+        if (r > 0) {
+            s->len += r;
+            continue;
+        }
+        if (r == 0) {
+            stats_parse(s);
+            return;
+        }
+        if (errno != EAGAIN && errno != EINTR) {
+            stats_fail(s, strerror(errno));
+        }
+        return;
+    }
 }
 
 
 void
 stats_process(struct pollfd *pfd, int n)
 {
-    int      i, soerr;
-    socklen_t sl;
-    ssize_t  r;
-    char    *nb;
+    size_t  j;
+    int     i;
 
     for (i = 0; i < n; i++) {
-        if (pfd[i].fd != st.fd || st.fd < 0 || pfd[i].revents == 0) {
+        if (pfd[i].revents == 0 || pfd[i].fd < 0) {
             continue;
         }
-
-        if (st.phase == ST_CONNECTING) {
-            sl = sizeof(soerr);
-            if (getsockopt(st.fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0
-                || soerr != 0)
-            {
-                stats_fail(strerror(soerr ? soerr : errno));
-                return;
+        for (j = 0; j < st.n; j++) {
+            if (st.src[j].fd == pfd[i].fd) {
+                stats_io(&st.src[j]);
+                break;
             }
-            st.phase = ST_SENDING;
-        }
-
-        if (st.phase == ST_SENDING) {
-            r = send(st.fd, st.req + st.req_off, st.req_len - st.req_off,
-                     MSG_NOSIGNAL);
-            if (r < 0) {
-                if (errno != EAGAIN && errno != EINTR) {
-                    stats_fail(strerror(errno));
-                }
-                return;
-            }
-            st.req_off += r;
-            if (st.req_off == st.req_len) {
-                st.phase = ST_READING;
-            }
-            return;
-        }
-
-        for ( ;; ) {
-            if (st.len + 65536 + 1 > st.cap) {
-                if (st.cap >= STATS_MAX) {
-                    stats_fail("answer too large");
-                    return;
-                }
-                nb = realloc(st.buf, st.cap ? st.cap * 2 : 131072);
-                if (nb == NULL) {
-                    stats_fail("out of memory");
-                    return;
-                }
-                st.buf = nb;
-                st.cap = st.cap ? st.cap * 2 : 131072;
-            }
-            r = recv(st.fd, st.buf + st.len, st.cap - st.len - 1, 0);
-            if (r > 0) {
-                st.len += r;
-                continue;
-            }
-            if (r == 0) {
-                stats_parse();
-                return;
-            }
-            if (errno != EAGAIN && errno != EINTR) {
-                stats_fail(strerror(errno));
-            }
-            return;
         }
     }
 }
@@ -332,157 +664,208 @@ void
 stats_tick(void)
 {
     int64_t  now;
+    size_t   i;
+    int      round;
 
-    if (!st.configured) {
+    if (st.n == 0) {
         return;
     }
     now = now_ms();
-
-    if (st.fd >= 0) {
-        if (now - st.started_ms > STATS_TIMEOUT_MS) {
-            stats_fail("timed out");
-        }
-        return;
-    }
-    if (now >= st.next_ms) {
+    round = now >= st.next_ms;
+    if (round) {
         st.next_ms = now + STATS_PERIOD_MS;
-        stats_begin();
+    }
+    for (i = 0; i < st.n; i++) {
+        if (st.src[i].fd >= 0) {
+            if (now - st.src[i].started_ms > STATS_TIMEOUT_MS) {
+                stats_fail(&st.src[i], "timed out");
+            }
+            /* still busy: this round goes without it */
+            continue;
+        }
+        if (round) {
+            stats_begin(&st.src[i]);
+        }
     }
 }
 
 
+/*
+ * The oldest latest answer of the sources that answer: every gateway
+ * still answering has been heard since then.  With none answering, the
+ * time of the last answer of any (older and older): draining then waits
+ * its bounded time and autoscaling holds still.  0: never.
+ */
 int64_t
 stats_fresh_ms(void)
 {
-    return st.last ? st.last_ms : 0;
-}
+    int64_t  oldest = 0;
+    size_t   i;
 
-
-static size_t
-stats_hash(const char *name)
-{
-    size_t  h = 2166136261u;
-
-    while (*name) {
-        h = (h ^ (unsigned char) *name++) * 16777619u;
+    for (i = 0; i < st.n; i++) {
+        if (st.src[i].last != NULL
+            && (oldest == 0 || st.src[i].last_ms < oldest))
+        {
+            oldest = st.src[i].last_ms;
+        }
     }
-    return h;
+    return oldest != 0 ? oldest : st.any_ms;
 }
 
 
-/* the services of the latest answer by name, open addressing, rebuilt
- * with each answer: lookups are O(1) however many services there are */
-static void
-stats_index(void)
+void
+stats_sources(size_t *answering, size_t *total)
 {
-    const cJSON  *s, *name;
+    *answering = stats_live();
+    *total = st.n;
+}
+
+
+/* ---- lookups and sums ---------------------------------------------------- */
+
+/* the services of a source's latest answer by name, open addressing,
+ * rebuilt with each answer: lookups are O(1) however many services */
+static void
+stats_index(struct stats_src *s)
+{
+    const cJSON  *svc, *name;
     size_t        n, size, i;
 
-    n = (size_t) cJSON_GetArraySize(cJSON_GetObjectItem(st.last,
+    n = (size_t) cJSON_GetArraySize(cJSON_GetObjectItem(s->last,
                                                         DS_STATS_SERVICES));
     for (size = 16; size < 2 * n; size *= 2) {
         /* void */
     }
-    if (size > st.index_size) {
-        free(st.index);
-        st.index = xcalloc(size, sizeof(*st.index));
-        st.index_size = size;
+    if (size > s->index_size) {
+        free(s->index);
+        s->index = xcalloc(size, sizeof(*s->index));
+        s->index_size = size;
     } else {
-        memset(st.index, 0, st.index_size * sizeof(*st.index));
+        memset(s->index, 0, s->index_size * sizeof(*s->index));
     }
 
-    cJSON_ArrayForEach(s, cJSON_GetObjectItem(st.last, DS_STATS_SERVICES)) {
-        name = cJSON_GetObjectItem(s, DS_STATS_NAME);
+    cJSON_ArrayForEach(svc, cJSON_GetObjectItem(s->last, DS_STATS_SERVICES)) {
+        name = cJSON_GetObjectItem(svc, DS_STATS_NAME);
         if (!cJSON_IsString(name)) {
             continue;
         }
-        i = stats_hash(name->valuestring) & (st.index_size - 1);
-        while (st.index[i] != NULL) {
-            i = (i + 1) & (st.index_size - 1);
+        i = stats_hash(name->valuestring) & (s->index_size - 1);
+        while (s->index[i] != NULL) {
+            i = (i + 1) & (s->index_size - 1);
         }
-        st.index[i] = s;
+        s->index[i] = svc;
     }
 }
 
 
 static const cJSON *
-stats_service(const char *service)
+stats_service(const struct stats_src *s, const char *service)
 {
     const cJSON  *name;
     size_t        i;
 
-    if (st.last == NULL || st.index_size == 0) {
+    if (s->last == NULL || s->index_size == 0) {
         return NULL;
     }
-    for (i = stats_hash(service) & (st.index_size - 1);
-         st.index[i] != NULL;
-         i = (i + 1) & (st.index_size - 1))
+    for (i = stats_hash(service) & (s->index_size - 1);
+         s->index[i] != NULL;
+         i = (i + 1) & (s->index_size - 1))
     {
-        name = cJSON_GetObjectItem(st.index[i], DS_STATS_NAME);
+        name = cJSON_GetObjectItem(s->index[i], DS_STATS_NAME);
         if (strcmp(name->valuestring, service) == 0) {
-            return st.index[i];
+            return s->index[i];
         }
     }
     return NULL;
 }
 
 
-long
-stats_service_inflight(const char *service)
+/*
+ * The sum over the answering sources of what fn reads of the service
+ * there (a service a source does not list counts 0 there: nothing of it
+ * passed that gateway lately); -1 when no source answers or one answered
+ * without the figure.
+ */
+static long
+stats_sum(const char *service, const void *arg,
+    double (*fn)(const cJSON *svc, const void *arg))
 {
-    const cJSON  *s, *v;
+    const cJSON  *svc;
+    double        sum = 0, v;
+    size_t        i;
+    int           any = 0;
 
-    if (st.last == NULL) {
-        return -1;
+    for (i = 0; i < st.n; i++) {
+        if (st.src[i].last == NULL) {
+            continue;
+        }
+        any = 1;
+        svc = stats_service(&st.src[i], service);
+        if (svc == NULL) {
+            continue;
+        }
+        v = fn(svc, arg);
+        if (v < 0) {
+            return -1;
+        }
+        sum += v;
     }
-    s = stats_service(service);
-    if (s == NULL) {
-        return 0;           /* not in state any more: nothing in flight */
-    }
-    v = cJSON_GetObjectItem(s, DS_STATS_INFLIGHT);
-    return cJSON_IsNumber(v) ? (long) v->valuedouble : -1;
+    return any ? (long) sum : -1;
+}
+
+
+static double
+stats_get_inflight(const cJSON *svc, const void *arg)
+{
+    const cJSON  *v;
+
+    (void) arg;
+    v = cJSON_GetObjectItem(svc, DS_STATS_INFLIGHT);
+    return cJSON_IsNumber(v) ? v->valuedouble : -1;
 }
 
 
 long
-stats_replica_inflight(const char *service, const char *addr)
+stats_service_inflight(const char *service)
 {
-    const cJSON  *s, *rep, *a, *v;
+    return stats_sum(service, NULL, stats_get_inflight);
+}
 
-    if (st.last == NULL) {
-        return -1;
-    }
-    s = stats_service(service);
-    if (s == NULL) {
-        return 0;
-    }
-    cJSON_ArrayForEach(rep, cJSON_GetObjectItem(s, DS_STATS_REPLICAS)) {
+
+static double
+stats_get_replica_inflight(const cJSON *svc, const void *arg)
+{
+    const cJSON  *rep, *a, *v;
+
+    cJSON_ArrayForEach(rep, cJSON_GetObjectItem(svc, DS_STATS_REPLICAS)) {
         a = cJSON_GetObjectItem(rep, DS_STATS_ADDR);
-        if (cJSON_IsString(a) && strcmp(a->valuestring, addr) == 0) {
+        if (cJSON_IsString(a) && strcmp(a->valuestring, arg) == 0) {
             v = cJSON_GetObjectItem(rep, DS_STATS_INFLIGHT);
-            return cJSON_IsNumber(v) ? (long) v->valuedouble : -1;
+            return cJSON_IsNumber(v) ? v->valuedouble : -1;
         }
     }
     return 0;
 }
 
 
-/* admitted requests of the last `window` seconds (the module keeps 30,
- * 60 and 300 s windows: the smallest one that covers it) */
 long
-stats_service_arrivals(const char *service, unsigned window)
+stats_replica_inflight(const char *service, const char *addr)
 {
-    const cJSON  *s, *w, *it, *best = NULL, *a;
-    long          best_len = 0, len;
+    return stats_sum(service, addr, stats_get_replica_inflight);
+}
 
-    if (st.last == NULL) {
-        return -1;
-    }
-    s = stats_service(service);
-    if (s == NULL) {
-        return 0;
-    }
-    w = cJSON_GetObjectItem(s, DS_STATS_WINDOWS);
+
+/* admitted requests of the last `window` seconds at one gateway (the
+ * module keeps 30, 60 and 300 s windows: the smallest one that covers
+ * it, scaled to the window asked for) */
+static double
+stats_get_arrivals(const cJSON *svc, const void *arg)
+{
+    const cJSON  *w, *it, *best = NULL, *a;
+    long          best_len = 0, len;
+    unsigned      window = *(const unsigned *) arg;
+
+    w = cJSON_GetObjectItem(svc, DS_STATS_WINDOWS);
     cJSON_ArrayForEach(it, w) {
         len = strtol(it->string, NULL, 10);
         if (len <= 0) {
@@ -503,22 +886,35 @@ stats_service_arrivals(const char *service, unsigned window)
     if (!cJSON_IsNumber(a)) {
         return -1;
     }
-    /* scaled to the window asked for */
-    return (long) (a->valuedouble * (double) window / (double) best_len);
+    return a->valuedouble * (double) window / (double) best_len;
+}
+
+
+long
+stats_service_arrivals(const char *service, unsigned window)
+{
+    return stats_sum(service, &window, stats_get_arrivals);
 }
 
 
 /* "hold": {"held": n, ...}: requests waiting now */
+static double
+stats_get_held(const cJSON *svc, const void *arg)
+{
+    const cJSON  *v;
+
+    (void) arg;
+    v = cJSON_GetObjectItem(cJSON_GetObjectItem(svc, DS_STATS_HOLD),
+                            DS_STATS_HELD);
+    return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+
 long
 stats_service_held(const char *service)
 {
-    const cJSON  *s, *v;
+    long  n;
 
-    s = stats_service(service);
-    if (s == NULL) {
-        return 0;
-    }
-    v = cJSON_GetObjectItem(cJSON_GetObjectItem(s, DS_STATS_HOLD),
-                            DS_STATS_HELD);
-    return cJSON_IsNumber(v) ? (long) v->valuedouble : 0;
+    n = stats_sum(service, NULL, stats_get_held);
+    return n > 0 ? n : 0;
 }

@@ -1,6 +1,7 @@
 /*
  * The module's stats (stats.c): a non-blocking HTTP client of the
- * gateway's stats location, read about once a second.
+ * gateways' stats locations, read about once a second, their figures
+ * summed over the gateways that answer.
  */
 
 #ifndef CONTROLD_STATS_H
@@ -8,6 +9,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#define STATS_SOURCES_MAX       64      /* gateways read at once */
 
 struct pollfd;
 
@@ -17,12 +20,26 @@ long stats_service_inflight(const char *service);
 long stats_service_arrivals(const char *service, unsigned window);
 /* requests the module holds for a service scaled to zero */
 long stats_service_held(const char *service);
-/* when the stats last answered (monotonic ms), 0 never */
+/* the oldest of the latest answers of the sources that answer
+ * (monotonic ms), 0 never */
 int64_t stats_fresh_ms(void);
+/* how many sources answer, of how many */
+void stats_sources(size_t *answering, size_t *total);
 void stats_request(int64_t soon_ms);
 int stats_fill(struct pollfd *pfd, int max);
 void stats_process(struct pollfd *pfd, int n);
 void stats_tick(void);
-int stats_init(const char *url, char *err, size_t n);
+/* urls: one http:// URL or several separated by white space
+ * (conf->stats_url); an error for a bad or unresolvable one */
+int stats_init(const char *urls, char *err, size_t n);
+/*
+ * Replaces the sources (shared mode: the leader's registered gateways):
+ * each entry is one URL or several separated by white space; the same
+ * URL twice is read once; a URL that is not http:// is logged and left
+ * out.  Sources in both the old and the new set keep their state, so
+ * calling it every second with the same set costs nothing and logs
+ * nothing.
+ */
+void stats_set_sources(const char *const *urls, size_t n);
 
 #endif /* CONTROLD_STATS_H */

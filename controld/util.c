@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
 #include <unistd.h>
 #include <sys/stat.h>
 
@@ -340,4 +341,60 @@ json_nul_at(const char *p, size_t len)
         }
     }
     return -1;
+}
+
+
+/*
+ * "ADDR:PORT": an IPv4 address or an IPv6 one in brackets, numeric (the
+ * socket is opened before anything is resolved, and a name could mean
+ * another address tomorrow), and a port 1..65535.
+ */
+int
+listen_addr_parse(const char *s, struct sockaddr_storage *ss,
+    socklen_t *len, char *why, size_t n)
+{
+    struct addrinfo   hints, *ai;
+    const char       *colon, *p;
+    char              host[64];
+    long              port;
+    int               rc;
+
+    if (s[0] == '[') {
+        colon = strstr(s, "]:");
+        if (colon == NULL) {
+            snprintf(why, n, "expected [IPv6]:PORT");
+            return -1;
+        }
+        snprintf(host, sizeof(host), "%.*s", (int) (colon - s - 1), s + 1);
+        colon++;
+    } else {
+        colon = strrchr(s, ':');
+        if (colon == NULL || memchr(s, ':', (size_t) (colon - s)) != NULL) {
+            snprintf(why, n, "expected ADDR:PORT (an IPv6 address goes in "
+                     "brackets: [::1]:8181)");
+            return -1;
+        }
+        snprintf(host, sizeof(host), "%.*s", (int) (colon - s), s);
+    }
+    port = 0;
+    for (p = colon + 1; *p >= '0' && *p <= '9' && port <= 65535; p++) {
+        port = port * 10 + (*p - '0');
+    }
+    if (p == colon + 1 || *p != '\0' || port < 1 || port > 65535) {
+        snprintf(why, n, "the port must be a number from 1 to 65535");
+        return -1;
+    }
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
+    rc = getaddrinfo(host, colon + 1, &hints, &ai);
+    if (rc != 0) {
+        snprintf(why, n, "\"%s\" is not a numeric IP address", host);
+        return -1;
+    }
+    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+    *len = ai->ai_addrlen;
+    freeaddrinfo(ai);
+    return 0;
 }

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/socket.h>
 
 int64_t now_ms(void);                   /* CLOCK_MONOTONIC */
 char *xstrdup(const char *s);
@@ -32,5 +33,9 @@ long json_nul_at(const char *p, size_t len);
 /* snprintf into a fixed buffer; 0 when it fit, -1 when truncated */
 int fmt(char *buf, size_t n, const char *f, ...)
     __attribute__((format(printf, 3, 4)));
+/* "ADDR:PORT", numeric (IPv6 in brackets) -> a socket address; -1 with
+ * why */
+int listen_addr_parse(const char *s, struct sockaddr_storage *ss,
+    socklen_t *len, char *why, size_t n);
 
 #endif /* CONTROLD_UTIL_H */
