@@ -312,6 +312,8 @@ install: $(MODULE) $(CONTROLD) $(CLI) $(MANPAGES)
 	install -m 0644 conf/nginx/dstack-http.conf conf/nginx/dstack-api.conf \
 	    conf/nginx/dstack-gateway.conf conf/nginx/dstack-proxy.conf \
 	    conf/nginx/dstack-tls.conf $(DESTDIR)$(sysconfdir)/dstack/nginx/
+	install -m 0644 conf/nginx/dstack-api-shared.conf \
+	    $(DESTDIR)$(sysconfdir)/dstack/nginx/
 	install -m 0644 conf/nginx/dstack-site.conf \
 	    $(DESTDIR)$(sysconfdir)/nginx/sites-available/dstack
 	install -m 0644 $(B)/man/dstackctl.1 $(DESTDIR)$(mandir)/man1/

@@ -267,8 +267,14 @@ dsctl_finish(CURLcode cc, const char *method, const char *path,
     }
 
     e = cJSON_GetObjectItemCaseSensitive(resp->json, "error");
-    msg = dsctl_json_str(e, "message");
-    type = dsctl_json_str(e, "type");
+    if (cJSON_IsString(e)) {
+        /* {"error":"<type>","message":"..."}: a proxy's own answer */
+        msg = dsctl_json_str(resp->json, "message");
+        type = e->valuestring;
+    } else {
+        msg = dsctl_json_str(e, "message");
+        type = dsctl_json_str(e, "type");
+    }
     resp->err_type = type != NULL ? type : "";
     resp->err_msg = msg != NULL ? msg : "";
 
@@ -285,6 +291,10 @@ dsctl_finish(CURLcode cc, const char *method, const char *path,
     } else if (resp->status == 401) {
         dsctl_error("the server refused the token (HTTP 401): check "
             "DSTACK_TOKEN or \"token:\" in the config file");
+    } else if (resp->status == 503) {
+        dsctl_error("%s %s: the server is unavailable (HTTP 503): no "
+            "dstack-controld answers there now; try again in a few seconds",
+            method, path);
     } else {
         dsctl_error("%s %s: the server answered HTTP %ld%s", method, path,
             resp->status, resp->status == 404 || resp->status == 502

@@ -64,6 +64,7 @@ my %want = (
     'etc/dstack/nginx/dstack-http.conf' => '644',
     'etc/dstack/nginx/dstack-gateway.conf' => '644',
     'etc/dstack/nginx/dstack-api.conf' => '644',
+    'etc/dstack/nginx/dstack-api-shared.conf' => '644',
     'etc/dstack/nginx/dstack-proxy.conf' => '644',
     'etc/dstack/nginx/dstack-tls.conf' => '644',
     'etc/nginx/sites-available/dstack' => '644',
