@@ -418,6 +418,7 @@ static void
 process(FILE *f)
 {
     int64_t  fresh;
+    size_t   answering, total;
 
     family(f, "dstack_controld_build_info", "gauge",
            "controld's version, always 1.");
@@ -435,6 +436,14 @@ process(FILE *f)
         fprintf(f, "dstack_controld_module_stats_age_seconds %.3f\n",
                 (double) (now_ms() - fresh) / 1000.0);
     }
+    stats_sources(&answering, &total);
+    family(f, "dstack_controld_module_stats_sources", "gauge",
+           "The gateways' stats locations read (stats_url), by whether "
+           "their last answer counts in the sums.");
+    fprintf(f, "dstack_controld_module_stats_sources{state=\"answering\"} "
+            "%zu\n", answering);
+    fprintf(f, "dstack_controld_module_stats_sources{state=\"failing\"} "
+            "%zu\n", total - answering);
 }
 
 

@@ -61,6 +61,16 @@ $s->need_netns;
 my $domain = $a->domain;
 my $code = $s->upload($s->app_files);
 
+# controld's gauge of its stats sources: "answering failing"
+sub sources {
+    my $m = $s->api('GET', '/api/metrics')->{body} // '';
+    my %n = $m =~ /^dstack_controld_module_stats_sources\{state="(\w+)"\} (\d+)$/mg;
+    return join ' ', $n{answering} // '-', $n{failing} // '-';
+}
+ok(DsTest::wait_until(sub { sources() eq '2 0' }, timeout => 10),
+    'both gateways\' stats answer (dstack_controld_module_stats_sources)')
+    or diag sources();
+
 # ---- a request held on B wakes a service scaled to zero ----------------------
 
 my $r = $s->apply($s->app_spec(
@@ -183,12 +193,15 @@ ok(DsTest::wait_until(sub {
 $tail = substr($s->log_text, $mark);
 my @left = $tail =~ /^.*stats: \Q$url_b\E: .*left out of the sums until it answers; 1 of 2 answers\)$/mg;
 is(scalar @left, 1, 'B left out: logged once') or diag $tail;
+is(sources(), '1 1', 'the gauge: 1 answering, 1 failing');
 
 $mark = length $s->log_text;
 $b->start;
 ok(DsTest::wait_until(sub {
     substr($s->log_text, $mark) =~ /stats: \Q$url_b\E answers again/
 }, timeout => 15), 'B back: logged as answering again');
+ok(DsTest::wait_until(sub { sources() eq '2 0' }, timeout => 10),
+    'the gauge: 2 answering') or diag sources();
 
 $b->finish;
 $s->finish;
