@@ -154,6 +154,16 @@ $(B)/t/test_offers: t/unit/test_offers.c controld/offers.c controld/offers.h \
 	$(CC) $(DS_CFLAGS) -Icontrold $< controld/offers.c $(B)/libdscommon.a \
 	    -o $@ $(DS_LDFLAGS) -lcmocka $(COMMON_LIBS)
 
+# stats.c: the gateways' stats client and its sums, against sockets of
+# the test's own
+STATS_UNIT_SRCS := controld/stats.c controld/log.c controld/util.c \
+                   controld/config.c
+$(B)/t/test_stats: t/unit/test_stats.c $(STATS_UNIT_SRCS) \
+    $(wildcard controld/*.h) $(B)/libdscommon.a
+	@mkdir -p $(@D)
+	$(CC) $(DS_CFLAGS) -Icontrold $< $(STATS_UNIT_SRCS) $(B)/libdscommon.a \
+	    -o $@ $(DS_LDFLAGS) -lcmocka $(COMMON_LIBS)
+
 FUZZ_FLAGS := -std=gnu11 -g -O1 -Icommon -fsanitize=fuzzer,address,undefined
 $(B)/fuzz/%: t/fuzz/%.c t/fuzz/fuzz_document.h $(COMMON_SRCS) $(COMMON_HDRS)
 	@mkdir -p $(@D)

@@ -35,7 +35,6 @@
 
 #include <cjson/cJSON.h>
 
-#include "config.h"
 #include "ds_stats_names.h"
 #include "log.h"
 #include "stats.h"
@@ -73,6 +72,10 @@ struct stats_src {
     const cJSON       **index;          /* its services by name (hash) */
     size_t              index_size;     /* a power of 2, 0: none */
     int                 failing;        /* for log messages */
+    int                 bad;            /* not a URL we can read: kept,
+                                           never asked, so that it is
+                                           logged once, not every time
+                                           the set is given again */
 };
 
 static struct {
@@ -261,6 +264,9 @@ stats_begin(struct stats_src *s)
     char  err[512];
     int   rc;
 
+    if (s->bad) {
+        return;
+    }
     if (s->addrlen == 0) {
         if (now_ms() < s->resolve_ms) {
             return;
@@ -395,6 +401,12 @@ stats_set_add(const char *url, void *arg)
             return -1;
         }
         log_warnx("stats: %s (left out)", err);
+        memset(&s, 0, sizeof(s));
+        s.url = xstrdup(url);
+        s.fd = -1;
+        s.bad = 1;
+        s.failing = 1;
+        set->src[set->n++] = s;
         return 0;
     }
     if (stats_src_resolve(&s, err, sizeof(err)) != 0) {
