@@ -110,6 +110,7 @@ replica_stop(struct replica *rep, int abort)
 {
     struct run  *r = rep->run;
     int64_t      bound;
+    size_t       answering, sources;
 
     if (replica_ended(rep)) {
         return;
@@ -141,7 +142,8 @@ replica_stop(struct replica *rep, int abort)
         replica_set_state(rep, RS_DRAINING);
         rep->drain_started_ms = now_ms();
         bound = stop_duration_ms(r);
-        if (!conf->stats_url[0] && bound > conf->local.drain_unknown_ms) {
+        stats_sources(&answering, &sources);
+        if (sources == 0 && bound > conf->local.drain_unknown_ms) {
             /* without stats nobody can tell when in-flight requests are
              * done: a short wait instead of the whole stop_duration */
             bound = conf->local.drain_unknown_ms;

@@ -124,6 +124,42 @@ is($sa->api('GET', '/api/health')->{status}, 200,
 like($sa->log_text, qr/API listening on \S+ and on 127\.0\.0\.1:$pa \(plain HTTP: a private network only\)/,
     'the log says where, and that it is plain HTTP');
 
+# the TCP socket goes to the unprivileged API process like the unix one,
+# and nothing else does
+sub api_pid {
+    my $ppid = $sa->pid;
+    opendir(my $d, '/proc') or return;
+    my @p;
+    for my $pid (grep { /^\d+$/ } readdir $d) {
+        my $st = DsTest::_slurp("/proc/$pid/stat");
+        next unless $st =~ /\)\s+([A-Za-z])\s+(\d+)/ && $2 == $ppid
+            && $1 ne 'Z';
+        push @p, $pid
+            if DsTest::_slurp("/proc/$pid/cmdline") =~ /(?:^|\0)-A\0/;
+    }
+    closedir $d;
+    return @p == 1 ? $p[0] : undef;
+}
+my $api = api_pid();
+ok($api, 'the API process') or BAIL_OUT('no API process');
+like(DsTest::_slurp("/proc/$api/cmdline"), qr/\0-M\0\d+:\d+:\d+:tcp\0/,
+    'told that it has the TCP socket (-M ...:tcp)');
+my @fds;
+opendir(my $fdd, "/proc/$api/fd") or die "/proc/$api/fd: $!";
+for my $fd (sort { $a <=> $b } grep { /^\d+$/ } readdir $fdd) {
+    push @fds, "$fd -> " . (readlink("/proc/$api/fd/$fd") // '?');
+}
+closedir $fdd;
+is_deeply([ grep { m{ -> /} && !/^[012] / } @fds ], [],
+    'it holds no file but stdio') or diag join "\n", @fds;
+is(scalar(grep { / -> socket:/ } @fds), 3, 'three sockets: the unix '
+    . 'one, the TCP one and the socketpair') or diag join "\n", @fds;
+SKIP: {
+    skip 'not root: the API process keeps our user', 1 if $< != 0;
+    my ($uid) = DsTest::_slurp("/proc/$api/status") =~ /^Uid:\s+(\d+)/m;
+    is($uid, scalar getpwnam('nobody'), 'it runs as nobody');
+}
+
 # ---- through nginx: A listens, B does not ------------------------------------------
 
 sub https {
