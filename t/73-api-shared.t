@@ -197,6 +197,10 @@ is(statuses(4, 'POST', '/api/tokens', $tok_a,
 
 # ---- both listen: an answer is never retried ------------------------------------------
 
+eval { $sb->start_controld(extra => "api_listen: 127.0.0.1:$pa\n") };
+like($@, qr/api_listen 127\.0\.0\.1:$pa: Address already in use \(another dstack-controld, or another program, has that port\)/,
+    'B on A\'s port: it does not start, and says why');
+ok(!-e $sb->socket_path, '... leaving no socket behind');
 $sb->start_controld(extra => "api_listen: 127.0.0.1:$pb\n");
 my $tok_b = $sb->admin_token;
 isnt($tok_b, $tok_a, 'B has an admin token of its own');
