@@ -33,6 +33,15 @@ pg_fail(PGconn *c, char *err, size_t n, const char *what)
 }
 
 
+/* the server's notices ("already exists, skipping") are not news */
+static void
+pg_notice(void *arg, const char *msg)
+{
+    (void) arg;
+    (void) msg;
+}
+
+
 /*
  * The URI comes last: what the user wrote there wins over these
  * defaults (a later keyword overrides an earlier one).
@@ -62,6 +71,7 @@ pg_connect(const char *uri, char *err, size_t n)
         PQfinish(c);
         return NULL;
     }
+    PQsetNoticeProcessor(c, pg_notice, NULL);
     return c;
 }
 

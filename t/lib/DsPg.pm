@@ -17,6 +17,7 @@ package DsPg;
 #   my $uri = $pg->uri;                # postgresql://postgres@127.0.0.1:P/dstack
 #   my @rows = $pg->rows('select instance, term from dstack_leader');
 #   my $v = $pg->value('select rev from dstack_leader');
+#   $pg->rows('create database other'); $pg->value($sql, db => 'other');
 #   $pg->stop; $pg->start; $pg->restart;
 #   # END stops every cluster still running (pg_ctl stop -m immediate)
 #
@@ -147,10 +148,12 @@ sub restart {
     return $self->start;
 }
 
-# psql -At on SQL; dies on an error; returns the output's lines
+# psql -At on SQL (%o: db => another database); dies on an error;
+# returns the output's lines
 sub rows {
-    my ($self, $sql) = @_;
-    my ($rc, $out, $err) = DsTest::_run(["$BIN/psql", $self->_conn, '-X',
+    my ($self, $sql, %o) = @_;
+    my ($rc, $out, $err) = DsTest::_run(["$BIN/psql", $self->_conn($o{db}),
+        '-X',
         '-q', '-A', '-t', '-F', '|', '-v', 'ON_ERROR_STOP=1', '-c', $sql]);
     die "psql failed ($rc) on \"$sql\": $err" if $rc;
     return split /\n/, $out;
@@ -158,8 +161,8 @@ sub rows {
 
 # the first column of the first row, or undef
 sub value {
-    my ($self, $sql) = @_;
-    my @r = $self->rows($sql);
+    my ($self, $sql, %o) = @_;
+    my @r = $self->rows($sql, %o);
     return undef unless @r;
     my ($v) = split /\|/, $r[0], 2;
     return $v;
