@@ -23,6 +23,8 @@ ds_state_t  *state;
 
 int        (*store_publish)(ds_txn_t *txn, uint64_t *rev, char *err,
                size_t errlen);
+/* the last store_end() failed to publish (shared mode): 503, not 500 */
+static int   unpublished;
 
 /* set when the files at the path are no longer the ones open; for good */
 static int   lost;
@@ -127,6 +129,13 @@ int
 store_lost(void)
 {
     return lost;
+}
+
+
+int
+store_unpublished(void)
+{
+    return unpublished;
 }
 
 
@@ -400,6 +409,7 @@ store_publish_first(struct store_txn *t)
     }
     if (store_publish(t->txn, &rev, t->errbuf, t->errlen) != 0) {
         t->rc = DS_ERROR;
+        unpublished = 1;
         return;
     }
     if (ds_mirror_set_rev(t->txn, rev, &t->err) != DS_OK) {
@@ -423,6 +433,7 @@ store_end(struct store_txn *t)
         snprintf(t->errbuf, t->errlen, "%s: nothing was written; "
                  "controld restarts on the new state", lost_why);
     }
+    unpublished = 0;
     if (t->rc == DS_OK && store_publish != NULL) {
         store_publish_first(t);
     }

@@ -82,5 +82,7 @@ int store_end(struct store_txn *t);
  */
 extern int (*store_publish)(ds_txn_t *txn, uint64_t *rev, char *err,
     size_t errlen);
+/* whether the last store_end() failed there: the API answers 503 */
+int store_unpublished(void);
 
 #endif /* CONTROLD_STORE_H */

@@ -127,6 +127,8 @@ sub start {
         $self->data, '-l', "$self->{dir}/postgres.log", '-o', $opts,
         '-w', '-t', '30', 'start');
     die "pg_ctl start failed ($rc): $err$out\n" . $self->log_text if $rc;
+    my ($pid) = DsTest::_slurp($self->data . '/postmaster.pid') =~ /^(\d+)/;
+    $self->{pid} = $pid;
     $self->{running} = 1;
     return $self;
 }
@@ -135,6 +137,13 @@ sub start {
 sub stop {
     my ($self, $mode) = @_;
     return $self unless $self->{running};
+    if (!-d $self->data) {
+        # the directory went first (a test's cleanup): the postmaster
+        # by its pid, SIGQUIT being the immediate shutdown
+        kill 'QUIT', $self->{pid} if $self->{pid};
+        $self->{running} = 0;
+        return $self;
+    }
     my ($rc, $out, $err) = $self->_as_postgres("$BIN/pg_ctl", '-D',
         $self->data, '-m', $mode // 'fast', '-w', '-t', '30', 'stop');
     Test::More::diag("pg_ctl stop failed ($rc): $err$out") if $rc;
@@ -176,7 +185,9 @@ sub try {
     return ($rc, $err);
 }
 
+# before DsTest's END removes the directory of a test that passed
 END {
+    local $?;
     for my $c (@CLUSTERS) {
         next unless $c->{owner} == $$ && $c->{running};
         $c->stop('immediate');
