@@ -564,13 +564,8 @@ main(int argc, char **argv)
         stats_process(pfd + pfd_off + napi + nset + nprobe, nstats);
         notify_process(pfd + pfd_off + napi + nset + nprobe + nstats, nnote);
 
-        if (!acting) {
-            next_tick = now_ms() + CONTROLD_TICK_MS;
-            continue;
-        }
-
         now = now_ms();
-        if (now >= next_tick || reconcile_now) {
+        if (acting && (now >= next_tick || reconcile_now)) {
             if (store_check_files() != 0) {
                 break;
             }
@@ -582,10 +577,14 @@ main(int argc, char **argv)
             logrotate_tick();
             api_parent_tick();
             next_tick = now + CONTROLD_TICK_MS;
+        } else if (!acting) {
+            /* a follower: shared.c's timeout wakes the loop */
+            next_tick = now + CONTROLD_TICK_MS;
         }
-        probes_tick();
-
-        runs_flush();
+        if (acting) {
+            probes_tick();
+            runs_flush();
+        }
 
         if (now >= next_readers) {
             next_readers = now + READER_CHECK_MS;

@@ -34,6 +34,7 @@
 #include "util.h"
 
 #define SHARED_TICK_MS          1000
+#define SHARED_RETRY_MS         200     /* a lease to renew, a lock to take */
 
 static PGconn      *follow_conn;
 static PGconn      *lock_conn;
@@ -45,6 +46,7 @@ static int          first_seen = 1;
 static int64_t      term;
 static int64_t      renewed_ms;         /* the last renewed lease */
 static int64_t      next_tick_ms;
+static int          retry_soon;         /* the next tick in RETRY_MS */
 static uint64_t     mirrored;           /* the revision LMDB mirrors */
 static char         exit_why[1200];
 static char         uri_shown[1100];    /* the URI, password as *** */
@@ -386,6 +388,8 @@ shared_try_lead(void)
                   who, age, conf->leader_lease_ms);
         if (pg_try_lock(lock_conn, &got, err, sizeof(err)) == 0 && got) {
             shared_lead();
+        } else {
+            retry_soon = 1;             /* the lock goes with its session */
         }
     }
 }
@@ -402,12 +406,14 @@ shared_renew(void)
     char  err[512];
     int   got, rc;
 
+    retry_soon = 1;
     if (lock_conn == NULL) {
         lock_conn = pg_connect(conf->state, err, sizeof(err));
         if (lock_conn == NULL) {
             log_debug("%s", err);
             return;
         }
+        got = 0;
         if (pg_try_lock(lock_conn, &got, err, sizeof(err)) != 0 || !got) {
             log_debug("state: cannot take the leader lock again%s%s",
                       got ? ": " : " (held by another session)",
@@ -422,12 +428,13 @@ shared_renew(void)
         return;
     }
     if (rc != 0) {
+        /* a session that failed once (a restarted server) is not
+         * trusted with the lock: a new one takes it again */
         log_debug("%s", err);
-        if (pg_broken(lock_conn)) {
-            pg_close(&lock_conn);
-        }
+        pg_close(&lock_conn);
         return;
     }
+    retry_soon = 0;
     renewed_ms = now_ms();
 }
 
@@ -489,6 +496,7 @@ shared_tick(void)
     char  err[512];
 
     if (follow_conn == NULL && shared_connect() != 0) {
+        retry_soon = leading;           /* a lease to renew */
         return;
     }
     if (!leading) {
@@ -529,8 +537,10 @@ shared_process(struct pollfd *pfd, int n)
     }
     now = now_ms();
     if (now >= next_tick_ms) {
-        next_tick_ms = now + SHARED_TICK_MS;
+        retry_soon = 0;
         shared_tick();
+        next_tick_ms = now_ms() + (retry_soon ? SHARED_RETRY_MS
+                                   : SHARED_TICK_MS);
     }
     if (want_catch_up && !leading && follow_conn != NULL) {
         shared_catch_up();

@@ -22,6 +22,8 @@ use DsTest;
 use DsStack;
 use DsPg;
 use Digest::SHA qw(sha256_hex);
+use IO::Socket::UNIX;
+use Socket qw(SOCK_DGRAM);
 use File::Path qw(make_path);
 use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(time sleep);
@@ -134,6 +136,12 @@ sub api_of {
     return $s;
 }
 
+# the gateway's follower: the LMDB nginx reads, the module's notices
+sub gw_start {
+    ctl_start('gw', role => 'gateway', state => $t->state,
+        extra => "notify_socket: $dir/gw/notify.sock\n");
+}
+
 sub leader { scalar $pg->value('select instance from dstack_leader') }
 
 # the module's answer through the gateway's LMDB, with a token
@@ -212,7 +220,7 @@ is(scalar $pg->rows("select 1 from pg_tables where tablename in "
     'with its tables');
 
 ctl_start('ctl-b');
-ctl_start('gw', role => 'gateway', state => $t->state);
+gw_start();
 sleep 1.5;
 ok(!-e "$dir/ctl-b/api.sock", 'the standby serves no API');
 ok(!-e "$dir/gw/api.sock", 'neither does the gateway');
@@ -261,6 +269,17 @@ ok(DsTest::wait_until(sub {
     $pg->value("select rev from dstack_instances where instance = 'gw'")
         == $pg->value('select rev from dstack_leader') }, timeout => 5),
     'the gateway reports the revision it applied');
+
+# a held request's notice on the gateway host reaches the leader
+my $note = IO::Socket::UNIX->new(Type => SOCK_DGRAM,
+    Peer => "$dir/gw/notify.sock");
+ok($note && $note->send("hold web\n"), 'a hold notice to the gateway');
+$t0 = time;
+ok(DsTest::wait_until(sub { ctl_log('ctl-a') =~
+    /a gateway holds a request for "web"/ }, timeout => 2, interval => 0.005),
+    'reaches the leader through the database');
+diag(sprintf('hold notice gateway -> leader: %.0f ms (with the log poll)',
+    (time - $t0) * 1000));
 
 # ---- kill -9 of the leader -------------------------------------------------
 
@@ -365,7 +384,7 @@ is($r->{status}, 201, 'a token made while the gateway\'s follower is down');
 my $wd = $r->{json}{token};
 is(gw_get('web', $wd)->{status}, 401, 'not on the gateway yet');
 $logpos = length ctl_log('gw');
-ctl_start('gw', role => 'gateway', state => $t->state);
+gw_start();
 ok(DsTest::wait_until(sub { gw_get('web', $wd)->{status} == 200 },
     timeout => 5), 'the restarted follower catches up');
 my $again = substr(ctl_log('gw'), $logpos);
