@@ -354,6 +354,7 @@ is(gw_get('web', $admin)->{status}, 200,
 $r = $sa->api('POST', '/api/tokens', json => { name => 'down',
     scope => 'admin' });
 is($r->{status}, 503, 'an API write gets 503');
+is(($r->{json} || {})->{error}{type}, 'unavailable', 'of type unavailable');
 my $down = 'the shared database ' . $pg->uri(password => '***')
     . ' is unavailable';
 like($r->{body}, qr/\Q$down\E/, 'naming the database') or diag $r->{body};
