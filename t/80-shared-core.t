@@ -170,7 +170,10 @@ for my $c (
      qr/instance, role and leader_lease need state:/],
 ) {
     my ($rc, $err) = $cs->check_conf($base . $c->[0]);
-    is($rc, 1, "-n refuses: $c->[0]");
+    (my $what = $c->[0]) =~ s/\n(?=.)/, /g;
+    chomp $what;
+    $what =~ s/\Q$uri\E/URI/;
+    is($rc, 1, "-n refuses: $what");
     like($err, $c->[1], 'with where and why');
     unlike($err, qr/sekrit|pw-never-logged/, 'and no password');
 }
@@ -205,14 +208,47 @@ $pg->rows('create table dstack_schema (version int not null); '
         'the URI is, with *** for the password');
 }
 
+# ---- a database that cannot be reached at start ----------------------------
+
+{
+    my $closed = DsTest::free_port();
+    ctl_conf('early', uri => "postgresql://postgres:pw-never-logged\@"
+        . "127.0.0.1:$closed/dstack");
+    my $pid = fork // die;
+    if (!$pid) {
+        open STDOUT, '>', "$dir/early/controld.log";
+        open STDERR, '>&', \*STDOUT;
+        exec DsStack::controld_path(), '-d', '-f', "$dir/early/controld.yml";
+    }
+    sleep 3;
+    ok(waitpid($pid, WNOHANG) == 0, 'no database at start: controld waits '
+        . 'for it (does not exit)');
+    my @lines = ctl_log('early') =~ /^.*\[warn\] state: cannot connect.*$/mg;
+    is(scalar @lines, 1, 'and says so once') or diag ctl_log('early');
+    like($lines[0] // '', qr/retrying every second/, 'saying it retries');
+    ok(!-e "$dir/early/api.sock", 'no API without the database');
+    kill 'TERM', $pid;
+    waitpid($pid, 0);
+    is($? >> 8, 0, 'SIGTERM while waiting: exit 0');
+}
+
 # ---- two controllers and a gateway ---------------------------------------
 
+# the first leader's LMDB has a token from the embedded mode: published
+my $legacy = 'dst_legacy_' . ('l' x 30);
+make_path("$dir/ctl-a");
+$t->seed([{ op => 'token', token => $legacy, name => 'legacy',
+    admin => JSON::PP::false, services => ['web'] }],
+    state => "$dir/ctl-a/state");
 ctl_start('ctl-a');
 ok(DsTest::wait_until(sub { (leader() // '') eq 'ctl-a' }, timeout => 10),
     'the first controller leads');
 ok(DsTest::wait_until(sub { -S "$dir/ctl-a/api.sock"
     && -s "$dir/ctl-a/client.yml" }, timeout => 10), 'and serves its API');
 ($admin) = DsTest::_slurp("$dir/ctl-a/client.yml") =~ /^token:\s*(\S+)/m;
+my $empty = "the database was empty: published this instance's state";
+like(ctl_log('ctl-a'), qr/\Q$empty\E \(\S+\), \d+ records, as revision 1/,
+    'the first leader publishes its embedded state');
 is($pg->value('select version from dstack_schema'), 1,
     'the schema was created (version 1)');
 is(scalar $pg->rows("select 1 from pg_tables where tablename in "
@@ -248,6 +284,8 @@ my @procs = $sa->run_pids('web');
 ok(DsTest::wait_until(sub { gw_get('web', $admin)->{status} == 200 },
     timeout => 10), 'the service answers through the gateway\'s LMDB');
 is(gw_get('web')->{status}, 401, 'and wants a token there');
+is(gw_get('web', $legacy)->{status}, 200,
+    'the embedded state\'s token is honoured on the gateway');
 
 # a token: created on the leader, honoured on the gateway
 my $t0 = time;
