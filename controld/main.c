@@ -532,8 +532,9 @@ main(int argc, char **argv)
             if (acting && !shared_may_act()) {
                 break;
             }
+            /* (it may have waited on the database: the lease again) */
             shared_process(pfd, nshared);
-            if (shared_exit_why() != NULL) {
+            if (shared_exit_why() != NULL || (acting && !shared_may_act())) {
                 break;
             }
             if (shared_ready_now()) {

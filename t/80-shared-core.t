@@ -259,6 +259,9 @@ ctl_start('ctl-b');
 gw_start();
 sleep 1.5;
 ok(!-e "$dir/ctl-b/api.sock", 'the standby serves no API');
+my $rebuilt = 'did not mirror this database';
+like(ctl_log('ctl-b'), qr/\Q$rebuilt\E \(revision \d+ there\): rebuilt/,
+    'a new follower loads the mirror whole');
 ok(!-e "$dir/gw/api.sock", 'neither does the gateway');
 is(leader(), 'ctl-a', 'the first still leads');
 is_deeply([$pg->rows('select instance, role from dstack_instances '
