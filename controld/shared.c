@@ -118,6 +118,17 @@ shared_lost(const char *err)
 }
 
 
+/* a statement went through: the database is back if it was lost */
+static void
+shared_back(void)
+{
+    if (lost) {
+        lost = 0;
+        log_info("state: the database %s is back", uri_shown);
+    }
+}
+
+
 int
 shared_start(void)
 {
@@ -172,12 +183,10 @@ shared_connect(void)
         log_info("state: database schema migrated from version %d to %d",
                  rc, pg_schema_version());
     }
-    if (lost) {
-        lost = 0;
-        log_info("state: the database %s is back", uri_shown);
-    } else {
+    if (!lost) {
         log_info("state: connected to %s", uri_shown);
     }
+    shared_back();
     want_catch_up = 1;
     return 0;
 }
@@ -509,6 +518,7 @@ shared_tick(void)
         shared_lost(err);
         return;
     }
+    shared_back();
     first_seen = 0;
     if (conf->role != ROLE_CONTROLLER) {
         return;
