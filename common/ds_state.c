@@ -857,7 +857,7 @@ ds_txn_renew(ds_txn_t *txn, ds_err_t *err)
 }
 
 
-/* ---- change capture (shared mode) ----------------------------------------- */
+/* ---- change capture (shared mode) ---------------------------------------- */
 
 void
 ds_state_capture(ds_state_t *st, int on)

@@ -273,7 +273,7 @@ pg_publish(PGconn *c, int64_t term, ds_txn_t *txn, int all, uint64_t *rev,
 }
 
 
-/* ---- following ------------------------------------------------------------ */
+/* ---- following ----------------------------------------------------------- */
 
 static int
 pg_apply(PGresult *r, ds_txn_t *txn, size_t *applied, char *err, size_t n)
@@ -417,7 +417,7 @@ pg_catch_up(PGconn *c, ds_state_t *st, uint64_t *rev, size_t *applied,
 }
 
 
-/* ---- leadership ----------------------------------------------------------- */
+/* ---- leadership ---------------------------------------------------------- */
 
 int
 pg_try_lock(PGconn *c, int *got, char *err, size_t n)
@@ -529,7 +529,7 @@ pg_end_stale(PGconn *c, unsigned lease_ms, int *ended, char *who,
 }
 
 
-/* ---- instances and notices ------------------------------------------------ */
+/* ---- instances and notices ----------------------------------------------- */
 
 int
 pg_instance_seen(PGconn *c, const char *instance, const char *role,

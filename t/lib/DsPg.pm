@@ -14,7 +14,7 @@ package DsPg;
 #                                      # root and PostgreSQL is installed
 #   my $t = DsTest->new(seed_empty => 0);
 #   my $pg = DsPg->new($t->dir);       # initdb, start, createdb dstack
-#   my $uri = $pg->uri;                # postgresql://postgres@127.0.0.1:P/dstack
+#   my $uri = $pg->uri;           # postgresql://postgres@127.0.0.1:P/dstack
 #   my @rows = $pg->rows('select instance, term from dstack_leader');
 #   my $v = $pg->value('select rev from dstack_leader');
 #   $pg->rows('create database other'); $pg->value($sql, db => 'other');
