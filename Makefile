@@ -26,6 +26,9 @@ SAN_FLAGS :=
 endif
 
 CC ?= cc
+# libpq, for controld only (a build/config.mk from before it lacks them)
+PQ_CFLAGS ?= $(shell pkg-config --cflags libpq)
+PQ_LIBS ?= $(shell pkg-config --libs libpq)
 CFLAGS ?= -O2 -g
 DS_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -Icommon $(SAN_FLAGS) $(CFLAGS)
 DS_LDFLAGS := $(SAN_FLAGS) $(LDFLAGS)
@@ -107,9 +110,10 @@ $(MODULE): $(B)/nginx/Makefile $(MODULE_SRCS) $(COMMON_SRCS) $(COMMON_HDRS)
 
 $(CONTROLD): $(CONTROLD_SRCS) $(wildcard controld/*.h) $(B)/libdscommon.a \
             $(B)/agent_sh.c
-	$(CC) $(DS_CFLAGS) -Icontrold $(CONTROLD_SRCS) $(B)/agent_sh.c \
-	    $(B)/libdscommon.a -o $@ \
-	    $(DS_LDFLAGS) -lmicrohttpd -lcurl $(COMMON_LIBS) -lcrypto -lpthread
+	$(CC) $(DS_CFLAGS) -Icontrold $(PQ_CFLAGS) $(CONTROLD_SRCS) \
+	    $(B)/agent_sh.c $(B)/libdscommon.a -o $@ \
+	    $(DS_LDFLAGS) -lmicrohttpd -lcurl $(PQ_LIBS) $(COMMON_LIBS) \
+	    -lcrypto -lpthread
 
 # the agent controld uploads to the hosts of fleets, as a C string
 $(B)/agent_sh.c: controld/agent.sh

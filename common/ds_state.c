@@ -43,6 +43,8 @@ const char  *ds_db_names[DS_DB_COUNT] = {
 static int ds_state_check_lock(ds_state_t *st, ds_err_t *err);
 static void ds_state_file_ids(ds_state_t *st);
 static int ds_state_adopt_mapsize(ds_state_t *st, ds_err_t *err);
+static int ds_capture(ds_txn_t *txn, int db, const void *key, size_t klen,
+    const void *val, size_t vlen, int deleted, ds_err_t *err);
 
 
 void
@@ -743,6 +745,9 @@ ds_txn_begin(ds_state_t *st, int write, ds_txn_t **txnp, ds_err_t *err)
 
     txn->st = st;
     txn->write = write ? 1 : 0;
+    txn->changes = NULL;
+    txn->last = &txn->changes;
+    txn->nchanges = 0;
 
     for (retried = 0; /* void */; retried = 1) {
         rc = mdb_txn_begin(st->env, NULL, write ? 0 : MDB_RDONLY,
@@ -782,6 +787,7 @@ ds_txn_commit(ds_txn_t *txn, ds_err_t *err)
     }
 
     rc = mdb_txn_commit(txn->txn);
+    ds_changes_free(txn);
     free(txn);
 
     if (rc != 0) {
@@ -800,6 +806,7 @@ ds_txn_abort(ds_txn_t *txn)
     }
 
     mdb_txn_abort(txn->txn);
+    ds_changes_free(txn);
     free(txn);
 }
 
@@ -847,6 +854,104 @@ ds_txn_renew(ds_txn_t *txn, ds_err_t *err)
     }
 
     return DS_OK;
+}
+
+
+/* ---- change capture (shared mode) ---------------------------------------- */
+
+void
+ds_state_capture(ds_state_t *st, int on)
+{
+    st->capture = on ? 1 : 0;
+}
+
+
+int
+ds_key_local(int db, const void *key, size_t klen)
+{
+    if (db != DS_DB_META) {
+        return 0;
+    }
+    return (klen == sizeof(DS_KEY_SCHEMA) - 1
+            && memcmp(key, DS_KEY_SCHEMA, klen) == 0)
+           || (klen == sizeof(DS_KEY_FOLLOW_REV) - 1
+               && memcmp(key, DS_KEY_FOLLOW_REV, klen) == 0);
+}
+
+
+/*
+ * Keeps a copy: the caller's key and value may point into pages the next
+ * write rewrites.  A failure here fails the write, so that a transaction
+ * never commits a change its publisher did not see.
+ */
+static int
+ds_capture(ds_txn_t *txn, int db, const void *key, size_t klen,
+    const void *val, size_t vlen, int deleted, ds_err_t *err)
+{
+    ds_change_t  *c;
+
+    if (ds_key_local(db, key, klen)) {
+        return DS_OK;
+    }
+
+    c = malloc(sizeof(*c) + klen + vlen);
+    if (c == NULL) {
+        ds_err_set(err, "cannot keep a change for publishing: out of "
+                   "memory");
+        return DS_ERROR;
+    }
+    c->next = NULL;
+    c->db = db;
+    c->deleted = deleted;
+    c->klen = klen;
+    c->vlen = vlen;
+    memcpy(c->data, key, klen);
+    if (vlen > 0) {
+        memcpy(c->data + klen, val, vlen);
+    }
+    *txn->last = c;
+    txn->last = &c->next;
+    txn->nchanges++;
+    return DS_OK;
+}
+
+
+void
+ds_changes_free(ds_txn_t *txn)
+{
+    ds_change_t  *c, *next;
+
+    for (c = txn->changes; c != NULL; c = next) {
+        next = c->next;
+        free(c);
+    }
+    txn->changes = NULL;
+    txn->last = &txn->changes;
+    txn->nchanges = 0;
+}
+
+
+int
+ds_txn_changes(ds_txn_t *txn, ds_change_cb cb, void *arg)
+{
+    ds_change_t  *c;
+    int           rc;
+
+    for (c = txn->changes; c != NULL; c = c->next) {
+        rc = cb(arg, c->db, c->data, c->klen,
+                c->deleted ? NULL : c->data + c->klen, c->vlen);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+
+size_t
+ds_txn_nchanges(ds_txn_t *txn)
+{
+    return txn->nchanges;
 }
 
 
@@ -899,6 +1004,10 @@ ds_raw_put(ds_txn_t *txn, int db, const void *key, size_t klen,
                           ds_key_desc(db, key, klen, desc, sizeof(desc)));
     }
 
+    if (txn->st->capture) {
+        return ds_capture(txn, db, key, klen, data, len, 0, err);
+    }
+
     return DS_OK;
 }
 
@@ -925,6 +1034,10 @@ ds_raw_del(ds_txn_t *txn, int db, const void *key, size_t klen,
     if (rc != 0) {
         return ds_mdb_err(err, rc, "cannot delete %s",
                           ds_key_desc(db, key, klen, desc, sizeof(desc)));
+    }
+
+    if (txn->st->capture) {
+        return ds_capture(txn, db, key, klen, NULL, 0, 1, err);
     }
 
     return DS_OK;

@@ -319,6 +319,44 @@ void ds_txn_reset(ds_txn_t *txn);                 /* read only */
 uint64_t ds_txn_id(ds_txn_t *txn);
 int ds_txn_renew(ds_txn_t *txn, ds_err_t *err);   /* read only */
 
+/*
+ * Shared mode (controld): change capture and the follower's mirror
+ * (ds_state_mirror.c).  With capture on, every put and delete of a write
+ * transaction is also kept in order (db index, key, value or deletion)
+ * until the transaction ends, for the leader to publish before it
+ * commits.  The meta keys "schema" and "follow.rev" are never captured:
+ * they belong to this environment alone.  Capture off (the default, and
+ * always in nginx and the CLI) costs one test per write.
+ *
+ * Databases are named by index (0 .. ds_db_count() - 1, a stable order:
+ * meta, services, replicas, tokens, models, settings, runs, certs,
+ * fleets, secrets), which is how records travel between instances.
+ */
+typedef int (*ds_change_cb)(void *arg, int db, const void *key,
+    size_t klen, const void *val, size_t vlen);  /* val NULL: deleted */
+
+void ds_state_capture(ds_state_t *st, int on);
+/* calls cb for each captured change in order; a non-zero return stops
+ * and is returned */
+int ds_txn_changes(ds_txn_t *txn, ds_change_cb cb, void *arg);
+size_t ds_txn_nchanges(ds_txn_t *txn);
+int ds_db_count(void);
+const char *ds_db_name(int db);
+/* the revision of the shared log this environment mirrors: DS_OK,
+ * DS_NOTFOUND (never mirrored) or DS_ERROR */
+int ds_mirror_rev(ds_txn_t *txn, uint64_t *rev, ds_err_t *err);
+int ds_mirror_set_rev(ds_txn_t *txn, uint64_t rev, ds_err_t *err);
+/* one record as published: val NULL deletes (a missing key is fine);
+ * DS_EINVAL for a db index out of range or a key LMDB cannot hold */
+int ds_mirror_apply(ds_txn_t *txn, int db, const void *key, size_t klen,
+    const void *val, size_t vlen, ds_err_t *err);
+/* empties every mirrored database, keeping "schema" and "follow.rev" */
+int ds_mirror_clear(ds_txn_t *txn, ds_err_t *err);
+/* calls cb for every record that is published (all but the two meta keys
+ * above); for publishing an embedded state the first time */
+int ds_mirror_foreach(ds_txn_t *txn, ds_change_cb cb, void *arg,
+    ds_err_t *err);
+
 /* readers: results point into the map until the txn ends or resets */
 int ds_get_service(ds_txn_t *txn, const char *name, size_t len,
     ds_service_t *svc, ds_err_t *err);

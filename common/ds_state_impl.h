@@ -28,6 +28,7 @@
 #define DS_KEY_SEQ              "seq"
 #define DS_KEY_SLOTS_S          "slots.s"
 #define DS_KEY_SLOTS_R          "slots.r"
+#define DS_KEY_FOLLOW_REV       "follow.rev"    /* shared mode's mirror */
 
 enum {
     DS_DB_META = 0,
@@ -58,15 +59,31 @@ struct ds_state_s {
     MDB_dbi         dbi[DS_DB_COUNT];
     int             no_certs;       /* reader of a state from before it */
     int             flags;          /* DS_STATE_* */
+    int             capture;        /* keep write txns' changes */
     char           *dir;
     ds_file_id_t    data;           /* data.mdb as opened */
     ds_file_id_t    lock;           /* lock.mdb as opened */
+};
+
+/* one captured change: key then value bytes follow the struct */
+typedef struct ds_change_s  ds_change_t;
+
+struct ds_change_s {
+    ds_change_t    *next;
+    int             db;
+    int             deleted;
+    size_t          klen;
+    size_t          vlen;
+    unsigned char   data[];
 };
 
 struct ds_txn_s {
     ds_state_t     *st;
     MDB_txn        *txn;
     int             write;
+    ds_change_t    *changes;        /* capture: in order */
+    ds_change_t   **last;
+    size_t          nchanges;
 };
 
 extern const char  *ds_db_names[DS_DB_COUNT];
@@ -97,6 +114,9 @@ int ds_raw_del(ds_txn_t *txn, int db, const void *key, size_t klen,
 int ds_name_key_ok(int db, const char *name, size_t len, size_t max,
     ds_err_t *err);
 int ds_need_write(ds_txn_t *txn, const char *what, ds_err_t *err);
+/* whether a key belongs to this environment alone (never published) */
+int ds_key_local(int db, const void *key, size_t klen);
+void ds_changes_free(ds_txn_t *txn);
 /* the uid sequence in meta */
 int ds_seq_load(ds_txn_t *txn, uint64_t *seq, ds_err_t *err);
 int ds_seq_store(ds_txn_t *txn, uint64_t seq, ds_err_t *err);

@@ -191,7 +191,7 @@ api_parent_answer(uint32_t id, unsigned status, int error, const char *text)
 
     /* a write refused or unsure because the state file went away: the
      * client may try again once controld restarted, so not a 500 */
-    if (status >= 500 && store_lost()) {
+    if (status >= 500 && (store_lost() || store_unpublished())) {
         status = 503;
     }
     rs.status = status;

@@ -13,6 +13,7 @@
 #include <strings.h>
 #include <grp.h>
 #include <pwd.h>
+#include <unistd.h>
 #include <arpa/inet.h>
 
 #include <cjson/cJSON.h>
@@ -623,6 +624,161 @@ cfg_tls(struct cfg_ctx *cx, const cJSON *map, struct tls_conf *tc)
 }
 
 
+/*
+ * Replaces the password of a URI (postgresql://user:PASSWORD@host/...)
+ * and of a "password=" parameter by "***": a URI is logged, a password
+ * never is.
+ */
+const char *
+config_redact_uri(const char *uri, char *buf, size_t len)
+{
+    const char  *auth, *end, *at, *colon, *pw;
+    char         tmp[2048];
+
+    snprintf(tmp, sizeof(tmp), "%s", uri);
+    auth = strstr(uri, "://");
+    if (auth != NULL) {
+        auth += 3;
+        end = auth + strcspn(auth, "/?");
+        at = memchr(auth, '@', (size_t) (end - auth));
+        colon = at != NULL ? memchr(auth, ':', (size_t) (at - auth)) : NULL;
+        if (colon != NULL) {
+            snprintf(tmp, sizeof(tmp), "%.*s***%s",
+                     (int) (colon + 1 - uri), uri, at);
+        }
+    }
+    pw = strstr(tmp, "password=");
+    if (pw != NULL) {
+        pw += 9;
+        snprintf(buf, len, "%.*s***%s", (int) (pw - tmp), tmp,
+                 pw + strcspn(pw, "&"));
+    } else {
+        snprintf(buf, len, "%s", tmp);
+    }
+    return buf;
+}
+
+
+static int
+cfg_instance_ok(const char *s)
+{
+    size_t  i, n;
+
+    n = strlen(s);
+    if (n == 0 || n > 63 || !((s[0] >= 'a' && s[0] <= 'z')
+                              || (s[0] >= '0' && s[0] <= '9')))
+    {
+        return 0;
+    }
+    for (i = 1; i < n; i++) {
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9')
+              || s[i] == '.' || s[i] == '-'))
+        {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+
+/* state, instance, role, leader_lease: shared mode (#14, shared.c) */
+static int
+cfg_shared(struct cfg_ctx *cx, const cJSON *v, const char *key,
+    struct config *c)
+{
+    const char  *s;
+    char         red[512];
+
+    if (strcmp(key, "state") == 0) {
+        if (cfg_string(cx, v, key, &c->state) != 0) {
+            return -1;
+        }
+        if (strncmp(c->state, "postgresql://", 13) != 0
+            && strncmp(c->state, "postgres://", 11) != 0)
+        {
+            return cfg_error(cx, v, "state: \"%s\" is not a postgresql:// "
+                             "URI (shared mode keeps the state in "
+                             "PostgreSQL; leave state: out for the embedded "
+                             "mode)", config_redact_uri(c->state, red,
+                                                        sizeof(red)));
+        }
+        if (strlen(c->state) > 1000) {
+            return cfg_error(cx, v, "state: URI longer than 1000 bytes");
+        }
+    } else if (strcmp(key, "instance") == 0) {
+        if (cfg_string(cx, v, key, &c->instance) != 0) {
+            return -1;
+        }
+        if (!cfg_instance_ok(c->instance)) {
+            return cfg_error(cx, v, "instance: \"%s\" is not a name of "
+                             "1 to 63 of a-z, 0-9, \".\" and \"-\" "
+                             "starting with a letter or digit",
+                             c->instance);
+        }
+    } else if (strcmp(key, "role") == 0) {
+        s = cfg_scalar(cx, v, key);
+        if (s == NULL) {
+            return -1;
+        }
+        if (strcmp(s, "controller") == 0) {
+            c->role = ROLE_CONTROLLER;
+        } else if (strcmp(s, "gateway") == 0) {
+            c->role = ROLE_GATEWAY;
+        } else {
+            return cfg_error(cx, v, "role: \"%s\" is not one of "
+                             "controller, gateway", s);
+        }
+    } else {
+        if (cfg_duration(cx, v, key, &c->leader_lease_ms) != 0) {
+            return -1;
+        }
+        if (c->leader_lease_ms < 2000 || c->leader_lease_ms > 60000) {
+            return cfg_error(cx, v, "leader_lease: \"%s\" is not from 2s "
+                             "to 60s", ds_yaml_text(cx->doc, v));
+        }
+    }
+    c->shared_keys = 1;
+    return 0;
+}
+
+
+/* the instance defaults to the host name, which must fit the rule */
+static int
+cfg_shared_check(struct cfg_ctx *cx, const cJSON *root, struct config *c)
+{
+    char    host[256];
+    size_t  i;
+
+    if (c->state == NULL) {
+        if (c->shared_keys) {
+            return cfg_error(cx, root, "instance, role and leader_lease "
+                             "need state: (a postgresql:// URI: shared "
+                             "mode)");
+        }
+        return 0;
+    }
+    if (c->instance != NULL) {
+        return 0;
+    }
+    if (gethostname(host, sizeof(host)) != 0) {
+        host[0] = '\0';
+    }
+    host[sizeof(host) - 1] = '\0';
+    for (i = 0; host[i] != '\0'; i++) {
+        if (host[i] >= 'A' && host[i] <= 'Z') {
+            host[i] = (char) (host[i] - 'A' + 'a');
+        }
+    }
+    if (!cfg_instance_ok(host)) {
+        return cfg_error(cx, root, "instance: the host name \"%s\" is not "
+                         "a valid instance name (a-z, 0-9, \".\", \"-\", "
+                         "up to 63); set instance:", host);
+    }
+    c->instance = xstrdup(host);
+    return 0;
+}
+
+
 static int
 cfg_root(struct cfg_ctx *cx, const cJSON *root, struct config *c)
 {
@@ -796,6 +952,13 @@ cfg_root(struct cfg_ctx *cx, const cJSON *root, struct config *c)
             if (cfg_tls(cx, v, &c->tls) != 0) {
                 return -1;
             }
+        } else if (strcmp(key, "state") == 0 || strcmp(key, "instance") == 0
+                   || strcmp(key, "role") == 0
+                   || strcmp(key, "leader_lease") == 0)
+        {
+            if (cfg_shared(cx, v, key, c) != 0) {
+                return -1;
+            }
         } else {
             return cfg_key_error(cx, v, "unknown key \"%s\"", key);
         }
@@ -805,7 +968,7 @@ cfg_root(struct cfg_ctx *cx, const cJSON *root, struct config *c)
         return cfg_error(cx, root, "domain: required (the gateway domain)");
     }
 
-    return 0;
+    return cfg_shared_check(cx, root, c);
 }
 
 
@@ -855,6 +1018,8 @@ config_defaults(const char *file)
     c->container.socket = xstrdup(container_socket_default());
     c->tls.renew_before_ms = 30LL * 86400 * 1000;
     c->tls.retry_ms = 60 * 1000;
+    c->role = ROLE_CONTROLLER;
+    c->leader_lease_ms = 5000;
     return c;
 }
 
@@ -943,5 +1108,7 @@ config_free(struct config *c)
     free(c->tls.webroot);
     free(c->tls.client);
     free(c->tls.dns_hook);
+    free(c->state);
+    free(c->instance);
     free(c);
 }

@@ -13,6 +13,9 @@
 
 #define CONTROLD_TICK_MS        100     /* the reconciler's period */
 
+#define ROLE_CONTROLLER         0       /* shared mode: may lead */
+#define ROLE_GATEWAY            1       /* shared mode: follows only */
+
 #define NET_AUTO                0       /* netns when root, else host */
 #define NET_NETNS               1       /* one network namespace/replica */
 #define NET_HOST                2       /* host network, 1 replica/run */
@@ -77,6 +80,12 @@ struct config {
     unsigned        api_body_timeout_ms;    /* idle, an admin's request */
     char           *pidfile;            /* written once ready, or NULL */
     int             log_level;
+    char           *state;              /* shared mode: a libpq URI, or
+                                           NULL (embedded mode) */
+    char           *instance;           /* shared mode: this one's name */
+    int             role;               /* ROLE_* */
+    unsigned        leader_lease_ms;
+    int             shared_keys;        /* any of the above was given */
     struct local_conf local;
     struct container_conf container;
     struct tls_conf tls;
@@ -86,5 +95,7 @@ extern struct config   *conf;
 
 struct config *config_load(const char *file, char *err, size_t errlen);
 void config_free(struct config *c);
+/* a libpq URI with any password replaced by "***", for logs and errors */
+const char *config_redact_uri(const char *uri, char *buf, size_t len);
 
 #endif /* CONTROLD_CONFIG_H */

@@ -55,6 +55,7 @@
 #include "rundoc.h"
 #include "sdnotify.h"
 #include "secrets.h"
+#include "shared.h"
 #include "stats.h"
 #include "store.h"
 #include "tls.h"
@@ -231,6 +232,16 @@ reload(void)
                   "the api_ limits and the network of backends.local "
                   "change only with a restart");
     }
+    if (strcmp(c->state ? c->state : "", conf->state ? conf->state : "")
+        != 0
+        || strcmp(c->instance ? c->instance : "",
+                  conf->instance ? conf->instance : "") != 0
+        || c->role != conf->role
+        || c->leader_lease_ms != conf->leader_lease_ms)
+    {
+        log_warnx("reload: state, instance, role and leader_lease change "
+                  "only with a restart");
+    }
 
     free(conf->domain);
     conf->domain = xstrdup(c->domain);
@@ -282,6 +293,44 @@ next_timeout(int64_t next_tick)
 }
 
 
+/*
+ * What an embedded controld does at start, and a shared-mode controller
+ * once it leads: the runs from LMDB, the admin token (only when the
+ * state has none), secrets, certificates, the API and the hold notices.
+ */
+static int
+controller_start(int foreground)
+{
+    char  err[1024];
+
+    if (runs_load() != 0 || tokens_bootstrap() != 0 || secrets_init() != 0
+        || tls_init() != 0)
+    {
+        return -1;
+    }
+    if (api_parent_start(foreground, err, sizeof(err)) != 0) {
+        log_warnx("%s", err);
+        return -1;
+    }
+    if (notify_start(err, sizeof(err)) != 0) {
+        log_warnx("%s", err);
+        api_parent_stop();
+        return -1;
+    }
+    return 0;
+}
+
+
+/* after daemon(): the API process, replicas adopted, the state written */
+static void
+controller_run(void)
+{
+    api_parent_run();
+    reconcile_adopt();
+    runs_flush();
+}
+
+
 int
 main(int argc, char **argv)
 {
@@ -291,7 +340,8 @@ main(int argc, char **argv)
     const char        *pidfile = NULL;
     int                api_level = LOG_LEVEL_INFO;
     int                ch, foreground = 0, check = 0, verbose = 0;
-    int                n, napi, nset, nprobe, nstats, nnote, timeout;
+    int                n, napi, nset, nprobe, nstats, nnote, nshared;
+    int                timeout, acting = 0, exit_status = 0, pfd_off;
     char               err[1024];
     struct pollfd      pfd[POLL_MAX];
     struct sigaction   sa;
@@ -396,34 +446,30 @@ main(int argc, char **argv)
         return 1;
     }
     reconcile_init();
-    if (backends_init(&reconcile_events, err, sizeof(err)) != 0) {
-        log_warnx("%s", err);
-        return 1;
+    if (!shared_enabled() || conf->role == ROLE_CONTROLLER) {
+        if (backends_init(&reconcile_events, err, sizeof(err)) != 0) {
+            log_warnx("%s", err);
+            return 1;
+        }
+        if (stats_init(conf->stats_url, err, sizeof(err)) != 0) {
+            log_warnx("%s", err);
+            return 1;
+        }
     }
-    if (stats_init(conf->stats_url, err, sizeof(err)) != 0) {
-        log_warnx("%s", err);
-        return 1;
-    }
-    if (runs_load() != 0) {
-        return 1;
-    }
-    if (tokens_bootstrap() != 0) {
-        return 1;
-    }
-    if (secrets_init() != 0) {
-        return 1;
-    }
-    if (tls_init() != 0) {
-        return 1;
-    }
-    if (api_parent_start(foreground, err, sizeof(err)) != 0) {
-        log_warnx("%s", err);
-        return 1;
-    }
-    if (notify_start(err, sizeof(err)) != 0) {
-        log_warnx("%s", err);
-        api_parent_stop();
-        return 1;
+    if (!shared_enabled()) {
+        if (controller_start(foreground) != 0) {
+            return 1;
+        }
+        acting = 1;
+    } else {
+        /* a gateway forwards the module's hold notices to the leader */
+        if (shared_start() != 0
+            || (conf->role == ROLE_GATEWAY
+                && notify_start(err, sizeof(err)) != 0))
+        {
+            log_warnx("%s", err);
+            return 1;
+        }
     }
 
     if (!foreground) {
@@ -433,22 +479,23 @@ main(int argc, char **argv)
         log_init(0, log_getlevel());
     }
 
-    api_parent_run();
-    reconcile_adopt();
-    runs_flush();
-
-    log_info("dstack-controld %s started: state %s, domain %s",
-             CONTROLD_VERSION, conf->state_dir, conf->domain);
-    if (pidfile != NULL && pidfile_write(pidfile) != 0) {
-        pidfile = NULL;
+    if (acting) {
+        controller_run();
+        log_info("dstack-controld %s started: state %s, domain %s",
+                 CONTROLD_VERSION, conf->state_dir, conf->domain);
+        if (pidfile != NULL && pidfile_write(pidfile) != 0) {
+            pidfile = NULL;
+        }
+        sdnotify("READY=1");
     }
-    sdnotify("READY=1");
 
     next_tick = 0;
     next_readers = now_ms() + READER_CHECK_MS;
 
-    while (!got_term && !store_lost()) {
+    while (!got_term && !store_lost() && shared_exit_why() == NULL) {
         n = 0;
+        nshared = shared_fill(pfd + n, POLL_MAX - n);
+        n += nshared;
         napi = api_parent_fill(pfd + n, POLL_MAX - n);
         n += napi;
         nset = backends_fill(pfd + n, POLL_MAX - n);
@@ -461,6 +508,9 @@ main(int argc, char **argv)
         n += nnote;
 
         timeout = reconcile_now ? 0 : next_timeout(next_tick);
+        if (shared_enabled() && shared_timeout_ms() < timeout) {
+            timeout = shared_timeout_ms();
+        }
         ts.tv_sec = timeout / 1000;
         ts.tv_nsec = (long) (timeout % 1000) * 1000000;
 
@@ -477,14 +527,46 @@ main(int argc, char **argv)
             reload();
         }
 
-        api_parent_process(pfd, napi);
-        backends_process(pfd + napi, nset);
-        probes_process(pfd + napi + nset, nprobe);
-        stats_process(pfd + napi + nset + nprobe, nstats);
-        notify_process(pfd + napi + nset + nprobe + nstats, nnote);
+        /* a leader whose lease ran out (paused, cut off) acts no more */
+        if (shared_enabled()) {
+            if (acting && !shared_may_act()) {
+                break;
+            }
+            /* (it may have waited on the database: the lease again) */
+            shared_process(pfd, nshared);
+            if (shared_exit_why() != NULL || (acting && !shared_may_act())) {
+                break;
+            }
+            if (shared_ready_now()) {
+                log_info("dstack-controld %s following: state %s, domain %s",
+                         CONTROLD_VERSION, conf->state_dir, conf->domain);
+                if (pidfile != NULL && pidfile_write(pidfile) != 0) {
+                    pidfile = NULL;
+                }
+                sdnotify("READY=1");
+            }
+            if (shared_lead_now()) {
+                if (controller_start(foreground) != 0) {
+                    log_warnx("cannot start leading: exiting with status 1");
+                    exit_status = 1;
+                    break;
+                }
+                controller_run();
+                acting = 1;
+                log_info("dstack-controld %s leading: state %s, domain %s",
+                         CONTROLD_VERSION, conf->state_dir, conf->domain);
+            }
+        }
+        pfd_off = nshared;
+
+        api_parent_process(pfd + pfd_off, napi);
+        backends_process(pfd + pfd_off + napi, nset);
+        probes_process(pfd + pfd_off + napi + nset, nprobe);
+        stats_process(pfd + pfd_off + napi + nset + nprobe, nstats);
+        notify_process(pfd + pfd_off + napi + nset + nprobe + nstats, nnote);
 
         now = now_ms();
-        if (now >= next_tick || reconcile_now) {
+        if (acting && (now >= next_tick || reconcile_now)) {
             if (store_check_files() != 0) {
                 break;
             }
@@ -496,10 +578,14 @@ main(int argc, char **argv)
             logrotate_tick();
             api_parent_tick();
             next_tick = now + CONTROLD_TICK_MS;
+        } else if (!acting) {
+            /* a follower: shared.c's timeout wakes the loop */
+            next_tick = now + CONTROLD_TICK_MS;
         }
-        probes_tick();
-
-        runs_flush();
+        if (acting) {
+            probes_tick();
+            runs_flush();
+        }
 
         if (now >= next_readers) {
             next_readers = now + READER_CHECK_MS;
@@ -517,21 +603,28 @@ main(int argc, char **argv)
                   "controld started again (systemd: Restart=on-failure) "
                   "opens the new state and adopts those it names",
                   store_lost_why());
-    } else {
+        exit_status = 1;
+    } else if (shared_exit_why() != NULL) {
+        /* shared.c logged why; nothing more is written either */
+        exit_status = 1;
+    } else if (got_term) {
         log_info("%s: exiting; replicas keep running and the next start "
                  "adopts them", got_term == SIGINT ? "SIGINT" : "SIGTERM");
     }
     sdnotify("STOPPING=1");
-    if (!store_lost()) {
+    if (exit_status == 0 && acting) {
         runs_flush();
     }
     tls_stop();
     notify_stop();
     api_parent_stop();
     secrets_shutdown();
+    if (shared_enabled()) {
+        shared_stop();
+    }
     store_close();
     if (pidfile != NULL) {
         unlink(pidfile);
     }
-    return store_lost() ? 1 : 0;
+    return exit_status;
 }

@@ -51,8 +51,13 @@ netns_init(void)
     uint8_t  digest[32];
 
     /* names of namespaces and interfaces carry a tag of the state, so
-     * that several controlds on one host (tests) keep to their own */
-    ds_sha256(conf->state_dir, strlen(conf->state_dir), digest);
+     * that several controlds on one host (tests) keep to their own; in
+     * shared mode the database's, so that the next leader adopts them */
+    if (conf->state != NULL) {
+        ds_sha256(conf->state, strlen(conf->state), digest);
+    } else {
+        ds_sha256(conf->state_dir, strlen(conf->state_dir), digest);
+    }
     hex_encode(digest, 2, tag);
     if (next_net == 0) {
         next_net = (int) (((unsigned) digest[2] << 8 | digest[3])

@@ -23,6 +23,7 @@
 #include "log.h"
 #include "ds_state.h"
 #include "notify.h"
+#include "shared.h"
 #include "util.h"
 
 
@@ -128,6 +129,10 @@ notify_process(struct pollfd *pfd, int n)
         }
         memcpy(name, buf + 5, nl);
         name[nl] = '\0';
-        autoscale_hold(name);
+        if (shared_enabled() && conf->role == ROLE_GATEWAY) {
+            shared_wake(name);          /* to the leader, through the db */
+        } else {
+            autoscale_hold(name);
+        }
     }
 }

@@ -21,6 +21,11 @@
 
 ds_state_t  *state;
 
+int        (*store_publish)(ds_txn_t *txn, uint64_t *rev, char *err,
+               size_t errlen);
+/* the last store_end() failed to publish (shared mode): 503, not 500 */
+static int   unpublished;
+
 /* set when the files at the path are no longer the ones open; for good */
 static int   lost;
 static char  lost_why[512];
@@ -124,6 +129,13 @@ int
 store_lost(void)
 {
     return lost;
+}
+
+
+int
+store_unpublished(void)
+{
+    return unpublished;
 }
 
 
@@ -383,6 +395,31 @@ store_del_token(struct store_txn *t, const uint8_t hash[DS_TOKEN_HASH_LEN])
 
 
 /*
+ * Shared mode: PostgreSQL first, then LMDB.  Should LMDB's commit fail
+ * after a publish, the database has a revision this LMDB lacks; the
+ * records come back when this instance follows again (a restart).
+ */
+static void
+store_publish_first(struct store_txn *t)
+{
+    uint64_t  rev;
+
+    if (ds_txn_nchanges(t->txn) == 0) {
+        return;
+    }
+    if (store_publish(t->txn, &rev, t->errbuf, t->errlen) != 0) {
+        t->rc = DS_ERROR;
+        unpublished = 1;
+        return;
+    }
+    if (ds_mirror_set_rev(t->txn, rev, &t->err) != DS_OK) {
+        t->rc = DS_ERROR;
+        snprintf(t->errbuf, t->errlen, "%s", t->err.msg);
+    }
+}
+
+
+/*
  * Commits when every put succeeded, else aborts; the first failure.  The
  * files are looked at again just before the commit and just after it: a
  * file replaced in between got a commit nobody will read, and the
@@ -395,6 +432,10 @@ store_end(struct store_txn *t)
         t->rc = DS_ERROR;
         snprintf(t->errbuf, t->errlen, "%s: nothing was written; "
                  "controld restarts on the new state", lost_why);
+    }
+    unpublished = 0;
+    if (t->rc == DS_OK && store_publish != NULL) {
+        store_publish_first(t);
     }
     if (t->rc != DS_OK) {
         ds_txn_abort(t->txn);

@@ -13,6 +13,7 @@
 #define CONTROLD_STORE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "ds_state.h"
 
@@ -72,5 +73,16 @@ void store_put_token(struct store_txn *t, const ds_token_t *tok,
 void store_del_token(struct store_txn *t,
     const uint8_t hash[DS_TOKEN_HASH_LEN]);
 int store_end(struct store_txn *t);
+
+/*
+ * Shared mode (shared.c sets it while this instance leads): publishes a
+ * write transaction's captured changes before LMDB commits them; 0 with
+ * the revision, which LMDB records as mirrored in the same commit, or
+ * -1 with why (the transaction is then aborted: STORE_EFAIL).
+ */
+extern int (*store_publish)(ds_txn_t *txn, uint64_t *rev, char *err,
+    size_t errlen);
+/* whether the last store_end() failed there: the API answers 503 */
+int store_unpublished(void);
 
 #endif /* CONTROLD_STORE_H */

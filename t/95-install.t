@@ -207,7 +207,8 @@ like(`dpkg-deb -f $mod Depends`, qr/\Q$abi\E/,
      "the module depends on the exact nginx ABI ($abi)");
 like(`dpkg-deb -f $deb Depends`,
      qr/libnginx-mod-http-dstack \(= [^)]+\).*/, 'dstack depends on it');
-for my $lib (qw(libyaml libcjson liblmdb libcurl libmicrohttpd libssl)) {
+for my $lib (qw(libyaml libcjson liblmdb libcurl libmicrohttpd libssl
+    libpq)) {
     like(`dpkg-deb -f $deb Depends`, qr/\b\Q$lib\E/, "dstack depends on $lib");
 }
 
