@@ -218,6 +218,8 @@ reload(void)
     }
     if (strcmp(c->state_dir, conf->state_dir) != 0
         || strcmp(c->api_socket, conf->api_socket) != 0
+        || strcmp(c->api_listen ? c->api_listen : "",
+                  conf->api_listen ? conf->api_listen : "") != 0
         || strcmp(c->replicas_dir, conf->replicas_dir) != 0
         || strcmp(c->stats_url, conf->stats_url) != 0
         || strcmp(c->notify_socket ? c->notify_socket : "",
@@ -228,8 +230,8 @@ reload(void)
         || c->api_header_timeout_ms != conf->api_header_timeout_ms
         || c->api_body_timeout_ms != conf->api_body_timeout_ms)
     {
-        log_warnx("reload: state_dir, api_socket, replicas_dir, stats_url, "
-                  "the api_ limits and the network of backends.local "
+        log_warnx("reload: state_dir, api_socket, api_listen, "
+                  "replicas_dir, stats_url, the api_ limits and the network of backends.local "
                   "change only with a restart");
     }
     if (strcmp(c->state ? c->state : "", conf->state ? conf->state : "")
