@@ -175,6 +175,22 @@ static ngx_str_t  ngx_http_dstack_prom_le[] = {
 };
 
 
+/*
+ * The text is written in blocks that outlive the caches: a block whose
+ * cache is freed goes to the worker's spares, and the next cache takes
+ * it from there.  Fresh memory is dear (a page fault per page, and on a
+ * virtual machine each one is a trip to the hypervisor: making a cache
+ * of 42 MB in fresh memory took three times the CPU of rendering it).
+ * At most as many spare bytes are kept as the newest cache has, so a
+ * worker holds about twice its text.
+ */
+typedef struct ngx_http_dstack_prom_block_s  ngx_http_dstack_prom_block_t;
+
+struct ngx_http_dstack_prom_block_s {
+    ngx_http_dstack_prom_block_t       *next;
+    size_t                              size;       /* with this header */
+};
+
 /* one family's lines of one service (or its HELP and TYPE lines) in a
  * cache */
 typedef struct {
@@ -196,6 +212,7 @@ typedef struct {
     /* [family * (services + 1)]: HELP and TYPE, then each service */
     ngx_http_dstack_prom_seg_t         *segs;
 
+    ngx_http_dstack_prom_block_t       *blocks;     /* of the text */
     u_char                             *last;       /* in the block being */
     u_char                             *end;        /* written */
     size_t                              size;       /* of the text */
@@ -214,6 +231,12 @@ typedef struct {
     ngx_http_dstack_stats_collect_t    *col;
     ngx_http_dstack_stats_collect_t     own;        /* RENDER */
     ngx_http_dstack_prom_cache_t       *cache;      /* BUILD, CACHED */
+    ngx_http_dstack_prom_cache_t       *prev;       /* BUILD: copied from */
+    ngx_uint_t                         *same;       /* BUILD: per service,
+                                                       1 + its index in
+                                                       prev, 0: none */
+    ngx_uint_t                         *differ;     /* BUILD: families
+                                                       not to copy */
     ngx_array_t                         changed;    /* CACHED */
     ngx_uint_t                          next;       /* in changed */
     uint64_t                          (*values)[NGX_HTTP_DSTACK_STATS_RVALUES];
@@ -238,11 +261,19 @@ static ngx_int_t ngx_http_dstack_prom_cached_start(ngx_http_request_t *r,
     ngx_http_dstack_prom_stream_t *st);
 static ngx_int_t ngx_http_dstack_prom_build_start(ngx_http_request_t *r,
     ngx_http_dstack_prom_stream_t *st);
-static ngx_uint_t ngx_http_dstack_prom_compare(
+static ngx_int_t ngx_http_dstack_prom_compare(
     ngx_http_dstack_prom_cache_t *cache, ngx_http_dstack_prom_stream_t *st,
     ngx_pool_t *pool);
 static ngx_uint_t ngx_http_dstack_prom_differ(
     ngx_http_dstack_stats_counters_t *a, ngx_http_dstack_stats_counters_t *b);
+static ngx_uint_t ngx_http_dstack_prom_differ_all(
+    ngx_http_dstack_prom_cache_t *prev, ngx_uint_t j,
+    ngx_http_dstack_prom_cache_t *cache, ngx_uint_t i);
+static ngx_int_t ngx_http_dstack_prom_match(ngx_http_request_t *r,
+    ngx_http_dstack_prom_stream_t *st);
+static ngx_uint_t ngx_http_dstack_prom_same(
+    ngx_http_dstack_prom_cache_t *prev, ngx_uint_t j,
+    ngx_http_dstack_stats_collect_t *col, ngx_uint_t i);
 static void ngx_http_dstack_prom_unref(ngx_http_dstack_prom_cache_t *cache);
 static ngx_int_t ngx_http_dstack_prom_stream(ngx_http_request_t *r,
     ngx_http_dstack_prom_stream_t *st);
@@ -271,6 +302,10 @@ static u_char *ngx_http_dstack_prom_sample(u_char *p, ngx_str_t *name,
 
 /* the worker's cache: the last one built whole, NULL before */
 static ngx_http_dstack_prom_cache_t  *ngx_http_dstack_prom_current;
+
+/* spare blocks of the text, and their bytes */
+static ngx_http_dstack_prom_block_t  *ngx_http_dstack_prom_spare;
+static size_t                         ngx_http_dstack_prom_spare_size;
 
 
 
@@ -508,7 +543,108 @@ ngx_http_dstack_prom_build_start(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    return ngx_http_dstack_prom_match(r, st);
+}
+
+
+/*
+ * A new cache is mostly the old one's text: a commit changes a few
+ * services, and most of the rest are idle.  Find each service of the new
+ * snapshot in the old cache (both lists are in name order): one with the
+ * same name, uid, metrics slots and replica addresses has the same lines
+ * whenever its numbers are the same, and its text is copied, not
+ * rendered.  The old cache is held until the new one is whole.
+ */
+static ngx_int_t
+ngx_http_dstack_prom_match(ngx_http_request_t *r,
+    ngx_http_dstack_prom_stream_t *st)
+{
+    ngx_int_t                          c;
+    ngx_uint_t                         i, j, n, m;
+    ngx_http_dstack_stats_service_t   *a, *b;
+    ngx_http_dstack_prom_cache_t      *prev;
+
+    prev = ngx_http_dstack_prom_current;
+
+    if (prev == NULL) {
+        return NGX_OK;
+    }
+
+    n = st->cache->col.services.nelts;
+    m = prev->col.services.nelts;
+
+    st->same = ngx_pcalloc(r->pool, n * sizeof(ngx_uint_t) + 1);
+    st->differ = ngx_pcalloc(r->pool, n * sizeof(ngx_uint_t) + 1);
+    if (st->same == NULL || st->differ == NULL) {
+        return NGX_ERROR;
+    }
+
+    st->prev = prev;
+    prev->refs++;
+
+    a = st->cache->col.services.elts;
+    b = prev->col.services.elts;
+
+    for (i = 0, j = 0; i < n && j < m; /* void */) {
+        c = ngx_memn2cmp(a[i].name.data, b[j].name.data, a[i].name.len,
+                         b[j].name.len);
+
+        if (c < 0) {
+            i++;
+            continue;
+        }
+
+        if (c > 0) {
+            j++;
+            continue;
+        }
+
+        if (ngx_http_dstack_prom_same(prev, j, &st->cache->col, i)) {
+            st->same[i] = j + 1;
+        }
+
+        i++;
+        j++;
+    }
+
     return NGX_OK;
+}
+
+
+/* old service j and new service i render alike from alike numbers */
+static ngx_uint_t
+ngx_http_dstack_prom_same(ngx_http_dstack_prom_cache_t *prev, ngx_uint_t j,
+    ngx_http_dstack_stats_collect_t *col, ngx_uint_t i)
+{
+    ngx_uint_t                        k;
+    ngx_http_dstack_stats_replica_t  *ra, *rb;
+    ngx_http_dstack_stats_service_t  *a, *b;
+
+    a = (ngx_http_dstack_stats_service_t *) col->services.elts + i;
+    b = (ngx_http_dstack_stats_service_t *) prev->col.services.elts + j;
+
+    if (a->uid != b->uid || a->metrics != b->metrics
+        || a->nreplicas != b->nreplicas || a->prom.len != b->prom.len
+        || ngx_memcmp(a->prom.data, b->prom.data, a->prom.len) != 0)
+    {
+        return 0;
+    }
+
+    ra = (ngx_http_dstack_stats_replica_t *) col->replicas.elts + a->replica;
+    rb = (ngx_http_dstack_stats_replica_t *) prev->col.replicas.elts
+         + b->replica;
+
+    for (k = 0; k < a->nreplicas; k++) {
+        if (ra[k].metrics != rb[k].metrics || ra[k].uid != rb[k].uid
+            || ra[k].prom.len != rb[k].prom.len
+            || ngx_memcmp(ra[k].prom.data, rb[k].prom.data, ra[k].prom.len)
+               != 0)
+        {
+            return 0;
+        }
+    }
+
+    return 1;
 }
 
 
@@ -518,7 +654,7 @@ ngx_http_dstack_prom_build_start(ngx_http_request_t *r,
  * order).  Stops early when more than a limit differ: the caller makes
  * the cache again then.
  */
-static ngx_uint_t
+static ngx_int_t
 ngx_http_dstack_prom_compare(ngx_http_dstack_prom_cache_t *cache,
     ngx_http_dstack_prom_stream_t *st, ngx_pool_t *pool)
 {
@@ -590,6 +726,34 @@ ngx_http_dstack_prom_compare(ngx_http_dstack_prom_cache_t *cache,
     }
 
     return NGX_OK;
+}
+
+
+/* the families whose lines differ between service j of the old cache
+ * and service i of the new one, replicas included */
+static ngx_uint_t
+ngx_http_dstack_prom_differ_all(ngx_http_dstack_prom_cache_t *prev,
+    ngx_uint_t j, ngx_http_dstack_prom_cache_t *cache, ngx_uint_t i)
+{
+    ngx_uint_t                        f, r, k;
+    ngx_http_dstack_stats_service_t  *a, *b;
+
+    a = (ngx_http_dstack_stats_service_t *) cache->col.services.elts + i;
+    b = (ngx_http_dstack_stats_service_t *) prev->col.services.elts + j;
+
+    f = ngx_http_dstack_prom_differ(&prev->counters[j], &cache->counters[i]);
+
+    for (r = 0; r < a->nreplicas; r++) {
+        for (k = 0; k < NGX_HTTP_DSTACK_STATS_RVALUES; k++) {
+            if (cache->values[a->replica + r][k]
+                != prev->values[b->replica + r][k])
+            {
+                f |= 1 << (NGX_HTTP_DSTACK_PROM_REPLICA_INFLIGHT + k);
+            }
+        }
+    }
+
+    return f;
 }
 
 
@@ -669,9 +833,32 @@ ngx_http_dstack_prom_differ(ngx_http_dstack_stats_counters_t *a,
 static void
 ngx_http_dstack_prom_unref(ngx_http_dstack_prom_cache_t *cache)
 {
-    if (--cache->refs == 0) {
-        ngx_destroy_pool(cache->pool);
+    size_t                         keep;
+    ngx_http_dstack_prom_block_t  *b, *next;
+
+    if (--cache->refs) {
+        return;
     }
+
+    keep = ngx_http_dstack_prom_current ? ngx_http_dstack_prom_current->size
+                                        : 0;
+
+    for (b = cache->blocks; b; b = next) {
+        next = b->next;
+
+        if (b->size == NGX_HTTP_DSTACK_PROM_ARENA
+            && ngx_http_dstack_prom_spare_size < keep)
+        {
+            b->next = ngx_http_dstack_prom_spare;
+            ngx_http_dstack_prom_spare = b;
+            ngx_http_dstack_prom_spare_size += b->size;
+            continue;
+        }
+
+        ngx_free(b);
+    }
+
+    ngx_destroy_pool(cache->pool);
 }
 
 
@@ -723,6 +910,11 @@ ngx_http_dstack_prom_stream(ngx_http_request_t *r,
             ngx_http_dstack_prom_current = st->cache;
             st->cache->refs++;
             st->mode = NGX_HTTP_DSTACK_PROM_CACHED;
+
+            if (st->prev) {
+                ngx_http_dstack_prom_unref(st->prev);
+                st->prev = NULL;
+            }
         }
 
         cl = st->out.first;
@@ -876,6 +1068,11 @@ ngx_http_dstack_prom_cleanup(void *data)
         ngx_http_dstack_prom_unref(st->cache);
         st->cache = NULL;
     }
+
+    if (st->prev) {
+        ngx_http_dstack_prom_unref(st->prev);
+        st->prev = NULL;
+    }
 }
 
 
@@ -968,7 +1165,7 @@ ngx_http_dstack_prom_service(ngx_http_dstack_prom_stream_t *st,
     size_t                             n;
     ngx_buf_t                         *b;
     ngx_uint_t                         j;
-    ngx_http_dstack_prom_seg_t        *seg;
+    ngx_http_dstack_prom_seg_t        *seg, *old;
     ngx_http_dstack_prom_cache_t      *cache;
     ngx_http_dstack_prom_changed_t    *c;
     ngx_http_dstack_stats_replica_t   *sr;
@@ -1023,21 +1220,42 @@ ngx_http_dstack_prom_service(ngx_http_dstack_prom_stream_t *st,
                 ngx_http_dstack_stats_read_replica(&sr[j],
                                             cache->values[s->replica + j]);
             }
+
+            if (st->same && st->same[i]) {
+                st->differ[i] = ngx_http_dstack_prom_differ_all(st->prev,
+                                    st->same[i] - 1, cache, i);
+            }
         }
 
         seg = &cache->segs[family * (cache->col.services.nelts + 1) + 1 + i];
 
-        n = ngx_http_dstack_prom_bound(family, s, sr);
+        if (st->same && st->same[i] && !(st->differ[i] & (1 << family))) {
+            old = &st->prev->segs[family * (st->prev->col.services.nelts + 1)
+                                  + st->same[i]];
 
-        p = ngx_http_dstack_prom_arena(cache, n);
-        if (p == NULL) {
-            return NGX_ERROR;
+            p = ngx_http_dstack_prom_arena(cache, old->len);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            seg->start = p;
+            seg->len = old->len;
+            p = ngx_cpymem(p, old->start, old->len);
+
+        } else {
+            n = ngx_http_dstack_prom_bound(family, s, sr);
+
+            p = ngx_http_dstack_prom_arena(cache, n);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            seg->start = p;
+            p = ngx_http_dstack_prom_render(p, family, s, sr,
+                                            &cache->counters[i],
+                                            &cache->values[s->replica]);
+            seg->len = p - seg->start;
         }
-
-        seg->start = p;
-        p = ngx_http_dstack_prom_render(p, family, s, sr, &cache->counters[i],
-                                        &cache->values[s->replica]);
-        seg->len = p - seg->start;
 
         cache->last = p;
         cache->size += seg->len;
@@ -1079,20 +1297,36 @@ ngx_http_dstack_prom_service(ngx_http_dstack_prom_stream_t *st,
 static u_char *
 ngx_http_dstack_prom_arena(ngx_http_dstack_prom_cache_t *cache, size_t n)
 {
-    size_t  size;
+    size_t                         size;
+    ngx_http_dstack_prom_block_t  *b;
 
     if (cache->last && (size_t) (cache->end - cache->last) >= n) {
         return cache->last;
     }
 
-    size = ngx_max(n, NGX_HTTP_DSTACK_PROM_ARENA);
+    size = sizeof(ngx_http_dstack_prom_block_t) + n;
 
-    cache->last = ngx_palloc(cache->pool, size);
-    if (cache->last == NULL) {
-        return NULL;
+    if (size <= NGX_HTTP_DSTACK_PROM_ARENA && ngx_http_dstack_prom_spare) {
+        b = ngx_http_dstack_prom_spare;
+        ngx_http_dstack_prom_spare = b->next;
+        ngx_http_dstack_prom_spare_size -= b->size;
+
+    } else {
+        size = ngx_max(size, NGX_HTTP_DSTACK_PROM_ARENA);
+
+        b = ngx_alloc(size, ngx_cycle->log);
+        if (b == NULL) {
+            return NULL;
+        }
+
+        b->size = size;
     }
 
-    cache->end = cache->last + size;
+    b->next = cache->blocks;
+    cache->blocks = b;
+
+    cache->last = (u_char *) b + sizeof(ngx_http_dstack_prom_block_t);
+    cache->end = (u_char *) b + b->size;
 
     return cache->last;
 }
