@@ -277,6 +277,8 @@ static ngx_uint_t ngx_http_dstack_prom_same(
 static void ngx_http_dstack_prom_unref(ngx_http_dstack_prom_cache_t *cache);
 static ngx_int_t ngx_http_dstack_prom_stream(ngx_http_request_t *r,
     ngx_http_dstack_prom_stream_t *st);
+static void ngx_http_dstack_prom_update(ngx_http_request_t *r,
+    ngx_http_dstack_prom_stream_t *st, ngx_chain_t *out);
 static void ngx_http_dstack_prom_write(ngx_http_request_t *r);
 static void ngx_http_dstack_prom_wait(ngx_http_request_t *r);
 static void ngx_http_dstack_prom_cleanup(void *data);
@@ -874,7 +876,7 @@ ngx_http_dstack_prom_stream(ngx_http_request_t *r,
 {
     ngx_int_t     rc;
     ngx_uint_t    n, to, done;
-    ngx_chain_t  *cl, *ll, **lp;
+    ngx_chain_t  *cl, *ll;
 
     n = st->col->services.nelts;
 
@@ -947,24 +949,7 @@ ngx_http_dstack_prom_stream(ngx_http_request_t *r,
             return NGX_ERROR;
         }
 
-        ngx_chain_update_chains(r->pool, &st->free, &st->busy, &cl,
-                                (ngx_buf_tag_t) &ngx_http_dstack_module);
-
-        /* sent references go apart: their memory is the cache's, never
-         * a buffer to render into */
-
-        for (lp = &st->free; *lp; /* void */ ) {
-            ll = *lp;
-
-            if (ll->buf->temporary) {
-                lp = &ll->next;
-                continue;
-            }
-
-            *lp = ll->next;
-            ll->next = st->free_refs;
-            st->free_refs = ll;
-        }
+        ngx_http_dstack_prom_update(r, st, cl);
 
         if (done) {
             return rc;
@@ -977,12 +962,38 @@ ngx_http_dstack_prom_stream(ngx_http_request_t *r,
 }
 
 
+/* what was sent goes back to the free lists: rendered buffers to be
+ * rendered into again, references apart (their memory is a cache's,
+ * never a buffer to render into) */
+static void
+ngx_http_dstack_prom_update(ngx_http_request_t *r,
+    ngx_http_dstack_prom_stream_t *st, ngx_chain_t *out)
+{
+    ngx_chain_t  *cl, **lp;
+
+    ngx_chain_update_chains(r->pool, &st->free, &st->busy, &out,
+                            (ngx_buf_tag_t) &ngx_http_dstack_module);
+
+    for (lp = &st->free; *lp; /* void */ ) {
+        cl = *lp;
+
+        if (cl->buf->temporary) {
+            lp = &cl->next;
+            continue;
+        }
+
+        *lp = cl->next;
+        cl->next = st->free_refs;
+        st->free_refs = cl;
+    }
+}
+
+
 /* the socket takes more: flush what waits, then render on */
 static void
 ngx_http_dstack_prom_write(ngx_http_request_t *r)
 {
     ngx_int_t                       rc;
-    ngx_chain_t                    *cl;
     ngx_event_t                    *wev;
     ngx_pool_cleanup_t             *cln;
     ngx_http_dstack_prom_stream_t  *st;
@@ -1018,9 +1029,7 @@ ngx_http_dstack_prom_write(ngx_http_request_t *r)
         return;
     }
 
-    cl = NULL;
-    ngx_chain_update_chains(r->pool, &st->free, &st->busy, &cl,
-                            (ngx_buf_tag_t) &ngx_http_dstack_module);
+    ngx_http_dstack_prom_update(r, st, NULL);
 
     if (st->busy == NULL) {
         rc = ngx_http_dstack_prom_stream(r, st);

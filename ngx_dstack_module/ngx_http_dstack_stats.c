@@ -330,10 +330,11 @@ ngx_http_dstack_stats_reserve(ngx_http_dstack_stats_out_t *out, size_t n)
         return b;
     }
 
-    if (out->free && *out->free
+    if (out->free && *out->free && (*out->free)->buf->temporary
         && (size_t) ((*out->free)->buf->end - (*out->free)->buf->start) >= n)
     {
-        /* sent already: ngx_chain_update_chains() emptied it */
+        /* sent already: ngx_chain_update_chains() emptied it (only a
+         * buffer of our own: prom.c sends cached text in others) */
         cl = *out->free;
         *out->free = cl->next;
         b = cl->buf;
