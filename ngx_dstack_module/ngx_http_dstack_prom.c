@@ -517,6 +517,15 @@ ngx_http_dstack_prom_build_start(ngx_http_request_t *r,
     cache->col.log = r->connection->log;
     cache->col.active = 0;
 
+    if (ngx_http_dstack_prom_current) {
+        /* a commit changes a few services: as many as last time, and
+         * some room */
+        cache->col.hint[0] =
+                ngx_http_dstack_prom_current->col.services.nelts + 64;
+        cache->col.hint[1] =
+                ngx_http_dstack_prom_current->col.replicas.nelts + 256;
+    }
+
     st->mode = NGX_HTTP_DSTACK_PROM_BUILD;
     st->col = &cache->col;
     st->cache = cache;

@@ -71,6 +71,8 @@ ngx_http_dstack_stats_handler(ngx_http_request_t *r)
     col.pool = r->pool;
     col.log = r->connection->log;
     col.active = active;
+    col.hint[0] = 0;
+    col.hint[1] = 0;
 
     rv = ngx_http_dstack_stats_gather(&col);
 
@@ -131,10 +133,15 @@ ngx_http_dstack_stats_gather(ngx_http_dstack_stats_collect_t *col)
     col->failed = 0;
     col->now = ngx_time();
 
-    if (ngx_array_init(&col->services, col->pool, 64,
+    /* room for what is expected: an array that doubles leaves each old
+     * copy behind in the pool */
+
+    if (ngx_array_init(&col->services, col->pool,
+                       ngx_max(col->hint[0], 64),
                        sizeof(ngx_http_dstack_stats_service_t))
         != NGX_OK
-        || ngx_array_init(&col->replicas, col->pool, 256,
+        || ngx_array_init(&col->replicas, col->pool,
+                          ngx_max(col->hint[1], 256),
                           sizeof(ngx_http_dstack_stats_replica_t))
            != NGX_OK)
     {

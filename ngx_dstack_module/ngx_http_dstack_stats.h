@@ -52,6 +52,8 @@ typedef struct {
     ngx_array_t                         services;
     ngx_array_t                         replicas;
     ngx_uint_t                          active;     /* ?active=1 */
+    ngx_uint_t                          hint[2];    /* services, replicas
+                                                       expected; 0: few */
     time_t                              now;
     uint64_t                            snapshot;   /* read from */
     ngx_uint_t                          failed;     /* out of memory */
