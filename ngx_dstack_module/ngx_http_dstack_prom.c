@@ -14,9 +14,10 @@
  *
  * A scrape of another snapshot (a commit since: services, replicas or
  * slots may differ), or one that finds more than a sixteenth of the
- * services changed since the cache was made, renders everything into a
- * new cache as it streams, and that one replaces the old when it is
- * whole.  A cache is freed when the last scrape that sends from it ends,
+ * services changed since the cache was made, makes a new cache as it
+ * streams (the services alike in both, with the same numbers, copied
+ * from the old one, the others rendered), and that one replaces the old
+ * when it is whole.  A cache is freed when the last scrape that sends from it ends,
  * so text never changes under a slow client; a scrape that builds one and
  * goes away early frees its part.  "?active=1" renders its few services
  * every time, into buffers reused as they are sent.
