@@ -268,6 +268,9 @@ void ngx_http_dstack_peers_unref(ngx_http_dstack_peers_t *peers);
  * the state is unavailable; service() and token() work inside it too */
 ds_txn_t *ngx_http_dstack_state_begin(ngx_log_t *log);
 void ngx_http_dstack_state_end(void);
+/* the snapshot peek() or begin() found: changes with every commit and
+ * every reopening of the state; 0 when unknown */
+uint64_t ngx_http_dstack_state_snapshot(void);
 
 /* module.c registers the access phase handler; it goes on through one
  * of the front doors, which hand the service they found to admission */

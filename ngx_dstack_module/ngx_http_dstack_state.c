@@ -222,6 +222,13 @@ ngx_http_dstack_state_begin(ngx_log_t *log)
 }
 
 
+uint64_t
+ngx_http_dstack_state_snapshot(void)
+{
+    return ngx_http_dstack_st.snapshot;
+}
+
+
 /* the read transaction, renewed once per request, and what it sees */
 static int
 ngx_http_dstack_state_renew(ngx_http_dstack_state_t *st, ds_err_t *err)

@@ -1,11 +1,12 @@
 #!/usr/bin/perl
-# Metrics at 10,000 services (issue 17): a Prometheus scrape renders
-# every series of every service; "?active=1" (as for JSON) only the
-# services with something to tell, and costs the worker little when one
-# service is busy and the rest idle; the 30/60/300 s windows, kept in
-# per-second rows apart from the counters, stay exact for the busy one
-# and zero for the idle ones, and a slot given to a new service starts
-# from zero.
+# Metrics at 10,000 services (issue 17): a Prometheus scrape shows
+# every series of every service, and costs the worker little when one
+# service is busy and the rest idle (the worker's cache of the text,
+# t/14); "?active=1" (as for JSON) only the services with something to
+# tell; the 30/60/300 s windows, kept in per-second rows apart from the
+# counters, stay exact for the busy one and zero for the idle ones; a
+# client reading slowly gets its whole answer while a commit makes the
+# cache anew; and a slot given to a new service starts from zero.
 
 use strict;
 use warnings;
@@ -22,10 +23,13 @@ plan skip_all => 'module or dstack-seed not built'
 my $N = 10000;
 my $R = 5;
 my $SCRAPES = 4;
-# worker CPU per ?active=1 scrape: the whole output takes 70-110 ms (42 MB
-# at 10,000 services x 5 replicas), the busy service's a few ms, most of
-# it reading the 10,000 records; the sanitizer build runs slower
+# worker CPU per scrape, the whole output (42 MB at 10,000 services x 5
+# replicas: 70-110 ms when rendered every time, 5-25 ms from the cache
+# with this slow reader on a busy machine; the bench's 20 ms floor is
+# the wall time of a fast client) and ?active=1 (a few ms, most of it
+# reading the 10,000 records); the sanitizer build runs slower
 my $LIMIT_MS = $ENV{DSTACK_SANITIZE} ? 80 : 20;
+my $WHOLE_MS = $ENV{DSTACK_SANITIZE} ? 150 : 40;
 
 my $t = DsTest->new(workers => 1,
     capacity => sprintf('services=%d replicas=%d', $N + 64, $N * $R + 64));
@@ -134,11 +138,23 @@ my $cost = sub {
     $bytes += length $scrape->($path) for 1 .. $n;
     return (($cpu->() - $c0) / $n, (time - $t0) * 1000 / $n, $bytes / $n);
 };
-my ($all_cpu, $all_wall, $all_bytes) = $cost->('/metrics', $SCRAPES);
+# the busy service gets a request before each whole scrape: its lines
+# are rendered every time, the others' come from the cache
+my ($all_cpu, $all_wall, $all_bytes) = (0, 0, 0);
+for (1 .. $SCRAPES) {
+    $t->get('s05000', '/');
+    my @c = $cost->('/metrics', 1);
+    $all_cpu += $c[0] / $SCRAPES;
+    $all_wall += $c[1] / $SCRAPES;
+    $all_bytes = $c[2];
+}
 my ($act_cpu, $act_wall, $act_bytes) = $cost->('/metrics?active=1', 40);
 diag(sprintf('prometheus at %d services: all %.1f ms worker CPU, %.1f ms '
     . 'wall, %d bytes; active=1 %.1f ms CPU, %.1f ms wall, %d bytes', $N,
     $all_cpu, $all_wall, $all_bytes, $act_cpu, $act_wall, $act_bytes));
+cmp_ok($all_cpu, '<', $WHOLE_MS,
+    "a whole scrape at $N services, one busy, costs the worker under "
+    . "$WHOLE_MS ms");
 cmp_ok($act_cpu, '<', $LIMIT_MS,
     "an active=1 scrape at $N services costs the worker under $LIMIT_MS ms");
 cmp_ok($act_bytes * 100, '<', $all_bytes, 'and is a hundredth of the whole');
@@ -154,6 +170,13 @@ my $raw = sub {
 };
 my $late = $raw->();
 sleep 1;        # the socket fills, the worker waits for it
+# a commit: the next scrape makes a new cache while $late still sends
+# from the old one, which must stay as it was until $late is done
+$t->seed([{ op => 'service', name => 'late-new', auth => DsTest::false }]);
+my $during = $t->metrics;
+like($during,
+    qr/^dstack_requests_total\{service="late-new",class="2xx"\} 0$/m,
+    'a scrape after a commit, meanwhile, shows the new service');
 my $gone = $raw->();
 my $buf;
 sysread($gone, $buf, 65536);
@@ -169,9 +192,13 @@ like($head // '', qr/^HTTP\/1\.1 200 .*^Transfer-Encoding: chunked/ms,
 my $lines = () = ($body // '') =~ /^dstack_requests_total\{/mg;
 is($lines, 6 * $N, 'and every requests_total line, after waiting');
 like($body // '', qr/\r\n0\r\n\r\n\z/, 'and the last chunk');
+unlike($body // '', qr/late-new/, 'as of when it was asked: no service '
+    . 'committed since');
 # (values may differ by now: the 30 s window empties)
 my $again = $t->metrics;
-is(scalar(() = $again =~ /\n/g), scalar(() = $prom =~ /\n/g),
+my $added = () = $again =~ /^[a-z_]+\{service="late-new"/mg;
+cmp_ok($added, '>=', 40, "the service committed since has its $added lines");
+is(scalar(() = $again =~ /\n/g) - $added, scalar(() = $prom =~ /\n/g),
     'after a client went away mid-stream, a scrape is whole');
 
 # ---- a slot that changes owner starts from zero ------------------------------
