@@ -566,6 +566,38 @@ pg_instance_seen(PGconn *c, const char *instance, const char *role,
 
 
 int
+pg_stats_sources(PGconn *c, unsigned within_ms, char *buf, size_t len,
+    char *err, size_t n)
+{
+    PGresult    *r;
+    const char  *vals[1];
+    const char  *v;
+    char         secs[32];
+    int          ok;
+
+    snprintf(secs, sizeof(secs), "%.3f", within_ms / 1000.0);
+    vals[0] = secs;
+    r = PQexecParams(c, "SELECT coalesce(string_agg(stats_url, ' ' "
+                     "ORDER BY instance), '') FROM dstack_instances "
+                     "WHERE stats_url <> '' AND seen > now() - "
+                     "make_interval(secs => $1::float8)",
+                     1, NULL, vals, NULL, NULL, 0);
+    ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    if (ok) {
+        v = PQgetvalue(r, 0, 0);
+        if (strlen(v) >= len) {
+            PQclear(r);
+            snprintf(err, n, "dstack_instances: the stats_url list is "
+                     "longer than %zu bytes", len - 1);
+            return PG_EFAIL;
+        }
+        memcpy(buf, v, strlen(v) + 1);
+    }
+    PQclear(r);
+    return ok ? 0 : pg_fail(c, err, n, "cannot read dstack_instances");
+}
+
+int
 pg_listen(PGconn *c, const char *channel, char *err, size_t n)
 {
     char  sql[64];

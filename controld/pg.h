@@ -81,6 +81,12 @@ int pg_end_stale(PGconn *c, unsigned lease_ms, int *ended, char *who,
 int pg_instance_seen(PGconn *c, const char *instance, const char *role,
     const char *api_url, const char *stats_url, uint64_t rev, int first,
     char *err, size_t n);
+/*
+ * The stats_url of every instance seen within within_ms (gateways, and
+ * this one), space-separated in buf: the sources a leader sums.
+ */
+int pg_stats_sources(PGconn *c, unsigned within_ms, char *buf, size_t len,
+    char *err, size_t n);
 /* LISTEN on a channel; pg_notify on one */
 int pg_listen(PGconn *c, const char *channel, char *err, size_t n);
 int pg_notify(PGconn *c, const char *channel, const char *payload,

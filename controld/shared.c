@@ -30,6 +30,7 @@
 #include "log.h"
 #include "pg.h"
 #include "shared.h"
+#include "stats.h"
 #include "store.h"
 #include "util.h"
 
@@ -76,8 +77,36 @@ api_url(void)
     if (conf->role == ROLE_GATEWAY) {
         return "";
     }
-    snprintf(buf, sizeof(buf), "unix:%s", conf->api_socket);
+    if (conf->api_listen != NULL && conf->api_listen[0] != '\0') {
+        snprintf(buf, sizeof(buf), "http://%s", conf->api_listen);
+    } else {
+        snprintf(buf, sizeof(buf), "unix:%s", conf->api_socket);
+    }
     return buf;
+}
+
+
+/*
+ * The leader sums the stats of every instance seen within a lease (the
+ * gateways register their stats_url every second; one that stops being
+ * seen drops out), and its own controld.yml's.  stats.c keeps the state
+ * of the sources it already had: asking every second logs nothing new.
+ */
+static void
+shared_stats_sources(void)
+{
+    const char  *urls[2];
+    char         list[8192], err[512];
+
+    if (pg_stats_sources(follow_conn, conf->leader_lease_ms, list,
+                         sizeof(list), err, sizeof(err)) != 0)
+    {
+        log_debug("%s", err);
+        return;
+    }
+    urls[0] = conf->stats_url;
+    urls[1] = list;
+    stats_set_sources(urls, 2);
 }
 
 
@@ -525,6 +554,7 @@ shared_tick(void)
     }
     if (leading) {
         shared_renew();
+        shared_stats_sources();
     } else if (ready) {
         shared_try_lead();
     }

@@ -52,11 +52,12 @@ sub ctl_conf {
     my $role = $o{role} // 'controller';
     my $state = $o{state} // "$d/state";
     my $u = $o{uri} // $uri;
+    my $sq = $o{stats} // '';
     my $text = <<"EOF";
 state_dir: $state
 domain: $domain
 api_socket: $d/api.sock
-stats_url: http://127.0.0.1:@{[ $t->stats_port ]}/stats
+stats_url: http://127.0.0.1:@{[ $t->stats_port ]}/stats$sq
 replicas_dir: $dir/replicas
 service_url: "http://{name}.$domain:$port"
 gateway_url: "http://gateway.$domain:$port"
@@ -138,7 +139,8 @@ sub api_of {
 
 # the gateway's follower: the LMDB nginx reads, the module's notices
 sub gw_start {
-    ctl_start('gw', role => 'gateway', state => $t->state,
+    # the same nginx's stats under another URL: a source of its own
+    ctl_start('gw', role => 'gateway', state => $t->state, stats => '?gw',
         extra => "notify_socket: $dir/gw/notify.sock\n");
 }
 
@@ -268,6 +270,8 @@ is_deeply([$pg->rows('select instance, role from dstack_instances '
     . 'order by instance')],
     ['ctl-a|controller', 'ctl-b|controller', 'gw|gateway'],
     'every instance has its row');
+ok(DsTest::wait_until(sub { ctl_log('ctl-a') =~ /stats: reading 2 sources/ },
+    timeout => 5), 'the leader reads the stats the gateway registered');
 is(scalar $pg->rows("select 1 from dstack_instances where "
     . "seen > now() - interval '3 seconds'"), 3, 'seen in the last seconds');
 
@@ -434,7 +438,12 @@ unlike(ctl_log($_), qr/pw-never-logged/, "$_ never logs the password")
 
 my $gw_before = $pg->value("select rev from dstack_instances where "
     . "instance = 'gw'");
+my $lead = leader();
+my $leadpos = length ctl_log($lead);
 ctl_stop('gw', 'KILL');
+ok(DsTest::wait_until(sub {
+    substr(ctl_log($lead), $leadpos) =~ /stats: reading 1 source\b/ },
+    timeout => $LEASE + 4), 'a gateway no longer seen drops out of the sums');
 $r = $sa->api('POST', '/api/tokens', json => { name => 'while-down',
     scope => 'services', services => ['web'] });
 is($r->{status}, 201, 'a token made while the gateway\'s follower is down');
