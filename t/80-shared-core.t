@@ -286,7 +286,12 @@ is($r->{status}, 201, 'apply through the leader: 201') or diag $r->{body};
 my $run = $sa->wait_ready('web', $n, timeout => 60);
 ok($run, "$n replica(s) ready") or diag explain $sa->last_run;
 my %pid = map { $_->{num} => $_->{pid} } @{ $run->{replicas} || [] };
-my @procs = $sa->run_pids('web');
+# the replica processes, once nothing else of the start (a setup child
+# still exiting) carries the run's name
+my @procs = sort { $a <=> $b } values %pid;
+ok(DsTest::wait_until(sub { "@{[ $sa->run_pids('web') ]}" eq "@procs" },
+    timeout => 5), 'the processes are the replicas the API names')
+    or diag "api: @procs; /proc: @{[ $sa->run_pids('web') ]}";
 
 ok(DsTest::wait_until(sub { gw_get('web', $admin)->{status} == 200 },
     timeout => 10), 'the service answers through the gateway\'s LMDB');
