@@ -16,7 +16,9 @@
 #     made meanwhile; link up: it does;
 #   - a follower killed and restarted resyncs from its revision;
 #   - stop: the service is gone on both gateways.
-# Slow (~25 s): the Makefile leaves it out of the sanitizer pass.
+# ~20 s and nothing that t/80 does not already run sanitized: once, in
+# the pass without sanitizers (as t/88, t/89); DSTACK_E2E_SANITIZE=1
+# runs it under the sanitizer build all the same.
 
 use strict;
 use warnings;
@@ -30,6 +32,8 @@ use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(time sleep);
 use Test::More;
 
+plan skip_all => 'runs in the pass without sanitizers'
+    if ($ENV{DSTACK_SANITIZE} // '') eq '1' && !$ENV{DSTACK_E2E_SANITIZE};
 DsCli->require_built('cli', 'controld', 'module');
 DsPg::need();
 plan skip_all => 'the openssl command is needed'
