@@ -6,7 +6,8 @@
 # dstackctl drives everything through that one API URL.  A keep-alive
 # load runs through BOTH gateways during every step and no request may
 # fail:
-#   - apply: the service answers on both gateways; scale: both see it;
+#   - apply: the service answers on both gateways; 40 changes one after
+#     the other: each on both within 300 ms; scale: both see it;
 #   - kill -9 of the leader: the standby leads within 10 s and an apply
 #     through the same URL works;
 #   - PostgreSQL stopped: both gateways keep answering, a write gets a
@@ -260,6 +261,29 @@ ok($sa->wait_ready('web', 1, timeout => 60), 'the replica is ready');
 on_both('the service answers', sub { gw_get($_[0], $admin)->{status}
     == 200 });
 on_both('and wants a token', sub { gw_get($_[0])->{status} == 401 }, 1);
+
+# ---- every change at once on both gateways -----------------------------------
+
+# A follower's catch-up (and its row's upsert every second) runs on its
+# LISTEN connection: a notice that arrives meanwhile goes to libpq's
+# queue, and the socket has nothing left to wake the loop.  Left there,
+# the change waits for the next tick (up to a second).
+my @late;
+for my $i (1 .. 40) {
+    my $x = $sa->api('POST', '/api/tokens', json => { name => "n$i",
+        scope => 'services', services => ['web'] });
+    my $t0 = time;
+    my $tok = $x->{json}{token} // die "token: $x->{status} $x->{body}";
+    for my $g (@GW) {
+        DsTest::wait_until(sub { gw_get($g, $tok)->{status} == 200 },
+            timeout => 3, interval => 0.002);
+        my $ms = (time - $t0) * 1000;
+        push @late, sprintf('%s: %.0f ms', $g->port, $ms) if $ms > 300;
+    }
+    $sa->api('DELETE', "/api/tokens/n$i");
+}
+is_deeply(\@late, [], '40 changes one after the other: each reached both '
+    . 'gateways within 300 ms of the API\'s answer');
 
 # ---- scale -------------------------------------------------------------------
 
