@@ -6,6 +6,7 @@
 #   make check                   make test, then make test SANITIZE=1
 #   make bench                   benchmarks against plain nginx
 #   make bench-http2, bench-conns  HTTP/2; 12,000 held connections
+#   make bench-shared            shared mode (PostgreSQL, 2 gateways)
 #   make demo                    the README's demo
 
 SHELL := /bin/bash
@@ -231,6 +232,11 @@ bench-http2: $(PROGRAMS)
 	DSTACK_BUILD=$(CURDIR)/$(B) DSTACK_NGINX=$(NGINX_BIN) bench/http2
 bench-conns: $(PROGRAMS)
 	DSTACK_BUILD=$(CURDIR)/$(B) DSTACK_NGINX=$(NGINX_BIN) bench/conns
+
+# shared mode on a private PostgreSQL (~1 min, root), apart from bench
+.PHONY: bench-shared
+bench-shared: $(PROGRAMS)
+	DSTACK_BUILD=$(CURDIR)/$(B) DSTACK_NGINX=$(NGINX_BIN) bench/shared
 
 demo: $(PROGRAMS)
 	DSTACK_BUILD=$(CURDIR)/$(B) DSTACK_NGINX=$(NGINX_BIN) examples/demo

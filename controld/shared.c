@@ -258,16 +258,19 @@ shared_catch_up(void)
 }
 
 
+/*
+ * The notices libpq holds.  Any statement on follow_conn (a catch-up,
+ * the row's upsert, a wake-up's pg_notify) reads the notices that arrive
+ * meanwhile into libpq's queue, and then the socket has nothing left to
+ * wake ppoll: so this runs after each of them too, or such a change
+ * would wait for the next tick.
+ */
 static void
-shared_notices(void)
+shared_drain(void)
 {
     PGnotify  *n;
 
     if (follow_conn == NULL) {
-        return;
-    }
-    if (!PQconsumeInput(follow_conn)) {
-        shared_lost("state: the connection to the database broke");
         return;
     }
     while ((n = PQnotifies(follow_conn)) != NULL) {
@@ -280,6 +283,20 @@ shared_notices(void)
         }
         PQfreemem(n);
     }
+}
+
+
+static void
+shared_notices(void)
+{
+    if (follow_conn == NULL) {
+        return;
+    }
+    if (!PQconsumeInput(follow_conn)) {
+        shared_lost("state: the connection to the database broke");
+        return;
+    }
+    shared_drain();
 }
 
 
@@ -579,11 +596,13 @@ shared_process(struct pollfd *pfd, int n)
     if (now >= next_tick_ms) {
         retry_soon = 0;
         shared_tick();
+        shared_drain();
         next_tick_ms = now_ms() + (retry_soon ? SHARED_RETRY_MS
                                    : SHARED_TICK_MS);
     }
     if (want_catch_up && !leading && follow_conn != NULL) {
         shared_catch_up();
+        shared_drain();
     }
 }
 
@@ -622,5 +641,7 @@ shared_wake(const char *run)
     }
     if (pg_notify(follow_conn, "dstack_wake", run, err, sizeof(err)) != 0) {
         shared_lost(err);
+        return;
     }
+    shared_drain();
 }

@@ -117,7 +117,8 @@ sub running { $_[0]{running} }
 
 sub start {
     my $self = shift;
-    my $opts = join(' ', '-c listen_addresses=127.0.0.1',
+    my $opts = join(' ', '-c listen_addresses='
+        . join(',', '127.0.0.1', @{ $self->{listen} || [] }),
         "-c port=$self->{port}",
         "-c unix_socket_directories=$self->{dir}/sock",
         '-c fsync=off', '-c synchronous_commit=off',
@@ -149,6 +150,19 @@ sub stop {
     Test::More::diag("pg_ctl stop failed ($rc): $err$out") if $rc;
     $self->{running} = 0;
     return $self;
+}
+
+# listen_also(ADDR): PostgreSQL listens on ADDR as well (a veth's
+# address, for a client in another network namespace) and trusts the
+# subnets it is connected to; restarts it
+sub listen_also {
+    my ($self, $addr) = @_;
+    push @{ $self->{listen} }, $addr;
+    open my $h, '>>', $self->data . '/pg_hba.conf'
+        or die "pg_hba.conf: $!";
+    print $h "host all all samenet trust\n";
+    close $h;
+    return $self->restart;
 }
 
 sub restart {

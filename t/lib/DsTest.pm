@@ -889,6 +889,8 @@ sub ws_recv {
 #       in {retried}.  Any other failure, and any failure on a new
 #       connection, is a failed request.
 #   timeout => seconds per request (10)
+#   headers => { name => value } sent with every request
+#   pause => seconds to wait after each answer (a steady rate)
 # stop_load(HANDLE) stops the clients and returns
 #   { total, ok (answers with status 200), status => { code => n },
 #     errors => [ "client K: why" ], replicas => { X-Replica => n },
@@ -921,7 +923,8 @@ sub _load_client {
     my $timeout = $o{timeout} // 10;
     my $port = $o{port} // $self->{port};
     my $req = $self->build_request('GET', $o{path} // '/',
-        host => $o{host} // $self->domain, keep => $o{keep});
+        host => $o{host} // $self->domain, keep => $o{keep},
+        headers => $o{headers});
     my ($sock, $uses);
     until (-e $stop) {
         my ($res, $retried) = (undef, 0);
@@ -967,6 +970,8 @@ sub _load_client {
                 : $res->{error} // substr($res->{body} // '', 0, 200));
         s/[\t\n]/ /g for @f;
         print $out join("\t", @f), "\n";
+        # pause => seconds between requests (a steady rate, not a flood)
+        sleep $o{pause} if $o{pause};
     }
     close $out;
 }

@@ -1,0 +1,442 @@
+#!/usr/bin/perl
+# Shared mode (#14) end to end, against a real PostgreSQL: two gateways
+# (each: nginx with the module and a role: gateway controld with its own
+# LMDB) and two controller instances, with nginx's API server from
+# conf/nginx/dstack-api-shared.conf in front of both api_listen ports.
+# dstackctl drives everything through that one API URL.  A keep-alive
+# load runs through BOTH gateways during every step and no request may
+# fail:
+#   - apply: the service answers on both gateways; 40 changes one after
+#     the other: each on both within 300 ms; scale: both see it;
+#   - kill -9 of the leader: the standby leads within 10 s and an apply
+#     through the same URL works;
+#   - PostgreSQL stopped: both gateways keep answering, a write gets a
+#     503 naming the database; restarted: a change reaches both;
+#   - one gateway's follower in a network namespace whose link goes
+#     down: that gateway serves its last state and does not get a change
+#     made meanwhile; link up: it does;
+#   - a follower killed and restarted resyncs from its revision;
+#   - stop: the service is gone on both gateways.
+# ~20 s and nothing that t/80 does not already run sanitized: once, in
+# the pass without sanitizers (as t/88, t/89); DSTACK_E2E_SANITIZE=1
+# runs it under the sanitizer build all the same.
+
+use strict;
+use warnings;
+use lib 't/lib';
+use DsTest;
+use DsStack;
+use DsCli;
+use DsPg;
+use File::Path qw(make_path);
+use POSIX qw(:sys_wait_h);
+use Time::HiRes qw(time sleep);
+use Test::More;
+
+plan skip_all => 'runs in the pass without sanitizers'
+    if ($ENV{DSTACK_SANITIZE} // '') eq '1' && !$ENV{DSTACK_E2E_SANITIZE};
+DsCli->require_built('cli', 'controld', 'module');
+DsPg::need();
+plan skip_all => 'the openssl command is needed'
+    unless `openssl version 2>&1` =~ /^OpenSSL/;
+
+my $LEASE = 5;
+
+my $t = DsTest->new(seed_empty => 0, workers => 1);     # gateway 1 + API
+my $t2 = DsTest->new(seed_empty => 0, workers => 1);    # gateway 2
+my $dir = $t->dir;
+my $domain = $t->domain;
+
+# ---- a network namespace for gateway 2's follower ---------------------------
+
+my ($ns, $hveth, $haddr);
+my $no_ns = $> != 0 ? 'not root'
+    : system('ip netns list >/dev/null 2>&1') != 0 ? 'no ip netns here'
+    : undef;
+if (!$no_ns) {
+    my $k = $$ % 250;
+    $ns = "dse2e-$$";
+    $hveth = "e2h$$";
+    $haddr = "10.213.$k.1";
+    my @cmds = (
+        "ip netns add $ns",
+        "ip link add $hveth type veth peer name e2n$$",
+        "ip link set e2n$$ netns $ns",
+        "ip addr add $haddr/30 dev $hveth",
+        "ip link set $hveth up",
+        "ip -n $ns addr add 10.213.$k.2/30 dev e2n$$",
+        "ip -n $ns link set e2n$$ up",
+        "ip -n $ns link set lo up",
+    );
+    for my $c (@cmds) {
+        my ($rc, $out, $err) = DsTest::_run(['sh', '-c', $c]);
+        next unless $rc;
+        $no_ns = "$c: $err";
+        last;
+    }
+}
+
+my $pg = DsPg->new($dir);
+$pg->listen_also($haddr) unless $no_ns;
+my $uri = $pg->uri(password => 'pw-never-logged');
+(my $uri_ns = $uri) =~ s/\@127\.0\.0\.1:/\@$haddr:/ unless $no_ns;
+
+# ---- the API server of dstack-api-shared.conf on gateway 1's nginx -------------
+
+my ($pa, $pb, $tls) = map { DsTest::free_port() } 1 .. 3;
+my $certs = "$dir/certs";
+mkdir $certs;
+DsTest::make_ca($certs, 'dstack test CA');
+DsTest::make_leaf($certs, 'gw', "DNS:gateway.$domain", 'IP:127.0.0.1');
+my $conf = DsTest::_slurp("$DsTest::REPO/conf/nginx/dstack-api-shared.conf");
+$conf =~ s/^\s*server 10\.0\.0\.11:8181 max_fails=0;\n\s*server 10\.0\.0\.12:8181 max_fails=0;\n/    server 127.0.0.1:$pa max_fails=0;\n    server 127.0.0.1:$pb max_fails=0;\n/m
+    or die 't/81: the snippet\'s upstream changed shape';
+$conf =~ s/listen 443 ssl http2;/listen 127.0.0.1:$tls ssl http2;/
+    or die 't/81: the snippet\'s listen 443 changed shape';
+$conf =~ s/^\s*listen \[::\]:(443 ssl http2|80);\n//mg;
+$conf =~ s/^\s*listen 80;\n.*//ms;       # the plain-HTTP server: not here
+$conf =~ s{/var/lib/dstack/state/tls/gateway\.(crt|key)}{$certs/gw.$1}g;
+$conf =~ s/example\.com/$domain/g;
+$conf =~ s{/etc/dstack/nginx/}{$DsTest::REPO/conf/nginx/}g;
+$conf =~ s/\n\s*server \{\s*\z/\n/;
+die "t/81: the snippet still names a production path or address"
+    if $conf =~ m{/var/lib/dstack|/etc/dstack|10\.0\.0\.|\b443\b};
+$t->write_conf(http => $conf);
+my $c = DsCli->new($t, no_gateway_server => 1);
+
+# ---- the controlds ----------------------------------------------------------
+
+my %CTL;
+
+sub ctl_conf {
+    my ($name, %o) = @_;
+    my $d = "$dir/$name";
+    my $text = "state_dir: " . ($o{state} // "$d/state") . "\n" . <<"EOF";
+domain: $domain
+api_socket: $d/api.sock
+stats_url: http://127.0.0.1:$o{stats}/stats
+replicas_dir: $dir/replicas
+service_url: "http://{name}.$domain:@{[ $t->port ]}"
+gateway_url: "https://gateway.$domain"
+client_config: $d/client.yml
+log_level: debug
+state: @{[ $o{uri} // $uri ]}
+instance: $name
+role: @{[ $o{role} // 'controller' ]}
+leader_lease: ${LEASE}s
+EOF
+    $text .= $o{extra} // '';
+    make_path($d, "$dir/replicas");
+    DsTest::_write("$d/controld.yml", $text);
+    return "$d/controld.yml";
+}
+
+sub ctl_log { DsTest::_slurp("$dir/$_[0]/controld.log") }
+
+sub ctl_start {
+    my ($name, %o) = @_;
+    $o{stats} //= $t->stats_port;
+    my $conf = ctl_conf($name, %o);
+    my $d = "$dir/$name";
+    my $pid = fork // die "fork: $!";
+    if (!$pid) {
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>>', "$d/controld.log" or POSIX::_exit(127);
+        open STDERR, '>>', "$d/controld.log" or POSIX::_exit(127);
+        my $env = $t->_san_env;
+        $ENV{$_} = $env->{$_} for keys %$env;
+        $ENV{DOCKER_HOST} = "unix://$d/no-engine.sock";
+        my @pre = $o{netns} ? ('ip', 'netns', 'exec', $o{netns}) : ();
+        exec @pre, DsStack::controld_path(), '-d', '-f', $conf
+            or POSIX::_exit(127);
+    }
+    $CTL{$name} = { pid => $pid, opts => \%o };
+    my $ok = DsTest::wait_until(sub {
+        return -1 if waitpid($pid, WNOHANG) == $pid;
+        return ctl_log($name) =~ /following: state/ ? 1 : 0;
+    }, timeout => 20);
+    die "controld $name did not follow:\n" . ctl_log($name)
+        unless $ok && $ok != -1;
+    return $pid;
+}
+
+sub ctl_stop {
+    my ($name, $sig) = @_;
+    my $ctl = delete $CTL{$name} or return;
+    kill $sig // 'TERM', $ctl->{pid};
+    DsTest::wait_until(sub { waitpid($ctl->{pid}, WNOHANG) != 0 },
+        timeout => 15) and return $?;
+    kill 'KILL', $ctl->{pid};
+    waitpid($ctl->{pid}, 0);
+    return $?;
+}
+
+sub leader { scalar $pg->value('select instance from dstack_leader') }
+
+ctl_start('ctl-a', extra => "api_listen: 127.0.0.1:$pa\n");
+ok(DsTest::wait_until(sub { (leader() // '') eq 'ctl-a'
+    && -s "$dir/ctl-a/client.yml" }, timeout => 15), 'ctl-a leads');
+my ($admin) = DsTest::_slurp("$dir/ctl-a/client.yml") =~ /^token:\s*(\S+)/m;
+ctl_start('ctl-b', extra => "api_listen: 127.0.0.1:$pb\n");
+ctl_start('gw1', role => 'gateway', state => $t->state);
+ctl_start('gw2', role => 'gateway', state => $t2->state,
+    stats => $t2->stats_port,
+    $no_ns ? () : (uri => $uri_ns, netns => $ns));
+$t->start;
+$t2->start;
+
+my $sa = DsStack->new($t);
+$sa->{dir} = "$dir/ctl-a";
+$sa->{admin_token} = $admin;
+my $netns = $sa->network eq 'netns';
+
+my %ENV_CLI = (DSTACK_SERVER => "https://127.0.0.1:$tls",
+    DSTACK_TOKEN => $admin, DSTACK_CA => "$certs/ca.crt");
+sub cli { $c->cli([@_], env => \%ENV_CLI, timeout => 60) }
+
+# ---- the gateways and their load --------------------------------------------
+
+my @GW = ($t, $t2);
+
+sub gw_get {
+    my ($g, $token) = @_;
+    return $g->get('web', '/', timeout => 5,
+        $token ? (headers => [Authorization => "Bearer $token"]) : ());
+}
+
+sub on_both {
+    my ($what, $cond, $timeout) = @_;
+    for my $i (0, 1) {
+        ok(DsTest::wait_until(sub { $cond->($GW[$i]) },
+            timeout => $timeout // 10, interval => 0.02),
+            "$what: gateway " . ($i + 1));
+    }
+}
+
+my (@LOAD, $load_t0);
+sub load_start {
+    $load_t0 = time;
+    @LOAD = map { $_->start_load(clients => 1, keep => 1, pause => 0.05,
+        host => "web.$domain",
+        headers => { Authorization => "Bearer $admin" }) } @GW;
+}
+sub load_stop {
+    my $step = shift;
+    # a step lasts a second at least: enough requests to count
+    sleep 1 - (time - $load_t0) if time - $load_t0 < 1;
+    for my $i (0, 1) {
+        my $r = $GW[$i]->stop_load($LOAD[$i]);
+        cmp_ok($r->{total}, '>=', 5, "$step: gateway " . ($i + 1)
+            . " answered the load ($r->{total} requests)");
+        is_deeply($r->{errors}, [], "$step: gateway " . ($i + 1)
+            . ': no request failed') or diag explain $r->{status};
+    }
+}
+
+# ---- apply through the shared API --------------------------------------------
+
+my $port = $netns ? 8000 : DsTest::free_port();
+my $app = $c->app_dir('app', { 'app.py' => $sa->app_files->{'app.py'} });
+sub spec {
+    my $n = shift;
+    DsTest::_write("$app/svc.dstack.yml", <<"EOF");
+type: service
+port: $port
+replicas: $n
+auth: true
+https: false
+resources:
+  cpu: 1..
+  memory: 64MB..
+  disk: 1GB..
+commands:
+  - exec python3 app.py $port
+EOF
+}
+spec(1);
+my $r = $c->cli(['apply', '-f', 'svc.dstack.yml', '-n', 'web', '-y', '-d'],
+    dir => $app, env => \%ENV_CLI, timeout => 60);
+is($r->{rc}, 0, 'dstackctl apply through the API nginx') or diag $r->{err};
+ok($sa->wait_ready('web', 1, timeout => 60), 'the replica is ready');
+on_both('the service answers', sub { gw_get($_[0], $admin)->{status}
+    == 200 });
+on_both('and wants a token', sub { gw_get($_[0])->{status} == 401 }, 1);
+
+# ---- every change at once on both gateways -----------------------------------
+
+# A follower's catch-up (and its row's upsert every second) runs on its
+# LISTEN connection: a notice that arrives meanwhile goes to libpq's
+# queue, and the socket has nothing left to wake the loop.  Left there,
+# the change waits for the next tick (up to a second).
+my @late;
+for my $i (1 .. 40) {
+    my $x = $sa->api('POST', '/api/tokens', json => { name => "n$i",
+        scope => 'services', services => ['web'] });
+    my $t0 = time;
+    my $tok = $x->{json}{token} // die "token: $x->{status} $x->{body}";
+    for my $g (@GW) {
+        DsTest::wait_until(sub { gw_get($g, $tok)->{status} == 200 },
+            timeout => 3, interval => 0.002);
+        my $ms = (time - $t0) * 1000;
+        push @late, sprintf('%s: %.0f ms', $g->port, $ms) if $ms > 300;
+    }
+    $sa->api('DELETE', "/api/tokens/n$i");
+}
+is_deeply(\@late, [], '40 changes one after the other: each reached both '
+    . 'gateways within 300 ms of the API\'s answer');
+
+# ---- scale -------------------------------------------------------------------
+
+SKIP: {
+    skip 'two replicas need network namespaces here', 4 unless $netns;
+    load_start();
+    spec(2);
+    $r = $c->cli(['apply', '-f', 'svc.dstack.yml', '-n', 'web', '-y', '-d'],
+        dir => $app, env => \%ENV_CLI, timeout => 60);
+    is($r->{rc}, 0, 'scale to 2 through the API') or diag $r->{err};
+    ok($sa->wait_ready('web', 2, timeout => 60), 'two replicas ready');
+    my %seen;
+    on_both('both replicas answer', sub {
+        my $g = shift;
+        my $j = gw_get($g, $admin)->{json} || {};
+        $seen{$g}{$j->{replica} // ''} = 1;
+        return grep({ /^\d+$/ } keys %{ $seen{$g} }) == 2;
+    });
+    load_stop('scale');
+}
+
+# ---- kill -9 of the leader -------------------------------------------------------
+
+load_start();
+kill 'KILL', $CTL{'ctl-a'}{pid};
+my $t0 = time;
+waitpid($CTL{'ctl-a'}{pid}, 0);
+delete $CTL{'ctl-a'};
+ok(DsTest::wait_until(sub { (leader() // '') eq 'ctl-b' }, timeout => 10,
+    interval => 0.05), 'kill -9 of the leader: the standby leads');
+my $took = time - $t0;
+cmp_ok($took, '<', 10, sprintf('within 10 s (%.2f s)', $took));
+spec(1);
+my $ok = DsTest::wait_until(sub {
+    $r = $c->cli(['apply', '-f', 'svc.dstack.yml', '-n', 'web', '-y', '-d'],
+        dir => $app, env => \%ENV_CLI, timeout => 30);
+    $r->{rc} == 0 }, timeout => 15, interval => 0.2);
+ok($ok, 'an apply through the same API URL works') or diag $r->{err};
+my $write = time - $t0;
+diag(sprintf('kill -9 of the leader: new leader %.2f s, API write through '
+    . 'nginx %.2f s', $took, $write));
+$sa->{dir} = "$dir/ctl-b";
+ok($sa->wait_ready('web', 1, timeout => 30), 'the new leader runs it');
+load_stop('kill -9 of the leader');
+ctl_start('ctl-a', extra => "api_listen: 127.0.0.1:$pa\n");
+
+# a token made now, seen on both gateways: the follower got the change
+sub token {
+    my $name = shift;
+    my $x = cli('token', 'create', $name, '--scope', 'services:web');
+    my ($tok) = $x->{out} =~ /^(dst_\S+)$/m;
+    return ($tok, $x);
+}
+
+# ---- PostgreSQL stopped ---------------------------------------------------------
+
+load_start();
+$pg->stop;
+my $down_t = time;
+my ($tok, $x) = token('down');
+is($x->{rc}, 1, 'database down: dstackctl token create exits 1');
+my $down = 'the shared database ' . $pg->uri(password => '***')
+    . ' is unavailable';
+like($x->{err}, qr/\Q$down\E/, 'with the API\'s 503 naming the database')
+    or diag $x->{err};
+unlike($x->{err}, qr/pw-never-logged/, 'without its password');
+sleep 1 - (time - $down_t) if time - $down_t < 1;
+$pg->start;
+load_stop('PostgreSQL down');
+ok(DsTest::wait_until(sub { ($tok) = token('back'); $tok }, timeout => 15,
+    interval => 0.2), 'after the restart a write works');
+on_both('the change reaches', sub { gw_get($_[0], $tok)->{status} == 200 });
+
+# ---- a gateway cut off from the network ---------------------------------------------
+
+SKIP: {
+    skip "gateway 2's follower is not in a network namespace: $no_ns", 11
+        if $no_ns;
+    load_start();
+    my $gpos = length ctl_log('gw2');
+    system('ip', 'link', 'set', $hveth, 'down') == 0
+        or die "ip link set $hveth down failed";
+    my ($cut) = token('cut');
+    ok($cut, 'a token made while gateway 2 is cut off');
+    ok(DsTest::wait_until(sub { gw_get($t, $cut)->{status} == 200 },
+        timeout => 5, interval => 0.02), 'gateway 1 honours it');
+    # its connection times out (tcp_user_timeout, 5 s): it says so once
+    my $lost = qr/serving the last state mirrored/;
+    ok(DsTest::wait_until(sub { substr(ctl_log('gw2'), $gpos) =~ $lost },
+        timeout => 15, interval => 0.1),
+        'gateway 2\'s follower notices the database is gone');
+    sleep 2;
+    my @said = substr(ctl_log('gw2'), $gpos) =~ /$lost/g;
+    is(scalar @said, 1, 'and says so once, not every second');
+    is(gw_get($t2, $cut)->{status}, 401, 'gateway 2 does not have the '
+        . 'change');
+    is(gw_get($t2, $admin)->{status}, 200, 'and serves its last state');
+    system('ip', 'link', 'set', $hveth, 'up') == 0
+        or die "ip link set $hveth up failed";
+    $t0 = time;
+    ok(DsTest::wait_until(sub { gw_get($t2, $cut)->{status} == 200 },
+        timeout => 20, interval => 0.02), 'link up: it reaches gateway 2');
+    diag(sprintf('gateway 2 had the change %.2f s after link up',
+        time - $t0));
+    like(substr(ctl_log('gw2'), $gpos), qr/the database \S+ is back/,
+        'and says the database is back');
+    load_stop('gateway 2 cut off');
+}
+
+# ---- a follower killed and restarted ------------------------------------------------
+
+load_start();
+my $before = $pg->value("select rev from dstack_instances where "
+    . "instance = 'gw1'");
+ctl_stop('gw1', 'KILL');
+my ($wd) = token('while-down');
+ok($wd, 'a token made while gateway 1\'s follower is down');
+is(gw_get($t, $wd)->{status}, 401, 'not on gateway 1 yet');
+my $logpos = length ctl_log('gw1');
+ctl_start('gw1', role => 'gateway', state => $t->state);
+ok(DsTest::wait_until(sub { gw_get($t, $wd)->{status} == 200 },
+    timeout => 5, interval => 0.02), 'the restarted follower catches up');
+unlike(substr(ctl_log('gw1'), $logpos), qr/did not mirror/,
+    "from its own revision ($before), not a rebuild");
+load_stop('follower restarted');
+
+# ---- stop ------------------------------------------------------------------------
+
+$r = cli('stop', 'web', '-x', '-y');
+is($r->{rc}, 0, 'dstackctl stop through the API') or diag $r->{err};
+on_both('the service is gone', sub { gw_get($_[0], $admin)->{status}
+    == 404 }, 20);
+unlike(ctl_log($_), qr/pw-never-logged/, "$_ never logs the password")
+    for sort keys %CTL;
+is(ctl_stop($_), 0, "$_: SIGTERM, exit 0") for sort keys %CTL;
+$pg->stop;
+$_->allow_log(qr/connect\(\) failed/, qr/no live upstreams/) for @GW;
+$t2->finish;
+$t->done;
+
+END {
+    for my $ctl (values %CTL) {
+        kill 'KILL', $ctl->{pid};
+        waitpid($ctl->{pid}, 0);
+    }
+    if ($dir && opendir(my $d, '/proc')) {
+        my @left;
+        for my $pid (grep { /^\d+$/ } readdir $d) {
+            my $cwd = readlink("/proc/$pid/cwd") // next;
+            push @left, $pid if index($cwd, "$dir/replicas/") == 0;
+        }
+        kill 'KILL', @left if @left;
+    }
+    system("ip link del $hveth 2>/dev/null") if $hveth;
+    system("ip netns del $ns 2>/dev/null") if $ns;
+}
