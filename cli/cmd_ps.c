@@ -30,7 +30,8 @@ dsctl_ps_help(void)
     printf(
         "List the runs that are not finished, with their replicas.\n\n"
         "  -a, --all     finished runs too\n"
-        "  -v, --verbose replicas desired vs current, and why (autoscaling)\n"
+        "  -v, --verbose replicas desired vs current, and why (autoscaling);\n"
+        "                in shared mode, who leads and each instance's lag\n"
         "  -w, --watch   redraw every second (on a terminal) until Ctrl-C\n"
         "  -n, --last N  only the last N runs submitted (finished too)\n"
         "      --json    the runs as JSON, as the API gives them, with "
@@ -65,6 +66,64 @@ dsctl_ps_status(const cJSON *o, char *buf, size_t n)
     } else {
         snprintf(buf, n, "%s", st);
     }
+}
+
+
+/*
+ * Shared mode, above the table: who leads, and every other instance with
+ * how far it is behind ("gateway gw-2  rev 41 (2 behind, 0.3 s)").
+ * Embedded mode, or a server without /api/cluster: nothing.
+ */
+static void
+dsctl_ps_cluster(dsctl_str_t *out)
+{
+    dsctl_resp_t   resp;
+    const cJSON   *leader, *list, *it;
+    const char    *mode, *lname, *name, *role;
+    double         behind;
+
+    if (dsctl_api_call("GET", "/api/cluster", NULL, DSCTL_API_QUIET, &resp)
+        != 0)
+    {
+        if (resp.status == 503) {
+            dsctl_str_addf(out, "cluster: %s\n", resp.err_msg[0]
+                ? resp.err_msg : "the state database cannot be reached");
+        }
+        dsctl_resp_free(&resp);
+        return;
+    }
+    mode = dsctl_json_str(resp.json, "mode");
+    if (mode == NULL || strcmp(mode, "shared") != 0) {
+        dsctl_resp_free(&resp);
+        return;
+    }
+    leader = cJSON_GetObjectItemCaseSensitive(resp.json, "leader");
+    lname = dsctl_json_str(leader, "instance");
+    dsctl_str_addf(out, "leader     %s  term %.0f, rev %.0f\n",
+        lname ? lname : "-", dsctl_json_num(leader, "term", 0),
+        dsctl_json_num(resp.json, "rev", 0));
+    list = cJSON_GetObjectItemCaseSensitive(resp.json, "instances");
+    cJSON_ArrayForEach(it, list) {
+        name = dsctl_json_str(it, "instance");
+        role = dsctl_json_str(it, "role");
+        if (name == NULL || (lname != NULL && strcmp(name, lname) == 0)) {
+            continue;
+        }
+        behind = dsctl_json_num(it, "behind", 0);
+        dsctl_str_addf(out, "%-10s %s  rev %.0f (", role != NULL
+            && strcmp(role, "gateway") == 0 ? "gateway" : "standby", name,
+            dsctl_json_num(it, "rev", 0));
+        if (behind > 0) {
+            dsctl_str_addf(out, "%.0f behind, %.1f s", behind,
+                dsctl_json_num(it, "lag_s", 0));
+        } else {
+            dsctl_str_addf(out, "up to date");
+        }
+        dsctl_str_addf(out, ", seen %.1f s ago)\n",
+            dsctl_json_num(it, "seen_s", 0));
+    }
+    dsctl_str_addf(out, "\n");
+    dsctl_resp_free(&resp);
 }
 
 
@@ -330,6 +389,9 @@ cmd_ps(int argc, char **argv)
             free(text);
         } else {
             out.len = 0;
+            if (verbose) {
+                dsctl_ps_cluster(&out);
+            }
             dsctl_ps_render(runs, &out);
             if (verbose) {
                 dsctl_ps_scaling(runs, &out);

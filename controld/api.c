@@ -927,6 +927,10 @@ api_dispatch(struct MHD_Connection *c, struct api_req *q, const char *method)
         rq.op = PS_OP_HEALTH;
         break;
 
+    case R_CLUSTER:
+        rq.op = PS_OP_CLUSTER;
+        break;
+
     case R_CODE:
         if (strcmp(method, "HEAD") == 0) {
             return api_send_json(c, q->discard ? 200 : 404,

@@ -46,6 +46,7 @@
 #include "log.h"
 #include "logrotate.h"
 #include "metrics.h"
+#include "shared.h"
 #include "privsep.h"
 #include "run.h"
 #include "secrets.h"
@@ -507,6 +508,15 @@ api_parent_request(const struct ps_msg *m)
         cJSON_AddStringToObject(answer, "backend", backend->name);
         cJSON_AddStringToObject(answer, "network", backend->network());
         api_parent_json(id, 200, answer);
+        return 0;
+
+    case PS_OP_CLUSTER:
+        answer = shared_cluster(err, sizeof(err));
+        if (answer == NULL) {
+            api_parent_answer(id, 503, 1, err);
+        } else {
+            api_parent_json(id, 200, answer);
+        }
         return 0;
 
     case PS_OP_METRICS:

@@ -52,6 +52,11 @@ api_route(const char *url, char *param, size_t n, const char **allow)
         return R_HEALTH;
     }
 
+    if (strcmp(p, "cluster") == 0) {
+        *allow = "GET";
+        return R_CLUSTER;
+    }
+
     if (strcmp(p, "metrics") == 0) {
         *allow = "GET";
         return R_METRICS;

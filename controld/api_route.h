@@ -29,7 +29,8 @@ enum api_route {
     R_SECRETS,
     R_SECRET_SET,
     R_SECRET_GET,
-    R_SECRET_DELETE
+    R_SECRET_DELETE,
+    R_CLUSTER
 };
 
 /*

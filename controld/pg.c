@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "pg.h"
 
 #define PG_INT2OID              21
@@ -595,6 +597,64 @@ pg_stats_sources(PGconn *c, unsigned within_ms, char *buf, size_t len,
     }
     PQclear(r);
     return ok ? 0 : pg_fail(c, err, n, "cannot read dstack_instances");
+}
+
+/* a numeric column of row i, or 0 when NULL */
+static double
+pg_num(PGresult *r, int i, int col)
+{
+    return PQgetisnull(r, i, col) ? 0 : strtod(PQgetvalue(r, i, col), NULL);
+}
+
+
+int
+pg_cluster(PGconn *c, cJSON *out, char *err, size_t n)
+{
+    PGresult  *r;
+    cJSON     *leader, *list, *o;
+    int        i;
+
+    r = PQexec(c, "SELECT instance, term, rev, extract(epoch FROM now() - "
+               "heartbeat) FROM dstack_leader WHERE id = 1");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        PQclear(r);
+        return pg_fail(c, err, n, "cannot read dstack_leader");
+    }
+    if (PQntuples(r) == 1) {
+        leader = cJSON_AddObjectToObject(out, "leader");
+        cJSON_AddStringToObject(leader, "instance", PQgetvalue(r, 0, 0));
+        cJSON_AddNumberToObject(leader, "term", pg_num(r, 0, 1));
+        cJSON_AddNumberToObject(leader, "heartbeat_age_s", pg_num(r, 0, 3));
+        cJSON_AddNumberToObject(out, "rev", pg_num(r, 0, 2));
+    }
+    PQclear(r);
+
+    r = PQexec(c, "SELECT i.instance, i.role, i.rev, "
+               "greatest(l.rev - i.rev, 0), "
+               "CASE WHEN l.rev > i.rev THEN extract(epoch FROM now() - "
+               "i.applied_at) ELSE 0 END, "
+               "extract(epoch FROM now() - i.seen), i.stats_url, i.api_url "
+               "FROM dstack_instances i, dstack_leader l WHERE l.id = 1 "
+               "ORDER BY i.instance");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        PQclear(r);
+        return pg_fail(c, err, n, "cannot read dstack_instances");
+    }
+    list = cJSON_AddArrayToObject(out, "instances");
+    for (i = 0; i < PQntuples(r); i++) {
+        o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "instance", PQgetvalue(r, i, 0));
+        cJSON_AddStringToObject(o, "role", PQgetvalue(r, i, 1));
+        cJSON_AddNumberToObject(o, "rev", pg_num(r, i, 2));
+        cJSON_AddNumberToObject(o, "behind", pg_num(r, i, 3));
+        cJSON_AddNumberToObject(o, "lag_s", pg_num(r, i, 4));
+        cJSON_AddNumberToObject(o, "seen_s", pg_num(r, i, 5));
+        cJSON_AddStringToObject(o, "stats_url", PQgetvalue(r, i, 6));
+        cJSON_AddStringToObject(o, "api_url", PQgetvalue(r, i, 7));
+        cJSON_AddItemToArray(list, o);
+    }
+    PQclear(r);
+    return 0;
 }
 
 int

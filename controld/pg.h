@@ -26,6 +26,8 @@
 
 #include "ds_state.h"
 
+struct cJSON;
+
 #define PG_EFAIL                -1
 #define PG_EFENCED              -2
 #define PG_EFATAL               -3
@@ -87,6 +89,9 @@ int pg_instance_seen(PGconn *c, const char *instance, const char *role,
  */
 int pg_stats_sources(PGconn *c, unsigned within_ms, char *buf, size_t len,
     char *err, size_t n);
+/* the leader's row and every instance's, as GET /api/cluster shows
+ * them, added to out */
+int pg_cluster(PGconn *c, struct cJSON *out, char *err, size_t n);
 /* LISTEN on a channel; pg_notify on one */
 int pg_listen(PGconn *c, const char *channel, char *err, size_t n);
 int pg_notify(PGconn *c, const char *channel, const char *payload,

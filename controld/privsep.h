@@ -78,6 +78,7 @@ enum ps_op {
     PS_OP_SECRET_SET,
     PS_OP_SECRET_GET,
     PS_OP_SECRET_DELETE,
+    PS_OP_CLUSTER,
     PS_OP_MAX
 };
 

@@ -25,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "autoscale.h"
 #include "config.h"
 #include "log.h"
@@ -644,4 +646,35 @@ shared_wake(const char *run)
         return;
     }
     shared_drain();
+}
+
+
+struct cJSON *
+shared_cluster(char *err, size_t n)
+{
+    cJSON  *out;
+
+    out = cJSON_CreateObject();
+    if (out == NULL) {
+        snprintf(err, n, "cluster: out of memory");
+        return NULL;
+    }
+    if (!shared_enabled()) {
+        cJSON_AddStringToObject(out, "mode", "embedded");
+        return out;
+    }
+    cJSON_AddStringToObject(out, "mode", "shared");
+    cJSON_AddStringToObject(out, "instance", conf->instance);
+    if (follow_conn == NULL) {
+        snprintf(err, n, "cluster: the state database %s cannot be reached",
+                 uri_shown);
+        cJSON_Delete(out);
+        return NULL;
+    }
+    if (pg_cluster(follow_conn, out, err, n) != 0) {
+        cJSON_Delete(out);
+        return NULL;
+    }
+    shared_drain();
+    return out;
 }

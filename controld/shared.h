@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 struct pollfd;
+struct cJSON;
 
 int shared_enabled(void);
 /* logs the mode; the connection is made by the loop (retried) */
@@ -40,6 +41,12 @@ int shared_may_act(void);
 /* non-NULL once this process must exit 1 (lease lost, fenced, a schema
  * newer than this program): why */
 const char *shared_exit_why(void);
+/*
+ * GET /api/cluster: {"mode":"embedded"}, or the leader, the revision
+ * and every instance with its lag; NULL with err when the database
+ * cannot say (503).
+ */
+struct cJSON *shared_cluster(char *err, size_t n);
 /* a gateway's hold notice, forwarded to the leader */
 void shared_wake(const char *run);
 

@@ -121,6 +121,10 @@ $r = tcp($pa, 'GET', '/api/health', token => 'dst_nope');
 is($r->{status}, 401, 'api_listen: a bad token: 401');
 is($sa->api('GET', '/api/health')->{status}, 200,
     'the unix socket answers as well');
+is_deeply($sa->api('GET', '/api/cluster')->{json}, { mode => 'embedded' },
+    'GET /api/cluster: embedded mode');
+is($sa->api('GET', '/api/cluster', no_token => 1)->{status}, 401,
+    'and it wants the admin token');
 like($sa->log_text, qr/API listening on \S+ and on 127\.0\.0\.1:$pa \(plain HTTP: a private network only\)/,
     'the log says where, and that it is plain HTTP');
 

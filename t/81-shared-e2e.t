@@ -262,6 +262,25 @@ on_both('the service answers', sub { gw_get($_[0], $admin)->{status}
     == 200 });
 on_both('and wants a token', sub { gw_get($_[0])->{status} == 401 }, 1);
 
+# ---- who leads, and each instance's lag --------------------------------------
+
+$r = $sa->api('GET', '/api/cluster');
+is($r->{status}, 200, 'GET /api/cluster');
+is($r->{json}{mode}, 'shared', 'shared mode');
+is($r->{json}{leader}{instance}, 'ctl-a', 'ctl-a leads');
+is_deeply([map { "$_->{instance}|$_->{role}" } @{ $r->{json}{instances} }],
+    ['ctl-a|controller', 'ctl-b|controller', 'gw1|gateway', 'gw2|gateway'],
+    'every instance, with its role');
+ok(!grep({ $_->{seen_s} > 5 } @{ $r->{json}{instances} }),
+    'all seen in the last seconds');
+my $v = cli('ps', '-v');
+is($v->{rc}, 0, 'dstackctl ps -v') or diag $v->{err};
+like($v->{out}, qr/^leader\s+ctl-a\s+term \d+, rev \d+$/m, 'names the leader');
+like($v->{out}, qr/^gateway\s+gw2\s+rev \d+ \((up to date|\d+ behind, [\d.]+ s), seen [\d.]+ s ago\)$/m,
+    'and each gateway\'s lag');
+like($v->{out}, qr/^standby\s+ctl-b\s+rev \d+/m, 'and the standby');
+unlike(cli('ps')->{out}, qr/^leader/m, 'plain ps says nothing of it');
+
 # ---- every change at once on both gateways -----------------------------------
 
 # A follower's catch-up (and its row's upsert every second) runs on its
