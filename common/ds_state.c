@@ -875,7 +875,9 @@ ds_key_local(int db, const void *key, size_t klen)
     return (klen == sizeof(DS_KEY_SCHEMA) - 1
             && memcmp(key, DS_KEY_SCHEMA, klen) == 0)
            || (klen == sizeof(DS_KEY_FOLLOW_REV) - 1
-               && memcmp(key, DS_KEY_FOLLOW_REV, klen) == 0);
+               && memcmp(key, DS_KEY_FOLLOW_REV, klen) == 0)
+           || (klen == sizeof(DS_KEY_FOLLOW_LOST) - 1
+               && memcmp(key, DS_KEY_FOLLOW_LOST, klen) == 0);
 }
 
 

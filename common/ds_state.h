@@ -346,6 +346,14 @@ const char *ds_db_name(int db);
  * DS_NOTFOUND (never mirrored) or DS_ERROR */
 int ds_mirror_rev(ds_txn_t *txn, uint64_t *rev, ds_err_t *err);
 int ds_mirror_set_rev(ds_txn_t *txn, uint64_t rev, ds_err_t *err);
+/*
+ * Since when (unix seconds) the follower cannot reach the shared
+ * database; 0: it can (the key is removed).  A local key, never
+ * published: a gateway's stats say it (ds_mirror_lost reads it, 0 when
+ * absent).
+ */
+int ds_mirror_set_lost(ds_txn_t *txn, uint64_t since, ds_err_t *err);
+int ds_mirror_lost(ds_txn_t *txn, uint64_t *since, ds_err_t *err);
 /* one record as published: val NULL deletes (a missing key is fine);
  * DS_EINVAL for a db index out of range or a key LMDB cannot hold */
 int ds_mirror_apply(ds_txn_t *txn, int db, const void *key, size_t klen,

@@ -29,6 +29,8 @@
 #define DS_KEY_SLOTS_S          "slots.s"
 #define DS_KEY_SLOTS_R          "slots.r"
 #define DS_KEY_FOLLOW_REV       "follow.rev"    /* shared mode's mirror */
+#define DS_KEY_FOLLOW_LOST      "follow.lost"   /* since when the shared
+                                                   database is unreachable */
 
 enum {
     DS_DB_META = 0,

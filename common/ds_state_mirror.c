@@ -77,6 +77,56 @@ ds_mirror_set_rev(ds_txn_t *txn, uint64_t rev, ds_err_t *err)
 
 
 int
+ds_mirror_set_lost(ds_txn_t *txn, uint64_t since, ds_err_t *err)
+{
+    int      i, rc;
+    uint8_t  b[8];
+
+    if (!ds_need_write(txn, "store the follower's state", err)) {
+        return DS_EINVAL;
+    }
+    if (since == 0) {
+        rc = ds_raw_del(txn, DS_DB_META, DS_KEY_FOLLOW_LOST,
+                        sizeof(DS_KEY_FOLLOW_LOST) - 1, err);
+        return rc == DS_NOTFOUND ? DS_OK : rc;
+    }
+    for (i = 0; i < 8; i++) {
+        b[i] = (uint8_t) (since >> (8 * i));
+    }
+    return ds_raw_put(txn, DS_DB_META, DS_KEY_FOLLOW_LOST,
+                      sizeof(DS_KEY_FOLLOW_LOST) - 1, b, sizeof(b), err);
+}
+
+
+int
+ds_mirror_lost(ds_txn_t *txn, uint64_t *since, ds_err_t *err)
+{
+    int             i, rc;
+    MDB_val         v;
+    const uint8_t  *p;
+
+    *since = 0;
+    rc = ds_raw_get(txn, DS_DB_META, DS_KEY_FOLLOW_LOST,
+                    sizeof(DS_KEY_FOLLOW_LOST) - 1, &v, err);
+    if (rc == DS_NOTFOUND) {
+        return DS_OK;
+    }
+    if (rc != DS_OK) {
+        return rc;
+    }
+    if (v.mv_size != 8) {
+        ds_err_set(err, "meta \"follow.lost\" is corrupt (%zu bytes, not "
+                   "8)", v.mv_size);
+        return DS_ERROR;
+    }
+    p = v.mv_data;
+    for (i = 0; i < 8; i++) {
+        *since |= (uint64_t) p[i] << (8 * i);
+    }
+    return DS_OK;
+}
+
+int
 ds_mirror_apply(ds_txn_t *txn, int db, const void *key, size_t klen,
     const void *val, size_t vlen, ds_err_t *err)
 {

@@ -28,6 +28,12 @@
 #define DS_STATS_VERSION                "version"
 #define DS_STATS_TIME                   "time"
 #define DS_STATS_SERVICES               "services"
+/* shared mode (a gateway's mirror): {"rev":N,"database":"ok"} or
+ * {"rev":N,"database":"unreachable","since":<unix s>} */
+#define DS_STATS_FOLLOW                 "follow"
+#define DS_STATS_FOLLOW_REV             "rev"
+#define DS_STATS_FOLLOW_DATABASE        "database"
+#define DS_STATS_FOLLOW_SINCE           "since"
 
 /* a service */
 #define DS_STATS_NAME                   "name"

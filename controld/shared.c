@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 
@@ -54,6 +55,11 @@ static uint64_t     mirrored;           /* the revision LMDB mirrors */
 static char         exit_why[1200];
 static char         uri_shown[1100];    /* the URI, password as *** */
 static char         last_err[512];
+
+static int          mark_pending;       /* follow.lost to write */
+static uint64_t     mark_since;
+
+static void shared_mark_lost(uint64_t since);
 
 
 int
@@ -137,6 +143,8 @@ shared_lost(const char *err)
     snprintf(last_err, sizeof(last_err), "%s", err);
     if (!lost) {
         lost = 1;
+        mark_pending = 1;
+        mark_since = (uint64_t) time(NULL);
         log_warnx("%s; %s, retrying every second", err,
                   leading ? "writes fail until it is back"
                   : "serving the last state mirrored");
@@ -149,12 +157,46 @@ shared_lost(const char *err)
 }
 
 
+/*
+ * What the gateway's stats say of the database (meta "follow.lost", a
+ * local key: never published): since when it cannot be reached, or
+ * nothing.  Best effort: the log has said it already.  Written from the
+ * loop (shared_process), never where it is found: a publish fails inside
+ * store_end(), while this process's write transaction is open, and
+ * LMDB's writer lock is not reentrant.
+ */
+static void
+shared_mark_lost(uint64_t since)
+{
+    ds_txn_t  *txn;
+    ds_err_t   err;
+
+    if (state == NULL) {
+        return;
+    }
+    if (ds_txn_begin(state, 1, &txn, &err) != DS_OK) {
+        log_debug("state: cannot note the database's state: %s", err.msg);
+        return;
+    }
+    if (ds_mirror_set_lost(txn, since, &err) != DS_OK) {
+        ds_txn_abort(txn);
+        log_debug("state: cannot note the database's state: %s", err.msg);
+        return;
+    }
+    if (ds_txn_commit(txn, &err) != DS_OK) {
+        log_debug("state: cannot note the database's state: %s", err.msg);
+    }
+}
+
+
 /* a statement went through: the database is back if it was lost */
 static void
 shared_back(void)
 {
     if (lost) {
         lost = 0;
+        mark_pending = 1;
+        mark_since = 0;
         log_info("state: the database %s is back", uri_shown);
     }
 }
@@ -605,6 +647,10 @@ shared_process(struct pollfd *pfd, int n)
     if (want_catch_up && !leading && follow_conn != NULL) {
         shared_catch_up();
         shared_drain();
+    }
+    if (mark_pending) {
+        mark_pending = 0;
+        shared_mark_lost(mark_since);
     }
 }
 

@@ -159,6 +159,13 @@ ngx_http_dstack_stats_gather(ngx_http_dstack_stats_collect_t *col)
 
     rc = ds_foreach_service(txn, ngx_http_dstack_stats_collect, col, &err);
 
+    /* shared mode: the revision mirrored, and whether the database is
+     * reachable (what the follower beside nginx noted) */
+    col->follower = (rc == DS_OK
+                     && ds_mirror_rev(txn, &col->follow_rev, &err) == DS_OK
+                     && ds_mirror_lost(txn, &col->follow_lost, &err)
+                        == DS_OK);
+
     ngx_http_dstack_state_end();
 
     if (col->failed) {
@@ -485,9 +492,25 @@ ngx_http_dstack_stats_json(ngx_http_dstack_stats_collect_t *col,
 
     b->last = ngx_sprintf(b->last,
                           "{" DS_STATS_KEY(DS_STATS_VERSION) "%d,"
-                          DS_STATS_KEY(DS_STATS_TIME) "%T,"
-                          DS_STATS_KEY(DS_STATS_SERVICES) "[",
+                          DS_STATS_KEY(DS_STATS_TIME) "%T,",
                           DS_STATS_FORMAT, now);
+
+    if (col->follower) {
+        b->last = ngx_sprintf(b->last,
+                              DS_STATS_KEY(DS_STATS_FOLLOW) "{"
+                              DS_STATS_KEY(DS_STATS_FOLLOW_REV) "%uL,"
+                              DS_STATS_KEY(DS_STATS_FOLLOW_DATABASE) "\"%s\"",
+                              col->follow_rev,
+                              col->follow_lost ? "unreachable" : "ok");
+        if (col->follow_lost) {
+            b->last = ngx_sprintf(b->last,
+                                  "," DS_STATS_KEY(DS_STATS_FOLLOW_SINCE) "%uL",
+                                  col->follow_lost);
+        }
+        b->last = ngx_sprintf(b->last, "},");
+    }
+
+    b->last = ngx_sprintf(b->last, DS_STATS_KEY(DS_STATS_SERVICES) "[");
 
     services = col->services.elts;
     replicas = col->replicas.elts;

@@ -57,6 +57,9 @@ typedef struct {
     time_t                              now;
     uint64_t                            snapshot;   /* read from */
     ngx_uint_t                          failed;     /* out of memory */
+    ngx_uint_t                          follower;   /* shared mode's mirror */
+    uint64_t                            follow_rev;
+    uint64_t                            follow_lost; /* unix s, 0: ok */
 } ngx_http_dstack_stats_collect_t;
 
 /* a chain of buffers that grows as it is written; with a free list

@@ -360,6 +360,9 @@ sub token {
 # ---- PostgreSQL stopped ---------------------------------------------------------
 
 load_start();
+is($t->stats->{follow}{database}, 'ok',
+    'gateway 1\'s stats: the database is reachable');
+like($t->stats->{follow}{rev}, qr/^\d+$/, 'and the revision mirrored');
 $pg->stop;
 my $down_t = time;
 my ($tok, $x) = token('down');
@@ -370,7 +373,16 @@ like($x->{err}, qr/\Q$down\E/, 'with the API\'s 503 naming the database')
     or diag $x->{err};
 unlike($x->{err}, qr/pw-never-logged/, 'without its password');
 sleep 1 - (time - $down_t) if time - $down_t < 1;
+ok(DsTest::wait_until(sub { ($t->stats->{follow}{database} // '')
+    eq 'unreachable' }, timeout => 5),
+    'database down: gateway 1\'s stats say so');
+cmp_ok(abs($t->stats->{follow}{since} - $down_t), '<', 5, 'and since when');
+ok(DsTest::wait_until(sub { ($t2->stats->{follow}{database} // '')
+    eq 'unreachable' }, timeout => 5), 'so do gateway 2\'s');
 $pg->start;
+ok(DsTest::wait_until(sub { ($t->stats->{follow}{database} // '')
+    eq 'ok' }, timeout => 5), 'database back: the stats say ok again');
+ok(!exists $t->stats->{follow}{since}, 'with no since');
 load_stop('PostgreSQL down');
 ok(DsTest::wait_until(sub { ($tok) = token('back'); $tok }, timeout => 15,
     interval => 0.2), 'after the restart a write works');
