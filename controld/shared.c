@@ -29,6 +29,7 @@
 
 #include "autoscale.h"
 #include "config.h"
+#include "keys.h"
 #include "log.h"
 #include "pg.h"
 #include "shared.h"
@@ -66,7 +67,10 @@ shared_enabled(void)
 static const char *
 role_name(void)
 {
-    return conf->role == ROLE_GATEWAY ? "gateway" : "controller";
+    if (conf->role == ROLE_GATEWAY) {
+        return "gateway";
+    }
+    return keys_differ() ? "controller (keys differ)" : "controller";
 }
 
 
@@ -391,6 +395,12 @@ shared_lead(void)
         pg_close(&lock_conn);
         return;
     }
+    /* the mirror as the lock found it: a controller without the
+     * cluster's keys lets another take the lock (see keys.c) */
+    if (shared_catch_up() != 0 || !keys_may_lead()) {
+        pg_close(&lock_conn);
+        return;
+    }
     renewed_ms = now_ms();
     leading = 1;
     log_info("state: leading as term %lld (instance %s, revision %llu)",
@@ -574,7 +584,7 @@ shared_tick(void)
     if (leading) {
         shared_renew();
         shared_stats_sources();
-    } else if (ready) {
+    } else if (ready && keys_may_lead()) {
         shared_try_lead();
     }
 }
