@@ -167,7 +167,8 @@ sub published_cert {
     my $b64 = join '', $pg->rows("select encode(value, 'base64') from "
         . "dstack_records where db = 7 and key = '*.$domain'::bytea");
     my $raw = decode_base64($b64);
-    my ($pem) = $raw =~ /(-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n?)/s;
+    my ($pem) = $raw =~ /(-----BEGIN CERTIFICATE-----.*?
+                           -----END\ CERTIFICATE-----\n?)/sx;
     return $pem // '';
 }
 
@@ -208,7 +209,8 @@ my $key_hex = unpack('H*', $key);
 is(scalar $pg->rows("select 1 from dstack_records where position("
     . "'\\x$key_hex'::bytea in value) > 0"), 0,
     'the key itself is in no record');
-like(ctl_log('ctl-a'), qr/keys: published this cluster's keys: secrets.key id [0-9a-f]{12}\.\./,
+like(ctl_log('ctl-a'),
+    qr/keys: published this cluster's keys: secrets.key id [0-9a-f]{12}\.\./,
     'and says so');
 
 gw_start();
@@ -247,7 +249,8 @@ my $why = "keys: this controller does not compete for leadership: "
 ok(DsTest::wait_until(sub { index(ctl_log('ctl-b'), $why) >= 0 },
     timeout => 5), 'a controller without the keys says why at its start')
     or diag ctl_log('ctl-b');
-like(ctl_log('ctl-b'), qr/--keys-export FILE there, dstack-controld --keys-import FILE here/,
+like(ctl_log('ctl-b'),
+    qr/--keys-export FILE there, dstack-controld --keys-import FILE here/,
     'and what to do');
 ok(DsTest::wait_until(sub { ($pg->value("select role from dstack_instances "
     . "where instance = 'ctl-b'") // '') eq 'controller (keys differ)' },
@@ -288,11 +291,14 @@ my @bad = (
     ['no secrets key', join('', $text =~ /\A(.*?\n)-----BEGIN DSTACK/s)
         . join('', $text =~ /(-----BEGIN PRIVATE KEY-----.*)\z/s),
         qr/no DSTACK SECRETS KEY block/],
-    ['a damaged block', $text =~ s/^(-----BEGIN PRIVATE KEY-----\n)..../$1AAAA/mr,
+    ['a damaged block',
+        $text =~ s/^(-----BEGIN PRIVATE KEY-----\n)..../$1AAAA/mr,
         qr/block 2 \(PRIVATE KEY\): not a private key/],
-    ['a short key', $text =~ s/(-----BEGIN DSTACK SECRETS KEY-----\n)[^\n]+/$1AAAA/r,
+    ['a short key',
+        $text =~ s/(-----BEGIN DSTACK SECRETS KEY-----\n)[^\n]+/$1AAAA/r,
         qr/block 1 \(DSTACK SECRETS KEY\): 3 bytes, not 32/],
-    ['an unknown block', $text . "-----BEGIN FOO-----\nAAAA\n-----END FOO-----\n",
+    ['an unknown block',
+        $text . "-----BEGIN FOO-----\nAAAA\n-----END FOO-----\n",
         qr/block 4 \(FOO\): not one of/],
     ['a header of other keys',
         $text =~ s/^ca id: ([0-9a-f])/'ca id: ' . ($1 eq '0' ? 1 : 0)/mer,
@@ -319,7 +325,9 @@ ctl_conf('other');
 my $o_before = files_of("$dir/other/state");
 ($rc, $err) = keys_cmd('other', '--keys-import', $good);
 is($rc, 1, 'other keys in state_dir: refused');
-like($err, qr/has other keys \([0-9a-f]{12}\.\. here, [0-9a-f]{12}\.\. in the file\): nothing was changed; --force replaces them/,
+my $other = 'has other keys \([0-9a-f]{12}\.\. here, [0-9a-f]{12}\.\. in '
+    . 'the file\): nothing was changed; --force replaces them';
+like($err, qr/$other/,
     'saying which and how') or diag $err;
 is(files_of("$dir/other/state"), $o_before, 'nothing changed');
 ($rc, $err) = keys_cmd('other', '--keys-import', $good, '--force');
@@ -334,12 +342,15 @@ ok(DsTest::wait_until(sub { (leader() // '') eq 'ctl-a'
     timeout => 10), 'the first controller, restarted, leads again');
 ($rc, $err) = keys_cmd('ctl-b', '--keys-import', $good);
 is($rc, 0, '--keys-import on the second (running): exit 0') or diag $err;
-like($err, qr/imported into \Q$sb_dir\E: secrets.key \(key id [0-9a-f]{12}\.\.\) and the CA/,
+my $imp = "imported into \Q$sb_dir\E: secrets.key \\(key id "
+    . '[0-9a-f]{12}\.\.\) and the CA';
+like($err, qr/$imp/,
     'saying what');
 is(files_of($sb_dir), files_of($sa_dir), 'its files are the first\'s');
 is((stat "$sb_dir/secrets.key")[2] & 07777, 0600, 'secrets.key 0600');
 is((stat "$sb_dir/tls/ca.key")[2] & 07777, 0600, 'ca.key 0600');
-ok(DsTest::wait_until(sub { ctl_log('ctl-b') =~ /are now this cluster's: this controller may lead/ },
+ok(DsTest::wait_until(sub { ctl_log('ctl-b')
+    =~ /are now this cluster's: this controller may lead/ },
     timeout => 5), 'the second sees it may lead');
 ok(DsTest::wait_until(sub { ($pg->value("select role from dstack_instances "
     . "where instance = 'ctl-b'") // '') eq 'controller' }, timeout => 5),
