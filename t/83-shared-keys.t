@@ -167,7 +167,7 @@ sub published_cert {
     my $b64 = join '', $pg->rows("select encode(value, 'base64') from "
         . "dstack_records where db = 7 and key = '*.$domain'::bytea");
     my $raw = decode_base64($b64);
-    my ($pem) = $raw =~ /(-----BEGIN CERTIFICATE-----.*?
+    my ($pem) = $raw =~ /(-----BEGIN\ CERTIFICATE-----.*?
                            -----END\ CERTIFICATE-----\n?)/sx;
     return $pem // '';
 }
