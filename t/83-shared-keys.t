@@ -264,6 +264,10 @@ sleep $LEASE + 3;
 is($pg->value('select term from dstack_leader'), $term,
     'the leader killed: the controller without the keys does not lead');
 is($pg->value('select rev from dstack_leader'), $rev, 'nothing published');
+ok(waitpid($CTL{'ctl-b'}{pid}, WNOHANG) == 0,
+    'it keeps running, a follower');
+ok($pg->value("select rev from dstack_instances where instance = 'ctl-b'")
+    == $rev, 'mirroring the last revision');
 ok(!-e "$dir/ctl-b/api.sock", 'no API there');
 ok(!-e "$sb_dir/secrets.key" && !-e "$sb_dir/tls/ca.key",
     'and it made no key');
