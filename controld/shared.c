@@ -388,16 +388,16 @@ shared_lead(void)
     char      err[512];
     uint64_t  rev;
 
+    /* the mirror as the lock found it: a controller without the
+     * cluster's keys lets another take the lock, no term taken */
+    if (shared_catch_up() != 0 || !keys_may_lead()) {
+        pg_close(&lock_conn);
+        return;
+    }
     if (pg_take_term(lock_conn, conf->instance, api_url(), &term, &rev, err,
                      sizeof(err)) != 0)
     {
         log_warnx("%s", err);
-        pg_close(&lock_conn);
-        return;
-    }
-    /* the mirror as the lock found it: a controller without the
-     * cluster's keys lets another take the lock (see keys.c) */
-    if (shared_catch_up() != 0 || !keys_may_lead()) {
         pg_close(&lock_conn);
         return;
     }
