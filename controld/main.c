@@ -47,6 +47,7 @@
 #include "api_parent.h"
 #include "backend.h"
 #include "config.h"
+#include "keys.h"
 #include "log.h"
 #include "logrotate.h"
 #include "notify.h"
@@ -126,6 +127,14 @@ help(void)
 "  -v          more logging: info, then debug with -vv (overrides\n"
 "              log_level: in the configuration)\n"
 "  -h, --help  print this help and exit\n"
+"  --keys-export FILE\n"
+"              shared mode: write this controller's secrets.key and local\n"
+"              CA (state_dir) to FILE, a new file of mode 0600, and exit\n"
+"  --keys-import FILE\n"
+"              put the keys of such a FILE into state_dir and exit (the\n"
+"              way to add a controller: install, import, start)\n"
+"  --force     --keys-export replaces FILE; --keys-import replaces keys\n"
+"              that differ (what they sealed cannot be opened any more)\n"
 "\n"
 "signals:\n"
 "  SIGHUP      re-read the configuration (the settings that can change\n"
@@ -340,6 +349,8 @@ main(int argc, char **argv)
     const char        *api_who = NULL;
     const char        *api_limits = NULL;
     const char        *pidfile = NULL;
+    const char        *keys_out = NULL, *keys_in = NULL;
+    int                force = 0;
     int                api_level = LOG_LEVEL_INFO;
     int                ch, foreground = 0, check = 0, verbose = 0;
     int                n, napi, nset, nprobe, nstats, nnote, nshared;
@@ -352,6 +363,9 @@ main(int argc, char **argv)
     int64_t            next_tick, next_readers, now;
     static const struct option  longopts[] = {
         { "help", no_argument, NULL, 'h' },
+        { "keys-export", required_argument, NULL, 'E' + 256 },
+        { "keys-import", required_argument, NULL, 'I' + 256 },
+        { "force", no_argument, NULL, 'F' + 256 },
         { NULL, 0, NULL, 0 }
     };
 
@@ -391,6 +405,15 @@ main(int argc, char **argv)
         case 'M':
             api_limits = optarg;
             break;
+        case 'E' + 256:
+            keys_out = optarg;
+            break;
+        case 'I' + 256:
+            keys_in = optarg;
+            break;
+        case 'F' + 256:
+            force = 1;
+            break;
         default:
             usage();
         }
@@ -413,6 +436,10 @@ main(int argc, char **argv)
     if (check) {
         fprintf(stderr, "dstack-controld: configuration OK\n");
         return 0;
+    }
+    if (keys_out != NULL || keys_in != NULL) {
+        return keys_out != NULL ? keys_export(keys_out, force)
+               : keys_import(keys_in, force);
     }
     if (verbose == 0) {
         log_setlevel(conf->log_level);
@@ -548,7 +575,9 @@ main(int argc, char **argv)
                 sdnotify("READY=1");
             }
             if (shared_lead_now()) {
-                if (controller_start(foreground) != 0) {
+                if (controller_start(foreground) != 0
+                    || keys_publish() != 0)
+                {
                     log_warnx("cannot start leading: exiting with status 1");
                     exit_status = 1;
                     break;

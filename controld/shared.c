@@ -30,6 +30,7 @@
 
 #include "autoscale.h"
 #include "config.h"
+#include "keys.h"
 #include "log.h"
 #include "pg.h"
 #include "shared.h"
@@ -72,7 +73,10 @@ shared_enabled(void)
 static const char *
 role_name(void)
 {
-    return conf->role == ROLE_GATEWAY ? "gateway" : "controller";
+    if (conf->role == ROLE_GATEWAY) {
+        return "gateway";
+    }
+    return keys_differ() ? "controller (keys differ)" : "controller";
 }
 
 
@@ -426,6 +430,12 @@ shared_lead(void)
     char      err[512];
     uint64_t  rev;
 
+    /* the mirror as the lock found it: a controller without the
+     * cluster's keys lets another take the lock, no term taken */
+    if (shared_catch_up() != 0 || !keys_may_lead()) {
+        pg_close(&lock_conn);
+        return;
+    }
     if (pg_take_term(lock_conn, conf->instance, api_url(), &term, &rev, err,
                      sizeof(err)) != 0)
     {
@@ -616,7 +626,7 @@ shared_tick(void)
     if (leading) {
         shared_renew();
         shared_stats_sources();
-    } else if (ready) {
+    } else if (ready && keys_may_lead()) {
         shared_try_lead();
     }
 }

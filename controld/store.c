@@ -334,6 +334,17 @@ store_put_secret(struct store_txn *t, const char *name, const void *rec,
 
 
 void
+store_put_setting(struct store_txn *t, const char *key, const char *val)
+{
+    if (t->rc != DS_OK) {
+        return;
+    }
+    store_check(t, ds_put_setting(t->txn, key, val, strlen(val), &t->err),
+                "setting", key);
+}
+
+
+void
 store_del_secret(struct store_txn *t, const char *name)
 {
     int  rc;

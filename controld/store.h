@@ -63,6 +63,9 @@ void store_del_fleet(struct store_txn *t, const char *name);
 void store_put_secret(struct store_txn *t, const char *name,
     const void *rec, size_t len);
 void store_del_secret(struct store_txn *t, const char *name);
+/* a settings record (keys.c: the cluster's key identity) */
+void store_put_setting(struct store_txn *t, const char *key,
+    const char *val);
 /* the replica set the gateway sees; entries with a bad address are left
  * out (and logged) */
 void store_put_replicas(struct store_txn *t, const char *name,

@@ -257,6 +257,13 @@ is(scalar $pg->rows("select 1 from pg_tables where tablename in "
     . "('dstack_leader', 'dstack_records', 'dstack_instances')"), 3,
     'with its tables');
 
+# the cluster's keys (t/83-shared-keys.t): the standby needs them to lead
+for my $k (['ctl-a', '--keys-export'], ['ctl-b', '--keys-import']) {
+    ctl_conf($k->[0]);
+    my ($krc, $kout, $kerr) = DsTest::_run([DsStack::controld_path(), '-f',
+        "$dir/$k->[0]/controld.yml", $k->[1], "$dir/cluster.keys"]);
+    is($krc, 0, "$k->[1]: exit 0") or diag $kerr;
+}
 ctl_start('ctl-b');
 gw_start();
 sleep 1.5;

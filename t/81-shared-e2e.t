@@ -177,6 +177,13 @@ ctl_start('ctl-a', extra => "api_listen: 127.0.0.1:$pa\n");
 ok(DsTest::wait_until(sub { (leader() // '') eq 'ctl-a'
     && -s "$dir/ctl-a/client.yml" }, timeout => 15), 'ctl-a leads');
 my ($admin) = DsTest::_slurp("$dir/ctl-a/client.yml") =~ /^token:\s*(\S+)/m;
+# the cluster's keys (t/83-shared-keys.t): the standby needs them to lead
+for my $k (['ctl-a', '--keys-export'], ['ctl-b', '--keys-import']) {
+    ctl_conf($k->[0], stats => $t->stats_port);
+    my ($krc, $kout, $kerr) = DsTest::_run([DsStack::controld_path(), '-f',
+        "$dir/$k->[0]/controld.yml", $k->[1], "$dir/cluster.keys"]);
+    die "$k->[1]: $kerr" if $krc;
+}
 ctl_start('ctl-b', extra => "api_listen: 127.0.0.1:$pb\n");
 ctl_start('gw1', role => 'gateway', state => $t->state);
 ctl_start('gw2', role => 'gateway', state => $t2->state,
