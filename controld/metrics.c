@@ -16,10 +16,15 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
 #include "backend.h"
 #include "config.h"
 #include "metrics.h"
 #include "run.h"
+#include "shared.h"
 #include "stats.h"
 #include "tls.h"
 #include "util.h"
@@ -447,6 +452,86 @@ process(FILE *f)
 }
 
 
+/*
+ * Shared mode: who leads, the revision, and how far each instance is
+ * behind (the leader asks the database, as GET /api/cluster does; a
+ * database that cannot be reached leaves the families out).
+ */
+static void
+cluster(FILE *f)
+{
+    cJSON       *c, *leader, *it;
+    const char  *lname, *name, *role;
+    char         err[256];
+
+    if (!shared_enabled()) {
+        return;
+    }
+    c = shared_cluster(err, sizeof(err));
+    if (c == NULL) {
+        return;
+    }
+    leader = cJSON_GetObjectItemCaseSensitive(c, "leader");
+    lname = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(leader,
+                                                                  "instance"));
+    family(f, "dstack_controld_shared_term", "gauge",
+           "The leader's term (it grows by one at each new leader).");
+    fprintf(f, "dstack_controld_shared_term %.0f\n",
+            cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(leader,
+                                                                  "term")));
+    family(f, "dstack_controld_shared_revision", "gauge",
+           "The last revision published to the shared database.");
+    fprintf(f, "dstack_controld_shared_revision %.0f\n",
+            cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(c, "rev")));
+    family(f, "dstack_controld_instance_leader", "gauge",
+           "1 for the instance that leads, by instance and role.");
+    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(c, "instances")) {
+        name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it,
+                                                                 "instance"));
+        role = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it,
+                                                                     "role"));
+        if (name == NULL || role == NULL) {
+            continue;
+        }
+        fputs("dstack_controld_instance_leader{instance=\"", f);
+        label(f, name);
+        fputs("\",role=\"", f);
+        label(f, role);
+        fprintf(f, "\"} %d\n", lname != NULL && strcmp(lname, name) == 0);
+    }
+    family(f, "dstack_controld_instance_revisions_behind", "gauge",
+           "Revisions an instance (standby, gateway) has still to mirror.");
+    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(c, "instances")) {
+        name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it,
+                                                                 "instance"));
+        if (name == NULL) {
+            continue;
+        }
+        fputs("dstack_controld_instance_revisions_behind{instance=\"", f);
+        label(f, name);
+        fprintf(f, "\"} %.0f\n",
+                cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(it,
+                                                                  "behind")));
+    }
+    family(f, "dstack_controld_instance_seen_seconds", "gauge",
+           "Seconds since an instance last reported to the shared "
+           "database (every second while it runs).");
+    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(c, "instances")) {
+        name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it,
+                                                                 "instance"));
+        if (name == NULL) {
+            continue;
+        }
+        fputs("dstack_controld_instance_seen_seconds{instance=\"", f);
+        label(f, name);
+        fprintf(f, "\"} %.3f\n",
+                cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(it,
+                                                                  "seen_s")));
+    }
+    cJSON_Delete(c);
+}
+
+
 char *
 metrics_render(void)
 {
@@ -477,6 +562,7 @@ metrics_render(void)
     autoscaler(f);
     backend_errors(f);
     certificates(f);
+    cluster(f);
     if (fclose(f) != 0) {
         free(text);
         return NULL;

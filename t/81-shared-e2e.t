@@ -287,6 +287,16 @@ like($v->{out}, qr/^gateway\s+gw2\s+rev \d+ \((up to date|\d+ behind, [\d.]+ s),
     'and each gateway\'s lag');
 like($v->{out}, qr/^standby\s+ctl-b\s+rev \d+/m, 'and the standby');
 unlike(cli('ps')->{out}, qr/^leader/m, 'plain ps says nothing of it');
+my $m = $sa->api('GET', '/api/metrics')->{body} // '';
+like($m, qr/^dstack_controld_instance_leader\{instance="ctl-a",role="controller"\} 1$/m,
+    'metrics: the leader');
+like($m, qr/^dstack_controld_instance_leader\{instance="gw2",role="gateway"\} 0$/m,
+    'metrics: a gateway');
+like($m, qr/^dstack_controld_instance_revisions_behind\{instance="gw1"\} \d+$/m,
+    'metrics: how far a gateway is behind');
+like($m, qr/^dstack_controld_shared_term \d+$/m, 'metrics: the term');
+like($m, qr/^dstack_controld_instance_seen_seconds\{instance="ctl-b"\} [\d.]+$/m,
+    'metrics: when an instance was seen');
 
 # ---- every change at once on both gateways -----------------------------------
 
