@@ -7,7 +7,8 @@
 # load runs through BOTH gateways during every step and no request may
 # fail:
 #   - apply: the service answers on both gateways; 40 changes one after
-#     the other: each on both within 300 ms; scale: both see it;
+#     the other: each on both within 300 ms; scale: both see it; a request
+#     held on gateway 2 wakes a service scaled to zero;
 #   - kill -9 of the leader: the standby leads within 10 s and an apply
 #     through the same URL works;
 #   - PostgreSQL stopped: both gateways keep answering, a write gets a
@@ -186,8 +187,10 @@ for my $k (['ctl-a', '--keys-export'], ['ctl-b', '--keys-import']) {
 }
 ctl_start('ctl-b', extra => "api_listen: 127.0.0.1:$pb\n");
 ctl_start('gw1', role => 'gateway', state => $t->state);
+# gateway 2's held requests wake the leader through its follower
+$t2->write_conf(http => "dstack_notify $dir/gw2/notify.sock;");
 ctl_start('gw2', role => 'gateway', state => $t2->state,
-    stats => $t2->stats_port,
+    stats => $t2->stats_port, extra => "notify_socket: $dir/gw2/notify.sock\n",
     $no_ns ? () : (uri => $uri_ns, netns => $ns));
 $t->start;
 $t2->start;
@@ -339,6 +342,30 @@ SKIP: {
         return grep({ /^\d+$/ } keys %{ $seen{$g} }) == 2;
     });
     load_stop('scale');
+}
+
+# ---- a request held on gateway 2 wakes a service scaled to zero ----------------
+
+SKIP: {
+    skip 'a second service on the host network needs its own port', 4
+        unless $netns;
+    my $zc = $sa->upload($sa->app_files);
+    $r = $sa->apply($sa->app_spec(replicas => '0..1',
+        scaling => { metric => 'rps', target => 100, window => '30s' }),
+        name => 'zero', code => $zc);
+    is($r->{status}, 201, 'a service with min 0 replicas') or diag $r->{body};
+    sleep 1;
+    my @zp = $sa->run_pids('zero');
+    is(scalar @zp, 0, 'idle: no replica');
+    my $pos = length ctl_log('ctl-a');
+    my $z = $t2->get('zero', '/', timeout => 60,
+        headers => [Authorization => "Bearer $admin"]);
+    is($z->{status}, 200, 'a request to it on gateway 2 is held, then '
+        . 'answered') or diag explain $z;
+    like(substr(ctl_log('ctl-a'), $pos),
+        qr/run "zero": a request waits: scaling 0 -> 1/,
+        'the leader heard of it through gateway 2\'s follower');
+    $sa->stop('zero', abort => 1);
 }
 
 # ---- kill -9 of the leader -------------------------------------------------------
