@@ -12,12 +12,14 @@
 
 #include "actions.h"
 #include "backend.h"
+#include "code.h"
 #include "config.h"
 #include "log.h"
 #include "reconcile.h"
 #include "run.h"
 #include "rundoc.h"
 #include "secrets.h"
+#include "shared.h"
 #include "spec.h"
 #include "store.h"
 #include "util.h"
@@ -199,20 +201,6 @@ action_plan(const cJSON *req, cJSON **answer, char *err, size_t n)
 
 
 static int
-code_exists(const char *hash)
-{
-    char  path[4096];
-
-    if (fmt(path, sizeof(path), "%s/code/%s.tar.gz", conf->state_dir, hash)
-        != 0)
-    {
-        return 0;
-    }
-    return access(path, R_OK) == 0;
-}
-
-
-static int
 initial_desired(const ds_spec_t *sp)
 {
     return (int) sp->replicas.min;
@@ -251,6 +239,13 @@ action_apply(const cJSON *req, cJSON **answer, int *created, char *err,
                  "first with PUT /api/code/%s", a.files, a.files);
         ds_spec_free(&sp);
         return 400;
+    }
+    /* the next leader starts replicas from the database's copy */
+    if ((a.code != NULL && shared_code_publish(a.code, err, n) != 0)
+        || (a.files != NULL && shared_code_publish(a.files, err, n) != 0))
+    {
+        ds_spec_free(&sp);
+        return 503;
     }
     if ((sp.n_files > 0) != (a.files != NULL)) {
         snprintf(err, n, sp.n_files > 0

@@ -37,6 +37,7 @@
 #include <cjson/cJSON.h>
 
 #include "backend.h"
+#include "code.h"
 #include "config.h"
 #include "engine.h"
 #include "gpus.h"
@@ -881,8 +882,8 @@ ct_copy_archive(struct ct *c, const char *hash, const char *dir)
     ssize_t      got;
     int          fd;
 
-    if (fmt(file, sizeof(file), "%s/code/%s.tar.gz", conf->state_dir, hash)
-        != 0 || (fd = open(file, O_RDONLY | O_CLOEXEC)) < 0)
+    if (code_path(hash, file, sizeof(file)) != 0
+        || (fd = open(file, O_RDONLY | O_CLOEXEC)) < 0)
     {
         ct_fail(c, "archive %s: %s", hash, strerror(errno));
         return;

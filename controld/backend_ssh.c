@@ -41,6 +41,7 @@
 #include <sys/un.h>
 
 #include "backend.h"
+#include "code.h"
 #include "config.h"
 #include "ds_state.h"
 #include "fleets.h"
@@ -577,7 +578,7 @@ start_answer(void *arg, int status, char *out, size_t len)
 static int
 archive_path(const char *hash, char *buf, size_t n)
 {
-    return fmt(buf, n, "%s/code/%s.tar.gz", conf->state_dir, hash);
+    return code_path(hash, buf, n);
 }
 
 

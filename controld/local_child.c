@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "code.h"
 #include "config.h"
 #include "host.h"
 #include "local_child.h"
@@ -175,8 +176,9 @@ child_unpack(const struct replica *rep, const char *work)
         if (hash[i][0] == '\0') {
             continue;
         }
-        snprintf(archive, sizeof(archive), "%s/code/%s.tar.gz",
-                 conf->state_dir, hash[i]);
+        if (code_path(hash[i], archive, sizeof(archive)) != 0) {
+            child_fail("the %s archive's path is too long", what[i]);
+        }
         if (child_run(tar, NULL) != 0) {
             child_fail("cannot unpack the %s archive %s into %s (see the "
                        "log)", what[i], hash[i], work);

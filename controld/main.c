@@ -337,6 +337,7 @@ static void
 controller_run(void)
 {
     api_parent_run();
+    shared_code_fetch();
     reconcile_adopt();
     runs_flush();
 }

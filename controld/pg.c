@@ -15,6 +15,7 @@
 #include <cjson/cJSON.h>
 
 #include "pg.h"
+#include "util.h"
 
 #define PG_INT2OID              21
 #define PG_INT8OID              20
@@ -682,4 +683,55 @@ pg_notify(PGconn *c, const char *channel, const char *payload, char *err,
     ok = PQresultStatus(r) == PGRES_TUPLES_OK;
     PQclear(r);
     return ok ? 0 : pg_fail(c, err, n, "cannot send a notice");
+}
+
+
+int
+pg_code_put(PGconn *c, const char *hash, const void *data, size_t len,
+    char *err, size_t n)
+{
+    PGresult    *r;
+    const char  *vals[2];
+    int          lens[2], formats[2] = { 0, 1 }, ok;
+
+    vals[0] = hash;
+    vals[1] = data;
+    lens[0] = 0;
+    lens[1] = (int) len;
+    r = PQexecParams(c, "INSERT INTO dstack_code (hash, data) VALUES "
+                     "($1, $2) ON CONFLICT (hash) DO NOTHING",
+                     2, NULL, vals, lens, formats, 0);
+    ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    return ok ? 0 : pg_fail(c, err, n, "cannot keep a code archive");
+}
+
+
+int
+pg_code_get(PGconn *c, const char *hash, void **data, size_t *len,
+    int *found, char *err, size_t n)
+{
+    PGresult    *r;
+    const char  *vals[1];
+    int          size;
+
+    *data = NULL;
+    *len = 0;
+    *found = 0;
+    vals[0] = hash;
+    r = PQexecParams(c, "SELECT data FROM dstack_code WHERE hash = $1",
+                     1, NULL, vals, NULL, NULL, 1);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        PQclear(r);
+        return pg_fail(c, err, n, "cannot read a code archive");
+    }
+    if (PQntuples(r) == 1) {
+        size = PQgetlength(r, 0, 0);
+        *data = xcalloc(1, size > 0 ? (size_t) size : 1);
+        memcpy(*data, PQgetvalue(r, 0, 0), (size_t) size);
+        *len = (size_t) size;
+        *found = 1;
+    }
+    PQclear(r);
+    return 0;
 }

@@ -97,4 +97,11 @@ int pg_listen(PGconn *c, const char *channel, char *err, size_t n);
 int pg_notify(PGconn *c, const char *channel, const char *payload,
     char *err, size_t n);
 
+/* dstack_code: an archive kept (kept once: a second put is a no-op);
+ * an archive read, *data malloc'd, *found 0 when the database has none */
+int pg_code_put(PGconn *c, const char *hash, const void *data, size_t len,
+    char *err, size_t n);
+int pg_code_get(PGconn *c, const char *hash, void **data, size_t *len,
+    int *found, char *err, size_t n);
+
 #endif /* CONTROLD_PG_H */

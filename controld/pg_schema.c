@@ -42,6 +42,11 @@ static const char  *migrations[] = {
     "  applied_at timestamptz,"
     "  seen timestamptz,"
     "  started timestamptz);",
+    /* 2: code archives, so that the next leader can start replicas */
+    "CREATE TABLE dstack_code ("
+    "  hash text PRIMARY KEY,"
+    "  data bytea NOT NULL,"
+    "  created timestamptz NOT NULL DEFAULT now());",
 };
 
 #define PG_SCHEMA_VERSION  ((int) (sizeof(migrations) / sizeof(migrations[0])))

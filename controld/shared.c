@@ -29,10 +29,12 @@
 #include <cjson/cJSON.h>
 
 #include "autoscale.h"
+#include "code.h"
 #include "config.h"
 #include "keys.h"
 #include "log.h"
 #include "pg.h"
+#include "run.h"
 #include "shared.h"
 #include "stats.h"
 #include "store.h"
@@ -733,4 +735,87 @@ shared_cluster(char *err, size_t n)
     }
     shared_drain();
     return out;
+}
+
+
+int
+shared_code_publish(const char *hash, char *err, size_t n)
+{
+    void    *data;
+    size_t   len;
+    char     e[512];
+    int      rc;
+
+    if (!shared_enabled()) {
+        return 0;
+    }
+    if (follow_conn == NULL) {
+        snprintf(err, n, "the shared database %s is unavailable (%s): "
+                 "nothing was written", uri_shown, last_err);
+        return -1;
+    }
+    if (code_load(hash, &data, &len, err, n) != 0) {
+        return -1;
+    }
+    rc = pg_code_put(follow_conn, hash, data, len, e, sizeof(e));
+    free(data);
+    if (rc != 0) {
+        shared_lost(e);
+        snprintf(err, n, "the shared database %s is unavailable (%s): "
+                 "nothing was written", uri_shown, last_err);
+        return -1;
+    }
+    return 0;
+}
+
+
+/* one archive from dstack_code into <state_dir>/code */
+static void
+shared_code_get(const char *run, const char *hash)
+{
+    void    *data;
+    size_t   len;
+    char     err[512];
+    int      found;
+
+    if (hash[0] == '\0' || code_exists(hash)) {
+        return;
+    }
+    if (follow_conn == NULL
+        || pg_code_get(follow_conn, hash, &data, &len, &found, err,
+                       sizeof(err)) != 0)
+    {
+        log_warnx("run \"%s\": cannot fetch code %s from the database: %s",
+                  run, hash, follow_conn == NULL ? last_err : err);
+        return;
+    }
+    if (!found) {
+        log_warnx("run \"%s\": code %s is neither here nor in the "
+                  "database: its replicas cannot start here", run, hash);
+        return;
+    }
+    if (code_store(hash, data, len, err, sizeof(err)) != 0) {
+        log_warnx("run \"%s\": %s", run, err);
+    } else {
+        log_info("run \"%s\": fetched code %s (%zu bytes) from the "
+                 "database", run, hash, len);
+    }
+    free(data);
+}
+
+
+void
+shared_code_fetch(void)
+{
+    struct run  *r;
+
+    if (!shared_enabled()) {
+        return;
+    }
+    TAILQ_FOREACH(r, &runs, entry) {
+        if (!r->finished) {
+            shared_code_get(r->name, r->code);
+            shared_code_get(r->name, r->files);
+        }
+    }
 }

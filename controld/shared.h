@@ -50,4 +50,13 @@ struct cJSON *shared_cluster(char *err, size_t n);
 /* a gateway's hold notice, forwarded to the leader */
 void shared_wake(const char *run);
 
+/*
+ * Code archives: a leader keeps the one an apply names in dstack_code
+ * before the run is written (0 at once when not shared; -1 with err:
+ * the apply's 503); one that starts leading fetches those its live
+ * runs name and this state_dir lacks.
+ */
+int shared_code_publish(const char *hash, char *err, size_t n);
+void shared_code_fetch(void);
+
 #endif /* CONTROLD_SHARED_H */
