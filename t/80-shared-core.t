@@ -251,10 +251,11 @@ ok(DsTest::wait_until(sub { -S "$dir/ctl-a/api.sock"
 my $empty = "the database was empty: published this instance's state";
 like(ctl_log('ctl-a'), qr/\Q$empty\E \(\S+\), \d+ records, as revision 1/,
     'the first leader publishes its embedded state');
-is($pg->value('select version from dstack_schema'), 1,
-    'the schema was created (version 1)');
+is($pg->value('select version from dstack_schema'), 2,
+    'the schema was created (version 2)');
 is(scalar $pg->rows("select 1 from pg_tables where tablename in "
-    . "('dstack_leader', 'dstack_records', 'dstack_instances')"), 3,
+    . "('dstack_leader', 'dstack_records', 'dstack_instances', "
+    . "'dstack_code')"), 4,
     'with its tables');
 
 # the cluster's keys (t/83-shared-keys.t): the standby needs them to lead
