@@ -202,7 +202,7 @@ $pg->rows('create table dstack_schema (version int not null); '
     ok($done, 'a controld on a newer schema exits') or kill 'KILL', $pid;
     is($? >> 8, 1, 'with status 1');
     my $msg = 'state: database schema is version 99, this dstack-controld '
-        . 'knows up to 1; upgrade dstack-controld';
+        . 'knows up to 2; upgrade dstack-controld';
     like(ctl_log('old'), qr/\Q$msg\E/,
         'saying which versions and what to do');
     unlike(ctl_log('old'), qr/pw-never-logged/, 'the password is not logged');
