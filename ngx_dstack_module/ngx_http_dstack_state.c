@@ -18,7 +18,11 @@
  * their ready replicas resolved; twice the slots of dstack_capacity) and
  * tokens, each a copy of its record
  * in worker memory, tagged with the snapshot it was read from: the
- * commit's id, and how many times this worker opened the state.
+ * commit's id, and how many times this worker opened the state.  What a
+ * request reads of a service is its entry's hot part, 128 bytes in a
+ * dense array (ngx_http_dstack_service_t): with traffic over 1,000
+ * services that is 128 KB on one huge page where the system gives one,
+ * not 1,000 entries of 1 KB on as many pages.
  *
  * A request first peeks at the id of the newest commit (two words of
  * the map, no transaction, no reader slot).  When everything it needs is
@@ -32,6 +36,7 @@
 
 #include "ngx_http_dstack_module.h"
 
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 
@@ -39,25 +44,33 @@
  * Services: twice the slots of dstack_capacity, so that the services a
  * worker serves stay cached however many there are; an entry is made
  * when a service is first found in its slot (names that are no service
- * cost no memory).  Tokens: a fixed number of slots.
+ * cost no memory).  A slot holds the index of its entry in a dense array
+ * of hot parts, entries in the order they were made, so that the
+ * services in use lie together whatever their hashes.  Tokens: a fixed
+ * number of slots.
  */
 #define NGX_HTTP_DSTACK_SERVICE_SLOTS_MIN  64       /* powers of 2 */
 #define NGX_HTTP_DSTACK_SERVICE_SLOTS_MAX  (1 << 20)
 #define NGX_HTTP_DSTACK_TOKEN_SLOTS        1024
 
+/* the unit transparent huge pages come in, on x86-64 and arm64 with 4 KB
+ * pages; elsewhere the hint is harmless */
+#define NGX_HTTP_DSTACK_HUGE_PAGE          (2 * 1024 * 1024)
 
-/* what a hit reads comes first (the key, then the view's pointers and
- * the service's scalars): a request to one of 1,000 services finds its
- * entry cold, and pays per cache line */
+
+/* two lines, or the prefetcher loads a third */
+_Static_assert(sizeof(ngx_http_dstack_service_t) == 128,
+               "the hot part of a cached service is two cache lines");
+
+
+/* the cold part of a cached service: the decoded record, which points
+ * into its copy, and the buffer the replica set is read into; what the
+ * hot part's svc points to */
 typedef struct {
-    uint64_t                snapshot;   /* 0: empty */
-    int                     rc;         /* DS_OK or DS_NOTFOUND */
-    size_t                  len;
-    u_char                  name[DS_NAME_MAX];
-    ngx_http_dstack_service_t  view;
+    ds_service_t            svc;        /* first: hot->svc is its address */
     ds_buf_t                record;     /* copy of the service record */
     ds_buf_t                replicas;   /* copy of its replica set */
-} ngx_http_dstack_cached_service_t;
+} ngx_http_dstack_cold_service_t;
 
 typedef struct {
     uint64_t                snapshot;
@@ -81,9 +94,14 @@ typedef struct {
     uint64_t                opened;     /* times the state was opened */
     uint64_t                snapshot;   /* what this request reads */
     ngx_uint_t              renewed;    /* txn renewed for this request */
-    ngx_http_dstack_cached_service_t **services;   /* made when used */
-    ngx_http_dstack_cached_service_t   scratch;     /* a first lookup */
+    uint32_t               *service_slot;   /* 1 + index in services[],
+                                               0: none yet */
     ngx_uint_t              service_mask;   /* slots - 1 */
+    ngx_http_dstack_service_t         *services;    /* hot, dense */
+    ngx_http_dstack_cold_service_t   **cold;        /* each services[]'s */
+    ngx_uint_t              nservices;      /* made so far */
+    ngx_http_dstack_service_t          scratch;     /* a first lookup */
+    ngx_http_dstack_cold_service_t     scratch_cold;
     ngx_http_dstack_cached_token_t    *tokens;
 } ngx_http_dstack_state_t;
 
@@ -98,14 +116,15 @@ static void ngx_http_dstack_state_fail(ngx_http_dstack_state_t *st,
     ngx_log_t *log, const char *what, const char *why);
 static int ngx_http_dstack_state_renew(ngx_http_dstack_state_t *st,
     ds_err_t *err);
+static ngx_int_t ngx_http_dstack_state_alloc_services(
+    ngx_http_dstack_state_t *st, ngx_uint_t slots, ngx_log_t *log);
 static ngx_int_t ngx_http_dstack_state_first_service(
-    ngx_http_dstack_state_t *st, ngx_http_dstack_cached_service_t **slot,
-    u_char *name, size_t len, const ngx_http_dstack_service_t **svc,
-    ds_err_t *err);
+    ngx_http_dstack_state_t *st, uint32_t *slot, u_char *name, size_t len,
+    const ngx_http_dstack_service_t **svc, ds_err_t *err);
 static int ngx_http_dstack_state_fill_service(ngx_http_dstack_state_t *st,
-    ngx_http_dstack_cached_service_t *e, u_char *name, size_t len,
-    ds_err_t *err);
-static int ngx_http_dstack_state_ready(ngx_http_dstack_cached_service_t *e,
+    ngx_http_dstack_service_t *e, ngx_http_dstack_cold_service_t *c,
+    u_char *name, size_t len, ds_err_t *err);
+static int ngx_http_dstack_state_ready(ngx_http_dstack_service_t *e,
     const ds_replica_set_t *set, ds_err_t *err);
 
 
@@ -143,12 +162,12 @@ ngx_http_dstack_state_init_worker(ngx_cycle_t *cycle)
     }
 
     st->service_mask = n - 1;
-    st->services = ngx_calloc(n * sizeof(ngx_http_dstack_cached_service_t *),
-                              cycle->log);
     st->tokens = ngx_calloc(NGX_HTTP_DSTACK_TOKEN_SLOTS
                             * sizeof(ngx_http_dstack_cached_token_t),
                             cycle->log);
-    if (st->services == NULL || st->tokens == NULL) {
+    if (st->tokens == NULL
+        || ngx_http_dstack_state_alloc_services(st, n, cycle->log) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
@@ -161,6 +180,55 @@ ngx_http_dstack_state_init_worker(ngx_cycle_t *cycle)
     st->watch.cancelable = 1;   /* a pending check never delays exit */
 
     ngx_add_timer(&st->watch, st->interval);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The slots and the hot parts, in one anonymous mapping (pages are
+ * faulted in as entries are made) that asks for transparent huge pages:
+ * the slot array and the first 16,000 or so entries then take one TLB
+ * entry, the difference that matters when each request goes to another
+ * service.  A kernel that gives none leaves it in 4 KB pages, dense all
+ * the same.
+ */
+static ngx_int_t
+ngx_http_dstack_state_alloc_services(ngx_http_dstack_state_t *st,
+    ngx_uint_t slots, ngx_log_t *log)
+{
+    size_t   index, size;
+    u_char  *p, *start;
+
+    index = ngx_align(slots * sizeof(uint32_t),
+                      sizeof(ngx_http_dstack_service_t));
+    size = ngx_align(index + slots * sizeof(ngx_http_dstack_service_t),
+                     NGX_HTTP_DSTACK_HUGE_PAGE);
+
+    /* one huge page more, to align the start to one */
+    p = mmap(NULL, size + NGX_HTTP_DSTACK_HUGE_PAGE, PROT_READ|PROT_WRITE,
+             MAP_PRIVATE|MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
+                      "dstack service cache: mmap(%uz) failed", size);
+        return NGX_ERROR;
+    }
+
+    start = ngx_align_ptr(p, NGX_HTTP_DSTACK_HUGE_PAGE);
+
+#ifdef MADV_HUGEPAGE
+    /* a hint: where huge pages are off or scarce it fails or is ignored */
+    (void) madvise(start, size, MADV_HUGEPAGE);
+#endif
+
+    st->service_slot = (uint32_t *) start;
+    st->services = (ngx_http_dstack_service_t *) (start + index);
+
+    st->cold = ngx_calloc(slots * sizeof(ngx_http_dstack_cold_service_t *),
+                          log);
+    if (st->cold == NULL) {
+        return NGX_ERROR;
+    }
 
     return NGX_OK;
 }
@@ -261,33 +329,35 @@ ngx_int_t
 ngx_http_dstack_state_service(u_char *name, size_t len,
     const ngx_http_dstack_service_t **svc, ds_err_t *err)
 {
-    int                                rc;
-    ngx_http_dstack_state_t           *st = &ngx_http_dstack_st;
-    ngx_http_dstack_cached_service_t  *e, **slot;
+    int                         rc;
+    uint32_t                   *slot;
+    ngx_http_dstack_state_t    *st = &ngx_http_dstack_st;
+    ngx_http_dstack_service_t  *e;
 
     if (len == 0 || len > DS_NAME_MAX) {
         return NGX_DECLINED;
     }
 
-    slot = &st->services[ngx_hash_key(name, len) & st->service_mask];
+    slot = &st->service_slot[ngx_hash_key(name, len) & st->service_mask];
 
-    if (*slot == NULL) {
+    if (*slot == 0) {
         return ngx_http_dstack_state_first_service(st, slot, name, len, svc,
                                                    err);
     }
 
-    e = *slot;
+    e = &st->services[*slot - 1];
 
     if (e->snapshot == 0 || e->snapshot != st->snapshot || e->len != len
         || ngx_memcmp(e->name, name, len) != 0)
     {
-        rc = ngx_http_dstack_state_fill_service(st, e, name, len, err);
+        rc = ngx_http_dstack_state_fill_service(st, e, st->cold[*slot - 1],
+                                                name, len, err);
         if (rc != DS_OK) {
             return NGX_ERROR;
         }
     }
 
-    if (e->rc != DS_OK) {
+    if (!e->found) {
         return NGX_DECLINED;
     }
 
@@ -297,13 +367,13 @@ ngx_http_dstack_state_service(u_char *name, size_t len,
      * the limits run while they load.
      */
 
-    if (e->view.ready) {
-        __builtin_prefetch(e->view.ready, 1);
+    if (e->ready) {
+        __builtin_prefetch(e->ready, 1);
     }
 
-    ngx_http_dstack_metrics_prefetch(e->view.metrics);
+    ngx_http_dstack_metrics_prefetch(e->metrics);
 
-    *svc = &e->view;
+    *svc = e;
 
     return NGX_OK;
 }
@@ -317,33 +387,48 @@ ngx_http_dstack_state_service(u_char *name, size_t len,
  */
 static ngx_int_t
 ngx_http_dstack_state_first_service(ngx_http_dstack_state_t *st,
-    ngx_http_dstack_cached_service_t **slot, u_char *name, size_t len,
+    uint32_t *slot, u_char *name, size_t len,
     const ngx_http_dstack_service_t **svc, ds_err_t *err)
 {
-    int                                rc;
-    ngx_http_dstack_cached_service_t  *e = &st->scratch;
+    int                              rc;
+    ngx_uint_t                       i;
+    ngx_http_dstack_service_t       *e = &st->scratch;
+    ngx_http_dstack_cold_service_t  *c;
 
-    rc = ngx_http_dstack_state_fill_service(st, e, name, len, err);
+    rc = ngx_http_dstack_state_fill_service(st, e, &st->scratch_cold, name,
+                                            len, err);
     if (rc != DS_OK) {
         return NGX_ERROR;
     }
 
-    if (e->rc != DS_OK) {
+    if (!e->found) {
         return NGX_DECLINED;
     }
 
-    *slot = ngx_alloc(sizeof(ngx_http_dstack_cached_service_t),
-                      ngx_cycle->log);
-    if (*slot == NULL) {
-        *svc = &e->view;    /* valid until the next first use */
+    /* a slot gets one entry at most: there is room */
+    i = st->nservices;
+
+    c = ngx_alloc(sizeof(ngx_http_dstack_cold_service_t), ngx_cycle->log);
+    if (c == NULL) {
+        *svc = e;   /* valid until the next first use */
         return NGX_OK;
     }
 
-    /* the entry, its buffers and its replicas move to the slot */
-    **slot = *e;
-    ngx_memzero(e, sizeof(ngx_http_dstack_cached_service_t));
+    /* the entry, its buffers and its replicas move to the slot; the
+     * decoded record points into the record's buffer, which moves as a
+     * pointer */
+    *c = st->scratch_cold;
+    ngx_memzero(&st->scratch_cold, sizeof(ngx_http_dstack_cold_service_t));
 
-    *svc = &(*slot)->view;
+    st->services[i] = *e;
+    st->services[i].svc = &c->svc;
+    ngx_memzero(e, sizeof(ngx_http_dstack_service_t));
+
+    st->cold[i] = c;
+    st->nservices = i + 1;
+    *slot = (uint32_t) (i + 1);
+
+    *svc = &st->services[i];
 
     return NGX_OK;
 }
@@ -351,8 +436,8 @@ ngx_http_dstack_state_first_service(ngx_http_dstack_state_t *st,
 
 static int
 ngx_http_dstack_state_fill_service(ngx_http_dstack_state_t *st,
-    ngx_http_dstack_cached_service_t *e, u_char *name, size_t len,
-    ds_err_t *err)
+    ngx_http_dstack_service_t *e, ngx_http_dstack_cold_service_t *c,
+    u_char *name, size_t len, ds_err_t *err)
 {
     int                rc;
     ds_replica_set_t   set;
@@ -363,12 +448,12 @@ ngx_http_dstack_state_fill_service(ngx_http_dstack_state_t *st,
         return DS_ERROR;
     }
 
-    rc = ds_copy_service(st->txn, (char *) name, len, &e->view.svc,
-                         &e->record, err);
+    rc = ds_copy_service(st->txn, (char *) name, len, &c->svc, &c->record,
+                         err);
 
     if (rc == DS_OK) {
         rc = ds_copy_replicas(st->txn, (char *) name, len, &set,
-                              &e->replicas, err);
+                              &c->replicas, err);
 
         if (rc == DS_NOTFOUND) {
             set.count = 0;
@@ -381,20 +466,31 @@ ngx_http_dstack_state_fill_service(ngx_http_dstack_state_t *st,
             return DS_ERROR;
         }
 
-        e->view.metrics = ngx_http_dstack_service_metrics(e->view.svc.slot,
-                                                          e->view.svc.uid);
-        rc = DS_OK;
+        e->metrics = ngx_http_dstack_service_metrics(c->svc.slot,
+                                                     c->svc.uid);
+        e->uid = c->svc.uid;
+        e->max_body_size = c->svc.max_body_size;
+        e->read_timeout_ms = c->svc.read_timeout_ms;
+        e->connect_timeout_ms = c->svc.connect_timeout_ms;
+        e->flags = c->svc.flags;
+        e->n_rate_limits = (uint8_t) ngx_min(c->svc.n_rate_limits,
+                                             DS_RATE_LIMITS_MAX);
+        e->found = 1;
 
     } else if (rc != DS_NOTFOUND) {
         return rc;
 
-    } else if (e->view.ready) {
-        ngx_http_dstack_peers_unref(e->view.ready);
-        e->view.ready = NULL;
+    } else {
+        if (e->ready) {
+            ngx_http_dstack_peers_unref(e->ready);
+            e->ready = NULL;
+        }
+
+        e->found = 0;
     }
 
-    e->rc = rc;
-    e->len = len;
+    e->svc = &c->svc;
+    e->len = (uint8_t) len;
     ngx_memcpy(e->name, name, len);
     e->snapshot = st->snapshot;
 
@@ -405,7 +501,7 @@ ngx_http_dstack_state_fill_service(ngx_http_dstack_state_t *st,
 /* the ready replicas of a set, with their metrics slots: what requests
  * take a reference to; draining ones get no new requests */
 static int
-ngx_http_dstack_state_ready(ngx_http_dstack_cached_service_t *e,
+ngx_http_dstack_state_ready(ngx_http_dstack_service_t *e,
     const ds_replica_set_t *set, ds_err_t *err)
 {
     uint32_t                  i, n;
@@ -421,8 +517,8 @@ ngx_http_dstack_state_ready(ngx_http_dstack_cached_service_t *e,
     }
 
     /* the previous block, unless requests still use it or it is small */
-    ready = e->view.ready;
-    e->view.ready = NULL;
+    ready = e->ready;
+    e->ready = NULL;
 
     if (ready && (ready->refs > 1 || ready->cap < n || n == 0)) {
         ngx_http_dstack_peers_unref(ready);
@@ -465,7 +561,7 @@ ngx_http_dstack_state_ready(ngx_http_dstack_cached_service_t *e,
         peer++;
     }
 
-    e->view.ready = ready;
+    e->ready = ready;
 
     return DS_OK;
 }
