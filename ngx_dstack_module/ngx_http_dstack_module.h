@@ -183,10 +183,11 @@ typedef struct {
  * cache entry (state.c), made once per commit, with its metrics slot and
  * its ready replicas resolved.  What every request reads is here, in two
  * cache lines (128 bytes, aligned: a pair the adjacent-line prefetcher
- * loads together) of a dense array, so that traffic over many services
- * touches two lines per service, not a 1 KB entry and its record.  The
- * rest of the record (rate limits, model, redirect and hold settings) is
- * behind svc, read only by the requests that use it.
+ * loads together) that are the cache's slot itself, so that traffic over
+ * many services touches two lines per service, not a slot, a 1 KB entry
+ * and its record.  The rest of the record (rate limits, model, redirect
+ * and hold settings) is behind svc, read only by the requests that use
+ * it.
  */
 typedef struct {
     /* the key, what a lookup compares: a line of its own */

@@ -19,10 +19,11 @@
  * tokens, each a copy of its record
  * in worker memory, tagged with the snapshot it was read from: the
  * commit's id, and how many times this worker opened the state.  What a
- * request reads of a service is its entry's hot part, 128 bytes in a
- * dense array (ngx_http_dstack_service_t): with traffic over 1,000
- * services that is 128 KB on one huge page where the system gives one,
- * not 1,000 entries of 1 KB on as many pages.
+ * request reads of a service is its entry's hot part, 128 bytes in the
+ * table itself (ngx_http_dstack_service_t), on huge pages where the
+ * system gives them: one cache miss and no TLB miss per lookup with
+ * traffic over 1,000 services, not a slot, then a 1 KB entry and its
+ * record, each on a page of its own.
  *
  * A request first peeks at the id of the newest commit (two words of
  * the map, no transaction, no reader slot).  When everything it needs is
@@ -42,12 +43,11 @@
 
 /*
  * Services: twice the slots of dstack_capacity, so that the services a
- * worker serves stay cached however many there are; an entry is made
- * when a service is first found in its slot (names that are no service
- * cost no memory).  A slot holds the index of its entry in a dense array
- * of hot parts, entries in the order they were made, so that the
- * services in use lie together whatever their hashes.  Tokens: a fixed
- * number of slots.
+ * worker serves stay cached however many there are.  A slot is the hot
+ * part of its entry (128 bytes: 256 KB for the default capacity, 16 MB
+ * at the largest); the cold part, a copy of the record, is made when a
+ * service is first found in the slot (names that are no service cost no
+ * memory).  Tokens: a fixed number of slots.
  */
 #define NGX_HTTP_DSTACK_SERVICE_SLOTS_MIN  64       /* powers of 2 */
 #define NGX_HTTP_DSTACK_SERVICE_SLOTS_MAX  (1 << 20)
@@ -65,12 +65,15 @@ _Static_assert(sizeof(ngx_http_dstack_service_t) == 128,
 
 /* the cold part of a cached service: the decoded record, which points
  * into its copy, and the buffer the replica set is read into; what the
- * hot part's svc points to */
+ * hot part's svc points to, NULL in a slot never used */
 typedef struct {
     ds_service_t            svc;        /* first: hot->svc is its address */
     ds_buf_t                record;     /* copy of the service record */
     ds_buf_t                replicas;   /* copy of its replica set */
 } ngx_http_dstack_cold_service_t;
+
+#define ngx_http_dstack_cold(e)                                               \
+    ((ngx_http_dstack_cold_service_t *) (uintptr_t) (e)->svc)
 
 typedef struct {
     uint64_t                snapshot;
@@ -94,12 +97,8 @@ typedef struct {
     uint64_t                opened;     /* times the state was opened */
     uint64_t                snapshot;   /* what this request reads */
     ngx_uint_t              renewed;    /* txn renewed for this request */
-    uint32_t               *service_slot;   /* 1 + index in services[],
-                                               0: none yet */
+    ngx_http_dstack_service_t         *services;    /* the slots */
     ngx_uint_t              service_mask;   /* slots - 1 */
-    ngx_http_dstack_service_t         *services;    /* hot, dense */
-    ngx_http_dstack_cold_service_t   **cold;        /* each services[]'s */
-    ngx_uint_t              nservices;      /* made so far */
     ngx_http_dstack_service_t          scratch;     /* a first lookup */
     ngx_http_dstack_cold_service_t     scratch_cold;
     ngx_http_dstack_cached_token_t    *tokens;
@@ -119,8 +118,9 @@ static int ngx_http_dstack_state_renew(ngx_http_dstack_state_t *st,
 static ngx_int_t ngx_http_dstack_state_alloc_services(
     ngx_http_dstack_state_t *st, ngx_uint_t slots, ngx_log_t *log);
 static ngx_int_t ngx_http_dstack_state_first_service(
-    ngx_http_dstack_state_t *st, uint32_t *slot, u_char *name, size_t len,
-    const ngx_http_dstack_service_t **svc, ds_err_t *err);
+    ngx_http_dstack_state_t *st, ngx_http_dstack_service_t *slot,
+    u_char *name, size_t len, const ngx_http_dstack_service_t **svc,
+    ds_err_t *err);
 static int ngx_http_dstack_state_fill_service(ngx_http_dstack_state_t *st,
     ngx_http_dstack_service_t *e, ngx_http_dstack_cold_service_t *c,
     u_char *name, size_t len, ds_err_t *err);
@@ -186,23 +186,19 @@ ngx_http_dstack_state_init_worker(ngx_cycle_t *cycle)
 
 
 /*
- * The slots and the hot parts, in one anonymous mapping (pages are
- * faulted in as entries are made) that asks for transparent huge pages:
- * the slot array and the first 16,000 or so entries then take one TLB
- * entry, the difference that matters when each request goes to another
- * service.  A kernel that gives none leaves it in 4 KB pages, dense all
- * the same.
+ * The slots, in an anonymous mapping (pages are faulted in as slots are
+ * used) that asks for transparent huge pages: 16,000 slots to a TLB
+ * entry, which matters when each request goes to another service.  A
+ * kernel that gives none leaves them in 4 KB pages.
  */
 static ngx_int_t
 ngx_http_dstack_state_alloc_services(ngx_http_dstack_state_t *st,
     ngx_uint_t slots, ngx_log_t *log)
 {
-    size_t   index, size;
+    size_t   size;
     u_char  *p, *start;
 
-    index = ngx_align(slots * sizeof(uint32_t),
-                      sizeof(ngx_http_dstack_service_t));
-    size = ngx_align(index + slots * sizeof(ngx_http_dstack_service_t),
+    size = ngx_align(slots * sizeof(ngx_http_dstack_service_t),
                      NGX_HTTP_DSTACK_HUGE_PAGE);
 
     /* one huge page more, to align the start to one */
@@ -221,14 +217,7 @@ ngx_http_dstack_state_alloc_services(ngx_http_dstack_state_t *st,
     (void) madvise(start, size, MADV_HUGEPAGE);
 #endif
 
-    st->service_slot = (uint32_t *) start;
-    st->services = (ngx_http_dstack_service_t *) (start + index);
-
-    st->cold = ngx_calloc(slots * sizeof(ngx_http_dstack_cold_service_t *),
-                          log);
-    if (st->cold == NULL) {
-        return NGX_ERROR;
-    }
+    st->services = (ngx_http_dstack_service_t *) start;
 
     return NGX_OK;
 }
@@ -330,7 +319,6 @@ ngx_http_dstack_state_service(u_char *name, size_t len,
     const ngx_http_dstack_service_t **svc, ds_err_t *err)
 {
     int                         rc;
-    uint32_t                   *slot;
     ngx_http_dstack_state_t    *st = &ngx_http_dstack_st;
     ngx_http_dstack_service_t  *e;
 
@@ -338,19 +326,17 @@ ngx_http_dstack_state_service(u_char *name, size_t len,
         return NGX_DECLINED;
     }
 
-    slot = &st->service_slot[ngx_hash_key(name, len) & st->service_mask];
+    e = &st->services[ngx_hash_key(name, len) & st->service_mask];
 
-    if (*slot == 0) {
-        return ngx_http_dstack_state_first_service(st, slot, name, len, svc,
+    if (e->svc == NULL) {
+        return ngx_http_dstack_state_first_service(st, e, name, len, svc,
                                                    err);
     }
-
-    e = &st->services[*slot - 1];
 
     if (e->snapshot == 0 || e->snapshot != st->snapshot || e->len != len
         || ngx_memcmp(e->name, name, len) != 0)
     {
-        rc = ngx_http_dstack_state_fill_service(st, e, st->cold[*slot - 1],
+        rc = ngx_http_dstack_state_fill_service(st, e, ngx_http_dstack_cold(e),
                                                 name, len, err);
         if (rc != DS_OK) {
             return NGX_ERROR;
@@ -387,11 +373,10 @@ ngx_http_dstack_state_service(u_char *name, size_t len,
  */
 static ngx_int_t
 ngx_http_dstack_state_first_service(ngx_http_dstack_state_t *st,
-    uint32_t *slot, u_char *name, size_t len,
+    ngx_http_dstack_service_t *slot, u_char *name, size_t len,
     const ngx_http_dstack_service_t **svc, ds_err_t *err)
 {
     int                              rc;
-    ngx_uint_t                       i;
     ngx_http_dstack_service_t       *e = &st->scratch;
     ngx_http_dstack_cold_service_t  *c;
 
@@ -405,9 +390,6 @@ ngx_http_dstack_state_first_service(ngx_http_dstack_state_t *st,
         return NGX_DECLINED;
     }
 
-    /* a slot gets one entry at most: there is room */
-    i = st->nservices;
-
     c = ngx_alloc(sizeof(ngx_http_dstack_cold_service_t), ngx_cycle->log);
     if (c == NULL) {
         *svc = e;   /* valid until the next first use */
@@ -420,15 +402,11 @@ ngx_http_dstack_state_first_service(ngx_http_dstack_state_t *st,
     *c = st->scratch_cold;
     ngx_memzero(&st->scratch_cold, sizeof(ngx_http_dstack_cold_service_t));
 
-    st->services[i] = *e;
-    st->services[i].svc = &c->svc;
+    *slot = *e;
+    slot->svc = &c->svc;
     ngx_memzero(e, sizeof(ngx_http_dstack_service_t));
 
-    st->cold[i] = c;
-    st->nservices = i + 1;
-    *slot = (uint32_t) (i + 1);
-
-    *svc = &st->services[i];
+    *svc = slot;
 
     return NGX_OK;
 }
