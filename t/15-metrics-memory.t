@@ -71,7 +71,8 @@ for my $k (1 .. $COMMITS) {
 }
 is(series($last), 6 * ($N + $COMMITS),
     "after $COMMITS commits, a whole scrape shows the new services too");
-like($last, qr/^dstack_requests_total\{service="new$COMMITS",class="2xx"\} 0$/m,
+like($last,
+    qr/^dstack_requests_total\{service="new$COMMITS",class="2xx"\} 0$/m,
     'the newest service among them');
 my $rss2 = rss();
 my $huge2 = huge();
@@ -84,8 +85,8 @@ DsTest::wait_until(sub { $rss3 = rss(); $rss3 < $rss2 - $len / 1024 / 8 },
 my $again = $t->metrics;
 is(series($again), 6 * ($N + $COMMITS), 'a scrape after that is whole');
 
-diag(sprintf('prometheus memory at %d services: text %.1f MB; the worker keeps '
-    . '%.1f MB before any scrape, %.1f after the first, %.1f after %d '
+diag(sprintf('prometheus memory at %d services: text %.1f MB; the worker '
+    . 'keeps %.1f MB before any scrape, %.1f after the first, %.1f after %d '
     . 'commits and scrapes (peak %.1f, %.1f MB in huge pages), %.1f after '
     . '%d s idle', $N, $len / 1e6, $rss0 / 1024, $rss1 / 1024,
     $rss2 / 1024, $COMMITS, $peak / 1024, $huge2 / 1024, $rss3 / 1024,
