@@ -21,9 +21,9 @@
  * commit's id, and how many times this worker opened the state.  What a
  * request reads of a service is its entry's hot part, 128 bytes in the
  * table itself (ngx_http_dstack_service_t), on huge pages where the
- * system gives them: one cache miss and no TLB miss per lookup with
- * traffic over 1,000 services, not a slot, then a 1 KB entry and its
- * record, each on a page of its own.
+ * system gives them: with traffic over 1,000 services a lookup misses
+ * the cache once and the TLB seldom, where it used to miss a slot, then
+ * a 1 KB entry and its record, each on a page of its own.
  *
  * A request first peeks at the id of the newest commit (two words of
  * the map, no transaction, no reader slot).  When everything it needs is
