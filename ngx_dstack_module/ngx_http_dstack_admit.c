@@ -85,10 +85,12 @@ ngx_http_dstack_serve(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
 
     /* before auth: a plain request of an https service only learns where
      * to go */
-    rc = ngx_http_dstack_https_redirect(r, &view->svc);
-    if (rc != NGX_DECLINED) {
-        ngx_http_dstack_state_end();
-        return rc;
+    if (view->flags & (DS_SERVICE_HTTPS | DS_SERVICE_HTTPS_AUTO)) {
+        rc = ngx_http_dstack_https_redirect(r, view->svc);
+        if (rc != NGX_DECLINED) {
+            ngx_http_dstack_state_end();
+            return rc;
+        }
     }
 
     rc = ngx_http_dstack_admit(r, ctx, view);
@@ -153,6 +155,8 @@ ngx_http_dstack_repick(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
 /*
  * Auth, limits and body size, then the replicas; inside the read
  * transaction.  NGX_OK or the (already answered) result of a refusal.
+ * What every request needs is in the view's two lines; the record
+ * behind it is read for rate limits and holding only.
  */
 static ngx_int_t
 ngx_http_dstack_admit(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
@@ -161,40 +165,42 @@ ngx_http_dstack_admit(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
     time_t               retry_after;
     ngx_int_t            rc;
     ngx_str_t            reason;
-    const ds_service_t  *svc = &view->svc;
 
-    ctx->service.len = svc->name.len;
-    ctx->service.data = ngx_pnalloc(r->pool, svc->name.len);
+    ctx->service.len = view->len;
+    ctx->service.data = ngx_pnalloc(r->pool, view->len);
     if (ctx->service.data == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_memcpy(ctx->service.data, svc->name.data, svc->name.len);
-    ctx->service_uid = svc->uid;
+    ngx_memcpy(ctx->service.data, view->name, view->len);
+    ctx->service_uid = view->uid;
     ctx->metrics = view->metrics;
 
-    if (svc->flags & DS_SERVICE_AUTH) {
-        rc = ngx_http_dstack_auth(r, svc, &reason);
+    if (view->flags & DS_SERVICE_AUTH) {
+        rc = ngx_http_dstack_auth(r, &ctx->service, &reason);
         if (rc != NGX_OK) {
             return ngx_http_dstack_refuse(r, ctx, rc, &reason, 0);
         }
     }
 
-    rc = ngx_http_dstack_limit(r, svc, &retry_after);
+    if (view->n_rate_limits) {
+        rc = ngx_http_dstack_limit(r, view->svc, &retry_after);
 
-    if (rc == NGX_BUSY) {
-        ngx_str_set(&reason, "rate limit exceeded");
-        return ngx_http_dstack_refuse(r, ctx, NGX_HTTP_TOO_MANY_REQUESTS,
-                                      &reason, retry_after);
+        if (rc == NGX_BUSY) {
+            ngx_str_set(&reason, "rate limit exceeded");
+            return ngx_http_dstack_refuse(r, ctx, NGX_HTTP_TOO_MANY_REQUESTS,
+                                          &reason, retry_after);
+        }
+
+        if (rc != NGX_OK) {
+            ngx_str_set(&reason, "rate limit state is full");
+            return ngx_http_dstack_refuse(r, ctx,
+                                          NGX_HTTP_SERVICE_UNAVAILABLE,
+                                          &reason, 1);
+        }
     }
 
-    if (rc != NGX_OK) {
-        ngx_str_set(&reason, "rate limit state is full");
-        return ngx_http_dstack_refuse(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                      &reason, 1);
-    }
-
-    ctx->max_body_size = svc->max_body_size;
+    ctx->max_body_size = view->max_body_size;
 
     if (ctx->max_body_size
         && (r->headers_in.content_length_n > (off_t) ctx->max_body_size
@@ -207,12 +213,12 @@ ngx_http_dstack_admit(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
                                       &reason, 0);
     }
 
-    ctx->read_timeout = svc->read_timeout_ms;
-    ctx->connect_timeout = svc->connect_timeout_ms;
+    ctx->read_timeout = view->read_timeout_ms;
+    ctx->connect_timeout = view->connect_timeout_ms;
 
-    if (svc->flags & DS_SERVICE_HOLD) {
-        ctx->hold_max = svc->hold_max;
-        ctx->hold_timeout = svc->hold_timeout_ms;
+    if (view->flags & DS_SERVICE_HOLD) {
+        ctx->hold_max = view->svc->hold_max;
+        ctx->hold_timeout = view->svc->hold_timeout_ms;
     }
 
     ngx_http_dstack_take_replicas(ctx, view);

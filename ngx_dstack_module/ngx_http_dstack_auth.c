@@ -14,7 +14,7 @@ static ds_token_cache_t  ngx_http_dstack_token_hashes;
 
 
 ngx_int_t
-ngx_http_dstack_auth(ngx_http_request_t *r, const ds_service_t *svc,
+ngx_http_dstack_auth(ngx_http_request_t *r, ngx_str_t *name,
     ngx_str_t *reason)
 {
     ngx_int_t               rc;
@@ -32,7 +32,7 @@ ngx_http_dstack_auth(ngx_http_request_t *r, const ds_service_t *svc,
         return rc;
     }
 
-    if (!ds_token_allows(tok, svc->name.data, svc->name.len)) {
+    if (!ds_token_allows(tok, (const char *) name->data, name->len)) {
         ngx_str_set(reason, "token has no access to this service");
         return NGX_HTTP_FORBIDDEN;
     }

@@ -182,11 +182,12 @@ ngx_http_dstack_balancer_get(ngx_peer_connection_t *pc, void *data)
 
     ngx_http_dstack_set_tried(ctx, best);
     ctx->current = &peers[best];
+    ctx->current_metrics = peers[best].metrics;
 
-    if (ctx->current->metrics) {
-        __atomic_fetch_add(&ctx->current->metrics->inflight, 1,
+    if (ctx->current_metrics) {
+        __atomic_fetch_add(&ctx->current_metrics->inflight, 1,
                            __ATOMIC_RELAXED);
-        __atomic_fetch_add(&ctx->current->metrics->requests, 1,
+        __atomic_fetch_add(&ctx->current_metrics->requests, 1,
                            __ATOMIC_RELAXED);
     }
 
@@ -206,8 +207,11 @@ ngx_http_dstack_balancer_free(ngx_peer_connection_t *pc, void *data,
         return;
     }
 
-    m = ctx->current->metrics;
+    /* not through the peer: by now its line is cold, with traffic over
+     * many services */
+    m = ctx->current_metrics;
     ctx->current = NULL;
+    ctx->current_metrics = NULL;
 
     if (m) {
         __atomic_fetch_sub(&m->inflight, 1, __ATOMIC_RELAXED);

@@ -178,13 +178,35 @@ typedef struct {
     ngx_http_dstack_peer_t      peer[1];        /* n of them */
 } ngx_http_dstack_peers_t;
 
-/* a service as the access phase uses it: decoded, with its metrics slot
- * and its ready replicas resolved, once per commit (state.c) */
+/*
+ * A service as the access phase uses it: the hot part of the worker's
+ * cache entry (state.c), made once per commit, with its metrics slot and
+ * its ready replicas resolved.  What every request reads is here, in two
+ * cache lines (128 bytes, aligned: a pair the adjacent-line prefetcher
+ * loads together) that are the cache's slot itself, so that traffic over
+ * many services touches two lines per service, not a slot, a 1 KB entry
+ * and its record.  The rest of the record (rate limits, model, redirect
+ * and hold settings) is behind svc, read only by the requests that use
+ * it.
+ */
 typedef struct {
+    /* the key, what a lookup compares: a line of its own */
+    uint8_t                     len;
+    u_char                      name[DS_NAME_MAX];
+
+    uint64_t                    snapshot;       /* state.c's; 0: empty */
     ngx_http_dstack_service_metrics_t *metrics; /* NULL: no slot */
     ngx_http_dstack_peers_t    *ready;          /* NULL: none ready */
-    ds_service_t                svc;            /* big: rate limits last */
-} ngx_http_dstack_service_t;
+    const ds_service_t         *svc;            /* the whole record */
+    uint64_t                    uid;
+    uint64_t                    max_body_size;  /* 0 = unlimited */
+    uint32_t                    read_timeout_ms;
+    uint32_t                    connect_timeout_ms;
+    uint32_t                    flags;          /* DS_SERVICE_* */
+    uint8_t                     n_rate_limits;
+    uint8_t                     found;          /* state.c's: 0 = no such
+                                                   service at snapshot */
+} __attribute__((aligned(128))) ngx_http_dstack_service_t;
 
 /* a request waiting for a replica (hold.c), allocated when it first
  * waits */
@@ -213,6 +235,8 @@ typedef struct ngx_http_dstack_ctx_s {
 
     /* the balancer (balancer.c) */
     ngx_http_dstack_peer_t     *current;        /* in flight by this try */
+    ngx_http_dstack_replica_metrics_t *current_metrics; /* its counters:
+                                                   free() touches no peer */
     uint8_t                    *tried;          /* bit per peer */
     uint64_t                    tried_few;      /* tried, when <= 64 peers */
     ngx_http_dstack_inet_t      sockaddr;       /* of the current try */
@@ -328,9 +352,10 @@ ngx_table_elt_t *ngx_http_dstack_find_header(ngx_http_request_t *r,
 ngx_table_elt_t *ngx_http_dstack_find_out_header(ngx_http_request_t *r,
     const char *name);
 
-/* auth.c: NGX_OK, or the status to answer (401, 403) */
-ngx_int_t ngx_http_dstack_auth(ngx_http_request_t *r,
-    const ds_service_t *svc, ngx_str_t *reason);
+/* auth.c: may a token reach the service `name`: NGX_OK, or the status
+ * to answer (401, 403) */
+ngx_int_t ngx_http_dstack_auth(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_str_t *reason);
 /* the request's token: NGX_OK (*tok valid until state_end()),
  * NGX_DECLINED (no Authorization header) or 401 */
 ngx_int_t ngx_http_dstack_token(ngx_http_request_t *r,

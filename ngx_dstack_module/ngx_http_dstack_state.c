@@ -18,7 +18,12 @@
  * their ready replicas resolved; twice the slots of dstack_capacity) and
  * tokens, each a copy of its record
  * in worker memory, tagged with the snapshot it was read from: the
- * commit's id, and how many times this worker opened the state.
+ * commit's id, and how many times this worker opened the state.  What a
+ * request reads of a service is its entry's hot part, 128 bytes in the
+ * table itself (ngx_http_dstack_service_t), on huge pages where the
+ * system gives them: with traffic over 1,000 services a lookup misses
+ * the cache once and the TLB seldom, where it used to miss a slot, then
+ * a 1 KB entry and its record, each on a page of its own.
  *
  * A request first peeks at the id of the newest commit (two words of
  * the map, no transaction, no reader slot).  When everything it needs is
@@ -32,32 +37,43 @@
 
 #include "ngx_http_dstack_module.h"
 
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 
 /*
  * Services: twice the slots of dstack_capacity, so that the services a
- * worker serves stay cached however many there are; an entry is made
- * when a service is first found in its slot (names that are no service
- * cost no memory).  Tokens: a fixed number of slots.
+ * worker serves stay cached however many there are.  A slot is the hot
+ * part of its entry (128 bytes: 256 KB for the default capacity, 16 MB
+ * at the largest); the cold part, a copy of the record, is made when a
+ * service is first found in the slot (names that are no service cost no
+ * memory).  Tokens: a fixed number of slots.
  */
 #define NGX_HTTP_DSTACK_SERVICE_SLOTS_MIN  64       /* powers of 2 */
 #define NGX_HTTP_DSTACK_SERVICE_SLOTS_MAX  (1 << 20)
 #define NGX_HTTP_DSTACK_TOKEN_SLOTS        1024
 
+/* the unit transparent huge pages come in, on x86-64 and arm64 with 4 KB
+ * pages; elsewhere the hint is harmless */
+#define NGX_HTTP_DSTACK_HUGE_PAGE          (2 * 1024 * 1024)
 
-/* what a hit reads comes first (the key, then the view's pointers and
- * the service's scalars): a request to one of 1,000 services finds its
- * entry cold, and pays per cache line */
+
+/* two lines, or the prefetcher loads a third */
+_Static_assert(sizeof(ngx_http_dstack_service_t) == 128,
+               "the hot part of a cached service is two cache lines");
+
+
+/* the cold part of a cached service: the decoded record, which points
+ * into its copy, and the buffer the replica set is read into; what the
+ * hot part's svc points to, NULL in a slot never used */
 typedef struct {
-    uint64_t                snapshot;   /* 0: empty */
-    int                     rc;         /* DS_OK or DS_NOTFOUND */
-    size_t                  len;
-    u_char                  name[DS_NAME_MAX];
-    ngx_http_dstack_service_t  view;
+    ds_service_t            svc;        /* first: hot->svc is its address */
     ds_buf_t                record;     /* copy of the service record */
     ds_buf_t                replicas;   /* copy of its replica set */
-} ngx_http_dstack_cached_service_t;
+} ngx_http_dstack_cold_service_t;
+
+#define ngx_http_dstack_cold(e)                                               \
+    ((ngx_http_dstack_cold_service_t *) (uintptr_t) (e)->svc)
 
 typedef struct {
     uint64_t                snapshot;
@@ -81,9 +97,10 @@ typedef struct {
     uint64_t                opened;     /* times the state was opened */
     uint64_t                snapshot;   /* what this request reads */
     ngx_uint_t              renewed;    /* txn renewed for this request */
-    ngx_http_dstack_cached_service_t **services;   /* made when used */
-    ngx_http_dstack_cached_service_t   scratch;     /* a first lookup */
+    ngx_http_dstack_service_t         *services;    /* the slots */
     ngx_uint_t              service_mask;   /* slots - 1 */
+    ngx_http_dstack_service_t          scratch;     /* a first lookup */
+    ngx_http_dstack_cold_service_t     scratch_cold;
     ngx_http_dstack_cached_token_t    *tokens;
 } ngx_http_dstack_state_t;
 
@@ -98,14 +115,16 @@ static void ngx_http_dstack_state_fail(ngx_http_dstack_state_t *st,
     ngx_log_t *log, const char *what, const char *why);
 static int ngx_http_dstack_state_renew(ngx_http_dstack_state_t *st,
     ds_err_t *err);
+static ngx_int_t ngx_http_dstack_state_alloc_services(
+    ngx_http_dstack_state_t *st, ngx_uint_t slots, ngx_log_t *log);
 static ngx_int_t ngx_http_dstack_state_first_service(
-    ngx_http_dstack_state_t *st, ngx_http_dstack_cached_service_t **slot,
+    ngx_http_dstack_state_t *st, ngx_http_dstack_service_t *slot,
     u_char *name, size_t len, const ngx_http_dstack_service_t **svc,
     ds_err_t *err);
 static int ngx_http_dstack_state_fill_service(ngx_http_dstack_state_t *st,
-    ngx_http_dstack_cached_service_t *e, u_char *name, size_t len,
-    ds_err_t *err);
-static int ngx_http_dstack_state_ready(ngx_http_dstack_cached_service_t *e,
+    ngx_http_dstack_service_t *e, ngx_http_dstack_cold_service_t *c,
+    u_char *name, size_t len, ds_err_t *err);
+static int ngx_http_dstack_state_ready(ngx_http_dstack_service_t *e,
     const ds_replica_set_t *set, ds_err_t *err);
 
 
@@ -143,12 +162,12 @@ ngx_http_dstack_state_init_worker(ngx_cycle_t *cycle)
     }
 
     st->service_mask = n - 1;
-    st->services = ngx_calloc(n * sizeof(ngx_http_dstack_cached_service_t *),
-                              cycle->log);
     st->tokens = ngx_calloc(NGX_HTTP_DSTACK_TOKEN_SLOTS
                             * sizeof(ngx_http_dstack_cached_token_t),
                             cycle->log);
-    if (st->services == NULL || st->tokens == NULL) {
+    if (st->tokens == NULL
+        || ngx_http_dstack_state_alloc_services(st, n, cycle->log) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
@@ -161,6 +180,44 @@ ngx_http_dstack_state_init_worker(ngx_cycle_t *cycle)
     st->watch.cancelable = 1;   /* a pending check never delays exit */
 
     ngx_add_timer(&st->watch, st->interval);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The slots, in an anonymous mapping (pages are faulted in as slots are
+ * used) that asks for transparent huge pages: 16,000 slots to a TLB
+ * entry, which matters when each request goes to another service.  A
+ * kernel that gives none leaves them in 4 KB pages.
+ */
+static ngx_int_t
+ngx_http_dstack_state_alloc_services(ngx_http_dstack_state_t *st,
+    ngx_uint_t slots, ngx_log_t *log)
+{
+    size_t   size;
+    u_char  *p, *start;
+
+    size = ngx_align(slots * sizeof(ngx_http_dstack_service_t),
+                     NGX_HTTP_DSTACK_HUGE_PAGE);
+
+    /* one huge page more, to align the start to one */
+    p = mmap(NULL, size + NGX_HTTP_DSTACK_HUGE_PAGE, PROT_READ|PROT_WRITE,
+             MAP_PRIVATE|MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
+                      "dstack service cache: mmap(%uz) failed", size);
+        return NGX_ERROR;
+    }
+
+    start = ngx_align_ptr(p, NGX_HTTP_DSTACK_HUGE_PAGE);
+
+#ifdef MADV_HUGEPAGE
+    /* a hint: where huge pages are off or scarce it fails or is ignored */
+    (void) madvise(start, size, MADV_HUGEPAGE);
+#endif
+
+    st->services = (ngx_http_dstack_service_t *) start;
 
     return NGX_OK;
 }
@@ -261,33 +318,32 @@ ngx_int_t
 ngx_http_dstack_state_service(u_char *name, size_t len,
     const ngx_http_dstack_service_t **svc, ds_err_t *err)
 {
-    int                                rc;
-    ngx_http_dstack_state_t           *st = &ngx_http_dstack_st;
-    ngx_http_dstack_cached_service_t  *e, **slot;
+    int                         rc;
+    ngx_http_dstack_state_t    *st = &ngx_http_dstack_st;
+    ngx_http_dstack_service_t  *e;
 
     if (len == 0 || len > DS_NAME_MAX) {
         return NGX_DECLINED;
     }
 
-    slot = &st->services[ngx_hash_key(name, len) & st->service_mask];
+    e = &st->services[ngx_hash_key(name, len) & st->service_mask];
 
-    if (*slot == NULL) {
-        return ngx_http_dstack_state_first_service(st, slot, name, len, svc,
+    if (e->svc == NULL) {
+        return ngx_http_dstack_state_first_service(st, e, name, len, svc,
                                                    err);
     }
-
-    e = *slot;
 
     if (e->snapshot == 0 || e->snapshot != st->snapshot || e->len != len
         || ngx_memcmp(e->name, name, len) != 0)
     {
-        rc = ngx_http_dstack_state_fill_service(st, e, name, len, err);
+        rc = ngx_http_dstack_state_fill_service(st, e, ngx_http_dstack_cold(e),
+                                                name, len, err);
         if (rc != DS_OK) {
             return NGX_ERROR;
         }
     }
 
-    if (e->rc != DS_OK) {
+    if (!e->found) {
         return NGX_DECLINED;
     }
 
@@ -297,13 +353,13 @@ ngx_http_dstack_state_service(u_char *name, size_t len,
      * the limits run while they load.
      */
 
-    if (e->view.ready) {
-        __builtin_prefetch(e->view.ready, 1);
+    if (e->ready) {
+        __builtin_prefetch(e->ready, 1);
     }
 
-    ngx_http_dstack_metrics_prefetch(e->view.metrics);
+    ngx_http_dstack_metrics_prefetch(e->metrics);
 
-    *svc = &e->view;
+    *svc = e;
 
     return NGX_OK;
 }
@@ -317,33 +373,40 @@ ngx_http_dstack_state_service(u_char *name, size_t len,
  */
 static ngx_int_t
 ngx_http_dstack_state_first_service(ngx_http_dstack_state_t *st,
-    ngx_http_dstack_cached_service_t **slot, u_char *name, size_t len,
+    ngx_http_dstack_service_t *slot, u_char *name, size_t len,
     const ngx_http_dstack_service_t **svc, ds_err_t *err)
 {
-    int                                rc;
-    ngx_http_dstack_cached_service_t  *e = &st->scratch;
+    int                              rc;
+    ngx_http_dstack_service_t       *e = &st->scratch;
+    ngx_http_dstack_cold_service_t  *c;
 
-    rc = ngx_http_dstack_state_fill_service(st, e, name, len, err);
+    rc = ngx_http_dstack_state_fill_service(st, e, &st->scratch_cold, name,
+                                            len, err);
     if (rc != DS_OK) {
         return NGX_ERROR;
     }
 
-    if (e->rc != DS_OK) {
+    if (!e->found) {
         return NGX_DECLINED;
     }
 
-    *slot = ngx_alloc(sizeof(ngx_http_dstack_cached_service_t),
-                      ngx_cycle->log);
-    if (*slot == NULL) {
-        *svc = &e->view;    /* valid until the next first use */
+    c = ngx_alloc(sizeof(ngx_http_dstack_cold_service_t), ngx_cycle->log);
+    if (c == NULL) {
+        *svc = e;   /* valid until the next first use */
         return NGX_OK;
     }
 
-    /* the entry, its buffers and its replicas move to the slot */
-    **slot = *e;
-    ngx_memzero(e, sizeof(ngx_http_dstack_cached_service_t));
+    /* the entry, its buffers and its replicas move to the slot; the
+     * decoded record points into the record's buffer, which moves as a
+     * pointer */
+    *c = st->scratch_cold;
+    ngx_memzero(&st->scratch_cold, sizeof(ngx_http_dstack_cold_service_t));
 
-    *svc = &(*slot)->view;
+    *slot = *e;
+    slot->svc = &c->svc;
+    ngx_memzero(e, sizeof(ngx_http_dstack_service_t));
+
+    *svc = slot;
 
     return NGX_OK;
 }
@@ -351,8 +414,8 @@ ngx_http_dstack_state_first_service(ngx_http_dstack_state_t *st,
 
 static int
 ngx_http_dstack_state_fill_service(ngx_http_dstack_state_t *st,
-    ngx_http_dstack_cached_service_t *e, u_char *name, size_t len,
-    ds_err_t *err)
+    ngx_http_dstack_service_t *e, ngx_http_dstack_cold_service_t *c,
+    u_char *name, size_t len, ds_err_t *err)
 {
     int                rc;
     ds_replica_set_t   set;
@@ -363,12 +426,12 @@ ngx_http_dstack_state_fill_service(ngx_http_dstack_state_t *st,
         return DS_ERROR;
     }
 
-    rc = ds_copy_service(st->txn, (char *) name, len, &e->view.svc,
-                         &e->record, err);
+    rc = ds_copy_service(st->txn, (char *) name, len, &c->svc, &c->record,
+                         err);
 
     if (rc == DS_OK) {
         rc = ds_copy_replicas(st->txn, (char *) name, len, &set,
-                              &e->replicas, err);
+                              &c->replicas, err);
 
         if (rc == DS_NOTFOUND) {
             set.count = 0;
@@ -381,20 +444,31 @@ ngx_http_dstack_state_fill_service(ngx_http_dstack_state_t *st,
             return DS_ERROR;
         }
 
-        e->view.metrics = ngx_http_dstack_service_metrics(e->view.svc.slot,
-                                                          e->view.svc.uid);
-        rc = DS_OK;
+        e->metrics = ngx_http_dstack_service_metrics(c->svc.slot,
+                                                     c->svc.uid);
+        e->uid = c->svc.uid;
+        e->max_body_size = c->svc.max_body_size;
+        e->read_timeout_ms = c->svc.read_timeout_ms;
+        e->connect_timeout_ms = c->svc.connect_timeout_ms;
+        e->flags = c->svc.flags;
+        e->n_rate_limits = (uint8_t) ngx_min(c->svc.n_rate_limits,
+                                             DS_RATE_LIMITS_MAX);
+        e->found = 1;
 
     } else if (rc != DS_NOTFOUND) {
         return rc;
 
-    } else if (e->view.ready) {
-        ngx_http_dstack_peers_unref(e->view.ready);
-        e->view.ready = NULL;
+    } else {
+        if (e->ready) {
+            ngx_http_dstack_peers_unref(e->ready);
+            e->ready = NULL;
+        }
+
+        e->found = 0;
     }
 
-    e->rc = rc;
-    e->len = len;
+    e->svc = &c->svc;
+    e->len = (uint8_t) len;
     ngx_memcpy(e->name, name, len);
     e->snapshot = st->snapshot;
 
@@ -405,7 +479,7 @@ ngx_http_dstack_state_fill_service(ngx_http_dstack_state_t *st,
 /* the ready replicas of a set, with their metrics slots: what requests
  * take a reference to; draining ones get no new requests */
 static int
-ngx_http_dstack_state_ready(ngx_http_dstack_cached_service_t *e,
+ngx_http_dstack_state_ready(ngx_http_dstack_service_t *e,
     const ds_replica_set_t *set, ds_err_t *err)
 {
     uint32_t                  i, n;
@@ -421,8 +495,8 @@ ngx_http_dstack_state_ready(ngx_http_dstack_cached_service_t *e,
     }
 
     /* the previous block, unless requests still use it or it is small */
-    ready = e->view.ready;
-    e->view.ready = NULL;
+    ready = e->ready;
+    e->ready = NULL;
 
     if (ready && (ready->refs > 1 || ready->cap < n || n == 0)) {
         ngx_http_dstack_peers_unref(ready);
@@ -465,7 +539,7 @@ ngx_http_dstack_state_ready(ngx_http_dstack_cached_service_t *e,
         peer++;
     }
 
-    e->view.ready = ready;
+    e->ready = ready;
 
     return DS_OK;
 }
