@@ -615,7 +615,9 @@ ngx_http_dstack_stats(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_dstack_stats_handler;
+    clcf->handler = (dlcf->stats == NGX_HTTP_DSTACK_STATS_PROM)
+                    ? ngx_http_dstack_prom_handler
+                    : ngx_http_dstack_stats_handler;
 
     return NGX_CONF_OK;
 }

@@ -398,8 +398,10 @@ void ngx_http_dstack_metrics_windows(ngx_http_dstack_service_metrics_t *m,
     time_t now, const ngx_uint_t *seconds, ngx_uint_t n,
     uint64_t (*sums)[NGX_HTTP_DSTACK_CLASSES], uint64_t *arrivals);
 
-/* stats.c: content handler of "dstack_stats" */
+/* stats.c: content handler of "dstack_stats json" */
 ngx_int_t ngx_http_dstack_stats_handler(ngx_http_request_t *r);
+/* prom.c: content handler of "dstack_stats prometheus" */
+ngx_int_t ngx_http_dstack_prom_handler(ngx_http_request_t *r);
 
 /* hold.c: scale from zero.  Parks a request of a service without a
  * ready replica (NGX_DONE), or answers 429/503; resumes it when a

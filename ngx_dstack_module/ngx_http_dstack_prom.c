@@ -336,12 +336,19 @@ static ngx_connection_t               ngx_http_dstack_prom_idle_conn;
 
 
 ngx_int_t
-ngx_http_dstack_prom_handler(ngx_http_request_t *r, ngx_uint_t active)
+ngx_http_dstack_prom_handler(ngx_http_request_t *r)
 {
     ngx_int_t                       rc;
     ngx_str_t                       message;
+    ngx_uint_t                      active;
     ngx_pool_cleanup_t             *cln;
     ngx_http_dstack_prom_stream_t  *st;
+
+    rc = ngx_http_dstack_stats_accept(r, &active);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
 
     st = ngx_pcalloc(r->pool, sizeof(ngx_http_dstack_prom_stream_t));
     if (st == NULL) {
@@ -1737,55 +1744,4 @@ ngx_http_dstack_prom_sample(u_char *p, ngx_str_t *name, char *suffix,
     p = ngx_cpymem(p, "{service=\"", sizeof("{service=\"") - 1);
 
     return ngx_cpymem(p, service->data, service->len);
-}
-
-
-/* label values: backslash, double quote and line feed are escaped */
-
-size_t
-ngx_http_dstack_prom_escape_len(ngx_str_t *s)
-{
-    size_t      n;
-    ngx_uint_t  i;
-
-    n = s->len;
-
-    for (i = 0; i < s->len; i++) {
-        if (s->data[i] == '\\' || s->data[i] == '"' || s->data[i] == '\n') {
-            n++;
-        }
-    }
-
-    return n;
-}
-
-
-u_char *
-ngx_http_dstack_prom_escape(u_char *p, ngx_str_t *s)
-{
-    u_char      ch;
-    ngx_uint_t  i;
-
-    for (i = 0; i < s->len; i++) {
-        ch = s->data[i];
-
-        switch (ch) {
-
-        case '\\':
-        case '"':
-            *p++ = '\\';
-            *p++ = ch;
-            break;
-
-        case '\n':
-            *p++ = '\\';
-            *p++ = 'n';
-            break;
-
-        default:
-            *p++ = ch;
-        }
-    }
-
-    return p;
 }

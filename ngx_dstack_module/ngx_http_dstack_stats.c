@@ -38,34 +38,38 @@ static ngx_http_dstack_service_metrics_t  ngx_http_dstack_stats_no_service;
 static ngx_http_dstack_replica_metrics_t  ngx_http_dstack_stats_no_replica;
 
 
+/* what both formats check first: GET or HEAD, no body, "?active=1" */
+
 ngx_int_t
-ngx_http_dstack_stats_handler(ngx_http_request_t *r)
+ngx_http_dstack_stats_accept(ngx_http_request_t *r, ngx_uint_t *active)
 {
-    ngx_int_t                         rv;
-    ngx_str_t                         message, arg;
-    ngx_uint_t                        active;
-    ngx_chain_t                      *cl;
-    ngx_http_dstack_loc_conf_t       *dlcf;
-    ngx_http_dstack_stats_out_t       out;
-    ngx_http_dstack_stats_collect_t   col;
+    ngx_str_t  arg;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
     }
 
-    rv = ngx_http_discard_request_body(r);
+    *active = (ngx_http_arg(r, (u_char *) "active", 6, &arg) == NGX_OK
+               && arg.len == 1 && arg.data[0] == '1');
+
+    return ngx_http_discard_request_body(r);
+}
+
+
+ngx_int_t
+ngx_http_dstack_stats_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                         rv;
+    ngx_str_t                         message;
+    ngx_uint_t                        active;
+    ngx_chain_t                      *cl;
+    ngx_http_dstack_stats_out_t       out;
+    ngx_http_dstack_stats_collect_t   col;
+
+    rv = ngx_http_dstack_stats_accept(r, &active);
 
     if (rv != NGX_OK) {
         return rv;
-    }
-
-    dlcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_module);
-
-    active = (ngx_http_arg(r, (u_char *) "active", 6, &arg) == NGX_OK
-              && arg.len == 1 && arg.data[0] == '1');
-
-    if (dlcf->stats == NGX_HTTP_DSTACK_STATS_PROM) {
-        return ngx_http_dstack_prom_handler(r, active);
     }
 
     col.pool = r->pool;
@@ -250,7 +254,7 @@ ngx_http_dstack_stats_collect(void *arg, const ds_service_t *svc)
     /* escaped once here, not on each of its sixty-odd lines */
 
     s->prom = s->name;
-    len = ngx_http_dstack_prom_escape_len(&s->name);
+    len = ngx_http_dstack_stats_escape_len(&s->name);
 
     if (len != s->name.len) {
         s->prom.data = ngx_pnalloc(col->pool, len);
@@ -259,7 +263,7 @@ ngx_http_dstack_stats_collect(void *arg, const ds_service_t *svc)
         }
 
         s->prom.len = len;
-        (void) ngx_http_dstack_prom_escape(s->prom.data, &s->name);
+        (void) ngx_http_dstack_stats_escape(s->prom.data, &s->name);
     }
 
     s->uid = svc->uid;
@@ -301,7 +305,7 @@ ngx_http_dstack_stats_collect(void *arg, const ds_service_t *svc)
         ngx_memcpy(sr->addr.data, addr, len);
 
         sr->prom = sr->addr;
-        len = ngx_http_dstack_prom_escape_len(&sr->addr);
+        len = ngx_http_dstack_stats_escape_len(&sr->addr);
 
         if (len != sr->addr.len) {
             sr->prom.data = ngx_pnalloc(col->pool, len);
@@ -310,7 +314,7 @@ ngx_http_dstack_stats_collect(void *arg, const ds_service_t *svc)
             }
 
             sr->prom.len = len;
-            (void) ngx_http_dstack_prom_escape(sr->prom.data, &sr->addr);
+            (void) ngx_http_dstack_stats_escape(sr->prom.data, &sr->addr);
         }
 
         sr->uid = rep.uid;
@@ -670,3 +674,53 @@ ngx_http_dstack_stats_json(ngx_http_dstack_stats_collect_t *col,
     return NGX_OK;
 }
 
+
+/* label values: backslash, double quote and line feed are escaped */
+
+size_t
+ngx_http_dstack_stats_escape_len(ngx_str_t *s)
+{
+    size_t      n;
+    ngx_uint_t  i;
+
+    n = s->len;
+
+    for (i = 0; i < s->len; i++) {
+        if (s->data[i] == '\\' || s->data[i] == '"' || s->data[i] == '\n') {
+            n++;
+        }
+    }
+
+    return n;
+}
+
+
+u_char *
+ngx_http_dstack_stats_escape(u_char *p, ngx_str_t *s)
+{
+    u_char      ch;
+    ngx_uint_t  i;
+
+    for (i = 0; i < s->len; i++) {
+        ch = s->data[i];
+
+        switch (ch) {
+
+        case '\\':
+        case '"':
+            *p++ = '\\';
+            *p++ = ch;
+            break;
+
+        case '\n':
+            *p++ = '\\';
+            *p++ = 'n';
+            break;
+
+        default:
+            *p++ = ch;
+        }
+    }
+
+    return p;
+}

@@ -115,10 +115,12 @@ void ngx_http_dstack_stats_read(ngx_http_dstack_stats_service_t *s,
 void ngx_http_dstack_stats_read_replica(ngx_http_dstack_stats_replica_t *sr,
     uint64_t v[NGX_HTTP_DSTACK_STATS_RVALUES]);
 
-/* prom.c */
-ngx_int_t ngx_http_dstack_prom_handler(ngx_http_request_t *r,
-    ngx_uint_t active);
-size_t ngx_http_dstack_prom_escape_len(ngx_str_t *s);
-u_char *ngx_http_dstack_prom_escape(u_char *p, ngx_str_t *s);
+/* GET or HEAD, the body discarded, *active from "?active=1": NGX_OK or
+ * the status to answer */
+ngx_int_t ngx_http_dstack_stats_accept(ngx_http_request_t *r,
+    ngx_uint_t *active);
+/* a Prometheus label value: \\, \" and \n escaped */
+size_t ngx_http_dstack_stats_escape_len(ngx_str_t *s);
+u_char *ngx_http_dstack_stats_escape(u_char *p, ngx_str_t *s);
 
 #endif /* NGX_HTTP_DSTACK_STATS_H */
