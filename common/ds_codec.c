@@ -25,6 +25,12 @@
  *            32 hash bytes, u32 flags, u64 created, u64 expires,
  *            str name, u16 n_services, n_services x str (the scope,
  *            which runs to the end of the record)
+ *            "DTOK" 2 0 (a user's token, or one of a project other than
+ *            main; version 1 otherwise, so that one token has one
+ *            encoding): the same with str user, str project after name
+ *
+ *   member   "DMEM" 1 0
+ *            u32 role, u64 created
  *
  *   model    "DMOD" 1 0
  *            u32 format, u64 created, str name, str service, str prefix
@@ -56,7 +62,9 @@
 #define DS_SERVICE_FLAGS_KNOWN                                               \
     (DS_SERVICE_AUTH | DS_SERVICE_HTTPS | DS_SERVICE_HTTPS_AUTO           \
      | DS_SERVICE_HOLD)
-#define DS_TOKEN_FLAGS_KNOWN    (DS_TOKEN_ADMIN | DS_TOKEN_ALL_SERVICES)
+#define DS_TOKEN_FLAGS_KNOWN                                                 \
+    (DS_TOKEN_ADMIN | DS_TOKEN_ALL_SERVICES | DS_TOKEN_USER)
+#define DS_TOKEN_VERSION_TEAMS  2
 
 #define DS_RUN_NAME_MIN         2
 #define DS_RUN_NAME_MAX         41
@@ -208,13 +216,20 @@ ds_put_str(ds_buf_t *b, const ds_str_t *s)
 
 
 static void
-ds_put_header(ds_buf_t *b, const char *magic)
+ds_put_header_version(ds_buf_t *b, const char *magic, unsigned version)
 {
     b->len = 0;
     b->failed = 0;
     ds_put_bytes(b, magic, 4);
-    ds_put_u16(b, DS_RECORD_VERSION);
+    ds_put_u16(b, (uint16_t) version);
     ds_put_u16(b, 0);
+}
+
+
+static void
+ds_put_header(ds_buf_t *b, const char *magic)
+{
+    ds_put_header_version(b, magic, DS_RECORD_VERSION);
 }
 
 
@@ -378,10 +393,12 @@ ds_rd_str(ds_rd_t *rd, ds_str_t *s, size_t min, size_t max,
 }
 
 
+/* the header of a record of versions 1 .. max: *version gets which */
 static int
-ds_rd_header(ds_rd_t *rd, const char *magic)
+ds_rd_header_version(ds_rd_t *rd, const char *magic, unsigned max,
+    unsigned *version)
 {
-    unsigned  version, reserved;
+    unsigned  reserved;
 
     if (ds_rd_need(rd, DS_HEADER_SIZE, "the header") != 0) {
         return -1;
@@ -394,13 +411,13 @@ ds_rd_header(ds_rd_t *rd, const char *magic)
         return -1;
     }
 
-    version = (unsigned) ds_le(rd->pos + 4, 2);
+    *version = (unsigned) ds_le(rd->pos + 4, 2);
     reserved = (unsigned) ds_le(rd->pos + 6, 2);
     rd->pos += DS_HEADER_SIZE;
 
-    if (version != DS_RECORD_VERSION) {
-        ds_err_set(rd->err, "%s: version %u is not supported (only %u)",
-                   rd->record, version, DS_RECORD_VERSION);
+    if (*version < DS_RECORD_VERSION || *version > max) {
+        ds_err_set(rd->err, "%s: version %u is not supported (only %u..%u)",
+                   rd->record, *version, DS_RECORD_VERSION, max);
         return -1;
     }
 
@@ -411,6 +428,15 @@ ds_rd_header(ds_rd_t *rd, const char *magic)
     }
 
     return 0;
+}
+
+
+static int
+ds_rd_header(ds_rd_t *rd, const char *magic)
+{
+    unsigned  version;
+
+    return ds_rd_header_version(rd, magic, DS_RECORD_VERSION, &version);
 }
 
 
@@ -651,6 +677,21 @@ ds_check_token(const ds_token_t *tok, const char *rec, ds_err_t *err)
     if (tok->flags & ~(uint32_t) DS_TOKEN_FLAGS_KNOWN) {
         ds_err_set(err, "%s: unknown flags 0x%x", rec,
                    tok->flags & ~(uint32_t) DS_TOKEN_FLAGS_KNOWN);
+        return -1;
+    }
+
+    if (ds_check_str(&tok->user, 0, DS_NAME_MAX, rec, NULL, 0, "user", err)
+        != 0
+        || ds_check_str(&tok->project, 0, DS_NAME_MAX, rec, NULL, 0,
+                        "project", err)
+           != 0)
+    {
+        return -1;
+    }
+
+    if (((tok->flags & DS_TOKEN_USER) != 0) != (tok->user.len != 0)) {
+        ds_err_set(err, "%s: a user token needs its user, and only a user "
+                   "token has one", rec);
         return -1;
     }
 
@@ -1022,6 +1063,7 @@ int
 ds_token_encode(const ds_token_t *tok, const ds_str_t *services,
     ds_buf_t *out, ds_err_t *err)
 {
+    int       teams;
     uint32_t  i;
 
     if (ds_check_token(tok, "token record", err) != 0) {
@@ -1053,12 +1095,20 @@ ds_token_encode(const ds_token_t *tok, const ds_str_t *services,
         }
     }
 
-    ds_put_header(out, "DTOK");
+    teams = (tok->user.len != 0 || tok->project.len != 0);
+
+    ds_put_header_version(out, "DTOK", teams ? DS_TOKEN_VERSION_TEAMS
+                                             : DS_RECORD_VERSION);
     ds_put_bytes(out, tok->hash, DS_TOKEN_HASH_LEN);
     ds_put_u32(out, tok->flags);
     ds_put_u64(out, tok->created);
     ds_put_u64(out, tok->expires);
     ds_put_str(out, &tok->name);
+
+    if (teams) {
+        ds_put_str(out, &tok->user);
+        ds_put_str(out, &tok->project);
+    }
     ds_put_u16(out, tok->n_services);
 
     if (services != NULL) {
@@ -1079,12 +1129,14 @@ ds_token_decode(const void *data, size_t len, ds_token_t *tok,
     ds_err_t *err)
 {
     uint16_t  n;
+    unsigned  version;
     ds_rd_t   rd;
 
     ds_rd_init(&rd, data, len, "token record", err);
     memset(tok, 0, sizeof(*tok));
 
-    if (ds_rd_header(&rd, "DTOK") != 0
+    if (ds_rd_header_version(&rd, "DTOK", DS_TOKEN_VERSION_TEAMS, &version)
+        != 0
         || ds_rd_need(&rd, DS_TOKEN_HASH_LEN, "hash") != 0)
     {
         return DS_EINVAL;
@@ -1096,9 +1148,27 @@ ds_token_decode(const void *data, size_t len, ds_token_t *tok,
     if (ds_rd_u32(&rd, &tok->flags, "flags") != 0
         || ds_rd_uint(&rd, 8, &tok->created, "created") != 0
         || ds_rd_uint(&rd, 8, &tok->expires, "expires") != 0
-        || ds_rd_str(&rd, &tok->name, 1, DS_NAME_MAX, "name") != 0
-        || ds_rd_u16(&rd, &n, "scope count") != 0)
+        || ds_rd_str(&rd, &tok->name, 1, DS_NAME_MAX, "name") != 0)
     {
+        return DS_EINVAL;
+    }
+
+    if (version == DS_TOKEN_VERSION_TEAMS) {
+        if (ds_rd_str(&rd, &tok->user, 0, DS_NAME_MAX, "user") != 0
+            || ds_rd_str(&rd, &tok->project, 0, DS_NAME_MAX, "project") != 0)
+        {
+            return DS_EINVAL;
+        }
+
+        if (tok->user.len == 0 && tok->project.len == 0) {
+            /* one encoding per token: this one is version 1's */
+            ds_err_set(err, "token record: version 2 without a user or a "
+                       "project");
+            return DS_EINVAL;
+        }
+    }
+
+    if (ds_rd_u16(&rd, &n, "scope count") != 0) {
         return DS_EINVAL;
     }
 
@@ -1138,14 +1208,38 @@ ds_token_scope_next(const ds_token_t *tok, uint32_t *off, ds_str_t *name)
 }
 
 
+void
+ds_service_project(const char *name, size_t len, ds_str_t *project)
+{
+    size_t  i;
+
+    project->data = name + len;
+    project->len = 0;
+
+    for (i = 0; i + 2 < len; i++) {
+        if (name[i] == '-' && name[i + 1] == '-') {
+            project->data = name + i + 2;
+            project->len = (uint32_t) (len - i - 2);
+            return;
+        }
+    }
+}
+
+
 int
 ds_token_allows(const ds_token_t *tok, const char *name, size_t len)
 {
     uint32_t  i, off;
-    ds_str_t  s;
+    ds_str_t  s, project;
 
-    if (tok->flags & (DS_TOKEN_ADMIN | DS_TOKEN_ALL_SERVICES)) {
+    if (tok->flags & DS_TOKEN_ADMIN) {
         return 1;
+    }
+
+    if (tok->flags & DS_TOKEN_ALL_SERVICES) {
+        ds_service_project(name, len, &project);
+        return project.len == tok->project.len
+               && memcmp(project.data, tok->project.data, project.len) == 0;
     }
 
     off = 0;
@@ -1161,6 +1255,52 @@ ds_token_allows(const ds_token_t *tok, const char *name, size_t len)
     }
 
     return 0;
+}
+
+
+/* ---- members ----------------------------------------------------------- */
+
+int
+ds_member_encode(const ds_member_t *m, ds_buf_t *out, ds_err_t *err)
+{
+    if (m->role < DS_ROLE_USER || m->role > DS_ROLE_ADMIN) {
+        ds_err_set(err, "member record: role %u is not one of %u..%u",
+                   m->role, DS_ROLE_USER, DS_ROLE_ADMIN);
+        return DS_EINVAL;
+    }
+
+    ds_put_header(out, "DMEM");
+    ds_put_u32(out, m->role);
+    ds_put_u64(out, m->created);
+
+    return ds_buf_done(out, "member record", err);
+}
+
+
+int
+ds_member_decode(const void *data, size_t len, ds_member_t *m,
+    ds_err_t *err)
+{
+    ds_rd_t  rd;
+
+    ds_rd_init(&rd, data, len, "member record", err);
+    memset(m, 0, sizeof(*m));
+
+    if (ds_rd_header(&rd, "DMEM") != 0
+        || ds_rd_u32(&rd, &m->role, "role") != 0
+        || ds_rd_uint(&rd, 8, &m->created, "created") != 0
+        || ds_rd_end(&rd) != 0)
+    {
+        return DS_EINVAL;
+    }
+
+    if (m->role < DS_ROLE_USER || m->role > DS_ROLE_ADMIN) {
+        ds_err_set(err, "member record: role %u is not one of %u..%u",
+                   m->role, DS_ROLE_USER, DS_ROLE_ADMIN);
+        return DS_EINVAL;
+    }
+
+    return DS_OK;
 }
 
 

@@ -31,12 +31,13 @@
 /* what a key of each database names, for messages */
 static const char  *ds_db_subjects[DS_DB_COUNT] = {
     "meta key", "service", "replica set of", "token", "model", "setting",
-    "run", "certificate for", "fleet", "secret"
+    "run", "certificate for", "fleet", "secret", "member", "user",
+    "project", "audit event"
 };
 
 const char  *ds_db_names[DS_DB_COUNT] = {
     "meta", "services", "replicas", "tokens", "models", "settings", "runs",
-    "certs", "fleets", "secrets"
+    "certs", "fleets", "secrets", "members", "users", "projects", "audit"
 };
 
 
@@ -377,8 +378,14 @@ ds_state_init_reader(ds_state_t *st, ds_err_t *err)
             st->no_certs = 1;       /* the writer adds it at its start */
             continue;
         }
+        if (rc == MDB_NOTFOUND && i == DS_DB_MEMBERS) {
+            st->no_members = 1;     /* the writer adds it at its start */
+            continue;
+        }
         if (rc == MDB_NOTFOUND
-            && (i == DS_DB_FLEETS || i == DS_DB_SECRETS))
+            && (i == DS_DB_FLEETS || i == DS_DB_SECRETS
+                || i == DS_DB_USERS || i == DS_DB_PROJECTS
+                || i == DS_DB_AUDIT))
         {
             continue;               /* only controld reads them */
         }

@@ -19,6 +19,11 @@
  *   runs      run name -> run document        (JSON, control plane only)
  *   fleets    fleet name -> fleet document    (JSON, controld only)
  *   secrets   secret name -> encrypted value  (binary, controld only)
+ *   members   project "\0" user -> member record (binary, hot path:
+ *             a user token opens the services of its user's projects)
+ *   users     user name -> user document      (JSON, controld only)
+ *   projects  project name -> project document (JSON, controld only)
+ *   audit     u64 big-endian seq -> event      (JSON, controld only)
  *
  * Hot-path records are little-endian binary with a 4-byte magic and a
  * 2-byte version first; a decoder rejects what it does not know rather
@@ -158,12 +163,27 @@ typedef struct {
 
 /* ---- tokens ------------------------------------------------------------ */
 
-#define DS_TOKEN_ADMIN          0x0001  /* the API; implies all services */
-#define DS_TOKEN_ALL_SERVICES   0x0002  /* every service */
+#define DS_TOKEN_ADMIN          0x0001  /* a global admin's: every project */
+#define DS_TOKEN_ALL_SERVICES   0x0002  /* every service of its project */
+#define DS_TOKEN_USER           0x0004  /* a user's: the API as the user's
+                                           roles allow, the services of the
+                                           user's projects */
+
+/*
+ * Projects (#18).  A service, run, secret or service token belongs to a
+ * project; "main" (the default) is spelled as the empty string in
+ * records and keys, so that a state from before projects reads as all
+ * "main".  A service of project P is keyed (and served) under the host
+ * label "<run>--<P>"; names never contain "--", so the label says both.
+ */
+#define DS_PROJECT_MAIN         "main"
+#define DS_PROJECT_SEP          "--"
 
 typedef struct {
     uint8_t         hash[DS_TOKEN_HASH_LEN];
     ds_str_t        name;
+    ds_str_t        user;           /* DS_TOKEN_USER: whose; else empty */
+    ds_str_t        project;        /* a service token's; "" = main */
     uint32_t        flags;          /* DS_TOKEN_* */
     uint64_t        created;        /* unix seconds */
     uint64_t        expires;        /* unix seconds, 0 = never */
@@ -246,8 +266,16 @@ int ds_token_encode(const ds_token_t *tok, const ds_str_t *services,
     ds_buf_t *out, ds_err_t *err);
 int ds_token_decode(const void *data, size_t len, ds_token_t *tok,
     ds_err_t *err);
-/* 1 when the token opens service `name` (admin and all-services do) */
+/*
+ * 1 when the token opens the service keyed `name` by itself: a global
+ * admin's does, an all-services token the services of its project, a
+ * scoped one those it names.  A user token (DS_TOKEN_USER) opens what
+ * its user's memberships allow: ds_get_member() on the service's
+ * project, which is the caller's second look.
+ */
 int ds_token_allows(const ds_token_t *tok, const char *name, size_t len);
+/* the project part of a service key (run "--" project): empty for main */
+void ds_service_project(const char *name, size_t len, ds_str_t *project);
 /* walks the scope: *off starts at 0; returns 0 after the last name */
 int ds_token_scope_next(const ds_token_t *tok, uint32_t *off,
     ds_str_t *name);
@@ -271,6 +299,23 @@ size_t ds_replica_format_addr(const ds_replica_t *r, char *buf, size_t n);
 
 /* run names: ^[a-z][a-z0-9-]{1,40}$ */
 int ds_valid_run_name(const char *s, size_t len);
+
+
+/* ---- members ----------------------------------------------------------- */
+
+#define DS_ROLE_NONE            0
+#define DS_ROLE_USER            1       /* own runs; call the services */
+#define DS_ROLE_MANAGER         2       /* runs, fleets, secrets, tokens */
+#define DS_ROLE_ADMIN           3       /* the project, members included */
+
+typedef struct {
+    uint32_t        role;           /* DS_ROLE_USER .. DS_ROLE_ADMIN */
+    uint64_t        created;        /* unix seconds */
+} ds_member_t;
+
+int ds_member_encode(const ds_member_t *m, ds_buf_t *out, ds_err_t *err);
+int ds_member_decode(const void *data, size_t len, ds_member_t *m,
+    ds_err_t *err);
 
 
 /* ---- state (LMDB) ------------------------------------------------------ */
@@ -435,7 +480,7 @@ int ds_del_fleet(ds_txn_t *txn, const char *name, size_t len, ds_err_t *err);
 int ds_foreach_fleet(ds_txn_t *txn, ds_kv_cb cb, void *arg, ds_err_t *err);
 /* secrets (controld's only): name -> a record controld encrypted
  * (controld/secrets.c); names up to 200 bytes */
-#define DS_SECRET_KEY_MAX       200
+#define DS_SECRET_KEY_MAX       255     /* "<project>/" + a 200-byte name */
 int ds_get_secret(ds_txn_t *txn, const char *name, size_t len,
     ds_str_t *rec, ds_err_t *err);
 int ds_put_secret(ds_txn_t *txn, const char *name, size_t len,
@@ -443,6 +488,35 @@ int ds_put_secret(ds_txn_t *txn, const char *name, size_t len,
 int ds_del_secret(ds_txn_t *txn, const char *name, size_t len,
     ds_err_t *err);
 int ds_foreach_secret(ds_txn_t *txn, ds_kv_cb cb, void *arg, ds_err_t *err);
+
+/*
+ * Teams: memberships (read by the module per request of a user token),
+ * and controld's users, projects and audit events as documents.  project
+ * "" is main.  A state from before the members database reads as having
+ * none (DS_NOTFOUND).
+ */
+int ds_get_member(ds_txn_t *txn, const char *project, size_t plen,
+    const char *user, size_t ulen, ds_member_t *m, ds_err_t *err);
+int ds_put_member(ds_txn_t *txn, const char *project, size_t plen,
+    const char *user, size_t ulen, const ds_member_t *m, ds_err_t *err);
+int ds_del_member(ds_txn_t *txn, const char *project, size_t plen,
+    const char *user, size_t ulen, ds_err_t *err);
+typedef int (*ds_member_cb)(void *arg, const ds_str_t *project,
+    const ds_str_t *user, const ds_member_t *m);
+int ds_foreach_member(ds_txn_t *txn, ds_member_cb cb, void *arg,
+    ds_err_t *err);
+
+#define DS_DOCS_USERS           0
+#define DS_DOCS_PROJECTS        1
+#define DS_DOCS_AUDIT           2
+int ds_get_team_doc(ds_txn_t *txn, int kind, const void *key, size_t klen,
+    ds_str_t *doc, ds_err_t *err);
+int ds_put_team_doc(ds_txn_t *txn, int kind, const void *key, size_t klen,
+    const char *doc, size_t doc_len, ds_err_t *err);
+int ds_del_team_doc(ds_txn_t *txn, int kind, const void *key, size_t klen,
+    ds_err_t *err);
+int ds_foreach_team_doc(ds_txn_t *txn, int kind, ds_kv_cb cb, void *arg,
+    ds_err_t *err);
 
 
 /* ---- tokens: hashing and comparing ------------------------------------- */

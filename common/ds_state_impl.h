@@ -20,7 +20,7 @@
 
 
 #define DS_MAPSIZE              (1024UL * 1024 * 1024)
-#define DS_MAXDBS               12
+#define DS_MAXDBS               16
 #define DS_MAXREADERS           510
 #define DS_SETTING_KEY_MAX      511     /* LMDB's default key size limit */
 
@@ -43,6 +43,10 @@ enum {
     DS_DB_CERTS,
     DS_DB_FLEETS,                       /* controld's only */
     DS_DB_SECRETS,                      /* controld's only, encrypted */
+    DS_DB_MEMBERS,                      /* project + user -> role */
+    DS_DB_USERS,                        /* controld's only */
+    DS_DB_PROJECTS,                     /* controld's only */
+    DS_DB_AUDIT,                        /* controld's only */
     DS_DB_COUNT
 };
 
@@ -60,6 +64,7 @@ struct ds_state_s {
     MDB_env        *env;
     MDB_dbi         dbi[DS_DB_COUNT];
     int             no_certs;       /* reader of a state from before it */
+    int             no_members;     /* the same, for "members" */
     int             flags;          /* DS_STATE_* */
     int             capture;        /* keep write txns' changes */
     char           *dir;

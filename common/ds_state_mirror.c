@@ -209,7 +209,9 @@ ds_mirror_foreach(ds_txn_t *txn, ds_change_cb cb, void *arg, ds_err_t *err)
     MDB_val      k, v;
 
     for (i = 0; i < DS_DB_COUNT; i++) {
-        if (i == DS_DB_CERTS && txn->st->no_certs) {
+        if ((i == DS_DB_CERTS && txn->st->no_certs)
+            || (i == DS_DB_MEMBERS && txn->st->no_members))
+        {
             continue;
         }
         rc = mdb_cursor_open(txn->txn, txn->st->dbi[i], &cur);

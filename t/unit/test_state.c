@@ -136,6 +136,15 @@ decode_token(const void *data, size_t len, ds_err_t *err)
 
 
 static int
+decode_member(const void *data, size_t len, ds_err_t *err)
+{
+    ds_member_t  m;
+
+    return ds_member_decode(data, len, &m, err);
+}
+
+
+static int
 decode_model(const void *data, size_t len, ds_err_t *err)
 {
     ds_model_t  m;
@@ -655,7 +664,8 @@ test_token_rejects(void **state)
 
     name_off = 8 + 32 + 4 + 8 + 8;
     assert_patched(&b, 0, 'D' + 1, decode_token, "bad magic");
-    assert_patched(&b, 40, 4, decode_token, "unknown flags 0x4");
+    assert_patched(&b, 40, 8, decode_token, "unknown flags 0x8");
+    assert_patched(&b, 40, 4, decode_token, "a user token needs its user");
     assert_patched(&b, name_off, 0, decode_token, "name is empty");
     assert_patched(&b, name_off + 4, 3, decode_token, "truncated");
     assert_patched(&b, name_off + 4, 1, decode_token, "trailing bytes");
@@ -696,6 +706,120 @@ test_token_rejects(void **state)
     assert_msg(&err, "truncated");
 
     ds_buf_free(&b);
+}
+
+
+/* #18: a user's token and a project's, version 2; memberships */
+static void
+test_token_teams(void **state)
+{
+    ds_buf_t     b, b2;
+    ds_err_t     err;
+    ds_str_t     services[1], p;
+    ds_token_t   in, out;
+    ds_member_t  m, m2;
+
+    (void) state;
+    memset(&b, 0, sizeof(b));
+    memset(&b2, 0, sizeof(b2));
+
+    /* a token of before: version 1, byte for byte */
+    make_token(&in);
+    in.n_services = 0;
+    assert_int_equal(ds_token_encode(&in, NULL, &b, &err), DS_OK);
+    assert_int_equal(b.data[4], 1);
+
+    /* a user's token: version 2, round trip */
+    in.flags = DS_TOKEN_USER;
+    in.user = S("bob");
+    assert_int_equal(ds_token_encode(&in, NULL, &b, &err), DS_OK);
+    assert_int_equal(b.data[4], 2);
+    assert_int_equal(ds_token_decode(b.data, b.len, &out, &err), DS_OK);
+    assert_true(str_is(out.user, "bob"));
+    assert_int_equal(out.project.len, 0);
+    assert_int_equal(out.flags, DS_TOKEN_USER);
+    assert_int_equal(ds_token_encode(&out, NULL, &b2, &err), DS_OK);
+    assert_int_equal(b2.len, b.len);
+    assert_memory_equal(b2.data, b.data, b.len);
+    /* by itself it opens nothing: membership decides */
+    assert_false(ds_token_allows(&out, "web", 3));
+
+    /* the flag and the user go together */
+    in.user = S("");
+    assert_int_equal(ds_token_encode(&in, NULL, &b2, &err), DS_EINVAL);
+    assert_msg(&err, "a user token needs its user");
+    in.flags = 0;
+    in.user = S("bob");
+    assert_int_equal(ds_token_encode(&in, NULL, &b2, &err), DS_EINVAL);
+    assert_msg(&err, "a user token needs its user");
+
+    /* a project's all-services token opens that project's services */
+    in.user = S("");
+    in.flags = DS_TOKEN_ALL_SERVICES;
+    in.project = S("team");
+    assert_int_equal(ds_token_encode(&in, NULL, &b, &err), DS_OK);
+    assert_int_equal(ds_token_decode(b.data, b.len, &out, &err), DS_OK);
+    assert_true(ds_token_allows(&out, "web--team", 9));
+    assert_false(ds_token_allows(&out, "web", 3));
+    assert_false(ds_token_allows(&out, "web--teams", 10));
+    assert_false(ds_token_allows(&out, "web--other", 10));
+
+    /* main's all-services token: main's services only */
+    in.project = S("");
+    assert_int_equal(ds_token_encode(&in, NULL, &b2, &err), DS_OK);
+    assert_int_equal(ds_token_decode(b2.data, b2.len, &out, &err), DS_OK);
+    assert_true(ds_token_allows(&out, "web", 3));
+    assert_false(ds_token_allows(&out, "web--team", 9));
+
+    /* a scoped token names keys */
+    services[0] = S("web--team");
+    in.flags = 0;
+    in.project = S("team");
+    in.n_services = 1;
+    assert_int_equal(ds_token_encode(&in, services, &b2, &err), DS_OK);
+    assert_int_equal(ds_token_decode(b2.data, b2.len, &out, &err), DS_OK);
+    assert_true(ds_token_allows(&out, "web--team", 9));
+    assert_false(ds_token_allows(&out, "web", 3));
+
+    /* version 2 with neither user nor project is not an encoding */
+    in.n_services = 0;
+    in.project = S("t");
+    assert_int_equal(ds_token_encode(&in, NULL, &b, &err), DS_OK);
+    assert_int_equal(b.data[4], 2);
+    b.data[8 + 32 + 4 + 8 + 8 + 2 + in.name.len + 2] = 0; /* project len */
+    memmove(b.data + 8 + 32 + 4 + 8 + 8 + 2 + in.name.len + 4,
+            b.data + 8 + 32 + 4 + 8 + 8 + 2 + in.name.len + 5,
+            b.len - (8 + 32 + 4 + 8 + 8 + 2 + in.name.len + 5));
+    assert_int_equal(ds_token_decode(b.data, b.len - 1, &out, &err),
+                     DS_EINVAL);
+    assert_msg(&err, "version 2 without a user or a project");
+    b.data[4] = 3;
+    assert_int_equal(ds_token_decode(b.data, b.len, &out, &err), DS_EINVAL);
+    assert_msg(&err, "version 3 is not supported");
+
+    /* the project of a service key */
+    ds_service_project("web", 3, &p);
+    assert_int_equal(p.len, 0);
+    ds_service_project("web--team", 9, &p);
+    assert_true(str_is(p, "team"));
+    ds_service_project("a-b--c-d", 8, &p);
+    assert_true(str_is(p, "c-d"));
+
+    /* member records */
+    m.role = DS_ROLE_MANAGER;
+    m.created = 1700000000;
+    assert_int_equal(ds_member_encode(&m, &b, &err), DS_OK);
+    assert_int_equal(ds_member_decode(b.data, b.len, &m2, &err), DS_OK);
+    assert_int_equal(m2.role, DS_ROLE_MANAGER);
+    assert_int_equal(m2.created, 1700000000);
+    assert_truncations_fail(b.data, b.len, decode_member);
+    assert_patched(&b, 8, 4, decode_member, "role 4 is not one of 1..3");
+    assert_patched(&b, 8, 0, decode_member, "role 0 is not one of 1..3");
+    m.role = 0;
+    assert_int_equal(ds_member_encode(&m, &b, &err), DS_EINVAL);
+
+    ds_buf_free(&b);
+    ds_buf_free(&b2);
 }
 
 
@@ -1971,6 +2095,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_replicas_rejects),
         cmocka_unit_test(test_token_roundtrip),
         cmocka_unit_test(test_token_rejects),
+        cmocka_unit_test(test_token_teams),
         cmocka_unit_test(test_model_roundtrip),
         cmocka_unit_test(test_sha256),
         cmocka_unit_test(test_ct_equal),
