@@ -6,6 +6,8 @@
  *
  * One easy handle for the whole process: calls are sequential, and
  * reusing it keeps the connection alive across the polls of "apply".
+ * The calls of a project's things carry the selected project
+ * (project.c), added here so that no command can forget it.
  */
 
 #include <errno.h>
@@ -25,6 +27,7 @@ static char         *dsctl_socket;      /* unix socket path, or NULL */
 static char         *dsctl_server;      /* as configured, for messages */
 static char         *dsctl_auth;        /* "Authorization: Bearer ..." */
 static char         *dsctl_ca;          /* CA file for https://, or NULL */
+static char         *dsctl_project;     /* sent with a project's calls */
 static char          dsctl_curl_err[CURL_ERROR_SIZE];
 
 
@@ -73,6 +76,9 @@ dsctl_api_init(const dsctl_config_t *cfg)
 
     dsctl_str_addf(&a, "Authorization: Bearer %s", cfg->token);
     dsctl_auth = a.s;
+    if (cfg->project != NULL) {
+        dsctl_project = dsctl_xstrdup(cfg->project);
+    }
 
     dsctl_curl = curl_easy_init();
     if (dsctl_curl == NULL) {
@@ -94,7 +100,9 @@ dsctl_api_cleanup(void)
     free(dsctl_socket);
     free(dsctl_server);
     free(dsctl_auth);
+    free(dsctl_project);
     dsctl_base = dsctl_socket = dsctl_server = dsctl_auth = NULL;
+    dsctl_project = NULL;
 }
 
 
@@ -174,7 +182,8 @@ dsctl_setup(const char *method, const char *path, struct curl_slist *hdrs,
     dsctl_str_t  url = { 0 };
 
     curl_easy_reset(dsctl_curl);
-    dsctl_str_addf(&url, "%s%s", dsctl_base, path);
+    dsctl_str_addf(&url, "%s", dsctl_base);
+    dsctl_project_path(path, dsctl_project, &url);
     curl_easy_setopt(dsctl_curl, CURLOPT_URL, url.s);
     dsctl_str_free(&url);
     if (dsctl_socket != NULL) {

@@ -62,6 +62,8 @@ dsctl_apply_help(int run)
         "  -e, --env K=V     set an env variable (a bare K takes it from "
         "this\n"
         "                    environment); may be repeated\n"
+        "      --project P   the project (else DSTACK_PROJECT, else\n"
+        "                    \"project:\" in the config file, else main)\n"
         "  -h, --help        this help\n"
         "\n"
         "The working directory is packed honouring .gitignore, "
@@ -483,6 +485,7 @@ const struct option  dsctl_apply_opts[] = {
     { "gpu", required_argument, NULL, 'G' },
     { "memory", required_argument, NULL, 'M' },
     { "disk", required_argument, NULL, 'D' },
+    DSCTL_PROJECT_OPTION,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 }
 };
@@ -523,6 +526,7 @@ dsctl_apply(int argc, char **argv, int run)
         case 'G': ro.gpu = optarg; break;
         case 'M': ro.memory = optarg; break;
         case 'D': ro.disk = optarg; break;
+        case DSCTL_OPT_PROJECT: dsctl_project_select(optarg); break;
         case 'h': dsctl_apply_help(run); free(envs); return DSCTL_EXIT_OK;
         default:
             free(envs);

@@ -6,8 +6,8 @@
  * getopt_long: a command or option added there is completed without
  * anyone touching this file, so the script cannot drift from the CLI.
  * What is left here is what those tables do not say: the subcommands
- * of token and fleet (and which options are each one's), and which
- * options take a file.
+ * of token, secret, fleet, project and user (and which options are each
+ * one's), and which options take a file.
  *
  *   source <(dstackctl completion bash)        # ~/.bashrc
  *   dstackctl completion zsh > "${fpath[1]}/_dstackctl"
@@ -49,6 +49,22 @@ static const dsctl_comp_opts_t  dsctl_comp_opts[] = {
     { "fleet", "list", dsctl_fleet_list_short, dsctl_fleet_list_opts },
     { "fleet", "delete", dsctl_fleet_delete_short,
       dsctl_fleet_delete_opts },
+    { "project", "list", dsctl_project_list_short, dsctl_project_list_opts },
+    { "project", "create", dsctl_project_plain_short,
+      dsctl_project_plain_opts },
+    { "project", "delete", dsctl_project_delete_short,
+      dsctl_project_delete_opts },
+    { "project", "add-member", dsctl_project_member_short,
+      dsctl_project_member_opts },
+    { "project", "remove-member", dsctl_project_plain_short,
+      dsctl_project_plain_opts },
+    { "project", "set-default", dsctl_project_plain_short,
+      dsctl_project_plain_opts },
+    { "user", "list", dsctl_user_list_short, dsctl_user_list_opts },
+    { "user", "create", dsctl_user_create_short, dsctl_user_create_opts },
+    { "user", "delete", dsctl_user_delete_short, dsctl_user_delete_opts },
+    { "user", "token", dsctl_user_token_short, dsctl_user_token_opts },
+    { "audit", NULL, dsctl_audit_short, dsctl_audit_opts },
 };
 
 #define DSCTL_NCOMP_OPTS  (sizeof(dsctl_comp_opts) / sizeof(dsctl_comp_opts[0]))

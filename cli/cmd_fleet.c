@@ -39,6 +39,8 @@ dsctl_fleet_help(void)
         "  delete NAME     delete a fleet\n"
         "    -y, --yes     do not ask for confirmation\n"
         "    --force       even with replicas running on its hosts\n"
+        "      --project P the project (else DSTACK_PROJECT, else\n"
+        "                  \"project:\" in the config file, else main)\n"
         "  -h, --help      this help\n");
 }
 
@@ -114,6 +116,7 @@ const char  dsctl_fleet_list_short[] = ":h";
 
 const struct option  dsctl_fleet_list_opts[] = {
     { "json", no_argument, NULL, 'j' },
+    DSCTL_PROJECT_OPTION,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 }
 };
@@ -135,6 +138,7 @@ dsctl_fleet_list(int argc, char **argv)
     {
         switch (c) {
         case 'j': json = 1; break;
+        case DSCTL_OPT_PROJECT: dsctl_project_select(optarg); break;
         case 'h': dsctl_fleet_help(); return DSCTL_EXIT_OK;
         default: return dsctl_opt_error(DSCTL_FLEET_USAGE, c, argv);
         }
@@ -174,6 +178,7 @@ const char  dsctl_fleet_delete_short[] = ":yh";
 const struct option  dsctl_fleet_delete_opts[] = {
     { "yes", no_argument, NULL, 'y' },
     { "force", no_argument, NULL, 'F' },
+    DSCTL_PROJECT_OPTION,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 }
 };
@@ -200,6 +205,7 @@ dsctl_fleet_delete(int argc, char **argv)
         switch (c) {
         case 'y': yes = 1; break;
         case 'F': force = 1; break;
+        case DSCTL_OPT_PROJECT: dsctl_project_select(optarg); break;
         case 'h': dsctl_fleet_help(); return DSCTL_EXIT_OK;
         default: return dsctl_opt_error(DSCTL_FLEET_USAGE, c, argv);
         }

@@ -38,6 +38,8 @@ dsctl_logs_help(void)
         "(2024-05-01,\n"
         "                     2024-05-01T10:30:00Z; without a zone, "
         "local)\n"
+        "      --project P    the project (else DSTACK_PROJECT, else\n"
+        "                     \"project:\" in the config file, else main)\n"
         "  -h, --help         this help\n");
 }
 
@@ -48,6 +50,7 @@ const struct option  dsctl_logs_opts[] = {
     { "follow", no_argument, NULL, 'f' },
     { "replica", required_argument, NULL, 'r' },
     { "since", required_argument, NULL, 's' },
+    DSCTL_PROJECT_OPTION,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 }
 };
@@ -89,6 +92,7 @@ cmd_logs(int argc, char **argv)
                     "RFC 3339 time (2024-05-01T10:30:00Z)", optarg);
             }
             break;
+        case DSCTL_OPT_PROJECT: dsctl_project_select(optarg); break;
         case 'h': dsctl_logs_help(); return DSCTL_EXIT_OK;
         default: return dsctl_opt_error(DSCTL_LOGS_USAGE, c, argv);
         }

@@ -36,6 +36,8 @@ dsctl_offer_help(void)
         "      --disk SPEC   disk (e.g. 200GB..)\n"
         "      --json        {\"offers\":[...],\"total\":N} as the API "
         "gives them\n"
+        "      --project P   the project (else DSTACK_PROJECT, else\n"
+        "                    \"project:\" in the config file, else main)\n"
         "  -h, --help        this help\n");
 }
 
@@ -50,6 +52,7 @@ const struct option  dsctl_offer_opts[] = {
     { "memory", required_argument, NULL, 'M' },
     { "disk", required_argument, NULL, 'D' },
     { "json", no_argument, NULL, 'j' },
+    DSCTL_PROJECT_OPTION,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 }
 };
@@ -82,6 +85,7 @@ cmd_offer(int argc, char **argv)
         case 'M': ro.memory = optarg; break;
         case 'D': ro.disk = optarg; break;
         case 'j': json = 1; break;
+        case DSCTL_OPT_PROJECT: dsctl_project_select(optarg); break;
         case 'h': dsctl_offer_help(); free(envs); return DSCTL_EXIT_OK;
         default:
             free(envs);

@@ -39,6 +39,8 @@ dsctl_ps_help(void)
         "                names too (run_name, status_message, service, "
         "...)\n"
         "      --format F  json (the same as --json) or plain (the table)\n"
+        "      --project P the project (else DSTACK_PROJECT, else\n"
+        "                  \"project:\" in the config file, else main)\n"
         "  -h, --help    this help\n");
 }
 
@@ -222,7 +224,10 @@ dsctl_ps_dstack_names(cJSON *runs, const char *project)
     cJSON_ArrayForEach(run, runs) {
         v = dsctl_json_str(run, "name");
         cJSON_AddStringToObject(run, "run_name", v != NULL ? v : "");
-        cJSON_AddStringToObject(run, "project_name", project);
+        /* the API's "project" when it says it */
+        v = dsctl_json_str(run, "project");
+        cJSON_AddStringToObject(run, "project_name",
+            v != NULL && v[0] != '\0' ? v : project);
         v = dsctl_json_str(run, "status");
         cJSON_AddStringToObject(run, "status_message", v != NULL ? v : "");
         v = dsctl_json_str(run, "message");
@@ -288,6 +293,7 @@ const struct option  dsctl_ps_opts[] = {
     { "json", no_argument, NULL, 'j' },
     { "last", required_argument, NULL, 'n' },
     { "format", required_argument, NULL, 'F' },
+    DSCTL_PROJECT_OPTION,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 }
 };
@@ -335,6 +341,7 @@ cmd_ps(int argc, char **argv)
                     "format \"%s\" (json or plain)", optarg);
             }
             break;
+        case DSCTL_OPT_PROJECT: dsctl_project_select(optarg); break;
         case 'h': dsctl_ps_help(); return DSCTL_EXIT_OK;
         default: return dsctl_opt_error(DSCTL_PS_USAGE, c, argv);
         }
@@ -389,6 +396,11 @@ cmd_ps(int argc, char **argv)
             free(text);
         } else {
             out.len = 0;
+            /* main says nothing, as before projects (and as dstack's ps,
+             * whose project is the config's); another is named */
+            if (!dsctl_project_is_default(cfg.project)) {
+                dsctl_str_addf(&out, " Project: %s\n", cfg.project);
+            }
             if (verbose) {
                 dsctl_ps_cluster(&out);
             }

@@ -47,6 +47,8 @@ dsctl_secret_help(void)
         "  delete NAME     delete a secret (running replicas keep it)\n"
         "    -y, --yes     do not ask for confirmation\n"
         "  --json          the API's answer as JSON\n"
+        "      --project P the project (else DSTACK_PROJECT, else\n"
+        "                  \"project:\" in the config file, else main)\n"
         "  -h, --help      this help\n\n"
         "Names are 1 to %d letters, digits, \"_\" or \"-\"; values up to\n"
         "%d KiB.\n", DS_SECRET_NAME_MAX, DS_SECRET_VALUE_MAX / 1024);
@@ -135,6 +137,7 @@ const char  dsctl_secret_short[] = ":h";
 
 const struct option  dsctl_secret_opts[] = {
     { "json", no_argument, NULL, 'j' },
+    DSCTL_PROJECT_OPTION,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 }
 };
@@ -143,6 +146,7 @@ const char  dsctl_secret_delete_short[] = ":hy";
 
 const struct option  dsctl_secret_delete_opts[] = {
     { "yes", no_argument, NULL, 'y' },
+    DSCTL_PROJECT_OPTION,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 }
 };
@@ -163,6 +167,7 @@ dsctl_secret_json_opt(int argc, char **argv, int *json)
             dsctl_secret_opts, NULL)) != -1) {
         switch (c) {
         case 'j': *json = 1; break;
+        case DSCTL_OPT_PROJECT: dsctl_project_select(optarg); break;
         case 'h': dsctl_secret_help(); return DSCTL_EXIT_OK;
         default: return dsctl_opt_error(DSCTL_SECRET_USAGE, c, argv);
         }
@@ -348,6 +353,7 @@ dsctl_secret_delete(int argc, char **argv)
             dsctl_secret_delete_opts, NULL)) != -1) {
         switch (c) {
         case 'y': yes = 1; break;
+        case DSCTL_OPT_PROJECT: dsctl_project_select(optarg); break;
         case 'h': dsctl_secret_help(); return DSCTL_EXIT_OK;
         default: return dsctl_opt_error(DSCTL_SECRET_USAGE, c, argv);
         }

@@ -27,6 +27,8 @@ dsctl_stop_help(void)
         "resources.\n\n"
         "  -x, --abort   terminate the replicas at once, without draining\n"
         "  -y, --yes     do not ask for confirmation\n"
+        "      --project P the project (else DSTACK_PROJECT, else\n"
+        "                  \"project:\" in the config file, else main)\n"
         "  -h, --help    this help\n");
 }
 
@@ -44,6 +46,7 @@ const char  dsctl_stop_short[] = ":xyh";
 const struct option  dsctl_stop_opts[] = {
     { "abort", no_argument, NULL, 'x' },
     { "yes", no_argument, NULL, 'y' },
+    DSCTL_PROJECT_OPTION,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 }
 };
@@ -69,6 +72,7 @@ cmd_stop(int argc, char **argv)
         switch (c) {
         case 'x': abort_ = 1; break;
         case 'y': yes = 1; break;
+        case DSCTL_OPT_PROJECT: dsctl_project_select(optarg); break;
         case 'h': dsctl_stop_help(); return DSCTL_EXIT_OK;
         default: return dsctl_opt_error(DSCTL_STOP_USAGE, c, argv);
         }

@@ -41,6 +41,8 @@ dsctl_token_help(void)
         "  list            the tokens (never their secrets)\n"
         "    --json        the API's answer as JSON\n"
         "  revoke NAME     revoke a token at once\n"
+        "      --project P the project (else DSTACK_PROJECT, else\n"
+        "                  \"project:\" in the config file, else main)\n"
         "  -h, --help      this help\n");
 }
 
@@ -51,6 +53,7 @@ const struct option  dsctl_token_create_opts[] = {
     { "scope", required_argument, NULL, 's' },
     { "expires", required_argument, NULL, 'e' },
     { "json", no_argument, NULL, 'j' },
+    DSCTL_PROJECT_OPTION,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 }
 };
@@ -76,6 +79,7 @@ dsctl_token_create(int argc, char **argv)
         case 's': scope = optarg; break;
         case 'e': expires = optarg; break;
         case 'j': json = 1; break;
+        case DSCTL_OPT_PROJECT: dsctl_project_select(optarg); break;
         case 'h': dsctl_token_help(); return DSCTL_EXIT_OK;
         default: return dsctl_opt_error(DSCTL_TOKEN_USAGE, c, argv);
         }
@@ -184,6 +188,7 @@ const char  dsctl_token_list_short[] = ":h";
 
 const struct option  dsctl_token_list_opts[] = {
     { "json", no_argument, NULL, 'j' },
+    DSCTL_PROJECT_OPTION,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 }
 };
@@ -211,6 +216,7 @@ dsctl_token_list(int argc, char **argv)
     {
         switch (c) {
         case 'j': json = 1; break;
+        case DSCTL_OPT_PROJECT: dsctl_project_select(optarg); break;
         case 'h': dsctl_token_help(); return DSCTL_EXIT_OK;
         default: return dsctl_opt_error(DSCTL_TOKEN_USAGE, c, argv);
         }
@@ -266,6 +272,7 @@ dsctl_token_list(int argc, char **argv)
 const char  dsctl_token_revoke_short[] = ":h";
 
 const struct option  dsctl_token_revoke_opts[] = {
+    DSCTL_PROJECT_OPTION,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 }
 };
@@ -286,6 +293,7 @@ dsctl_token_revoke(int argc, char **argv)
             dsctl_token_revoke_opts, NULL)) != -1)
     {
         switch (c) {
+        case DSCTL_OPT_PROJECT: dsctl_project_select(optarg); break;
         case 'h': dsctl_token_help(); return DSCTL_EXIT_OK;
         default: return dsctl_opt_error(DSCTL_TOKEN_USAGE, c, argv);
         }

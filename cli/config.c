@@ -2,12 +2,14 @@
  * Where the server is and which token to send.
  *
  * DSTACK_SERVER and DSTACK_TOKEN win; what they leave unset comes from
- * the file DSTACK_CONFIG names, else ~/.dstack/config.yml.  The file is
- * what controld writes on first start:
+ * the file DSTACK_CONFIG names, else ~/.dstack/config.yml (the project:
+ * --project, then DSTACK_PROJECT, then the file).  The file is what
+ * controld writes on first start:
  *
  *     server: unix:/var/lib/dstack/api.sock    # or https://gateway.example.com
  *     token: dst_...
- *     project: main                            # optional, for the plan
+ *     project: main                            # optional: the project
+ *                                              # (project set-default)
  *     ca: /var/lib/dstack/tls/ca.crt           # optional: the CA of an
  *                                              # https:// server (DSTACK_CA)
  *
@@ -233,38 +235,98 @@ dsctl_config_warn_clear(const dsctl_config_t *cfg)
 }
 
 
+char *
+dsctl_config_path(int *explicit)
+{
+    const char   *env, *home;
+    dsctl_str_t   p = { 0 };
+
+    env = getenv("DSTACK_CONFIG");
+    if (env != NULL && env[0] != '\0') {
+        *explicit = 1;
+        return dsctl_xstrdup(env);
+    }
+    *explicit = 0;
+    home = getenv("HOME");
+    dsctl_str_addf(&p, "%s/.dstack/config.yml",
+        home != NULL && home[0] != '\0' ? home : ".");
+    return p.s;
+}
+
+
+/*
+ * The file when the environment gave the server and the token: read for
+ * "project:" alone (what the environment leaves unset comes from the
+ * file), and quietly not there.  Its server, token and CA stay unread,
+ * as before projects.
+ */
+static int
+dsctl_config_file_project(dsctl_config_t *cfg, const char *path)
+{
+    dsctl_config_t   f;
+    char             err[512];
+    char            *text;
+    size_t           len;
+
+    text = dsctl_read_file(path, &len);
+    if (text == NULL) {
+        if (errno == ENOENT) {
+            return 0;
+        }
+        dsctl_error("cannot read \"%s\": %s", path, strerror(errno));
+        return -1;
+    }
+    memset(&f, 0, sizeof(f));
+    if (dsctl_config_parse(&f, path, text, len, err, sizeof(err)) != 0) {
+        dsctl_error("%s", err);
+        free(text);
+        dsctl_config_free(&f);
+        return -1;
+    }
+    free(text);
+    if (f.project != NULL) {
+        cfg->project = f.project;
+        f.project = NULL;
+    }
+    dsctl_config_free(&f);
+    return 0;
+}
+
+
 int
 dsctl_config_load(dsctl_config_t *cfg)
 {
-    const char  *env, *home;
+    const char  *flag;
     char         err[512];
     char        *text, *path = NULL;
     size_t       len;
     int          explicit = 0;
-    dsctl_str_t  p = { 0 };
 
     memset(cfg, 0, sizeof(*cfg));
+    flag = dsctl_project_selected();
+    if (flag != NULL && flag[0] == '\0') {
+        dsctl_error("--project: the project name is empty");
+        return -1;
+    }
+    dsctl_config_set(&cfg->project, flag);
+    if (cfg->project != NULL) {
+        cfg->project_from = "--project";
+    }
     dsctl_config_set(&cfg->server, getenv("DSTACK_SERVER"));
     dsctl_config_set(&cfg->token, getenv("DSTACK_TOKEN"));
-    dsctl_config_set(&cfg->project, getenv("DSTACK_PROJECT"));
+    if (cfg->project == NULL) {
+        dsctl_config_set(&cfg->project, getenv("DSTACK_PROJECT"));
+        if (cfg->project != NULL) {
+            cfg->project_from = "DSTACK_PROJECT";
+        }
+    }
     dsctl_config_set(&cfg->ca, getenv("DSTACK_CA"));
     if (cfg->server != NULL) {
         cfg->source = dsctl_xstrdup("DSTACK_SERVER");
     }
 
+    path = dsctl_config_path(&explicit);
     if (cfg->server == NULL || cfg->token == NULL) {
-        env = getenv("DSTACK_CONFIG");
-        if (env != NULL && env[0] != '\0') {
-            path = dsctl_xstrdup(env);
-            explicit = 1;
-        } else {
-            home = getenv("HOME");
-            dsctl_str_addf(&p, "%s/.dstack/config.yml",
-                home != NULL && home[0] != '\0' ? home : ".");
-            path = p.s;
-            p.s = NULL;
-        }
-
         text = dsctl_read_file(path, &len);
         if (text == NULL) {
             if (explicit || errno != ENOENT) {
@@ -288,6 +350,15 @@ dsctl_config_load(dsctl_config_t *cfg)
                 cfg->source = dsctl_xstrdup(path);
             }
         }
+    } else if (cfg->project == NULL) {
+        if (dsctl_config_file_project(cfg, path) != 0) {
+            free(path);
+            dsctl_config_free(cfg);
+            return -1;
+        }
+    }
+    if (cfg->project != NULL && cfg->project_from == NULL) {
+        cfg->project_from = "the config file";
     }
 
     if (cfg->server == NULL) {
@@ -306,7 +377,7 @@ dsctl_config_load(dsctl_config_t *cfg)
         return -1;
     }
     if (cfg->project == NULL) {
-        cfg->project = dsctl_xstrdup("main");
+        cfg->project = dsctl_xstrdup(DS_PROJECT_MAIN);
     }
     dsctl_config_warn_clear(cfg);
     free(path);

@@ -49,6 +49,9 @@ int cmd_offer(int argc, char **argv);
 int cmd_token(int argc, char **argv);
 int cmd_secret(int argc, char **argv);
 int cmd_fleet(int argc, char **argv);
+int cmd_project(int argc, char **argv);
+int cmd_user(int argc, char **argv);
+int cmd_audit(int argc, char **argv);
 int cmd_ignore_check(int argc, char **argv);
 int cmd_pack(int argc, char **argv);
 int cmd_completion(int argc, char **argv);
@@ -79,6 +82,34 @@ extern const char          dsctl_fleet_list_short[];
 extern const struct option dsctl_fleet_list_opts[];
 extern const char          dsctl_fleet_delete_short[];
 extern const struct option dsctl_fleet_delete_opts[];
+extern const char          dsctl_project_list_short[];
+extern const struct option dsctl_project_list_opts[];
+extern const char          dsctl_project_plain_short[];
+extern const struct option dsctl_project_plain_opts[];
+extern const char          dsctl_project_delete_short[];
+extern const struct option dsctl_project_delete_opts[];
+extern const char          dsctl_project_member_short[];
+extern const struct option dsctl_project_member_opts[];
+extern const char          dsctl_user_list_short[];
+extern const struct option dsctl_user_list_opts[];
+extern const char          dsctl_user_create_short[];
+extern const struct option dsctl_user_create_opts[];
+extern const char          dsctl_user_delete_short[];
+extern const struct option dsctl_user_delete_opts[];
+extern const char          dsctl_user_token_short[];
+extern const struct option dsctl_user_token_opts[];
+extern const char          dsctl_audit_short[];
+extern const struct option dsctl_audit_opts[];
+
+/*
+ * --project NAME, which every command that talks about a project's
+ * things takes: getopt_long's value for it, past any letter, and the
+ * line of an options table.  The command hands optarg to
+ * dsctl_project_select() (project.c).
+ */
+#define DSCTL_OPT_PROJECT       0x100
+#define DSCTL_PROJECT_OPTION \
+    { "project", required_argument, NULL, DSCTL_OPT_PROJECT }
 
 /* dstackctl completion bash|zsh (cmd_completion.c): the command table
  * main.c dispatches from, as it is */
@@ -173,7 +204,9 @@ int dsctl_json_bool(const cJSON *o, const char *key);
 typedef struct {
     char           *server;     /* "http(s)://host[:port]" or "unix:/path" */
     char           *token;
-    char           *project;    /* shown in the plan; "main" by default */
+    char           *project;    /* the calls' project; "main" by default */
+    const char     *project_from;   /* "--project", "DSTACK_PROJECT", the
+                                       config file, or NULL: the default */
     char           *ca;         /* PEM file of the CA an https:// server's
                                    certificate is checked against (e.g.
                                    controld's own CA); NULL: the system's */
@@ -185,10 +218,15 @@ typedef struct {
  * DSTACK_CONFIG, else ~/.dstack/config.yml.  The file has top-level keys
  * "server:" and "token:" (and optionally "project:" and "ca:"; DSTACK_CA
  * wins over "ca:"), or dstack's own
- * layout ("projects:" with url/token/name/default).  Prints the error and
+ * layout ("projects:" with url/token/name/default).  The project:
+ * --project, DSTACK_PROJECT, the file (read for it alone when the
+ * environment gives server and token), "main".  Prints the error and
  * returns -1 when no server or token can be found.
  */
 int dsctl_config_load(dsctl_config_t *cfg);
+/* the file dsctl_config_load reads: DSTACK_CONFIG, else
+ * ~/.dstack/config.yml; free it */
+char *dsctl_config_path(int *explicit);
 void dsctl_config_free(dsctl_config_t *cfg);
 /* parses a config file's text; err (if not NULL) gets a message */
 int dsctl_config_parse(dsctl_config_t *cfg, const char *path,
@@ -239,6 +277,31 @@ int dsctl_api_stream(const char *path, FILE *out);
 
 /* percent-encodes s for a path segment or query value */
 char *dsctl_url_escape(const char *s);
+
+
+/* ---- the project (project.c) ------------------------------------------- */
+
+/* --project's value (NULL: none given) */
+void dsctl_project_select(const char *name);
+const char *dsctl_project_selected(void);
+/* 1 for "main" (or none): nothing to send */
+int dsctl_project_is_default(const char *project);
+/* adds s percent-encoded (RFC 3986: all but unreserved characters) */
+void dsctl_pct_encode(dsctl_str_t *out, const char *s);
+/*
+ * path, with "?project=NAME" (or "&project=NAME" after a query) when it
+ * is a call of a project's (runs, tokens, secrets, fleets) and project
+ * is not the default
+ */
+void dsctl_project_path(const char *path, const char *project,
+    dsctl_str_t *out);
+/* 1 when name can be written bare in YAML: letters, digits, "-_." */
+int dsctl_project_name_plain(const char *name);
+/* a config file's text with "project: NAME" set, the rest kept */
+void dsctl_config_with_project(const char *text, size_t len,
+    const char *project, dsctl_str_t *out);
+/* replaces path with data, mode 0600; -1 after a message */
+int dsctl_write_private(const char *path, const char *data, size_t len);
 
 
 /* ---- tables (table.c) -------------------------------------------------- */

@@ -28,6 +28,10 @@ static const dsctl_cmd_t  dsctl_commands[] = {
     { "token", cmd_token, 0, "create, list and revoke API and service tokens" },
     { "secret", cmd_secret, 0, "set, get, list and delete secrets" },
     { "fleet", cmd_fleet, 0, "list and delete SSH fleets (apply creates them)" },
+    { "project", cmd_project, 0,
+      "list, create and delete projects; members; the default" },
+    { "user", cmd_user, 0, "create, list and delete users; their tokens" },
+    { "audit", cmd_audit, 0, "who changed what through the API, and when" },
     { "completion", cmd_completion, 0,
       "print a bash or zsh completion script" },
     { "__ignore-check", cmd_ignore_check,
@@ -74,6 +78,8 @@ dsctl_help(FILE *out)
         "from DSTACK_CONFIG or ~/.dstack/config.yml (\"server:\", \"token:\").\n"
         "An https:// server whose certificate comes from a private CA (such\n"
         "as controld's own) needs that CA: DSTACK_CA or \"ca:\" (a PEM file).\n"
+        "The project: --project NAME, else DSTACK_PROJECT, else \"project:\"\n"
+        "(dstackctl project set-default), else main.\n"
         "\"dstackctl COMMAND --help\" tells more about a command.\n");
 }
 

@@ -2,7 +2,8 @@
  * Unit tests of dstackctl's pure parts: .gitignore matching (ignore.c),
  * .dstackignore and git's global excludes (ignore.c), tables (table.c),
  * config files (config.c), durations, --since times and formatting
- * (term.c).
+ * (term.c), the project's selection, its query parameter and the
+ * rewrite of "project set-default" (project.c).
  *
  * The Makefile links t/unit/test_*.c with libdscommon.a only, so the CLI
  * sources under test are compiled into this file; none of them needs
@@ -24,6 +25,7 @@
 #include "../../cli/table.c"
 #include "../../cli/ignore.c"
 #include "../../cli/config.c"
+#include "../../cli/project.c"
 
 
 /* ---- wildmatch ------------------------------------------------------------- */
@@ -604,6 +606,192 @@ test_parse_since(void **state)
 }
 
 
+/* ---- the project (project.c, config.c) -------------------------------------- */
+
+static void
+test_project_path(void **state)
+{
+    static const struct { const char *path, *project, *want; } cases[] = {
+        /* main, or none: as before projects */
+        { "/api/runs", "main", "/api/runs" },
+        { "/api/runs", NULL, "/api/runs" },
+        { "/api/runs", "", "/api/runs" },
+        { "/api/runs", "team", "/api/runs?project=team" },
+        { "/api/runs?all=1", "team", "/api/runs?all=1&project=team" },
+        { "/api/runs/web", "team", "/api/runs/web?project=team" },
+        { "/api/runs/web/logs?replica=0&offset=5", "team",
+          "/api/runs/web/logs?replica=0&offset=5&project=team" },
+        { "/api/runs/plan", "team", "/api/runs/plan?project=team" },
+        { "/api/tokens/ci", "team", "/api/tokens/ci?project=team" },
+        { "/api/secrets/set", "team", "/api/secrets/set?project=team" },
+        { "/api/fleets", "team", "/api/fleets?project=team" },
+        /* escaped: a name is a value, never more of the query */
+        { "/api/runs", "a&b=c d/é",
+          "/api/runs?project=a%26b%3Dc%20d%2F%C3%A9" },
+        { "/api/runs", "x-y_z.1~", "/api/runs?project=x-y_z.1~" },
+        /* not a project's: left alone */
+        { "/api/projects", "team", "/api/projects" },
+        { "/api/users/bob/tokens", "team", "/api/users/bob/tokens" },
+        { "/api/audit?limit=5", "team", "/api/audit?limit=5" },
+        { "/api/code/abc", "team", "/api/code/abc" },
+        { "/api/health", "team", "/api/health" },
+        { "/api/cluster", "team", "/api/cluster" },
+        { "/api/runsx", "team", "/api/runsx" },
+        { "/api/secretsx/y", "team", "/api/secretsx/y" },
+    };
+    dsctl_str_t  out = { 0 };
+    size_t       i;
+
+    (void) state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        out.len = 0;
+        dsctl_project_path(cases[i].path, cases[i].project, &out);
+        if (strcmp(out.s, cases[i].want) != 0) {
+            fail_msg("%s with %s: \"%s\", want \"%s\"", cases[i].path,
+                cases[i].project ? cases[i].project : "NULL", out.s,
+                cases[i].want);
+        }
+    }
+    dsctl_str_free(&out);
+}
+
+
+static void
+test_project_rewrite(void **state)
+{
+    static const struct { const char *in, *want; } cases[] = {
+        /* added, a final newline supplied */
+        { "", "project: team\n" },
+        { "server: unix:/s\ntoken: t\n",
+          "server: unix:/s\ntoken: t\nproject: team\n" },
+        { "server: unix:/s\ntoken: t",
+          "server: unix:/s\ntoken: t\nproject: team\n" },
+        /* replaced in place, comments and the rest kept */
+        { "# hi\nserver: unix:/s\nproject: main  # was\ntoken: t\n",
+          "# hi\nserver: unix:/s\nproject: team\ntoken: t\n" },
+        { "project:\ttest\r\ntoken: t\r\n",
+          "project: team\r\ntoken: t\r\n" },
+        /* a nested one, or another key, is not the top-level key */
+        { "projects:\n- name: a\n  project: x\n",
+          "projects:\n- name: a\n  project: x\nproject: team\n" },
+    };
+    static const char  dstacks[] =
+        "projects:\n- name: a\n  url: http://x\n  token: t\n"
+        "  default: true\n";
+    dsctl_str_t     out = { 0 };
+    dsctl_config_t  cfg;
+    char            err[256];
+    size_t          i;
+
+    (void) state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        out.len = 0;
+        dsctl_config_with_project(cases[i].in, strlen(cases[i].in), "team",
+            &out);
+        if (strcmp(out.s, cases[i].want) != 0) {
+            fail_msg("case %zu: \"%s\", want \"%s\"", i, out.s,
+                cases[i].want);
+        }
+    }
+
+    /* dstack's layout: the top-level key wins over the default entry */
+    out.len = 0;
+    dsctl_config_with_project(dstacks, strlen(dstacks), "team", &out);
+    memset(&cfg, 0, sizeof(cfg));
+    assert_int_equal(dsctl_config_parse(&cfg, "c.yml", out.s, out.len, err,
+        sizeof(err)), 0);
+    assert_string_equal(cfg.project, "team");
+    assert_string_equal(cfg.server, "http://x");
+    dsctl_config_free(&cfg);
+    dsctl_str_free(&out);
+
+    assert_true(dsctl_project_name_plain("team-1.a_b"));
+    assert_false(dsctl_project_name_plain(""));
+    assert_false(dsctl_project_name_plain("a b"));
+    assert_false(dsctl_project_name_plain("a:b"));
+    assert_false(dsctl_project_name_plain("#x"));
+}
+
+
+static void
+test_project_select(void **state)
+{
+    char            dir[] = "/tmp/dstackctl-prj-XXXXXX";
+    char            path[300], cmd[340];
+    struct stat     st;
+    dsctl_config_t  cfg;
+
+    (void) state;
+    assert_non_null(mkdtemp(dir));
+    put(dir, "c.yml", "server: unix:/s.sock\ntoken: t\nproject: fromfile\n");
+    snprintf(path, sizeof(path), "%s/c.yml", dir);
+    unsetenv("DSTACK_SERVER");
+    unsetenv("DSTACK_TOKEN");
+    unsetenv("DSTACK_PROJECT");
+    setenv("DSTACK_CONFIG", path, 1);
+
+    /* the file, the environment, the flag: each wins over the one before */
+    assert_int_equal(dsctl_config_load(&cfg), 0);
+    assert_string_equal(cfg.project, "fromfile");
+    assert_string_equal(cfg.project_from, "the config file");
+    dsctl_config_free(&cfg);
+    setenv("DSTACK_PROJECT", "fromenv", 1);
+    assert_int_equal(dsctl_config_load(&cfg), 0);
+    assert_string_equal(cfg.project, "fromenv");
+    assert_string_equal(cfg.project_from, "DSTACK_PROJECT");
+    dsctl_config_free(&cfg);
+    dsctl_project_select("fromflag");
+    assert_int_equal(dsctl_config_load(&cfg), 0);
+    assert_string_equal(cfg.project, "fromflag");
+    assert_string_equal(cfg.project_from, "--project");
+    dsctl_config_free(&cfg);
+    dsctl_project_select("");
+    assert_int_equal(dsctl_config_load(&cfg), -1);
+    dsctl_project_select(NULL);
+    unsetenv("DSTACK_PROJECT");
+
+    /* server and token from the environment: the file still says the
+     * project, and nothing else */
+    setenv("DSTACK_SERVER", "unix:/env.sock", 1);
+    setenv("DSTACK_TOKEN", "envtok", 1);
+    assert_int_equal(dsctl_config_load(&cfg), 0);
+    assert_string_equal(cfg.server, "unix:/env.sock");
+    assert_string_equal(cfg.token, "envtok");
+    assert_string_equal(cfg.project, "fromfile");
+    dsctl_config_free(&cfg);
+    /* a broken file is said, not skipped */
+    put(dir, "c.yml", "project: [x\n");
+    assert_int_equal(dsctl_config_load(&cfg), -1);
+    /* no file: main */
+    setenv("DSTACK_CONFIG", "/nonexistent/c.yml", 1);
+    assert_int_equal(dsctl_config_load(&cfg), 0);
+    assert_string_equal(cfg.project, "main");
+    assert_null(cfg.project_from);
+    dsctl_config_free(&cfg);
+    unsetenv("DSTACK_SERVER");
+    unsetenv("DSTACK_TOKEN");
+    unsetenv("DSTACK_CONFIG");
+
+    /* the private write: 0600, the content, no temporary left */
+    snprintf(path, sizeof(path), "%s/w.yml", dir);
+    assert_int_equal(dsctl_write_private(path, "project: a\n", 11), 0);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(st.st_size, 11);
+    chmod(path, 0644);
+    assert_int_equal(dsctl_write_private(path, "x\n", 2), 0);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    snprintf(cmd, sizeof(cmd), "test $(ls '%s' | wc -l) -eq 2", dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(path, sizeof(path), "%s/none/w.yml", dir);
+    assert_int_equal(dsctl_write_private(path, "x\n", 2), -1);
+
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+
 int
 main(void)
 {
@@ -618,6 +806,9 @@ main(void)
         cmocka_unit_test(test_git_config),
         cmocka_unit_test(test_walk_excludes),
         cmocka_unit_test(test_parse_since),
+        cmocka_unit_test(test_project_path),
+        cmocka_unit_test(test_project_rewrite),
+        cmocka_unit_test(test_project_select),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
