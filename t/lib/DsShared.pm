@@ -6,7 +6,7 @@ package DsShared;
 # state/ unless told another state_dir), and one replicas_dir serves them
 # all (DIR/replicas: one host, so a new leader adopts what the last one
 # started).  Also the API server of conf/nginx/dstack-api-shared.conf,
-# rewritten for a test's ports (api_snippet).
+# rewritten for a test's ports (api_snippet: t/73, t/81, bench/shared).
 #
 #   use lib 't/lib';
 #   use DsTest; use DsStack; use DsPg; use DsShared; use Test::More;
@@ -283,7 +283,9 @@ sub api_snippet {
         . 'dstack-api-shared.conf');
     my $servers = join '', map { "    server 127.0.0.1:$_ max_fails=0;\n" }
         @$up;
-    $conf =~ s/^\s*server 10\.0\.0\.11:8181 max_fails=0;\n\s*server 10\.0\.0\.12:8181 max_fails=0;\n/$servers/m
+    my $shipped = '^\s*server 10\.0\.0\.11:8181 max_fails=0;\n'
+        . '\s*server 10\.0\.0\.12:8181 max_fails=0;\n';
+    $conf =~ s/$shipped/$servers/m
         or die "$0: the snippet's upstream changed shape";
     $conf =~ s/listen 443 ssl http2;/listen 127.0.0.1:$tls ssl http2;/
         or die "$0: the snippet's listen 443 changed shape";
