@@ -207,6 +207,16 @@ for my $b (@bad) {
 }
 ($rc, $err) = $sh->keys_cmd('ctl-b', '--keys-import', "$dir/none.keys");
 is($rc, 1, 'a missing file: exit 1');
+like($err, qr/none\.keys: No such file or directory; nothing was changed/,
+    'saying why');
+my $big = "$dir/big.keys";
+DsTest::_write($big, $text . ('#' x 65536));
+for my $f ([$dir, 'a directory'], [$big, 'a file over 64 KiB']) {
+    ($rc, $err) = $sh->keys_cmd('ctl-b', '--keys-import', $f->[0]);
+    is($rc, 1, "$f->[1]: exit 1");
+    like($err, qr/\Q$f->[0]\E: not a regular file of at most 65536 bytes; /,
+        'saying why') or diag $err;
+}
 is(files_of($sb_dir), $before, 'none of them changed a file');
 
 # other keys are not replaced unless told
