@@ -29,22 +29,14 @@ use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(time sleep);
 use Test::More;
 
-plan(skip_all => 'build/dstack-controld not built')
-    unless -x DsStack::controld_path();
-DsPg::need();
-
 my $LEASE = 3;                          # seconds: the tests wait on it
 
-my $t = DsTest->new(seed_empty => 0);
+# the controlds: one directory each, one replicas_dir
+my ($t, $pg, $sh) = DsShared::cluster(lease => $LEASE,
+    password => 'pw-never-logged');
 my $dir = $t->dir;
-my $pg = DsPg->new($dir);
-my $uri = $pg->uri(password => 'pw-never-logged');
+my $uri = $sh->uri;
 my $domain = $t->domain;
-my $port = $t->port;
-
-# ---- the controlds: one directory each, one replicas_dir ----------------
-
-my $sh = DsShared->new($t, $pg, lease => $LEASE, uri => $uri);
 my $admin;
 
 # ---- bad settings --------------------------------------------------------

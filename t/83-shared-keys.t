@@ -26,23 +26,13 @@ use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(time sleep);
 use Test::More;
 
-plan(skip_all => 'build/dstack-controld not built')
-    unless -x DsStack::controld_path();
-DsPg::need();
-
 my $LEASE = 2;                          # seconds: the tests wait on it
 
-my $t = DsTest->new(seed_empty => 0);
+# the controlds: one directory each, one replicas_dir
+my ($t, $pg, $sh) = DsShared::cluster(lease => $LEASE,
+    password => 'pw-never-logged');
 my $dir = $t->dir;
-my $pg = DsPg->new($dir);
-my $uri = $pg->uri(password => 'pw-never-logged');
 my $domain = $t->domain;
-my $port = $t->port;
-
-# ---- the controlds: one directory each, one replicas_dir ----------------
-
-my $sh = DsShared->new($t, $pg, lease => $LEASE, uri => $uri);
-my $admin;
 
 sub setting {
     my $k = shift;
@@ -81,7 +71,7 @@ ok(DsTest::wait_until(sub { ($sh->leader // '') eq 'ctl-a' }, timeout => 10),
     'the first controller leads');
 ok(DsTest::wait_until(sub { -S "$dir/ctl-a/api.sock"
     && -s "$dir/ctl-a/client.yml" }, timeout => 10), 'and serves its API');
-$admin = $sh->admin_token('ctl-a');
+$sh->admin_token('ctl-a');           # the one api_of's DsStacks use
 my $sa_dir = "$dir/ctl-a/state";
 ok(DsTest::wait_until(sub { defined setting('cluster.ca_id') }, timeout => 5),
     'it publishes the identity of its keys');

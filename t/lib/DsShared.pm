@@ -10,10 +10,8 @@ package DsShared;
 #
 #   use lib 't/lib';
 #   use DsTest; use DsStack; use DsPg; use DsShared; use Test::More;
-#   my $t = DsTest->new(seed_empty => 0);
-#   my $pg = DsPg->new($t->dir);
-#   my $sh = DsShared->new($t, $pg, lease => 3,
-#       uri => $pg->uri(password => 'pw'));
+#   my ($t, $pg, $sh) = DsShared::cluster(lease => 3, password => 'pw');
+#   # or: DsShared->new($t, $pg, lease => 3, uri => $pg->uri)
 #   $sh->start('ctl-a');           # forks it; waits until it follows
 #   my $admin = $sh->admin_token('ctl-a');
 #   $sh->share_keys('ctl-a', 'ctl-b');   # --keys-export, --keys-import
@@ -33,6 +31,7 @@ use warnings;
 use Digest::SHA qw(sha256_hex);
 use File::Path qw(make_path);
 use POSIX qw(:sys_wait_h);
+use Test::More ();
 
 use DsTest;
 use DsStack;
@@ -62,6 +61,23 @@ sub new {
     }, $class;
     push @CLUSTERS, $self;
     return $self;
+}
+
+# The usual start of a test: skips it unless controld is built and a
+# private PostgreSQL can run here; then a DsTest ($o{t}: its options),
+# its PostgreSQL and the DsShared on it (%o: lease, and password, in the
+# URI the instances get: one a test checks is never logged).  Returns
+# ($t, $pg, $sh).
+sub cluster {
+    my (%o) = @_;
+    Test::More::plan(skip_all => 'build/dstack-controld not built')
+        unless -x DsStack::controld_path();
+    DsPg::need();
+    my $t = DsTest->new(seed_empty => 0, %{ $o{t} || {} });
+    my $pg = DsPg->new($t->dir);
+    my $sh = DsShared->new($t, $pg, lease => $o{lease},
+        uri => $pg->uri(password => $o{password}));
+    return ($t, $pg, $sh);
 }
 
 sub dir { $_[0]{dir} }
