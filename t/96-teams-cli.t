@@ -134,6 +134,26 @@ $r = $c->cli(['project', 'add-member', 'team', 'nobody']);
 is($r->{rc}, 1, 'an unknown user: exit 1');
 like($r->{err}, qr/^dstackctl: .*nobody/, 'with the API\'s message');
 
+# a manager's secret and service token land in the project named
+my %carol = (DSTACK_CONFIG => undef, DSTACK_SERVER => $sock,
+    DSTACK_TOKEN => $carol->{token});
+$r = $c->cli(['secret', 'set', 'TEAMKEY', 'v1', '--project', 'team'],
+    env => \%carol);
+is($r->{rc}, 0, 'a manager sets a secret of team') or diag $r->{err};
+$r = $c->cli(['secret', 'list', '--project', 'team']);
+like($r->{out}, qr/^ TEAMKEY\s/m, 'team lists it');
+$r = $c->cli(['secret', 'list']);
+unlike($r->{out}, qr/TEAMKEY/, 'main does not');
+$r = $c->cli(['token', 'create', 'team-ci', '--project', 'team'],
+    env => \%carol);
+is($r->{rc}, 0, 'a manager makes a service token of team') or diag $r->{err};
+$r = $c->cli(['token', 'list', '--json', '--project', 'team']);
+my $tl = eval { decode_json($r->{out}) } || [];
+my ($tci) = grep { $_->{name} eq 'team-ci' } @$tl;
+is($tci && $tci->{project}, 'team', 'token list --project team: it is team\'s');
+$r = $c->cli(['fleet', 'list', '--project', 'team']);
+is($r->{rc}, 0, 'fleet list --project team exits 0') or diag $r->{err};
+
 $r = $c->cli(['project', 'list']);
 is($r->{rc}, 0, 'project list exits 0') or diag $r->{err};
 like($r->{out}, qr/^ NAME\s+ROLE\s+MEMBERS$/m, 'project list: the header');
