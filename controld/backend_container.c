@@ -486,7 +486,7 @@ ct_env(const struct replica *rep, char *const *values, cJSON *env)
         fmt(kv, sizeof(kv), k "=" f, __VA_ARGS__);                           \
         cJSON_AddItemToArray(env, cJSON_CreateString(kv));                    \
     } while (0)
-    CT_ENV("DSTACK_RUN_NAME", "%s", rep->run->name);
+    CT_ENV("DSTACK_RUN_NAME", "%s", rep->run->short_name);
     CT_ENV("DSTACK_REPLICA_NUM", "%d", rep->num);
     CT_ENV("DSTACK_REPLICA_VERSION", "%d", rep->version);
     CT_ENV("DSTACK_NODES_NUM", "%d", 1);

@@ -430,7 +430,7 @@ script(const struct fleet_host *h, const struct replica *rep,
     for (i = 0; i < sp->n_env; i++) {
         put_env(&b, sp->env[i].name, senv[i]);
     }
-    put_env(&b, "DSTACK_RUN_NAME", rep->run->name);
+    put_env(&b, "DSTACK_RUN_NAME", rep->run->short_name);
     snprintf(v, sizeof(v), "%d", rep->num);
     put_env(&b, "DSTACK_REPLICA_NUM", v);
     snprintf(v, sizeof(v), "%d", rep->version);

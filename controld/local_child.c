@@ -317,7 +317,7 @@ child_env(const struct child_args *a, const struct passwd *pw,
     for (i = 0; i < sp->n_env; i++) {
         env_add(e, sp->env[i].name, a->env[i]);
     }
-    env_add(e, "DSTACK_RUN_NAME", rep->run->name);
+    env_add(e, "DSTACK_RUN_NAME", rep->run->short_name);
     snprintf(buf, sizeof(buf), "%d", rep->num);
     env_add(e, "DSTACK_REPLICA_NUM", buf);
     snprintf(buf, sizeof(buf), "%d", rep->version);

@@ -195,7 +195,8 @@ like($r->{out},
 my $res = $t->get('web--team', '/',
     headers => { Authorization => "Bearer " . $c->admin_token });
 is($res->{status}, 200, 'the gateway serves it at web--team');
-like($res->{body}, qr/^web of web/, 'from its replica');
+is($res->{body}, "web of web\n", 'from its replica, whose DSTACK_RUN_NAME '
+    . 'is the run\'s own name (dstack\'s), not its key web--team');
 
 $r = $c->cli(['ps', '--project', 'team'], env => \%bob);
 is($r->{rc}, 0, 'ps --project team exits 0') or diag $r->{err};
