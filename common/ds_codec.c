@@ -1226,6 +1226,30 @@ ds_service_project(const char *name, size_t len, ds_str_t *project)
 }
 
 
+size_t
+ds_model_key(const char *project, size_t plen, const char *name, size_t len,
+    char key[DS_MODEL_KEY_MAX])
+{
+    if (len == 0 || len > DS_NAME_MAX || plen > DS_NAME_MAX
+        || memchr(name, '\0', len) != NULL
+        || (plen > 0 && memchr(project, '\0', plen) != NULL))
+    {
+        return 0;
+    }
+
+    if (plen == 0) {
+        memcpy(key, name, len);
+        return len;
+    }
+
+    memcpy(key, project, plen);
+    key[plen] = '\0';
+    memcpy(key + plen + 1, name, len);
+
+    return plen + 1 + len;
+}
+
+
 int
 ds_token_allows(const ds_token_t *tok, const char *name, size_t len)
 {

@@ -1,5 +1,6 @@
 /*
- * The OpenAI-compatible endpoint ("dstack_openai on", on gateway.<domain>):
+ * The OpenAI-compatible endpoint ("dstack_openai on", on gateway.<domain>,
+ * and gateway--<project>.<domain> handed over by the Host front door):
  *
  *   OPTIONS *                   CORS preflight, answered here
  *   GET /v1/models[/<id>]       the models the caller may use and that
@@ -11,12 +12,18 @@
  *                               (auth, limits, balancer, metrics), its URI
  *                               moved under the service's model prefix
  *
+ * Each host serves its project's models only: main's on gateway.<domain>
+ * (and any other host of a "dstack_openai" location), project P's on
+ * gateway--P.<domain>, listed and routed by their plain names; a model
+ * of another project is answered as an unknown one.
+ *
  * Reading the body never blocks the worker: the access handler returns
  * NGX_DONE and the body handler re-runs the phases when it is complete.
  * Every answer of this endpoint carries Access-Control-Allow-Origin.
  */
 
 #include "ngx_http_dstack_module.h"
+#include "ds_host.h"
 #include "ds_json_scan.h"
 
 
@@ -28,6 +35,7 @@ typedef struct {
     ds_txn_t                *txn;
     const ds_token_t        *tok;       /* NULL: anonymous */
     ngx_str_t                only;      /* one model, or all */
+    ngx_str_t                project;   /* the host's; empty: main */
     ngx_array_t             *models;    /* of ngx_http_dstack_model_t */
     ngx_int_t                rc;
 } ngx_http_dstack_models_ctx_t;
@@ -41,6 +49,8 @@ typedef struct {
 
 static ngx_int_t ngx_http_dstack_openai_dispatch(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx);
+static void ngx_http_dstack_openai_project(ngx_http_request_t *r,
+    ngx_str_t *project);
 static ngx_int_t ngx_http_dstack_openai_preflight(ngx_http_request_t *r);
 static ngx_int_t ngx_http_dstack_openai_read_body(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx);
@@ -149,6 +159,33 @@ ngx_http_dstack_openai_dispatch(ngx_http_request_t *r,
                                        "invalid_request_error", "unknown_url",
                                        "Unknown request URL: %V %V",
                                        &r->method_name, uri);
+}
+
+
+/* the project whose models the host serves: P of gateway--P.<domain>,
+ * else main (empty) */
+static void
+ngx_http_dstack_openai_project(ngx_http_request_t *r, ngx_str_t *project)
+{
+    size_t                       len, plen;
+    const char                  *name, *p;
+    ngx_str_t                   *host;
+    ngx_http_dstack_loc_conf_t  *dlcf;
+
+    dlcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_module);
+    host = &r->headers_in.server;
+
+    ngx_str_null(project);
+
+    if (ds_host_run_name((const char *) host->data, host->len,
+                         (const char *) dlcf->domain.data, dlcf->domain.len,
+                         &name, &len)
+        == DS_HOST_OK
+        && ds_host_gateway_project(name, len, &p, &plen))
+    {
+        project->data = (u_char *) p;
+        project->len = plen;
+    }
 }
 
 
@@ -263,7 +300,7 @@ ngx_http_dstack_openai_route(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
 {
     int          found;
     ngx_int_t    rc;
-    ngx_str_t    body, model, service;
+    ngx_str_t    body, model, service, project;
     ds_err_t     err;
     ds_txn_t    *txn;
     ds_model_t   m;
@@ -294,7 +331,10 @@ ngx_http_dstack_openai_route(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
         return ngx_http_dstack_refuse_unavailable(r, ctx);
     }
 
-    found = ds_get_model(txn, (char *) model.data, model.len, &m, &err);
+    ngx_http_dstack_openai_project(r, &project);
+
+    found = ds_get_project_model(txn, (char *) project.data, project.len,
+                                 (char *) model.data, model.len, &m, &err);
 
     if (found != DS_OK) {
         ngx_http_dstack_state_end();
@@ -473,9 +513,10 @@ ngx_http_dstack_openai_rewrite(ngx_http_request_t *r, ds_str_t *prefix)
 
 
 /*
- * GET /v1/models: models of services the caller may use (all services
- * with auth off; with a token, those in its scope) that have a ready
- * replica.  A bad token is a 401 even here: clients should learn early.
+ * GET /v1/models: the host's project's models of services the caller may
+ * use (all services with auth off; with a token, those it opens, as
+ * auth.c decides) that have a ready replica.  A bad token is a 401 even
+ * here: clients should learn early.
  */
 static ngx_int_t
 ngx_http_dstack_openai_models(ngx_http_request_t *r,
@@ -497,6 +538,7 @@ ngx_http_dstack_openai_models(ngx_http_request_t *r,
     mc.r = r;
     mc.txn = txn;
     mc.only = *only;
+    ngx_http_dstack_openai_project(r, &mc.project);
 
     rc = ngx_http_dstack_token(r, &tok, &reason);
 
@@ -514,7 +556,9 @@ ngx_http_dstack_openai_models(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ds_foreach_model(txn, ngx_http_dstack_openai_collect, &mc, &err)
+    if (ds_foreach_project_model(txn, (char *) mc.project.data,
+                                 mc.project.len,
+                                 ngx_http_dstack_openai_collect, &mc, &err)
         != DS_OK)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -572,7 +616,10 @@ ngx_http_dstack_openai_collect(void *arg, const ds_model_t *m)
 
     if ((svc.flags & DS_SERVICE_AUTH)
         && (mc->tok == NULL
-            || !ds_token_allows(mc->tok, svc.name.data, svc.name.len)))
+            || ngx_http_dstack_token_opens(mc->r, mc->tok,
+                                           (const u_char *) svc.name.data,
+                                           svc.name.len)
+               != NGX_OK))
     {
         return 0;
     }
