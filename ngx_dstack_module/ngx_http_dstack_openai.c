@@ -29,6 +29,15 @@
 
 #define NGX_HTTP_DSTACK_V1  "/v1"
 
+/*
+ * The body limit of a project's model endpoint.  gateway--<P>.<domain>
+ * is answered by the "*.<domain>" location, whose client_body_buffer_size
+ * is sized for the services' streamed bodies (nginx's 16 KB by default),
+ * far below a chat's: there the body may go to nginx's temp file and is
+ * read back, up to this size (the shipped gateway.<domain>'s buffer).
+ */
+#define NGX_HTTP_DSTACK_MODEL_BODY_MAX  (4 * 1024 * 1024)
+
 
 typedef struct {
     ngx_http_request_t      *r;
@@ -57,6 +66,8 @@ static ngx_int_t ngx_http_dstack_openai_read_body(ngx_http_request_t *r,
 static void ngx_http_dstack_openai_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_dstack_openai_route(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx);
+static size_t ngx_http_dstack_openai_body_max(ngx_http_request_t *r,
+    ngx_uint_t *in_file);
 static ngx_int_t ngx_http_dstack_openai_body(ngx_http_request_t *r,
     ngx_str_t *body);
 static ngx_int_t ngx_http_dstack_openai_model_name(ngx_http_request_t *r,
@@ -247,21 +258,20 @@ static ngx_int_t
 ngx_http_dstack_openai_read_body(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx)
 {
-    ngx_int_t                  rc;
-    ngx_http_core_loc_conf_t  *clcf;
+    size_t      max;
+    ngx_int_t   rc;
+    ngx_uint_t  in_file;
 
-    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+    max = ngx_http_dstack_openai_body_max(r, &in_file);
 
-    if (r->headers_in.content_length_n > (off_t) clcf->client_body_buffer_size)
-    {
+    if (r->headers_in.content_length_n > (off_t) max) {
         ctx->done = 1;
         return ngx_http_dstack_openai_fail(r, ctx,
                                            NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
                                            "invalid_request_error",
                                            "request_too_large",
                                            "request body is larger than "
-                                           "%uz bytes",
-                                           clcf->client_body_buffer_size);
+                                           "%uz bytes", max);
     }
 
     r->request_body_in_single_buf = 1;
@@ -364,12 +374,40 @@ ngx_http_dstack_openai_route(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
 }
 
 
-/* the body as one buffer: NGX_DECLINED when it went to a temp file */
+/* the body limit, and whether a body in the temp file is read back: on
+ * a "dstack_openai" location its buffer, else (a project's host) the
+ * model endpoint's own */
+static size_t
+ngx_http_dstack_openai_body_max(ngx_http_request_t *r, ngx_uint_t *in_file)
+{
+    ngx_http_core_loc_conf_t    *clcf;
+    ngx_http_dstack_loc_conf_t  *dlcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+    dlcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_module);
+
+    *in_file = !dlcf->openai;
+
+    if (dlcf->openai) {
+        return clcf->client_body_buffer_size;
+    }
+
+    return ngx_max(clcf->client_body_buffer_size,
+                   NGX_HTTP_DSTACK_MODEL_BODY_MAX);
+}
+
+
+/* the body as one buffer: NGX_DECLINED when it is over the limit, or
+ * went to a temp file where that is not read back */
 static ngx_int_t
 ngx_http_dstack_openai_body(ngx_http_request_t *r, ngx_str_t *body)
 {
     u_char       *p;
-    size_t        len;
+    off_t         size;
+    size_t        len, max;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_uint_t    in_file;
     ngx_chain_t  *cl;
 
     ngx_str_null(body);
@@ -378,21 +416,33 @@ ngx_http_dstack_openai_body(ngx_http_request_t *r, ngx_str_t *body)
         return NGX_OK;
     }
 
-    if (r->request_body->temp_file) {
+    max = ngx_http_dstack_openai_body_max(r, &in_file);
+
+    if (r->request_body->temp_file && !in_file) {
         return NGX_DECLINED;
     }
 
     len = 0;
 
     for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        if (cl->buf->in_file) {
+        b = cl->buf;
+
+        if (b->in_file && !in_file) {
             return NGX_DECLINED;
         }
 
-        len += cl->buf->last - cl->buf->pos;
+        size = b->in_file ? b->file_last - b->file_pos : b->last - b->pos;
+
+        if (size < 0 || (size_t) size > max - len) {
+            return NGX_DECLINED;
+        }
+
+        len += (size_t) size;
     }
 
-    if (r->request_body->bufs->next == NULL) {
+    if (r->request_body->bufs->next == NULL
+        && !r->request_body->bufs->buf->in_file)
+    {
         body->data = r->request_body->bufs->buf->pos;
         body->len = len;
         return NGX_OK;
@@ -407,9 +457,26 @@ ngx_http_dstack_openai_body(ngx_http_request_t *r, ngx_str_t *body)
     body->len = len;
 
     for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (b->in_file) {
+            /* a file nginx has just written: in the page cache */
+            size = b->file_last - b->file_pos;
+            n = ngx_read_file(b->file, p, (size_t) size, b->file_pos);
+
+            if (n != (ssize_t) size) {
+                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                              "dstack model endpoint: cannot read the "
+                              "request body back from \"%V\"",
+                              &b->file->name);
+                return NGX_ERROR;
+            }
+
+            p += size;
+
         /* the last buffer of a chunked body is empty, its pos NULL */
-        if (cl->buf->last != cl->buf->pos) {
-            p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+        } else if (b->last != b->pos) {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
         }
     }
 

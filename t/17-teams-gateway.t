@@ -311,6 +311,29 @@ is($r->{json}{id}, 'shared', 'GET /v1/models/<id> on the project host');
 $r = api('GET', $GW, '/v1/models/team-only', 'root');
 is($r->{status}, 404, "another project's model by id: 404");
 
+# bodies: the *.<domain> location keeps nginx's small body buffer; a
+# project's host reads a larger body back from the temp file, up to 4 MB
+my $big = $DsTest::JSON->encode({ model => 'team-only', max_tokens => 2,
+    messages => [{ role => 'user', content => 'x' x (200 * 1024) }] });
+$r = api('POST', $TEAM, '/v1/chat/completions', 'root', $big);
+is($r->{status}, 200, 'a 200 KB body on gateway--team: 200')
+    or diag $r->{body};
+is($r->{headers}{'x-replica'}, 'llm-team2', '... routed by its model');
+my ($last) = grep { ($_->{event} // '') eq 'request' }
+    reverse $t->backend_requests('llm-team2');
+is($last && $last->{body_len}, length $big,
+    '... and reaches the replica whole');
+$r = api('POST', $TEAM, '/v1/chat/completions', 'root',
+    '{"model":"team-only","pad":"' . ('y' x (4 * 1024 * 1024)) . '"}');
+is($r->{status}, 413, 'over 4 MB (Content-Length): 413');
+like($r->{body}, qr/larger than 4194304 bytes/, '... naming the limit');
+$r = $t->request('POST', '/v1/chat/completions', host => $TEAM,
+    headers => [Authorization => "Bearer $tok{root}",
+                'Content-Type' => 'application/json'],
+    body => '{"model":"team-only","pad":"' . ('y' x (4 * 1024 * 1024))
+        . '"}', chunked => 1, timeout => 30);
+is($r->{status}, 413, 'over 4 MB (chunked): 413');
+
 # a membership removed: the project's models leave the list at once
 $t->seed([{ op => 'del_member', project => 'team', user => 'alice' }]);
 is(models($TEAM, 'alice'), '', 'membership removed: none listed');
