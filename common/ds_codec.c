@@ -1647,3 +1647,43 @@ ds_valid_run_name(const char *s, size_t len)
 
     return 1;
 }
+
+
+static int
+ds_has_separator(const char *s, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i + 1 < len; i++) {
+        if (s[i] == '-' && s[i + 1] == '-') {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+int
+ds_valid_project_name(const char *s, size_t len)
+{
+    return ds_valid_run_name(s, len) && !ds_has_separator(s, len)
+           && s[len - 1] != '-';
+}
+
+
+int
+ds_valid_service_key(const char *s, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i + 1 < len; i++) {
+        if (s[i] == '-' && s[i + 1] == '-') {
+            return len <= 63 && ds_valid_run_name(s, i)
+                   && !ds_has_separator(s, i)
+                   && ds_valid_project_name(s + i + 2, len - i - 2);
+        }
+    }
+
+    return ds_valid_run_name(s, len);
+}

@@ -313,6 +313,12 @@ size_t ds_replica_format_addr(const ds_replica_t *r, char *buf, size_t n);
 
 /* run names: ^[a-z][a-z0-9-]{1,40}$ */
 int ds_valid_run_name(const char *s, size_t len);
+/* project names: a run name's rules, without "--" (which separates run
+ * and project in a service key and host label) */
+int ds_valid_project_name(const char *s, size_t len);
+/* a service key: a run name without "--", or run "--" project, within
+ * a DNS label (63) */
+int ds_valid_service_key(const char *s, size_t len);
 
 
 /* ---- members ----------------------------------------------------------- */

@@ -22,6 +22,7 @@
 #include "shared.h"
 #include "spec.h"
 #include "store.h"
+#include "teams.h"
 #include "util.h"
 #include "views.h"
 
@@ -105,13 +106,58 @@ plan_replicas(const ds_spec_t *sp)
  * (given, the spec's, or a new one in gen), and the offers for it.  0,
  * or an HTTP status with a message (nothing to free then).
  */
+/*
+ * The key of run name in project pkey ("web", "web--team"), checked: 0,
+ * or 400 with a message.
+ */
 static int
-apply_prepare(const cJSON *req, struct apply_req *a, ds_spec_t *sp,
-    char gen[DS_NAME_MAX + 1], const char **name, cJSON **offers, char *err,
-    size_t n)
+apply_key(const char *name, const char *pkey, char key[DS_NAME_MAX + 1],
+    char *err, size_t n)
 {
-    int  rc;
+    if (pkey[0] == '\0') {
+        snprintf(key, DS_NAME_MAX + 1, "%s", name);
+    } else {
+        snprintf(key, DS_NAME_MAX + 1, "%s" DS_PROJECT_SEP "%s", name, pkey);
+    }
+    if (strstr(name, DS_PROJECT_SEP) != NULL
+        || !ds_valid_service_key(key, strlen(key)))
+    {
+        snprintf(err, n, "name: \"%.41s\" cannot be a run name in project "
+                 "\"%s\" (no \"--\"; run and project names together "
+                 "within 61 characters)", name, teams_name(pkey));
+        return 400;
+    }
+    if (pkey[0] != '\0' && strcmp(name, "gateway") == 0) {
+        snprintf(err, n, "name: \"gateway\" is the project's model "
+                 "endpoint (gateway--%s); choose another name", pkey);
+        return 400;
+    }
+    return 0;
+}
 
+
+/*
+ * What plan and apply share: the request, its spec, the run's name
+ * (given, the spec's, or a new one in gen) and key in the project, the
+ * caller's right to apply it there, and the offers for it.  0, or an
+ * HTTP status with a message (nothing to free then).
+ */
+static int
+apply_prepare(const struct caller *c, const char *project,
+    const cJSON *req, struct apply_req *a, ds_spec_t *sp,
+    char gen[DS_NAME_MAX + 1], const char **name, char key[DS_NAME_MAX + 1],
+    cJSON **offers, char *err, size_t n)
+{
+    struct run  *r;
+    const char  *pkey;
+    int          rc, own;
+
+    pkey = teams_key(project);
+    /* a project the caller is not in: 404 before anything is read */
+    rc = teams_check(c, project, DS_ACT_PROJECT_READ, 0, err, n);
+    if (rc != 0) {
+        return rc;
+    }
     rc = apply_parse(req, a, err, n);
     if (rc != 0) {
         return rc;
@@ -119,21 +165,34 @@ apply_prepare(const cJSON *req, struct apply_req *a, ds_spec_t *sp,
     if (spec_load(a->spec, sp, err, n) != 0) {
         return 400;
     }
-    /* a reference to no secret is refused now, not at the replica */
-    rc = secrets_check_spec(sp, err, n);
-    if (rc != 0) {
-        ds_spec_free(sp);
-        return rc;
-    }
 
     *name = a->name ? a->name : sp->name;
     if (*name == NULL) {
         run_generate_name(gen, DS_NAME_MAX + 1);
         *name = gen;
     }
+    rc = apply_key(*name, pkey, key, err, n);
+    if (rc == 0) {
+        r = run_find(key);
+        own = r == NULL || r->finished || strcmp(r->user, c->user) == 0;
+        rc = teams_check(c, project, DS_ACT_RUN_APPLY, own, err, n);
+        if (rc == 403) {
+            snprintf(err, n, "run \"%s\" is user \"%s\"'s; role user "
+                     "manages only its own runs", *name,
+                     r->user[0] ? r->user : "(none)");
+        }
+    }
+    /* a reference to no secret is refused now, not at the replica */
+    if (rc == 0) {
+        rc = secrets_check_spec(pkey, sp, err, n);
+    }
+    if (rc != 0) {
+        ds_spec_free(sp);
+        return rc;
+    }
 
     *offers = cJSON_CreateArray();
-    rc = backends_offers(sp, *name, plan_replicas(sp), *offers, err, n);
+    rc = backends_offers(sp, key, plan_replicas(sp), *offers, err, n);
     if (rc != 0) {
         cJSON_Delete(*offers);
         ds_spec_free(sp);
@@ -164,22 +223,24 @@ plan_archive_change(cJSON *changes, const char *field, const char *old,
 
 
 int
-action_plan(const cJSON *req, cJSON **answer, char *err, size_t n)
+action_plan(const struct caller *c, const char *project, const cJSON *req,
+    cJSON **answer, char *err, size_t n)
 {
     struct apply_req   a;
     ds_spec_t          sp;
     struct run        *r;
     cJSON             *offers, *changes = NULL;
     const char        *name;
-    char               gen[DS_NAME_MAX + 1];
+    char               gen[DS_NAME_MAX + 1], key[DS_NAME_MAX + 1];
     int                rc, rollout;
 
-    rc = apply_prepare(req, &a, &sp, gen, &name, &offers, err, n);
+    rc = apply_prepare(c, project, req, &a, &sp, gen, &name, key, &offers,
+                       err, n);
     if (rc != 0) {
         return rc;
     }
 
-    r = run_find(name);
+    r = run_find(key);
     if (r != NULL && !r->finished) {
         changes = spec_changes(r->spec.json, sp.json, &rollout);
         plan_archive_change(changes, "code", r->code, a.code);
@@ -208,8 +269,8 @@ initial_desired(const ds_spec_t *sp)
 
 
 int
-action_apply(const cJSON *req, cJSON **answer, int *created, char *err,
-    size_t n)
+action_apply(const struct caller *c, const char *project, const cJSON *req,
+    cJSON **answer, int *created, char *err, size_t n)
 {
     struct apply_req   a;
     ds_spec_t          sp, old_sp;
@@ -218,11 +279,12 @@ action_apply(const cJSON *req, cJSON **answer, int *created, char *err,
     cJSON             *offers, *changes;
     const char        *name;
     char               gen[DS_NAME_MAX + 1], path[4096], old_code[65];
-    char               old_files[65];
+    char               old_files[65], key[DS_NAME_MAX + 1];
     int                rc, rollout, old_desired, old_version;
 
     *created = 0;
-    rc = apply_prepare(req, &a, &sp, gen, &name, &offers, err, n);
+    rc = apply_prepare(c, project, req, &a, &sp, gen, &name, key, &offers,
+                       err, n);
     if (rc != 0) {
         return rc;
     }
@@ -256,7 +318,7 @@ action_apply(const cJSON *req, cJSON **answer, int *created, char *err,
         return 400;
     }
 
-    prev = run_find(name);
+    prev = run_find(key);
 
     if (prev != NULL && !prev->finished) {
         r = prev;
@@ -330,7 +392,8 @@ action_apply(const cJSON *req, cJSON **answer, int *created, char *err,
         return 0;
     }
 
-    r = run_new(name);
+    r = run_new(key);
+    snprintf(r->user, sizeof(r->user), "%s", c->user);
     r->spec = sp;
     spec_service(&r->spec, r->name, &r->svc);
     if (a.code != NULL) {
@@ -356,7 +419,7 @@ action_apply(const cJSON *req, cJSON **answer, int *created, char *err,
     if (prev != NULL) {
         /* a finished run of that name: its files go with it */
         reconcile_forget(prev);
-        if (fmt(path, sizeof(path), "%s/%s", conf->replicas_dir, name) == 0) {
+        if (fmt(path, sizeof(path), "%s/%s", conf->replicas_dir, key) == 0) {
             rm_rf(path);
         }
     }

@@ -12,11 +12,15 @@
 #include <cjson/cJSON.h>
 
 struct run;
+struct caller;
 
-int action_plan(const cJSON *req, cJSON **answer, char *err, size_t n);
+/* in project (a name; "" or "main" for main), as the caller, whose role
+ * there is checked (teams.h) */
+int action_plan(const struct caller *c, const char *project,
+    const cJSON *req, cJSON **answer, char *err, size_t n);
 /* *created: a new run (201), not an update */
-int action_apply(const cJSON *req, cJSON **answer, int *created,
-    char *err, size_t n);
+int action_apply(const struct caller *c, const char *project,
+    const cJSON *req, cJSON **answer, int *created, char *err, size_t n);
 int action_stop(struct run *r, int abort, char *err, size_t n);
 
 #endif /* CONTROLD_ACTIONS_H */

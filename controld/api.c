@@ -787,6 +787,7 @@ api_logs(struct MHD_Connection *c, struct api_req *q)
     struct stat           sb;
     long long             offset = q->offset;
     char                  hdr[32];
+    const char           *v;
     enum MHD_Result       ret;
     int                   fd;
 
@@ -835,7 +836,13 @@ api_logs(struct MHD_Connection *c, struct api_req *q)
 
     s = xcalloc(1, sizeof(struct api_stream));
     s->conn = c;
-    fmt(s->run, sizeof(s->run), "%s", q->param);
+    /* the run's key: "<run>--<project>" outside main */
+    v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "project");
+    if (v != NULL && strcmp(v, DS_PROJECT_MAIN) != 0) {
+        fmt(s->run, sizeof(s->run), "%s" DS_PROJECT_SEP "%s", q->param, v);
+    } else {
+        fmt(s->run, sizeof(s->run), "%s", q->param);
+    }
     s->num = q->log_num;
     s->version = q->log_version;
     s->fd = fd;
@@ -921,7 +928,81 @@ api_dispatch(struct MHD_Connection *c, struct api_req *q, const char *method)
     memcpy(rq.token, q->token, sizeof(rq.token));
     snprintf(rq.param, sizeof(rq.param), "%s", q->param);
 
+    /* ?project=NAME, on every call that has one (API.md) */
+    v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "project");
+    if (v != NULL) {
+        if (strcmp(v, DS_PROJECT_MAIN) != 0
+            && !ds_valid_project_name(v, strlen(v)))
+        {
+            snprintf(err, sizeof(err), "project: \"%.63s\" is not a valid "
+                     "project name", v);
+            return api_error(c, 400, err);
+        }
+        snprintf(rq.project, sizeof(rq.project), "%s", v);
+    }
+
     switch (q->route) {
+
+    case R_PROJECTS:
+    case R_USERS:
+    case R_MEMBERS:
+    case R_USER_TOKENS:
+        if (strcmp(method, "GET") == 0) {
+            rq.op = q->route == R_PROJECTS ? PS_OP_PROJECTS : PS_OP_USERS;
+            break;
+        }
+        body = api_parse_body(q, q->route == R_USER_TOKENS, err,
+                              sizeof(err));
+        if (body == NULL) {
+            return api_error(c, 400, err);
+        }
+        text = cJSON_PrintUnformatted(body);
+        cJSON_Delete(body);
+        if (text == NULL) {
+            return api_error(c, 500, "out of memory");
+        }
+        rq.op = q->route == R_PROJECTS ? PS_OP_PROJECT_CREATE
+                : q->route == R_USERS ? PS_OP_USER_CREATE
+                : q->route == R_MEMBERS ? PS_OP_MEMBER_SET
+                : PS_OP_USER_TOKEN;
+        break;
+
+    case R_PROJECT:
+        rq.op = PS_OP_PROJECT_DELETE;
+        break;
+
+    case R_MEMBER:
+        /* "P/U" from the route */
+        v = strchr(q->param, '/');
+        if (v == NULL || (size_t) (v - q->param) >= sizeof(rq.project)
+            || strlen(v + 1) >= sizeof(rq.param2))
+        {
+            return api_error(c, 404, "no such member");
+        }
+        snprintf(rq.param, sizeof(rq.param), "%.*s", (int) (v - q->param),
+                 q->param);
+        snprintf(rq.param2, sizeof(rq.param2), "%s", v + 1);
+        rq.op = PS_OP_MEMBER_REMOVE;
+        break;
+
+    case R_USER_ME:
+        rq.op = PS_OP_USER_ME;
+        break;
+
+    case R_USER:
+        rq.op = PS_OP_USER_DELETE;
+        break;
+
+    case R_AUDIT:
+        v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
+        if (v != NULL) {
+            rq.num = atoi(v);
+            if (rq.num < 1 || rq.num > 10000) {
+                return api_error(c, 400, "limit: expected 1 to 10000");
+            }
+        }
+        rq.op = PS_OP_AUDIT;
+        break;
 
     case R_HEALTH:
         rq.op = PS_OP_HEALTH;

@@ -39,6 +39,7 @@
 
 #include "actions.h"
 #include "api_parent.h"
+#include "audit.h"
 #include "backend.h"
 #include "config.h"
 #include "ds_json_dup.h"
@@ -48,6 +49,7 @@
 #include "metrics.h"
 #include "shared.h"
 #include "privsep.h"
+#include "teams.h"
 #include "run.h"
 #include "secrets.h"
 #include "store.h"
@@ -244,10 +246,15 @@ api_parent_body(const char *text, char *err, size_t n)
 }
 
 
+/* run name of project (a name, "" for main): the run, or NULL with the
+ * status and message (404 also for a run of another project) */
 static struct run *
-api_parent_find_run(const char *name, unsigned *status, char *err, size_t n)
+api_parent_find_run(const char *name, const char *project, unsigned *status,
+    char *err, size_t n)
 {
     struct run  *r;
+    const char  *pkey;
+    char         key[DS_NAME_MAX + 1];
 
     if (!ds_valid_run_name(name, strlen(name))) {
         snprintf(err, n, "name: \"%.80s\" is not a valid run name "
@@ -255,7 +262,13 @@ api_parent_find_run(const char *name, unsigned *status, char *err, size_t n)
         *status = 400;
         return NULL;
     }
-    r = run_find(name);
+    pkey = teams_key(project);
+    if (pkey[0] == '\0') {
+        snprintf(key, sizeof(key), "%s", name);
+    } else {
+        snprintf(key, sizeof(key), "%.41s" DS_PROJECT_SEP "%s", name, pkey);
+    }
+    r = run_find(key);
     if (r == NULL) {
         snprintf(err, n, "run \"%s\" not found", name);
         *status = 404;
@@ -362,7 +375,8 @@ api_parent_stream(const struct ps_msg *m)
     struct ps_stream_check   ck;
     struct ps_stream_state   st;
     struct replica          *rep;
-    char                     name[DS_NAME_MAX + 1], path[4096];
+    struct caller            c;
+    char                     msg[256], path[4096];
     int                      fd = -1;
 
     if (m->len != sizeof(ck)) {
@@ -370,15 +384,20 @@ api_parent_stream(const struct ps_msg *m)
     }
     memcpy(&ck, m->data, sizeof(ck));
     if (memchr(ck.run, '\0', sizeof(ck.run)) == NULL
-        || !ds_valid_run_name(ck.run, strlen(ck.run)))
+        || !ds_valid_service_key(ck.run, strlen(ck.run)))
     {
         return -1;
     }
 
     memset(&st, 0, sizeof(st));
-    st.token_ok = tokens_check_admin_hash(ck.token, name, sizeof(name))
-                  == AUTH_OK;
     rep = api_parent_replica(ck.run, ck.num, ck.version);
+    /* the caller may still read it: a member removed, a role changed or
+     * a token revoked ends the stream */
+    st.token_ok = tokens_identify(ck.token, &c) == AUTH_OK && rep != NULL
+                  && teams_check(&c, teams_name(rep->run->project),
+                                 DS_ACT_RUN_LOGS,
+                                 strcmp(rep->run->user, c.user) == 0, msg,
+                                 sizeof(msg)) == 0;
     st.live = rep != NULL && api_parent_replica_live(rep);
     if (st.token_ok && ck.want_fd && rep != NULL
         && replica_log_path(rep, path, sizeof(path)) == 0)
@@ -415,28 +434,44 @@ api_parent_auth(const struct ps_msg *m)
  * process only */
 static void
 api_parent_secret(uint32_t id, const struct ps_request *rq,
-    const char *text, const char *who)
+    const char *text, const struct caller *c)
 {
-    cJSON     *body = NULL, *answer = NULL, *value;
-    char       err[1024], *text_out;
-    int        rc, created = 0;
+    cJSON       *body = NULL, *answer = NULL, *value;
+    char         err[1024], who[2 * DS_NAME_MAX + 16], *text_out;
+    const char  *pkey;
+    int          rc, created = 0;
 
     err[0] = '\0';
-    if (rq->op == PS_OP_SECRETS) {
-        rc = secrets_list(&answer, err, sizeof(err));
-    } else {
+    pkey = teams_key(rq->project);
+    snprintf(who, sizeof(who), "user \"%s\"", c->user);
+    rc = teams_check(c, rq->project,
+                     rq->op == PS_OP_SECRETS || rq->op == PS_OP_SECRET_GET
+                     ? DS_ACT_SECRET_READ : DS_ACT_SECRET_WRITE, 0, err,
+                     sizeof(err));
+    if (rc == 0 && rq->op == PS_OP_SECRETS) {
+        rc = secrets_list(pkey, &answer, err, sizeof(err));
+    } else if (rc == 0) {
         body = api_parent_body(text, err, sizeof(err));
         if (body == NULL) {
             api_parent_answer(id, 400, 1, err);
             return;
         }
         rc = rq->op == PS_OP_SECRET_SET
-             ? secrets_set(body, who, &answer, &created, err, sizeof(err))
+             ? secrets_set(pkey, body, who, &answer, &created, err,
+                           sizeof(err))
              : rq->op == PS_OP_SECRET_GET
-             ? secrets_get(body, &answer, err, sizeof(err))
-             : secrets_delete(body, who, &answer, err, sizeof(err));
-        cJSON_Delete(body);
+             ? secrets_get(pkey, body, &answer, err, sizeof(err))
+             : secrets_delete(pkey, body, who, &answer, err, sizeof(err));
     }
+    if (rq->op != PS_OP_SECRETS) {
+        audit_event(c, teams_name(pkey),
+                    rq->op == PS_OP_SECRET_SET ? "secret set"
+                    : rq->op == PS_OP_SECRET_GET ? "secret get"
+                    : "secret delete",
+                    cJSON_GetStringValue(cJSON_GetObjectItem(body, "name")),
+                    rc != 0 ? (unsigned) rc : created ? 201 : 200);
+    }
+    cJSON_Delete(body);
     if (rc != 0) {
         api_parent_answer(id, (unsigned) rc, 1, err);
         return;
@@ -462,15 +497,127 @@ api_parent_secret(uint32_t id, const struct ps_request *rq,
 }
 
 
+/* the answer of a call that changed something (or was refused): sent,
+ * and recorded in the audit log */
+static void
+api_parent_done(uint32_t id, const struct caller *c, const char *project,
+    const char *action, const char *object, int rc, unsigned ok,
+    cJSON *answer, const char *err)
+{
+    audit_event(c, teams_name(teams_key(project)), action, object,
+                rc != 0 ? (unsigned) rc : ok);
+    if (rc != 0) {
+        cJSON_Delete(answer);
+        api_parent_answer(id, (unsigned) rc, 1, err);
+        return;
+    }
+    api_parent_json(id, ok, answer);
+}
+
+
+/* the teams' endpoints (teams.c, audit.c) */
+static void
+api_parent_teams(uint32_t id, const struct ps_request *rq, const char *text,
+    const struct caller *c)
+{
+    cJSON       *body = NULL, *answer = NULL;
+    char         err[1024];
+    const char  *action = NULL, *project = "", *object = NULL;
+    int          rc;
+    unsigned     ok = 200;
+
+    err[0] = '\0';
+    if (rq->op == PS_OP_PROJECT_CREATE || rq->op == PS_OP_MEMBER_SET
+        || rq->op == PS_OP_USER_CREATE || rq->op == PS_OP_USER_TOKEN)
+    {
+        body = api_parent_body(text, err, sizeof(err));
+        if (body == NULL) {
+            api_parent_answer(id, 400, 1, err);
+            return;
+        }
+    }
+
+    switch (rq->op) {
+    case PS_OP_PROJECTS:
+        rc = teams_projects(c, &answer, err, sizeof(err));
+        break;
+    case PS_OP_PROJECT_CREATE:
+        rc = teams_project_create(c, body, &answer, err, sizeof(err));
+        action = "project create";
+        object = cJSON_GetStringValue(cJSON_GetObjectItem(body, "name"));
+        project = object ? object : "";
+        ok = 201;
+        break;
+    case PS_OP_PROJECT_DELETE:
+        rc = teams_project_delete(c, rq->param, &answer, err, sizeof(err));
+        action = "project delete";
+        project = object = rq->param;
+        break;
+    case PS_OP_MEMBER_SET:
+        rc = teams_member_set(c, rq->param, body, &answer, err, sizeof(err));
+        action = "member set";
+        project = rq->param;
+        object = cJSON_GetStringValue(cJSON_GetObjectItem(body, "user"));
+        break;
+    case PS_OP_MEMBER_REMOVE:
+        rc = teams_member_remove(c, rq->param, rq->param2, &answer, err,
+                                 sizeof(err));
+        action = "member remove";
+        project = rq->param;
+        object = rq->param2;
+        break;
+    case PS_OP_USERS:
+    case PS_OP_USER_ME:
+        rc = teams_users(c, rq->op == PS_OP_USER_ME, &answer, err,
+                         sizeof(err));
+        break;
+    case PS_OP_USER_CREATE:
+        rc = teams_user_create(c, body, &answer, err, sizeof(err));
+        action = "user create";
+        object = cJSON_GetStringValue(cJSON_GetObjectItem(body, "name"));
+        ok = 201;
+        break;
+    case PS_OP_USER_DELETE:
+        rc = teams_user_delete(c, rq->param, &answer, err, sizeof(err));
+        action = "user delete";
+        object = rq->param;
+        break;
+    case PS_OP_USER_TOKEN:
+        rc = teams_user_token(c, rq->param, body, &answer, err, sizeof(err));
+        action = "user token";
+        object = rq->param;
+        ok = 201;
+        break;
+    default:    /* PS_OP_AUDIT */
+        rc = audit_list(c, rq->project[0] ? rq->project : NULL, rq->num,
+                        &answer, err, sizeof(err));
+        break;
+    }
+
+    if (action != NULL) {
+        /* a project that is not the caller's stays unnamed in the log of
+         * others: its name is what the caller sent */
+        api_parent_done(id, c, project, action, object, rc, ok, answer,
+                        err);
+    } else if (rc != 0) {
+        api_parent_answer(id, (unsigned) rc, 1, err);
+    } else {
+        api_parent_json(id, ok, answer);
+    }
+    cJSON_Delete(body);
+}
+
+
 static int
 api_parent_request(const struct ps_msg *m)
 {
     struct ps_request       rq;
     struct ps_auth_result   ar;
+    struct caller           c;
     struct run             *r;
     cJSON                  *body, *answer = NULL, *list, *it;
-    const char             *text;
-    char                    err[1024], who[DS_NAME_MAX + 1], *out;
+    const char             *text, *pkey;
+    char                    err[1024], *out;
     unsigned                status = 200;
     int                     rc, created;
     uint32_t                id = m->id;
@@ -481,22 +628,25 @@ api_parent_request(const struct ps_msg *m)
     }
     memcpy(&rq, m->data, sizeof(rq));
     if (memchr(rq.param, '\0', sizeof(rq.param)) == NULL
+        || memchr(rq.param2, '\0', sizeof(rq.param2)) == NULL
+        || memchr(rq.project, '\0', sizeof(rq.project)) == NULL
         || rq.op == 0 || rq.op >= PS_OP_MAX)
     {
         return -1;
     }
 
     /* the token again: the API process is not trusted to have asked */
-    rc = tokens_check_admin_hash(rq.token, who, sizeof(who));
+    rc = tokens_identify(rq.token, &c);
     if (rc != AUTH_OK) {
         memset(&ar, 0, sizeof(ar));
         ar.result = (uint32_t) rc;
-        snprintf(ar.name, sizeof(ar.name), "%s", who);
+        snprintf(ar.name, sizeof(ar.name), "%s", c.token);
         ps_send(&chan, PS_AUTH_RESULT, id, &ar, sizeof(ar), NULL, -1);
         return 0;
     }
 
     err[0] = '\0';
+    pkey = teams_key(rq.project);
 
     switch (rq.op) {
 
@@ -507,19 +657,27 @@ api_parent_request(const struct ps_msg *m)
         cJSON_AddStringToObject(answer, "domain", conf->domain);
         cJSON_AddStringToObject(answer, "backend", backend->name);
         cJSON_AddStringToObject(answer, "network", backend->network());
+        cJSON_AddStringToObject(answer, "user", c.user);
         api_parent_json(id, 200, answer);
         return 0;
 
     case PS_OP_CLUSTER:
-        answer = shared_cluster(err, sizeof(err));
-        if (answer == NULL) {
-            api_parent_answer(id, 503, 1, err);
-        } else {
-            api_parent_json(id, 200, answer);
-        }
-        return 0;
-
     case PS_OP_METRICS:
+        /* the whole gateway's: the operator's */
+        if (!c.global_admin) {
+            api_parent_answer(id, 403, 1, "only a global admin reads the "
+                              "gateway's cluster state and metrics");
+            return 0;
+        }
+        if (rq.op == PS_OP_CLUSTER) {
+            answer = shared_cluster(err, sizeof(err));
+            if (answer == NULL) {
+                api_parent_answer(id, 503, 1, err);
+            } else {
+                api_parent_json(id, 200, answer);
+            }
+            return 0;
+        }
         out = metrics_render();
         if (out == NULL) {
             api_parent_answer(id, 500, 1, "metrics: out of memory");
@@ -546,27 +704,44 @@ api_parent_request(const struct ps_msg *m)
             return 0;
         }
         if (rq.op == PS_OP_PLAN) {
-            rc = action_plan(body, &answer, err, sizeof(err));
-        } else {
-            created = 0;
-            rc = action_apply(body, &answer, &created, err, sizeof(err));
-            if (rc == 0 && created) {
-                status = 201;
+            rc = action_plan(&c, rq.project, body, &answer, err,
+                             sizeof(err));
+            cJSON_Delete(body);
+            if (rc != 0) {
+                api_parent_answer(id, (unsigned) rc, 1, err);
+                return 0;
             }
+            api_parent_json(id, 200, answer);
+            return 0;
         }
+        created = 0;
+        rc = action_apply(&c, rq.project, body, &answer, &created, err,
+                          sizeof(err));
+        if (rc == 0 && created) {
+            status = 201;
+        }
+        api_parent_done(id, &c, rq.project, "apply",
+                        answer ? cJSON_GetStringValue(
+                                     cJSON_GetObjectItem(answer, "name"))
+                               : cJSON_GetStringValue(
+                                     cJSON_GetObjectItem(body, "name")),
+                        rc, status, answer, err);
         cJSON_Delete(body);
+        return 0;
+
+    case PS_OP_RUNS:
+        rc = teams_check(&c, rq.project, DS_ACT_RUN_READ, 0, err,
+                         sizeof(err));
         if (rc != 0) {
             api_parent_answer(id, (unsigned) rc, 1, err);
             return 0;
         }
-        api_parent_json(id, status, answer);
-        return 0;
-
-    case PS_OP_RUNS:
         answer = cJSON_CreateObject();
         list = cJSON_AddArrayToObject(answer, "runs");
         TAILQ_FOREACH(r, &runs, entry) {
-            if (!(rq.flags & PS_RQ_ALL) && r->finished) {
+            if ((!(rq.flags & PS_RQ_ALL) && r->finished)
+                || strcmp(r->project, pkey) != 0)
+            {
                 continue;
             }
             it = run_to_api(r);
@@ -580,7 +755,15 @@ api_parent_request(const struct ps_msg *m)
     case PS_OP_RUN:
     case PS_OP_STOP:
     case PS_OP_LOGS:
-        r = api_parent_find_run(rq.param, &status, err, sizeof(err));
+        /* not a member: the project's runs do not exist for the caller */
+        rc = teams_check(&c, rq.project, DS_ACT_RUN_READ, 0, err,
+                         sizeof(err));
+        if (rc != 0) {
+            api_parent_answer(id, (unsigned) rc, 1, err);
+            return 0;
+        }
+        r = api_parent_find_run(rq.param, rq.project, &status, err,
+                                sizeof(err));
         if (r == NULL) {
             api_parent_answer(id, status, 1, err);
             return 0;
@@ -590,29 +773,57 @@ api_parent_request(const struct ps_msg *m)
             api_parent_answer(id, 400, 1, text);
             return 0;
         }
+        if (rq.op != PS_OP_RUN) {
+            rc = teams_check(&c, rq.project,
+                             rq.op == PS_OP_LOGS ? DS_ACT_RUN_LOGS
+                                                 : DS_ACT_RUN_STOP,
+                             strcmp(r->user, c.user) == 0, err,
+                             sizeof(err));
+            if (rc == 403) {
+                snprintf(err, sizeof(err), "run \"%s\" is user \"%s\"'s; "
+                         "role user manages only its own runs",
+                         r->short_name, r->user[0] ? r->user : "(none)");
+            }
+        }
         if (rq.op == PS_OP_LOGS) {
-            api_parent_logs(id, &rq, r);
+            if (rc != 0) {
+                api_parent_answer(id, (unsigned) rc, 1, err);
+            } else {
+                api_parent_logs(id, &rq, r);
+            }
             return 0;
         }
         if (rq.op == PS_OP_STOP) {
-            rc = action_stop(r, (rq.flags & PS_RQ_ABORT) != 0, err,
-                             sizeof(err));
-            if (rc != 0) {
-                api_parent_answer(id, (unsigned) rc, 1, err);
-                return 0;
+            if (rc == 0) {
+                rc = action_stop(r, (rq.flags & PS_RQ_ABORT) != 0, err,
+                                 sizeof(err));
             }
-            log_info("run \"%s\": %s requested by token \"%s\"", r->name,
-                     (rq.flags & PS_RQ_ABORT) ? "abort" : "stop", who);
+            if (rc == 0) {
+                log_info("run \"%s\": %s requested by user \"%s\" "
+                         "(token \"%s\")", r->name,
+                         (rq.flags & PS_RQ_ABORT) ? "abort" : "stop", c.user,
+                         c.token);
+            }
+            api_parent_done(id, &c, rq.project,
+                            (rq.flags & PS_RQ_ABORT) ? "abort" : "stop",
+                            r->short_name, rc, 200,
+                            rc == 0 ? run_to_api(r) : NULL, err);
+            return 0;
         }
         api_parent_json(id, 200, run_to_api(r));
         return 0;
 
     case PS_OP_FLEETS:
-        api_parent_json(id, 200, fleets_list());
-        return 0;
-
     case PS_OP_FLEET:
-        rc = fleets_get(rq.param, &answer, err, sizeof(err));
+        rc = teams_check(&c, rq.project, DS_ACT_FLEET_READ, 0, err,
+                         sizeof(err));
+        if (rc == 0 && rq.op == PS_OP_FLEETS) {
+            api_parent_json(id, 200, fleets_list());
+            return 0;
+        }
+        if (rc == 0) {
+            rc = fleets_get(rq.param, &answer, err, sizeof(err));
+        }
         if (rc != 0) {
             api_parent_answer(id, (unsigned) rc, 1, err);
             return 0;
@@ -629,30 +840,52 @@ api_parent_request(const struct ps_msg *m)
             return 0;
         }
         created = 0;
-        if (rq.op == PS_OP_FLEET_PLAN) {
+        rc = teams_check(&c, rq.project, DS_ACT_FLEET_WRITE, 0, err,
+                         sizeof(err));
+        if (rc != 0) {
+            /* refused before anything is read */
+        } else if (rq.op == PS_OP_FLEET_PLAN) {
             rc = fleets_plan(body, &answer, err, sizeof(err));
         } else if (rq.op == PS_OP_FLEET_APPLY) {
             rc = fleets_apply(body, &answer, &created, err, sizeof(err));
         } else {
             rc = fleets_delete(rq.param, body, &answer, err, sizeof(err));
         }
+        if (rq.op == PS_OP_FLEET_PLAN) {
+            cJSON_Delete(body);
+            if (rc != 0) {
+                api_parent_answer(id, (unsigned) rc, 1, err);
+                return 0;
+            }
+            api_parent_json(id, 200, answer);
+            return 0;
+        }
+        if (rc == 0) {
+            log_info("fleet \"%s\": %s by user \"%s\"",
+                     cJSON_GetStringValue(cJSON_GetObjectItem(answer,
+                                                              "name")),
+                     rq.op == PS_OP_FLEET_APPLY ? "applied" : "deleted",
+                     c.user);
+        }
+        api_parent_done(id, &c, rq.project,
+                        rq.op == PS_OP_FLEET_APPLY ? "fleet apply"
+                                                   : "fleet delete",
+                        rq.op == PS_OP_FLEET_DELETE ? rq.param
+                        : cJSON_GetStringValue(
+                              cJSON_GetObjectItem(
+                                  cJSON_GetObjectItem(body, "spec"), "name")),
+                        rc, created ? 201 : 200, answer, err);
         cJSON_Delete(body);
+        return 0;
+
+    case PS_OP_TOKENS:
+        rc = teams_check(&c, rq.project, DS_ACT_TOKEN_READ, 0, err,
+                         sizeof(err));
         if (rc != 0) {
             api_parent_answer(id, (unsigned) rc, 1, err);
             return 0;
         }
-        if (rq.op != PS_OP_FLEET_PLAN) {
-            log_info("fleet \"%s\": %s by token \"%s\"",
-                     cJSON_GetStringValue(cJSON_GetObjectItem(answer,
-                                                              "name")),
-                     rq.op == PS_OP_FLEET_APPLY ? "applied" : "deleted",
-                     who);
-        }
-        api_parent_json(id, created ? 201 : 200, answer);
-        return 0;
-
-    case PS_OP_TOKENS:
-        answer = tokens_list();
+        answer = tokens_list(&c, pkey);
         if (answer == NULL) {
             api_parent_answer(id, 500, 1, "cannot read tokens");
             return 0;
@@ -666,32 +899,52 @@ api_parent_request(const struct ps_msg *m)
             api_parent_answer(id, 400, 1, err);
             return 0;
         }
-        rc = tokens_create(body, &answer, err, sizeof(err));
-        cJSON_Delete(body);
-        if (rc != 0) {
-            api_parent_answer(id, (unsigned) rc, 1, err);
-            return 0;
+        rc = teams_check(&c, rq.project, DS_ACT_TOKEN_WRITE, 0, err,
+                         sizeof(err));
+        if (rc == 0) {
+            rc = tokens_create(&c, pkey, body, &answer, err, sizeof(err));
         }
-        api_parent_json(id, 201, answer);
+        api_parent_done(id, &c, rq.project, "token create",
+                        cJSON_GetStringValue(cJSON_GetObjectItem(body,
+                                                                 "name")),
+                        rc, 201, answer, err);
+        cJSON_Delete(body);
+        return 0;
+
+    case PS_OP_TOKEN_REVOKE:
+        rc = teams_check(&c, rq.project, DS_ACT_TOKEN_WRITE, 0, err,
+                         sizeof(err));
+        if (rc == 0) {
+            rc = tokens_revoke(&c, pkey, rq.param, err, sizeof(err));
+        }
+        if (rc == 0) {
+            answer = cJSON_CreateObject();
+            cJSON_AddStringToObject(answer, "name", rq.param);
+            cJSON_AddBoolToObject(answer, "revoked", 1);
+        }
+        api_parent_done(id, &c, rq.project, "token revoke", rq.param, rc,
+                        200, answer, err);
         return 0;
 
     case PS_OP_SECRETS:
     case PS_OP_SECRET_SET:
     case PS_OP_SECRET_GET:
     case PS_OP_SECRET_DELETE:
-        api_parent_secret(id, &rq, text, who);
+        api_parent_secret(id, &rq, text, &c);
         return 0;
 
-    case PS_OP_TOKEN_REVOKE:
-        rc = tokens_revoke(rq.param, err, sizeof(err));
-        if (rc != 0) {
-            api_parent_answer(id, (unsigned) rc, 1, err);
-            return 0;
-        }
-        answer = cJSON_CreateObject();
-        cJSON_AddStringToObject(answer, "name", rq.param);
-        cJSON_AddBoolToObject(answer, "revoked", 1);
-        api_parent_json(id, 200, answer);
+    case PS_OP_PROJECTS:
+    case PS_OP_PROJECT_CREATE:
+    case PS_OP_PROJECT_DELETE:
+    case PS_OP_MEMBER_SET:
+    case PS_OP_MEMBER_REMOVE:
+    case PS_OP_USERS:
+    case PS_OP_USER_ME:
+    case PS_OP_USER_CREATE:
+    case PS_OP_USER_DELETE:
+    case PS_OP_USER_TOKEN:
+    case PS_OP_AUDIT:
+        api_parent_teams(id, &rq, text, &c);
         return 0;
     }
 

@@ -154,6 +154,59 @@ api_route(const char *url, char *param, size_t n, const char **allow)
         *allow = "GET, POST";
         return R_TOKENS;
     }
+
+    if (strcmp(p, "projects") == 0 || strcmp(p, "projects/") == 0) {
+        *allow = "GET, POST";
+        return R_PROJECTS;
+    }
+    if (strncmp(p, "projects/", 9) == 0) {
+        slash = route_name(p + 9, param, n);
+        if (slash == NULL) {
+            *allow = "DELETE";
+            return R_PROJECT;
+        }
+        if (strcmp(slash, "/members") == 0) {
+            *allow = "POST";
+            return R_MEMBERS;
+        }
+        if (strncmp(slash, "/members/", 9) == 0
+            && strchr(slash + 9, '/') == NULL && slash[9] != '\0'
+            && strlen(param) + 1 + strlen(slash + 9) < n)
+        {
+            /* "P/U": the API process splits it */
+            strcat(param, "/");
+            strcat(param, slash + 9);
+            *allow = "DELETE";
+            return R_MEMBER;
+        }
+        return R_NONE;
+    }
+
+    if (strcmp(p, "users") == 0 || strcmp(p, "users/") == 0) {
+        *allow = "GET, POST";
+        return R_USERS;
+    }
+    if (strcmp(p, "users/me") == 0) {
+        *allow = "GET";
+        return R_USER_ME;
+    }
+    if (strncmp(p, "users/", 6) == 0) {
+        slash = route_name(p + 6, param, n);
+        if (slash == NULL) {
+            *allow = "DELETE";
+            return R_USER;
+        }
+        if (strcmp(slash, "/tokens") == 0) {
+            *allow = "POST";
+            return R_USER_TOKENS;
+        }
+        return R_NONE;
+    }
+
+    if (strcmp(p, "audit") == 0) {
+        *allow = "GET";
+        return R_AUDIT;
+    }
     if (strncmp(p, "tokens/", 7) == 0) {
         if (fmt(param, n, "%s", p + 7) != 0) {
             param[0] = '\0';
@@ -189,5 +242,7 @@ api_has_body(int route)
            || route == R_TOKENS || route == R_CODE || route == R_FLEET_PLAN
            || route == R_FLEET_APPLY || route == R_FLEET_DELETE
            || route == R_SECRET_SET || route == R_SECRET_GET
-           || route == R_SECRET_DELETE;
+           || route == R_SECRET_DELETE || route == R_PROJECTS
+           || route == R_MEMBERS || route == R_USERS
+           || route == R_USER_TOKENS;
 }

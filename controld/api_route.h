@@ -30,7 +30,16 @@ enum api_route {
     R_SECRET_SET,
     R_SECRET_GET,
     R_SECRET_DELETE,
-    R_CLUSTER
+    R_CLUSTER,
+    R_PROJECTS,     /* GET, POST /api/projects */
+    R_PROJECT,      /* DELETE /api/projects/<P> */
+    R_MEMBERS,      /* POST /api/projects/<P>/members */
+    R_MEMBER,       /* DELETE /api/projects/<P>/members/<U>: "P/U" */
+    R_USERS,        /* GET, POST /api/users */
+    R_USER_ME,      /* GET /api/users/me */
+    R_USER,         /* DELETE /api/users/<U> */
+    R_USER_TOKENS,  /* POST /api/users/<U>/tokens */
+    R_AUDIT
 };
 
 /*

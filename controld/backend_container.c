@@ -744,7 +744,8 @@ ct_on_pull_data(void *arg, const char *data, size_t len)
  * resolved; never logged.  NULL without registry_auth, or with a
  * message in why */
 static char *
-ct_registry_auth(const ds_spec_t *sp, char *why, size_t wn)
+ct_registry_auth(const char *pkey, const ds_spec_t *sp, char *why,
+    size_t wn)
 {
     static const char  b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop"
                                "qrstuvwxyz0123456789-_";
@@ -757,13 +758,13 @@ ct_registry_auth(const ds_spec_t *sp, char *why, size_t wn)
     if (sp->registry_auth.username == NULL) {
         return NULL;
     }
-    if (secrets_expand("registry_auth.username", sp->registry_auth.username,
-                       &user, why, wn) != 0)
+    if (secrets_expand(pkey, "registry_auth.username",
+                       sp->registry_auth.username, &user, why, wn) != 0)
     {
         return NULL;
     }
-    if (secrets_expand("registry_auth.password", sp->registry_auth.password,
-                       &pass, why, wn) != 0)
+    if (secrets_expand(pkey, "registry_auth.password",
+                       sp->registry_auth.password, &pass, why, wn) != 0)
     {
         secrets_free(user);
         return NULL;
@@ -820,7 +821,7 @@ ct_pull(struct ct *c)
     fmt(path, sizeof(path), "/images/create?fromImage=%s",
         engine_escape(sp->image));
     why[0] = '\0';
-    auth = ct_registry_auth(sp, why, sizeof(why));
+    auth = ct_registry_auth(c->rep->run->project, sp, why, sizeof(why));
     if (auth == NULL && why[0] != '\0') {
         ct_fail(c, "%s", why);
         return;
@@ -1263,7 +1264,7 @@ ct_step(struct ct *c)
         fmt(path, sizeof(path), "/containers/create?name=%s", name);
         /* the secrets as they are now; the body holds their values, so
          * it is not logged and is wiped */
-        if (secrets_env(rep->run->spec.env, rep->run->spec.n_env, &env,
+        if (secrets_env(rep->run->project, rep->run->spec.env, rep->run->spec.n_env, &env,
                         why, sizeof(why)) != 0)
         {
             ct_fail(c, "%s", why);
@@ -1362,7 +1363,7 @@ container_start(struct replica *rep)
     }
     /* a secret it names that is gone fails it now (they are read again
      * at the pull and the create) */
-    if (secrets_env(rep->run->spec.env, rep->run->spec.n_env, &env,
+    if (secrets_env(rep->run->project, rep->run->spec.env, rep->run->spec.n_env, &env,
                     rep->message, sizeof(rep->message)) != 0)
     {
         if (rep->host[0] == '\0') {

@@ -382,7 +382,7 @@ local_start(struct replica *rep)
 
     /* the secrets it names as they are now: a deleted one fails this
      * replica (the running ones keep what they had) */
-    if (secrets_env(rep->run->spec.env, n_env, &env, rep->message,
+    if (secrets_env(rep->run->project, rep->run->spec.env, n_env, &env, rep->message,
                     sizeof(rep->message)) != 0)
     {
         return BACKEND_FAILED;

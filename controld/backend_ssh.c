@@ -625,12 +625,12 @@ start_step(struct rx *x)
                  rep->net_index, hport, (unsigned) rep->run->spec.port);
         /* the secrets as they are now, on the agent's standard input,
          * never on a command line */
-        if (secrets_env(h->fleet->spec.env, h->fleet->spec.n_env, &fenv,
+        if (secrets_env("", h->fleet->spec.env, h->fleet->spec.n_env, &fenv,
                         rep->message, sizeof(rep->message)) != 0)
         {
             return -1;
         }
-        if (secrets_env(rep->run->spec.env, rep->run->spec.n_env, &senv,
+        if (secrets_env(rep->run->project, rep->run->spec.env, rep->run->spec.n_env, &senv,
                         rep->message, sizeof(rep->message)) != 0)
         {
             secrets_env_free(fenv, h->fleet->spec.n_env);

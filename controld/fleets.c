@@ -668,7 +668,7 @@ req_parse(const cJSON *req, struct fleet_req *q, char *err, size_t n)
         return 400;
     }
     /* its env is every replica's on its hosts: no secret missing */
-    rc = secrets_check_env(q->fleet.env, q->fleet.n_env, err, n);
+    rc = secrets_check_env("", q->fleet.env, q->fleet.n_env, err, n);
     if (rc != 0) {
         ds_fleet_free(&q->fleet);
         return rc;

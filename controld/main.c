@@ -60,6 +60,7 @@
 #include "stats.h"
 #include "store.h"
 #include "tls.h"
+#include "teams.h"
 #include "tokens.h"
 #include "util.h"
 
@@ -314,8 +315,8 @@ controller_start(int foreground)
 {
     char  err[1024];
 
-    if (runs_load() != 0 || tokens_bootstrap() != 0 || secrets_init() != 0
-        || tls_init() != 0)
+    if (runs_load() != 0 || tokens_bootstrap() != 0 || teams_bootstrap() != 0
+        || secrets_init() != 0 || tls_init() != 0)
     {
         return -1;
     }

@@ -79,6 +79,17 @@ enum ps_op {
     PS_OP_SECRET_GET,
     PS_OP_SECRET_DELETE,
     PS_OP_CLUSTER,
+    PS_OP_PROJECTS,
+    PS_OP_PROJECT_CREATE,
+    PS_OP_PROJECT_DELETE,
+    PS_OP_MEMBER_SET,
+    PS_OP_MEMBER_REMOVE,
+    PS_OP_USERS,
+    PS_OP_USER_ME,
+    PS_OP_USER_CREATE,
+    PS_OP_USER_DELETE,
+    PS_OP_USER_TOKEN,
+    PS_OP_AUDIT,
     PS_OP_MAX
 };
 
@@ -99,6 +110,8 @@ struct ps_request {
     int32_t         num;                /* logs: the replica */
     uint32_t        since;              /* logs: unix seconds, 0: all */
     char            param[128];         /* run, fleet or token name */
+    char            param2[DS_NAME_MAX + 1]; /* a member's user */
+    char            project[DS_NAME_MAX + 1]; /* ?project=, "" when none */
 };
 
 /* followed by NUL-terminated text: the JSON answer, or the message of

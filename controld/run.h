@@ -186,7 +186,12 @@ struct run_counters {
 
 struct run {
     TAILQ_ENTRY(run) entry;
+    /* the key of its service and records: the run's name, or for a
+     * project other than main "<name>--<project>" (ds_valid_service_key) */
     char            name[DS_NAME_MAX + 1];
+    char            short_name[DS_NAME_MAX + 1];  /* as its user names it */
+    char            project[DS_NAME_MAX + 1];     /* "" for main */
+    char            user[DS_NAME_MAX + 1];        /* who applied it first */
     int             status;             /* enum run_status */
     char            message[256];
     time_t          submitted_at;
@@ -223,6 +228,7 @@ TAILQ_HEAD(run_list, run);
 extern struct run_list  runs;
 
 struct run *run_find(const char *name);
+/* name: the key ("web", "web--team"): sets short_name and project */
 struct run *run_new(const char *name);
 void run_free(struct run *r);
 struct replica *replica_new(struct run *run, int num, int version);

@@ -80,6 +80,7 @@ run_to_doc(const struct run *r)
     }
     cJSON_AddNumberToObject(o, "doc_version", 2);
     cJSON_AddStringToObject(o, "name", r->name);
+    cJSON_AddStringToObject(o, "user", r->user);
     cJSON_AddStringToObject(o, "status", run_status_name(r->status));
     cJSON_AddStringToObject(o, "message", r->message);
     cJSON_AddNumberToObject(o, "submitted_at", (double) r->submitted_at);
@@ -226,13 +227,16 @@ run_from_doc(const char *doc, size_t len, char *err, size_t errlen)
         snprintf(err, errlen, "invalid JSON");
         return NULL;
     }
-    if (!ds_valid_run_name(doc_str(o, "name"), strlen(doc_str(o, "name")))) {
+    if (!ds_valid_service_key(doc_str(o, "name"),
+                              strlen(doc_str(o, "name"))))
+    {
         snprintf(err, errlen, "invalid name");
         cJSON_Delete(o);
         return NULL;
     }
 
     r = run_new(doc_str(o, "name"));
+    snprintf(r->user, sizeof(r->user), "%s", doc_str(o, "user"));
     st = run_status_parse(doc_str(o, "status"));
     r->status = st < 0 ? RUN_FAILED : st;
     snprintf(r->message, sizeof(r->message), "%s", doc_str(o, "message"));

@@ -153,8 +153,18 @@ run_new(const char *name)
 {
     struct run  *r;
 
+    ds_str_t     project;
+    size_t       len;
+
     r = xcalloc(1, sizeof(struct run));
     snprintf(r->name, sizeof(r->name), "%s", name);
+    /* "web--team": run "web" of project "team" */
+    len = strlen(r->name);
+    ds_service_project(r->name, len, &project);
+    snprintf(r->project, sizeof(r->project), "%.*s", (int) project.len,
+             project.data);
+    snprintf(r->short_name, sizeof(r->short_name), "%.*s",
+             (int) (project.len ? len - project.len - 2 : len), r->name);
     TAILQ_INIT(&r->replicas);
     r->submitted_at = r->updated_at = time(NULL);
     r->status = RUN_SUBMITTED;

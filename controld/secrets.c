@@ -222,7 +222,7 @@ sec_seal(const char *name, const char *value, size_t vlen, uint64_t created,
     uint64_t updated, unsigned char **rec, size_t *rlen)
 {
     EVP_CIPHER_CTX  *ctx;
-    unsigned char   *r, aad[SEC_AAD_LEN + DS_SECRET_NAME_MAX];
+    unsigned char   *r, aad[SEC_AAD_LEN + DS_SECRET_KEY_MAX];
     size_t           alen;
     int              len, ok;
 
@@ -285,14 +285,14 @@ sec_open(const char *name, size_t nlen, const ds_str_t *rec, char **value,
 {
     EVP_CIPHER_CTX       *ctx;
     const unsigned char  *p = (const unsigned char *) rec->data;
-    unsigned char         aad[SEC_AAD_LEN + DS_SECRET_NAME_MAX],
+    unsigned char         aad[SEC_AAD_LEN + DS_SECRET_KEY_MAX],
                           tag[SEC_TAG_LEN];
     char                 *v;
     size_t                alen, vlen;
     uint64_t              c, u;
     int                   len, ok;
 
-    if (!sec_have_key || nlen > DS_SECRET_NAME_MAX
+    if (!sec_have_key || nlen > DS_SECRET_KEY_MAX
         || sec_header(rec, &c, &u) != 0)
     {
         snprintf(err, n, "secret \"%.*s\": not a record of this version",
@@ -395,6 +395,24 @@ sec_args(const cJSON *req, int with_value, const char **name,
 }
 
 
+/*
+ * The key of a secret of project pkey ("" for main): its name, or
+ * "<project>/<name>" ("/" is in no secret name).  The key is also what a
+ * record is sealed with, so a record moved to another project's key does
+ * not open.
+ */
+static void
+sec_record_key(const char *pkey, const char *name, size_t nlen, char *key,
+    size_t size)
+{
+    if (pkey[0] == '\0') {
+        snprintf(key, size, "%.*s", (int) nlen, name);
+    } else {
+        snprintf(key, size, "%s/%.*s", pkey, (int) nlen, name);
+    }
+}
+
+
 /* the record of name in txn: 1 and it, 0 when none, -1 on an error */
 static int
 sec_find(ds_txn_t *txn, const char *name, size_t nlen, ds_str_t *rec,
@@ -429,10 +447,11 @@ sec_object(const char *name, uint64_t created, uint64_t updated)
 
 
 int
-secrets_set(const cJSON *req, const char *who, cJSON **answer,
-    int *created, char *err, size_t n)
+secrets_set(const char *pkey, const cJSON *req, const char *who,
+    cJSON **answer, int *created, char *err, size_t n)
 {
     const char        *name, *value;
+    char               key[DS_SECRET_KEY_MAX + 1];
     size_t             vlen = 0, rlen;
     ds_txn_t          *txn;
     ds_err_t           e;
@@ -451,13 +470,14 @@ secrets_set(const cJSON *req, const char *who, cJSON **answer,
         return 500;
     }
 
+    sec_record_key(pkey, name, strlen(name), key, sizeof(key));
     now = (uint64_t) time(NULL);
     c = now;
     if (ds_txn_begin(state, 0, &txn, &e) != DS_OK) {
         snprintf(err, n, "secrets: %s", e.msg);
         return 500;
     }
-    found = sec_find(txn, name, strlen(name), &old, err, n);
+    found = sec_find(txn, key, strlen(key), &old, err, n);
     if (found == 1 && sec_header(&old, &c, &u) != 0) {
         c = now;
     }
@@ -466,7 +486,7 @@ secrets_set(const cJSON *req, const char *who, cJSON **answer,
         return 500;
     }
 
-    if (sec_seal(name, value, vlen, c, now, &rec, &rlen) != 0) {
+    if (sec_seal(key, value, vlen, c, now, &rec, &rlen) != 0) {
         snprintf(err, n, "secret \"%s\": cannot be encrypted", name);
         return 500;
     }
@@ -475,15 +495,15 @@ secrets_set(const cJSON *req, const char *who, cJSON **answer,
         free(rec);
         return 500;
     }
-    store_put_secret(t, name, rec, rlen);
+    store_put_secret(t, key, rec, rlen);
     rc = store_end(t);
     free(rec);
     if (rc != STORE_OK) {
         return 500;
     }
 
-    log_info("secret \"%s\": %s by token \"%s\"", name,
-             found ? "updated" : "created", who);
+    log_info("secret \"%s\"%s%s: %s by %s", name, pkey[0] ? " of project "
+             : "", pkey, found ? "updated" : "created", who);
     *created = !found;
     *answer = sec_object(name, c, now);
     return 0;
@@ -491,10 +511,11 @@ secrets_set(const cJSON *req, const char *who, cJSON **answer,
 
 
 int
-secrets_get(const cJSON *req, cJSON **answer, char *err, size_t n)
+secrets_get(const char *pkey, const cJSON *req, cJSON **answer, char *err,
+    size_t n)
 {
     const char  *name, *value;
-    char        *v;
+    char        *v, key[DS_SECRET_KEY_MAX + 1];
     size_t       vlen;
     ds_txn_t    *txn;
     ds_err_t     e;
@@ -510,7 +531,8 @@ secrets_get(const cJSON *req, cJSON **answer, char *err, size_t n)
         snprintf(err, n, "secrets: %s", e.msg);
         return 500;
     }
-    rc = sec_find(txn, name, strlen(name), &rec, err, n);
+    sec_record_key(pkey, name, strlen(name), key, sizeof(key));
+    rc = sec_find(txn, key, strlen(key), &rec, err, n);
     if (rc <= 0) {
         ds_txn_abort(txn);
         if (rc == 0) {
@@ -525,7 +547,7 @@ secrets_get(const cJSON *req, cJSON **answer, char *err, size_t n)
                  name);
         return 500;
     }
-    if (sec_open(name, strlen(name), &rec, &v, err, n) != 0) {
+    if (sec_open(key, strlen(key), &rec, &v, err, n) != 0) {
         ds_txn_abort(txn);
         return 500;
     }
@@ -539,10 +561,11 @@ secrets_get(const cJSON *req, cJSON **answer, char *err, size_t n)
 
 
 int
-secrets_delete(const cJSON *req, const char *who, cJSON **answer,
-    char *err, size_t n)
+secrets_delete(const char *pkey, const cJSON *req, const char *who,
+    cJSON **answer, char *err, size_t n)
 {
     const char        *name, *value;
+    char               key[DS_SECRET_KEY_MAX + 1];
     size_t             vlen;
     ds_txn_t          *txn;
     ds_err_t           e;
@@ -558,7 +581,8 @@ secrets_delete(const cJSON *req, const char *who, cJSON **answer,
         snprintf(err, n, "secrets: %s", e.msg);
         return 500;
     }
-    rc = sec_find(txn, name, strlen(name), &rec, err, n);
+    sec_record_key(pkey, name, strlen(name), key, sizeof(key));
+    rc = sec_find(txn, key, strlen(key), &rec, err, n);
     ds_txn_abort(txn);
     if (rc < 0) {
         return 500;
@@ -572,12 +596,13 @@ secrets_delete(const cJSON *req, const char *who, cJSON **answer,
     if (t == NULL) {
         return 500;
     }
-    store_del_secret(t, name);
+    store_del_secret(t, key);
     if (store_end(t) != STORE_OK) {
         return 500;
     }
 
-    log_info("secret \"%s\": deleted by token \"%s\"", name, who);
+    log_info("secret \"%s\"%s%s: deleted by %s", name,
+             pkey[0] ? " of project " : "", pkey, who);
     *answer = cJSON_CreateObject();
     cJSON_AddStringToObject(*answer, "name", name);
     cJSON_AddBoolToObject(*answer, "deleted", 1);
@@ -585,41 +610,61 @@ secrets_delete(const cJSON *req, const char *who, cJSON **answer,
 }
 
 
+struct sec_list {
+    cJSON          *list;
+    const char     *pkey;
+};
+
+
 static int
 sec_list_cb(void *arg, const ds_str_t *key, const ds_str_t *val)
 {
-    cJSON     *o;
-    char       name[DS_SECRET_NAME_MAX + 1];
-    uint64_t   c = 0, u = 0;
+    struct sec_list  *sl = arg;
+    cJSON            *o;
+    char              name[DS_SECRET_NAME_MAX + 1];
+    const char       *slash;
+    size_t            plen, nlen;
+    uint64_t          c = 0, u = 0;
 
-    if (key->len > DS_SECRET_NAME_MAX) {
+    /* main's have no "/"; project P's start with "P/" */
+    slash = memchr(key->data, '/', key->len);
+    plen = strlen(sl->pkey);
+    if (plen == 0 ? slash != NULL
+                  : (slash == NULL || (size_t) (slash - key->data) != plen
+                     || memcmp(key->data, sl->pkey, plen) != 0))
+    {
         return 0;
     }
-    memcpy(name, key->data, key->len);
-    name[key->len] = '\0';
+    nlen = slash != NULL ? key->len - plen - 1 : key->len;
+    if (nlen > DS_SECRET_NAME_MAX) {
+        return 0;
+    }
+    memcpy(name, slash != NULL ? slash + 1 : key->data, nlen);
+    name[nlen] = '\0';
     if (sec_header(val, &c, &u) != 0) {
         log_warnx("secret \"%s\": not a record of this version", name);
     }
     o = sec_object(name, c, u);
-    cJSON_AddItemToArray(arg, o);
+    cJSON_AddItemToArray(sl->list, o);
     return 0;
 }
 
 
 int
-secrets_list(cJSON **answer, char *err, size_t n)
+secrets_list(const char *pkey, cJSON **answer, char *err, size_t n)
 {
-    cJSON     *list;
-    ds_txn_t  *txn;
-    ds_err_t   e;
+    struct sec_list   sl;
+    ds_txn_t         *txn;
+    ds_err_t          e;
 
     if (ds_txn_begin(state, 0, &txn, &e) != DS_OK) {
         snprintf(err, n, "secrets: %s", e.msg);
         return 500;
     }
     *answer = cJSON_CreateObject();
-    list = cJSON_AddArrayToObject(*answer, "secrets");
-    if (ds_foreach_secret(txn, sec_list_cb, list, &e) != DS_OK) {
+    sl.list = cJSON_AddArrayToObject(*answer, "secrets");
+    sl.pkey = pkey;
+    if (ds_foreach_secret(txn, sec_list_cb, &sl, &e) != DS_OK) {
         ds_txn_abort(txn);
         cJSON_Delete(*answer);
         *answer = NULL;
@@ -636,6 +681,7 @@ secrets_list(cJSON **answer, char *err, size_t n)
 /* a string being built from text and values: wiped when it moves */
 struct sec_buf {
     ds_txn_t       *txn;
+    const char     *pkey;           /* the project's secrets */
     char           *p;
     size_t          len;
     size_t          cap;
@@ -677,7 +723,7 @@ sec_ref_cb(void *arg, int kind, const char *p, size_t len)
 {
     struct sec_buf  *b = arg;
     ds_str_t         rec;
-    char            *v, msg[512];
+    char            *v, msg[512], key[DS_SECRET_KEY_MAX + 1];
     int              rc;
 
     if (kind == DS_REF_TEXT) {
@@ -687,7 +733,8 @@ sec_ref_cb(void *arg, int kind, const char *p, size_t len)
         return 0;
     }
 
-    rc = sec_find(b->txn, p, len, &rec, msg, sizeof(msg));
+    sec_record_key(b->pkey, p, len, key, sizeof(key));
+    rc = sec_find(b->txn, key, strlen(key), &rec, msg, sizeof(msg));
     if (rc == 0) {
         snprintf(b->err, b->n, "%s: secret \"%.*s\" does not exist "
                  "(dstackctl secret set %.*s ...)", b->what, (int) len, p,
@@ -701,7 +748,7 @@ sec_ref_cb(void *arg, int kind, const char *p, size_t len)
     if (b->check) {
         return 0;
     }
-    if (sec_open(p, len, &rec, &v, msg, sizeof(msg)) != 0) {
+    if (sec_open(key, strlen(key), &rec, &v, msg, sizeof(msg)) != 0) {
         snprintf(b->err, b->n, "%s: %s", b->what, msg);
         return -1;
     }
@@ -713,8 +760,8 @@ sec_ref_cb(void *arg, int kind, const char *p, size_t len)
 
 /* s through the references: checked only, or expanded into *out */
 static int
-sec_walk(ds_txn_t *txn, const char *what, const char *s, int check,
-    char **out, char *err, size_t n)
+sec_walk(ds_txn_t *txn, const char *pkey, const char *what, const char *s,
+    int check, char **out, char *err, size_t n)
 {
     struct sec_buf  b;
     char            msg[256];
@@ -722,6 +769,7 @@ sec_walk(ds_txn_t *txn, const char *what, const char *s, int check,
 
     memset(&b, 0, sizeof(b));
     b.txn = txn;
+    b.pkey = pkey;
     b.what = what;
     b.err = err;
     b.n = n;
@@ -763,8 +811,8 @@ sec_begin(ds_txn_t **txn, char *err, size_t n)
 
 
 static int
-sec_check_env(ds_txn_t *txn, const ds_spec_env_t *env, size_t n_env,
-    char *err, size_t n)
+sec_check_env(ds_txn_t *txn, const char *pkey, const ds_spec_env_t *env,
+    size_t n_env, char *err, size_t n)
 {
     char    what[DS_SECRET_NAME_MAX + 64];
     size_t  i;
@@ -774,7 +822,7 @@ sec_check_env(ds_txn_t *txn, const ds_spec_env_t *env, size_t n_env,
             continue;
         }
         snprintf(what, sizeof(what), "spec.env.%s", env[i].name);
-        if (sec_walk(txn, what, env[i].value, 1, NULL, err, n) != 0) {
+        if (sec_walk(txn, pkey, what, env[i].value, 1, NULL, err, n) != 0) {
             return -1;
         }
     }
@@ -783,7 +831,24 @@ sec_check_env(ds_txn_t *txn, const ds_spec_env_t *env, size_t n_env,
 
 
 int
-secrets_check_env(const ds_spec_env_t *env, size_t n_env, char *err,
+secrets_check_env(const char *pkey, const ds_spec_env_t *env, size_t n_env,
+    char *err, size_t n)
+{
+    ds_txn_t  *txn;
+    int        rc;
+
+    err[0] = '\0';
+    if (sec_begin(&txn, err, n) != 0) {
+        return 500;
+    }
+    rc = sec_check_env(txn, pkey, env, n_env, err, n);
+    ds_txn_abort(txn);
+    return rc == 0 ? 0 : 400;
+}
+
+
+int
+secrets_check_spec(const char *pkey, const ds_spec_t *sp, char *err,
     size_t n)
 {
     ds_txn_t  *txn;
@@ -793,28 +858,12 @@ secrets_check_env(const ds_spec_env_t *env, size_t n_env, char *err,
     if (sec_begin(&txn, err, n) != 0) {
         return 500;
     }
-    rc = sec_check_env(txn, env, n_env, err, n);
-    ds_txn_abort(txn);
-    return rc == 0 ? 0 : 400;
-}
-
-
-int
-secrets_check_spec(const ds_spec_t *sp, char *err, size_t n)
-{
-    ds_txn_t  *txn;
-    int        rc;
-
-    err[0] = '\0';
-    if (sec_begin(&txn, err, n) != 0) {
-        return 500;
-    }
-    rc = sec_check_env(txn, sp->env, sp->n_env, err, n);
+    rc = sec_check_env(txn, pkey, sp->env, sp->n_env, err, n);
     if (rc == 0 && sp->registry_auth.username != NULL) {
-        rc = sec_walk(txn, "spec.registry_auth.username",
+        rc = sec_walk(txn, pkey, "spec.registry_auth.username",
                       sp->registry_auth.username, 1, NULL, err, n);
         if (rc == 0) {
-            rc = sec_walk(txn, "spec.registry_auth.password",
+            rc = sec_walk(txn, pkey, "spec.registry_auth.password",
                           sp->registry_auth.password, 1, NULL, err, n);
         }
     }
@@ -824,8 +873,8 @@ secrets_check_spec(const ds_spec_t *sp, char *err, size_t n)
 
 
 int
-secrets_expand(const char *what, const char *s, char **out, char *err,
-    size_t n)
+secrets_expand(const char *pkey, const char *what, const char *s,
+    char **out, char *err, size_t n)
 {
     ds_txn_t  *txn;
     int        rc;
@@ -834,15 +883,15 @@ secrets_expand(const char *what, const char *s, char **out, char *err,
     if (sec_begin(&txn, err, n) != 0) {
         return -1;
     }
-    rc = sec_walk(txn, what, s, 0, out, err, n);
+    rc = sec_walk(txn, pkey, what, s, 0, out, err, n);
     ds_txn_abort(txn);
     return rc;
 }
 
 
 int
-secrets_env(const ds_spec_env_t *env, size_t n_env, char ***values,
-    char *err, size_t n)
+secrets_env(const char *pkey, const ds_spec_env_t *env, size_t n_env,
+    char ***values, char *err, size_t n)
 {
     ds_txn_t  *txn;
     char     **v, what[DS_SECRET_NAME_MAX + 64];
@@ -855,8 +904,8 @@ secrets_env(const ds_spec_env_t *env, size_t n_env, char ***values,
     v = xcalloc(n_env + 1, sizeof(char *));
     for (i = 0; i < n_env; i++) {
         snprintf(what, sizeof(what), "env.%s", env[i].name);
-        if (sec_walk(txn, what, env[i].value ? env[i].value : "", 0, &v[i],
-                     err, n) != 0)
+        if (sec_walk(txn, pkey, what, env[i].value ? env[i].value : "", 0,
+                     &v[i], err, n) != 0)
         {
             ds_txn_abort(txn);
             secrets_env_free(v, i);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "config.h"
 #include "log.h"
@@ -353,6 +354,67 @@ store_del_secret(struct store_txn *t, const char *name)
         rc = ds_del_secret(t->txn, name, strlen(name), &t->err);
         store_check(t, rc == DS_NOTFOUND ? DS_OK : rc, "secret", name);
     }
+}
+
+
+void
+store_put_member(struct store_txn *t, const char *project, const char *user,
+    unsigned role)
+{
+    ds_member_t  m;
+
+    if (t->rc != DS_OK) {
+        return;
+    }
+    m.role = role;
+    m.created = (uint64_t) time(NULL);
+    store_check(t, ds_put_member(t->txn, project, strlen(project), user,
+                                 strlen(user), &m, &t->err),
+                "member", user);
+}
+
+
+void
+store_del_member(struct store_txn *t, const char *project, const char *user)
+{
+    int  rc;
+
+    if (t->rc == DS_OK) {
+        rc = ds_del_member(t->txn, project, strlen(project), user,
+                           strlen(user), &t->err);
+        store_check(t, rc == DS_NOTFOUND ? DS_OK : rc, "member", user);
+    }
+}
+
+
+void
+store_put_team_doc(struct store_txn *t, int kind, const char *key,
+    const char *doc)
+{
+    if (t->rc == DS_OK) {
+        store_check(t, ds_put_team_doc(t->txn, kind, key, strlen(key), doc,
+                                       strlen(doc), &t->err),
+                    "team document", key);
+    }
+}
+
+
+void
+store_del_team_doc(struct store_txn *t, int kind, const char *key)
+{
+    int  rc;
+
+    if (t->rc == DS_OK) {
+        rc = ds_del_team_doc(t->txn, kind, key, strlen(key), &t->err);
+        store_check(t, rc == DS_NOTFOUND ? DS_OK : rc, "team document", key);
+    }
+}
+
+
+ds_txn_t *
+store_txn_of(struct store_txn *t)
+{
+    return t->txn;
 }
 
 

@@ -75,6 +75,16 @@ void store_put_token(struct store_txn *t, const ds_token_t *tok,
     const ds_str_t *services);
 void store_del_token(struct store_txn *t,
     const uint8_t hash[DS_TOKEN_HASH_LEN]);
+/* teams (teams.c, audit.c): project "" is main */
+void store_put_member(struct store_txn *t, const char *project,
+    const char *user, unsigned role);
+void store_del_member(struct store_txn *t, const char *project,
+    const char *user);
+void store_put_team_doc(struct store_txn *t, int kind, const char *key,
+    const char *doc);
+void store_del_team_doc(struct store_txn *t, int kind, const char *key);
+/* the read transaction of a write, for what must be read in it */
+ds_txn_t *store_txn_of(struct store_txn *t);
 int store_end(struct store_txn *t);
 
 /*

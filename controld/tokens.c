@@ -69,15 +69,14 @@ tokens_bearer_hash(const char *authorization,
 
 
 int
-tokens_check_admin_hash(const uint8_t hash[DS_TOKEN_HASH_LEN], char *name,
-    size_t n)
+tokens_identify(const uint8_t hash[DS_TOKEN_HASH_LEN], struct caller *c)
 {
     ds_txn_t    *txn;
     ds_token_t   tok;
     ds_err_t     err;
     int          rc, result;
 
-    name[0] = '\0';
+    memset(c, 0, sizeof(*c));
 
     /* a replaced file may hold other tokens: it answers for none */
     if (store_check_files() != 0) {
@@ -103,18 +102,43 @@ tokens_check_admin_hash(const uint8_t hash[DS_TOKEN_HASH_LEN], char *name,
         return AUTH_INVALID;
     }
 
-    snprintf(name, n, "%.*s", (int) tok.name.len, tok.name.data);
+    snprintf(c->token, sizeof(c->token), "%.*s", (int) tok.name.len,
+             tok.name.data);
 
     if (tok.expires != 0 && tok.expires <= (uint64_t) time(NULL)) {
         result = AUTH_EXPIRED;
-    } else if (!(tok.flags & DS_TOKEN_ADMIN)) {
-        result = AUTH_NOT_ADMIN;
-    } else {
+
+    } else if (tok.flags & DS_TOKEN_USER) {
+        snprintf(c->user, sizeof(c->user), "%.*s", (int) tok.user.len,
+                 tok.user.data);
+        c->global_admin = (tok.flags & DS_TOKEN_ADMIN) != 0;
         result = AUTH_OK;
+
+    } else if (tok.flags & DS_TOKEN_ADMIN) {
+        /* an admin token of before users: the first user's */
+        snprintf(c->user, sizeof(c->user), "%s", TOKENS_FIRST_USER);
+        c->global_admin = 1;
+        result = AUTH_OK;
+
+    } else {
+        result = AUTH_NOT_ADMIN;
     }
 
     ds_txn_abort(txn);
     return result;
+}
+
+
+int
+tokens_check_admin_hash(const uint8_t hash[DS_TOKEN_HASH_LEN], char *name,
+    size_t n)
+{
+    struct caller  c;
+    int            rc;
+
+    rc = tokens_identify(hash, &c);
+    snprintf(name, n, "%s", c.token);
+    return rc;
 }
 
 
@@ -124,9 +148,19 @@ struct tok_find {
     const char     *name;
     int             found;
     uint8_t         hash[DS_TOKEN_HASH_LEN];
+    uint32_t        flags;              /* the found one's */
+    char            user[DS_NAME_MAX + 1];
+    char            project[DS_NAME_MAX + 1];
     int             admins;             /* live admin tokens */
     int             admin_found;        /* the found one is admin */
 };
+
+
+static int
+tok_str_is(const ds_str_t *s, const char *z)
+{
+    return s->len == strlen(z) && memcmp(s->data, z, s->len) == 0;
+}
 
 
 static int
@@ -139,12 +173,15 @@ tok_find_cb(void *arg, const ds_token_t *tok)
     if ((tok->flags & DS_TOKEN_ADMIN) && live) {
         f->admins++;
     }
-    if (f->name != NULL && tok->name.len == strlen(f->name)
-        && memcmp(tok->name.data, f->name, tok->name.len) == 0)
-    {
+    if (f->name != NULL && tok_str_is(&tok->name, f->name)) {
         f->found = 1;
         f->admin_found = (tok->flags & DS_TOKEN_ADMIN) && live;
+        f->flags = tok->flags;
         memcpy(f->hash, tok->hash, DS_TOKEN_HASH_LEN);
+        snprintf(f->user, sizeof(f->user), "%.*s", (int) tok->user.len,
+                 tok->user.data);
+        snprintf(f->project, sizeof(f->project), "%.*s",
+                 (int) tok->project.len, tok->project.data);
     }
     return 0;
 }
@@ -174,23 +211,88 @@ tok_find(const char *name, struct tok_find *f)
 }
 
 
+int
+tokens_name_taken(const char *name)
+{
+    struct tok_find  f;
+
+    if (tok_find(name, &f) != 0) {
+        return -1;
+    }
+    return f.found;
+}
+
+
+/*
+ * Whether the caller sees a token in project pkey: a service token in
+ * its project; in main, a user's token to that user and to global
+ * admins, and admin tokens of before users to global admins.
+ */
+static int
+tok_visible(const struct caller *c, const char *pkey, uint32_t flags,
+    const char *user, const char *project)
+{
+    if (!(flags & (DS_TOKEN_USER | DS_TOKEN_ADMIN))) {
+        return strcmp(project, pkey) == 0;
+    }
+    if (pkey[0] != '\0') {
+        return 0;
+    }
+    if (c->global_admin) {
+        return 1;
+    }
+    return (flags & DS_TOKEN_USER) && strcmp(user, c->user) == 0;
+}
+
+
+struct tok_list {
+    cJSON                  *list;
+    const struct caller    *caller;
+    const char             *pkey;
+};
+
+
 static int
 tok_list_cb(void *arg, const ds_token_t *tok)
 {
-    cJSON     *list = arg, *o, *svcs;
-    ds_str_t   s;
-    uint32_t   off = 0;
-    char       buf[DS_NAME_MAX + 1];
+    struct tok_list  *l = arg;
+    cJSON            *o, *svcs;
+    ds_str_t          s, sp;
+    uint32_t          off = 0;
+    char              buf[DS_NAME_MAX + 1], user[DS_NAME_MAX + 1];
+    char              project[DS_NAME_MAX + 1];
+
+    snprintf(user, sizeof(user), "%.*s", (int) tok->user.len,
+             tok->user.data);
+    snprintf(project, sizeof(project), "%.*s", (int) tok->project.len,
+             tok->project.data);
+    if (!tok_visible(l->caller, l->pkey, tok->flags, user, project)) {
+        return 0;
+    }
 
     o = cJSON_CreateObject();
     snprintf(buf, sizeof(buf), "%.*s", (int) tok->name.len, tok->name.data);
     cJSON_AddStringToObject(o, "name", buf);
     cJSON_AddStringToObject(o, "scope",
                             (tok->flags & DS_TOKEN_ADMIN) ? "admin"
-                                                          : "services");
+                            : (tok->flags & DS_TOKEN_USER) ? "user"
+                            : "services");
+    if (tok->flags & (DS_TOKEN_USER | DS_TOKEN_ADMIN)) {
+        cJSON_AddStringToObject(o, "user", user[0] ? user
+                                                   : TOKENS_FIRST_USER);
+    }
+    cJSON_AddStringToObject(o, "project", project[0] ? project
+                                                     : DS_PROJECT_MAIN);
     svcs = cJSON_AddArrayToObject(o, "services");
-    if (!(tok->flags & (DS_TOKEN_ADMIN | DS_TOKEN_ALL_SERVICES))) {
+    if (!(tok->flags & (DS_TOKEN_ADMIN | DS_TOKEN_ALL_SERVICES
+                        | DS_TOKEN_USER)))
+    {
         while (ds_token_scope_next(tok, &off, &s)) {
+            /* the run's name: its key without "--<project>" */
+            ds_service_project(s.data, s.len, &sp);
+            if (sp.len > 0) {
+                s.len -= sp.len + 2;
+            }
             snprintf(buf, sizeof(buf), "%.*s", (int) s.len, s.data);
             cJSON_AddItemToArray(svcs, cJSON_CreateString(buf));
         }
@@ -203,27 +305,30 @@ tok_list_cb(void *arg, const ds_token_t *tok)
     }
     cJSON_AddBoolToObject(o, "expired", tok->expires != 0
                           && tok->expires <= (uint64_t) time(NULL));
-    cJSON_AddItemToArray(list, o);
+    cJSON_AddItemToArray(l->list, o);
     return 0;
 }
 
 
 cJSON *
-tokens_list(void)
+tokens_list(const struct caller *c, const char *pkey)
 {
-    cJSON     *answer, *list;
-    ds_txn_t  *txn;
-    ds_err_t   err;
+    cJSON           *answer;
+    ds_txn_t        *txn;
+    ds_err_t         err;
+    struct tok_list  l;
 
     answer = cJSON_CreateObject();
-    list = cJSON_AddArrayToObject(answer, "tokens");
+    l.list = cJSON_AddArrayToObject(answer, "tokens");
+    l.caller = c;
+    l.pkey = pkey;
 
     if (ds_txn_begin(state, 0, &txn, &err) != DS_OK) {
         log_warnx("tokens: %s", err.msg);
         cJSON_Delete(answer);
         return NULL;
     }
-    if (ds_foreach_token(txn, tok_list_cb, list, &err) != DS_OK) {
+    if (ds_foreach_token(txn, tok_list_cb, &l, &err) != DS_OK) {
         log_warnx("tokens: %s", err.msg);
         ds_txn_abort(txn);
         cJSON_Delete(answer);
@@ -236,10 +341,20 @@ tokens_list(void)
 
 /* ---- writing ------------------------------------------------------------ */
 
+struct tok_new {
+    const char         *name;
+    uint32_t            flags;
+    const char         *user;           /* "" unless DS_TOKEN_USER */
+    const char         *project;        /* key: "" for main */
+    const char        **services;       /* service keys */
+    int                 nsvc;
+    uint64_t            expires;
+};
+
+
 static int
-tok_store(const char *name, uint32_t flags, const char **services, int nsvc,
-    uint64_t expires, char text[DS_TOKEN_TEXT_LEN + 1], char *errbuf,
-    size_t errlen)
+tok_store(const struct tok_new *nt, char text[DS_TOKEN_TEXT_LEN + 1],
+    char *errbuf, size_t errlen)
 {
     ds_token_t         tok;
     ds_str_t           svc[DS_TOKEN_SCOPE_MAX];
@@ -254,15 +369,19 @@ tok_store(const char *name, uint32_t flags, const char **services, int nsvc,
 
     memset(&tok, 0, sizeof(tok));
     ds_sha256(text, strlen(text), tok.hash);
-    tok.name.data = name;
-    tok.name.len = (uint32_t) strlen(name);
-    tok.flags = flags;
+    tok.name.data = nt->name;
+    tok.name.len = (uint32_t) strlen(nt->name);
+    tok.user.data = nt->user;
+    tok.user.len = (uint32_t) strlen(nt->user);
+    tok.project.data = nt->project;
+    tok.project.len = (uint32_t) strlen(nt->project);
+    tok.flags = nt->flags;
     tok.created = (uint64_t) time(NULL);
-    tok.expires = expires;
-    tok.n_services = (uint32_t) nsvc;
-    for (i = 0; i < nsvc; i++) {
-        svc[i].data = services[i];
-        svc[i].len = (uint32_t) strlen(services[i]);
+    tok.expires = nt->expires;
+    tok.n_services = (uint32_t) nt->nsvc;
+    for (i = 0; i < nt->nsvc; i++) {
+        svc[i].data = nt->services[i];
+        svc[i].len = (uint32_t) strlen(nt->services[i]);
     }
 
     t = store_begin(errbuf, errlen);
@@ -309,6 +428,7 @@ int
 tokens_bootstrap(void)
 {
     struct tok_find  f;
+    struct tok_new   nt;
     char             text[DS_TOKEN_TEXT_LEN + 1], err[256], name[32];
     int              i, written;
 
@@ -337,9 +457,13 @@ tokens_bootstrap(void)
         snprintf(name, sizeof(name), "admin-%d", i);
     }
 
-    if (tok_store(name, DS_TOKEN_ADMIN, NULL, 0, 0, text, err, sizeof(err))
-        != 0)
-    {
+    memset(&nt, 0, sizeof(nt));
+    nt.name = name;
+    nt.flags = DS_TOKEN_USER | DS_TOKEN_ADMIN;
+    nt.user = TOKENS_FIRST_USER;
+    nt.project = "";
+
+    if (tok_store(&nt, text, err, sizeof(err)) != 0) {
         log_warnx("cannot create the admin token: %s", err);
         return -1;
     }
@@ -369,22 +493,101 @@ tokens_bootstrap(void)
 }
 
 
+/* a run's service key in project pkey: "" or 400 with a message */
+static int
+tok_service_key(const char *run, const char *pkey, char *key, size_t size,
+    char *err, size_t n)
+{
+    if (pkey[0] == '\0') {
+        snprintf(key, size, "%s", run);
+    } else {
+        snprintf(key, size, "%s" DS_PROJECT_SEP "%s", run, pkey);
+    }
+    if (!ds_valid_service_key(key, strlen(key))) {
+        snprintf(err, n, "services: \"%s\" in project \"%s\" is not a "
+                 "service name (no \"--\"; run and project within 63)",
+                 run, pkey);
+        return 400;
+    }
+    return 0;
+}
+
+
+static cJSON *
+tok_answer(const struct tok_new *nt, const char *text, const char *scope)
+{
+    cJSON  *o;
+
+    o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", nt->name);
+    cJSON_AddStringToObject(o, "token", text);
+    cJSON_AddStringToObject(o, "scope", scope);
+    if (nt->user[0]) {
+        cJSON_AddStringToObject(o, "user", nt->user);
+    }
+    cJSON_AddStringToObject(o, "project", nt->project[0] ? nt->project
+                                                         : DS_PROJECT_MAIN);
+    if (nt->expires) {
+        cJSON_AddNumberToObject(o, "expires", (double) nt->expires);
+    } else {
+        cJSON_AddNullToObject(o, "expires");
+    }
+    return o;
+}
+
+
 int
-tokens_create(const cJSON *req, cJSON **answer, char *err, size_t n)
+tokens_create(const struct caller *c, const char *pkey, const cJSON *req,
+    cJSON **answer, char *err, size_t n)
 {
     struct api_token_args   a;
     struct tok_find         f;
+    struct tok_new          nt;
     char                    text[DS_TOKEN_TEXT_LEN + 1];
-    uint32_t                flags;
-    uint64_t                expires = 0;
-    int                     rc;
+    char                    keys[DS_TOKEN_SCOPE_MAX][DS_NAME_MAX + 1];
+    const char             *svc[DS_TOKEN_SCOPE_MAX];
+    int                     rc, i;
 
     rc = api_args_token(req, &a, err, n);
     if (rc != 0) {
         return rc;
     }
+
+    memset(&nt, 0, sizeof(nt));
+    nt.name = a.name;
+    nt.user = "";
+    nt.project = pkey;
     if (a.expires_in) {
-        expires = (uint64_t) time(NULL) + a.expires_in;
+        nt.expires = (uint64_t) time(NULL) + a.expires_in;
+    }
+
+    if (a.admin) {
+        /* a global admin's own token: users are made by POST /api/users */
+        if (!c->global_admin) {
+            snprintf(err, n, "scope: only a global admin makes admin "
+                     "tokens");
+            return 403;
+        }
+        if (pkey[0] != '\0') {
+            snprintf(err, n, "scope: an admin token belongs to no project; "
+                     "make it without ?project=");
+            return 400;
+        }
+        nt.flags = DS_TOKEN_USER | DS_TOKEN_ADMIN;
+        nt.user = c->user;
+
+    } else {
+        for (i = 0; i < a.nsvc; i++) {
+            rc = tok_service_key(a.services[i], pkey, keys[i],
+                                 sizeof(keys[i]), err, n);
+            if (rc != 0) {
+                return rc;
+            }
+            svc[i] = keys[i];
+        }
+        nt.services = svc;
+        nt.nsvc = a.nsvc;
+        nt.flags = a.nsvc == 0 ? DS_TOKEN_ALL_SERVICES : 0;
     }
 
     if (tok_find(a.name, &f) != 0) {
@@ -392,45 +595,121 @@ tokens_create(const cJSON *req, cJSON **answer, char *err, size_t n)
         return 500;
     }
     if (f.found) {
-        snprintf(err, n, "name: a token named \"%s\" exists",
-                 a.name);
+        snprintf(err, n, "name: a token named \"%s\" exists", a.name);
         return 409;
     }
 
-    if (a.admin) {
-        flags = DS_TOKEN_ADMIN;
-    } else if (a.nsvc == 0) {
-        flags = DS_TOKEN_ALL_SERVICES;
-    } else {
-        flags = 0;
-    }
-
-    if (tok_store(a.name, flags, a.services, a.nsvc, expires, text,
-                  err, n)
-        != 0)
-    {
+    if (tok_store(&nt, text, err, n) != 0) {
         return 500;
     }
 
-    log_info("created %s token \"%s\"", a.admin ? "admin" : "service",
-             a.name);
+    log_info("created %s token \"%s\"%s%s by user \"%s\"",
+             a.admin ? "admin" : "service", a.name,
+             pkey[0] ? " in project " : "", pkey, c->user);
 
-    *answer = cJSON_CreateObject();
-    cJSON_AddStringToObject(*answer, "name", a.name);
-    cJSON_AddStringToObject(*answer, "token", text);
-    cJSON_AddStringToObject(*answer, "scope", a.admin ? "admin" : "services");
-    if (expires) {
-        cJSON_AddNumberToObject(*answer, "expires", (double) expires);
-    } else {
-        cJSON_AddNullToObject(*answer, "expires");
-    }
+    *answer = tok_answer(&nt, text, a.admin ? "admin" : "services");
     memset(text, 0, sizeof(text));
     return 0;
 }
 
 
 int
-tokens_revoke(const char *name, char *errbuf, size_t errlen)
+tokens_create_user(const char *user, int global_admin, const char *name,
+    uint64_t expires_in, cJSON **answer, char *err, size_t n)
+{
+    struct tok_find  f;
+    struct tok_new   nt;
+    char             gen[DS_NAME_MAX + 1], text[DS_TOKEN_TEXT_LEN + 1];
+    int              i;
+
+    if (name == NULL) {
+        for (i = 1; i < 10000; i++) {
+            snprintf(gen, sizeof(gen), "%.50s-%d", user, i);
+            if (tok_find(gen, &f) != 0) {
+                snprintf(err, n, "cannot read tokens");
+                return 500;
+            }
+            if (!f.found) {
+                break;
+            }
+        }
+        name = gen;
+
+    } else {
+        if (tok_find(name, &f) != 0) {
+            snprintf(err, n, "cannot read tokens");
+            return 500;
+        }
+        if (f.found) {
+            snprintf(err, n, "name: a token named \"%s\" exists", name);
+            return 409;
+        }
+    }
+
+    memset(&nt, 0, sizeof(nt));
+    nt.name = name;
+    nt.flags = DS_TOKEN_USER | (global_admin ? DS_TOKEN_ADMIN : 0);
+    nt.user = user;
+    nt.project = "";
+    if (expires_in) {
+        nt.expires = (uint64_t) time(NULL) + expires_in;
+    }
+
+    if (tok_store(&nt, text, err, n) != 0) {
+        return 500;
+    }
+    log_info("created token \"%s\" of user \"%s\"", name, user);
+
+    *answer = tok_answer(&nt, text, global_admin ? "admin" : "user");
+    memset(text, 0, sizeof(text));
+    return 0;
+}
+
+
+struct tok_del {
+    struct store_txn   *t;
+    const char         *user;
+    int                 n;
+};
+
+
+static int
+tok_del_cb(void *arg, const ds_token_t *tok)
+{
+    struct tok_del  *d = arg;
+
+    if (((tok->flags & DS_TOKEN_USER) && tok_str_is(&tok->user, d->user))
+        || (!(tok->flags & DS_TOKEN_USER) && (tok->flags & DS_TOKEN_ADMIN)
+            && strcmp(d->user, TOKENS_FIRST_USER) == 0))
+    {
+        store_del_token(d->t, tok->hash);
+        d->n++;
+    }
+    return 0;
+}
+
+
+int
+tokens_delete_user(struct store_txn *t, const char *user)
+{
+    struct tok_del  d;
+    ds_err_t        err;
+
+    d.t = t;
+    d.user = user;
+    d.n = 0;
+
+    if (ds_foreach_token(store_txn_of(t), tok_del_cb, &d, &err) != DS_OK) {
+        log_warnx("tokens: %s", err.msg);
+        return -1;
+    }
+    return d.n;
+}
+
+
+int
+tokens_revoke(const struct caller *c, const char *pkey, const char *name,
+    char *errbuf, size_t errlen)
 {
     struct tok_find    f;
     struct store_txn  *t;
@@ -439,7 +718,7 @@ tokens_revoke(const char *name, char *errbuf, size_t errlen)
         snprintf(errbuf, errlen, "cannot read tokens");
         return 500;
     }
-    if (!f.found) {
+    if (!f.found || !tok_visible(c, pkey, f.flags, f.user, f.project)) {
         snprintf(errbuf, errlen, "no token named \"%.80s\"", name);
         return 404;
     }
@@ -458,6 +737,6 @@ tokens_revoke(const char *name, char *errbuf, size_t errlen)
         return 500;
     }
 
-    log_info("revoked token \"%s\"", name);
+    log_info("revoked token \"%s\" by user \"%s\"", name, c->user);
     return 0;
 }

@@ -174,7 +174,12 @@ run_to_api(const struct run *r)
     if (o == NULL) {
         return NULL;
     }
-    cJSON_AddStringToObject(o, "name", r->name);
+    cJSON_AddStringToObject(o, "name", r->short_name);
+    cJSON_AddStringToObject(o, "project", r->project[0] ? r->project
+                                                        : DS_PROJECT_MAIN);
+    if (r->user[0]) {
+        cJSON_AddStringToObject(o, "user", r->user);
+    }
     cJSON_AddStringToObject(o, "status", run_status_name(r->status));
     cJSON_AddStringToObject(o, "message", r->message);
     cJSON_AddNumberToObject(o, "submitted_at", (double) r->submitted_at);
