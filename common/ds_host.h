@@ -19,18 +19,11 @@
 /*
  * host: as nginx validated it (lower case, no port, no trailing dot);
  * domain: the gateway's.  The name is exactly one label in front of
- * ".<domain>", and a service key (ds_valid_service_label); on DS_HOST_OK,
+ * ".<domain>", and a service key (ds_valid_service_key); on DS_HOST_OK,
  * *name and *name_len point into host.  Neither string needs a NUL.
  */
 int ds_host_run_name(const char *host, size_t host_len, const char *domain,
     size_t domain_len, const char **name, size_t *name_len);
-
-/*
- * 1 when a label is a service key: a run name (ds_valid_run_name), or a
- * run name, "--" and a project name ([a-z0-9][a-z0-9-]*, no "--"), at
- * most 63 bytes in all.
- */
-int ds_valid_service_label(const char *s, size_t len);
 
 /*
  * 1 when the label ds_host_run_name found is a model endpoint's:

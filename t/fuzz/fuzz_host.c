@@ -42,19 +42,9 @@ service_key(const char *s, size_t n)
         return ds_valid_run_name(s, n);
     }
 
-    if (start >= n || s[start] == '-') {
-        return 0;
-    }
-
-    for (i = start; i < n; i++) {
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9')
-              || s[i] == '-'))
-        {
-            return 0;
-        }
-    }
-
-    return 1;
+    /* the project: a run name's rules, not ending in '-' (no "--" is
+     * left in it: parts is 1) */
+    return ds_valid_run_name(s + start, n - start) && s[n - 1] != '-';
 }
 
 

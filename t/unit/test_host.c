@@ -63,6 +63,10 @@ test_host(void **state)
         { "web---team.gw.example", "gw.example", DS_HOST_BAD_NAME, NULL },
         { "web--Team.gw.example", "gw.example", DS_HOST_BAD_NAME, NULL },
         { "web--te_am.gw.example", "gw.example", DS_HOST_BAD_NAME, NULL },
+        /* the project's own rules: a run name's, not ending in '-' */
+        { "web--2team.gw.example", "gw.example", DS_HOST_BAD_NAME, NULL },
+        { "web--t.gw.example", "gw.example", DS_HOST_BAD_NAME, NULL },
+        { "web--team-.gw.example", "gw.example", DS_HOST_BAD_NAME, NULL },
         { "web--team.x.gw.example", "gw.example", DS_HOST_BAD_NAME, NULL },
 
         /* the domain itself, another domain, a suffix that is not a
@@ -105,6 +109,8 @@ test_gateway_project(void **state)
         { "gateway", 1, "" },
         { "gateway--team", 1, "team" },
         { "gateway--t-2", 1, "t-2" },
+        { "gateway--2t", 0, NULL },
+        { "gateway--team-", 0, NULL },
         { "gateway--", 0, NULL },
         { "gateway-", 0, NULL },
         { "gateway--a--b", 0, NULL },
