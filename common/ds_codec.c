@@ -1226,6 +1226,30 @@ ds_service_project(const char *name, size_t len, ds_str_t *project)
 }
 
 
+size_t
+ds_model_key(const char *project, size_t plen, const char *name, size_t len,
+    char key[DS_MODEL_KEY_MAX])
+{
+    if (len == 0 || len > DS_NAME_MAX || plen > DS_NAME_MAX
+        || memchr(name, '\0', len) != NULL
+        || (plen > 0 && memchr(project, '\0', plen) != NULL))
+    {
+        return 0;
+    }
+
+    if (plen == 0) {
+        memcpy(key, name, len);
+        return len;
+    }
+
+    memcpy(key, project, plen);
+    key[plen] = '\0';
+    memcpy(key + plen + 1, name, len);
+
+    return plen + 1 + len;
+}
+
+
 int
 ds_token_allows(const ds_token_t *tok, const char *name, size_t len)
 {
@@ -1238,8 +1262,11 @@ ds_token_allows(const ds_token_t *tok, const char *name, size_t len)
 
     if (tok->flags & DS_TOKEN_ALL_SERVICES) {
         ds_service_project(name, len, &project);
+        /* a version-1 token's project has no data: no memcmp on NULL */
         return project.len == tok->project.len
-               && memcmp(project.data, tok->project.data, project.len) == 0;
+               && (project.len == 0
+                   || memcmp(project.data, tok->project.data, project.len)
+                      == 0);
     }
 
     off = 0;

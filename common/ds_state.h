@@ -13,7 +13,8 @@
  *   services  run name -> service record      (binary, hot path)
  *   replicas  run name -> replica set record  (binary, hot path)
  *   tokens    sha256(token) -> token record   (binary, hot path)
- *   models    model name -> model record      (binary, hot path)
+ *   models    model name -> model record      (binary, hot path);
+ *             a project's: project "\0" model name (ds_model_key)
  *   certs     host name -> certificate + key (binary, TLS handshakes)
  *   settings  key -> value                    (opaque bytes, control plane)
  *   runs      run name -> run document        (JSON, control plane only)
@@ -195,9 +196,17 @@ typedef struct {
 
 /* ---- models ------------------------------------------------------------ */
 
+/*
+ * Model names are per project: the models index keys main's by the bare
+ * name and project P's by P "\0" name, so that two projects may serve
+ * the same name and each gateway host finds its own with one lookup.
+ */
+#define DS_MODEL_KEY_MAX        (2 * DS_NAME_MAX + 1)
+
 typedef struct {
     ds_str_t        name;           /* model name */
-    ds_str_t        service;        /* run name serving it */
+    ds_str_t        service;        /* service key serving it (its
+                                       project: ds_service_project) */
     ds_str_t        prefix;         /* e.g. "/v1" */
     uint32_t        format;         /* DS_MODEL_* */
     uint64_t        created;        /* unix seconds */
@@ -281,6 +290,11 @@ int ds_token_scope_next(const ds_token_t *tok, uint32_t *off,
     ds_str_t *name);
 
 int ds_model_encode(const ds_model_t *m, ds_buf_t *out, ds_err_t *err);
+/* the models index key of a model of a project ("" = main) into key: its
+ * length, or 0 when the name is empty, too long or has a NUL byte, or
+ * the project is too long or has one */
+size_t ds_model_key(const char *project, size_t plen, const char *name,
+    size_t len, char key[DS_MODEL_KEY_MAX]);
 int ds_model_decode(const void *data, size_t len, ds_model_t *m,
     ds_err_t *err);
 
@@ -423,8 +437,12 @@ int ds_get_replicas(ds_txn_t *txn, const char *name, size_t len,
     ds_replica_set_t *set, ds_err_t *err);
 int ds_get_token(ds_txn_t *txn, const uint8_t hash[DS_TOKEN_HASH_LEN],
     ds_token_t *tok, ds_err_t *err);
+/* main's model `name`; ds_get_project_model: a project's ("" = main);
+ * a name that is no key (ds_model_key) is DS_NOTFOUND */
 int ds_get_model(ds_txn_t *txn, const char *name, size_t len,
     ds_model_t *m, ds_err_t *err);
+int ds_get_project_model(ds_txn_t *txn, const char *project, size_t plen,
+    const char *name, size_t len, ds_model_t *m, ds_err_t *err);
 
 /* the same, with the record copied into *buf first: results point into
  * *buf and stay valid after the txn, until *buf is reused or freed */
@@ -443,8 +461,11 @@ typedef int (*ds_token_cb)(void *arg, const ds_token_t *tok);
 int ds_foreach_token(ds_txn_t *txn, ds_token_cb cb, void *arg,
     ds_err_t *err);
 typedef int (*ds_model_cb)(void *arg, const ds_model_t *m);
+/* every project's models; ds_foreach_project_model: one project's */
 int ds_foreach_model(ds_txn_t *txn, ds_model_cb cb, void *arg,
     ds_err_t *err);
+int ds_foreach_project_model(ds_txn_t *txn, const char *project,
+    size_t plen, ds_model_cb cb, void *arg, ds_err_t *err);
 
 /* writers (controld; tests seed through the same calls) */
 int ds_put_service(ds_txn_t *txn, ds_service_t *svc, ds_err_t *err);

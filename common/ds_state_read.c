@@ -140,14 +140,32 @@ int
 ds_get_model(ds_txn_t *txn, const char *name, size_t len, ds_model_t *m,
     ds_err_t *err)
 {
+    return ds_get_project_model(txn, "", 0, name, len, m, err);
+}
+
+
+int
+ds_get_project_model(ds_txn_t *txn, const char *project, size_t plen,
+    const char *name, size_t len, ds_model_t *m, ds_err_t *err)
+{
     int      rc;
+    char     key[DS_MODEL_KEY_MAX];
+    size_t   klen;
     MDB_val  v;
 
     if (!ds_name_key_ok(DS_DB_MODELS, name, len, DS_NAME_MAX, err)) {
         return DS_NOTFOUND;
     }
 
-    rc = ds_raw_get(txn, DS_DB_MODELS, name, len, &v, err);
+    /* a name with a NUL byte would reach another project's models */
+    klen = ds_model_key(project, plen, name, len, key);
+    if (klen == 0) {
+        ds_err_set(err, "model name \"%.*s\" of project \"%.*s\" is not "
+                   "a valid key", (int) len, name, (int) plen, project);
+        return DS_NOTFOUND;
+    }
+
+    rc = ds_raw_get(txn, DS_DB_MODELS, key, klen, &v, err);
     if (rc != DS_OK) {
         return rc;
     }
@@ -354,6 +372,88 @@ ds_foreach_model(ds_txn_t *txn, ds_model_cb cb, void *arg, ds_err_t *err)
     ec.cb.model = cb;
     ec.arg = arg;
     return ds_each(txn, DS_DB_MODELS, ds_each_model, &ec, err);
+}
+
+
+/* main's models: the keys without a project */
+static int
+ds_each_main_model(void *ctx, const MDB_val *k, const MDB_val *v,
+    ds_err_t *err)
+{
+    if (memchr(k->mv_data, '\0', k->mv_size) != NULL) {
+        return DS_OK;
+    }
+
+    return ds_each_model(ctx, k, v, err);
+}
+
+
+/*
+ * A project's models are the keys that start with P "\0": one range of
+ * the index, found with one seek.  Main's are spread between them (bare
+ * names), so they are picked from all.
+ */
+int
+ds_foreach_project_model(ds_txn_t *txn, const char *project, size_t plen,
+    ds_model_cb cb, void *arg, ds_err_t *err)
+{
+    int             rc;
+    char            start[DS_NAME_MAX + 1];
+    MDB_val         k, v;
+    MDB_cursor     *c;
+    ds_each_ctx_t   ec;
+    MDB_cursor_op   op;
+
+    ec.cb.model = cb;
+    ec.arg = arg;
+
+    if (plen == 0) {
+        return ds_each(txn, DS_DB_MODELS, ds_each_main_model, &ec, err);
+    }
+
+    if (plen > DS_NAME_MAX || memchr(project, '\0', plen) != NULL) {
+        return DS_OK;   /* no such project, no models */
+    }
+
+    memcpy(start, project, plen);
+    start[plen] = '\0';
+
+    rc = mdb_cursor_open(txn->txn, txn->st->dbi[DS_DB_MODELS], &c);
+    if (rc != 0) {
+        return ds_mdb_err(err, rc, "cannot open a cursor on \"models\"");
+    }
+
+    k.mv_data = start;
+    k.mv_size = plen + 1;
+
+    for (op = MDB_SET_RANGE; /* void */; op = MDB_NEXT) {
+        rc = mdb_cursor_get(c, &k, &v, op);
+
+        if (rc == MDB_NOTFOUND) {
+            rc = DS_OK;
+            break;
+        }
+
+        if (rc != 0) {
+            rc = ds_mdb_err(err, rc, "cannot iterate over \"models\"");
+            break;
+        }
+
+        if (k.mv_size <= plen + 1 || memcmp(k.mv_data, start, plen + 1) != 0)
+        {
+            rc = DS_OK;
+            break;
+        }
+
+        rc = ds_each_model(&ec, &k, &v, err);
+        if (rc != DS_OK) {
+            rc = (rc == 1) ? DS_OK : rc;
+            break;
+        }
+    }
+
+    mdb_cursor_close(c);
+    return rc;
 }
 
 

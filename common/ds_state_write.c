@@ -225,27 +225,51 @@ ds_str_eq(const ds_str_t *a, const char *b, size_t len)
 
 
 /*
- * Which service serves model `name`: DS_OK with m filled, DS_NOTFOUND,
- * or an error.
+ * Which service serves the model keyed `key` (ds_model_key): DS_OK with
+ * m filled, DS_NOTFOUND, or an error.
  */
 static int
-ds_model_lookup(ds_txn_t *txn, const ds_str_t *name, ds_model_t *m,
+ds_model_lookup(ds_txn_t *txn, const char *key, size_t klen, ds_model_t *m,
     ds_err_t *err)
 {
     int      rc;
     MDB_val  v;
 
-    rc = ds_raw_get(txn, DS_DB_MODELS, name->data, name->len, &v, err);
+    rc = ds_raw_get(txn, DS_DB_MODELS, key, klen, &v, err);
     if (rc != DS_OK) {
         return rc;
     }
 
     rc = ds_model_decode(v.mv_data, v.mv_size, m, err);
     if (rc != DS_OK) {
-        ds_err_prefix(err, "model \"%.*s\"", (int) name->len, name->data);
+        ds_err_prefix(err, "model \"%.*s\"", (int) klen, key);
     }
 
     return rc;
+}
+
+
+/* the models index key of a service's model: its project's, from the
+ * service's name; 0 when the model name cannot be a key (err says why) */
+static size_t
+ds_service_model_key(const ds_str_t *service, const ds_str_t *model,
+    char key[DS_MODEL_KEY_MAX], ds_err_t *err)
+{
+    size_t    klen;
+    ds_str_t  project;
+
+    ds_service_project(service->data, service->len, &project);
+
+    klen = ds_model_key(project.data, project.len, model->data, model->len,
+                        key);
+    if (klen == 0) {
+        ds_err_set(err, "service \"%.*s\": model name \"%.*s\" is empty, "
+                   "too long or has a NUL byte", (int) service->len,
+                   service->data, (int) (model->len > 64 ? 64 : model->len),
+                   model->data);
+    }
+
+    return klen;
 }
 
 
@@ -255,6 +279,8 @@ ds_put_service(ds_txn_t *txn, ds_service_t *svc, ds_err_t *err)
     int           rc, is_new, del_old_model;
     char          name[DS_NAME_MAX], model[DS_NAME_MAX];
     char          prefix[DS_PREFIX_MAX], old_model[DS_NAME_MAX];
+    char          mkey[DS_MODEL_KEY_MAX], old_mkey[DS_MODEL_KEY_MAX];
+    size_t        mklen, old_mklen;
     uint64_t      seq;
     ds_str_t      old_model_s;
     ds_buf_t      rec, mrec;
@@ -268,6 +294,8 @@ ds_put_service(ds_txn_t *txn, ds_service_t *svc, ds_err_t *err)
     memset(&slots, 0, sizeof(slots));
     old_model_s.len = 0;
     del_old_model = 0;
+    mklen = 0;
+    old_mklen = 0;
     seq = 0;
 
     if (!ds_need_write(txn, "store a service", err)) {
@@ -310,12 +338,19 @@ ds_put_service(ds_txn_t *txn, ds_service_t *svc, ds_err_t *err)
         goto done;
     }
 
-    /* one model, one service: the gateway routes by model name */
+    /* one model, one service of the project: the gateway routes by the
+     * model name on the project's host */
     memset(&m, 0, sizeof(m));
     m.created = (uint64_t) time(NULL);
 
     if (tmp.model.len > 0) {
-        rc = ds_model_lookup(txn, &tmp.model, &m, err);
+        mklen = ds_service_model_key(&tmp.name, &tmp.model, mkey, err);
+        if (mklen == 0) {
+            rc = DS_EINVAL;
+            goto done;
+        }
+
+        rc = ds_model_lookup(txn, mkey, mklen, &m, err);
 
         if (rc == DS_OK) {
             if (!ds_str_eq(&m.service, name, tmp.name.len)) {
@@ -334,7 +369,12 @@ ds_put_service(ds_txn_t *txn, ds_service_t *svc, ds_err_t *err)
     if (old_model_s.len > 0
         && !ds_str_eq(&old_model_s, model, tmp.model.len))
     {
-        rc = ds_model_lookup(txn, &old_model_s, &om, err);
+        old_mklen = ds_service_model_key(&tmp.name, &old_model_s, old_mkey,
+                                         err);
+
+        /* a stored name that cannot be a key never was one */
+        rc = old_mklen ? ds_model_lookup(txn, old_mkey, old_mklen, &om, err)
+                       : DS_NOTFOUND;
 
         if (rc == DS_OK) {
             /* only the entry that points back at this service */
@@ -403,12 +443,12 @@ ds_put_service(ds_txn_t *txn, ds_service_t *svc, ds_err_t *err)
     }
 
     if (rc == DS_OK && del_old_model) {
-        rc = ds_raw_del(txn, DS_DB_MODELS, old_model, old_model_s.len, err);
+        rc = ds_raw_del(txn, DS_DB_MODELS, old_mkey, old_mklen, err);
     }
 
     if (rc == DS_OK && tmp.model.len > 0) {
-        rc = ds_raw_put(txn, DS_DB_MODELS, model, tmp.model.len, mrec.data,
-                        mrec.len, err);
+        rc = ds_raw_put(txn, DS_DB_MODELS, mkey, mklen, mrec.data, mrec.len,
+                        err);
     }
 
     if (rc == DS_OK) {
@@ -479,9 +519,11 @@ ds_del_service(ds_txn_t *txn, const char *name, size_t len, ds_err_t *err)
 {
     int           rc, has_replicas, del_model;
     char          key[DS_NAME_MAX], model[DS_NAME_MAX];
+    char          mkey[DS_MODEL_KEY_MAX];
+    size_t        mklen;
     uint32_t      i, n, *rslots, svc_slot;
     MDB_val       v;
-    ds_str_t      model_s;
+    ds_str_t      model_s, key_s;
     ds_model_t    m;
     ds_slots_t    ss, rs;
     ds_service_t  svc;
@@ -520,8 +562,13 @@ ds_del_service(ds_txn_t *txn, const char *name, size_t len, ds_err_t *err)
         goto done;
     }
 
-    if (model_s.len > 0) {
-        rc = ds_model_lookup(txn, &model_s, &m, err);
+    key_s.data = key;
+    key_s.len = (uint32_t) len;
+    mklen = model_s.len ? ds_service_model_key(&key_s, &model_s, mkey, err)
+                        : 0;
+
+    if (mklen > 0) {
+        rc = ds_model_lookup(txn, mkey, mklen, &m, err);
 
         if (rc == DS_OK) {
             del_model = ds_str_eq(&m.service, key, len);
@@ -555,7 +602,7 @@ ds_del_service(ds_txn_t *txn, const char *name, size_t len, ds_err_t *err)
     }
 
     if (rc == DS_OK && del_model) {
-        rc = ds_raw_del(txn, DS_DB_MODELS, model, model_s.len, err);
+        rc = ds_raw_del(txn, DS_DB_MODELS, mkey, mklen, err);
     }
 
     if (rc == DS_OK) {

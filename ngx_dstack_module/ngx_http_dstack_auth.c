@@ -3,6 +3,14 @@
  * key is the hash of what the client sent; the stored hash is compared
  * again in constant time.  A revoked token is a deleted record: the next
  * request on any worker no longer finds it.  Tokens never reach a log.
+ *
+ * A service with auth opens to a token that names it (ds_token_allows:
+ * a global admin's, a service token of its project) or to a user token
+ * whose user is a member of the service's project, any role.  The
+ * membership is read per commit (state.c), so a removed member or a
+ * deleted user (controld deletes the tokens and memberships in one
+ * transaction) is refused at the next request; only user tokens pay
+ * that lookup.
  */
 
 #include "ngx_http_dstack_module.h"
@@ -32,7 +40,9 @@ ngx_http_dstack_auth(ngx_http_request_t *r, ngx_str_t *name,
         return rc;
     }
 
-    if (!ds_token_allows(tok, (const char *) name->data, name->len)) {
+    if (ngx_http_dstack_token_opens(r, tok, name->data, name->len)
+        != NGX_OK)
+    {
         ngx_str_set(reason, "token has no access to this service");
         return NGX_HTTP_FORBIDDEN;
     }
@@ -41,6 +51,39 @@ ngx_http_dstack_auth(ngx_http_request_t *r, ngx_str_t *name,
     ctx->token_consumed = 1;
 
     return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_dstack_token_opens(ngx_http_request_t *r, const ds_token_t *tok,
+    const u_char *name, size_t len)
+{
+    ngx_int_t  rc;
+    ds_err_t   err;
+    ds_str_t   project;
+
+    if (ds_token_allows(tok, (const char *) name, len)) {
+        return NGX_OK;
+    }
+
+    if (!(tok->flags & DS_TOKEN_USER)) {
+        return NGX_DECLINED;
+    }
+
+    ds_service_project((const char *) name, len, &project);
+
+    rc = ngx_http_dstack_state_member(tok, (const u_char *) project.data,
+                                      project.len, &err);
+
+    if (rc == NGX_ERROR) {
+        /* closed when the membership cannot be read */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "dstack membership for service \"%*s\": %s", len, name,
+                      err.msg);
+        return NGX_DECLINED;
+    }
+
+    return rc;
 }
 
 

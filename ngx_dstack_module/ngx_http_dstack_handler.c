@@ -1,6 +1,7 @@
 /*
- * The Host front door of a "dstack_gateway on" location: the run name
- * from the Host, then admission (admit.c) of the service it names.
+ * The Host front door of a "dstack_gateway on" location: the service
+ * from the Host ("<run>.<domain>", a project's "<run>--<project>.<domain>"),
+ * then admission (admit.c) of the service it names.
  */
 
 #include "ngx_http_dstack_module.h"
@@ -33,7 +34,39 @@ ngx_http_dstack_host_access(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
 
 
 /*
- * The run name from the host nginx validated (lowercase, no port, no
+ * gateway--<project>.<domain>: the project's model endpoint.  The server
+ * of "*.<domain>" answers it (an exact server name cannot list every
+ * project, and a regular expression loses to the wildcard), so the
+ * module hands it to the model endpoint (openai.c) itself.  "gateway"
+ * is no run name, in any project.
+ */
+ngx_uint_t
+ngx_http_dstack_host_models(ngx_http_request_t *r, ngx_str_t *domain)
+{
+    size_t       plen;
+    ngx_str_t    name;
+    const char  *project;
+
+    /* the services' requests pay one comparison */
+    if (r->headers_in.server.len < sizeof("gateway--") - 1
+        || ngx_strncmp(r->headers_in.server.data, "gateway--",
+                       sizeof("gateway--") - 1) != 0)
+    {
+        return 0;
+    }
+
+    if (ngx_http_dstack_run_name(r, domain, &name) != NGX_OK) {
+        return 0;
+    }
+
+    return ds_host_gateway_project((const char *) name.data, name.len,
+                                   &project, &plen)
+           && plen > 0;
+}
+
+
+/*
+ * The service key from the host nginx validated (lowercase, no port, no
  * trailing dot; from the request line for absolute URIs, else from
  * Host): common/ds_host.c, which the fuzz targets share.
  */

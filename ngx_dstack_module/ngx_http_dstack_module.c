@@ -276,7 +276,9 @@ ngx_http_dstack_access_handler(ngx_http_request_t *r)
     }
 #endif
 
-    if (dlcf->openai) {
+    if (dlcf->openai || ctx->openai
+        || (dlcf->gateway && ngx_http_dstack_host_models(r, &dlcf->domain)))
+    {
         return ngx_http_dstack_openai_access(r, ctx);
     }
 

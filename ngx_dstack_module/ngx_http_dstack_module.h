@@ -284,6 +284,10 @@ ngx_int_t ngx_http_dstack_state_service(u_char *name, size_t len,
     const ngx_http_dstack_service_t **svc, ds_err_t *err);
 ngx_int_t ngx_http_dstack_state_token(const u_char *hash,
     const ds_token_t **tok, ds_err_t *err);
+/* is the user of the user token tok (token()'s of this request) a member
+ * of project ("" = main): NGX_OK, NGX_DECLINED or NGX_ERROR */
+ngx_int_t ngx_http_dstack_state_member(const ds_token_t *tok,
+    const u_char *project, size_t plen, ds_err_t *err);
 /* a reference to ready replicas, and its end */
 ngx_http_dstack_peers_t *ngx_http_dstack_peers_ref(
     ngx_http_dstack_peers_t *peers);
@@ -302,8 +306,14 @@ uint64_t ngx_http_dstack_state_snapshot(void);
 /* handler.c: the Host front door ("dstack_gateway on") */
 ngx_int_t ngx_http_dstack_host_access(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx, ngx_str_t *domain);
+/* 1 when the host is a project's model endpoint, gateway--<P>.<domain>,
+ * which the Host front door's server answers (its server name covers
+ * every label) */
+ngx_uint_t ngx_http_dstack_host_models(ngx_http_request_t *r,
+    ngx_str_t *domain);
 
-/* openai.c: the model endpoint ("dstack_openai on") */
+/* openai.c: the model endpoint ("dstack_openai on", and the Host front
+ * door's gateway--<P>.<domain>): the project's models, from the host */
 ngx_int_t ngx_http_dstack_openai_access(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx);
 ngx_int_t ngx_http_dstack_openai_filter_init(ngx_conf_t *cf);
@@ -356,6 +366,11 @@ ngx_table_elt_t *ngx_http_dstack_find_out_header(ngx_http_request_t *r,
  * to answer (401, 403) */
 ngx_int_t ngx_http_dstack_auth(ngx_http_request_t *r, ngx_str_t *name,
     ngx_str_t *reason);
+/* may the request's token (token()'s) open the service keyed name: by
+ * itself (ds_token_allows), or as a user token of a member of the
+ * service's project: NGX_OK or NGX_DECLINED */
+ngx_int_t ngx_http_dstack_token_opens(ngx_http_request_t *r,
+    const ds_token_t *tok, const u_char *name, size_t len);
 /* the request's token: NGX_OK (*tok valid until state_end()),
  * NGX_DECLINED (no Authorization header) or 401 */
 ngx_int_t ngx_http_dstack_token(ngx_http_request_t *r,

@@ -1,5 +1,6 @@
 /*
- * The OpenAI-compatible endpoint ("dstack_openai on", on gateway.<domain>):
+ * The OpenAI-compatible endpoint ("dstack_openai on", on gateway.<domain>,
+ * and gateway--<project>.<domain> handed over by the Host front door):
  *
  *   OPTIONS *                   CORS preflight, answered here
  *   GET /v1/models[/<id>]       the models the caller may use and that
@@ -11,16 +12,31 @@
  *                               (auth, limits, balancer, metrics), its URI
  *                               moved under the service's model prefix
  *
+ * Each host serves its project's models only: main's on gateway.<domain>
+ * (and any other host of a "dstack_openai" location), project P's on
+ * gateway--P.<domain>, listed and routed by their plain names; a model
+ * of another project is answered as an unknown one.
+ *
  * Reading the body never blocks the worker: the access handler returns
  * NGX_DONE and the body handler re-runs the phases when it is complete.
  * Every answer of this endpoint carries Access-Control-Allow-Origin.
  */
 
 #include "ngx_http_dstack_module.h"
+#include "ds_host.h"
 #include "ds_json_scan.h"
 
 
 #define NGX_HTTP_DSTACK_V1  "/v1"
+
+/*
+ * The body limit of a project's model endpoint.  gateway--<P>.<domain>
+ * is answered by the "*.<domain>" location, whose client_body_buffer_size
+ * is sized for the services' streamed bodies (nginx's 16 KB by default),
+ * far below a chat's: there the body may go to nginx's temp file and is
+ * read back, up to this size (the shipped gateway.<domain>'s buffer).
+ */
+#define NGX_HTTP_DSTACK_MODEL_BODY_MAX  (4 * 1024 * 1024)
 
 
 typedef struct {
@@ -28,6 +44,7 @@ typedef struct {
     ds_txn_t                *txn;
     const ds_token_t        *tok;       /* NULL: anonymous */
     ngx_str_t                only;      /* one model, or all */
+    ngx_str_t                project;   /* the host's; empty: main */
     ngx_array_t             *models;    /* of ngx_http_dstack_model_t */
     ngx_int_t                rc;
 } ngx_http_dstack_models_ctx_t;
@@ -41,12 +58,16 @@ typedef struct {
 
 static ngx_int_t ngx_http_dstack_openai_dispatch(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx);
+static void ngx_http_dstack_openai_project(ngx_http_request_t *r,
+    ngx_str_t *project);
 static ngx_int_t ngx_http_dstack_openai_preflight(ngx_http_request_t *r);
 static ngx_int_t ngx_http_dstack_openai_read_body(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx);
 static void ngx_http_dstack_openai_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_dstack_openai_route(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx);
+static size_t ngx_http_dstack_openai_body_max(ngx_http_request_t *r,
+    ngx_uint_t *in_file);
 static ngx_int_t ngx_http_dstack_openai_body(ngx_http_request_t *r,
     ngx_str_t *body);
 static ngx_int_t ngx_http_dstack_openai_model_name(ngx_http_request_t *r,
@@ -152,6 +173,33 @@ ngx_http_dstack_openai_dispatch(ngx_http_request_t *r,
 }
 
 
+/* the project whose models the host serves: P of gateway--P.<domain>,
+ * else main (empty) */
+static void
+ngx_http_dstack_openai_project(ngx_http_request_t *r, ngx_str_t *project)
+{
+    size_t                       len, plen;
+    const char                  *name, *p;
+    ngx_str_t                   *host;
+    ngx_http_dstack_loc_conf_t  *dlcf;
+
+    dlcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_module);
+    host = &r->headers_in.server;
+
+    ngx_str_null(project);
+
+    if (ds_host_run_name((const char *) host->data, host->len,
+                         (const char *) dlcf->domain.data, dlcf->domain.len,
+                         &name, &len)
+        == DS_HOST_OK
+        && ds_host_gateway_project(name, len, &p, &plen))
+    {
+        project->data = (u_char *) p;
+        project->len = plen;
+    }
+}
+
+
 static ngx_int_t
 ngx_http_dstack_openai_preflight(ngx_http_request_t *r)
 {
@@ -210,21 +258,20 @@ static ngx_int_t
 ngx_http_dstack_openai_read_body(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx)
 {
-    ngx_int_t                  rc;
-    ngx_http_core_loc_conf_t  *clcf;
+    size_t      max;
+    ngx_int_t   rc;
+    ngx_uint_t  in_file;
 
-    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+    max = ngx_http_dstack_openai_body_max(r, &in_file);
 
-    if (r->headers_in.content_length_n > (off_t) clcf->client_body_buffer_size)
-    {
+    if (r->headers_in.content_length_n > (off_t) max) {
         ctx->done = 1;
         return ngx_http_dstack_openai_fail(r, ctx,
                                            NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
                                            "invalid_request_error",
                                            "request_too_large",
                                            "request body is larger than "
-                                           "%uz bytes",
-                                           clcf->client_body_buffer_size);
+                                           "%uz bytes", max);
     }
 
     r->request_body_in_single_buf = 1;
@@ -263,7 +310,7 @@ ngx_http_dstack_openai_route(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
 {
     int          found;
     ngx_int_t    rc;
-    ngx_str_t    body, model, service;
+    ngx_str_t    body, model, service, project;
     ds_err_t     err;
     ds_txn_t    *txn;
     ds_model_t   m;
@@ -294,7 +341,10 @@ ngx_http_dstack_openai_route(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
         return ngx_http_dstack_refuse_unavailable(r, ctx);
     }
 
-    found = ds_get_model(txn, (char *) model.data, model.len, &m, &err);
+    ngx_http_dstack_openai_project(r, &project);
+
+    found = ds_get_project_model(txn, (char *) project.data, project.len,
+                                 (char *) model.data, model.len, &m, &err);
 
     if (found != DS_OK) {
         ngx_http_dstack_state_end();
@@ -324,12 +374,40 @@ ngx_http_dstack_openai_route(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
 }
 
 
-/* the body as one buffer: NGX_DECLINED when it went to a temp file */
+/* the body limit, and whether a body in the temp file is read back: on
+ * a "dstack_openai" location its buffer, else (a project's host) the
+ * model endpoint's own */
+static size_t
+ngx_http_dstack_openai_body_max(ngx_http_request_t *r, ngx_uint_t *in_file)
+{
+    ngx_http_core_loc_conf_t    *clcf;
+    ngx_http_dstack_loc_conf_t  *dlcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+    dlcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_module);
+
+    *in_file = !dlcf->openai;
+
+    if (dlcf->openai) {
+        return clcf->client_body_buffer_size;
+    }
+
+    return ngx_max(clcf->client_body_buffer_size,
+                   NGX_HTTP_DSTACK_MODEL_BODY_MAX);
+}
+
+
+/* the body as one buffer: NGX_DECLINED when it is over the limit, or
+ * went to a temp file where that is not read back */
 static ngx_int_t
 ngx_http_dstack_openai_body(ngx_http_request_t *r, ngx_str_t *body)
 {
     u_char       *p;
-    size_t        len;
+    off_t         size;
+    size_t        len, max;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_uint_t    in_file;
     ngx_chain_t  *cl;
 
     ngx_str_null(body);
@@ -338,21 +416,33 @@ ngx_http_dstack_openai_body(ngx_http_request_t *r, ngx_str_t *body)
         return NGX_OK;
     }
 
-    if (r->request_body->temp_file) {
+    max = ngx_http_dstack_openai_body_max(r, &in_file);
+
+    if (r->request_body->temp_file && !in_file) {
         return NGX_DECLINED;
     }
 
     len = 0;
 
     for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        if (cl->buf->in_file) {
+        b = cl->buf;
+
+        if (b->in_file && !in_file) {
             return NGX_DECLINED;
         }
 
-        len += cl->buf->last - cl->buf->pos;
+        size = b->in_file ? b->file_last - b->file_pos : b->last - b->pos;
+
+        if (size < 0 || (size_t) size > max - len) {
+            return NGX_DECLINED;
+        }
+
+        len += (size_t) size;
     }
 
-    if (r->request_body->bufs->next == NULL) {
+    if (r->request_body->bufs->next == NULL
+        && !r->request_body->bufs->buf->in_file)
+    {
         body->data = r->request_body->bufs->buf->pos;
         body->len = len;
         return NGX_OK;
@@ -367,9 +457,26 @@ ngx_http_dstack_openai_body(ngx_http_request_t *r, ngx_str_t *body)
     body->len = len;
 
     for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (b->in_file) {
+            /* a file nginx has just written: in the page cache */
+            size = b->file_last - b->file_pos;
+            n = ngx_read_file(b->file, p, (size_t) size, b->file_pos);
+
+            if (n != (ssize_t) size) {
+                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                              "dstack model endpoint: cannot read the "
+                              "request body back from \"%V\"",
+                              &b->file->name);
+                return NGX_ERROR;
+            }
+
+            p += size;
+
         /* the last buffer of a chunked body is empty, its pos NULL */
-        if (cl->buf->last != cl->buf->pos) {
-            p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+        } else if (b->last != b->pos) {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
         }
     }
 
@@ -473,9 +580,10 @@ ngx_http_dstack_openai_rewrite(ngx_http_request_t *r, ds_str_t *prefix)
 
 
 /*
- * GET /v1/models: models of services the caller may use (all services
- * with auth off; with a token, those in its scope) that have a ready
- * replica.  A bad token is a 401 even here: clients should learn early.
+ * GET /v1/models: the host's project's models of services the caller may
+ * use (all services with auth off; with a token, those it opens, as
+ * auth.c decides) that have a ready replica.  A bad token is a 401 even
+ * here: clients should learn early.
  */
 static ngx_int_t
 ngx_http_dstack_openai_models(ngx_http_request_t *r,
@@ -497,6 +605,7 @@ ngx_http_dstack_openai_models(ngx_http_request_t *r,
     mc.r = r;
     mc.txn = txn;
     mc.only = *only;
+    ngx_http_dstack_openai_project(r, &mc.project);
 
     rc = ngx_http_dstack_token(r, &tok, &reason);
 
@@ -514,7 +623,9 @@ ngx_http_dstack_openai_models(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ds_foreach_model(txn, ngx_http_dstack_openai_collect, &mc, &err)
+    if (ds_foreach_project_model(txn, (char *) mc.project.data,
+                                 mc.project.len,
+                                 ngx_http_dstack_openai_collect, &mc, &err)
         != DS_OK)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -572,7 +683,10 @@ ngx_http_dstack_openai_collect(void *arg, const ds_model_t *m)
 
     if ((svc.flags & DS_SERVICE_AUTH)
         && (mc->tok == NULL
-            || !ds_token_allows(mc->tok, svc.name.data, svc.name.len)))
+            || ngx_http_dstack_token_opens(mc->r, mc->tok,
+                                           (const u_char *) svc.name.data,
+                                           svc.name.len)
+               != NGX_OK))
     {
         return 0;
     }

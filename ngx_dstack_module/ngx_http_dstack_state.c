@@ -75,12 +75,18 @@ typedef struct {
 #define ngx_http_dstack_cold(e)                                               \
     ((ngx_http_dstack_cold_service_t *) (uintptr_t) (e)->svc)
 
+/* a token, and for a user's token whether its user is a member of the
+ * project it last called a service of, at the member snapshot */
 typedef struct {
     uint64_t                snapshot;
     int                     rc;
     ds_token_t              tok;
     ds_buf_t                record;
     u_char                  hash[DS_TOKEN_HASH_LEN];
+    uint64_t                member_snapshot;    /* 0: none known */
+    int                     member_rc;          /* DS_OK, DS_NOTFOUND */
+    uint8_t                 member_plen;
+    u_char                  member_project[DS_NAME_MAX];
 } ngx_http_dstack_cached_token_t;
 
 
@@ -592,6 +598,7 @@ ngx_http_dstack_state_token(const u_char *hash, const ds_token_t **tok,
         || !ds_ct_equal(e->hash, hash, DS_TOKEN_HASH_LEN))
     {
         e->snapshot = 0;
+        e->member_snapshot = 0;
 
         if (ngx_http_dstack_state_renew(st, err) != DS_OK) {
             return NGX_ERROR;
@@ -614,6 +621,61 @@ ngx_http_dstack_state_token(const u_char *hash, const ds_token_t **tok,
     *tok = &e->tok;
 
     return NGX_OK;
+}
+
+
+/*
+ * Whether the user of a user token is a member of the project (any
+ * role): the token's cache entry keeps the answer for the snapshot, so
+ * that a user calling the services of one project reads the membership
+ * once per commit, and a removal or the user's deletion is seen at the
+ * first request after its commit.  tok is what state_token() returned
+ * in this request.  NGX_OK, NGX_DECLINED (not a member) or NGX_ERROR.
+ */
+ngx_int_t
+ngx_http_dstack_state_member(const ds_token_t *tok, const u_char *project,
+    size_t plen, ds_err_t *err)
+{
+    int                              rc;
+    ngx_uint_t                       i;
+    ds_member_t                      m;
+    ngx_http_dstack_state_t         *st = &ngx_http_dstack_st;
+    ngx_http_dstack_cached_token_t  *e;
+
+    i = ((ngx_uint_t) tok->hash[0] << 8 | tok->hash[1])
+        & (NGX_HTTP_DSTACK_TOKEN_SLOTS - 1);
+    e = &st->tokens[i];
+
+    /* the entry the token came from, still of this snapshot */
+    if (&e->tok != tok || e->snapshot == 0 || e->snapshot != st->snapshot
+        || plen > DS_NAME_MAX)
+    {
+        e = NULL;
+
+    } else if (e->member_snapshot == e->snapshot && e->member_plen == plen
+               && ngx_memcmp(e->member_project, project, plen) == 0)
+    {
+        return e->member_rc == DS_OK ? NGX_OK : NGX_DECLINED;
+    }
+
+    if (ngx_http_dstack_state_renew(st, err) != DS_OK) {
+        return NGX_ERROR;
+    }
+
+    rc = ds_get_member(st->txn, (const char *) project, plen,
+                       tok->user.data, tok->user.len, &m, err);
+    if (rc != DS_OK && rc != DS_NOTFOUND) {
+        return NGX_ERROR;
+    }
+
+    if (e != NULL) {
+        e->member_snapshot = e->snapshot;
+        e->member_rc = rc;
+        e->member_plen = (uint8_t) plen;
+        ngx_memcpy(e->member_project, project, plen);
+    }
+
+    return rc == DS_OK ? NGX_OK : NGX_DECLINED;
 }
 
 

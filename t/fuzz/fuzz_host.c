@@ -3,8 +3,9 @@
  * Host: the input is "<domain>\n<host>" (no newline: the host, for the
  * domain "gw.example").  Never reads outside either string (exact-size
  * copies), and its answer is right: DS_HOST_OK only for "<name>.<domain>"
- * with a valid run name, the name at the host's start; DS_HOST_BAD_NAME
- * only when the suffix is there and the label is not a run name.
+ * with a service key (a run name, or "<run>--<project>"), the name at the
+ * host's start; DS_HOST_BAD_NAME only when the suffix is there and the
+ * label is not one.
  */
 
 #include <stdint.h>
@@ -13,6 +14,38 @@
 
 #include "ds_host.h"
 #include "ds_state.h"
+
+
+/* the service key rule the long way: split at every "--" */
+static int
+service_key(const char *s, size_t n)
+{
+    size_t  i, parts, start;
+
+    if (n > DS_NAME_MAX) {
+        return 0;
+    }
+
+    parts = 0;
+    start = 0;
+
+    for (i = 0; i + 1 < n; i++) {
+        if (s[i] == '-' && s[i + 1] == '-') {
+            if (parts++ > 0 || !ds_valid_run_name(s, i)) {
+                return 0;
+            }
+            start = i + 2;
+        }
+    }
+
+    if (parts == 0) {
+        return ds_valid_run_name(s, n);
+    }
+
+    /* the project: a run name's rules, not ending in '-' (no "--" is
+     * left in it: parts is 1) */
+    return ds_valid_run_name(s + start, n - start) && s[n - 1] != '-';
+}
 
 
 static char *
@@ -61,13 +94,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     switch (rc) {
     case DS_HOST_OK:
         if (!suffix || name != host || len != label
-            || !ds_valid_run_name(name, len) || memchr(name, '.', len))
+            || !service_key(name, len) || memchr(name, '.', len))
         {
             abort();
         }
         break;
     case DS_HOST_BAD_NAME:
-        if (!suffix || ds_valid_run_name(host, label)) {
+        if (!suffix || service_key(host, label)) {
             abort();
         }
         break;

@@ -21,12 +21,22 @@
  *   {"op":"replicas","service":"a","replicas":[{"addr":"127.0.0.1:8001",
  *    "state":"ready|draining","version":1,"weight":1}]}
  *   {"op":"token","token":"<plain text>","name":"t1","admin":false,
- *    "all":false,"services":["a"],"expires":0,"created":0}
+ *    "all":false,"services":["a"],"expires":0,"created":0,
+ *    "user":"alice","project":"team"}
  *   {"op":"del_token","token":"<plain text>"}
+ *   {"op":"member","project":"team","user":"alice",
+ *    "role":"admin|manager|user"}
+ *   {"op":"del_member","project":"team","user":"alice"}
  *   {"op":"setting","key":"k","value":"v"}
  *   {"op":"cert","host":"a.test.local","cert":"<PEM>","key":"<PEM>",
  *    "not_after":0,"acme":false}
  *   {"op":"run","name":"a","doc":{...}}
+ *
+ * A token with "user" is that user's (DS_TOKEN_USER); "project" is a
+ * service token's project ("" or omitted: main), as is "project" of a
+ * member ("" or "main": main).  Services of a project are named
+ * "<run>--<project>".  The dump lists a project's models as
+ * "<project>/<model>", main's by their names.
  *
  * Omitted service fields take ds_service_init()'s defaults, except auth
  * (on unless "auth":false) and model_prefix ("/v1" when a model is set).
@@ -157,6 +167,22 @@ seed_str(seed_ctx_t *ctx, const cJSON *obj, const char *key, int required,
     }
 
     return 0;
+}
+
+
+/* "main" is spelled "" in records and keys (ds_state.h) */
+static void
+seed_main_project(ds_str_t *project)
+{
+    if (project->len == sizeof(DS_PROJECT_MAIN) - 1
+        && memcmp(project->data, DS_PROJECT_MAIN, project->len) == 0)
+    {
+        project->len = 0;
+    }
+
+    if (project->len == 0) {
+        project->data = "";
+    }
 }
 
 
@@ -542,7 +568,9 @@ seed_token(seed_ctx_t *ctx, const cJSON *op)
         || seed_bool(ctx, op, "all", &all) != 0
         || seed_uint(ctx, op, "expires", UINT64_MAX, &tok.expires) != 0
         || seed_uint(ctx, op, "created", UINT64_MAX, &created) != 0
-        || seed_array(ctx, op, "services", 0, &list) != 0)
+        || seed_array(ctx, op, "services", 0, &list) != 0
+        || seed_str(ctx, op, "user", 0, &tok.user) != 0
+        || seed_str(ctx, op, "project", 0, &tok.project) != 0)
     {
         return -1;
     }
@@ -551,10 +579,13 @@ seed_token(seed_ctx_t *ctx, const cJSON *op)
         return seed_fail(ctx, "\"token\" is empty");
     }
 
+    seed_main_project(&tok.project);
+
     ds_sha256(text, strlen(text), tok.hash);
     tok.created = created;
     tok.flags = (admin ? DS_TOKEN_ADMIN : 0)
-                | (all ? DS_TOKEN_ALL_SERVICES : 0);
+                | (all ? DS_TOKEN_ALL_SERVICES : 0)
+                | (tok.user.len ? DS_TOKEN_USER : 0);
 
     n = list ? cJSON_GetArraySize(list) : 0;
     if (n > DS_TOKEN_SCOPE_MAX) {
@@ -610,6 +641,84 @@ seed_del_token(seed_ctx_t *ctx, const cJSON *op)
 
     if (ds_del_token(ctx->txn, hash, &err) != DS_OK) {
         return seed_fail(ctx, "%s", err.msg);
+    }
+
+    return 0;
+}
+
+
+static int
+seed_member(seed_ctx_t *ctx, const cJSON *op)
+{
+    ds_err_t      err;
+    ds_str_t      project, user;
+    const char   *role;
+    ds_member_t   m;
+
+    memset(&project, 0, sizeof(project));
+    memset(&user, 0, sizeof(user));
+    memset(&m, 0, sizeof(m));
+    role = NULL;
+
+    if (seed_str(ctx, op, "project", 0, &project) != 0
+        || seed_str(ctx, op, "user", 1, &user) != 0
+        || seed_string(ctx, op, "role", 1, &role) != 0)
+    {
+        return -1;
+    }
+
+    seed_main_project(&project);
+
+    if (strcmp(role, "admin") == 0) {
+        m.role = DS_ROLE_ADMIN;
+
+    } else if (strcmp(role, "manager") == 0) {
+        m.role = DS_ROLE_MANAGER;
+
+    } else if (strcmp(role, "user") == 0) {
+        m.role = DS_ROLE_USER;
+
+    } else {
+        return seed_fail(ctx, "\"role\": \"%s\" is not admin, manager or "
+                         "user", role);
+    }
+
+    m.created = (uint64_t) time(NULL);
+
+    if (ds_put_member(ctx->txn, project.data, project.len, user.data,
+                      user.len, &m, &err)
+        != DS_OK)
+    {
+        return seed_fail(ctx, "%s", err.msg);
+    }
+
+    return 0;
+}
+
+
+static int
+seed_del_member(seed_ctx_t *ctx, const cJSON *op)
+{
+    int        rc;
+    ds_err_t   err;
+    ds_str_t   project, user;
+
+    memset(&project, 0, sizeof(project));
+    memset(&user, 0, sizeof(user));
+
+    if (seed_str(ctx, op, "project", 0, &project) != 0
+        || seed_str(ctx, op, "user", 1, &user) != 0)
+    {
+        return -1;
+    }
+
+    seed_main_project(&project);
+
+    rc = ds_del_member(ctx->txn, project.data, project.len, user.data,
+                       user.len, &err);
+    if (rc != DS_OK) {
+        return seed_fail(ctx, "%s", rc == DS_NOTFOUND ? "no such member"
+                                                       : err.msg);
     }
 
     return 0;
@@ -720,8 +829,10 @@ static const seed_op_t  seed_ops[] = {
     { "del_service", seed_del_service, "op name" },
     { "replicas", seed_replicas, "op service replicas" },
     { "token", seed_token,
-      "op token name admin all services expires created" },
+      "op token name admin all services expires created user project" },
     { "del_token", seed_del_token, "op token" },
+    { "member", seed_member, "op project user role" },
+    { "del_member", seed_del_member, "op project user" },
     { "setting", seed_setting, "op key value" },
     { "cert", seed_cert, "op host cert key not_after acme" },
     { "run", seed_run, "op name doc" },
@@ -1050,6 +1161,8 @@ dump_token(void *arg, const ds_token_t *tok)
     cJSON_AddStringToObject(o, "hash", hex);
     cJSON_AddBoolToObject(o, "admin", tok->flags & DS_TOKEN_ADMIN);
     cJSON_AddBoolToObject(o, "all", tok->flags & DS_TOKEN_ALL_SERVICES);
+    cJSON_AddItemToObject(o, "user", dump_str(tok->user));
+    cJSON_AddItemToObject(o, "project", dump_str(tok->project));
     list = cJSON_AddArrayToObject(o, "services");
 
     off = 0;
@@ -1075,7 +1188,9 @@ dump_token(void *arg, const ds_token_t *tok)
 static int
 dump_model(void *arg, const ds_model_t *m)
 {
+    char         key[2 * DS_NAME_MAX + 2];
     cJSON       *o;
+    ds_str_t     project;
     dump_ctx_t  *ctx;
 
     ctx = arg;
@@ -1086,7 +1201,16 @@ dump_model(void *arg, const ds_model_t *m)
     cJSON_AddStringToObject(o, "format", dump_format(m->format));
     cJSON_AddNumberToObject(o, "created", (double) m->created);
 
-    dump_add(ctx->obj, m->name, o);
+    ds_service_project(m->service.data, m->service.len, &project);
+
+    if (project.len == 0) {
+        dump_add(ctx->obj, m->name, o);
+        return 0;
+    }
+
+    snprintf(key, sizeof(key), "%.*s/%.*s", (int) project.len, project.data,
+             (int) m->name.len, m->name.data);
+    cJSON_AddItemToObject(ctx->obj, key, o);
     return 0;
 }
 

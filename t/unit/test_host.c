@@ -42,6 +42,33 @@ test_host(void **state)
         { "chat.gw.example", "gw.example", DS_HOST_OK, "chat" },
         { "my-app-2.gw.example", "gw.example", DS_HOST_OK, "my-app-2" },
 
+        /* a run of a project: one label, "<run>--<project>" */
+        { "web--team.gw.example", "gw.example", DS_HOST_OK, "web--team" },
+        { "my-app--team-2.gw.example", "gw.example", DS_HOST_OK,
+          "my-app--team-2" },
+        { "gateway--team.gw.example", "gw.example", DS_HOST_OK,
+          "gateway--team" },
+        /* a 41-byte run and a 20-byte project: 63 in all */
+        { "abcdefghijabcdefghijabcdefghijabcdefghija--"
+          "p1234567890123456789.gw.example", "gw.example", DS_HOST_OK,
+          "abcdefghijabcdefghijabcdefghijabcdefghija--"
+          "p1234567890123456789" },
+        { "abcdefghijabcdefghijabcdefghijabcdefghija--"
+          "p12345678901234567890.gw.example", "gw.example",
+          DS_HOST_BAD_NAME, NULL },
+        { "web--.gw.example", "gw.example", DS_HOST_BAD_NAME, NULL },
+        { "--team.gw.example", "gw.example", DS_HOST_BAD_NAME, NULL },
+        { "x--team.gw.example", "gw.example", DS_HOST_BAD_NAME, NULL },
+        { "web--team--x.gw.example", "gw.example", DS_HOST_BAD_NAME, NULL },
+        { "web---team.gw.example", "gw.example", DS_HOST_BAD_NAME, NULL },
+        { "web--Team.gw.example", "gw.example", DS_HOST_BAD_NAME, NULL },
+        { "web--te_am.gw.example", "gw.example", DS_HOST_BAD_NAME, NULL },
+        /* the project's own rules: a run name's, not ending in '-' */
+        { "web--2team.gw.example", "gw.example", DS_HOST_BAD_NAME, NULL },
+        { "web--t.gw.example", "gw.example", DS_HOST_BAD_NAME, NULL },
+        { "web--team-.gw.example", "gw.example", DS_HOST_BAD_NAME, NULL },
+        { "web--team.x.gw.example", "gw.example", DS_HOST_BAD_NAME, NULL },
+
         /* the domain itself, another domain, a suffix that is not a
          * label */
         { "gw.example", "gw.example", DS_HOST_NOT_OURS, NULL },
@@ -67,6 +94,47 @@ test_host(void **state)
         assert_int_equal(host(cases[i].host, cases[i].domain, n),
                          cases[i].rc);
         assert_string_equal(n, cases[i].name ? cases[i].name : "");
+    }
+}
+
+
+static void
+test_gateway_project(void **state)
+{
+    static const struct {
+        const char  *label;
+        int          ok;
+        const char  *project;
+    } cases[] = {
+        { "gateway", 1, "" },
+        { "gateway--team", 1, "team" },
+        { "gateway--t-2", 1, "t-2" },
+        { "gateway--2t", 0, NULL },
+        { "gateway--team-", 0, NULL },
+        { "gateway--", 0, NULL },
+        { "gateway-", 0, NULL },
+        { "gateway--a--b", 0, NULL },
+        { "gateway---a", 0, NULL },
+        { "gatewayx", 0, NULL },
+        { "gatewa", 0, NULL },
+        { "web--team", 0, NULL },
+        { "xgateway--team", 0, NULL },
+    };
+    size_t       i, plen;
+    const char  *p;
+
+    (void) state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        p = NULL;
+        plen = 99;
+        assert_int_equal(ds_host_gateway_project(cases[i].label,
+                                                 strlen(cases[i].label),
+                                                 &p, &plen),
+                         cases[i].ok);
+        if (cases[i].ok) {
+            assert_int_equal(plen, strlen(cases[i].project));
+            assert_memory_equal(p, cases[i].project, plen);
+        }
     }
 }
 
@@ -116,6 +184,7 @@ main(void)
 {
     const struct CMUnitTest  tests[] = {
         cmocka_unit_test(test_host),
+        cmocka_unit_test(test_gateway_project),
         cmocka_unit_test(test_token_cache),
     };
 

@@ -1414,6 +1414,148 @@ test_state_models(void **state)
 }
 
 
+static int count_model(void *arg, const ds_model_t *m);
+
+
+/* the services of the models one project's iteration gives, in order,
+ * separated by spaces */
+static int
+list_model(void *arg, const ds_model_t *m)
+{
+    char  *out = arg;
+
+    if (*out != '\0') {
+        strcat(out, " ");
+    }
+    strncat(out, m->name.data, m->name.len);
+    strcat(out, "@");
+    strncat(out, m->service.data, m->service.len);
+    return 0;
+}
+
+
+static void
+project_models(ds_txn_t *txn, const char *project, char *out)
+{
+    ds_err_t  err;
+
+    out[0] = '\0';
+    assert_int_equal(ds_foreach_project_model(txn, project, strlen(project),
+                                              list_model, out, &err),
+                     DS_OK);
+}
+
+
+/* a project's models are its own: the same name in two projects, each
+ * found by its project only, kept and removed with its service */
+static void
+test_state_project_models(void **state)
+{
+    int           n;
+    char          key[DS_MODEL_KEY_MAX], list[512];
+    ds_err_t      err;
+    ds_txn_t     *txn;
+    ds_model_t    m;
+    ds_state_t   *st;
+    ds_service_t  svc;
+
+    (void) state;
+
+    assert_int_equal(ds_model_key("", 0, "llama", 5, key), 5);
+    assert_memory_equal(key, "llama", 5);
+    assert_int_equal(ds_model_key("team", 4, "llama", 5, key), 10);
+    assert_memory_equal(key, "team\0llama", 10);
+    assert_int_equal(ds_model_key("", 0, "a\0b", 3, key), 0);
+    assert_int_equal(ds_model_key("t\0", 2, "ab", 2, key), 0);
+    assert_int_equal(ds_model_key("", 0, "", 0, key), 0);
+
+    st = open_writer();
+    txn = begin(st, 1);
+
+    simple_service(&svc, "web", "llama");
+    put_service(txn, &svc);
+    simple_service(&svc, "web--team", "llama");
+    put_service(txn, &svc);
+    simple_service(&svc, "chat--team", "mistral");
+    put_service(txn, &svc);
+    simple_service(&svc, "web--ops", "llama");
+    put_service(txn, &svc);
+    simple_service(&svc, "zz", "zeta");
+    put_service(txn, &svc);
+
+    assert_int_equal(ds_get_model(txn, "llama", 5, &m, &err), DS_OK);
+    assert_true(str_is(m.service, "web"));
+    assert_int_equal(ds_get_project_model(txn, "team", 4, "llama", 5, &m,
+                                          &err), DS_OK);
+    assert_true(str_is(m.name, "llama"));
+    assert_true(str_is(m.service, "web--team"));
+    assert_int_equal(ds_get_project_model(txn, "ops", 3, "llama", 5, &m,
+                                          &err), DS_OK);
+    assert_true(str_is(m.service, "web--ops"));
+
+    /* each project sees its own only; main's are the bare keys */
+    assert_int_equal(ds_get_model(txn, "mistral", 7, &m, &err),
+                     DS_NOTFOUND);
+    assert_int_equal(ds_get_project_model(txn, "ops", 3, "mistral", 7, &m,
+                                          &err), DS_NOTFOUND);
+    assert_int_equal(ds_get_project_model(txn, "nope", 4, "llama", 5, &m,
+                                          &err), DS_NOTFOUND);
+    /* a NUL in a name never reaches another project's key */
+    assert_int_equal(ds_get_model(txn, "team\0llama", 10, &m, &err),
+                     DS_NOTFOUND);
+
+    project_models(txn, "", list);
+    assert_string_equal(list, "llama@web zeta@zz");
+    project_models(txn, "team", list);
+    assert_string_equal(list, "llama@web--team mistral@chat--team");
+    project_models(txn, "ops", list);
+    assert_string_equal(list, "llama@web--ops");
+    project_models(txn, "te", list);
+    assert_string_equal(list, "");
+
+    n = 0;
+    assert_int_equal(ds_foreach_model(txn, count_model, &n, &err), DS_OK);
+    assert_int_equal(n, 5);
+
+    /* one model, one service of the project */
+    simple_service(&svc, "other--team", "llama");
+    assert_int_equal(ds_put_service(txn, &svc, &err), DS_EINVAL);
+    assert_msg(&err, "model \"llama\" is already served by service "
+               "\"web--team\"");
+
+    /* a model name with a NUL byte is refused */
+    simple_service(&svc, "nul", NULL);
+    svc.model.data = "a\0b";
+    svc.model.len = 3;
+    svc.model_prefix = S("/v1");
+    assert_int_equal(ds_put_service(txn, &svc, &err), DS_EINVAL);
+    assert_int_equal(ds_get_service(txn, "nul", 3, &svc, &err), DS_NOTFOUND);
+
+    /* a model change and a deletion touch the project's entry only */
+    simple_service(&svc, "web--team", "llama-2");
+    put_service(txn, &svc);
+    assert_int_equal(ds_get_project_model(txn, "team", 4, "llama", 5, &m,
+                                          &err), DS_NOTFOUND);
+    assert_int_equal(ds_get_project_model(txn, "team", 4, "llama-2", 7, &m,
+                                          &err), DS_OK);
+    assert_int_equal(ds_get_model(txn, "llama", 5, &m, &err), DS_OK);
+
+    assert_int_equal(ds_del_service(txn, "web--ops", 8, &err), DS_OK);
+    assert_int_equal(ds_get_project_model(txn, "ops", 3, "llama", 5, &m,
+                                          &err), DS_NOTFOUND);
+    assert_int_equal(ds_get_model(txn, "llama", 5, &m, &err), DS_OK);
+    assert_true(str_is(m.service, "web"));
+
+    assert_int_equal(ds_del_service(txn, "web", 3, &err), DS_OK);
+    assert_int_equal(ds_get_model(txn, "llama", 5, &m, &err), DS_NOTFOUND);
+    project_models(txn, "team", list);
+    assert_string_equal(list, "llama-2@web--team mistral@chat--team");
+    commit(txn);
+
+    ds_state_close(st);
+}
+
+
 /* ---- LMDB: replicas ---------------------------------------------------- */
 
 static void
@@ -2106,6 +2248,8 @@ main(int argc, char **argv)
                                         dir_teardown),
         cmocka_unit_test_setup_teardown(test_state_uid_slot, dir_setup,
                                         dir_teardown),
+        cmocka_unit_test_setup_teardown(test_state_project_models,
+                                        dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_state_models, dir_setup,
                                         dir_teardown),
         cmocka_unit_test_setup_teardown(test_state_replicas, dir_setup,
