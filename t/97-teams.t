@@ -352,14 +352,22 @@ is(api('admin', 'POST', '/api/secrets/get', { name => 'SAME' })
 is(api('admin', 'POST', "/api/secrets/get$T", { name => 'SAME' })
     ->{json}{value}, 'in-team', 'team\'s SAME holds team\'s value');
 
-# each run's replicas get their own project's value
-sub environ_of {
+# each run's replicas get their own project's value: GREETING in the
+# environment of the replica's process, once it has one (the process
+# may still be setting up when the run first shows its pid)
+sub greeting_of {
     my ($path) = @_;
-    my $run = wait_for($path, sub {
-        grep { $_->{pid} && $_->{status} eq 'running' } @{ $_[0]{replicas} }
-    }, 60) or return '';
-    my ($rep) = grep { $_->{pid} } @{ $run->{replicas} };
-    return DsTest::_slurp("/proc/$rep->{pid}/environ") // '';
+    my $g;
+    DsTest::wait_until(sub {
+        my $r = api('admin', 'GET', "/api/runs/$path");
+        for my $rep (@{ $r->{json}{replicas} || [] }) {
+            next unless $rep->{pid};
+            my $env = DsTest::_slurp("/proc/$rep->{pid}/environ") // '';
+            ($g) = $env =~ /(?:^|\0)GREETING=([^\0]*)/ and return 1;
+        }
+        return 0;
+    }, timeout => 60, interval => 0.1);
+    return $g // '(none)';
 }
 my $senv = spec(env => { GREETING => '${{ secrets.SAME }}' });
 st('admin', 'POST', '/api/runs/apply',
@@ -368,10 +376,8 @@ st('admin', 'POST', '/api/runs/apply',
 st('bob', 'POST', "/api/runs/apply$T",
     { spec => $senv, name => 'senv', code => $code }, 201,
     'a run of team naming secrets.SAME');
-like(environ_of('senv'), qr/(?:^|\0)GREETING=in-main\0/,
-    'main\'s replica has main\'s value');
-like(environ_of("senv$T"), qr/(?:^|\0)GREETING=in-team\0/,
-    'team\'s replica has team\'s value');
+is(greeting_of('senv'), 'in-main', 'main\'s replica has main\'s value');
+is(greeting_of("senv$T"), 'in-team', 'team\'s replica has team\'s value');
 st('admin', 'POST', '/api/secrets/set', { name => 'ONLYMAIN', value => 'm' },
     201, 'a secret of main alone');
 $r = st('bob', 'POST', "/api/runs/plan$T",
