@@ -296,6 +296,12 @@ for my $who (qw(admin alice)) {
 }
 st('dave', 'GET', "/api/runs$T", undef, 404,
     'dave, removed again, no longer sees team');
+$r = api('alice', 'GET', '/api/projects');
+my ($tp) = grep { $_->{name} eq 'team' } @{ $r->{json}{projects} || [] };
+is(join(',', map { "$_->{user}:$_->{role}" }
+    sort { $a->{user} cmp $b->{user} } @{ $tp->{members} || [] }),
+    'alice:admin,bob:manager,carol:user',
+    'the refused member changes changed nothing');
 
 # ---- the gateway -------------------------------------------------------
 
