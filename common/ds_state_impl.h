@@ -118,6 +118,13 @@ int ds_raw_put(ds_txn_t *txn, int db, const void *key, size_t klen,
     const void *val, size_t vlen, ds_err_t *err);
 int ds_raw_del(ds_txn_t *txn, int db, const void *key, size_t klen,
     ds_err_t *err);
+/* iteration (ds_state_read.c): fn returns DS_OK to go on, 1 to stop, or
+ * an error; ds_each_kv_db calls cb with the raw key and value */
+typedef int (*ds_each_fn)(void *ctx, const MDB_val *k, const MDB_val *v,
+    ds_err_t *err);
+int ds_each(ds_txn_t *txn, int db, ds_each_fn fn, void *ctx, ds_err_t *err);
+int ds_each_kv_db(ds_txn_t *txn, int db, ds_kv_cb cb, void *arg,
+    ds_err_t *err);
 int ds_name_key_ok(int db, const char *name, size_t len, size_t max,
     ds_err_t *err);
 int ds_need_write(ds_txn_t *txn, const char *what, ds_err_t *err);

@@ -163,14 +163,11 @@ ds_get_model(ds_txn_t *txn, const char *name, size_t len, ds_model_t *m,
 
 /* ---- iteration --------------------------------------------------------- */
 
-typedef int (*ds_each_fn)(void *ctx, const MDB_val *k, const MDB_val *v,
-    ds_err_t *err);
-
 /*
  * Calls fn for each record of db in key order; fn returns DS_OK to go
  * on, 1 to stop, or an error.
  */
-static int
+int
 ds_each(ds_txn_t *txn, int db, ds_each_fn fn, void *ctx, ds_err_t *err)
 {
     int             rc;
@@ -312,6 +309,17 @@ ds_each_kv(void *ctx, const MDB_val *k, const MDB_val *v, ds_err_t *err)
     val.len = (uint32_t) v->mv_size;
 
     return ec->cb.kv(ec->arg, &key, &val) ? 1 : DS_OK;
+}
+
+
+int
+ds_each_kv_db(ds_txn_t *txn, int db, ds_kv_cb cb, void *arg, ds_err_t *err)
+{
+    ds_each_ctx_t  ec;
+
+    ec.cb.kv = cb;
+    ec.arg = arg;
+    return ds_each(txn, db, ds_each_kv, &ec, err);
 }
 
 

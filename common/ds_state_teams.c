@@ -129,65 +129,53 @@ ds_del_member(ds_txn_t *txn, const char *project, size_t plen,
 }
 
 
+struct ds_member_each {
+    ds_member_cb    cb;
+    void           *arg;
+};
+
+
+static int
+ds_member_each(void *ctx, const MDB_val *k, const MDB_val *v, ds_err_t *err)
+{
+    struct ds_member_each  *me = ctx;
+    const char             *key, *nul;
+    ds_str_t                project, user;
+    ds_member_t             m;
+
+    key = k->mv_data;
+    nul = memchr(key, '\0', k->mv_size);
+
+    if (nul == NULL || nul == key + k->mv_size - 1) {
+        ds_err_set(err, "members: a key without project and user");
+        return DS_EINVAL;
+    }
+
+    if (ds_member_decode(v->mv_data, v->mv_size, &m, err) != DS_OK) {
+        return DS_EINVAL;
+    }
+
+    project.data = key;
+    project.len = (uint32_t) (nul - key);
+    user.data = nul + 1;
+    user.len = (uint32_t) (k->mv_size - project.len - 1);
+
+    return me->cb(me->arg, &project, &user, &m) ? 1 : DS_OK;
+}
+
+
 int
 ds_foreach_member(ds_txn_t *txn, ds_member_cb cb, void *arg, ds_err_t *err)
 {
-    int           rc;
-    MDB_val       k, v;
-    MDB_cursor   *c;
-    const char   *key, *nul;
-    ds_str_t      project, user;
-    ds_member_t   m;
-    MDB_cursor_op op;
+    struct ds_member_each  me;
 
     if (txn->st->no_members) {
         return DS_OK;
     }
 
-    rc = mdb_cursor_open(txn->txn, txn->st->dbi[DS_DB_MEMBERS], &c);
-    if (rc != 0) {
-        return ds_mdb_err(err, rc, "cannot open a cursor on \"members\"");
-    }
-
-    for (op = MDB_FIRST; /* void */; op = MDB_NEXT) {
-        rc = mdb_cursor_get(c, &k, &v, op);
-
-        if (rc == MDB_NOTFOUND) {
-            rc = DS_OK;
-            break;
-        }
-
-        if (rc != 0) {
-            rc = ds_mdb_err(err, rc, "cannot iterate over \"members\"");
-            break;
-        }
-
-        key = k.mv_data;
-        nul = memchr(key, '\0', k.mv_size);
-
-        if (nul == NULL || nul == key + k.mv_size - 1) {
-            ds_err_set(err, "members: a key without project and user");
-            rc = DS_EINVAL;
-            break;
-        }
-
-        rc = ds_member_decode(v.mv_data, v.mv_size, &m, err);
-        if (rc != DS_OK) {
-            break;
-        }
-
-        project.data = key;
-        project.len = (uint32_t) (nul - key);
-        user.data = nul + 1;
-        user.len = (uint32_t) (k.mv_size - project.len - 1);
-
-        if (cb(arg, &project, &user, &m) != 0) {
-            break;
-        }
-    }
-
-    mdb_cursor_close(c);
-    return rc;
+    me.cb = cb;
+    me.arg = arg;
+    return ds_each(txn, DS_DB_MEMBERS, ds_member_each, &me, err);
 }
 
 
@@ -275,49 +263,10 @@ int
 ds_foreach_team_doc(ds_txn_t *txn, int kind, ds_kv_cb cb, void *arg,
     ds_err_t *err)
 {
-    int           db, rc;
-    MDB_val       k, v;
-    MDB_cursor   *c;
-    ds_str_t      key, val;
-    MDB_cursor_op op;
-
     if (kind < DS_DOCS_USERS || kind > DS_DOCS_AUDIT) {
         ds_err_set(err, "no team documents of kind %d", kind);
         return DS_EINVAL;
     }
 
-    db = ds_team_dbs[kind];
-
-    rc = mdb_cursor_open(txn->txn, txn->st->dbi[db], &c);
-    if (rc != 0) {
-        return ds_mdb_err(err, rc, "cannot open a cursor on \"%s\"",
-                          ds_db_names[db]);
-    }
-
-    for (op = MDB_FIRST; /* void */; op = MDB_NEXT) {
-        rc = mdb_cursor_get(c, &k, &v, op);
-
-        if (rc == MDB_NOTFOUND) {
-            rc = DS_OK;
-            break;
-        }
-
-        if (rc != 0) {
-            rc = ds_mdb_err(err, rc, "cannot iterate over \"%s\"",
-                            ds_db_names[db]);
-            break;
-        }
-
-        key.data = k.mv_data;
-        key.len = (uint32_t) k.mv_size;
-        val.data = v.mv_data;
-        val.len = (uint32_t) v.mv_size;
-
-        if (cb(arg, &key, &val) != 0) {
-            break;
-        }
-    }
-
-    mdb_cursor_close(c);
-    return rc;
+    return ds_each_kv_db(txn, ds_team_dbs[kind], cb, arg, err);
 }

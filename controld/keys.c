@@ -44,6 +44,7 @@
 #include "config.h"
 #include "keys.h"
 #include "log.h"
+#include "pem.h"
 #include "store.h"
 #include "util.h"
 
@@ -140,38 +141,6 @@ secrets_key_read(const char *path, unsigned char *key, char *err, size_t n)
 }
 
 
-static X509 *
-pem_cert(const char *path)
-{
-    FILE  *fp;
-    X509  *x;
-
-    fp = fopen(path, "r");
-    if (fp == NULL) {
-        return NULL;
-    }
-    x = PEM_read_X509(fp, NULL, NULL, NULL);
-    fclose(fp);
-    return x;
-}
-
-
-static EVP_PKEY *
-pem_key(const char *path)
-{
-    FILE      *fp;
-    EVP_PKEY  *k;
-
-    fp = fopen(path, "r");
-    if (fp == NULL) {
-        return NULL;
-    }
-    k = PEM_read_PrivateKey(fp, NULL, NULL, NULL);
-    fclose(fp);
-    return k;
-}
-
-
 /*
  * The CA of state_dir: 0, 1 when ca.crt or ca.key is missing (tls.c
  * would make a new CA), -1 with why.
@@ -188,9 +157,8 @@ ca_load(X509 **x, EVP_PKEY **k, char *err, size_t n)
     if (access(crt, F_OK) != 0 || access(key, F_OK) != 0) {
         return 1;
     }
-    *x = pem_cert(crt);
-    *k = pem_key(key);
-    ERR_clear_error();
+    *x = pem_read_cert(crt);
+    *k = pem_read_key(key);
     if (*x == NULL || *k == NULL || X509_check_private_key(*x, *k) != 1) {
         snprintf(err, n, "%s", *x == NULL
                  ? "tls/ca.crt is not a PEM certificate"
@@ -416,23 +384,6 @@ keys_publish(void)
 
 /* ---- export and import -------------------------------------------------- */
 
-static char *
-bio_text(BIO *bio, size_t *len)
-{
-    char  *data, *out;
-    long   n;
-
-    n = BIO_get_mem_data(bio, &data);
-    out = malloc((size_t) n + 1);
-    if (out != NULL) {
-        memcpy(out, data, (size_t) n);
-        out[n] = '\0';
-        *len = (size_t) n;
-    }
-    return out;
-}
-
-
 int
 keys_export(const char *file, int force)
 {
@@ -476,7 +427,7 @@ keys_export(const char *file, int force)
     OPENSSL_cleanse(key, sizeof(key));
     X509_free(x);
     EVP_PKEY_free(k);
-    text = ok ? bio_text(bio, &len) : NULL;
+    text = ok ? pem_bio_text(bio, &len) : NULL;
     BIO_free(bio);
     if (text == NULL) {
         fprintf(stderr, "dstack-controld: --keys-export: cannot encode the "
@@ -670,70 +621,20 @@ keys_parse(const char *text, size_t len, struct keys_file *kf, char *err,
 static char *
 keys_read(const char *file, size_t *len, char *err, size_t n)
 {
-    struct stat  sb;
-    char        *buf;
-    ssize_t      r;
-    int          fd;
+    char  *buf;
 
-    fd = open(file, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(err, n, "%s", strerror(errno));
-        return NULL;
+    buf = read_file(file, FILE_MAX, len);
+    if (buf == NULL) {
+        if (errno == EINVAL || errno == EFBIG) {
+            snprintf(err, n, "not a regular file of at most %d bytes",
+                     FILE_MAX);
+        } else if (errno == EIO) {
+            snprintf(err, n, "cannot read it");
+        } else {
+            snprintf(err, n, "%s", strerror(errno));
+        }
     }
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size > FILE_MAX)
-    {
-        close(fd);
-        snprintf(err, n, "not a regular file of at most %d bytes",
-                 FILE_MAX);
-        return NULL;
-    }
-    buf = xcalloc(1, (size_t) sb.st_size + 1);
-    r = read(fd, buf, (size_t) sb.st_size);
-    close(fd);
-    if (r != sb.st_size) {
-        free(buf);
-        snprintf(err, n, "cannot read it");
-        return NULL;
-    }
-    *len = (size_t) r;
     return buf;
-}
-
-
-static int
-keys_write_pem(const char *path, int (*wr)(BIO *, void *), void *obj,
-    unsigned mode)
-{
-    BIO     *bio;
-    char    *text;
-    size_t   len;
-    int      rc;
-
-    bio = BIO_new(BIO_s_mem());
-    text = bio != NULL && wr(bio, obj) ? bio_text(bio, &len) : NULL;
-    BIO_free(bio);
-    if (text == NULL) {
-        errno = ENOMEM;
-        return -1;
-    }
-    rc = write_file_atomic(path, text, len, mode);
-    OPENSSL_cleanse(text, len);
-    free(text);
-    return rc;
-}
-
-
-static int
-wr_key(BIO *b, void *k)
-{
-    return PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL);
-}
-
-
-static int
-wr_crt(BIO *b, void *x)
-{
-    return PEM_write_bio_X509(b, x);
 }
 
 
@@ -750,11 +651,11 @@ keys_install(struct keys_file *kf, int ca, int secret, char *err, size_t n)
     }
     if (ca) {
         fmt(path, sizeof(path), "%s/ca.key", dir);
-        if (keys_write_pem(path, wr_key, kf->ca_key, 0600) != 0) {
+        if (pem_save(path, pem_write_key, kf->ca_key, 0600) != 0) {
             goto fail;
         }
         fmt(path, sizeof(path), "%s/ca.crt", dir);
-        if (keys_write_pem(path, wr_crt, kf->ca, 0644) != 0) {
+        if (pem_save(path, pem_write_cert, kf->ca, 0644) != 0) {
             goto fail;
         }
         /* signed by the CA replaced: the next leader makes one anew */

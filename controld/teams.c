@@ -406,6 +406,45 @@ teams_body(const cJSON *body, const char *const *fields, int nreq,
 }
 
 
+/*
+ * A new document of kind, named name (409 when one exists; what names
+ * the kind in the message), with admin_of's membership as the project's
+ * admin when not NULL: 0 or an HTTP status with a message.
+ */
+static int
+teams_put_new(int kind, const char *name, const char *doc,
+    const char *admin_of, const char *what, char *err, size_t n)
+{
+    ds_txn_t          *txn;
+    struct store_txn  *t;
+    int                exists;
+
+    txn = teams_read(err, n);
+    if (txn == NULL) {
+        return 500;
+    }
+    exists = teams_exists(txn, kind, name);
+    ds_txn_abort(txn);
+    if (exists) {
+        snprintf(err, n, "name: a %s named \"%s\" exists", what, name);
+        return 409;
+    }
+
+    t = store_begin(err, n);
+    if (t == NULL) {
+        return 500;
+    }
+    store_put_team_doc(t, kind, name, doc);
+    if (admin_of != NULL) {
+        store_put_member(t, name, admin_of, DS_ROLE_ADMIN);
+    }
+    if (store_end(t) != STORE_OK) {
+        return store_unpublished() ? 503 : 500;
+    }
+    return 0;
+}
+
+
 int
 teams_project_create(const struct caller *c, const cJSON *body,
     cJSON **answer, char *err, size_t n)
@@ -413,9 +452,8 @@ teams_project_create(const struct caller *c, const cJSON *body,
     static const char *const  fields[] = { "name", NULL };
     const char               *v[1];
     ds_txn_t                 *txn;
-    struct store_txn         *t;
     char                     *doc;
-    int                       rc, exists;
+    int                       rc;
 
     rc = teams_body(body, fields, 1, v, err, n);
     if (rc != 0) {
@@ -428,27 +466,12 @@ teams_project_create(const struct caller *c, const cJSON *body,
         return 400;
     }
 
-    txn = teams_read(err, n);
-    if (txn == NULL) {
-        return 500;
-    }
-    exists = teams_exists(txn, DS_DOCS_PROJECTS, v[0]);
-    ds_txn_abort(txn);
-    if (exists) {
-        snprintf(err, n, "name: a project named \"%s\" exists", v[0]);
-        return 409;
-    }
-
-    t = store_begin(err, n);
-    if (t == NULL) {
-        return 500;
-    }
     doc = teams_new_doc(v[0], NULL, NULL, c->user);
-    store_put_team_doc(t, DS_DOCS_PROJECTS, v[0], doc);
+    rc = teams_put_new(DS_DOCS_PROJECTS, v[0], doc, c->user, "project", err,
+                       n);
     free(doc);
-    store_put_member(t, v[0], c->user, DS_ROLE_ADMIN);
-    if (store_end(t) != STORE_OK) {
-        return store_unpublished() ? 503 : 500;
+    if (rc != 0) {
+        return rc;
     }
     log_info("project \"%s\": created by user \"%s\"", v[0], c->user);
 
@@ -853,11 +876,10 @@ teams_user_create(const struct caller *c, const cJSON *body,
 {
     static const char *const  fields[] = { "name", "global_role", NULL };
     const char               *v[2];
-    ds_txn_t                 *txn;
     struct store_txn         *t;
     cJSON                    *tok = NULL;
     char                     *doc;
-    int                       rc, exists, admin;
+    int                       rc, admin;
 
     if (!c->global_admin) {
         snprintf(err, n, "only a global admin creates users");
@@ -881,27 +903,12 @@ teams_user_create(const struct caller *c, const cJSON *body,
     }
     admin = v[1] != NULL && strcmp(v[1], "admin") == 0;
 
-    txn = teams_read(err, n);
-    if (txn == NULL) {
-        return 500;
-    }
-    exists = teams_exists(txn, DS_DOCS_USERS, v[0]);
-    ds_txn_abort(txn);
-    if (exists) {
-        snprintf(err, n, "name: a user named \"%s\" exists", v[0]);
-        return 409;
-    }
-
-    t = store_begin(err, n);
-    if (t == NULL) {
-        return 500;
-    }
     doc = teams_new_doc(v[0], "global_role", admin ? "admin" : "user",
                         c->user);
-    store_put_team_doc(t, DS_DOCS_USERS, v[0], doc);
+    rc = teams_put_new(DS_DOCS_USERS, v[0], doc, NULL, "user", err, n);
     free(doc);
-    if (store_end(t) != STORE_OK) {
-        return store_unpublished() ? 503 : 500;
+    if (rc != 0) {
+        return rc;
     }
 
     rc = tokens_create_user(v[0], admin, NULL, 0, &tok, err, n);

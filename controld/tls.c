@@ -49,6 +49,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "pem.h"
 #include "run.h"
 #include "store.h"
 #include "tls.h"
@@ -104,109 +105,6 @@ tls_ssl_error(const char *what)
 
 
 /* ---- PEM in and out --------------------------------------------------- */
-
-static char *
-pem_of(int (*write)(BIO *, void *), void *obj, size_t *len)
-{
-    BIO    *bio;
-    char   *data, *out;
-    long    n;
-
-    bio = BIO_new(BIO_s_mem());
-    if (bio == NULL || !write(bio, obj)) {
-        BIO_free(bio);
-        return NULL;
-    }
-    n = BIO_get_mem_data(bio, &data);
-    out = malloc((size_t) n + 1);
-    if (out != NULL) {
-        memcpy(out, data, (size_t) n);
-        out[n] = '\0';
-        *len = (size_t) n;
-    }
-    BIO_free(bio);
-    return out;
-}
-
-
-static int
-write_x509(BIO *b, void *x)
-{
-    return PEM_write_bio_X509(b, x);
-}
-
-
-static int
-write_key(BIO *b, void *k)
-{
-    return PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL);
-}
-
-
-static char *
-read_file(const char *path, size_t *len)
-{
-    FILE    *fp;
-    char    *buf;
-    long     n;
-
-    fp = fopen(path, "r");
-    if (fp == NULL) {
-        return NULL;
-    }
-    if (fseek(fp, 0, SEEK_END) != 0 || (n = ftell(fp)) < 0
-        || n > (long) DS_PEM_MAX || fseek(fp, 0, SEEK_SET) != 0)
-    {
-        fclose(fp);
-        errno = EFBIG;
-        return NULL;
-    }
-    buf = xcalloc(1, (size_t) n + 1);
-    if (fread(buf, 1, (size_t) n, fp) != (size_t) n) {
-        free(buf);
-        fclose(fp);
-        errno = EIO;
-        return NULL;
-    }
-    fclose(fp);
-    *len = (size_t) n;
-    return buf;
-}
-
-
-static X509 *
-load_x509(const char *path)
-{
-    FILE  *fp;
-    X509  *x;
-
-    fp = fopen(path, "r");
-    if (fp == NULL) {
-        return NULL;
-    }
-    x = PEM_read_X509(fp, NULL, NULL, NULL);
-    fclose(fp);
-    ERR_clear_error();
-    return x;
-}
-
-
-static EVP_PKEY *
-load_key(const char *path)
-{
-    FILE      *fp;
-    EVP_PKEY  *k;
-
-    fp = fopen(path, "r");
-    if (fp == NULL) {
-        return NULL;
-    }
-    k = PEM_read_PrivateKey(fp, NULL, NULL, NULL);
-    fclose(fp);
-    ERR_clear_error();
-    return k;
-}
-
 
 /*
  * A private key is for controld and nginx's master (root) alone: one
@@ -337,25 +235,17 @@ make_cert(EVP_PKEY *key, X509 *ca, EVP_PKEY *ca_key, const char *cn,
 
 
 static int
-save_pem(const char *path, int (*write)(BIO *, void *), void *obj,
-    unsigned mode)
+save_pem(const char *path, pem_writer_t write, void *obj, unsigned mode)
 {
-    char    *pem;
-    size_t   len;
-    int      rc;
+    int  rc;
 
-    pem = pem_of(write, obj, &len);
-    if (pem == NULL) {
+    rc = pem_save(path, write, obj, mode);
+    if (rc == -2) {
         tls_ssl_error(path);
-        return -1;
-    }
-    rc = write_file_atomic(path, pem, len, mode);
-    if (rc != 0) {
+    } else if (rc != 0) {
         log_warn("tls: cannot write %s", path);
     }
-    OPENSSL_cleanse(pem, len);
-    free(pem);
-    return rc;
+    return rc == 0 ? 0 : -1;
 }
 
 
@@ -368,8 +258,8 @@ local_ca(X509 **ca, EVP_PKEY **ca_key)
     fmt(crt, sizeof(crt), "%s/ca.crt", tls_dir);
     fmt(key, sizeof(key), "%s/ca.key", tls_dir);
 
-    *ca = load_x509(crt);
-    *ca_key = load_key(key);
+    *ca = pem_read_cert(crt);
+    *ca_key = pem_read_key(key);
     if (*ca != NULL && *ca_key != NULL) {
         return 0;
     }
@@ -388,8 +278,8 @@ local_ca(X509 **ca, EVP_PKEY **ca_key)
         EVP_PKEY_free(*ca_key);
         return -1;
     }
-    if (save_pem(key, write_key, *ca_key, 0600) != 0
-        || save_pem(crt, write_x509, *ca, 0644) != 0)
+    if (save_pem(key, pem_write_key, *ca_key, 0600) != 0
+        || save_pem(crt, pem_write_cert, *ca, 0644) != 0)
     {
         X509_free(*ca);
         EVP_PKEY_free(*ca_key);
@@ -465,9 +355,9 @@ local_publish(void)
     fmt(key, sizeof(key), "%s/gateway.key", tls_dir);
     fmt(wild, sizeof(wild), "*.%s", conf->domain);
 
-    c = read_file(crt, &clen);
-    k = read_file(key, &klen);
-    x = load_x509(crt);
+    c = read_file(crt, DS_PEM_MAX, &clen);
+    k = read_file(key, DS_PEM_MAX, &klen);
+    x = pem_read_cert(crt);
     if (c == NULL || k == NULL || x == NULL) {
         log_warn("tls: cannot read %s", c ? key : crt);
         free(c);
@@ -514,8 +404,8 @@ local_init(void)
     fmt(crt, sizeof(crt), "%s/gateway.crt", tls_dir);
     fmt(keyp, sizeof(keyp), "%s/gateway.key", tls_dir);
 
-    leaf = load_x509(crt);
-    key = load_key(keyp);
+    leaf = pem_read_cert(crt);
+    key = pem_read_key(keyp);
     if (leaf != NULL && key != NULL && leaf_current(leaf)
         && X509_check_private_key(leaf, key) == 1)
     {
@@ -547,8 +437,8 @@ local_init(void)
         tls_ssl_error("gateway certificate");
         goto done;
     }
-    if (save_pem(keyp, write_key, key, 0600) != 0
-        || save_pem(crt, write_x509, leaf, 0644) != 0)
+    if (save_pem(keyp, pem_write_key, key, 0600) != 0
+        || save_pem(crt, pem_write_cert, leaf, 0644) != 0)
     {
         goto done;
     }
@@ -710,7 +600,7 @@ acme_failure(const struct tls_host *h, int status, char *buf, size_t n)
     size_t  len;
 
     acme_log_path(h, path, sizeof(path));
-    text = read_file(path, &len);
+    text = read_file(path, DS_PEM_MAX, &len);
     if (text == NULL) {
         fmt(buf, n, "%s exited with status %d", conf->tls.client, status);
         return;
@@ -763,9 +653,9 @@ acme_collect(struct tls_host *h)
     fmt(key, sizeof(key), "%s/private/%s/key.pem", acme_dir,
         h->host[0] == '*' ? h->host + 2 : h->host);
 
-    c = read_file(crt, &clen);
-    k = read_file(key, &klen);
-    x = load_x509(crt);
+    c = read_file(crt, DS_PEM_MAX, &clen);
+    k = read_file(key, DS_PEM_MAX, &klen);
+    x = pem_read_cert(crt);
     rc = -1;
     if (c == NULL || k == NULL || x == NULL) {
         fmt(h->error, sizeof(h->error), "cannot read %s: %s",

@@ -256,6 +256,45 @@ valid_hex_hash(const char *s)
 }
 
 
+char *
+read_file(const char *path, size_t max, size_t *len)
+{
+    struct stat  sb;
+    char        *buf;
+    ssize_t      r;
+    int          fd, e;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return NULL;
+    }
+    if (fstat(fd, &sb) != 0) {
+        e = errno;
+    } else if (!S_ISREG(sb.st_mode)) {
+        e = EINVAL;
+    } else if ((uintmax_t) sb.st_size > max) {
+        e = EFBIG;
+    } else {
+        e = 0;
+    }
+    if (e != 0) {
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    buf = xcalloc(1, (size_t) sb.st_size + 1);
+    r = read(fd, buf, (size_t) sb.st_size);
+    close(fd);
+    if (r != sb.st_size) {
+        free(buf);
+        errno = EIO;
+        return NULL;
+    }
+    *len = (size_t) r;
+    return buf;
+}
+
+
 int
 write_file_atomic(const char *path, const char *data, size_t len,
     unsigned mode)

@@ -22,6 +22,10 @@ long long parse_duration_ms(const char *s);
 int proc_start_time(pid_t pid, unsigned long long *start);
 void hex_encode(const uint8_t *in, size_t n, char *out);
 int valid_hex_hash(const char *s);
+/* a regular file of at most max bytes, whole and NUL-terminated
+ * (malloc'd); NULL with errno: open's, EFBIG when it is larger, EINVAL
+ * when it is not a regular file, EIO when it could not be read whole */
+char *read_file(const char *path, size_t max, size_t *len);
 /* writes a file atomically (tmp + rename) with mode */
 int write_file_atomic(const char *path, const char *data, size_t len,
     unsigned mode);

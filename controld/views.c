@@ -100,6 +100,18 @@ replica_to_api(const struct replica *rep, const char *resources)
 static void
 run_model_url(const struct run *r, char *buf, size_t n)
 {
+    const char  *host;
+    size_t       at;
+
+    /* a project's models are on gateway--<project>.<domain> */
+    host = strstr(conf->gateway_url, "://gateway.");
+    if (r->project[0] != '\0' && host != NULL) {
+        at = (size_t) (host - conf->gateway_url) + strlen("://gateway");
+        fmt(buf, n, "%.*s" DS_PROJECT_SEP "%s%s%s", (int) at,
+            conf->gateway_url, r->project, conf->gateway_url + at,
+            r->spec.model.prefix ? r->spec.model.prefix : "");
+        return;
+    }
     fmt(buf, n, "%s%s", conf->gateway_url,
         r->spec.model.prefix ? r->spec.model.prefix : "");
 }

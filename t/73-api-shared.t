@@ -20,6 +20,7 @@ use warnings;
 use lib 't/lib';
 use DsTest;
 use DsStack;
+use DsShared;
 use POSIX qw(:sys_wait_h);
 use Test::More;
 
@@ -59,27 +60,8 @@ for my $c (
 
 # ---- nginx: the shipped snippet, on this test's ports ----------------------------
 
-my $tls = DsTest::free_port();
-my $domain = $t->domain;
-my $port = $t->port;
-my $certs = $t->dir . '/certs';
-mkdir $certs;
-DsTest::make_ca($certs, 'dstack test CA');
-DsTest::make_leaf($certs, 'gw', "DNS:gateway.$domain", 'IP:127.0.0.1');
-
-my $conf = DsTest::_slurp("$DsTest::REPO/conf/nginx/dstack-api-shared.conf");
-$conf =~ s/^\s*server 10\.0\.0\.11:8181 max_fails=0;\n\s*server 10\.0\.0\.12:8181 max_fails=0;\n/    server 127.0.0.1:$pa max_fails=0;\n    server 127.0.0.1:$pb max_fails=0;\n/m
-    or die 't/73: the snippet\'s upstream changed shape';
-$conf =~ s/listen 443 ssl http2;/listen 127.0.0.1:$tls ssl http2;/
-    or die 't/73: the snippet\'s listen 443 changed shape';
-$conf =~ s/^\s*listen \[::\]:(443 ssl http2|80);\n//mg;
-$conf =~ s/^(\s*)listen 80;/$1listen 127.0.0.1:$port;/m
-    or die 't/73: the snippet\'s listen 80 changed shape';
-$conf =~ s{/var/lib/dstack/state/tls/gateway\.(crt|key)}{$certs/gw.$1}g;
-$conf =~ s/example\.com/$domain/g;
-$conf =~ s{/etc/dstack/nginx/}{$DsTest::REPO/conf/nginx/}g;
-die "t/73: the snippet still names a production path or address"
-    if $conf =~ m{/var/lib/dstack|/etc/dstack|10\.0\.0\.|\b443\b};
+my $snip = DsShared::api_snippet($t, [$pa, $pb], http => $t->port);
+my ($tls, $certs, $conf) = @$snip{qw(tls certs conf)};
 
 # a server that answers a 503 in other shapes, for dstackctl
 my $odd = DsTest::free_port();

@@ -21,7 +21,7 @@ use lib 't/lib';
 use DsTest;
 use DsStack;
 use DsPg;
-use Digest::SHA qw(sha256_hex);
+use DsShared;
 use IO::Socket::UNIX;
 use Socket qw(SOCK_DGRAM);
 use File::Path qw(make_path);
@@ -29,129 +29,15 @@ use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(time sleep);
 use Test::More;
 
-plan(skip_all => 'build/dstack-controld not built')
-    unless -x DsStack::controld_path();
-DsPg::need();
-
 my $LEASE = 3;                          # seconds: the tests wait on it
 
-my $t = DsTest->new(seed_empty => 0);
+# the controlds: one directory each, one replicas_dir
+my ($t, $pg, $sh) = DsShared::cluster(lease => $LEASE,
+    password => 'pw-never-logged');
 my $dir = $t->dir;
-my $pg = DsPg->new($dir);
-my $uri = $pg->uri(password => 'pw-never-logged');
+my $uri = $sh->uri;
 my $domain = $t->domain;
-my $port = $t->port;
-
-# ---- the controlds: one directory each, one replicas_dir ----------------
-
-my %CTL;
-
-sub ctl_conf {
-    my ($name, %o) = @_;
-    my $d = "$dir/$name";
-    my $role = $o{role} // 'controller';
-    my $state = $o{state} // "$d/state";
-    my $u = $o{uri} // $uri;
-    my $sq = $o{stats} // '';
-    my $text = <<"EOF";
-state_dir: $state
-domain: $domain
-api_socket: $d/api.sock
-stats_url: http://127.0.0.1:@{[ $t->stats_port ]}/stats$sq
-replicas_dir: $dir/replicas
-service_url: "http://{name}.$domain:$port"
-gateway_url: "http://gateway.$domain:$port"
-client_config: $d/client.yml
-log_level: debug
-state: $u
-instance: $name
-role: $role
-leader_lease: ${LEASE}s
-EOF
-    $text .= $o{extra} // '';
-    make_path($d, "$dir/replicas");
-    DsTest::_write("$d/controld.yml", $text);
-    return "$d/controld.yml";
-}
-
-sub ctl_start {
-    my ($name, %o) = @_;
-    my $conf = ctl_conf($name, %o);
-    my $d = "$dir/$name";
-    my $pid = fork // die "fork: $!";
-    if (!$pid) {
-        open STDIN, '<', '/dev/null';
-        open STDOUT, '>>', "$d/controld.log" or POSIX::_exit(127);
-        open STDERR, '>>', "$d/controld.log" or POSIX::_exit(127);
-        my $env = $t->_san_env;
-        $ENV{$_} = $env->{$_} for keys %$env;
-        $ENV{DOCKER_HOST} = "unix://$d/no-engine.sock";
-        exec DsStack::controld_path(), '-d', '-f', $conf
-            or POSIX::_exit(127);
-    }
-    $CTL{$name} = { pid => $pid, dir => $d };
-    my $ok = DsTest::wait_until(sub {
-        return -1 if waitpid($pid, WNOHANG) == $pid;
-        return ctl_log($name) =~ /following: state/ ? 1 : 0;
-    }, timeout => 20);
-    die "controld $name did not follow:\n" . ctl_log($name)
-        unless $ok && $ok != -1;
-    return $pid;
-}
-
-sub ctl_log { DsTest::_slurp("$dir/$_[0]/controld.log") }
-
-# waits for the exit of a controld; returns its exit status, or undef
-sub ctl_wait {
-    my ($name, $timeout) = @_;
-    my $c = $CTL{$name} or return undef;
-    my $st;
-    DsTest::wait_until(sub {
-        my $w = waitpid($c->{pid}, WNOHANG);
-        $st = $? if $w == $c->{pid};
-        return $w != 0;
-    }, timeout => $timeout // 15) or return undef;
-    delete $CTL{$name};
-    return $st;
-}
-
-sub ctl_stop {
-    my ($name, $sig) = @_;
-    my $c = $CTL{$name} or return;
-    kill $sig // 'TERM', $c->{pid};
-    my $st = ctl_wait($name);
-    return $st if defined $st;
-    kill 'KILL', $c->{pid};
-    waitpid($c->{pid}, 0);
-    delete $CTL{$name};
-    return $?;
-}
-
-# a DsStack on a controller's API socket, with the first admin token
 my $admin;
-sub api_of {
-    my $name = shift;
-    my $s = DsStack->new($t);
-    $s->{dir} = "$dir/$name";
-    $s->{admin_token} = $admin;
-    return $s;
-}
-
-# the gateway's follower: the LMDB nginx reads, the module's notices
-sub gw_start {
-    # the same nginx's stats under another URL: a source of its own
-    ctl_start('gw', role => 'gateway', state => $t->state, stats => '?gw',
-        extra => "notify_socket: $dir/gw/notify.sock\n");
-}
-
-sub leader { scalar $pg->value('select instance from dstack_leader') }
-
-# the module's answer through the gateway's LMDB, with a token
-sub gw_get {
-    my ($run, $token) = @_;
-    return $t->get($run, '/',
-        $token ? (headers => [Authorization => "Bearer $token"]) : ());
-}
 
 # ---- bad settings --------------------------------------------------------
 
@@ -190,7 +76,7 @@ $pg->rows('create table dstack_schema (version int not null); '
     . 'insert into dstack_schema values (99)', db => 'newer');
 {
     (my $newer = $uri) =~ s{/dstack$}{/newer};
-    ctl_conf('old', uri => $newer);
+    $sh->conf('old', uri => $newer);
     my $pid = fork // die;
     if (!$pid) {
         open STDOUT, '>', "$dir/old/controld.log";
@@ -203,10 +89,11 @@ $pg->rows('create table dstack_schema (version int not null); '
     is($? >> 8, 1, 'with status 1');
     my $msg = 'state: database schema is version 99, this dstack-controld '
         . 'knows up to 2; upgrade dstack-controld';
-    like(ctl_log('old'), qr/\Q$msg\E/,
+    like($sh->log_text('old'), qr/\Q$msg\E/,
         'saying which versions and what to do');
-    unlike(ctl_log('old'), qr/pw-never-logged/, 'the password is not logged');
-    like(ctl_log('old'), qr{postgresql://postgres:\*\*\*\@127\.0\.0\.1},
+    unlike($sh->log_text('old'), qr/pw-never-logged/,
+        'the password is not logged');
+    like($sh->log_text('old'), qr{postgresql://postgres:\*\*\*\@127\.0\.0\.1},
         'the URI is, with *** for the password');
 }
 
@@ -214,7 +101,7 @@ $pg->rows('create table dstack_schema (version int not null); '
 
 {
     my $closed = DsTest::free_port();
-    ctl_conf('early', uri => "postgresql://postgres:pw-never-logged\@"
+    $sh->conf('early', uri => "postgresql://postgres:pw-never-logged\@"
         . "127.0.0.1:$closed/dstack");
     my $pid = fork // die;
     if (!$pid) {
@@ -225,8 +112,9 @@ $pg->rows('create table dstack_schema (version int not null); '
     sleep 3;
     ok(waitpid($pid, WNOHANG) == 0, 'no database at start: controld waits '
         . 'for it (does not exit)');
-    my @lines = ctl_log('early') =~ /^.*\[warn\] state: cannot connect.*$/mg;
-    is(scalar @lines, 1, 'and says so once') or diag ctl_log('early');
+    my @lines = $sh->log_text('early')
+        =~ /^.*\[warn\] state: cannot connect.*$/mg;
+    is(scalar @lines, 1, 'and says so once') or diag $sh->log_text('early');
     like($lines[0] // '', qr/retrying every second/, 'saying it retries');
     ok(!-e "$dir/early/api.sock", 'no API without the database');
     kill 'TERM', $pid;
@@ -242,14 +130,15 @@ make_path("$dir/ctl-a");
 $t->seed([{ op => 'token', token => $legacy, name => 'legacy',
     admin => JSON::PP::false, services => ['web'] }],
     state => "$dir/ctl-a/state");
-ctl_start('ctl-a');
-ok(DsTest::wait_until(sub { (leader() // '') eq 'ctl-a' }, timeout => 10),
+$sh->start('ctl-a');
+ok(DsTest::wait_until(sub { ($sh->leader // '') eq 'ctl-a' }, timeout => 10),
     'the first controller leads');
 ok(DsTest::wait_until(sub { -S "$dir/ctl-a/api.sock"
     && -s "$dir/ctl-a/client.yml" }, timeout => 10), 'and serves its API');
-($admin) = DsTest::_slurp("$dir/ctl-a/client.yml") =~ /^token:\s*(\S+)/m;
+$admin = $sh->admin_token('ctl-a');
 my $empty = "the database was empty: published this instance's state";
-like(ctl_log('ctl-a'), qr/\Q$empty\E \(\S+\), \d+ records, as revision 1/,
+like($sh->log_text('ctl-a'),
+    qr/\Q$empty\E \(\S+\), \d+ records, as revision 1/,
     'the first leader publishes its embedded state');
 is($pg->value('select version from dstack_schema'), 2,
     'the schema was created (version 2)');
@@ -259,32 +148,31 @@ is(scalar $pg->rows("select 1 from pg_tables where tablename in "
     'with its tables');
 
 # the cluster's keys (t/83-shared-keys.t): the standby needs them to lead
-for my $k (['ctl-a', '--keys-export'], ['ctl-b', '--keys-import']) {
-    ctl_conf($k->[0]);
-    my ($krc, $kout, $kerr) = DsTest::_run([DsStack::controld_path(), '-f',
-        "$dir/$k->[0]/controld.yml", $k->[1], "$dir/cluster.keys"]);
-    is($krc, 0, "$k->[1]: exit 0") or diag $kerr;
-}
-ctl_start('ctl-b');
-gw_start();
+is($_->{rc}, 0, "$_->{what}: exit 0") or diag $_->{err}
+    for $sh->share_keys('ctl-a', 'ctl-b');
+$sh->start('ctl-b');
+# the gateway's follower; the same nginx's stats under another URL: a
+# source of its own
+$sh->gw_start(stats_query => '?gw');
 sleep 1.5;
 ok(!-e "$dir/ctl-b/api.sock", 'the standby serves no API');
 my $rebuilt = 'did not mirror this database';
-like(ctl_log('ctl-b'), qr/\Q$rebuilt\E \(revision \d+ there\): rebuilt/,
+like($sh->log_text('ctl-b'), qr/\Q$rebuilt\E \(revision \d+ there\): rebuilt/,
     'a new follower loads the mirror whole');
 ok(!-e "$dir/gw/api.sock", 'neither does the gateway');
-is(leader(), 'ctl-a', 'the first still leads');
+is($sh->leader, 'ctl-a', 'the first still leads');
 is_deeply([$pg->rows('select instance, role from dstack_instances '
     . 'order by instance')],
     ['ctl-a|controller', 'ctl-b|controller', 'gw|gateway'],
     'every instance has its row');
-ok(DsTest::wait_until(sub { ctl_log('ctl-a') =~ /stats: reading 2 sources/ },
-    timeout => 5), 'the leader reads the stats the gateway registered');
+ok(DsTest::wait_until(sub {
+    $sh->log_text('ctl-a') =~ /stats: reading 2 sources/ }, timeout => 5),
+    'the leader reads the stats the gateway registered');
 is(scalar $pg->rows("select 1 from dstack_instances where "
     . "seen > now() - interval '3 seconds'"), 3, 'seen in the last seconds');
 
 $t->start;
-my $sa = api_of('ctl-a');
+my $sa = $sh->api_of('ctl-a');
 my $netns = $sa->network eq 'netns';
 my $n = $netns ? 2 : 1;
 my $code = $sa->upload($sa->app_files);
@@ -301,10 +189,10 @@ ok(DsTest::wait_until(sub { "@{[ $sa->run_pids('web') ]}" eq "@procs" },
     timeout => 5), 'the processes are the replicas the API names')
     or diag "api: @procs; /proc: @{[ $sa->run_pids('web') ]}";
 
-ok(DsTest::wait_until(sub { gw_get('web', $admin)->{status} == 200 },
+ok(DsTest::wait_until(sub { $sh->gw_get('web', $admin)->{status} == 200 },
     timeout => 10), 'the service answers through the gateway\'s LMDB');
-is(gw_get('web')->{status}, 401, 'and wants a token there');
-is(gw_get('web', $legacy)->{status}, 200,
+is($sh->gw_get('web')->{status}, 401, 'and wants a token there');
+is($sh->gw_get('web', $legacy)->{status}, 200,
     'the embedded state\'s token is honoured on the gateway');
 
 # a token: created on the leader, honoured on the gateway
@@ -313,7 +201,7 @@ $r = $sa->api('POST', '/api/tokens', json => { name => 'reader',
     scope => 'services', services => ['web'] });
 is($r->{status}, 201, 'token create: 201') or diag $r->{body};
 my $reader = $r->{json}{token};
-ok(DsTest::wait_until(sub { gw_get('web', $reader)->{status} == 200 },
+ok(DsTest::wait_until(sub { $sh->gw_get('web', $reader)->{status} == 200 },
     timeout => 5, interval => 0.005), 'the gateway honours the new token');
 my $lat = time - $t0;
 # more of them, for a figure: the API's answer to nginx honouring it
@@ -323,7 +211,7 @@ for my $i (1 .. 5) {
     my $x = $sa->api('POST', '/api/tokens', json => { name => "lat-$i",
         scope => 'services', services => ['web'] });
     my $tok = $x->{json}{token} // next;
-    DsTest::wait_until(sub { gw_get('web', $tok)->{status} == 200 },
+    DsTest::wait_until(sub { $sh->gw_get('web', $tok)->{status} == 200 },
         timeout => 5, interval => 0.002) or next;
     push @lat, time - $t0;
 }
@@ -334,7 +222,7 @@ diag(sprintf('token create -> gateway LMDB -> nginx over %d: min %.0f, '
     $lat[@lat / 2] * 1000, $lat[-1] * 1000));
 $r = $sa->api('DELETE', '/api/tokens/reader');
 is($r->{status}, 200, 'token revoke: 200');
-ok(DsTest::wait_until(sub { gw_get('web', $reader)->{status} == 401 },
+ok(DsTest::wait_until(sub { $sh->gw_get('web', $reader)->{status} == 401 },
     timeout => 5), 'the gateway refuses it once revoked');
 my $gw_rev = $pg->value("select rev from dstack_instances where "
     . "instance = 'gw'");
@@ -348,7 +236,7 @@ my $note = IO::Socket::UNIX->new(Type => SOCK_DGRAM,
     Peer => "$dir/gw/notify.sock");
 ok($note && $note->send("hold web\n"), 'a hold notice to the gateway');
 $t0 = time;
-ok(DsTest::wait_until(sub { ctl_log('ctl-a') =~
+ok(DsTest::wait_until(sub { $sh->log_text('ctl-a') =~
     /a gateway holds a request for "web"/ }, timeout => 2, interval => 0.005),
     'reaches the leader through the database');
 diag(sprintf('hold notice gateway -> leader: %.0f ms (with the log poll)',
@@ -358,15 +246,15 @@ diag(sprintf('hold notice gateway -> leader: %.0f ms (with the log poll)',
 
 my $load = $sa->start_load('web', headers => { Authorization =>
     "Bearer $admin" });
-kill 'KILL', $CTL{'ctl-a'}{pid};
+kill 'KILL', $sh->pid('ctl-a');
 $t0 = time;
-ctl_wait('ctl-a');
-ok(DsTest::wait_until(sub { (leader() // '') eq 'ctl-b' }, timeout => 10,
+$sh->wait_exit('ctl-a');
+ok(DsTest::wait_until(sub { ($sh->leader // '') eq 'ctl-b' }, timeout => 10,
     interval => 0.05), 'kill -9 of the leader: the standby leads');
 my $took = time - $t0;
 cmp_ok($took, '<', 10, sprintf('within 10 s (%.2f s)', $took));
 diag(sprintf('takeover after kill -9: %.2f s', $took));
-my $sb = api_of('ctl-b');
+my $sb = $sh->api_of('ctl-b');
 ok(DsTest::wait_until(sub { -S "$dir/ctl-b/api.sock" }, timeout => 5),
     'the new leader serves its API');
 $run = $sb->wait_ready('web', $n, timeout => 20);
@@ -374,44 +262,44 @@ ok($run, 'and sees the run ready') or diag explain $sb->last_run;
 is_deeply({ map { $_->{num} => $_->{pid} } @{ $run->{replicas} || [] } },
     \%pid, 'the same replica processes, adopted');
 my $p0 = $pid{0} // 'none';
-like(ctl_log('ctl-b'), qr/adopted replica 0 v1 \(pid $p0,/,
+like($sh->log_text('ctl-b'), qr/adopted replica 0 v1 \(pid $p0,/,
     'the new leader says it adopted them');
 sleep 0.5;
 is_deeply([$sb->run_pids('web')], \@procs, 'no replica was started twice');
 my $mid = $sa->stop_load($load);
 is_deeply($mid->{failed}, [], "no request failed across the takeover "
     . "($mid->{total})") or diag explain $mid;
-is(gw_get('web', $admin)->{status}, 200, 'the service keeps answering');
+is($sh->gw_get('web', $admin)->{status}, 200, 'the service keeps answering');
 
 # ---- SIGSTOP of the leader ------------------------------------------------
 
-ctl_start('ctl-a');
-kill 'STOP', $CTL{'ctl-b'}{pid};
+$sh->start('ctl-a');
+kill 'STOP', $sh->pid('ctl-b');
 $t0 = time;
-ok(DsTest::wait_until(sub { (leader() // '') eq 'ctl-a' },
+ok(DsTest::wait_until(sub { ($sh->leader // '') eq 'ctl-a' },
     timeout => $LEASE + 6, interval => 0.05),
     'SIGSTOP of the leader: the standby leads');
 $took = time - $t0;
 cmp_ok($took, '<', $LEASE + 2, sprintf('within the lease + 2 s (%.2f s)',
     $took));
 diag(sprintf('takeover after SIGSTOP (lease %d s): %.2f s', $LEASE, $took));
-like(ctl_log('ctl-a'), qr/leader ctl-b has not renewed its lease/,
+like($sh->log_text('ctl-a'), qr/leader ctl-b has not renewed its lease/,
     'it says why it took over');
-$sa = api_of('ctl-a');
+$sa = $sh->api_of('ctl-a');
 ok($sa->wait_ready('web', $n, timeout => 20), 'the run is ready again');
 sleep 1;
 my $before = $pg->value('select rev from dstack_leader');
-my $logpos = length ctl_log('ctl-b');
-kill 'CONT', $CTL{'ctl-b'}{pid};
-my $st = ctl_wait('ctl-b', 10);
+my $logpos = length $sh->log_text('ctl-b');
+kill 'CONT', $sh->pid('ctl-b');
+my $st = $sh->wait_exit('ctl-b', 10);
 ok(defined $st, 'SIGCONT: the former leader exits');
 is(($st // 0) >> 8, 1, 'with status 1');
-my $after_log = substr(ctl_log('ctl-b'), $logpos);
+my $after_log = substr($sh->log_text('ctl-b'), $logpos);
 like($after_log, qr/lease lost: not renewed for \d+ ms/,
     'saying its lease was lost');
 unlike($after_log, qr/published revision/, 'it published nothing');
 my %a_published = map { $_ => 1 }
-    ctl_log('ctl-a') =~ /published revision (\d+) /g;
+    $sh->log_text('ctl-a') =~ /published revision (\d+) /g;
 my @late = $pg->rows("select distinct rev from dstack_records where rev > "
     . "$before order by rev");
 is_deeply([grep { !$a_published{$_} } @late], [],
@@ -422,7 +310,7 @@ is_deeply([$sa->run_pids('web')], \@procs, 'the replicas still the same');
 # ---- PostgreSQL stopped ---------------------------------------------------
 
 $pg->stop;
-is(gw_get('web', $admin)->{status}, 200,
+is($sh->gw_get('web', $admin)->{status}, 200,
     'database down: the gateway serves its last state');
 $r = $sa->api('POST', '/api/tokens', json => { name => 'down',
     scope => 'admin' });
@@ -440,33 +328,33 @@ my $ok = DsTest::wait_until(sub {
     return $x->{status} == 201 ? $x->{json}{token} : 0;
 }, timeout => 15, interval => 0.2);
 ok($ok, 'after the restart the leader writes again');
-ok(DsTest::wait_until(sub { gw_get('web', $ok)->{status} == 200 },
+ok(DsTest::wait_until(sub { $sh->gw_get('web', $ok)->{status} == 200 },
     timeout => 5), 'and the change reaches the gateway');
-like(ctl_log('gw'), qr/the database \S+ is back/,
+like($sh->log_text('gw'), qr/the database \S+ is back/,
     'the gateway says the database is back');
-unlike(ctl_log($_), qr/pw-never-logged/, "$_ never logs the password")
+unlike($sh->log_text($_), qr/pw-never-logged/, "$_ never logs the password")
     for qw(ctl-a gw);
 
 # ---- a follower killed and restarted ----------------------------------------
 
 my $gw_before = $pg->value("select rev from dstack_instances where "
     . "instance = 'gw'");
-my $lead = leader();
-my $leadpos = length ctl_log($lead);
-ctl_stop('gw', 'KILL');
+my $lead = $sh->leader;
+my $leadpos = length $sh->log_text($lead);
+$sh->stop('gw', 'KILL');
 ok(DsTest::wait_until(sub {
-    substr(ctl_log($lead), $leadpos) =~ /stats: reading 1 source\b/ },
+    substr($sh->log_text($lead), $leadpos) =~ /stats: reading 1 source\b/ },
     timeout => $LEASE + 4), 'a gateway no longer seen drops out of the sums');
 $r = $sa->api('POST', '/api/tokens', json => { name => 'while-down',
     scope => 'services', services => ['web'] });
 is($r->{status}, 201, 'a token made while the gateway\'s follower is down');
 my $wd = $r->{json}{token};
-is(gw_get('web', $wd)->{status}, 401, 'not on the gateway yet');
-$logpos = length ctl_log('gw');
-gw_start();
-ok(DsTest::wait_until(sub { gw_get('web', $wd)->{status} == 200 },
+is($sh->gw_get('web', $wd)->{status}, 401, 'not on the gateway yet');
+$logpos = length $sh->log_text('gw');
+$sh->gw_start(stats_query => '?gw');
+ok(DsTest::wait_until(sub { $sh->gw_get('web', $wd)->{status} == 200 },
     timeout => 5), 'the restarted follower catches up');
-my $again = substr(ctl_log('gw'), $logpos);
+my $again = substr($sh->log_text('gw'), $logpos);
 like($again, qr/following \S+ at revision \d+/, 'it follows again');
 unlike($again, qr/did not mirror/,
     'from its own revision (no rebuild of the mirror)');
@@ -478,30 +366,11 @@ $r = $sa->stop('web', abort => 1);
 is($r->{status}, 200, 'stop the run');
 ok(DsTest::wait_until(sub { !$sa->run_pids('web') }, timeout => 20),
     'its replicas are gone');
-ok(DsTest::wait_until(sub { gw_get('web', $admin)->{status} == 404 },
+ok(DsTest::wait_until(sub { $sh->gw_get('web', $admin)->{status} == 404 },
     timeout => 5), 'and out of the gateway\'s routing');
-is(ctl_stop($_), 0, "$_: SIGTERM, exit 0") for sort keys %CTL;
+is($sh->stop($_), 0, "$_: SIGTERM, exit 0") for $sh->names;
 
 $pg->stop;
 $t->allow_log(qr/connect\(\) failed/, qr/no live upstreams/);
 $t->done;
 
-END {
-    for my $c (values %CTL) {
-        kill 'KILL', $c->{pid};
-        waitpid($c->{pid}, 0);
-    }
-    if ($dir && opendir(my $d, '/proc')) {
-        my @left;
-        for my $pid (grep { /^\d+$/ } readdir $d) {
-            my $cwd = readlink("/proc/$pid/cwd") // next;
-            push @left, $pid if index($cwd, "$dir/replicas/") == 0;
-        }
-        kill 'KILL', @left if @left;
-    }
-    if ($uri && opendir(my $d, '/var/run/netns')) {
-        my $tag = substr(sha256_hex($uri), 0, 4);
-        system('ip', 'netns', 'del', $_)
-            for grep { /^dstack-\Q$tag\E-/ } readdir $d;
-    }
-}

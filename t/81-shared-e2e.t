@@ -29,8 +29,7 @@ use DsTest;
 use DsStack;
 use DsCli;
 use DsPg;
-use File::Path qw(make_path);
-use POSIX qw(:sys_wait_h);
+use DsShared;
 use Time::HiRes qw(time sleep);
 use Test::More;
 
@@ -84,120 +83,37 @@ my $uri = $pg->uri(password => 'pw-never-logged');
 
 # ---- the API server of dstack-api-shared.conf on gateway 1's nginx -------------
 
-my ($pa, $pb, $tls) = map { DsTest::free_port() } 1 .. 3;
-my $certs = "$dir/certs";
-mkdir $certs;
-DsTest::make_ca($certs, 'dstack test CA');
-DsTest::make_leaf($certs, 'gw', "DNS:gateway.$domain", 'IP:127.0.0.1');
-my $conf = DsTest::_slurp("$DsTest::REPO/conf/nginx/dstack-api-shared.conf");
-$conf =~ s/^\s*server 10\.0\.0\.11:8181 max_fails=0;\n\s*server 10\.0\.0\.12:8181 max_fails=0;\n/    server 127.0.0.1:$pa max_fails=0;\n    server 127.0.0.1:$pb max_fails=0;\n/m
-    or die 't/81: the snippet\'s upstream changed shape';
-$conf =~ s/listen 443 ssl http2;/listen 127.0.0.1:$tls ssl http2;/
-    or die 't/81: the snippet\'s listen 443 changed shape';
-$conf =~ s/^\s*listen \[::\]:(443 ssl http2|80);\n//mg;
-$conf =~ s/^\s*listen 80;\n.*//ms;       # the plain-HTTP server: not here
-$conf =~ s{/var/lib/dstack/state/tls/gateway\.(crt|key)}{$certs/gw.$1}g;
-$conf =~ s/example\.com/$domain/g;
-$conf =~ s{/etc/dstack/nginx/}{$DsTest::REPO/conf/nginx/}g;
-$conf =~ s/\n\s*server \{\s*\z/\n/;
-die "t/81: the snippet still names a production path or address"
-    if $conf =~ m{/var/lib/dstack|/etc/dstack|10\.0\.0\.|\b443\b};
-$t->write_conf(http => $conf);
+my ($pa, $pb) = map { DsTest::free_port() } 1 .. 2;
+my $api = DsShared::api_snippet($t, [$pa, $pb]);
+my ($tls, $certs) = @$api{qw(tls certs)};
+$t->write_conf(http => $api->{conf});
 my $c = DsCli->new($t, no_gateway_server => 1);
 
 # ---- the controlds ----------------------------------------------------------
 
-my %CTL;
+my $sh = DsShared->new($t, $pg, lease => $LEASE, uri => $uri,
+    gateway_url => "https://gateway.$domain");
 
-sub ctl_conf {
-    my ($name, %o) = @_;
-    my $d = "$dir/$name";
-    my $text = "state_dir: " . ($o{state} // "$d/state") . "\n" . <<"EOF";
-domain: $domain
-api_socket: $d/api.sock
-stats_url: http://127.0.0.1:$o{stats}/stats
-replicas_dir: $dir/replicas
-service_url: "http://{name}.$domain:@{[ $t->port ]}"
-gateway_url: "https://gateway.$domain"
-client_config: $d/client.yml
-log_level: debug
-state: @{[ $o{uri} // $uri ]}
-instance: $name
-role: @{[ $o{role} // 'controller' ]}
-leader_lease: ${LEASE}s
-EOF
-    $text .= $o{extra} // '';
-    make_path($d, "$dir/replicas");
-    DsTest::_write("$d/controld.yml", $text);
-    return "$d/controld.yml";
-}
-
-sub ctl_log { DsTest::_slurp("$dir/$_[0]/controld.log") }
-
-sub ctl_start {
-    my ($name, %o) = @_;
-    $o{stats} //= $t->stats_port;
-    my $conf = ctl_conf($name, %o);
-    my $d = "$dir/$name";
-    my $pid = fork // die "fork: $!";
-    if (!$pid) {
-        open STDIN, '<', '/dev/null';
-        open STDOUT, '>>', "$d/controld.log" or POSIX::_exit(127);
-        open STDERR, '>>', "$d/controld.log" or POSIX::_exit(127);
-        my $env = $t->_san_env;
-        $ENV{$_} = $env->{$_} for keys %$env;
-        $ENV{DOCKER_HOST} = "unix://$d/no-engine.sock";
-        my @pre = $o{netns} ? ('ip', 'netns', 'exec', $o{netns}) : ();
-        exec @pre, DsStack::controld_path(), '-d', '-f', $conf
-            or POSIX::_exit(127);
-    }
-    $CTL{$name} = { pid => $pid, opts => \%o };
-    my $ok = DsTest::wait_until(sub {
-        return -1 if waitpid($pid, WNOHANG) == $pid;
-        return ctl_log($name) =~ /following: state/ ? 1 : 0;
-    }, timeout => 20);
-    die "controld $name did not follow:\n" . ctl_log($name)
-        unless $ok && $ok != -1;
-    return $pid;
-}
-
-sub ctl_stop {
-    my ($name, $sig) = @_;
-    my $ctl = delete $CTL{$name} or return;
-    kill $sig // 'TERM', $ctl->{pid};
-    DsTest::wait_until(sub { waitpid($ctl->{pid}, WNOHANG) != 0 },
-        timeout => 15) and return $?;
-    kill 'KILL', $ctl->{pid};
-    waitpid($ctl->{pid}, 0);
-    return $?;
-}
-
-sub leader { scalar $pg->value('select instance from dstack_leader') }
-
-ctl_start('ctl-a', extra => "api_listen: 127.0.0.1:$pa\n");
-ok(DsTest::wait_until(sub { (leader() // '') eq 'ctl-a'
+$sh->start('ctl-a', extra => "api_listen: 127.0.0.1:$pa\n");
+ok(DsTest::wait_until(sub { ($sh->leader // '') eq 'ctl-a'
     && -s "$dir/ctl-a/client.yml" }, timeout => 15), 'ctl-a leads');
-my ($admin) = DsTest::_slurp("$dir/ctl-a/client.yml") =~ /^token:\s*(\S+)/m;
+my $admin = $sh->admin_token('ctl-a');
 # the cluster's keys (t/83-shared-keys.t): the standby needs them to lead
-for my $k (['ctl-a', '--keys-export'], ['ctl-b', '--keys-import']) {
-    ctl_conf($k->[0], stats => $t->stats_port);
-    my ($krc, $kout, $kerr) = DsTest::_run([DsStack::controld_path(), '-f',
-        "$dir/$k->[0]/controld.yml", $k->[1], "$dir/cluster.keys"]);
-    die "$k->[1]: $kerr" if $krc;
+for my $k ($sh->share_keys('ctl-a', 'ctl-b')) {
+    die "$k->{what}: $k->{err}" if $k->{rc};
 }
-ctl_start('ctl-b', extra => "api_listen: 127.0.0.1:$pb\n");
-ctl_start('gw1', role => 'gateway', state => $t->state);
+$sh->start('ctl-b', extra => "api_listen: 127.0.0.1:$pb\n");
+$sh->start('gw1', role => 'gateway', state => $t->state);
 # gateway 2's held requests wake the leader through its follower
 $t2->write_conf(http => "dstack_notify $dir/gw2/notify.sock;");
-ctl_start('gw2', role => 'gateway', state => $t2->state,
-    stats => $t2->stats_port, extra => "notify_socket: $dir/gw2/notify.sock\n",
+$sh->start('gw2', role => 'gateway', state => $t2->state,
+    stats_port => $t2->stats_port,
+    extra => "notify_socket: $dir/gw2/notify.sock\n",
     $no_ns ? () : (uri => $uri_ns, netns => $ns));
 $t->start;
 $t2->start;
 
-my $sa = DsStack->new($t);
-$sa->{dir} = "$dir/ctl-a";
-$sa->{admin_token} = $admin;
+my $sa = $sh->api_of('ctl-a');
 my $netns = $sa->network eq 'netns';
 
 my %ENV_CLI = (DSTACK_SERVER => "https://127.0.0.1:$tls",
@@ -208,11 +124,8 @@ sub cli { $c->cli([@_], env => \%ENV_CLI, timeout => 60) }
 
 my @GW = ($t, $t2);
 
-sub gw_get {
-    my ($g, $token) = @_;
-    return $g->get('web', '/', timeout => 5,
-        $token ? (headers => [Authorization => "Bearer $token"]) : ());
-}
+# web's answer through gateway G, with TOKEN
+sub gw_get { $sh->gw_get('web', $_[1], gw => $_[0], timeout => 5) }
 
 sub on_both {
     my ($what, $cond, $timeout) = @_;
@@ -357,12 +270,12 @@ SKIP: {
     sleep 1;
     my @zp = $sa->run_pids('zero');
     is(scalar @zp, 0, 'idle: no replica');
-    my $pos = length ctl_log('ctl-a');
+    my $pos = length $sh->log_text('ctl-a');
     my $z = $t2->get('zero', '/', timeout => 60,
         headers => [Authorization => "Bearer $admin"]);
     is($z->{status}, 200, 'a request to it on gateway 2 is held, then '
         . 'answered') or diag explain $z;
-    like(substr(ctl_log('ctl-a'), $pos),
+    like(substr($sh->log_text('ctl-a'), $pos),
         qr/run "zero": a request waits: scaling 0 -> 1/,
         'the leader heard of it through gateway 2\'s follower');
     $sa->stop('zero', abort => 1);
@@ -371,11 +284,10 @@ SKIP: {
 # ---- kill -9 of the leader -------------------------------------------------------
 
 load_start();
-kill 'KILL', $CTL{'ctl-a'}{pid};
+kill 'KILL', $sh->pid('ctl-a');
 my $t0 = time;
-waitpid($CTL{'ctl-a'}{pid}, 0);
-delete $CTL{'ctl-a'};
-ok(DsTest::wait_until(sub { (leader() // '') eq 'ctl-b' }, timeout => 10,
+$sh->wait_exit('ctl-a');
+ok(DsTest::wait_until(sub { ($sh->leader // '') eq 'ctl-b' }, timeout => 10,
     interval => 0.05), 'kill -9 of the leader: the standby leads');
 my $took = time - $t0;
 cmp_ok($took, '<', 10, sprintf('within 10 s (%.2f s)', $took));
@@ -391,7 +303,7 @@ diag(sprintf('kill -9 of the leader: new leader %.2f s, API write through '
 $sa->{dir} = "$dir/ctl-b";
 ok($sa->wait_ready('web', 1, timeout => 30), 'the new leader runs it');
 load_stop('kill -9 of the leader');
-ctl_start('ctl-a', extra => "api_listen: 127.0.0.1:$pa\n");
+$sh->start('ctl-a', extra => "api_listen: 127.0.0.1:$pa\n");
 
 # a token made now, seen on both gateways: the follower got the change
 sub token {
@@ -438,7 +350,7 @@ SKIP: {
     skip "gateway 2's follower is not in a network namespace: $no_ns", 11
         if $no_ns;
     load_start();
-    my $gpos = length ctl_log('gw2');
+    my $gpos = length $sh->log_text('gw2');
     system('ip', 'link', 'set', $hveth, 'down') == 0
         or die "ip link set $hveth down failed";
     my ($cut) = token('cut');
@@ -447,11 +359,11 @@ SKIP: {
         timeout => 5, interval => 0.02), 'gateway 1 honours it');
     # its connection times out (tcp_user_timeout, 5 s): it says so once
     my $lost = qr/serving the last state mirrored/;
-    ok(DsTest::wait_until(sub { substr(ctl_log('gw2'), $gpos) =~ $lost },
+    ok(DsTest::wait_until(sub { substr($sh->log_text('gw2'), $gpos) =~ $lost },
         timeout => 15, interval => 0.1),
         'gateway 2\'s follower notices the database is gone');
     sleep 2;
-    my @said = substr(ctl_log('gw2'), $gpos) =~ /$lost/g;
+    my @said = substr($sh->log_text('gw2'), $gpos) =~ /$lost/g;
     is(scalar @said, 1, 'and says so once, not every second');
     is(gw_get($t2, $cut)->{status}, 401, 'gateway 2 does not have the '
         . 'change');
@@ -463,7 +375,7 @@ SKIP: {
         timeout => 20, interval => 0.02), 'link up: it reaches gateway 2');
     diag(sprintf('gateway 2 had the change %.2f s after link up',
         time - $t0));
-    like(substr(ctl_log('gw2'), $gpos), qr/the database \S+ is back/,
+    like(substr($sh->log_text('gw2'), $gpos), qr/the database \S+ is back/,
         'and says the database is back');
     load_stop('gateway 2 cut off');
 }
@@ -473,15 +385,15 @@ SKIP: {
 load_start();
 my $before = $pg->value("select rev from dstack_instances where "
     . "instance = 'gw1'");
-ctl_stop('gw1', 'KILL');
+$sh->stop('gw1', 'KILL');
 my ($wd) = token('while-down');
 ok($wd, 'a token made while gateway 1\'s follower is down');
 is(gw_get($t, $wd)->{status}, 401, 'not on gateway 1 yet');
-my $logpos = length ctl_log('gw1');
-ctl_start('gw1', role => 'gateway', state => $t->state);
+my $logpos = length $sh->log_text('gw1');
+$sh->start('gw1', role => 'gateway', state => $t->state);
 ok(DsTest::wait_until(sub { gw_get($t, $wd)->{status} == 200 },
     timeout => 5, interval => 0.02), 'the restarted follower catches up');
-unlike(substr(ctl_log('gw1'), $logpos), qr/did not mirror/,
+unlike(substr($sh->log_text('gw1'), $logpos), qr/did not mirror/,
     "from its own revision ($before), not a rebuild");
 load_stop('follower restarted');
 
@@ -491,27 +403,28 @@ $r = cli('stop', 'web', '-x', '-y');
 is($r->{rc}, 0, 'dstackctl stop through the API') or diag $r->{err};
 on_both('the service is gone', sub { gw_get($_[0], $admin)->{status}
     == 404 }, 20);
-unlike(ctl_log($_), qr/pw-never-logged/, "$_ never logs the password")
-    for sort keys %CTL;
-is(ctl_stop($_), 0, "$_: SIGTERM, exit 0") for sort keys %CTL;
+unlike($sh->log_text($_), qr/pw-never-logged/, "$_ never logs the password")
+    for $sh->names;
+# a leader whose lease ran out while PostgreSQL was down exits 1 by
+# design (its service manager starts it again as a standby): which one
+# led then, and whether the outage outlasted the lease, is timing
+for my $n ($sh->names) {
+    my $gone = $sh->wait_exit($n, 0.05);
+    if (defined $gone) {
+        is($gone >> 8, 1, "$n: had exited 1 on its own");
+        like($sh->log_text($n), qr/lease lost|exiting with status 1/,
+            "$n: because it lost the database while leading");
+    } else {
+        is($sh->stop($n), 0, "$n: SIGTERM, exit 0");
+    }
+}
 $pg->stop;
 $_->allow_log(qr/connect\(\) failed/, qr/no live upstreams/) for @GW;
 $t2->finish;
 $t->done;
 
 END {
-    for my $ctl (values %CTL) {
-        kill 'KILL', $ctl->{pid};
-        waitpid($ctl->{pid}, 0);
-    }
-    if ($dir && opendir(my $d, '/proc')) {
-        my @left;
-        for my $pid (grep { /^\d+$/ } readdir $d) {
-            my $cwd = readlink("/proc/$pid/cwd") // next;
-            push @left, $pid if index($cwd, "$dir/replicas/") == 0;
-        }
-        kill 'KILL', @left if @left;
-    }
+    $sh->cleanup if $sh;            # gw2 leaves the namespace first
     system("ip link del $hveth 2>/dev/null") if $hveth;
     system("ip netns del $ns 2>/dev/null") if $ns;
 }

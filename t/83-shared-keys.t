@@ -18,6 +18,7 @@ use lib 't/lib';
 use DsTest;
 use DsStack;
 use DsPg;
+use DsShared;
 use Digest::SHA qw(sha256_hex);
 use File::Path qw(make_path);
 use MIME::Base64 qw(decode_base64);
@@ -25,136 +26,13 @@ use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(time sleep);
 use Test::More;
 
-plan(skip_all => 'build/dstack-controld not built')
-    unless -x DsStack::controld_path();
-DsPg::need();
-
 my $LEASE = 2;                          # seconds: the tests wait on it
 
-my $t = DsTest->new(seed_empty => 0);
+# the controlds: one directory each, one replicas_dir
+my ($t, $pg, $sh) = DsShared::cluster(lease => $LEASE,
+    password => 'pw-never-logged');
 my $dir = $t->dir;
-my $pg = DsPg->new($dir);
-my $uri = $pg->uri(password => 'pw-never-logged');
 my $domain = $t->domain;
-my $port = $t->port;
-
-# ---- the controlds: one directory each, one replicas_dir ----------------
-
-my %CTL;
-
-sub ctl_conf {
-    my ($name, %o) = @_;
-    my $d = "$dir/$name";
-    my $role = $o{role} // 'controller';
-    my $state = $o{state} // "$d/state";
-    my $u = $o{uri} // $uri;
-    my $text = <<"EOF";
-state_dir: $state
-domain: $domain
-api_socket: $d/api.sock
-stats_url: http://127.0.0.1:@{[ $t->stats_port ]}/stats
-replicas_dir: $dir/replicas
-service_url: "http://{name}.$domain:$port"
-gateway_url: "http://gateway.$domain:$port"
-client_config: $d/client.yml
-log_level: debug
-state: $u
-instance: $name
-role: $role
-leader_lease: ${LEASE}s
-EOF
-    $text .= $o{extra} // '';
-    make_path($d, "$dir/replicas");
-    DsTest::_write("$d/controld.yml", $text);
-    return "$d/controld.yml";
-}
-
-sub ctl_start {
-    my ($name, %o) = @_;
-    my $conf = ctl_conf($name, %o);
-    my $d = "$dir/$name";
-    my $pid = fork // die "fork: $!";
-    if (!$pid) {
-        open STDIN, '<', '/dev/null';
-        open STDOUT, '>>', "$d/controld.log" or POSIX::_exit(127);
-        open STDERR, '>>', "$d/controld.log" or POSIX::_exit(127);
-        my $env = $t->_san_env;
-        $ENV{$_} = $env->{$_} for keys %$env;
-        $ENV{DOCKER_HOST} = "unix://$d/no-engine.sock";
-        exec DsStack::controld_path(), '-d', '-f', $conf
-            or POSIX::_exit(127);
-    }
-    $CTL{$name} = { pid => $pid, dir => $d };
-    my $ok = DsTest::wait_until(sub {
-        return -1 if waitpid($pid, WNOHANG) == $pid;
-        return ctl_log($name) =~ /following: state/ ? 1 : 0;
-    }, timeout => 20);
-    die "controld $name did not follow:\n" . ctl_log($name)
-        unless $ok && $ok != -1;
-    return $pid;
-}
-
-sub ctl_log { DsTest::_slurp("$dir/$_[0]/controld.log") }
-
-# waits for the exit of a controld; returns its exit status, or undef
-sub ctl_wait {
-    my ($name, $timeout) = @_;
-    my $c = $CTL{$name} or return undef;
-    my $st;
-    DsTest::wait_until(sub {
-        my $w = waitpid($c->{pid}, WNOHANG);
-        $st = $? if $w == $c->{pid};
-        return $w != 0;
-    }, timeout => $timeout // 15) or return undef;
-    delete $CTL{$name};
-    return $st;
-}
-
-sub ctl_stop {
-    my ($name, $sig) = @_;
-    my $c = $CTL{$name} or return;
-    kill $sig // 'TERM', $c->{pid};
-    my $st = ctl_wait($name);
-    return $st if defined $st;
-    kill 'KILL', $c->{pid};
-    waitpid($c->{pid}, 0);
-    delete $CTL{$name};
-    return $?;
-}
-
-# a DsStack on a controller's API socket, with the first admin token
-my $admin;
-sub api_of {
-    my $name = shift;
-    my $s = DsStack->new($t);
-    $s->{dir} = "$dir/$name";
-    $s->{admin_token} = $admin;
-    return $s;
-}
-
-# the gateway's follower: the LMDB nginx reads, the module's notices
-sub gw_start {
-    ctl_start('gw', role => 'gateway', state => $t->state,
-        extra => "notify_socket: $dir/gw/notify.sock\n");
-}
-
-sub leader { scalar $pg->value('select instance from dstack_leader') }
-
-# the module's answer through the gateway's LMDB, with a token
-sub gw_get {
-    my ($run, $token) = @_;
-    return $t->get($run, '/',
-        $token ? (headers => [Authorization => "Bearer $token"]) : ());
-}
-
-
-# dstack-controld -f <name's conf> @args: (exit code, stderr)
-sub keys_cmd {
-    my ($name, @args) = @_;
-    my ($rc, $out, $err) = DsTest::_run([DsStack::controld_path(), '-f',
-        "$dir/$name/controld.yml", @args]);
-    return ($rc, $err);
-}
 
 sub setting {
     my $k = shift;
@@ -188,12 +66,12 @@ sub files_of {
 
 # ---- the first controller: keys made, their identity published ----------
 
-ctl_start('ctl-a');
-ok(DsTest::wait_until(sub { (leader() // '') eq 'ctl-a' }, timeout => 10),
+$sh->start('ctl-a');
+ok(DsTest::wait_until(sub { ($sh->leader // '') eq 'ctl-a' }, timeout => 10),
     'the first controller leads');
 ok(DsTest::wait_until(sub { -S "$dir/ctl-a/api.sock"
     && -s "$dir/ctl-a/client.yml" }, timeout => 10), 'and serves its API');
-($admin) = DsTest::_slurp("$dir/ctl-a/client.yml") =~ /^token:\s*(\S+)/m;
+$sh->admin_token('ctl-a');           # the one api_of's DsStacks use
 my $sa_dir = "$dir/ctl-a/state";
 ok(DsTest::wait_until(sub { defined setting('cluster.ca_id') }, timeout => 5),
     'it publishes the identity of its keys');
@@ -209,18 +87,18 @@ my $key_hex = unpack('H*', $key);
 is(scalar $pg->rows("select 1 from dstack_records where position("
     . "'\\x$key_hex'::bytea in value) > 0"), 0,
     'the key itself is in no record');
-like(ctl_log('ctl-a'),
+like($sh->log_text('ctl-a'),
     qr/keys: published this cluster's keys: secrets.key id [0-9a-f]{12}\.\./,
     'and says so');
 
-gw_start();
+$sh->gw_start;
 $t->start;
 my $cert0 = published_cert();
 ok(verifies($cert0, "$sa_dir/tls/ca.crt"),
     'the gateway certificate is signed by the first controller\'s CA');
 
 # a secret, and a service whose replica shows it
-my $sa = api_of('ctl-a');
+my $sa = $sh->api_of('ctl-a');
 my $value = 'sv-' . join('', map { ('a' .. 'z')[rand 26] } 1 .. 20);
 my $r = $sa->api('POST', '/api/secrets/set', json => { name => 'tok',
     value => $value });
@@ -234,22 +112,22 @@ sub env_spec {
 }
 $r = $sa->apply(env_spec(), name => 'web');
 is($r->{status}, 201, 'a service naming it: 201') or diag $r->{body};
-ok(DsTest::wait_until(sub { (gw_get('web')->{body} // '') eq $value },
+ok(DsTest::wait_until(sub { ($sh->gw_get('web')->{body} // '') eq $value },
     timeout => 60, interval => 0.2),
     'its replica has the value, served through the gateway');
 
 # ---- a controller without the keys ---------------------------------------
 
-ctl_start('ctl-b');
+$sh->start('ctl-b');
 my $sb_dir = "$dir/ctl-b/state";
 my $why = "keys: this controller does not compete for leadership: "
     . "secrets.key in $sb_dir is missing (key id "
     . substr(setting('cluster.secrets_key_id'), 0, 12) . ".. expected, none "
     . "here); the CA in $sb_dir/tls is missing";
-ok(DsTest::wait_until(sub { index(ctl_log('ctl-b'), $why) >= 0 },
+ok(DsTest::wait_until(sub { index($sh->log_text('ctl-b'), $why) >= 0 },
     timeout => 5), 'a controller without the keys says why at its start')
-    or diag ctl_log('ctl-b');
-like(ctl_log('ctl-b'),
+    or diag $sh->log_text('ctl-b');
+like($sh->log_text('ctl-b'),
     qr/--keys-export FILE there, dstack-controld --keys-import FILE here/,
     'and what to do');
 ok(DsTest::wait_until(sub { ($pg->value("select role from dstack_instances "
@@ -258,13 +136,13 @@ ok(DsTest::wait_until(sub { ($pg->value("select role from dstack_instances "
 
 my $rev = $pg->value('select rev from dstack_leader');
 my $term = $pg->value('select term from dstack_leader');
-kill 'KILL', $CTL{'ctl-a'}{pid};
-ctl_wait('ctl-a');
+kill 'KILL', $sh->pid('ctl-a');
+$sh->wait_exit('ctl-a');
 sleep $LEASE + 3;
 is($pg->value('select term from dstack_leader'), $term,
     'the leader killed: the controller without the keys does not lead');
 is($pg->value('select rev from dstack_leader'), $rev, 'nothing published');
-ok(waitpid($CTL{'ctl-b'}{pid}, WNOHANG) == 0,
+ok(waitpid($sh->pid('ctl-b'), WNOHANG) == 0,
     'it keeps running, a follower');
 ok($pg->value("select rev from dstack_instances where instance = 'ctl-b'")
     == $rev, 'mirroring the last revision');
@@ -272,20 +150,20 @@ ok(!-e "$dir/ctl-b/api.sock", 'no API there');
 ok(!-e "$sb_dir/secrets.key" && !-e "$sb_dir/tls/ca.key",
     'and it made no key');
 is(published_cert(), $cert0, 'the gateway certificate is the same');
-is(gw_get('web')->{status}, 200, 'the service keeps answering through the '
-    . 'gateway');
-my @said = ctl_log('ctl-b') =~ /(does not compete for leadership)/g;
+is($sh->gw_get('web')->{status}, 200,
+    'the service keeps answering through the gateway');
+my @said = $sh->log_text('ctl-b') =~ /(does not compete for leadership)/g;
 is(scalar @said, 1, 'the reason is said once');
 
 # ---- bad imports change nothing ------------------------------------------
 
 my $good = "$dir/cluster.keys";
-my ($rc, $err) = keys_cmd('ctl-a', '--keys-export', $good);
+my ($rc, $err) = $sh->keys_cmd('ctl-a', '--keys-export', $good);
 is($rc, 0, '--keys-export on the first controller: exit 0') or diag $err;
 is((stat $good)[2] & 07777, 0600, 'the file is 0600');
 my $text = DsTest::_slurp($good);
 unlike($text, qr/\Q$value\E/, 'it holds no secret value');
-($rc, $err) = keys_cmd('ctl-a', '--keys-export', $good);
+($rc, $err) = $sh->keys_cmd('ctl-a', '--keys-export', $good);
 is($rc, 1, 'an existing file is not overwritten');
 like($err, qr/File exists \(--force replaces it\)/, 'saying why');
 
@@ -311,40 +189,50 @@ my @bad = (
 for my $b (@bad) {
     my $f = "$dir/bad.keys";
     DsTest::_write($f, $b->[1]);
-    ($rc, $err) = keys_cmd('ctl-b', '--keys-import', $f);
+    ($rc, $err) = $sh->keys_cmd('ctl-b', '--keys-import', $f);
     is($rc, 1, "--keys-import of $b->[0]: exit 1");
     like($err, qr/^dstack-controld: --keys-import \Q$f\E: /, 'naming the file');
     like($err, $b->[2], 'and why') or diag $err;
     like($err, qr/nothing was changed/, 'saying nothing changed');
 }
-($rc, $err) = keys_cmd('ctl-b', '--keys-import', "$dir/none.keys");
+($rc, $err) = $sh->keys_cmd('ctl-b', '--keys-import', "$dir/none.keys");
 is($rc, 1, 'a missing file: exit 1');
+like($err, qr/none\.keys: No such file or directory; nothing was changed/,
+    'saying why');
+my $big = "$dir/big.keys";
+DsTest::_write($big, $text . ('#' x 65536));
+for my $f ([$dir, 'a directory'], [$big, 'a file over 64 KiB']) {
+    ($rc, $err) = $sh->keys_cmd('ctl-b', '--keys-import', $f->[0]);
+    is($rc, 1, "$f->[1]: exit 1");
+    like($err, qr/\Q$f->[0]\E: not a regular file of at most 65536 bytes; /,
+        'saying why') or diag $err;
+}
 is(files_of($sb_dir), $before, 'none of them changed a file');
 
 # other keys are not replaced unless told
 make_path("$dir/other/state");
 DsTest::_write("$dir/other/state/secrets.key", 'x' x 32);
 chmod 0600, "$dir/other/state/secrets.key";
-ctl_conf('other');
+$sh->conf('other');
 my $o_before = files_of("$dir/other/state");
-($rc, $err) = keys_cmd('other', '--keys-import', $good);
+($rc, $err) = $sh->keys_cmd('other', '--keys-import', $good);
 is($rc, 1, 'other keys in state_dir: refused');
 my $other = 'has other keys \([0-9a-f]{12}\.\. here, [0-9a-f]{12}\.\. in '
     . 'the file\): nothing was changed; --force replaces them';
 like($err, qr/$other/,
     'saying which and how') or diag $err;
 is(files_of("$dir/other/state"), $o_before, 'nothing changed');
-($rc, $err) = keys_cmd('other', '--keys-import', $good, '--force');
+($rc, $err) = $sh->keys_cmd('other', '--keys-import', $good, '--force');
 is($rc, 0, 'with --force: replaced') or diag $err;
 is(files_of("$dir/other/state"), files_of($sa_dir), 'the same files now');
 
 # ---- imported: it leads at the next kill ---------------------------------
 
-ctl_start('ctl-a');
-ok(DsTest::wait_until(sub { (leader() // '') eq 'ctl-a'
+$sh->start('ctl-a');
+ok(DsTest::wait_until(sub { ($sh->leader // '') eq 'ctl-a'
     && $pg->value('select term from dstack_leader') > $term },
     timeout => 10), 'the first controller, restarted, leads again');
-($rc, $err) = keys_cmd('ctl-b', '--keys-import', $good);
+($rc, $err) = $sh->keys_cmd('ctl-b', '--keys-import', $good);
 is($rc, 0, '--keys-import on the second (running): exit 0') or diag $err;
 my $imp = "imported into \Q$sb_dir\E: secrets.key \\(key id "
     . '[0-9a-f]{12}\.\.\) and the CA';
@@ -353,37 +241,37 @@ like($err, qr/$imp/,
 is(files_of($sb_dir), files_of($sa_dir), 'its files are the first\'s');
 is((stat "$sb_dir/secrets.key")[2] & 07777, 0600, 'secrets.key 0600');
 is((stat "$sb_dir/tls/ca.key")[2] & 07777, 0600, 'ca.key 0600');
-ok(DsTest::wait_until(sub { ctl_log('ctl-b')
+ok(DsTest::wait_until(sub { $sh->log_text('ctl-b')
     =~ /are now this cluster's: this controller may lead/ },
     timeout => 5), 'the second sees it may lead');
 ok(DsTest::wait_until(sub { ($pg->value("select role from dstack_instances "
     . "where instance = 'ctl-b'") // '') eq 'controller' }, timeout => 5),
     'its row says controller again');
-($rc, $err) = keys_cmd('ctl-b', '--keys-import', $good);
+($rc, $err) = $sh->keys_cmd('ctl-b', '--keys-import', $good);
 is($rc, 0, 'importing the same keys again: exit 0');
 like($err, qr/already has these keys/, 'nothing to do');
 
-kill 'KILL', $CTL{'ctl-a'}{pid};
+kill 'KILL', $sh->pid('ctl-a');
 my $t0 = time;
-ctl_wait('ctl-a');
-ok(DsTest::wait_until(sub { (leader() // '') eq 'ctl-b' }, timeout => 10,
+$sh->wait_exit('ctl-a');
+ok(DsTest::wait_until(sub { ($sh->leader // '') eq 'ctl-b' }, timeout => 10,
     interval => 0.05), 'kill -9 of the leader: the second takes over');
 diag(sprintf('takeover after kill -9: %.2f s', time - $t0));
-my $sb = api_of('ctl-b');
+my $sb = $sh->api_of('ctl-b');
 ok(DsTest::wait_until(sub { -S "$dir/ctl-b/api.sock" }, timeout => 5),
     'and serves the API');
 $r = $sb->apply(env_spec(), name => 'late');
 is($r->{status}, 201, 'a new service naming the secret: 201')
     or diag $r->{body};
-ok(DsTest::wait_until(sub { (gw_get('late')->{body} // '') eq $value },
+ok(DsTest::wait_until(sub { ($sh->gw_get('late')->{body} // '') eq $value },
     timeout => 60, interval => 0.2),
     'the secret set before the takeover resolves for its replica')
-    or diag ctl_log('ctl-b');
+    or diag $sh->log_text('ctl-b');
 ok(verifies(published_cert(), $t->dir . "/ctl-a/state/tls/ca.crt"),
     'the gateway certificate is signed by the CA the clients trust');
-unlike(ctl_log('ctl-b'), qr/made a key|made a private CA/,
+unlike($sh->log_text('ctl-b'), qr/made a key|made a private CA/,
     'the new leader made no key');
-unlike(ctl_log($_), qr/pw-never-logged/, "$_ never logs the password")
+unlike($sh->log_text($_), qr/pw-never-logged/, "$_ never logs the password")
     for qw(ctl-b gw);
 
 # ---- the end -------------------------------------------------------------
@@ -394,28 +282,9 @@ for my $run (qw(web late)) {
 }
 ok(DsTest::wait_until(sub { !$sb->run_pids('web') && !$sb->run_pids('late') },
     timeout => 20), 'the replicas are gone');
-is(ctl_stop($_), 0, "$_: SIGTERM, exit 0") for sort keys %CTL;
+is($sh->stop($_), 0, "$_: SIGTERM, exit 0") for $sh->names;
 
 $pg->stop;
 $t->allow_log(qr/connect\(\) failed/, qr/no live upstreams/);
 $t->done;
 
-END {
-    for my $c (values %CTL) {
-        kill 'KILL', $c->{pid};
-        waitpid($c->{pid}, 0);
-    }
-    if ($dir && opendir(my $d, '/proc')) {
-        my @left;
-        for my $pid (grep { /^\d+$/ } readdir $d) {
-            my $cwd = readlink("/proc/$pid/cwd") // next;
-            push @left, $pid if index($cwd, "$dir/replicas/") == 0;
-        }
-        kill 'KILL', @left if @left;
-    }
-    if ($uri && opendir(my $d, '/var/run/netns')) {
-        my $tag = substr(sha256_hex($uri), 0, 4);
-        system('ip', 'netns', 'del', $_)
-            for grep { /^dstack-\Q$tag\E-/ } readdir $d;
-    }
-}
