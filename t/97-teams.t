@@ -349,6 +349,16 @@ st('admin', 'POST', '/api/runs/crun/stop', { abort => JSON::PP::true }, 200,
 $r = api('admin', 'GET', "/api/runs/crun$T");
 is($r->{json}{status}, 'running', 'team\'s crun runs on');
 
+# a model of team is on gateway--team.<domain>
+$r = st('bob', 'POST', "/api/runs/apply$T",
+    { spec => spec(model => 'm-team'), name => 'mrun', code => $code }, 201,
+    'a run of team serving a model');
+is($r->{json}{model}{name}, 'm-team', 'the run names its model');
+like($r->{json}{model}{url} // '', qr{^https?://gateway--team\.\Q$domain\E},
+    "the model is on gateway--team.$domain");
+st('bob', 'POST', "/api/runs/mrun/stop$T", { abort => JSON::PP::true }, 200,
+    'stop mrun');
+
 st('admin', 'POST', '/api/secrets/set', { name => 'SAME', value => 'in-main' },
     201, 'SAME in main');
 st('alice', 'POST', "/api/secrets/set$T",
