@@ -9,11 +9,14 @@
 # plan, stop, logs, a run, ps, secrets, service tokens, members, project
 # delete, audit and the gateway, each answer's status exactly (a
 # non-member sees 404 for everything of `team`).  Then: the same run name
-# in main and team is two runs, each project's ps lists its own; a secret
-# of one name holds a value per project; a member removed is 404 at the
-# next call; a user deleted is 401 at once; the audit lists changes (who,
-# status, refused ones too) and honours limit; bad input is 400/404/409
-# and changes nothing.
+# in main and team is two runs, each project's ps lists its own; a model
+# of team is on gateway--team; a secret of one name holds a value per
+# project, and each project's replicas get its own; a role change and a
+# member removed are in force at the next call; users see themselves and
+# make tokens of their own; a user deleted is 401 at once (every token);
+# the audit lists changes (who, status, refused ones too) and honours
+# limit; bad input is 400/404/409 and changes nothing.  Where controld
+# and API.md differ, the assertion follows API.md in a TODO block.
 
 use strict;
 use warnings;
