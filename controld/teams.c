@@ -528,6 +528,27 @@ teams_purge_token_cb(void *arg, const ds_token_t *tok)
 }
 
 
+/* a secret of the project ("<project>/<NAME>"): it goes with it, so that
+ * a project made again under that name does not find it */
+static int
+teams_purge_secret_cb(void *arg, const ds_str_t *key, const ds_str_t *val)
+{
+    struct teams_purge  *tp = arg;
+    size_t               plen;
+    char                 k[DS_SECRET_KEY_MAX + 1];
+
+    (void) val;
+    plen = strlen(tp->pkey);
+    if (key->len > plen + 1 && key->len <= DS_SECRET_KEY_MAX
+        && memcmp(key->data, tp->pkey, plen) == 0 && key->data[plen] == '/')
+    {
+        snprintf(k, sizeof(k), "%.*s", (int) key->len, key->data);
+        store_del_secret(tp->t, k);
+    }
+    return 0;
+}
+
+
 int
 teams_project_delete(const struct caller *c, const char *project,
     cJSON **answer, char *err, size_t n)
@@ -568,7 +589,9 @@ teams_project_delete(const struct caller *c, const char *project,
     if (ds_foreach_member(store_txn_of(t), teams_purge_member_cb, &tp, &e)
         != DS_OK
         || ds_foreach_token(store_txn_of(t), teams_purge_token_cb, &tp, &e)
-           != DS_OK)
+           != DS_OK
+        || ds_foreach_secret(store_txn_of(t), teams_purge_secret_cb, &tp,
+                             &e) != DS_OK)
     {
         log_warnx("teams: %s", e.msg);
     }

@@ -588,9 +588,25 @@ for my $run (qw(crun brun)) {
     ok(wait_for("$run$T", sub { $_[0]{status} eq 'terminated' }),
         "$run terminated");
 }
+st('alice', 'POST', "/api/secrets/set$T", { name => 'LEFT', value => 'x' },
+    201, 'a secret of team left when it goes');
 st('alice', 'DELETE', '/api/projects/team', undef, 200,
     'alice deletes team, no run left');
 st('alice', 'GET', "/api/runs$T", undef, 404, 'team is gone');
+# what belonged to it went with it: made again, the name finds nothing
+st('alice', 'POST', '/api/projects', { name => 'team' }, 201,
+    'a project named team again');
+$r = st('alice', 'GET', "/api/secrets$T", undef, 200, 'its secrets');
+is_deeply([ map { $_->{name} } @{ $r->{json}{secrets} || [] } ], [],
+    'none: the deleted team\'s secrets went with it');
+$r = st('alice', 'GET', "/api/tokens$T", undef, 200, 'its service tokens');
+is_deeply([ map { $_->{name} } @{ $r->{json}{tokens} || [] } ], [],
+    'none: nor its service tokens');
+$r = api('alice', 'GET', '/api/projects');
+($tp) = grep { $_->{name} eq 'team' } @{ $r->{json}{projects} || [] };
+is(join(',', map { "$_->{user}:$_->{role}" } @{ $tp->{members} || [] }),
+    'alice:admin', 'and its members only its creator');
+st('alice', 'DELETE', '/api/projects/team', undef, 200, 'deleted again');
 st('alice', 'POST', '/api/projects', { name => 'tmp' }, 201, 'a new one');
 st('admin', 'DELETE', '/api/projects/tmp', undef, 200,
     'a global admin deletes any project');
