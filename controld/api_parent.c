@@ -818,11 +818,11 @@ api_parent_request(const struct ps_msg *m)
         rc = teams_check(&c, rq.project, DS_ACT_FLEET_READ, 0, err,
                          sizeof(err));
         if (rc == 0 && rq.op == PS_OP_FLEETS) {
-            api_parent_json(id, 200, fleets_list());
+            api_parent_json(id, 200, fleets_list(pkey));
             return 0;
         }
         if (rc == 0) {
-            rc = fleets_get(rq.param, &answer, err, sizeof(err));
+            rc = fleets_get(pkey, rq.param, &answer, err, sizeof(err));
         }
         if (rc != 0) {
             api_parent_answer(id, (unsigned) rc, 1, err);
@@ -845,11 +845,13 @@ api_parent_request(const struct ps_msg *m)
         if (rc != 0) {
             /* refused before anything is read */
         } else if (rq.op == PS_OP_FLEET_PLAN) {
-            rc = fleets_plan(body, &answer, err, sizeof(err));
+            rc = fleets_plan(pkey, body, &answer, err, sizeof(err));
         } else if (rq.op == PS_OP_FLEET_APPLY) {
-            rc = fleets_apply(body, &answer, &created, err, sizeof(err));
+            rc = fleets_apply(pkey, body, &answer, &created, err,
+                              sizeof(err));
         } else {
-            rc = fleets_delete(rq.param, body, &answer, err, sizeof(err));
+            rc = fleets_delete(pkey, rq.param, body, &answer, err,
+                               sizeof(err));
         }
         if (rq.op == PS_OP_FLEET_PLAN) {
             cJSON_Delete(body);

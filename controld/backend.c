@@ -29,9 +29,9 @@ const struct backend_ops  *backend = &backend_local;
 
 
 const struct backend_ops *
-backend_for(const ds_spec_t *sp)
+backend_for(const ds_spec_t *sp, const char *pkey)
 {
-    if (backend_ssh_wanted(sp)) {
+    if (backend_ssh_wanted(sp, pkey)) {
         return &backend_ssh;
     }
     return sp->image != NULL ? &backend_container : &backend_local;
@@ -43,10 +43,13 @@ backends_offers(const ds_spec_t *sp, const char *name, int replicas,
     cJSON *offers, char *err, size_t n)
 {
     const struct backend_ops  *chosen, *other;
+    ds_str_t                   project;
     char                       ignored[256];
     int                        rc;
 
-    chosen = backend_for(sp);
+    /* name is the run's key ("web--team"): its project's backends */
+    ds_service_project(name, strlen(name), &project);
+    chosen = backend_for(sp, project.data);
     rc = chosen->offers(sp, name, replicas, offers, err, n);
     if (rc != 0) {
         return rc;

@@ -111,12 +111,13 @@ extern const struct backend_ops   backend_ssh;
 void container_forget(struct replica *rep);
 void container_host_gc(const char *host_id, const char *sock);
 /* the spec goes to the hosts of fleets (backend_ssh.c) */
-int backend_ssh_wanted(const ds_spec_t *sp);
+int backend_ssh_wanted(const ds_spec_t *sp, const char *pkey);
 /* the default: what the API's health names */
 extern const struct backend_ops  *backend;
 
-/* the backend that runs a spec: an image runs in a container */
-const struct backend_ops *backend_for(const ds_spec_t *sp);
+/* the backend that runs a spec of project pkey ("" for main: a project's
+ * runs go to its fleets only): an image runs in a container */
+const struct backend_ops *backend_for(const ds_spec_t *sp, const char *pkey);
 /*
  * The offers for a spec: the backend_for()'s first (its error is the
  * answer's), then those of the others that could run it (the hosts of

@@ -188,12 +188,14 @@ follower_start(struct fleet_host *h, struct replica *rep)
 
 /* ---- placement -------------------------------------------------------------- */
 
+/* a fleet the run (of project pkey, "" for main) may be placed on: its
+ * project's, not being deleted, named by the spec when it names some */
 static int
-fleet_allowed(const ds_spec_t *sp, const struct fleet *f)
+fleet_allowed(const ds_spec_t *sp, const char *pkey, const struct fleet *f)
 {
     size_t  i;
 
-    if (f->deleting) {
+    if (f->deleting || strcmp(f->project, pkey) != 0) {
         return 0;
     }
     if (sp->n_fleets == 0) {
@@ -296,7 +298,7 @@ place(struct replica *rep, int *wait)
 
     *wait = 0;
     TAILQ_FOREACH(f, &fleets, entry) {
-        if (!fleet_allowed(sp, f)) {
+        if (!fleet_allowed(sp, rep->run->project, f)) {
             continue;
         }
         for (i = 0; i < f->n_hosts; i++) {
@@ -1143,12 +1145,14 @@ ssh_offers(const ds_spec_t *sp, const char *name, int replicas,
     cJSON *offers, char *err, size_t n)
 {
     struct fleet  *f;
+    ds_str_t       project;
     int            i, found = 0, any = 0;
     char           why[256], first[300] = "";
 
-    (void) name;
+    /* name is the run's key: its project's fleets only */
+    ds_service_project(name, strlen(name), &project);
     TAILQ_FOREACH(f, &fleets, entry) {
-        if (!fleet_allowed(sp, f)) {
+        if (!fleet_allowed(sp, project.data, f)) {
             continue;
         }
         for (i = 0; i < f->n_hosts; i++) {
@@ -1353,8 +1357,22 @@ const struct backend_ops  backend_ssh = {
 
 /* ---- which backend ---------------------------------------------------------- */
 
+static int
+ssh_project_has_fleets(const char *pkey)
+{
+    struct fleet  *f;
+
+    TAILQ_FOREACH(f, &fleets, entry) {
+        if (strcmp(f->project, pkey) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+
 int
-backend_ssh_wanted(const ds_spec_t *sp)
+backend_ssh_wanted(const ds_spec_t *sp, const char *pkey)
 {
     struct fleet  *f;
     size_t         i;
@@ -1366,7 +1384,7 @@ backend_ssh_wanted(const ds_spec_t *sp)
     }
     for (i = 0; i < sp->n_backends; i++) {
         if (strcmp(sp->backends[i], "ssh") == 0) {
-            return sp->n_backends == 1 || !TAILQ_EMPTY(&fleets);
+            return sp->n_backends == 1 || ssh_project_has_fleets(pkey);
         }
     }
     if (sp->n_backends > 0) {
@@ -1376,6 +1394,9 @@ backend_ssh_wanted(const ds_spec_t *sp)
      * if unreachable now, so that its replicas wait for the fleet rather
      * than land here), else this host */
     TAILQ_FOREACH(f, &fleets, entry) {
+        if (strcmp(f->project, pkey) != 0) {
+            continue;
+        }
         for (j = 0; j < f->n_hosts; j++) {
             if (!f->deleting && host_could_fit(&f->hosts[j], sp, why,
                                                sizeof(why)))

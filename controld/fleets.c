@@ -115,6 +115,16 @@ fleet_find(const char *name)
 }
 
 
+struct fleet *
+fleet_find_in(const char *pkey, const char *name)
+{
+    struct fleet  *f;
+
+    f = fleet_find(name);
+    return f != NULL && strcmp(f->project, pkey) == 0 ? f : NULL;
+}
+
+
 struct fleet_host *
 fleet_host_find(const char *id)
 {
@@ -322,6 +332,12 @@ fleet_make(const char *name, cJSON *doc, struct fleet *old, char *err,
         return NULL;
     }
     f->doc = doc;
+    snprintf(f->project, sizeof(f->project), "%s",
+             cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(doc,
+                                                                   "project"))
+             ? cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(doc,
+                                                                    "project"))
+             : "");
     f->submitted_at = (time_t) cJSON_GetNumberValue(
         cJSON_GetObjectItemCaseSensitive(doc, "submitted_at"));
     f->deleting = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(doc,
@@ -518,6 +534,8 @@ fleet_to_api(const struct fleet *f)
 
     o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "name", f->name);
+    cJSON_AddStringToObject(o, "project", f->project[0] ? f->project
+                                                        : DS_PROJECT_MAIN);
     cJSON_AddStringToObject(o, "status", f->deleting ? "deleting" : "active");
     cJSON_AddStringToObject(o, "placement",
         f->spec.placement == DS_FLEET_PLACEMENT_CLUSTER ? "cluster" : "any");
@@ -536,7 +554,7 @@ fleet_to_api(const struct fleet *f)
 
 
 cJSON *
-fleets_list(void)
+fleets_list(const char *pkey)
 {
     struct fleet  *f;
     cJSON         *o, *list;
@@ -544,16 +562,19 @@ fleets_list(void)
     o = cJSON_CreateObject();
     list = cJSON_AddArrayToObject(o, "fleets");
     TAILQ_FOREACH(f, &fleets, entry) {
-        cJSON_AddItemToArray(list, fleet_to_api(f));
+        if (strcmp(f->project, pkey) == 0) {
+            cJSON_AddItemToArray(list, fleet_to_api(f));
+        }
     }
     return o;
 }
 
 
 int
-fleets_get(const char *name, cJSON **answer, char *err, size_t n)
+fleets_get(const char *pkey, const char *name, cJSON **answer, char *err,
+    size_t n)
 {
-    struct fleet  *f = fleet_find(name);
+    struct fleet  *f = fleet_find_in(pkey, name);
 
     if (f == NULL) {
         snprintf(err, n, "no fleet \"%s\"", name);
@@ -806,8 +827,24 @@ plan_hosts(const struct fleet_req *q, const struct fleet *f,
 }
 
 
+/* a fleet name is the gateway's: one of another project is a conflict */
+static int
+fleet_name_free(const char *pkey, const char *name, char *err, size_t n)
+{
+    struct fleet  *f = fleet_find(name);
+
+    if (f != NULL && strcmp(f->project, pkey) != 0) {
+        snprintf(err, n, "name: a fleet named \"%s\" exists in another "
+                 "project (fleet names are the gateway's)", name);
+        return 409;
+    }
+    return 0;
+}
+
+
 int
-fleets_plan(const cJSON *req, cJSON **answer, char *err, size_t n)
+fleets_plan(const char *pkey, const cJSON *req, cJSON **answer, char *err,
+    size_t n)
 {
     struct fleet_req  q;
     struct fleet     *f;
@@ -818,7 +855,10 @@ fleets_plan(const cJSON *req, cJSON **answer, char *err, size_t n)
     if (rc != 0) {
         return rc;
     }
-    rc = req_hosts_free(&q, err, n);
+    rc = fleet_name_free(pkey, q.name, err, n);
+    if (rc == 0) {
+        rc = req_hosts_free(&q, err, n);
+    }
     f = fleet_find(q.name);
     if (rc == 0 && f != NULL && f->deleting) {
         snprintf(err, n, "fleet \"%s\" is being deleted", q.name);
@@ -870,8 +910,8 @@ keys_store(const cJSON *keys, char *err, size_t n)
 
 
 int
-fleets_apply(const cJSON *req, cJSON **answer, int *created, char *err,
-    size_t n)
+fleets_apply(const char *pkey, const cJSON *req, cJSON **answer,
+    int *created, char *err, size_t n)
 {
     struct fleet_req  q;
     struct fleet     *old, *f;
@@ -883,7 +923,10 @@ fleets_apply(const cJSON *req, cJSON **answer, int *created, char *err,
         return rc;
     }
     old = fleet_find(q.name);
-    rc = req_hosts_free(&q, err, n);
+    rc = fleet_name_free(pkey, q.name, err, n);
+    if (rc == 0) {
+        rc = req_hosts_free(&q, err, n);
+    }
     if (rc == 0 && old != NULL && old->deleting) {
         snprintf(err, n, "fleet \"%s\" is being deleted", q.name);
         rc = 409;
@@ -912,6 +955,7 @@ fleets_apply(const cJSON *req, cJSON **answer, int *created, char *err,
     cJSON_AddNumberToObject(doc, "submitted_at", old ? (double)
                             old->submitted_at : (double) time(NULL));
     cJSON_AddBoolToObject(doc, "deleting", 0);
+    cJSON_AddStringToObject(doc, "project", pkey);
     ds_fleet_free(&q.fleet);
 
     if (doc_write(q.name, doc, err, n) != 0) {
@@ -943,10 +987,10 @@ fleets_apply(const cJSON *req, cJSON **answer, int *created, char *err,
 /* ---- delete --------------------------------------------------------------- */
 
 int
-fleets_delete(const char *name, const cJSON *req, cJSON **answer, char *err,
-    size_t n)
+fleets_delete(const char *pkey, const char *name, const cJSON *req,
+    cJSON **answer, char *err, size_t n)
 {
-    struct fleet  *f = fleet_find(name);
+    struct fleet  *f = fleet_find_in(pkey, name);
     const cJSON   *force;
     int            i, busy = 0;
 

@@ -77,8 +77,9 @@ struct fleet_host {
 struct fleet {
     TAILQ_ENTRY(fleet) entry;
     char            name[DS_NAME_MAX + 1];
+    char            project[DS_NAME_MAX + 1];   /* whose: "" for main */
     cJSON          *doc;                /* {"spec","keys","submitted_at",
-                                           "deleting"}, owned */
+                                           "deleting","project"}, owned */
     ds_fleet_t      spec;               /* the typed view of its spec */
     time_t          submitted_at;
     int             deleting;           /* drained, then deleted */
@@ -93,6 +94,8 @@ extern struct fleet_list  fleets;
 /* fleets from LMDB, at start; their hosts connect from the loop */
 void fleets_load(void);
 struct fleet *fleet_find(const char *name);
+/* a fleet of project pkey ("" for main): NULL for another project's */
+struct fleet *fleet_find_in(const char *pkey, const char *name);
 /* a host by its id ("<fleet>/<hostname>:<port>"), NULL when gone */
 struct fleet_host *fleet_host_find(const char *id);
 
@@ -100,13 +103,15 @@ struct fleet_host *fleet_host_find(const char *id);
  * The API (API.md, "Fleets"): plan, apply, list, one, delete.  0 or an
  * HTTP status with a message in err.
  */
-int fleets_plan(const cJSON *req, cJSON **answer, char *err, size_t n);
-int fleets_apply(const cJSON *req, cJSON **answer, int *created, char *err,
-    size_t n);
-cJSON *fleets_list(void);
-int fleets_get(const char *name, cJSON **answer, char *err, size_t n);
-int fleets_delete(const char *name, const cJSON *req, cJSON **answer,
+int fleets_plan(const char *pkey, const cJSON *req, cJSON **answer,
     char *err, size_t n);
+int fleets_apply(const char *pkey, const cJSON *req, cJSON **answer,
+    int *created, char *err, size_t n);
+cJSON *fleets_list(const char *pkey);
+int fleets_get(const char *pkey, const char *name, cJSON **answer,
+    char *err, size_t n);
+int fleets_delete(const char *pkey, const char *name, const cJSON *req,
+    cJSON **answer, char *err, size_t n);
 
 /* what the loop calls: deleting fleets whose replicas are gone go, and
  * changed documents are written */

@@ -764,7 +764,7 @@ run_rollout(struct run *r)
          * serves gets its successor next to it first (host network: no
          * room for two, so it stops first) */
         surge = replica_ready(cur) && cur->backend->side_by_side()
-                && backend_for(&r->spec)->side_by_side();
+                && backend_for(&r->spec, r->project)->side_by_side();
         if (!surge) {
             replica_stop(cur, 0);
         }
@@ -793,7 +793,7 @@ replica_start(struct replica *rep, int64_t now)
     }
     /* the backend of its spec (an image: containers); on the host
      * network the old version must be gone from the port */
-    rep->backend = backend_for(&r->spec);
+    rep->backend = backend_for(&r->spec, r->project);
     if (!rep->backend->side_by_side()) {
         TAILQ_FOREACH(o, &r->replicas, entry) {
             if (o != rep && o->active) {

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "api_args.h"
+#include "fleets.h"
 #include "log.h"
 #include "run.h"
 #include "store.h"
@@ -556,6 +557,7 @@ teams_project_delete(const struct caller *c, const char *project,
     struct teams_purge   tp;
     struct store_txn    *t;
     struct run          *r;
+    struct fleet        *f;
     const char          *pkey;
     ds_err_t             e;
     int                  rc;
@@ -574,6 +576,14 @@ teams_project_delete(const struct caller *c, const char *project,
         if (!r->finished && strcmp(r->project, pkey) == 0) {
             snprintf(err, n, "project \"%s\" has runs (\"%s\"): stop them "
                      "first", pkey, r->short_name);
+            return 409;
+        }
+    }
+
+    TAILQ_FOREACH(f, &fleets, entry) {
+        if (strcmp(f->project, pkey) == 0) {
+            snprintf(err, n, "project \"%s\" has fleets (\"%s\"): delete "
+                     "them first", pkey, f->name);
             return 409;
         }
     }

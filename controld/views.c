@@ -47,7 +47,8 @@ replica_to_api(const struct replica *rep, const char *resources)
     int                        i;
 
     /* the one that ran it, or the one that will */
-    be = rep->backend ? rep->backend : backend_for(&rep->run->spec);
+    be = rep->backend ? rep->backend
+                      : backend_for(&rep->run->spec, rep->run->project);
 
     o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "num", rep->num);

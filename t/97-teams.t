@@ -588,6 +588,46 @@ for my $run (qw(crun brun)) {
     ok(wait_for("$run$T", sub { $_[0]{status} eq 'terminated' }),
         "$run terminated");
 }
+# ---- fleets belong to a project -------------------------------------------
+
+my $kf = $s->dir . '/fleet_key';
+system('ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-f', $kf) == 0
+    or die 'ssh-keygen failed';
+my $fkey = DsTest::_slurp($kf);
+# TEST-NET-1: a host that never answers; the fleet is what is looked at
+my $fspec = { type => 'fleet', name => 'tfleet', ssh_config => {
+    user => 'root', identity_file => '/k', hosts => ['192.0.2.1'] } };
+# erin: a new user of team; frank: in no project
+for my $u (qw(erin frank)) {
+    $r = st('admin', 'POST', '/api/users', { name => $u }, 201, "user $u");
+    $tok{$u} = $r->{json}{token};
+}
+st('alice', 'POST', '/api/projects/team/members',
+    { user => 'erin', role => 'user' }, 200, 'erin joins team as a user');
+st('erin', 'POST', "/api/fleets/apply$T", { spec => $fspec,
+    keys => { '/k' => $fkey } }, 403, 'a project user may not add a fleet');
+st('bob', 'POST', "/api/fleets/apply$T", { spec => $fspec,
+    keys => { '/k' => $fkey } }, 201, 'a manager adds a fleet to team');
+$r = st('erin', 'GET', "/api/fleets$T", undef, 200, 'team\'s fleets');
+is(join(',', map { "$_->{name}:$_->{project}" } @{ $r->{json}{fleets} }),
+    'tfleet:team', 'list tfleet as team\'s');
+$r = st('admin', 'GET', '/api/fleets', undef, 200, 'main\'s fleets');
+ok(!(grep { $_->{name} eq 'tfleet' } @{ $r->{json}{fleets} }),
+    'do not list team\'s');
+st('admin', 'GET', '/api/fleets/tfleet', undef, 404,
+    'team\'s fleet is not main\'s');
+st('admin', 'POST', '/api/fleets/apply', { spec => $fspec,
+    keys => { '/k' => $fkey } }, 409, 'its name is taken in main too');
+st('frank', 'GET', "/api/fleets$T", undef, 404,
+    'a non-member does not see team\'s fleets');
+st('alice', 'DELETE', '/api/projects/team', undef, 409,
+    'a project with a fleet is not deleted');
+st('bob', 'POST', "/api/fleets/tfleet/delete$T", { force => JSON::PP::true },
+    200, 'the manager deletes the fleet');
+ok(DsTest::wait_until(sub {
+    !@{ api('alice', 'GET', "/api/fleets$T")->{json}{fleets} || [] } },
+    timeout => 20), 'and it goes');
+
 st('alice', 'POST', "/api/secrets/set$T", { name => 'LEFT', value => 'x' },
     201, 'a secret of team left when it goes');
 st('alice', 'DELETE', '/api/projects/team', undef, 200,
