@@ -1263,10 +1263,13 @@ ds_token_allows(const ds_token_t *tok, const char *name, size_t len)
     if (tok->flags & DS_TOKEN_ALL_SERVICES) {
         ds_service_project(name, len, &project);
         /* a version-1 token's project has no data: no memcmp on NULL */
-        return project.len == tok->project.len
-               && (project.len == 0
-                   || memcmp(project.data, tok->project.data, project.len)
-                      == 0);
+        if (project.len == tok->project.len
+            && (project.len == 0
+                || memcmp(project.data, tok->project.data, project.len) == 0))
+        {
+            return 1;
+        }
+        /* a scope it also names (controld writes none) still opens */
     }
 
     off = 0;
