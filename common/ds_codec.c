@@ -1134,6 +1134,9 @@ ds_token_decode(const void *data, size_t len, ds_token_t *tok,
 
     ds_rd_init(&rd, data, len, "token record", err);
     memset(tok, 0, sizeof(*tok));
+    /* a version-1 token has neither: empty, never NULL, for its readers */
+    tok->user.data = "";
+    tok->project.data = "";
 
     if (ds_rd_header_version(&rd, "DTOK", DS_TOKEN_VERSION_TEAMS, &version)
         != 0

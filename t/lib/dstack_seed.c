@@ -1010,7 +1010,9 @@ dump_str(ds_str_t s)
         return NULL;
     }
 
-    memcpy(c, s.data, s.len);
+    if (s.len > 0) {
+        memcpy(c, s.data, s.len);
+    }
     c[s.len] = '\0';
 
     j = cJSON_CreateString(c);
