@@ -109,14 +109,21 @@ teams_read(char *err, size_t n)
 }
 
 
+/* a document's string field, "" when it has none */
+static const char *
+teams_field(const cJSON *doc, const char *name)
+{
+    const char  *v;
+
+    v = cJSON_GetStringValue(cJSON_GetObjectItem(doc, name));
+    return v != NULL ? v : "";
+}
+
+
 static int
 teams_global_admin(const cJSON *user)
 {
-    return strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(user,
-                                                           "global_role"))
-                  ? cJSON_GetStringValue(cJSON_GetObjectItem(user,
-                                                             "global_role"))
-                  : "", "admin") == 0;
+    return strcmp(teams_field(user, "global_role"), "admin") == 0;
 }
 
 
@@ -514,6 +521,15 @@ teams_purge_member_cb(void *arg, const ds_str_t *project,
 }
 
 
+/* in tp's write: the memberships of its project, or of its user */
+static int
+teams_purge_members(struct teams_purge *tp, ds_err_t *e)
+{
+    return ds_foreach_member(store_txn_of(tp->t), teams_purge_member_cb, tp,
+                             e);
+}
+
+
 static int
 teams_purge_token_cb(void *arg, const ds_token_t *tok)
 {
@@ -596,8 +612,7 @@ teams_project_delete(const struct caller *c, const char *project,
     tp.t = t;
     tp.pkey = pkey;
     store_del_team_doc(t, DS_DOCS_PROJECTS, pkey);
-    if (ds_foreach_member(store_txn_of(t), teams_purge_member_cb, &tp, &e)
-        != DS_OK
+    if (teams_purge_members(&tp, &e) != DS_OK
         || ds_foreach_token(store_txn_of(t), teams_purge_token_cb, &tp, &e)
            != DS_OK
         || ds_foreach_secret(store_txn_of(t), teams_purge_secret_cb, &tp,
@@ -808,10 +823,7 @@ teams_user_view(ds_txn_t *txn, const cJSON *doc)
     ds_err_t                  err;
 
     o = cJSON_CreateObject();
-    us.user = cJSON_GetStringValue(cJSON_GetObjectItem(doc, "name"));
-    if (us.user == NULL) {
-        us.user = "";
-    }
+    us.user = teams_field(doc, "name");
     cJSON_AddStringToObject(o, "name", us.user);
     cJSON_AddStringToObject(o, "global_role",
                             teams_global_admin(doc) ? "admin" : "user");
@@ -850,10 +862,7 @@ teams_users_cb(void *arg, const ds_str_t *key, const ds_str_t *val)
     }
     if (ul->list != NULL
         && (ul->caller->global_admin
-            || strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(doc, "name"))
-                      ? cJSON_GetStringValue(cJSON_GetObjectItem(doc,
-                                                                 "name"))
-                      : "", ul->caller->user) == 0))
+            || strcmp(teams_field(doc, "name"), ul->caller->user) == 0))
     {
         cJSON_AddItemToArray(ul->list, teams_user_view(ul->txn, doc));
     }
@@ -1017,9 +1026,7 @@ teams_user_delete(const struct caller *c, const char *user, cJSON **answer,
     tp.t = t;
     tp.user = user;
     store_del_team_doc(t, DS_DOCS_USERS, user);
-    if (ds_foreach_member(store_txn_of(t), teams_purge_member_cb, &tp, &e)
-        != DS_OK)
-    {
+    if (teams_purge_members(&tp, &e) != DS_OK) {
         log_warnx("teams: %s", e.msg);
     }
     if (tokens_delete_user(t, user) < 0) {
