@@ -943,30 +943,6 @@ api_dispatch(struct MHD_Connection *c, struct api_req *q, const char *method)
 
     switch (q->route) {
 
-    case R_PROJECTS:
-    case R_USERS:
-    case R_MEMBERS:
-    case R_USER_TOKENS:
-        if (strcmp(method, "GET") == 0) {
-            rq.op = q->route == R_PROJECTS ? PS_OP_PROJECTS : PS_OP_USERS;
-            break;
-        }
-        body = api_parse_body(q, q->route == R_USER_TOKENS, err,
-                              sizeof(err));
-        if (body == NULL) {
-            return api_error(c, 400, err);
-        }
-        text = cJSON_PrintUnformatted(body);
-        cJSON_Delete(body);
-        if (text == NULL) {
-            return api_error(c, 500, "out of memory");
-        }
-        rq.op = q->route == R_PROJECTS ? PS_OP_PROJECT_CREATE
-                : q->route == R_USERS ? PS_OP_USER_CREATE
-                : q->route == R_MEMBERS ? PS_OP_MEMBER_SET
-                : PS_OP_USER_TOKEN;
-        break;
-
     case R_PROJECT:
         rq.op = PS_OP_PROJECT_DELETE;
         break;
@@ -1045,12 +1021,20 @@ api_dispatch(struct MHD_Connection *c, struct api_req *q, const char *method)
     case R_SECRET_SET:
     case R_SECRET_GET:
     case R_SECRET_DELETE:
-        if (q->route == R_TOKENS && strcmp(method, "GET") == 0) {
-            rq.op = PS_OP_TOKENS;
+    case R_PROJECTS:
+    case R_USERS:
+    case R_MEMBERS:
+    case R_USER_TOKENS:
+        if (strcmp(method, "GET") == 0) {
+            /* the lists of the routes that also create */
+            rq.op = q->route == R_TOKENS ? PS_OP_TOKENS
+                    : q->route == R_PROJECTS ? PS_OP_PROJECTS
+                    : PS_OP_USERS;
             break;
         }
-        body = api_parse_body(q, q->route == R_FLEET_DELETE, err,
-                              sizeof(err));
+        body = api_parse_body(q, q->route == R_FLEET_DELETE
+                                 || q->route == R_USER_TOKENS,
+                              err, sizeof(err));
         if (body == NULL) {
             return api_error(c, 400, err);
         }
@@ -1069,6 +1053,10 @@ api_dispatch(struct MHD_Connection *c, struct api_req *q, const char *method)
                 : q->route == R_SECRET_SET ? PS_OP_SECRET_SET
                 : q->route == R_SECRET_GET ? PS_OP_SECRET_GET
                 : q->route == R_SECRET_DELETE ? PS_OP_SECRET_DELETE
+                : q->route == R_PROJECTS ? PS_OP_PROJECT_CREATE
+                : q->route == R_USERS ? PS_OP_USER_CREATE
+                : q->route == R_MEMBERS ? PS_OP_MEMBER_SET
+                : q->route == R_USER_TOKENS ? PS_OP_USER_TOKEN
                 : PS_OP_TOKEN_CREATE;
         break;
 
