@@ -8,6 +8,7 @@
 #   make bench-http2, bench-conns  HTTP/2; 12,000 held connections
 #   make bench-shared            shared mode (PostgreSQL, 2 gateways)
 #   make demo                    the README's demo
+#   make console                 the web console only (build/console)
 
 SHELL := /bin/bash
 
@@ -60,9 +61,9 @@ ifneq ($(CLI_SRCS),)
 PROGRAMS += $(CLI)
 endif
 
-.PHONY: all test unit fuzz-smoke prove check bench demo clean distclean
+.PHONY: all test unit fuzz-smoke prove check bench demo clean distclean console
 
-all: $(PROGRAMS) $(UNIT_TESTS) $(FUZZ_TARGETS)
+all: $(PROGRAMS) $(CONSOLE) $(UNIT_TESTS) $(FUZZ_TARGETS)
 
 # ---- common ----------------------------------------------------------------
 
@@ -130,6 +131,26 @@ $(B)/agent_sh.c: controld/agent.sh
 $(CLI): $(CLI_SRCS) $(wildcard cli/*.h) $(B)/libdscommon.a
 	$(CC) $(DS_CFLAGS) -Icli $(CLI_SRCS) $(B)/libdscommon.a -o $@ \
 	    $(DS_LDFLAGS) -lcurl $(COMMON_LIBS)
+
+# ---- the web console ---------------------------------------------------------
+#
+# Static files for nginx (conf/nginx/dstack-console.conf), bundled from
+# console/src by esbuild with the npm packages of console/package-lock.json
+# (npm ci into build/console-npm); one build whatever SANITIZE says.
+
+CONSOLE := build/console/index.html
+CONSOLE_NPM := build/console-npm/node_modules/.package-lock.json
+CONSOLE_SRCS := $(wildcard console/src/*) console/index.html console/build.mjs
+
+$(CONSOLE_NPM): console/package.json console/package-lock.json
+	mkdir -p build/console-npm
+	cp console/package.json console/package-lock.json build/console-npm/
+	cd build/console-npm && npm ci --no-audit --no-fund --silent
+
+$(CONSOLE): $(CONSOLE_NPM) $(CONSOLE_SRCS)
+	node console/build.mjs build/console-npm build/console
+
+console: $(CONSOLE)
 
 # ---- tools and tests ---------------------------------------------------------
 
@@ -208,7 +229,13 @@ $(OPENAI_SDK): t/openai/package.json
 	mkdir -p build/openai-sdk && cp t/openai/package.json build/openai-sdk/
 	npm install --prefix build/openai-sdk --no-audit --no-fund --silent
 
-prove: $(PROGRAMS) $(OPENAI_SDK)
+# playwright-core, which drives Debian's chromium in t/99-console.t
+CONSOLE_TEST := build/console-test/node_modules/playwright-core/package.json
+$(CONSOLE_TEST): t/console/package.json
+	mkdir -p build/console-test && cp t/console/package.json build/console-test/
+	npm install --prefix build/console-test --no-audit --no-fund --silent
+
+prove: $(PROGRAMS) $(CONSOLE) $(OPENAI_SDK) $(CONSOLE_TEST)
 	DSTACK_BUILD=$(CURDIR)/$(B) DSTACK_NGINX=$(NGINX_BIN) \
 	DSTACK_SANITIZE=$(SANITIZE) $(PROVE) $(PROVE_FLAGS) $(TESTS)
 
@@ -238,7 +265,7 @@ bench-conns: $(PROGRAMS)
 bench-shared: $(PROGRAMS)
 	DSTACK_BUILD=$(CURDIR)/$(B) DSTACK_NGINX=$(NGINX_BIN) bench/shared
 
-demo: $(PROGRAMS)
+demo: $(PROGRAMS) $(CONSOLE)
 	DSTACK_BUILD=$(CURDIR)/$(B) DSTACK_NGINX=$(NGINX_BIN) examples/demo
 
 clean:
@@ -295,7 +322,10 @@ $(B)/man/ngx_http_dstack_module.8: man/ngx_http_dstack_module.8.in \
 	man/gen-man table $< README.md '### Directives' > $@.tmp && \
 	    mv $@.tmp $@
 
-install: $(MODULE) $(CONTROLD) $(CLI) $(MANPAGES)
+datadir ?= $(PREFIX)/share
+consoledir ?= $(datadir)/dstack/console
+
+install: $(MODULE) $(CONTROLD) $(CLI) $(MANPAGES) $(CONSOLE)
 	install -d -m 0755 $(DESTDIR)$(NGINX_MODULES_DIR) \
 	    $(DESTDIR)$(NGINX_MODCONF_DIR) \
 	    $(DESTDIR)$(sysconfdir)/nginx/modules-enabled \
@@ -334,6 +364,14 @@ install: $(MODULE) $(CONTROLD) $(CLI) $(MANPAGES)
 	    conf/nginx/dstack-tls.conf $(DESTDIR)$(sysconfdir)/dstack/nginx/
 	install -m 0644 conf/nginx/dstack-api-shared.conf \
 	    $(DESTDIR)$(sysconfdir)/dstack/nginx/
+	sed 's|/usr/share/dstack/console|$(consoledir)|' \
+	    conf/nginx/dstack-console.conf \
+	    > $(DESTDIR)$(sysconfdir)/dstack/nginx/dstack-console.conf
+	chmod 0644 $(DESTDIR)$(sysconfdir)/dstack/nginx/dstack-console.conf
+	rm -rf $(DESTDIR)$(consoledir)
+	install -d -m 0755 $(DESTDIR)$(consoledir)/assets
+	install -m 0644 build/console/index.html $(DESTDIR)$(consoledir)/
+	install -m 0644 build/console/assets/* $(DESTDIR)$(consoledir)/assets/
 	install -m 0644 conf/nginx/dstack-site.conf \
 	    $(DESTDIR)$(sysconfdir)/nginx/sites-available/dstack
 	install -m 0644 $(B)/man/dstackctl.1 $(DESTDIR)$(mandir)/man1/
