@@ -67,6 +67,9 @@ my %want = (
     'etc/dstack/nginx/dstack-api-shared.conf' => '644',
     'etc/dstack/nginx/dstack-proxy.conf' => '644',
     'etc/dstack/nginx/dstack-tls.conf' => '644',
+    'etc/dstack/nginx/dstack-console.conf' => '644',
+    'usr/share/dstack/console/index.html' => '644',
+    'usr/share/dstack/console/assets' => '755',
     'etc/nginx/sites-available/dstack' => '644',
     'usr/share/man/man1/dstackctl.1' => '644',
     'usr/share/man/man5/controld.yml.5' => '644',
@@ -92,6 +95,15 @@ like(slurp("$dest/lib/systemd/system/dstack-controld.service"),
 like(slurp("$dest/etc/dstack/controld.yml"), qr/^group: dstack$/m,
      'the installed controld.yml gives the state to the group dstack');
 ok(!-e "$dest/etc/dstack/controld.yml.new", 'no .new on a first install');
+like(slurp("$dest/etc/dstack/nginx/dstack-console.conf"),
+     qr{^\s+root /usr/share/dstack/console;$}m,
+     'the console\'s snippet serves the installed console');
+my @console = map { s{^\Q$dest\E/usr/share/dstack/console/}{}r }
+    glob("$dest/usr/share/dstack/console/assets/*");
+ok((grep { /^assets\/main-\w+\.js$/ } @console)
+   && (grep { /^assets\/main-\w+\.css$/ } @console),
+   'the console\'s script and style sheet, named by their hash')
+    or diag "@console";
 
 # a second install keeps an edited configuration
 open(my $fh, '>>', "$dest/etc/dstack/controld.yml") or die;
@@ -183,7 +195,9 @@ for my $f (qw(./usr/sbin/dstack-controld ./usr/bin/dstackctl
               ./usr/share/man/man1/dstackctl.1.gz
               ./usr/share/man/man5/controld.yml.5.gz
               ./usr/share/man/man8/dstack-controld.8.gz
-              ./usr/share/man/man8/ngx_http_dstack_module.8.gz)) {
+              ./usr/share/man/man8/ngx_http_dstack_module.8.gz
+              ./usr/share/dstack/console/index.html
+              ./etc/dstack/nginx/dstack-console.conf)) {
     like($c, qr/ \Q$f\E$/m, "dstack has $f");
 }
 like($c, qr{^-rw-r----- root/root .* \./etc/dstack/controld\.yml$}m,

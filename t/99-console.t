@@ -37,6 +37,15 @@ plan skip_all => 'no /usr/bin/chromium (Debian package chromium)'
 plan skip_all => 'no playwright-core (make prove installs it)'
     unless -d $playwright;
 
+# ---- the sources: nothing that turns data into HTML or code ----------------
+
+for my $f (glob("$repo/console/src/*.js"), glob("$repo/console/src/*.jsx")) {
+    my $src = DsTest::_slurp($f);
+    (my $short = $f) =~ s{^\Q$repo\E/}{};
+    unlike($src, qr/dangerouslySetInnerHTML|innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function/,
+        "$short: no HTML from strings, no eval");
+}
+
 my $dir = tempdir('dstack-console-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 chmod 0755, $dir;
 my $demo = "$dir/demo";
