@@ -93,6 +93,7 @@ struct series_svc {
     struct series_from *from;
     size_t              nfrom;
     struct series_sec  *ring;           /* SERIES_SECONDS, or NULL */
+    uint32_t            live;           /* the sweep that found its run */
 };
 
 struct series_src {
@@ -214,22 +215,29 @@ series_wanted(const char *name)
 
 /*
  * Once a second: the rings of services no source listed for
- * SERIES_SECONDS go, and the services of runs finished or gone.
+ * SERIES_SECONDS go, and the services of runs finished or gone (one
+ * pass over the runs, one over the services).
  */
 static void
 series_sweep(uint32_t now)
 {
     struct series_svc  **link, *svc;
+    const struct run    *r;
     size_t               i;
 
     if (now == last_sweep) {
         return;
     }
     last_sweep = now;
+    TAILQ_FOREACH(r, &runs, entry) {
+        if (!r->finished && (svc = series_find(r->name)) != NULL) {
+            svc->live = now;
+        }
+    }
     for (i = 0; i < svcs.size; i++) {
         link = &svcs.tab[i];
         while ((svc = *link) != NULL) {
-            if (!series_wanted(svc->name)) {
+            if (svc->live != now) {
                 *link = svc->next;
                 svcs.count--;
                 series_free(svc);
