@@ -623,7 +623,7 @@ api_parent_scale(uint32_t id, const struct caller *c,
     if (rc == 0) {
         rc = action_scale(r, rq->num, why, sizeof(why));
     }
-    if (rc == 0) {
+    if (rc == 0 && from != r->desired) {
         log_info("run \"%s\": scaled %d -> %d replica%s by user \"%s\" "
                  "(token \"%s\")", r->name, from, r->desired,
                  r->desired == 1 ? "" : "s", c->user, c->token);

@@ -533,13 +533,18 @@ series_unlisted(size_t src, uint64_t seq, uint32_t now)
 void
 series_answer(const char *url, const cJSON *answer)
 {
+    series_answer_at(url, answer, (uint32_t) time(NULL));
+}
+
+
+void
+series_answer_at(const char *url, const cJSON *answer, uint32_t now)
+{
     struct series_svc  *svc;
     const cJSON        *it, *name;
-    uint32_t            now;
     uint64_t            seq;
     size_t              src;
 
-    now = (uint32_t) time(NULL);
     src = series_src(url);
     if (answer == NULL) {
         series_unlisted(src, 0, now);

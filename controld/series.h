@@ -19,6 +19,8 @@
  * second it comes in.
  */
 void series_answer(const char *url, const cJSON *answer);
+/* the same, counted in the unix second `now` (t/unit/test_series.c) */
+void series_answer_at(const char *url, const cJSON *answer, uint32_t now);
 
 /*
  * The answer of GET .../series for the service key ("web",

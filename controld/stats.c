@@ -15,6 +15,11 @@
  * doors on one state) or on several (shared mode) count each request
  * once: each counts those it received.
  *
+ * Every good answer also goes to the hook stats_on_answer() sets (the
+ * per-second series of series.c), and every failure as NULL.  The
+ * regular round starts at a fixed point of each wall-clock second
+ * (stats_next()), so that every second gets its answer.
+ *
  * Draining trusts only answers fetched after the drain began: see
  * stats_fresh_ms(), which is the oldest of the answering sources' latest
  * answers, so that every gateway still answering has been heard since.
