@@ -173,6 +173,14 @@ $(B)/t/test_lifecycle $(B)/t/test_rundoc: $(B)/t/test_%: t/unit/test_%.c \
 	$(CC) $(DS_CFLAGS) -Icontrold $< $(CONTROLD_UNIT_SRCS) \
 	    $(B)/libdscommon.a -o $@ $(DS_LDFLAGS) -lcmocka $(COMMON_LIBS)
 
+# series.c: the per-second series from stats answers the test makes up
+SERIES_UNIT_SRCS := controld/series.c controld/stats.c $(CONTROLD_UNIT_SRCS)
+$(B)/t/test_series: t/unit/test_series.c $(SERIES_UNIT_SRCS) \
+        $(wildcard controld/*.h) $(B)/libdscommon.a
+	@mkdir -p $(@D)
+	$(CC) $(DS_CFLAGS) -Icontrold $< $(SERIES_UNIT_SRCS) \
+	    $(B)/libdscommon.a -o $@ $(DS_LDFLAGS) -lcmocka $(COMMON_LIBS)
+
 # offers.c is the daemon's pure matching: its test links it alone
 $(B)/t/test_offers: t/unit/test_offers.c controld/offers.c controld/offers.h \
     $(B)/libdscommon.a

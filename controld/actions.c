@@ -1,8 +1,9 @@
 /*
  * What the API asks of runs: plan (offers and changes, nothing changes),
- * apply (a new run, or a change in place or rolled out), stop.  An apply
- * is recorded in LMDB before it is answered; the reconciler does the
- * rest on its next pass.
+ * apply (a new run, or a change in place or rolled out), stop, scale (a
+ * fixed count changed by hand).  An apply and a scale are recorded in
+ * LMDB before they are answered; the reconciler does the rest on its
+ * next pass.
  */
 
 #include <stdio.h>
@@ -441,5 +442,58 @@ action_stop(struct run *r, int abort, char *err, size_t n)
     (void) n;
 
     reconcile_stop(r, abort);
+    return 0;
+}
+
+
+/*
+ * The count is the run's desired replicas, as if its spec said it: the
+ * reconciler starts the missing ones (the run's version) or drains the
+ * highest numbers, as a stop drains.  The spec is not changed, so the
+ * next apply of a changed file sets the count from the file again, and
+ * an apply that changes nothing keeps it.
+ */
+int
+action_scale(struct run *r, int replicas, char *err, size_t n)
+{
+    int  old;
+
+    if (r->finished) {
+        snprintf(err, n, "run \"%s\" has finished (%s): nothing to scale",
+                 r->short_name, run_status_name(r->status));
+        return 409;
+    }
+    if (r->stopping) {
+        snprintf(err, n, "run \"%s\" is terminating: nothing to scale",
+                 r->short_name);
+        return 409;
+    }
+    if (r->spec.scaling.enabled) {
+        snprintf(err, n, "run \"%s\" scales itself (scaling: %s, replicas "
+                 "%llu..%llu); change replicas in its file and apply",
+                 r->short_name,
+                 r->spec.scaling.metric == DS_SPEC_METRIC_INFLIGHT
+                 ? "inflight" : "rps",
+                 (unsigned long long) r->spec.replicas.min,
+                 (unsigned long long) r->spec.replicas.max);
+        return 409;
+    }
+    if (replicas < 1 || replicas > DS_REPLICAS_MAX) {
+        snprintf(err, n, "replicas: expected a whole number from 1 to %d",
+                 DS_REPLICAS_MAX);
+        return 400;
+    }
+    if (replicas == r->desired) {
+        return 0;
+    }
+
+    old = r->desired;
+    r->desired = replicas;
+    run_touch(r);
+    if (run_put_doc(r, err, n) != STORE_OK) {
+        r->desired = old;
+        return 500;
+    }
+    reconcile_now = 1;
     return 0;
 }

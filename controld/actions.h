@@ -1,5 +1,5 @@
 /*
- * What the API asks of runs (actions.c): plan, apply, stop.  Each
+ * What the API asks of runs (actions.c): plan, apply, stop, scale.  Each
  * returns 0, or an HTTP status with a message in err; nothing changes
  * when it fails.
  */
@@ -22,5 +22,11 @@ int action_plan(const struct caller *c, const char *project,
 int action_apply(const struct caller *c, const char *project,
     const cJSON *req, cJSON **answer, int *created, char *err, size_t n);
 int action_stop(struct run *r, int abort, char *err, size_t n);
+/*
+ * A run of a fixed count (no scaling in its spec) to `replicas` replicas
+ * (1 to DS_REPLICAS_MAX, as a spec's replicas), at once and without a
+ * new version; kept with the run.  409 with scaling, or once it stops.
+ */
+int action_scale(struct run *r, int replicas, char *err, size_t n);
 
 #endif /* CONTROLD_ACTIONS_H */

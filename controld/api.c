@@ -901,6 +901,36 @@ api_stop_args(struct api_req *q, struct ps_request *rq, char *err, size_t n)
 }
 
 
+/* the body of a scale: {"replicas":N}; errors in err */
+static void
+api_scale_args(struct api_req *q, struct ps_request *rq, char *err,
+    size_t n)
+{
+    cJSON  *body;
+    int     replicas;
+
+    /* no body: the message names replicas, as for {} */
+    body = api_parse_body(q, 1, err, n);
+    if (body == NULL || api_args_scale(body, &replicas, err, n) != 0) {
+        rq->flags |= PS_RQ_ERROR;
+    } else {
+        rq->num = (int32_t) replicas;
+    }
+    cJSON_Delete(body);
+}
+
+
+/* the query of GET .../series: ?since=T */
+static void
+api_series_args(struct MHD_Connection *c, struct ps_request *rq, char *err,
+    size_t n)
+{
+    if (api_args_series(api_query_arg, c, &rq->since, err, n) != 0) {
+        rq->flags |= PS_RQ_ERROR;
+    }
+}
+
+
 /*
  * The whole request is here: answer what needs nothing of the parent,
  * check and parse the rest, and pass it on.  What the parent checks
@@ -1080,6 +1110,16 @@ api_dispatch(struct MHD_Connection *c, struct api_req *q, const char *method)
     case R_LOGS:
         api_logs_args(c, q, &rq, err, sizeof(err));
         rq.op = PS_OP_LOGS;
+        break;
+
+    case R_SERIES:
+        api_series_args(c, &rq, err, sizeof(err));
+        rq.op = PS_OP_SERIES;
+        break;
+
+    case R_SCALE:
+        api_scale_args(q, &rq, err, sizeof(err));
+        rq.op = PS_OP_SCALE;
         break;
 
     case R_BADNAME:

@@ -33,6 +33,37 @@ api_args_stop(const cJSON *body, int *abort, char *err, size_t n)
 }
 
 
+int
+api_args_scale(const cJSON *body, int *replicas, char *err, size_t n)
+{
+    const cJSON  *it, *v = NULL;
+
+    *replicas = 0;
+    cJSON_ArrayForEach(it, body) {
+        if (strcmp(it->string, "replicas") != 0) {
+            snprintf(err, n, "unknown field \"%.80s\"", it->string);
+            return -1;
+        }
+        v = it;
+    }
+    if (v == NULL) {
+        snprintf(err, n, "replicas: required, a whole number from 1 to %d",
+                 DS_REPLICAS_MAX);
+        return -1;
+    }
+    if (!cJSON_IsNumber(v) || v->valuedouble < 1
+        || v->valuedouble > DS_REPLICAS_MAX
+        || v->valuedouble != (double) (int) v->valuedouble)
+    {
+        snprintf(err, n, "replicas: expected a whole number from 1 to %d "
+                 "(as replicas in a spec)", DS_REPLICAS_MAX);
+        return -1;
+    }
+    *replicas = (int) v->valuedouble;
+    return 0;
+}
+
+
 /* 0 absent, 1 in *out, -1 with a message */
 static int
 api_args_int(api_arg_get_t get, void *cls, const char *key, long long min,
@@ -196,5 +227,19 @@ api_args_token(const cJSON *req, struct api_token_args *a, char *err,
         }
         a->expires_in = (uint64_t) exp->valuedouble;
     }
+    return 0;
+}
+
+
+int
+api_args_series(api_arg_get_t get, void *cls, uint32_t *since, char *err,
+    size_t n)
+{
+    long long  t = 0;
+
+    if (api_args_int(get, cls, "since", 0, UINT32_MAX, &t, err, n) < 0) {
+        return -1;
+    }
+    *since = (uint32_t) t;
     return 0;
 }

@@ -1,7 +1,7 @@
 /*
  * What the API's requests ask, decoded from their bodies and queries
- * without libmicrohttpd or the state: the stop's body, the logs query,
- * the token to create.  Pure (cJSON and libc), so that the fuzz targets
+ * without libmicrohttpd or the state: the stop's and the scale's
+ * bodies, the logs and series queries, the token to create.  Pure (cJSON and libc), so that the fuzz targets
  * (t/fuzz/fuzz_api_body.c) run the very code the API does.
  */
 
@@ -38,6 +38,15 @@ struct api_token_args {
 
 /* the stop's body ({"abort":bool} or {}); -1 with a message */
 int api_args_stop(const cJSON *body, int *abort, char *err, size_t n);
+
+/* the scale's body {"replicas":N}: N from 1 to DS_REPLICAS_MAX, as a
+ * spec's replicas; -1 with a message */
+int api_args_scale(const cJSON *body, int *replicas, char *err, size_t n);
+
+/* GET /api/runs/NAME/series?since=T: *since 0 when absent; -1 with a
+ * message */
+int api_args_series(api_arg_get_t get, void *cls, uint32_t *since,
+    char *err, size_t n);
 
 int api_args_logs(api_arg_get_t get, void *cls, struct api_logs_args *a,
     char *err, size_t n);

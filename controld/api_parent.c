@@ -52,6 +52,7 @@
 #include "teams.h"
 #include "run.h"
 #include "secrets.h"
+#include "series.h"
 #include "store.h"
 #include "tokens.h"
 #include "util.h"
@@ -608,6 +609,30 @@ api_parent_teams(uint32_t id, const struct ps_request *rq, const char *text,
 }
 
 
+/* POST .../scale, once the caller may (rc 0; else rc and err): done,
+ * logged and audited like a stop */
+static void
+api_parent_scale(uint32_t id, const struct caller *c,
+    const struct ps_request *rq, struct run *r, int rc, const char *err)
+{
+    char  why[512];
+    int   from;
+
+    snprintf(why, sizeof(why), "%s", err);
+    from = r->desired;
+    if (rc == 0) {
+        rc = action_scale(r, rq->num, why, sizeof(why));
+    }
+    if (rc == 0 && from != r->desired) {
+        log_info("run \"%s\": scaled %d -> %d replica%s by user \"%s\" "
+                 "(token \"%s\")", r->name, from, r->desired,
+                 r->desired == 1 ? "" : "s", c->user, c->token);
+    }
+    api_parent_done(id, c, rq->project, "scale", r->short_name, rc, 200,
+                    rc == 0 ? run_to_api(r) : NULL, why);
+}
+
+
 static int
 api_parent_request(const struct ps_msg *m)
 {
@@ -755,6 +780,8 @@ api_parent_request(const struct ps_msg *m)
     case PS_OP_RUN:
     case PS_OP_STOP:
     case PS_OP_LOGS:
+    case PS_OP_SERIES:
+    case PS_OP_SCALE:
         /* not a member: the project's runs do not exist for the caller */
         rc = teams_check(&c, rq.project, DS_ACT_RUN_READ, 0, err,
                          sizeof(err));
@@ -773,7 +800,10 @@ api_parent_request(const struct ps_msg *m)
             api_parent_answer(id, 400, 1, text);
             return 0;
         }
-        if (rq.op != PS_OP_RUN) {
+        if (rq.op == PS_OP_STOP || rq.op == PS_OP_LOGS
+            || rq.op == PS_OP_SCALE)
+        {
+            /* scaling a run is stopping some of it: the same right */
             rc = teams_check(&c, rq.project,
                              rq.op == PS_OP_LOGS ? DS_ACT_RUN_LOGS
                                                  : DS_ACT_RUN_STOP,
@@ -808,6 +838,19 @@ api_parent_request(const struct ps_msg *m)
                             (rq.flags & PS_RQ_ABORT) ? "abort" : "stop",
                             r->short_name, rc, 200,
                             rc == 0 ? run_to_api(r) : NULL, err);
+            return 0;
+        }
+        if (rq.op == PS_OP_SCALE) {
+            api_parent_scale(id, &c, &rq, r, rc, err);
+            return 0;
+        }
+        if (rq.op == PS_OP_SERIES) {
+            answer = series_to_api(r->name, r->short_name, rq.since);
+            if (answer == NULL) {
+                api_parent_answer(id, 500, 1, "series: out of memory");
+            } else {
+                api_parent_json(id, 200, answer);
+            }
             return 0;
         }
         api_parent_json(id, 200, run_to_api(r));

@@ -100,6 +100,14 @@ api_route(const char *url, char *param, size_t n, const char **allow)
             *allow = "GET";
             return R_LOGS;
         }
+        if (strcmp(slash, "/series") == 0) {
+            *allow = "GET";
+            return R_SERIES;
+        }
+        if (strcmp(slash, "/scale") == 0) {
+            *allow = "POST";
+            return R_SCALE;
+        }
         return R_NONE;
     }
 
@@ -239,6 +247,7 @@ int
 api_has_body(int route)
 {
     return route == R_PLAN || route == R_APPLY || route == R_STOP
+           || route == R_SCALE
            || route == R_TOKENS || route == R_CODE || route == R_FLEET_PLAN
            || route == R_FLEET_APPLY || route == R_FLEET_DELETE
            || route == R_SECRET_SET || route == R_SECRET_GET

@@ -39,7 +39,9 @@ enum api_route {
     R_USER_ME,      /* GET /api/users/me */
     R_USER,         /* DELETE /api/users/<U> */
     R_USER_TOKENS,  /* POST /api/users/<U>/tokens */
-    R_AUDIT
+    R_AUDIT,
+    R_SERIES,       /* GET /api/runs/<name>/series */
+    R_SCALE         /* POST /api/runs/<name>/scale */
 };
 
 /*

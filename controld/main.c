@@ -56,6 +56,7 @@
 #include "rundoc.h"
 #include "sdnotify.h"
 #include "secrets.h"
+#include "series.h"
 #include "shared.h"
 #include "stats.h"
 #include "store.h"
@@ -486,6 +487,8 @@ main(int argc, char **argv)
             log_warnx("%s", err);
             return 1;
         }
+        /* the console's charts: each answer, second by second */
+        stats_on_answer(series_answer);
     }
     if (!shared_enabled()) {
         if (controller_start(foreground) != 0) {

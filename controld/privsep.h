@@ -90,6 +90,8 @@ enum ps_op {
     PS_OP_USER_DELETE,
     PS_OP_USER_TOKEN,
     PS_OP_AUDIT,
+    PS_OP_SERIES,
+    PS_OP_SCALE,
     PS_OP_MAX
 };
 
@@ -107,8 +109,10 @@ struct ps_request {
     uint8_t         token[DS_TOKEN_HASH_LEN];
     uint32_t        op;                 /* enum ps_op */
     uint32_t        flags;              /* PS_RQ_* */
-    int32_t         num;                /* logs: the replica */
-    uint32_t        since;              /* logs: unix seconds, 0: all */
+    int32_t         num;                /* logs: the replica; scale: the
+                                           replicas */
+    uint32_t        since;              /* logs, series: unix seconds,
+                                           0: all */
     char            param[128];         /* run, fleet or token name */
     char            param2[DS_NAME_MAX + 1]; /* a member's user */
     char            project[DS_NAME_MAX + 1]; /* ?project=, "" when none */

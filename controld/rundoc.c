@@ -356,6 +356,26 @@ put_set(struct store_txn *t, const struct run *r)
 
 
 int
+run_put_doc(struct run *r, char *err, size_t errlen)
+{
+    struct store_txn  *t;
+    int                rc;
+
+    t = store_begin(err, errlen);
+    if (t == NULL) {
+        return STORE_EFAIL;
+    }
+    put_doc(t, r);
+    rc = store_end(t);
+    if (rc != STORE_OK) {
+        return rc;
+    }
+    r->dirty = 0;
+    return STORE_OK;
+}
+
+
+int
 run_put_service(struct run *r, char *err, size_t errlen)
 {
     struct store_txn  *t;

@@ -28,5 +28,9 @@ int runs_flush(void);
  * STORE_EFAIL with the reason in err.
  */
 int run_put_service(struct run *r, char *err, size_t errlen);
+/* the run document alone, in its own transaction: STORE_OK, or
+ * STORE_EFAIL with the reason in err (r stays dirty: runs_flush tries
+ * again) */
+int run_put_doc(struct run *r, char *err, size_t errlen);
 
 #endif /* CONTROLD_RUNDOC_H */

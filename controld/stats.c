@@ -15,6 +15,11 @@
  * doors on one state) or on several (shared mode) count each request
  * once: each counts those it received.
  *
+ * Every good answer also goes to the hook stats_on_answer() sets (the
+ * per-second series of series.c), and every failure as NULL.  The
+ * regular round starts at a fixed point of each wall-clock second
+ * (stats_next()), so that every second gets its answer.
+ *
  * Draining trusts only answers fetched after the drain began: see
  * stats_fresh_ms(), which is the oldest of the answering sources' latest
  * answers, so that every gateway still answering has been heard since.
@@ -30,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/socket.h>
 
@@ -42,6 +48,8 @@
 
 
 #define STATS_PERIOD_MS     1000
+/* where in a wall-clock second the regular round starts (stats_next) */
+#define STATS_PHASE_MS      500
 #define STATS_TIMEOUT_MS    1000
 #define STATS_RESOLVE_MS    30000       /* a name that did not resolve */
 #define STATS_MAX           (16 * 1024 * 1024)
@@ -83,6 +91,7 @@ static struct {
     size_t              n;
     int64_t             next_ms;
     int64_t             any_ms;         /* the latest answer of any */
+    stats_answer_fn     on_answer;      /* NULL: none */
 } st;
 
 
@@ -244,6 +253,9 @@ stats_fail(struct stats_src *s, const char *why)
     stats_src_close(s);
     cJSON_Delete(s->last);
     s->last = NULL;
+    if (st.on_answer != NULL) {
+        st.on_answer(s->url, NULL);
+    }
     if (!s->failing) {
         s->failing = 1;
         if (st.n == 1) {
@@ -457,6 +469,9 @@ stats_replace(const char *const *urls, size_t n, int strict,
         if (st.src[i].url != NULL) {
             log_info("stats: %s is no longer read", st.src[i].url);
             (*changed)++;
+            if (st.on_answer != NULL) {
+                st.on_answer(st.src[i].url, NULL);
+            }
         }
         stats_src_free(&st.src[i]);
     }
@@ -547,6 +562,9 @@ stats_parse(struct stats_src *s)
         st.any_ms = s->last_ms;
     }
     stats_index(s);
+    if (st.on_answer != NULL) {
+        st.on_answer(s->url, s->last);
+    }
     if (s->failing) {
         s->failing = 0;
         log_info("stats: %s answers again", s->url);
@@ -672,6 +690,31 @@ stats_request(int64_t soon_ms)
 }
 
 
+/*
+ * When the next regular round starts: STATS_PHASE_MS past a wall-clock
+ * second, at least half a period from now.  A period counted from the
+ * round (now + 1000) drifts by the lateness of the loop's tick, and about
+ * one second in twenty would get no answer at all: series.c counts each
+ * answer in the second it comes in, and would show that second as a gap.
+ */
+static int64_t
+stats_next(int64_t now)
+{
+    struct timespec  ts;
+    int64_t          wall, wait;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    wall = (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    wait = STATS_PERIOD_MS
+           - ((wall - STATS_PHASE_MS) % STATS_PERIOD_MS + STATS_PERIOD_MS)
+             % STATS_PERIOD_MS;
+    if (wait < STATS_PERIOD_MS / 2) {
+        wait += STATS_PERIOD_MS;
+    }
+    return now + wait;
+}
+
+
 void
 stats_tick(void)
 {
@@ -685,7 +728,7 @@ stats_tick(void)
     now = now_ms();
     round = now >= st.next_ms;
     if (round) {
-        st.next_ms = now + STATS_PERIOD_MS;
+        st.next_ms = stats_next(now);
     }
     for (i = 0; i < st.n; i++) {
         if (st.src[i].fd >= 0) {
@@ -722,6 +765,13 @@ stats_fresh_ms(void)
         }
     }
     return oldest != 0 ? oldest : st.any_ms;
+}
+
+
+void
+stats_on_answer(stats_answer_fn fn)
+{
+    st.on_answer = fn;
 }
 
 

@@ -13,6 +13,14 @@
 #define STATS_SOURCES_MAX       64      /* gateways read at once */
 
 struct pollfd;
+struct cJSON;
+
+/*
+ * Told of every answer of a source: the module's JSON (valid until the
+ * call returns), or NULL when the source failed or is no longer read.
+ * Called at most a few times a second per source (series.c).
+ */
+typedef void (*stats_answer_fn)(const char *url, const struct cJSON *answer);
 
 /* in-flight requests of an address of a service; -1 when unknown */
 long stats_replica_inflight(const char *service, const char *addr);
@@ -25,6 +33,7 @@ long stats_service_held(const char *service);
 int64_t stats_fresh_ms(void);
 /* how many sources answer, of how many */
 void stats_sources(size_t *answering, size_t *total);
+void stats_on_answer(stats_answer_fn fn);
 void stats_request(int64_t soon_ms);
 int stats_fill(struct pollfd *pfd, int max);
 void stats_process(struct pollfd *pfd, int n);

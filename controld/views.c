@@ -199,6 +199,9 @@ run_to_api(const struct run *r)
     cJSON_AddNumberToObject(o, "updated_at", (double) r->updated_at);
     cJSON_AddNumberToObject(o, "version", r->version);
     cJSON_AddNumberToObject(o, "desired", r->desired);
+    /* POST .../scale would take it: a fixed count, not stopping */
+    cJSON_AddBoolToObject(o, "scalable", !r->spec.scaling.enabled
+                                         && !r->finished && !r->stopping);
     if (r->rollout_failed == r->version) {
         m = cJSON_AddObjectToObject(o, "rollout");
         cJSON_AddNumberToObject(m, "version", r->rollout_failed);

@@ -240,7 +240,7 @@ is_deeply(\@late, [], '40 changes one after the other: each reached both '
 # ---- scale -------------------------------------------------------------------
 
 SKIP: {
-    skip 'two replicas need network namespaces here', 4 unless $netns;
+    skip 'two replicas need network namespaces here', 5 unless $netns;
     load_start();
     spec(2);
     $r = $c->cli(['apply', '-f', 'svc.dstack.yml', '-n', 'web', '-y', '-d'],
@@ -255,6 +255,18 @@ SKIP: {
         return grep({ /^\d+$/ } keys %{ $seen{$g} }) == 2;
     });
     load_stop('scale');
+
+    # the console's series: the leader reads both gateways, and sums them
+    my ($want, $got) = (0, -1);
+    ok(DsTest::wait_until(sub {
+        $want = 0;
+        $want += (($_->service_stats('web') || {})->{requests} || {})->{'2xx'}
+            // 0 for @GW;
+        my $x = $sa->api('GET', '/api/runs/web/series')->{json} || {};
+        $got = (($x->{totals} || {})->{requests} || {})->{'2xx'} // -1;
+        return $got == $want && $x->{stats} eq 'ok';
+    }, timeout => 5, interval => 0.2),
+        "series: the 2xx of both gateways summed ($got of $want)");
 }
 
 # ---- a request held on gateway 2 wakes a service scaled to zero ----------------

@@ -2,8 +2,9 @@
  * libFuzzer target for what the API makes of request bodies and
  * queries (controld/api_args.c, common/ds_json_dup.c).  The first byte
  * picks the request, the rest is its body (or query):
- *   0 POST /api/tokens     1 POST /api/runs/N/stop
- *   2 GET .../logs?QUERY   3 POST /api/runs/apply (and plan)
+ *   0 POST /api/tokens     1 POST /api/runs/N/stop (and .../scale)
+ *   2 GET .../logs?QUERY (and .../series?QUERY)
+ *   3 POST /api/runs/apply (and plan)
  * Bodies are parsed as the API does (cJSON, then the duplicate keys,
  * whose answer is checked against a plain pairwise search), then
  * decoded; what a decoder accepts must hold what the parent relies on.
@@ -89,6 +90,26 @@ stop(const cJSON *body)
 }
 
 
+/* a count the reconciler takes: 1 to DS_REPLICAS_MAX */
+static void
+scale(const cJSON *body)
+{
+    char  err[512];
+    int   n = -1;
+
+    err[0] = '\0';
+    if (api_args_scale(body, &n, err, sizeof(err)) == 0) {
+        if (n < 1 || n > DS_REPLICAS_MAX) {
+            abort();
+        }
+    } else if (strstr(err, "replicas") == NULL
+               && strstr(err, "unknown field") == NULL)
+    {
+        abort();
+    }
+}
+
+
 static void
 apply(const cJSON *body)
 {
@@ -137,6 +158,7 @@ logs(const uint8_t *data, size_t size)
     struct api_logs_args  a;
     struct query          q;
     char                 *text, *p, *amp, *eq, err[512];
+    uint32_t              since;
 
     text = malloc(size + 1);
     memcpy(text, data, size);
@@ -154,6 +176,14 @@ logs(const uint8_t *data, size_t size)
         q.n++;
     }
 
+    err[0] = '\0';
+    if (api_args_series(query_get, &q, &since, err, sizeof(err)) != 0
+        && strncmp(err, "since: ", 7) != 0)
+    {
+        abort();
+    }
+
+    err[0] = '\0';
     if (api_args_logs(query_get, &q, &a, err, sizeof(err)) == 0) {
         if ((a.have_num && (a.num < 0 || a.num > 65535))
             || (!a.have_num && a.num != -1)
@@ -212,6 +242,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         case 1:
             stop(body);
+            scale(body);
             break;
         default:
             apply(body);
