@@ -131,8 +131,8 @@ EOF
 my $ctl = "DSTACK_CONFIG=$demo/client.yml $build/dstackctl";
 my $applied = `cd $app && $ctl apply -f .dstack.yml -y -d 2>&1`;
 is($?, 0, 'the xss run is applied') or diag $applied;
-ok(DsTest::wait_until(sub { `$ctl ps 2>&1` =~ /^\s*xss\s+running/m }, timeout => 120),
-    'and runs) or diag `$ctl ps 2>&1`;
+ok(DsTest::wait_until(sub { `$ctl ps 2>&1` =~ /^\s*xss\s.*\brunning\b/m }, timeout => 120),
+    'and runs') or diag `$ctl ps 2>&1`;
 
 # ---- the browser --------------------------------------------------------------
 
