@@ -171,6 +171,22 @@ try {
     await shot('run');
     await new Promise((r) => { load.on('exit', r); setTimeout(r, 25000); });
 
+    // ---- scale (a fixed count of replicas) -------------------------------
+    await page.getByTestId('scale-input').fill('3');
+    await page.getByTestId('scale').click();
+    await page.getByTestId('scale-confirm').click();
+    const three = await waitFor(async () => {
+        const t = await page.locator('[data-testid=replicas] tbody').innerText();
+        return (t.match(/\bready\b/g) || []).length === 3 && t;
+    }, 30000);
+    check(three, 'scale to 3 (confirmed): a third replica gets ready', three);
+    await page.getByTestId('scale-input').fill('2');
+    await page.getByTestId('scale').click();
+    await page.getByTestId('scale-confirm').click();
+    const two = await waitFor(async () => /^2\/2 ready$/.test(
+        ((await text('.meta')).match(/\d+\/\d+ ready/) || [''])[0]) , 30000);
+    check(two, 'and back to 2', await text('.meta'));
+
     // ---- payloads stay text ----------------------------------------------
     await page.goto(`${env.CONSOLE_URL}#/runs/${env.XSS_RUN}`);
     const xssLog = await waitFor(async () => {
