@@ -283,6 +283,11 @@ typedef struct {
         const char     *prefix;         /* openai: "/v1"; tgi: NULL */
         const char     *chat_template;  /* tgi */
         const char     *eos_token;      /* tgi */
+        uint32_t        affinity;       /* DS_AFFINITY_*, NONE: least
+                                           in-flight */
+        uint32_t        prefix_bytes;
+        uint32_t        load_factor;    /* x 1000 */
+        const char     *session_header; /* DS_AFFINITY_SESSION */
     } model;
 
     const ds_spec_rate_limit_t *rate_limits;

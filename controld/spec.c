@@ -108,6 +108,10 @@ spec_service(const ds_spec_t *sp, const char *name, ds_service_t *svc)
         spec_str(&svc->model, sp->model.name);
         spec_str(&svc->model_prefix, sp->model.prefix);
         svc->model_format = sp->model.format;
+        svc->routing.affinity = sp->model.affinity;
+        svc->routing.prefix_bytes = sp->model.prefix_bytes;
+        svc->routing.load_factor = sp->model.load_factor;
+        spec_str(&svc->routing.session_header, sp->model.session_header);
     }
 
     svc->n_rate_limits = 0;
