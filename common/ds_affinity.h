@@ -20,9 +20,11 @@ uint64_t ds_affinity_weight(uint64_t key, uint64_t uid);
 
 /*
  * The bound of "consistent hashing with bounded loads": a replica may
- * take a request while its in-flight count is below
+ * take a request while its in-flight count is at most
  * ceil(load_factor / 1000 x (total + 1) / n), total being the in-flight
- * count over the n replicas.  Never below 1.
+ * count over the n replicas.  At most, not below: the counts are read
+ * while other requests end, and a replica still counting the request
+ * that just ended must not pass the next one on.  Never below 1.
  */
 int64_t ds_affinity_bound(int64_t total, uint64_t n, uint32_t load_factor);
 

@@ -12,7 +12,7 @@
  * instead gets consistent hashing with bounded loads: rendezvous
  * hashing over the ready replicas, the weight of a replica a mix of the
  * key and its uid, so that a replica joining or leaving moves only its
- * share of keys; a replica whose in-flight count is at the bound
+ * share of keys; a replica whose in-flight count is above the bound
  * (ds_affinity_bound: c x the mean, rounded up) passes the request to
  * the next by weight.
  *
@@ -214,11 +214,11 @@ picked:
 
 /*
  * Taking the replicas in decreasing weight and stopping at the first
- * below the bound is taking the heaviest of those below it: one pass
+ * within the bound is taking the heaviest of those within it: one pass
  * for the total in flight, one for the choice, nothing sorted.  When
- * every untried replica is at the bound (counts of other workers moved
- * meanwhile, or the ones below it were tried), the heaviest untried one.
- * Returns n when every replica was tried.
+ * every untried replica is above the bound (counts of other workers
+ * moved meanwhile, or the ones within it were tried), the heaviest
+ * untried one.  Returns n when every replica was tried.
  */
 static ngx_uint_t
 ngx_http_dstack_affinity_pick(ngx_http_dstack_ctx_t *ctx)
@@ -257,7 +257,7 @@ ngx_http_dstack_affinity_pick(ngx_http_dstack_ctx_t *ctx)
                                      __ATOMIC_RELAXED)
                    : 0;
 
-        if (inflight < bound) {
+        if (inflight <= bound) {
             if (best == n || w > best_w) {
                 best = i;
                 best_w = w;
