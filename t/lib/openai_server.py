@@ -42,8 +42,10 @@ first --prefix-bytes (X-Test-Prefix-Bytes) bytes of its "messages" (or
 "prompt") as compact JSON; a replica that has served the prefix before
 waits --hit-ms (X-Test-Hit-Ms, default 10) before its answer's header, one
 that has not waits --miss-ms (X-Test-Miss-Ms, default 100) and remembers
-it.  The answer says which in X-Test-Cache: hit|miss (X-Replica names the
-replica, as always); GET /__cache gives {"hits": H, "misses": M}.
+it.  --cache-entries K keeps only the K prefixes used last (a KV cache
+is finite; 0, the default: all).  The answer says which in X-Test-Cache:
+hit|miss (X-Replica names the replica, as always); GET /__cache gives
+{"hits": H, "misses": M}.
 
 The log (--log FILE: one JSON object a line; also kept in memory):
   {"event":"request","id":K,"replica":NAME,"method","path","headers":
@@ -65,6 +67,7 @@ import struct
 import sys
 import threading
 import time
+from collections import OrderedDict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -76,7 +79,7 @@ LOG_LOCK = threading.Lock()
 ENTRIES = []
 COUNTER = [0]
 CACHE = {"on": False, "bytes": 512, "hit_ms": 10, "miss_ms": 100,
-         "seen": set(), "hits": 0, "misses": 0}
+         "entries": 0, "seen": OrderedDict(), "hits": 0, "misses": 0}
 
 
 class ClientGone(Exception):
@@ -363,8 +366,12 @@ class Handler(BaseHTTPRequestHandler):
         text = body.get("messages", body.get("prompt"))
         key = json.dumps(text, separators=(",", ":"))[:n]
         with LOG_LOCK:
-            hit = key in CACHE["seen"]
-            CACHE["seen"].add(key)
+            seen = CACHE["seen"]
+            hit = key in seen
+            seen[key] = True
+            seen.move_to_end(key)
+            if CACHE["entries"] and len(seen) > CACHE["entries"]:
+                seen.popitem(last=False)
             CACHE["hits" if hit else "misses"] += 1
         self.cache_status = "hit" if hit else "miss"
         time.sleep((hit_ms if hit else miss_ms) / 1000.0)
@@ -516,9 +523,11 @@ def main():
     ap.add_argument("--prefix-bytes", type=int, default=512)
     ap.add_argument("--hit-ms", type=int, default=10)
     ap.add_argument("--miss-ms", type=int, default=100)
+    ap.add_argument("--cache-entries", type=int, default=0)
     a = ap.parse_args()
     CACHE.update({"on": a.prefix_cache, "bytes": a.prefix_bytes,
-                  "hit_ms": a.hit_ms, "miss_ms": a.miss_ms})
+                  "hit_ms": a.hit_ms, "miss_ms": a.miss_ms,
+                  "entries": a.cache_entries})
     NAME = a.name
     PREFIX = a.prefix.rstrip("/")
     MODELS = a.model or ["%s-model" % a.name]
