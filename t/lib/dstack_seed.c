@@ -1076,6 +1076,29 @@ dump_add(cJSON *obj, ds_str_t key, cJSON *item)
 }
 
 
+/* "routing" as the seed op takes it */
+static void
+dump_routing(cJSON *o, const ds_routing_t *rt)
+{
+    cJSON  *r;
+
+    r = cJSON_AddObjectToObject(o, "routing");
+    if (r == NULL) {
+        return;
+    }
+
+    cJSON_AddStringToObject(r, "affinity",
+                            rt->affinity == DS_AFFINITY_SESSION
+                            ? "session" : "prefix");
+    cJSON_AddNumberToObject(r, "prefix_bytes", rt->prefix_bytes);
+    cJSON_AddNumberToObject(r, "load_factor", rt->load_factor / 1000.0);
+    if (rt->session_header.len) {
+        cJSON_AddItemToObject(r, "session_header",
+                              dump_str(rt->session_header));
+    }
+}
+
+
 static const char *
 dump_format(uint32_t format)
 {
@@ -1157,6 +1180,9 @@ dump_service(void *arg, const ds_service_t *svc)
         cJSON_AddItemToObject(o, "model_prefix", dump_str(svc->model_prefix));
         cJSON_AddStringToObject(o, "model_format",
                                 dump_format(svc->model_format));
+        if (svc->routing.affinity != DS_AFFINITY_NONE) {
+            dump_routing(o, &svc->routing);
+        }
     } else {
         cJSON_AddNullToObject(o, "model");
     }
