@@ -43,6 +43,9 @@
  *                  "prefix":"/v1"}
  *                |{"type":"chat","name":"...","format":"tgi",
  *                  "chat_template":null,"eos_token":null},
+ *                (either with "routing":{"affinity":"prefix"|"session",
+ *                  "prefix_bytes":512,"session_header":null|"...",
+ *                  "load_factor":1.25} after "format", when set)
  *    "rate_limits":[{"prefix":"/","key":{"type":"ip_address"},
  *                    "rps":10,"burst":0}],
  *    "probes":null|[{"type":"http","url":"/","method":"get",
