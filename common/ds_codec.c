@@ -14,6 +14,12 @@
  *            str name, str model, str model_prefix,
  *            n_rate_limits x { u16 key_type, u32 rps_milli, u32 burst,
  *                              str prefix, str header }
+ *            "DSVC" 2 0 (a model with affinity routing; version 1
+ *            otherwise, so that one service has one encoding): the same,
+ *            then the routing tail
+ *
+ *   routing  u32 affinity, u32 prefix_bytes, u32 load_factor (x 1000),
+ *            str session_header
  *
  *   replicas "DRPS" 1 0
  *            u64 generation, u32 count, u32 reserved (0),
@@ -34,6 +40,8 @@
  *
  *   model    "DMOD" 1 0
  *            u32 format, u64 created, str name, str service, str prefix
+ *            "DMOD" 2 0 (affinity routing, as a service's): the same,
+ *            then the routing tail
  *
  *   cert     "DCRT" 1 0
  *            u64 uid, u32 flags, u64 not_after, str host,
@@ -65,6 +73,7 @@
 #define DS_TOKEN_FLAGS_KNOWN                                                 \
     (DS_TOKEN_ADMIN | DS_TOKEN_ALL_SERVICES | DS_TOKEN_USER)
 #define DS_TOKEN_VERSION_TEAMS  2
+#define DS_VERSION_ROUTING      2       /* services and models */
 
 #define DS_RUN_NAME_MIN         2
 #define DS_RUN_NAME_MAX         41
@@ -568,6 +577,83 @@ ds_check_rate_limit(const ds_rate_limit_t *rl, uint32_t i, const char *rec,
 }
 
 
+/* NONE: all zero (one encoding); else every field in its range */
+static int
+ds_check_routing(const ds_routing_t *rt, const char *rec, ds_err_t *err)
+{
+    if (rt->affinity == DS_AFFINITY_NONE) {
+        if (rt->prefix_bytes || rt->load_factor || rt->session_header.len) {
+            ds_err_set(err, "%s: routing settings without an affinity",
+                       rec);
+            return -1;
+        }
+        return 0;
+    }
+
+    if (rt->affinity > DS_AFFINITY_SESSION) {
+        ds_err_set(err, "%s: affinity %u is unknown", rec, rt->affinity);
+        return -1;
+    }
+
+    if (rt->prefix_bytes == 0
+        || rt->prefix_bytes > DS_AFFINITY_PREFIX_BYTES_MAX)
+    {
+        ds_err_set(err, "%s: affinity prefix bytes %u are not 1 to %u", rec,
+                   rt->prefix_bytes, DS_AFFINITY_PREFIX_BYTES_MAX);
+        return -1;
+    }
+
+    if (rt->load_factor < 1000
+        || rt->load_factor > DS_AFFINITY_LOAD_FACTOR_MAX)
+    {
+        ds_err_set(err, "%s: affinity load factor %u is not 1000 to %u",
+                   rec, rt->load_factor, DS_AFFINITY_LOAD_FACTOR_MAX);
+        return -1;
+    }
+
+    /* the header is the session's only: prefix affinity names none */
+    return ds_check_str(&rt->session_header,
+                        rt->affinity == DS_AFFINITY_SESSION,
+                        rt->affinity == DS_AFFINITY_SESSION ? DS_NAME_MAX : 0,
+                        rec, NULL, 0, "session header", err);
+}
+
+
+static void
+ds_put_routing(ds_buf_t *out, const ds_routing_t *rt)
+{
+    ds_put_u32(out, rt->affinity);
+    ds_put_u32(out, rt->prefix_bytes);
+    ds_put_u32(out, rt->load_factor);
+    ds_put_str(out, &rt->session_header);
+}
+
+
+/* the routing tail of a version-2 record, which must have an affinity */
+static int
+ds_rd_routing(ds_rd_t *rd, ds_routing_t *rt)
+{
+    if (ds_rd_u32(rd, &rt->affinity, "affinity") != 0
+        || ds_rd_u32(rd, &rt->prefix_bytes, "affinity prefix bytes") != 0
+        || ds_rd_u32(rd, &rt->load_factor, "affinity load factor") != 0
+        || ds_rd_str(rd, &rt->session_header, 0, DS_NAME_MAX,
+                     "session header")
+           != 0)
+    {
+        return -1;
+    }
+
+    if (rt->affinity == DS_AFFINITY_NONE) {
+        /* one encoding: that is version 1's */
+        ds_err_set(rd->err, "%s: version %u without an affinity",
+                   rd->record, DS_VERSION_ROUTING);
+        return -1;
+    }
+
+    return 0;
+}
+
+
 static int
 ds_check_service(const ds_service_t *svc, const char *rec, ds_err_t *err)
 {
@@ -603,6 +689,15 @@ ds_check_service(const ds_service_t *svc, const char *rec, ds_err_t *err)
 
     if (svc->model.len == 0 && svc->model_prefix.len != 0) {
         ds_err_set(err, "%s: model prefix set without a model", rec);
+        return -1;
+    }
+
+    if (ds_check_routing(&svc->routing, rec, err) != 0) {
+        return -1;
+    }
+
+    if (svc->model.len == 0 && svc->routing.affinity != DS_AFFINITY_NONE) {
+        ds_err_set(err, "%s: affinity routing set without a model", rec);
         return -1;
     }
 
@@ -723,7 +818,7 @@ ds_check_model(const ds_model_t *m, const char *rec, ds_err_t *err)
         return -1;
     }
 
-    return 0;
+    return ds_check_routing(&m->routing, rec, err);
 }
 
 
@@ -754,7 +849,9 @@ ds_service_encode(const ds_service_t *svc, ds_buf_t *out, ds_err_t *err)
         return DS_EINVAL;
     }
 
-    ds_put_header(out, "DSVC");
+    ds_put_header_version(out, "DSVC",
+                          svc->routing.affinity != DS_AFFINITY_NONE
+                          ? DS_VERSION_ROUTING : DS_RECORD_VERSION);
     ds_put_u64(out, svc->uid);
     ds_put_u32(out, svc->slot);
     ds_put_u32(out, svc->flags);
@@ -776,6 +873,10 @@ ds_service_encode(const ds_service_t *svc, ds_buf_t *out, ds_err_t *err)
         ds_put_u32(out, rl->burst);
         ds_put_str(out, &rl->prefix);
         ds_put_str(out, &rl->header);
+    }
+
+    if (svc->routing.affinity != DS_AFFINITY_NONE) {
+        ds_put_routing(out, &svc->routing);
     }
 
     return ds_buf_done(out, "service record", err);
@@ -812,12 +913,13 @@ ds_service_decode(const void *data, size_t len, ds_service_t *svc,
     uint16_t  format, n;
     uint32_t  i;
     uint64_t  v;
+    unsigned  version;
     ds_rd_t   rd;
 
     ds_rd_init(&rd, data, len, "service record", err);
     memset(svc, 0, sizeof(*svc));
 
-    if (ds_rd_header(&rd, "DSVC") != 0
+    if (ds_rd_header_version(&rd, "DSVC", DS_VERSION_ROUTING, &version) != 0
         || ds_rd_uint(&rd, 8, &svc->uid, "uid") != 0
         || ds_rd_u32(&rd, &svc->slot, "slot") != 0
         || ds_rd_u32(&rd, &svc->flags, "flags") != 0
@@ -856,6 +958,12 @@ ds_service_decode(const void *data, size_t len, ds_service_t *svc,
         if (ds_rate_limit_decode(&rd, &svc->rate_limits[i], i) != 0) {
             return DS_EINVAL;
         }
+    }
+
+    if (version == DS_VERSION_ROUTING
+        && ds_rd_routing(&rd, &svc->routing) != 0)
+    {
+        return DS_EINVAL;
     }
 
     if (ds_rd_end(&rd) != 0
@@ -1346,12 +1454,18 @@ ds_model_encode(const ds_model_t *m, ds_buf_t *out, ds_err_t *err)
         return DS_EINVAL;
     }
 
-    ds_put_header(out, "DMOD");
+    ds_put_header_version(out, "DMOD",
+                          m->routing.affinity != DS_AFFINITY_NONE
+                          ? DS_VERSION_ROUTING : DS_RECORD_VERSION);
     ds_put_u32(out, m->format);
     ds_put_u64(out, m->created);
     ds_put_str(out, &m->name);
     ds_put_str(out, &m->service);
     ds_put_str(out, &m->prefix);
+
+    if (m->routing.affinity != DS_AFFINITY_NONE) {
+        ds_put_routing(out, &m->routing);
+    }
 
     return ds_buf_done(out, "model record", err);
 }
@@ -1360,17 +1474,20 @@ ds_model_encode(const ds_model_t *m, ds_buf_t *out, ds_err_t *err)
 int
 ds_model_decode(const void *data, size_t len, ds_model_t *m, ds_err_t *err)
 {
-    ds_rd_t  rd;
+    unsigned  version;
+    ds_rd_t   rd;
 
     ds_rd_init(&rd, data, len, "model record", err);
     memset(m, 0, sizeof(*m));
 
-    if (ds_rd_header(&rd, "DMOD") != 0
+    if (ds_rd_header_version(&rd, "DMOD", DS_VERSION_ROUTING, &version) != 0
         || ds_rd_u32(&rd, &m->format, "format") != 0
         || ds_rd_uint(&rd, 8, &m->created, "created") != 0
         || ds_rd_str(&rd, &m->name, 1, DS_NAME_MAX, "name") != 0
         || ds_rd_str(&rd, &m->service, 1, DS_NAME_MAX, "service") != 0
         || ds_rd_str(&rd, &m->prefix, 0, DS_PREFIX_MAX, "prefix") != 0
+        || (version == DS_VERSION_ROUTING
+            && ds_rd_routing(&rd, &m->routing) != 0)
         || ds_rd_end(&rd) != 0
         || ds_check_model(m, "model record", err) != 0)
     {

@@ -410,6 +410,89 @@ invalid:
 }
 
 
+int
+ds_json_find_raw(const char *buf, size_t len, const char *const *keys,
+    size_t n, ds_json_span_t *spans)
+{
+    int          kesc;
+    size_t       i, rlen;
+    ds_scan_t    s;
+    const char  *raw, *value;
+
+    s.start = buf;
+    s.p = buf;
+    s.end = buf + len;
+    s.depth = 1;
+
+    for (i = 0; i < n; i++) {
+        spans[i].data = NULL;
+        spans[i].len = 0;
+    }
+
+    ds_scan_ws(&s);
+
+    if (s.p >= s.end || *s.p != '{') {
+        return DS_JSON_INVALID;
+    }
+
+    s.p++;
+    ds_scan_ws(&s);
+
+    if (s.p < s.end && *s.p == '}') {
+        return DS_JSON_OK;
+    }
+
+    for ( ;; ) {
+        if (s.p >= s.end || *s.p != '"'
+            || ds_scan_string(&s, &raw, &rlen, &kesc) != 0)
+        {
+            return DS_JSON_INVALID;
+        }
+
+        ds_scan_ws(&s);
+
+        if (s.p >= s.end || *s.p != ':') {
+            return DS_JSON_INVALID;
+        }
+
+        s.p++;
+        ds_scan_ws(&s);
+        value = s.p;
+
+        if (ds_scan_value(&s) != 0) {
+            return DS_JSON_INVALID;
+        }
+
+        for (i = 0; i < n; i++) {
+            if (spans[i].data == NULL
+                && ds_key_equal(raw, rlen, kesc, keys[i], strlen(keys[i])))
+            {
+                spans[i].data = value;
+                spans[i].len = (size_t) (s.p - value);
+                break;
+            }
+        }
+
+        ds_scan_ws(&s);
+
+        if (s.p >= s.end) {
+            return DS_JSON_INVALID;
+        }
+
+        if (*s.p == '}') {
+            return DS_JSON_OK;
+        }
+
+        if (*s.p != ',') {
+            return DS_JSON_INVALID;
+        }
+
+        s.p++;
+        ds_scan_ws(&s);
+    }
+}
+
+
 static size_t
 ds_utf8_put(unsigned long cp, char *out)
 {

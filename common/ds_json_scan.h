@@ -28,6 +28,22 @@ int ds_json_find_string(const char *buf, size_t len, const char *key,
     const char **val, size_t *val_len, int *escaped, size_t *err_off);
 
 /*
+ * The raw text of the top-level members keys[n] of a JSON object (a
+ * string's with its quotes), each as it stands in buf: the affinity key
+ * of the model endpoint hashes a prompt's bytes as sent.  A span is
+ * empty (data NULL) when its member is absent; the first of two wins.
+ * The caller has validated buf (ds_json_find_string): this scan stops
+ * at the object's end.  DS_JSON_OK or DS_JSON_INVALID.
+ */
+typedef struct {
+    const char     *data;
+    size_t          len;
+} ds_json_span_t;
+
+int ds_json_find_raw(const char *buf, size_t len, const char *const *keys,
+    size_t n, ds_json_span_t *spans);
+
+/*
  * Resolves the escapes of a raw JSON string into out (at least len
  * bytes; the result is never longer).  Returns the length written, or
  * (size_t) -1 when the string has an invalid escape or encodes NUL.

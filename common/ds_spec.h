@@ -43,6 +43,9 @@
  *                  "prefix":"/v1"}
  *                |{"type":"chat","name":"...","format":"tgi",
  *                  "chat_template":null,"eos_token":null},
+ *                (either with "routing":{"affinity":"prefix"|"session",
+ *                  "prefix_bytes":512,"session_header":null|"...",
+ *                  "load_factor":1.25} after "format", when set)
  *    "rate_limits":[{"prefix":"/","key":{"type":"ip_address"},
  *                    "rps":10,"burst":0}],
  *    "probes":null|[{"type":"http","url":"/","method":"get",
@@ -283,6 +286,11 @@ typedef struct {
         const char     *prefix;         /* openai: "/v1"; tgi: NULL */
         const char     *chat_template;  /* tgi */
         const char     *eos_token;      /* tgi */
+        uint32_t        affinity;       /* DS_AFFINITY_*, NONE: least
+                                           in-flight */
+        uint32_t        prefix_bytes;
+        uint32_t        load_factor;    /* x 1000 */
+        const char     *session_header; /* DS_AFFINITY_SESSION */
     } model;
 
     const ds_spec_rate_limit_t *rate_limits;

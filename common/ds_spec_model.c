@@ -39,12 +39,131 @@ static const ds_venum_t  ds_model_formats =
     DS_VENUM("model format", "openai", "tgi");
 
 
-enum { M_TYPE, M_NAME, M_FORMAT, M_PREFIX, M_TEMPLATE, M_EOS, M_N };
+/* ---- routing: affinity with bounded load ------------------------------- */
+
+static const ds_venum_t  ds_affinities =
+    DS_VENUM("affinity", "prefix", "session");
+
+
+static int
+ds_v_f_prefix_bytes(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    return ds_v_f_uint(c, in, 1, DS_AFFINITY_PREFIX_BYTES_MAX, out);
+}
+
+
+/* c of "bounded load": a replica above c x the mean passes its turn */
+static int
+ds_v_f_load_factor(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    double  d, max;
+
+    max = DS_AFFINITY_LOAD_FACTOR_MAX / 1000.0;
+
+    if (!cJSON_IsNumber(in)) {
+        return ds_v_fail(c, in, 0, "expected a number >= 1, got %s",
+                         ds_tname(in));
+    }
+
+    d = in->valuedouble;
+
+    if (!(d >= 1)) {
+        return ds_v_fail(c, in, 0, "expected a number >= 1, got %.15g", d);
+    }
+
+    if (!(d <= max)) {
+        return ds_v_fail(c, in, 0, "expected a number from 1 to %.15g, "
+                         "got %.15g", max, d);
+    }
+
+    *out = cJSON_CreateNumber(d);
+    return *out ? DS_OK : ds_v_oom(c);
+}
+
+
+static const char *
+ds_v_session_header_wrong(const char *s)
+{
+    size_t  n = strlen(s);
+
+    return n == 0 || n > DS_NAME_MAX
+           || strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                        "0123456789-_") != n
+           ? ": expected 1 to 63 letters, digits, \"-\" or \"_\""
+           : NULL;
+}
+
+
+static int
+ds_v_f_session_header(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    return ds_v_f_checked(c, in, "header name", ds_v_session_header_wrong,
+                          out);
+}
+
+
+enum { R_AFFINITY, R_PREFIX_BYTES, R_SESSION_HEADER, R_LOAD_FACTOR, R_N };
+
+static const ds_vfield_t  ds_routing_fields[R_N] = {
+    { "affinity", NULL, DS_VF_REQUIRED, &ds_affinities },
+    { "prefix_bytes", ds_v_f_prefix_bytes, 0, NULL },
+    { "session_header", ds_v_f_session_header, 0, NULL },
+    { "load_factor", ds_v_f_load_factor, 0, NULL },
+};
+
+
+/* {affinity: prefix|session, prefix_bytes: 512,
+ *  session_header: x-session-id, load_factor: 1.25}, defaults filled */
+static int
+ds_v_f_routing(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    int     rc;
+    cJSON  *s[R_N] = { NULL };
+
+    if (!cJSON_IsObject(in)) {
+        return ds_v_fail(c, in, 0, "expected a mapping with \"affinity\", "
+                         "got %s", ds_tname(in));
+    }
+
+    rc = ds_v_object(c, in, ds_routing_fields, R_N, NULL, s);
+    if (rc != DS_OK) {
+        goto done;
+    }
+
+    if (s[R_PREFIX_BYTES] == NULL) {
+        s[R_PREFIX_BYTES] = cJSON_CreateNumber(DS_AFFINITY_PREFIX_BYTES);
+    }
+    if (s[R_SESSION_HEADER] == NULL
+        && strcmp(s[R_AFFINITY]->valuestring, "session") == 0)
+    {
+        s[R_SESSION_HEADER] = cJSON_CreateString("x-session-id");
+    }
+    if (s[R_LOAD_FACTOR] == NULL) {
+        s[R_LOAD_FACTOR] = cJSON_CreateNumber(DS_AFFINITY_LOAD_FACTOR
+                                              / 1000.0);
+    }
+
+    if (s[R_PREFIX_BYTES] == NULL || s[R_LOAD_FACTOR] == NULL
+        || (s[R_SESSION_HEADER] == NULL
+            && strcmp(s[R_AFFINITY]->valuestring, "session") == 0))
+    {
+        rc = ds_v_oom(c);
+    }
+
+done:
+
+    return ds_v_finish(c, ds_routing_fields, R_N, s, rc, out);
+}
+
+
+enum { M_TYPE, M_NAME, M_FORMAT, M_ROUTING, M_PREFIX, M_TEMPLATE, M_EOS,
+       M_N };
 
 static const ds_vfield_t  ds_model_fields[M_N] = {
     { "type", NULL, 0, &ds_model_types },
     { "name", ds_v_f_model_name, DS_VF_REQUIRED, NULL },
     { "format", NULL, DS_VF_REQUIRED, &ds_model_formats },
+    { "routing", ds_v_f_routing, 0, NULL },
     { "prefix", ds_v_f_prefix, 0, NULL },
     { "chat_template", ds_v_f_anystr, 0, NULL },
     { "eos_token", ds_v_f_anystr, 0, NULL },
@@ -55,7 +174,7 @@ static const ds_vfield_t  ds_model_fields[M_N] = {
 int
 ds_v_f_model(ds_vctx_t *c, const cJSON *in, cJSON **out)
 {
-    int           rc, tgi;
+    int           rc, tgi, routing;
     size_t        i;
     const cJSON  *m;
     cJSON        *s[M_N] = { NULL };
@@ -103,10 +222,16 @@ ds_v_f_model(ds_vctx_t *c, const cJSON *in, cJSON **out)
         goto done;
     }
 
+    routing = s[M_ROUTING] != NULL;
+
     /* openai: type, name, format, prefix; tgi: without prefix */
     rc = ds_v_assemble(c, ds_model_fields, tgi ? M_N : M_TEMPLATE, s, out);
     if (rc == DS_OK && tgi) {
         cJSON_DeleteItemFromObjectCaseSensitive(*out, "prefix");
+    }
+    /* without routing the model reads as before it existed */
+    if (rc == DS_OK && !routing) {
+        cJSON_DeleteItemFromObjectCaseSensitive(*out, "routing");
     }
 
 done:

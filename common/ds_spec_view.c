@@ -56,6 +56,30 @@ ds_j_num(const cJSON *o, const char *k)
 }
 
 
+/* model.routing, validated: every field there, the header for sessions */
+static void
+ds_spec_fill_routing(ds_spec_t *spec, const cJSON *rt)
+{
+    const char  *affinity;
+
+    affinity = ds_j_str(rt, "affinity");
+    if (affinity == NULL) {
+        return;
+    }
+
+    spec->model.affinity = strcmp(affinity, "session") == 0
+                           ? DS_AFFINITY_SESSION : DS_AFFINITY_PREFIX;
+    spec->model.prefix_bytes = (uint32_t) ds_j_num(rt, "prefix_bytes");
+    /* 1.25 x 1000 is 1249.999...: round */
+    spec->model.load_factor = (uint32_t) (ds_j_num(rt, "load_factor") * 1000
+                                          + 0.5);
+
+    if (spec->model.affinity == DS_AFFINITY_SESSION) {
+        spec->model.session_header = ds_j_str(rt, "session_header");
+    }
+}
+
+
 static void
 ds_j_range(const cJSON *o, ds_spec_range_t *r)
 {
@@ -463,6 +487,7 @@ ds_spec_from_json(const cJSON *normalized, ds_spec_t *spec, ds_err_t *err)
         spec->model.prefix = ds_j_str(v, "prefix");
         spec->model.chat_template = ds_j_str(v, "chat_template");
         spec->model.eos_token = ds_j_str(v, "eos_token");
+        ds_spec_fill_routing(spec, ds_j(v, "routing"));
     }
 
     if (ds_spec_fill_rate_limits(spec, priv, ds_j(j, "rate_limits"))

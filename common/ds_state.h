@@ -106,11 +106,36 @@ typedef struct {
 #define DS_MODEL_OPENAI         0
 #define DS_MODEL_TGI            1
 
+/*
+ * How the model endpoint picks a replica: least in-flight (NONE), or
+ * rendezvous hashing of a key with bounded load: the hash of the first
+ * prefix_bytes of the request's "messages" or "prompt" (PREFIX), or of
+ * its session (SESSION: the session header, else the body's "user",
+ * else the prefix), so that requests sharing it reuse a replica's cache.
+ * With NONE every other field is zero.
+ */
+#define DS_AFFINITY_NONE        0
+#define DS_AFFINITY_PREFIX      1
+#define DS_AFFINITY_SESSION     2
+
+#define DS_AFFINITY_PREFIX_BYTES        512
+#define DS_AFFINITY_PREFIX_BYTES_MAX    (1024 * 1024)
+#define DS_AFFINITY_LOAD_FACTOR         1250    /* c x 1000 */
+#define DS_AFFINITY_LOAD_FACTOR_MAX     100000
+
+typedef struct {
+    uint32_t        affinity;       /* DS_AFFINITY_* */
+    uint32_t        prefix_bytes;   /* hashed of messages or prompt */
+    uint32_t        load_factor;    /* c x 1000, >= 1000 */
+    ds_str_t        session_header; /* SESSION: e.g. "x-session-id" */
+} ds_routing_t;
+
 typedef struct {
     ds_str_t        name;           /* run name = host label */
     ds_str_t        model;          /* model name, empty if none */
     ds_str_t        model_prefix;   /* e.g. "/v1" */
     uint32_t        model_format;   /* DS_MODEL_* */
+    ds_routing_t    routing;        /* of the model endpoint */
 
     uint64_t        uid;            /* set by the writer when created */
     uint32_t        slot;           /* metric slot, set by the writer */
@@ -210,6 +235,7 @@ typedef struct {
     ds_str_t        prefix;         /* e.g. "/v1" */
     uint32_t        format;         /* DS_MODEL_* */
     uint64_t        created;        /* unix seconds */
+    ds_routing_t    routing;        /* the service's */
 } ds_model_t;
 
 

@@ -279,6 +279,7 @@ ds_put_service(ds_txn_t *txn, ds_service_t *svc, ds_err_t *err)
     int           rc, is_new, del_old_model;
     char          name[DS_NAME_MAX], model[DS_NAME_MAX];
     char          prefix[DS_PREFIX_MAX], old_model[DS_NAME_MAX];
+    char          session_header[DS_NAME_MAX];
     char          mkey[DS_MODEL_KEY_MAX], old_mkey[DS_MODEL_KEY_MAX];
     size_t        mklen, old_mklen;
     uint64_t      seq;
@@ -315,6 +316,8 @@ ds_put_service(ds_txn_t *txn, ds_service_t *svc, ds_err_t *err)
     ds_str_copy(&tmp.name, &svc->name, name);
     ds_str_copy(&tmp.model, &svc->model, model);
     ds_str_copy(&tmp.model_prefix, &svc->model_prefix, prefix);
+    ds_str_copy(&tmp.routing.session_header, &svc->routing.session_header,
+                session_header);
 
     rc = ds_raw_get(txn, DS_DB_SERVICES, name, tmp.name.len, &v, err);
 
@@ -423,6 +426,7 @@ ds_put_service(ds_txn_t *txn, ds_service_t *svc, ds_err_t *err)
         m.service = tmp.name;
         m.prefix = tmp.model_prefix;
         m.format = tmp.model_format;
+        m.routing = tmp.routing;
 
         rc = ds_model_encode(&m, &mrec, err);
         if (rc != DS_OK) {

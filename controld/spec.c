@@ -108,6 +108,10 @@ spec_service(const ds_spec_t *sp, const char *name, ds_service_t *svc)
         spec_str(&svc->model, sp->model.name);
         spec_str(&svc->model_prefix, sp->model.prefix);
         svc->model_format = sp->model.format;
+        svc->routing.affinity = sp->model.affinity;
+        svc->routing.prefix_bytes = sp->model.prefix_bytes;
+        svc->routing.load_factor = sp->model.load_factor;
+        spec_str(&svc->routing.session_header, sp->model.session_header);
     }
 
     svc->n_rate_limits = 0;
@@ -151,6 +155,35 @@ spec_in_place(const char *field)
 }
 
 
+/* a model whose routing alone changed: only the gateway reads that */
+static int
+spec_model_in_place(const cJSON *old, const cJSON *new_)
+{
+    int     same;
+    cJSON  *a, *b;
+
+    if (!cJSON_IsObject(old) || !cJSON_IsObject(new_)) {
+        return 0;
+    }
+
+    a = cJSON_Duplicate(old, 1);
+    b = cJSON_Duplicate(new_, 1);
+    if (a == NULL || b == NULL) {
+        cJSON_Delete(a);
+        cJSON_Delete(b);
+        return 0;       /* a rollout is never wrong */
+    }
+
+    cJSON_DeleteItemFromObjectCaseSensitive(a, "routing");
+    cJSON_DeleteItemFromObjectCaseSensitive(b, "routing");
+    same = cJSON_Compare(a, b, 1);
+
+    cJSON_Delete(a);
+    cJSON_Delete(b);
+    return same;
+}
+
+
 cJSON *
 spec_changes(const cJSON *old, const cJSON *new_, int *rollout)
 {
@@ -172,7 +205,9 @@ spec_changes(const cJSON *old, const cJSON *new_, int *rollout)
         if (o != NULL && cJSON_Compare(o, it, 1)) {
             continue;
         }
-        in_place = spec_in_place(it->string);
+        in_place = spec_in_place(it->string)
+                   || (strcmp(it->string, "model") == 0
+                       && spec_model_in_place(o, it));
         if (!in_place) {
             *rollout = 1;
         }

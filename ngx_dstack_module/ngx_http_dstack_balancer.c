@@ -8,6 +8,14 @@
  * already tried by this request is skipped, so a refused or failed
  * connect goes to another one (proxy_next_upstream bounds the tries).
  *
+ * A model with affinity routing (its key in the context, openai.c)
+ * instead gets consistent hashing with bounded loads: rendezvous
+ * hashing over the ready replicas, the weight of a replica a mix of the
+ * key and its uid, so that a replica joining or leaving moves only its
+ * share of keys; a replica whose in-flight count is above the bound
+ * (ds_affinity_bound: c x the mean, rounded up) passes the request to
+ * the next by weight.
+ *
  * Per-service timeouts replace the location's in a copy of the upstream
  * configuration made in r->pool.  The balancer's state is the request
  * context's: no allocation but the name of each try.
@@ -24,6 +32,7 @@ static ngx_int_t ngx_http_dstack_balancer_get(ngx_peer_connection_t *pc,
     void *data);
 static void ngx_http_dstack_balancer_free(ngx_peer_connection_t *pc,
     void *data, ngx_uint_t state);
+static ngx_uint_t ngx_http_dstack_affinity_pick(ngx_http_dstack_ctx_t *ctx);
 static void ngx_http_dstack_set_timeouts(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx);
 static ngx_int_t ngx_http_dstack_peer_sockaddr(ngx_http_request_t *r,
@@ -150,6 +159,12 @@ ngx_http_dstack_balancer_get(ngx_peer_connection_t *pc, void *data)
 
     n = ctx->ready->n;
     peers = ctx->ready->peer;
+
+    if (ctx->load_factor) {
+        best = ngx_http_dstack_affinity_pick(ctx);
+        goto picked;
+    }
+
     best = n;
     best_inflight = INT64_MAX;
     rr++;
@@ -175,6 +190,8 @@ ngx_http_dstack_balancer_get(ngx_peer_connection_t *pc, void *data)
         }
     }
 
+picked:
+
     if (best == n) {
         pc->name = &none;
         return NGX_BUSY;
@@ -192,6 +209,67 @@ ngx_http_dstack_balancer_get(ngx_peer_connection_t *pc, void *data)
     }
 
     return ngx_http_dstack_peer_sockaddr(ctx->request, ctx, pc);
+}
+
+
+/*
+ * Taking the replicas in decreasing weight and stopping at the first
+ * within the bound is taking the heaviest of those within it: one pass
+ * for the total in flight, one for the choice, nothing sorted.  When
+ * every untried replica is above the bound (counts of other workers
+ * moved meanwhile, or the ones within it were tried), the heaviest
+ * untried one.  Returns n when every replica was tried.
+ */
+static ngx_uint_t
+ngx_http_dstack_affinity_pick(ngx_http_dstack_ctx_t *ctx)
+{
+    int64_t                  total, bound, inflight;
+    uint64_t                 w, best_w, over_w;
+    ngx_uint_t               i, n, best, over;
+    ngx_http_dstack_peer_t  *peers;
+
+    n = ctx->ready->n;
+    peers = ctx->ready->peer;
+    total = 0;
+
+    for (i = 0; i < n; i++) {
+        if (peers[i].metrics) {
+            total += __atomic_load_n(&peers[i].metrics->inflight,
+                                     __ATOMIC_RELAXED);
+        }
+    }
+
+    bound = ds_affinity_bound(total, n, ctx->load_factor);
+    best = n;
+    over = n;
+    best_w = 0;
+    over_w = 0;
+
+    for (i = 0; i < n; i++) {
+
+        if (ngx_http_dstack_tried(ctx, i)) {
+            continue;
+        }
+
+        w = ds_affinity_weight(ctx->affinity_key, peers[i].uid);
+        inflight = peers[i].metrics
+                   ? __atomic_load_n(&peers[i].metrics->inflight,
+                                     __ATOMIC_RELAXED)
+                   : 0;
+
+        if (inflight <= bound) {
+            if (best == n || w > best_w) {
+                best = i;
+                best_w = w;
+            }
+
+        } else if (over == n || w > over_w) {
+            over = i;
+            over_w = w;
+        }
+    }
+
+    return best != n ? best : over;
 }
 
 

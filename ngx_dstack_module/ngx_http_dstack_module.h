@@ -14,8 +14,9 @@
  *                  ready (hold.c); refusals are answered by reply.c
  *   content        stock proxy_pass to an upstream whose balancer is
  *                  "dstack_balancer" (balancer.c): least in-flight across
- *                  workers, ties round-robin, another replica on a failed
- *                  connect
+ *                  workers, ties round-robin, or a model's affinity
+ *                  (rendezvous hashing with bounded load); another
+ *                  replica on a failed connect
  *   log phase      admit.c, metrics.c: status class, request time,
  *                  in-flight
  *
@@ -40,6 +41,7 @@
 
 #include "ds_state.h"
 #include "ds_json_scan.h"
+#include "ds_affinity.h"
 
 
 #define NGX_HTTP_DSTACK_WINDOW      300     /* seconds of 1 s buckets */
@@ -159,6 +161,7 @@ typedef struct {
  * its sockaddr is built only when the balancer picks it */
 typedef struct {
     ngx_http_dstack_replica_metrics_t *metrics; /* NULL: slot over capacity */
+    uint64_t                    uid;            /* affinity: its weight */
     uint8_t                     addr[16];       /* network order */
     uint16_t                    port;           /* host order */
     uint8_t                     family;         /* DS_AF_* */
@@ -252,6 +255,11 @@ typedef struct ngx_http_dstack_ctx_s {
     uint32_t                    connect_timeout;
     uint32_t                    hold_max;       /* 0: never hold */
     uint32_t                    hold_timeout;   /* ms */
+
+    /* affinity routing (openai.c sets, balancer.c uses) */
+    uint32_t                    load_factor;    /* x 1000; 0: least
+                                                   in-flight */
+    uint64_t                    affinity_key;
 
     unsigned                    openai:1;       /* model endpoint */
     unsigned                    reading_body:1; /* openai: body on its way */

@@ -74,6 +74,10 @@ static ngx_int_t ngx_http_dstack_openai_model_name(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx, ngx_str_t *body, ngx_str_t *model);
 static ngx_int_t ngx_http_dstack_openai_rewrite(ngx_http_request_t *r,
     ds_str_t *prefix);
+static void ngx_http_dstack_openai_affinity(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx, ngx_str_t *body, const ds_routing_t *rt);
+static ngx_uint_t ngx_http_dstack_openai_session(ngx_http_request_t *r,
+    const ds_routing_t *rt, ds_json_span_t *user, uint64_t *key);
 static ngx_int_t ngx_http_dstack_openai_models(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx, ngx_str_t *only);
 static int ngx_http_dstack_openai_collect(void *arg, const ds_model_t *m);
@@ -367,10 +371,87 @@ ngx_http_dstack_openai_route(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    if (m.routing.affinity != DS_AFFINITY_NONE) {
+        ngx_http_dstack_openai_affinity(r, ctx, &body, &m.routing);
+    }
+
     service.data = (u_char *) m.service.data;
     service.len = m.service.len;
 
     return ngx_http_dstack_serve(r, ctx, &service);
+}
+
+
+/*
+ * The affinity key, in the routing record's terms (it is the model's,
+ * valid until state_end()): the session's, from its header or the
+ * body's "user", or the hash of the first prefix_bytes of "messages"
+ * (chat), "prompt" (completions) or "input" (embeddings) as sent.  One
+ * more scan of the body, which the first one validated, and nothing
+ * allocated.  Without any of them, least in-flight as without affinity.
+ */
+static void
+ngx_http_dstack_openai_affinity(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx, ngx_str_t *body, const ds_routing_t *rt)
+{
+    size_t           i, len;
+    ds_json_span_t   span[4];
+
+    static const char *const  keys[4] = {
+        "messages", "prompt", "input", "user"
+    };
+
+    if (ds_json_find_raw((const char *) body->data, body->len, keys, 4, span)
+        != DS_JSON_OK)
+    {
+        return;
+    }
+
+    if (rt->affinity == DS_AFFINITY_SESSION
+        && ngx_http_dstack_openai_session(r, rt, &span[3],
+                                          &ctx->affinity_key))
+    {
+        ctx->load_factor = rt->load_factor;
+        return;
+    }
+
+    for (i = 0; i < 3; i++) {
+        if (span[i].len) {
+            len = ngx_min(span[i].len, rt->prefix_bytes);
+            ctx->affinity_key = ds_affinity_hash(span[i].data, len);
+            ctx->load_factor = rt->load_factor;
+            return;
+        }
+    }
+}
+
+
+/* the key of the session header's value, else of a non-empty "user"
+ * string: 1, or 0 without either */
+static ngx_uint_t
+ngx_http_dstack_openai_session(ngx_http_request_t *r, const ds_routing_t *rt,
+    ds_json_span_t *user, uint64_t *key)
+{
+    u_char            name[DS_NAME_MAX + 1];
+    ngx_table_elt_t  *h;
+
+    ngx_memcpy(name, rt->session_header.data, rt->session_header.len);
+    name[rt->session_header.len] = '\0';
+
+    h = ngx_http_dstack_find_header(r, (const char *) name);
+
+    if (h && h->value.len) {
+        *key = ds_affinity_hash(h->value.data, h->value.len);
+        return 1;
+    }
+
+    /* a string with something between its quotes */
+    if (user->len > 2 && user->data[0] == '"') {
+        *key = ds_affinity_hash(user->data + 1, user->len - 2);
+        return 1;
+    }
+
+    return 0;
 }
 
 

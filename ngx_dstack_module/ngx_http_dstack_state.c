@@ -539,6 +539,7 @@ ngx_http_dstack_state_ready(ngx_http_dstack_service_t *e,
         }
 
         peer->metrics = ngx_http_dstack_replica_metrics(rep.slot, rep.uid);
+        peer->uid = rep.uid;
         ngx_memcpy(peer->addr, rep.addr, sizeof(peer->addr));
         peer->port = rep.port;
         peer->family = rep.family;

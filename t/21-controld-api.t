@@ -341,6 +341,26 @@ err_is($s->apply($mspec, name => 'second', code => $code), 409, 'conflict',
     'the same model for another service');
 is($s->run('second'), undef, 'and that run does not exist');
 
+# ---- a model's routing ------------------------------------------------------------------
+
+err_is($s->apply({ %$mspec, model => { name => 'shared-model',
+        format => 'openai', routing => { affinity => 'prefix',
+        load_factor => 0.5 } } }, name => 'first', code => $code),
+    400, 'invalid_request',
+    qr/^spec\.model\.routing\.load_factor: expected a number >= 1, got 0\.5$/,
+    'a load factor below 1');
+ok(!$t->dump->{services}{first}{routing}, '... and the service is as it was');
+my $version = $s->run('first')->{version};
+$r = $s->apply({ %$mspec, model => { name => 'shared-model',
+    format => 'openai', routing => { affinity => 'session' } } },
+    name => 'first', code => $code);
+is($r->{status}, 200, 'routing added by a re-apply') or diag $r->{body};
+is($r->{json}{version}, $version, '... in place, no rollout');
+is_deeply($t->dump->{services}{first}{routing},
+    { affinity => 'session', prefix_bytes => 512, load_factor => 1.25,
+      session_header => 'x-session-id' },
+    '... and in the state with its defaults');
+
 # ---- stop arguments ---------------------------------------------------------------------
 
 err_is($s->api('POST', '/api/runs/first/stop', json => { abort => 'yes' }),

@@ -34,6 +34,15 @@ str_eq(ds_str_t a, ds_str_t b)
 }
 
 
+static int
+routing_eq(const ds_routing_t *a, const ds_routing_t *b)
+{
+    return a->affinity == b->affinity && a->prefix_bytes == b->prefix_bytes
+           && a->load_factor == b->load_factor
+           && str_eq(a->session_header, b->session_header);
+}
+
+
 static void
 check_same_bytes(const ds_buf_t *b, const uint8_t *data, size_t size)
 {
@@ -65,6 +74,7 @@ fuzz_service(const uint8_t *data, size_t size)
     check(str_eq(s1.model, s2.model));
     check(str_eq(s1.model_prefix, s2.model_prefix));
     check(s1.model_format == s2.model_format);
+    check(routing_eq(&s1.routing, &s2.routing));
     check(s1.uid == s2.uid && s1.slot == s2.slot && s1.flags == s2.flags);
     check(s1.max_body_size == s2.max_body_size);
     check(s1.read_timeout_ms == s2.read_timeout_ms);
@@ -189,6 +199,7 @@ fuzz_model(const uint8_t *data, size_t size)
     check(str_eq(m1.service, m2.service));
     check(str_eq(m1.prefix, m2.prefix));
     check(m1.format == m2.format && m1.created == m2.created);
+    check(routing_eq(&m1.routing, &m2.routing));
 
     ds_buf_free(&b);
 }

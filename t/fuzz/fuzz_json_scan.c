@@ -31,6 +31,36 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
 
+    /* valid input: the raw members of the affinity key lie inside it
+     * and each is a whole value (its own scan finds no "model" in it) */
+    {
+        size_t                i;
+        ds_json_span_t        sp[2];
+        static const char    *const keys[2] = { "messages", "model" };
+
+        if (ds_json_find_raw((const char *) data, size, keys, 2, sp)
+            != DS_JSON_OK)
+        {
+            abort();
+        }
+
+        for (i = 0; i < 2; i++) {
+            if (sp[i].data != NULL
+                && (sp[i].data < (const char *) data
+                    || sp[i].data + sp[i].len > (const char *) data + size
+                    || sp[i].len == 0))
+            {
+                abort();
+            }
+        }
+
+        if (rc == DS_JSON_OK
+            && (sp[1].data != val - 1 || sp[1].len != len + 2))
+        {
+            abort();
+        }
+    }
+
     /* cJSON stops at NUL; our scanner rejects raw NUL inside strings and
      * anywhere else, so valid input has none */
     copy = malloc(size + 1);

@@ -66,7 +66,7 @@ sub server {
     my $dir = $t->dir;
     my @cmd = ($DsTest::PYTHON, "$DsTest::REPO/t/lib/openai_server.py",
         '--name', $name, '--port', 0, '--prefix', $o{prefix} // '/v1',
-        '--log', "$dir/backend-$name.log");
+        '--log', "$dir/backend-$name.log", @{ $o{args} // [] });
     pipe(my $r, my $w) or die "pipe: $!";
     my $pid = fork // die "fork: $!";
     if (!$pid) {

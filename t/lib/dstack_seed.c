@@ -15,6 +15,8 @@
  *    "hold":false,"hold_max":1000,"hold_timeout_ms":600000,
  *    "max_body_size":123,"read_timeout_ms":1000,"connect_timeout_ms":500,
  *    "model":"m","model_prefix":"/v1","model_format":"openai|tgi",
+ *    "routing":{"affinity":"prefix|session","prefix_bytes":512,
+ *               "load_factor":1.25,"session_header":"x-session-id"},
  *    "rate_limits":[{"prefix":"/","key":"ip"|{"header":"X-Key"},
  *                    "rps":2.5,"burst":3}]}
  *   {"op":"del_service","name":"a"}
@@ -336,6 +338,46 @@ fail:
 }
 
 
+/* "routing": defaults as the service file's (ds_spec_model.c) */
+static int
+seed_routing(seed_ctx_t *ctx, const cJSON *op, ds_routing_t *rt)
+{
+    const char   *affinity;
+    const cJSON  *o, *lf;
+
+    o = cJSON_GetObjectItemCaseSensitive(op, "routing");
+    if (o == NULL) {
+        return 0;
+    }
+
+    affinity = "prefix";
+    rt->prefix_bytes = DS_AFFINITY_PREFIX_BYTES;
+    rt->load_factor = DS_AFFINITY_LOAD_FACTOR;
+
+    if (seed_string(ctx, o, "affinity", 0, &affinity) != 0
+        || seed_u32(ctx, o, "prefix_bytes", &rt->prefix_bytes) != 0
+        || seed_str(ctx, o, "session_header", 0, &rt->session_header) != 0)
+    {
+        return -1;
+    }
+
+    rt->affinity = strcmp(affinity, "session") == 0 ? DS_AFFINITY_SESSION
+                   : DS_AFFINITY_PREFIX;
+
+    if (rt->affinity == DS_AFFINITY_SESSION && rt->session_header.len == 0) {
+        rt->session_header.data = "x-session-id";
+        rt->session_header.len = sizeof("x-session-id") - 1;
+    }
+
+    lf = cJSON_GetObjectItemCaseSensitive(o, "load_factor");
+    if (cJSON_IsNumber(lf)) {
+        rt->load_factor = (uint32_t) (lf->valuedouble * 1000 + 0.5);
+    }
+
+    return 0;
+}
+
+
 static int
 seed_service(seed_ctx_t *ctx, const cJSON *op)
 {
@@ -367,7 +409,8 @@ seed_service(seed_ctx_t *ctx, const cJSON *op)
         || seed_str(ctx, op, "model", 0, &svc.model) != 0
         || seed_str(ctx, op, "model_prefix", 0, &svc.model_prefix) != 0
         || seed_string(ctx, op, "model_format", 0, &format) != 0
-        || seed_array(ctx, op, "rate_limits", 0, &rls) != 0)
+        || seed_array(ctx, op, "rate_limits", 0, &rls) != 0
+        || seed_routing(ctx, op, &svc.routing) != 0)
     {
         return -1;
     }
@@ -825,7 +868,8 @@ static const seed_op_t  seed_ops[] = {
     { "service", seed_service,
       "op name auth https https_auto hold hold_max hold_timeout_ms "
       "max_body_size read_timeout_ms "
-      "connect_timeout_ms model model_prefix model_format rate_limits" },
+      "connect_timeout_ms model model_prefix model_format rate_limits "
+      "routing" },
     { "del_service", seed_del_service, "op name" },
     { "replicas", seed_replicas, "op service replicas" },
     { "token", seed_token,
@@ -1032,6 +1076,29 @@ dump_add(cJSON *obj, ds_str_t key, cJSON *item)
 }
 
 
+/* "routing" as the seed op takes it */
+static void
+dump_routing(cJSON *o, const ds_routing_t *rt)
+{
+    cJSON  *r;
+
+    r = cJSON_AddObjectToObject(o, "routing");
+    if (r == NULL) {
+        return;
+    }
+
+    cJSON_AddStringToObject(r, "affinity",
+                            rt->affinity == DS_AFFINITY_SESSION
+                            ? "session" : "prefix");
+    cJSON_AddNumberToObject(r, "prefix_bytes", rt->prefix_bytes);
+    cJSON_AddNumberToObject(r, "load_factor", rt->load_factor / 1000.0);
+    if (rt->session_header.len) {
+        cJSON_AddItemToObject(r, "session_header",
+                              dump_str(rt->session_header));
+    }
+}
+
+
 static const char *
 dump_format(uint32_t format)
 {
@@ -1113,6 +1180,9 @@ dump_service(void *arg, const ds_service_t *svc)
         cJSON_AddItemToObject(o, "model_prefix", dump_str(svc->model_prefix));
         cJSON_AddStringToObject(o, "model_format",
                                 dump_format(svc->model_format));
+        if (svc->routing.affinity != DS_AFFINITY_NONE) {
+            dump_routing(o, &svc->routing);
+        }
     } else {
         cJSON_AddNullToObject(o, "model");
     }

@@ -36,6 +36,17 @@ Per request:
   X-Test-Status: CODE answers CODE with an OpenAI-shaped error instead.
   X-Test-Header-Delay-Ms: MS waits MS before answering at all.
 
+A prefix cache, to measure affinity routing (--prefix-cache, or the
+X-Test-Prefix-Cache: 1 header per request): a completion's prefix is the
+first --prefix-bytes (X-Test-Prefix-Bytes) bytes of its "messages" (or
+"prompt") as compact JSON; a replica that has served the prefix before
+waits --hit-ms (X-Test-Hit-Ms, default 10) before its answer's header, one
+that has not waits --miss-ms (X-Test-Miss-Ms, default 100) and remembers
+it.  --cache-entries K keeps only the K prefixes used last (a KV cache
+is finite; 0, the default: all).  The answer says which in X-Test-Cache:
+hit|miss (X-Replica names the replica, as always); GET /__cache gives
+{"hits": H, "misses": M}.
+
 The log (--log FILE: one JSON object a line; also kept in memory):
   {"event":"request","id":K,"replica":NAME,"method","path","headers":
    {lowercase name: value},"body_len","body": parsed JSON or null,"t"}
@@ -56,6 +67,7 @@ import struct
 import sys
 import threading
 import time
+from collections import OrderedDict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -66,6 +78,8 @@ LOG = None
 LOG_LOCK = threading.Lock()
 ENTRIES = []
 COUNTER = [0]
+CACHE = {"on": False, "bytes": 512, "hit_ms": 10, "miss_ms": 100,
+         "entries": 0, "seen": OrderedDict(), "hits": 0, "misses": 0}
 
 
 class ClientGone(Exception):
@@ -169,6 +183,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("X-Replica", NAME)
+        if getattr(self, "cache_status", None):
+            self.send_header("X-Test-Cache", self.cache_status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD":
@@ -187,6 +203,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("X-Replica", NAME)
+        if getattr(self, "cache_status", None):
+            self.send_header("X-Test-Cache", self.cache_status)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         self.wfile.flush()
@@ -264,6 +282,13 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         path = url.path
 
+        self.cache_status = None
+
+        if path == "/__cache" and self.command == "GET":
+            with LOG_LOCK:
+                counts = {"hits": CACHE["hits"], "misses": CACHE["misses"]}
+            return self.send_json(200, counts)
+
         if path in ("/__requests", "/__last") and self.command == "GET":
             with LOG_LOCK:
                 entries = list(ENTRIES)
@@ -322,11 +347,34 @@ class Handler(BaseHTTPRequestHandler):
             return self.error(400, "%s: model is missing" % NAME,
                               param="model")
 
+        if not path.endswith("/embeddings"):
+            self.prefix_cache(body)
+
         if path.endswith("/chat/completions"):
             return self.chat(rid, path, body, model)
         if path.endswith("/embeddings"):
             return self.embeddings(body, model)
         return self.completions(rid, path, body, model)
+
+    def prefix_cache(self, body):
+        h = self.headers
+        if not (CACHE["on"] or h.get("X-Test-Prefix-Cache") == "1"):
+            return
+        n = int(h.get("X-Test-Prefix-Bytes") or CACHE["bytes"])
+        hit_ms = int(h.get("X-Test-Hit-Ms") or CACHE["hit_ms"])
+        miss_ms = int(h.get("X-Test-Miss-Ms") or CACHE["miss_ms"])
+        text = body.get("messages", body.get("prompt"))
+        key = json.dumps(text, separators=(",", ":"))[:n]
+        with LOG_LOCK:
+            seen = CACHE["seen"]
+            hit = key in seen
+            seen[key] = True
+            seen.move_to_end(key)
+            if CACHE["entries"] and len(seen) > CACHE["entries"]:
+                seen.popitem(last=False)
+            CACHE["hits" if hit else "misses"] += 1
+        self.cache_status = "hit" if hit else "miss"
+        time.sleep((hit_ms if hit else miss_ms) / 1000.0)
 
     def params(self, body):
         n = body.get("max_tokens", body.get("max_completion_tokens", 4))
@@ -471,7 +519,15 @@ def main():
     ap.add_argument("--prefix", default="/v1")
     ap.add_argument("--model", action="append", default=[])
     ap.add_argument("--log")
+    ap.add_argument("--prefix-cache", action="store_true")
+    ap.add_argument("--prefix-bytes", type=int, default=512)
+    ap.add_argument("--hit-ms", type=int, default=10)
+    ap.add_argument("--miss-ms", type=int, default=100)
+    ap.add_argument("--cache-entries", type=int, default=0)
     a = ap.parse_args()
+    CACHE.update({"on": a.prefix_cache, "bytes": a.prefix_bytes,
+                  "hit_ms": a.hit_ms, "miss_ms": a.miss_ms,
+                  "entries": a.cache_entries})
     NAME = a.name
     PREFIX = a.prefix.rstrip("/")
     MODELS = a.model or ["%s-model" % a.name]

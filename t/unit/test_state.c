@@ -257,6 +257,78 @@ test_service_roundtrip(void **state)
 }
 
 
+/* a model with affinity routing: version 2, the routing tail; its
+ * model record carries the same */
+static void
+test_service_routing(void **state)
+{
+    ds_buf_t      b, b2;
+    ds_err_t      err;
+    ds_model_t    m, mo;
+    ds_service_t  in, out;
+
+    (void) state;
+    memset(&b, 0, sizeof(b));
+    memset(&b2, 0, sizeof(b2));
+
+    make_service(&in);
+    in.routing.affinity = DS_AFFINITY_SESSION;
+    in.routing.prefix_bytes = 512;
+    in.routing.load_factor = 1250;
+    in.routing.session_header = S("x-session-id");
+
+    assert_int_equal(ds_service_encode(&in, &b, &err), DS_OK);
+    assert_memory_equal(b.data, "DSVC\x02\x00\x00\x00", 8);
+    assert_int_equal(ds_service_decode(b.data, b.len, &out, &err), DS_OK);
+    assert_int_equal(out.routing.affinity, DS_AFFINITY_SESSION);
+    assert_int_equal(out.routing.prefix_bytes, 512);
+    assert_int_equal(out.routing.load_factor, 1250);
+    assert_true(str_is(out.routing.session_header, "x-session-id"));
+    assert_int_equal(out.n_rate_limits, 2);
+
+    assert_int_equal(ds_service_encode(&out, &b2, &err), DS_OK);
+    assert_int_equal(b2.len, b.len);
+    assert_memory_equal(b2.data, b.data, b.len);
+
+    /* one encoding: version 2 without an affinity is version 1's */
+    assert_patched(&b, b.len - 26, 0, decode_service, "without an affinity");
+    assert_patched(&b, b.len - 26, 9, decode_service, "affinity 9");
+    assert_truncations_fail(b.data, b.len, decode_service);
+
+    /* out of range, refused by the encoder */
+    in.routing.load_factor = 500;
+    assert_int_equal(ds_service_encode(&in, &b2, &err), DS_EINVAL);
+    assert_msg(&err, "load factor 500");
+    in.routing.load_factor = 1250;
+    in.routing.prefix_bytes = 0;
+    assert_int_equal(ds_service_encode(&in, &b2, &err), DS_EINVAL);
+    in.routing.prefix_bytes = 512;
+    in.routing.affinity = DS_AFFINITY_PREFIX;
+    assert_int_equal(ds_service_encode(&in, &b2, &err), DS_EINVAL);
+    assert_msg(&err, "session header");
+    in.routing.affinity = DS_AFFINITY_NONE;
+    assert_int_equal(ds_service_encode(&in, &b2, &err), DS_EINVAL);
+    assert_msg(&err, "without an affinity");
+
+    memset(&m, 0, sizeof(m));
+    m.name = S("m");
+    m.service = S("llama");
+    m.prefix = S("/v1");
+    m.routing.affinity = DS_AFFINITY_PREFIX;
+    m.routing.prefix_bytes = 64;
+    m.routing.load_factor = 1000;
+    assert_int_equal(ds_model_encode(&m, &b2, &err), DS_OK);
+    assert_memory_equal(b2.data, "DMOD\x02\x00\x00\x00", 8);
+    assert_int_equal(ds_model_decode(b2.data, b2.len, &mo, &err), DS_OK);
+    assert_int_equal(mo.routing.affinity, DS_AFFINITY_PREFIX);
+    assert_int_equal(mo.routing.prefix_bytes, 64);
+    assert_int_equal(mo.routing.load_factor, 1000);
+
+    ds_buf_free(&b);
+    ds_buf_free(&b2);
+}
+
+
 static void
 test_service_decode_rejects(void **state)
 {
@@ -275,7 +347,9 @@ test_service_decode_rejects(void **state)
     assert_truncations_fail(b.data, b.len, decode_service);
 
     assert_patched(&b, 0, 'X', decode_service, "bad magic");
-    assert_patched(&b, 4, 2, decode_service, "version 2 is not supported");
+    assert_patched(&b, 4, 3, decode_service, "version 3 is not supported");
+    /* version 2 is a version-1 record with a routing tail */
+    assert_patched(&b, 4, 2, decode_service, "truncated");
     assert_patched(&b, 6, 1, decode_service, "reserved");
     assert_patched(&b, 20, 0x80, decode_service, "unknown flags 0x80");
     assert_patched(&b, 48, 9, decode_service, "model format 9 is unknown");
@@ -2232,6 +2306,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_service_init),
         cmocka_unit_test(test_service_roundtrip),
         cmocka_unit_test(test_service_decode_rejects),
+        cmocka_unit_test(test_service_routing),
         cmocka_unit_test(test_service_encode_rejects),
         cmocka_unit_test(test_replicas_roundtrip),
         cmocka_unit_test(test_replicas_rejects),
