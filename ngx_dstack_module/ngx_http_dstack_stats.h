@@ -95,6 +95,7 @@ typedef struct {
     uint64_t                            held_total;
     uint64_t                            hold_timeouts;
     uint64_t                            hold_rejected;
+    ngx_http_dstack_latency_t          *latency;    /* NULL: none */
 } ngx_http_dstack_stats_counters_t;
 
 
