@@ -397,7 +397,7 @@ void
 ngx_http_dstack_stats_read(ngx_http_dstack_stats_service_t *s, time_t now,
     ngx_uint_t windows, ngx_http_dstack_stats_counters_t *c)
 {
-    ngx_uint_t                          i;
+    ngx_uint_t                          i, k;
     ngx_http_dstack_service_metrics_t  *m;
 
     m = s->metrics ? s->metrics : &ngx_http_dstack_stats_no_service;
@@ -457,6 +457,20 @@ ngx_http_dstack_stats_read(ngx_http_dstack_stats_service_t *s, time_t now,
 
     c->latency = (m == &ngx_http_dstack_stats_no_service)
                  ? NULL : ngx_http_dstack_metrics_service_latency(m);
+
+    for (i = 0; i < NGX_HTTP_DSTACK_LAT_KINDS; i++) {
+        c->latency_seen[i] = 0;
+
+        if (c->latency) {
+            c->latency_seen[i] = __atomic_load_n(&c->latency->sum_us[i],
+                                                 __ATOMIC_RELAXED);
+            for (k = 0; k < NGX_HTTP_DSTACK_LAT_BUCKETS; k++) {
+                c->latency_seen[i] += __atomic_load_n(
+                                          &c->latency->count[i][k],
+                                          __ATOMIC_RELAXED);
+            }
+        }
+    }
 }
 
 

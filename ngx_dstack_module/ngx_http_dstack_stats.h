@@ -89,6 +89,10 @@ typedef struct {
     uint64_t                            model[5];   /* requests, errors,
                                                        ttfb ms, prompt and
                                                        completion tokens */
+    uint64_t                            latency_seen[2];  /* TTFT, TPOT:
+                                                       samples and their
+                                                       sum, changed by
+                                                       any new one */
 
     /* JSON only */
     uint64_t                  arrivals[NGX_HTTP_DSTACK_STATS_NWINDOWS];

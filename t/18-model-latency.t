@@ -119,7 +119,7 @@ for my $h (qw(ttft tpot)) {
     is($inf, $STREAMS, "Prometheus: $h histogram of the service counts all");
     my ($cnt) = $text =~ /^dstack_model_${h}_seconds_count\{service="paced"\} (\d+)$/m;
     is($cnt, $STREAMS, "Prometheus: $h count");
-    my @reps = $text =~ /^dstack_model_${h}_seconds_count\{service="paced",addr="[^"]+"\} (\d+)$/mg;
+    my @reps = $text =~ /^dstack_model_${h}_seconds_count\{service="paced",replica="[^"]+"\} (\d+)$/mg;
     my $rs = 0;
     $rs += $_ for @reps;
     is(scalar @reps, 2, "Prometheus: $h of each replica");
