@@ -74,8 +74,9 @@
 #define DS_STATS_TTFB_MS_SUM            "ttfb_ms_sum"
 #define DS_STATS_PROMPT_TOKENS          "prompt_tokens"
 #define DS_STATS_COMPLETION_TOKENS      "completion_tokens"
-/* latency of the model's answers, per window (also per replica):
- * milliseconds, one decimal; "n" answers; 0s when none */
+/* latency of the model's answers, per window (also per replica), for
+ * services with a model only: milliseconds, one decimal; "n" answers;
+ * 0s when none */
 #define DS_STATS_TTFT_MS                "ttft_ms"
 #define DS_STATS_TPOT_MS                "tpot_ms"
 #define DS_STATS_P50                    "p50"

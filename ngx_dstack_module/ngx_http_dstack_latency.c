@@ -98,6 +98,7 @@ ngx_http_dstack_latency_add(ngx_http_dstack_latency_t *lat, ngx_uint_t kind,
 
     __atomic_fetch_add(&lat->count[kind][k], 1, __ATOMIC_RELAXED);
     __atomic_fetch_add(&lat->sum_us[kind], us, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&lat->samples[kind], 1, __ATOMIC_RELAXED);
 
     s = ngx_http_dstack_latency_slot(lat, now);
     if (s == NULL) {

@@ -138,7 +138,7 @@ typedef struct {
  * answers of 10 s, by bucket, with their sum per bucket so that a
  * quantile is the mean of the bucket that holds it rather than the
  * bucket's middle.  Sums in units of 100 us, clamped to 60 s a sample.
- * 228 bytes a slot, 30 slots and the totals: 7,088 bytes per service
+ * 228 bytes a slot, 30 slots and the totals: 7,096 bytes per service
  * and per replica (at the default capacity, 1024 + 8192 slots: 62 MB of
  * address space, of which only the pages of slots ever used are
  * touched: the rest stays the kernel's zero page).
@@ -152,10 +152,12 @@ typedef struct {
 } ngx_http_dstack_lat_slot_t;
 
 typedef struct {
-    /* since the slot's owner came, for Prometheus */
+    /* since the slot's owner came, for Prometheus; samples and sum_us
+     * first, in one line: a scrape reads them to learn what changed */
+    uint64_t                    samples[NGX_HTTP_DSTACK_LAT_KINDS];
+    uint64_t                    sum_us[NGX_HTTP_DSTACK_LAT_KINDS];
     uint64_t                    count[NGX_HTTP_DSTACK_LAT_KINDS]
                                      [NGX_HTTP_DSTACK_LAT_BUCKETS];
-    uint64_t                    sum_us[NGX_HTTP_DSTACK_LAT_KINDS];
     ngx_http_dstack_lat_slot_t  slot[NGX_HTTP_DSTACK_LAT_SLOTS];
 } ngx_http_dstack_latency_t;
 

@@ -1588,6 +1588,10 @@ ngx_http_dstack_prom_bound(ngx_uint_t family,
     if (family == NGX_HTTP_DSTACK_PROM_MODEL_TTFT
         || family == NGX_HTTP_DSTACK_PROM_MODEL_TPOT)
     {
+        if (!s->model) {
+            return 0;
+        }
+
         n = s->prom.len + NGX_HTTP_DSTACK_STATS_LINE;
 
         for (j = 0; j < s->nreplicas; j++) {
@@ -1746,6 +1750,10 @@ ngx_http_dstack_prom_render(u_char *p, ngx_uint_t family,
 
         /* read live: a sample counts in the service and its replica at
          * once, so the service's latency_seen tells when these change */
+
+        if (!s->model) {
+            break;
+        }
 
         k = family - NGX_HTTP_DSTACK_PROM_MODEL_TTFT;
 

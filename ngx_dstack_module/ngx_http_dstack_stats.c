@@ -271,6 +271,7 @@ ngx_http_dstack_stats_collect(void *arg, const ds_service_t *svc)
 
     s->uid = svc->uid;
     s->slot = svc->slot;
+    s->model = (svc->model.len > 0);
     s->metrics = m;
     s->replica = col->replicas.nelts;
     s->nreplicas = 0;
@@ -397,7 +398,7 @@ void
 ngx_http_dstack_stats_read(ngx_http_dstack_stats_service_t *s, time_t now,
     ngx_uint_t windows, ngx_http_dstack_stats_counters_t *c)
 {
-    ngx_uint_t                          i, k;
+    ngx_uint_t                          i;
     ngx_http_dstack_service_metrics_t  *m;
 
     m = s->metrics ? s->metrics : &ngx_http_dstack_stats_no_service;
@@ -455,21 +456,16 @@ ngx_http_dstack_stats_read(ngx_http_dstack_stats_service_t *s, time_t now,
     c->cold_start_ms_sum = __atomic_load_n(&m->cold_start_ms_sum,
                                            __ATOMIC_RELAXED);
 
-    c->latency = (m == &ngx_http_dstack_stats_no_service)
+    /* services without a model have no latency: not a line of it read */
+
+    c->latency = (m == &ngx_http_dstack_stats_no_service || !s->model)
                  ? NULL : ngx_http_dstack_metrics_service_latency(m);
 
     for (i = 0; i < NGX_HTTP_DSTACK_LAT_KINDS; i++) {
-        c->latency_seen[i] = 0;
-
-        if (c->latency) {
-            c->latency_seen[i] = __atomic_load_n(&c->latency->sum_us[i],
-                                                 __ATOMIC_RELAXED);
-            for (k = 0; k < NGX_HTTP_DSTACK_LAT_BUCKETS; k++) {
-                c->latency_seen[i] += __atomic_load_n(
-                                          &c->latency->count[i][k],
-                                          __ATOMIC_RELAXED);
-            }
-        }
+        c->latency_seen[i] = c->latency
+            ? __atomic_load_n(&c->latency->samples[i], __ATOMIC_RELAXED)
+              + __atomic_load_n(&c->latency->sum_us[i], __ATOMIC_RELAXED)
+            : 0;
     }
 }
 
@@ -608,15 +604,17 @@ ngx_http_dstack_stats_json(ngx_http_dstack_stats_collect_t *col,
                         DS_STATS_KEY(DS_STATS_MODEL_ERRORS) "%uL,"
                         DS_STATS_KEY(DS_STATS_TTFB_MS_SUM) "%uL,"
                         DS_STATS_KEY(DS_STATS_PROMPT_TOKENS) "%uL,"
-                        DS_STATS_KEY(DS_STATS_COMPLETION_TOKENS) "%uL,",
+                        DS_STATS_KEY(DS_STATS_COMPLETION_TOKENS) "%uL",
                         cnt.time_ms_sum, cnt.held, cnt.held_total,
                         cnt.held_ms_sum, cnt.hold_timeouts, cnt.hold_rejected,
                         cnt.cold_starts, cnt.cold_start_ms_sum,
                         cnt.model[0], cnt.model[1], cnt.model[2],
                         cnt.model[3], cnt.model[4]);
 
-        p = ngx_http_dstack_stats_latency(p,
-                cnt.latency, now);
+        if (s->model) {
+            *p++ = ',';
+            p = ngx_http_dstack_stats_latency(p, cnt.latency, now);
+        }
 
         p = ngx_cpymem(p, "}," DS_STATS_KEY(DS_STATS_REPLICAS) "[",
                        sizeof("}," DS_STATS_KEY(DS_STATS_REPLICAS) "[") - 1);
@@ -669,14 +667,18 @@ ngx_http_dstack_stats_json(ngx_http_dstack_stats_collect_t *col,
                             DS_STATS_KEY(DS_STATS_REPLICA_VERSION) "%uD,"
                             DS_STATS_KEY(DS_STATS_INFLIGHT) "%L,"
                             DS_STATS_KEY(DS_STATS_REPLICA_REQUESTS) "%uL,"
-                            DS_STATS_KEY(DS_STATS_FAILURES) "%uL,",
+                            DS_STATS_KEY(DS_STATS_FAILURES) "%uL",
                             sr->uid, sr->slot, state, sr->version,
                             inflight > 0 ? inflight : (int64_t) 0,
                             __atomic_load_n(&rm->requests, __ATOMIC_RELAXED),
                             __atomic_load_n(&rm->failures, __ATOMIC_RELAXED));
 
-            p = ngx_http_dstack_stats_latency(p,
-                    ngx_http_dstack_metrics_replica_latency(rm), now);
+            if (s->model) {
+                *p++ = ',';
+                p = ngx_http_dstack_stats_latency(p,
+                        ngx_http_dstack_metrics_replica_latency(rm), now);
+            }
+
             *p++ = '}';
 
             b->last = p;

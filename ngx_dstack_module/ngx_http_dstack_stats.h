@@ -39,6 +39,8 @@ typedef struct {
                                                        label value */
     uint64_t                            uid;
     uint32_t                            slot;
+    ngx_uint_t                          model;      /* has a model: shows
+                                                       its latency */
     ngx_http_dstack_service_metrics_t  *metrics;
     ngx_uint_t                          replica;    /* first, in replicas */
     ngx_uint_t                          nreplicas;
@@ -99,7 +101,8 @@ typedef struct {
     uint64_t                            held_total;
     uint64_t                            hold_timeouts;
     uint64_t                            hold_rejected;
-    ngx_http_dstack_latency_t          *latency;    /* NULL: none */
+    ngx_http_dstack_latency_t          *latency;    /* NULL: none, or no
+                                                       model */
 } ngx_http_dstack_stats_counters_t;
 
 
