@@ -36,7 +36,8 @@ sub spec {
                      scale_up_delay => '1s', scale_down_delay => '10m',
                      %scaling });
     $spec->{commands} = ["exec python3 openai_server.py --name "
-        . "r\$DSTACK_REPLICA_NUM --host 0.0.0.0 --port $spec->{port} --prefix /v1"];
+        . "r\$DSTACK_REPLICA_NUM --host 0.0.0.0 --port $spec->{port} "
+        . "--prefix /v1"];
     return $spec;
 }
 
@@ -48,6 +49,12 @@ like($r->{body}, qr/metric.*ttft/, '... naming the metrics there are')
 $r = $s->apply(spec(target => 0), name => 'bad', code => $code);
 is($r->{status}, 400, 'metric ttft: a target of 0 is refused');
 like($r->{body}, qr/target/, '... naming the target') or diag $r->{body};
+my $plain = spec();
+delete $plain->{model};
+$r = $s->apply($plain, name => 'bad', code => $code);
+is($r->{status}, 400, 'metric ttft without a model is refused');
+like($r->{body}, qr/scaling\.metric: metric ttft requires \\?"model\\?"/,
+    '... saying it needs the model endpoint') or diag $r->{body};
 is($s->api('GET', '/api/runs/bad')->{status}, 404, 'and nothing was made');
 
 $r = $s->apply(spec(), name => 'slow', code => $code);
@@ -74,7 +81,9 @@ ok($up, sprintf('p99 TTFT over the target: desired 2 after %.1f s',
 my $sc = $up ? $up->{scaling} : {};
 cmp_ok(abs(($sc->{value} // 0) - 0.4), '<', 0.05,
     "value: p99 TTFT in seconds ($sc->{value})");
-like($sc->{reason} // '', qr/^ttft p99 0\.4\d\ds over 30s \(\d+ answers\) \/ target 0\.2s: over the target -> [2-9]/,
+like($sc->{reason} // '',
+    qr/^ttft p99 0\.4\d\ds over 30s \(\d+ answers\) \/ target 0\.2s: (?x)
+       over\ the\ target\ ->\ [2-9]/,
     'why: p99 time to first token against the target') or diag explain $sc;
 ok($s->wait_ready('slow', 2, timeout => 60), 'the second replica is ready')
     or diag explain $s->last_run;
