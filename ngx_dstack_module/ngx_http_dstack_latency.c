@@ -61,13 +61,6 @@ static uint64_t ngx_http_dstack_latency_quantile(
     uint64_t sum[NGX_HTTP_DSTACK_LAT_BUCKETS], uint64_t n, ngx_uint_t pct);
 
 
-uint64_t
-ngx_http_dstack_latency_bound(ngx_uint_t kind, ngx_uint_t k)
-{
-    return ngx_http_dstack_latency_bounds[kind][k];
-}
-
-
 static ngx_uint_t
 ngx_http_dstack_latency_bucket(ngx_uint_t kind, uint64_t us)
 {
@@ -173,7 +166,6 @@ ngx_http_dstack_latency_windows(ngx_http_dstack_latency_t *lat,
 
     ngx_memzero(count, sizeof(count));
     ngx_memzero(sum, sizeof(sum));
-    total = 0;
     i = 0;
 
     /* the slots newest first; window j is complete after its slots */

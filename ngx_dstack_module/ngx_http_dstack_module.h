@@ -480,8 +480,7 @@ void ngx_http_dstack_latency_add(ngx_http_dstack_latency_t *lat,
 void ngx_http_dstack_latency_windows(ngx_http_dstack_latency_t *lat,
     ngx_uint_t kind, time_t now, const ngx_uint_t *seconds, ngx_uint_t n,
     ngx_http_dstack_lat_window_t *out);
-/* bucket k's upper bound of `kind`, us; the last bucket has none */
-uint64_t ngx_http_dstack_latency_bound(ngx_uint_t kind, ngx_uint_t k);
+/* the bucket bounds in seconds, as Prometheus shows them ("+Inf" last) */
 extern ngx_str_t  ngx_http_dstack_latency_le[NGX_HTTP_DSTACK_LAT_KINDS]
                                             [NGX_HTTP_DSTACK_LAT_BUCKETS];
 
