@@ -191,7 +191,7 @@ ds_v_service(ds_vctx_t *c, const cJSON *in, cJSON **out)
 {
     int           rc, ranged;
     size_t        old;
-    const cJSON  *t, *r;
+    const cJSON  *t, *r, *m;
     cJSON        *s[S_N] = { NULL };
     ds_vrange_t   one;
     ds_qbuf_t     qb;
@@ -273,6 +273,22 @@ ds_v_service(ds_vctx_t *c, const cJSON *in, cJSON **out)
         rc = ds_v_fail(c, cJSON_GetObjectItemCaseSensitive(in, "scaling"), 1,
                        "\"scaling\" requires replicas set to a range (e.g. "
                        "1..4)");
+        goto done;
+    }
+
+    /* the time to first token is measured on the model endpoint only */
+    m = cJSON_GetObjectItemCaseSensitive(s[S_SCALING], "metric");
+    if (s[S_MODEL] == NULL && cJSON_IsString(m)
+        && strcmp(m->valuestring, "ttft") == 0)
+    {
+        old = ds_v_push(c, "scaling");
+        ds_v_push(c, "metric");
+        rc = ds_v_fail(c, cJSON_GetObjectItemCaseSensitive(
+                              cJSON_GetObjectItemCaseSensitive(in,
+                                  "scaling"), "metric"), 0,
+                       "metric ttft requires \"model\" (the time to first "
+                       "token is measured on the model endpoint)");
+        ds_v_pop(c, old);
         goto done;
     }
 

@@ -35,7 +35,7 @@
  *                        "total_memory":null|{...}},
  *                 "shm_size":null|MB},
  *    "replicas":{"min":1,"max":1},
- *    "scaling":null|{"metric":"rps"|"inflight","target":10,
+ *    "scaling":null|{"metric":"rps"|"inflight"|"ttft","target":10,
  *                    "window":60,"scale_up_delay":300,
  *                    "scale_down_delay":600},
  *    "auth":true, "https":true|false|"auto",
@@ -138,6 +138,8 @@
 
 #define DS_SPEC_METRIC_RPS      0
 #define DS_SPEC_METRIC_INFLIGHT 1       /* our extension */
+#define DS_SPEC_METRIC_TTFT     2       /* ours: p99 time to first token,
+                                           target in seconds */
 
 #define DS_SPEC_SPOT_ONDEMAND   0
 #define DS_SPEC_SPOT_SPOT       1

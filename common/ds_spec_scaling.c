@@ -54,7 +54,8 @@ ds_v_f_replicas(ds_vctx_t *c, const cJSON *in, cJSON **out)
 }
 
 
-static const ds_venum_t  ds_metrics = DS_VENUM("metric", "rps", "inflight");
+static const ds_venum_t  ds_metrics = DS_VENUM("metric", "rps", "inflight",
+                                                  "ttft");
 
 static int
 ds_v_f_target(ds_vctx_t *c, const cJSON *in, cJSON **out)

@@ -464,7 +464,9 @@ ds_spec_from_json(const cJSON *normalized, ds_spec_t *spec, ds_err_t *err)
         spec->scaling.enabled = 1;
         s = ds_j_str(v, "metric");
         spec->scaling.metric = strcmp(s, "inflight") == 0
-                               ? DS_SPEC_METRIC_INFLIGHT : DS_SPEC_METRIC_RPS;
+                               ? DS_SPEC_METRIC_INFLIGHT
+                               : strcmp(s, "ttft") == 0
+                               ? DS_SPEC_METRIC_TTFT : DS_SPEC_METRIC_RPS;
         spec->scaling.target = ds_j_num(v, "target");
         spec->scaling.window = (uint32_t) ds_j_num(v, "window");
         spec->scaling.scale_up_delay = (uint32_t) ds_j_num(v,

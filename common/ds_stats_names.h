@@ -11,9 +11,12 @@
  *     "hold":{"held","total","ms_sum","timeouts","rejected",
  *             "cold_starts","cold_start_ms_sum"},
  *     "model":{"requests","errors","ttfb_ms_sum","prompt_tokens",
- *              "completion_tokens"},
+ *              "completion_tokens",
+ *              "ttft_ms":{"<seconds>":{"p50","p99","n"}...},
+ *              "tpot_ms":{"<seconds>":{"p50","p99","n"}...}},
  *     "replicas":[{"addr","uid","slot","state","version","inflight",
- *                  "requests","failures"}...]}...]}
+ *                  "requests","failures","ttft_ms":{...},
+ *                  "tpot_ms":{...}}...]}...]}
  */
 
 #ifndef DS_STATS_NAMES_H
@@ -71,6 +74,14 @@
 #define DS_STATS_TTFB_MS_SUM            "ttfb_ms_sum"
 #define DS_STATS_PROMPT_TOKENS          "prompt_tokens"
 #define DS_STATS_COMPLETION_TOKENS      "completion_tokens"
+/* latency of the model's answers, per window (also per replica), for
+ * services with a model only: milliseconds, one decimal; "n" answers;
+ * 0s when none */
+#define DS_STATS_TTFT_MS                "ttft_ms"
+#define DS_STATS_TPOT_MS                "tpot_ms"
+#define DS_STATS_P50                    "p50"
+#define DS_STATS_P99                    "p99"
+#define DS_STATS_LAT_N                  "n"
 
 /* a replica; also "uid", "slot", "inflight" */
 #define DS_STATS_ADDR                   "addr"

@@ -22,6 +22,19 @@
  * not lower it; and a service goes to zero only when no request arrived
  * in the window either.
  *
+ * `metric: ttft` (ours, for model services whose users wait on the first
+ * token): p99 is the time to first token over the `window` (the module's
+ * 30, 60 or 300 s; the highest of the gateways'), target in seconds:
+ *
+ *   p99 > target          desired = ceil(current * p99 / target)
+ *   p99 < target / 2      desired = current - 1 (one at a time: the
+ *                         latency of fewer replicas is not known)
+ *   otherwise, or no answer in the window while requests arrive: current
+ *   no request in the window: 0 (min), as rps would
+ *
+ * current is the autoscaler's desired count; from 0, any request asks
+ * for one.  Clamping and the delays are the same as for the others.
+ *
  * A request held at the gateway for a service scaled to zero starts a
  * replica at once: the module's notice (notify.c) or, when a datagram got
  * lost, the "held" count in the next stats read.
@@ -103,6 +116,52 @@ inflight_peak(struct autoscale *as, long cur, int64_t now, unsigned window)
 }
 
 
+/* what p99 TTFT asks for (see the top); -1 when the stats cannot tell */
+static int
+ttft_want(struct run *r, long arrivals, unsigned window, char *why,
+    size_t len)
+{
+    struct autoscale  *as = &r->scaling;
+    double             target = r->spec.scaling.target, p99, ms;
+    long               answers;
+    int                want, cur = r->desired;
+    const char        *rule;
+
+    if (stats_service_ttft_p99(r->name, window, &ms, &answers) != 0) {
+        snprintf(as->reason, sizeof(as->reason), "no time to first token "
+                 "in the module's stats");
+        return -1;
+    }
+    p99 = ms / 1000.0;
+    as->value = p99;
+    as->why = SCALE_TTFT;
+
+    if (arrivals == 0) {
+        want = 0;
+        rule = "no request";
+    } else if (answers == 0 || cur == 0) {
+        want = cur > 0 ? cur : 1;
+        rule = answers == 0 ? "no answer yet" : "requests";
+    } else if (p99 > target) {
+        want = ceil_div((double) cur * p99, target);
+        rule = "over the target";
+    } else if (p99 < target / 2) {
+        want = cur - 1;
+        rule = "under half the target";
+    } else {
+        want = cur;
+        rule = "near the target";
+    }
+    if (snprintf(why, len, "ttft p99 %.3fs over %us (%ld answers) / "
+                 "target %gs: %s -> %d", p99, window, answers, target, rule,
+                 want) < 0)
+    {
+        why[0] = '\0';
+    }
+    return want;
+}
+
+
 /* the number of replicas the metric asks for, clamped, with why; -1 when
  * the stats cannot tell */
 static int
@@ -123,7 +182,13 @@ autoscale_want(struct run *r, int64_t now)
         return -1;
     }
 
-    if (sp->scaling.metric == DS_SPEC_METRIC_INFLIGHT) {
+    if (sp->scaling.metric == DS_SPEC_METRIC_TTFT) {
+        want = ttft_want(r, arrivals, window, why, sizeof(why));
+        if (want < 0) {
+            return -1;
+        }
+        n = 0;
+    } else if (sp->scaling.metric == DS_SPEC_METRIC_INFLIGHT) {
         cur = stats_service_inflight(r->name);
         if (cur < 0) {
             snprintf(as->reason, sizeof(as->reason), "no in-flight count in "

@@ -37,6 +37,7 @@ static const char *const  scale_reasons[SCALE_NREASONS] = {
     [SCALE_MIN] = "min",
     [SCALE_MAX] = "max",
     [SCALE_HELD] = "held_request",
+    [SCALE_TTFT] = "ttft",
 };
 
 

@@ -85,13 +85,15 @@ enum scale_reason {
     SCALE_MIN,          /* the metric asked for fewer: replicas.min */
     SCALE_MAX,          /* the metric asked for more: replicas.max */
     SCALE_HELD,         /* a request waits for a run scaled to zero */
+    SCALE_TTFT,         /* p99 time to first token against the target */
     SCALE_NREASONS
 };
 
 struct autoscale {
     int             want;               /* clamped, before the delays */
     int             why;                /* enum scale_reason of want */
-    double          value;              /* rps, or in-flight requests */
+    double          value;              /* rps, in-flight requests, or
+                                           p99 TTFT in seconds */
     char            reason[192];        /* "rps 12.3 over 30s / ..." */
     int             logged_want;        /* what was logged last: */
     int             logged_desired;     /* want, desired and why */

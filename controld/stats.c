@@ -959,6 +959,52 @@ stats_service_arrivals(const char *service, unsigned window)
 }
 
 
+/* "model":{"ttft_ms":{"<window>":{"p50","p99","n"}}} of one gateway */
+static const cJSON *
+stats_get_ttft(const cJSON *svc, unsigned window)
+{
+    char  key[16];
+
+    snprintf(key, sizeof(key), "%u", window);
+    return cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(svc,
+                                   DS_STATS_MODEL), DS_STATS_TTFT_MS), key);
+}
+
+
+int
+stats_service_ttft_p99(const char *service, unsigned window, double *p99_ms,
+    long *n)
+{
+    const cJSON  *svc, *w, *p, *c;
+    size_t        i;
+    int           any = 0;
+
+    *p99_ms = 0;
+    *n = 0;
+    for (i = 0; i < st.n; i++) {
+        if (st.src[i].last == NULL) {
+            continue;
+        }
+        any = 1;
+        svc = stats_service(&st.src[i], service);
+        if (svc == NULL) {
+            continue;
+        }
+        w = stats_get_ttft(svc, window);
+        p = cJSON_GetObjectItem(w, DS_STATS_P99);
+        c = cJSON_GetObjectItem(w, DS_STATS_LAT_N);
+        if (!cJSON_IsNumber(p) || !cJSON_IsNumber(c)) {
+            return -1;
+        }
+        if (c->valuedouble > 0 && p->valuedouble > *p99_ms) {
+            *p99_ms = p->valuedouble;
+        }
+        *n += (long) c->valuedouble;
+    }
+    return any ? 0 : -1;
+}
+
+
 /* "hold": {"held": n, ...}: requests waiting now */
 static double
 stats_get_held(const cJSON *svc, const void *arg)

@@ -26,6 +26,12 @@ typedef void (*stats_answer_fn)(const char *url, const struct cJSON *answer);
 long stats_replica_inflight(const char *service, const char *addr);
 long stats_service_inflight(const char *service);
 long stats_service_arrivals(const char *service, unsigned window);
+/* the p99 time to first token of a service's model answers over
+ * `window` seconds (30, 60 or 300: the module's windows), the highest of
+ * the gateways' (ms), and the answers it is of (*n, summed); 0, or -1
+ * when no source answers or one has no such figure */
+int stats_service_ttft_p99(const char *service, unsigned window,
+    double *p99_ms, long *n);
 /* requests the module holds for a service scaled to zero */
 long stats_service_held(const char *service);
 /* the oldest of the latest answers of the sources that answer

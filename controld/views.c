@@ -143,7 +143,9 @@ autoscale_to_api(const struct run *r)
     }
     cJSON_AddStringToObject(o, "metric",
                             r->spec.scaling.metric == DS_SPEC_METRIC_INFLIGHT
-                            ? "inflight" : "rps");
+                            ? "inflight"
+                            : r->spec.scaling.metric == DS_SPEC_METRIC_TTFT
+                            ? "ttft" : "rps");
     cJSON_AddNumberToObject(o, "desired", r->desired);
     cJSON_AddNumberToObject(o, "current", current);
     cJSON_AddNumberToObject(o, "ready", ready);

@@ -21,7 +21,8 @@
 
 
 #define NGX_HTTP_DSTACK_METRICS_MAGIC    0x4d545344    /* "DSTM" */
-#define NGX_HTTP_DSTACK_METRICS_LAYOUT   2    /* 2: buckets in rows */
+#define NGX_HTTP_DSTACK_METRICS_LAYOUT   3    /* 2: buckets in rows,
+                                                 3: latency records */
 
 
 typedef struct {
@@ -40,6 +41,9 @@ typedef struct {
     ngx_http_dstack_service_metrics_t  *services;
     ngx_http_dstack_replica_metrics_t  *replicas;
     ngx_http_dstack_bucket_t           *buckets;    /* [second][slot] */
+    ngx_http_dstack_latency_t          *service_latency;   /* [slot] */
+    ngx_http_dstack_latency_t          *replica_latency;   /* [slot] */
+    size_t                              zeroed;     /* what init zeroes */
     ngx_uint_t                          max_services;
     ngx_uint_t                          max_replicas;
     size_t                              size;       /* of the layout */
@@ -98,6 +102,9 @@ ngx_http_dstack_metrics_zone_init(ngx_conf_t *cf,
     ctx->max_replicas = dmcf->max_replicas;
     ctx->size = ngx_http_dstack_metrics_layout_size(ctx->max_services,
                                                     ctx->max_replicas);
+    ctx->zeroed = ctx->size
+                  - (ctx->max_services + ctx->max_replicas)
+                    * sizeof(ngx_http_dstack_latency_t);
 
     /*
      * The layout is one slab allocation of whole pages; add what
@@ -190,8 +197,10 @@ ngx_http_dstack_metrics_layout_size(ngx_uint_t max_services,
            + max_services * sizeof(ngx_http_dstack_service_metrics_t)
            + ngx_align(max_replicas
                        * sizeof(ngx_http_dstack_replica_metrics_t), 64)
-           + NGX_HTTP_DSTACK_WINDOW * max_services
-             * sizeof(ngx_http_dstack_bucket_t);
+           + ngx_align(NGX_HTTP_DSTACK_WINDOW * max_services
+                       * sizeof(ngx_http_dstack_bucket_t), 64)
+           + (max_services + max_replicas)
+             * sizeof(ngx_http_dstack_latency_t);
 }
 
 
@@ -243,7 +252,9 @@ ngx_http_dstack_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_ERROR;
     }
 
-    ngx_memzero(p, ctx->size);
+    /* the latency records are left as the fresh mapping has them, zero:
+     * the pages of slots never used are never touched */
+    ngx_memzero(p, ctx->zeroed);
 
     hdr = (ngx_http_dstack_metrics_header_t *) p;
 
@@ -278,6 +289,13 @@ ngx_http_dstack_metrics_set_layout(ngx_http_dstack_metrics_ctx_t *ctx,
     p += ngx_align(ctx->max_replicas
                    * sizeof(ngx_http_dstack_replica_metrics_t), 64);
     ctx->buckets = (ngx_http_dstack_bucket_t *) p;
+
+    p += ngx_align(NGX_HTTP_DSTACK_WINDOW * ctx->max_services
+                   * sizeof(ngx_http_dstack_bucket_t), 64);
+    ctx->service_latency = (ngx_http_dstack_latency_t *) p;
+
+    p += ctx->max_services * sizeof(ngx_http_dstack_latency_t);
+    ctx->replica_latency = (ngx_http_dstack_latency_t *) p;
 }
 
 
@@ -357,6 +375,8 @@ ngx_http_dstack_service_metrics(uint32_t slot, uint64_t uid)
                     sizeof(ngx_http_dstack_service_metrics_t)
                     - sizeof(m->uid));
         ngx_http_dstack_metrics_reset_buckets(ctx, m);
+        ngx_memzero(&ctx->service_latency[slot],
+                    sizeof(ngx_http_dstack_latency_t));
         __atomic_store_n(&m->uid, uid, __ATOMIC_RELEASE);
     }
 
@@ -390,12 +410,59 @@ ngx_http_dstack_replica_metrics(uint32_t slot, uint64_t uid)
         __atomic_store_n(&m->inflight, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&m->requests, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&m->failures, 0, __ATOMIC_RELAXED);
+        ngx_memzero(&ctx->replica_latency[slot],
+                    sizeof(ngx_http_dstack_latency_t));
         __atomic_store_n(&m->uid, uid, __ATOMIC_RELEASE);
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
     return m;
+}
+
+
+ngx_shmtx_t *
+ngx_http_dstack_metrics_mutex(void)
+{
+    ngx_http_dstack_metrics_ctx_t  *ctx;
+
+    ctx = ngx_http_dstack_metrics_ctx();
+
+    return ctx ? &ctx->shpool->mutex : NULL;
+}
+
+
+ngx_http_dstack_latency_t *
+ngx_http_dstack_metrics_service_latency(ngx_http_dstack_service_metrics_t *m)
+{
+    ngx_http_dstack_metrics_ctx_t  *ctx;
+
+    ctx = ngx_http_dstack_metrics_ctx();
+
+    if (ctx == NULL || m < ctx->services
+        || m >= ctx->services + ctx->max_services)
+    {
+        return NULL;
+    }
+
+    return &ctx->service_latency[m - ctx->services];
+}
+
+
+ngx_http_dstack_latency_t *
+ngx_http_dstack_metrics_replica_latency(ngx_http_dstack_replica_metrics_t *rm)
+{
+    ngx_http_dstack_metrics_ctx_t  *ctx;
+
+    ctx = ngx_http_dstack_metrics_ctx();
+
+    if (ctx == NULL || rm < ctx->replicas
+        || rm >= ctx->replicas + ctx->max_replicas)
+    {
+        return NULL;
+    }
+
+    return &ctx->replica_latency[rm - ctx->replicas];
 }
 
 

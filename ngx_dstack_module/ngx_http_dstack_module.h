@@ -57,6 +57,16 @@
 #define NGX_HTTP_DSTACK_STATS_JSON  1
 #define NGX_HTTP_DSTACK_STATS_PROM  2
 
+/* model latency (latency.c): histograms of time to first token and time
+ * per output token, and 10 s slots of them over the 300 s window */
+#define NGX_HTTP_DSTACK_LAT_TTFT    0
+#define NGX_HTTP_DSTACK_LAT_TPOT    1
+#define NGX_HTTP_DSTACK_LAT_KINDS   2
+#define NGX_HTTP_DSTACK_LAT_BUCKETS 14
+#define NGX_HTTP_DSTACK_LAT_SLOT    10      /* seconds a slot covers */
+#define NGX_HTTP_DSTACK_LAT_SLOTS   (NGX_HTTP_DSTACK_WINDOW \
+                                     / NGX_HTTP_DSTACK_LAT_SLOT)
+
 
 /* ---- shared-memory metrics (metrics.c) --------------------------------- */
 
@@ -121,6 +131,44 @@ typedef struct {
     uint64_t                    requests;
     uint64_t                    failures;   /* connect/read failures */
 } ngx_http_dstack_replica_metrics_t;
+
+/*
+ * The model latency of a service or a replica (latency.c): one per
+ * service slot and one per replica slot, in arrays of their own after
+ * the buckets (metrics.c), so that neither the services' hot lines nor
+ * the replicas' 32-byte slots grow.  A slot of the window counts the
+ * answers of 10 s, by bucket, with their sum per bucket so that a
+ * quantile is the mean of the bucket that holds it rather than the
+ * bucket's middle.  Sums in units of 100 us, clamped to 60 s a sample.
+ * 228 bytes a slot, 30 slots and the totals: 7,096 bytes per service
+ * and per replica (at the default capacity, 1024 + 8192 slots: 62 MB of
+ * address space, of which only the pages of slots ever used are
+ * touched: the rest stays the kernel's zero page).
+ */
+typedef struct {
+    uint32_t                    epoch;      /* unix time / LAT_SLOT */
+    uint32_t                    count[NGX_HTTP_DSTACK_LAT_KINDS]
+                                     [NGX_HTTP_DSTACK_LAT_BUCKETS];
+    uint32_t                    sum[NGX_HTTP_DSTACK_LAT_KINDS]
+                                   [NGX_HTTP_DSTACK_LAT_BUCKETS];
+} ngx_http_dstack_lat_slot_t;
+
+typedef struct {
+    /* since the slot's owner came, for Prometheus; samples and sum_us
+     * first, in one line: a scrape reads them to learn what changed */
+    uint64_t                    samples[NGX_HTTP_DSTACK_LAT_KINDS];
+    uint64_t                    sum_us[NGX_HTTP_DSTACK_LAT_KINDS];
+    uint64_t                    count[NGX_HTTP_DSTACK_LAT_KINDS]
+                                     [NGX_HTTP_DSTACK_LAT_BUCKETS];
+    ngx_http_dstack_lat_slot_t  slot[NGX_HTTP_DSTACK_LAT_SLOTS];
+} ngx_http_dstack_latency_t;
+
+/* a quantile of one window, read from the slots */
+typedef struct {
+    uint64_t                    n;          /* samples */
+    uint64_t                    p50_us;
+    uint64_t                    p99_us;
+} ngx_http_dstack_lat_window_t;
 
 
 /* ---- configuration ----------------------------------------------------- */
@@ -248,7 +296,8 @@ typedef struct ngx_http_dstack_ctx_s {
     off_t                       body_received;  /* chunked bodies */
     ngx_msec_t                  start;          /* ngx_current_msec */
 
-    ds_usage_t                 *usage;          /* openai: token counts */
+    struct ngx_http_dstack_answer_s *answer;    /* openai: what the
+                                                   answer's body tells */
     ngx_http_dstack_held_t     *held;           /* hold.c */
 
     uint32_t                    read_timeout;   /* ms, 0 = location's */
@@ -420,6 +469,28 @@ void ngx_http_dstack_metrics_window(ngx_http_dstack_service_metrics_t *m,
 void ngx_http_dstack_metrics_windows(ngx_http_dstack_service_metrics_t *m,
     time_t now, const ngx_uint_t *seconds, ngx_uint_t n,
     uint64_t (*sums)[NGX_HTTP_DSTACK_CLASSES], uint64_t *arrivals);
+
+/* the zone's mutex, for latency.c's slots; NULL: no zone */
+ngx_shmtx_t *ngx_http_dstack_metrics_mutex(void);
+/* the latency records of a service's and a replica's slot (NULL:
+ * none); a slot's record is zeroed when the slot changes owner */
+ngx_http_dstack_latency_t *ngx_http_dstack_metrics_service_latency(
+    ngx_http_dstack_service_metrics_t *m);
+ngx_http_dstack_latency_t *ngx_http_dstack_metrics_replica_latency(
+    ngx_http_dstack_replica_metrics_t *rm);
+
+/* latency.c */
+/* the slot of the window for `now`, started (zeroed) when it holds an
+ * older one; takes the zone mutex only then */
+void ngx_http_dstack_latency_add(ngx_http_dstack_latency_t *lat,
+    ngx_uint_t kind, uint64_t us, time_t now);
+/* windows of seconds[] (multiples of LAT_SLOT, at most WINDOW) */
+void ngx_http_dstack_latency_windows(ngx_http_dstack_latency_t *lat,
+    ngx_uint_t kind, time_t now, const ngx_uint_t *seconds, ngx_uint_t n,
+    ngx_http_dstack_lat_window_t *out);
+/* the bucket bounds in seconds, as Prometheus shows them ("+Inf" last) */
+extern ngx_str_t  ngx_http_dstack_latency_le[NGX_HTTP_DSTACK_LAT_KINDS]
+                                            [NGX_HTTP_DSTACK_LAT_BUCKETS];
 
 /* stats.c: content handler of "dstack_stats json" */
 ngx_int_t ngx_http_dstack_stats_handler(ngx_http_request_t *r);

@@ -55,6 +55,31 @@ typedef struct {
     uint64_t                 created;
 } ngx_http_dstack_model_t;
 
+/*
+ * What the body of a 200 answer tells, as it streams by: token counts
+ * from "usage", the time of its first byte (TTFT: admission to it, for
+ * streams and plain answers alike) and of its last token event, and the
+ * events "data: ..." of a stream but "data: [DONE]" (the token count
+ * when the answer has no usage).  TPOT = (last - first) / (tokens - 1),
+ * streams only.  The replica is the one that answered, taken at the
+ * first byte: the balancer lets it go before the last.
+ */
+typedef struct ngx_http_dstack_answer_s {
+    ds_usage_t                          usage;
+    ngx_msec_t                          first;
+    ngx_msec_t                          last;
+    uint64_t                            events;
+    ngx_http_dstack_replica_metrics_t  *replica;    /* NULL: none */
+    uint64_t                            replica_uid;
+    unsigned                            sse:3;      /* scan state */
+    unsigned                            matched:3;  /* of "data:" */
+    unsigned                            started:1;  /* first byte seen */
+} ngx_http_dstack_answer_t;
+
+#define NGX_HTTP_DSTACK_SSE_LINE_START  0
+#define NGX_HTTP_DSTACK_SSE_IN_LINE     1
+#define NGX_HTTP_DSTACK_SSE_AFTER_DATA  2
+
 
 static ngx_int_t ngx_http_dstack_openai_dispatch(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx);
@@ -93,6 +118,12 @@ static ngx_int_t ngx_http_dstack_openai_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static void ngx_http_dstack_openai_count(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx);
+static void ngx_http_dstack_openai_first_byte(ngx_http_dstack_ctx_t *ctx,
+    ngx_http_dstack_answer_t *a);
+static void ngx_http_dstack_openai_events(ngx_http_dstack_answer_t *a,
+    u_char *p, u_char *last);
+static void ngx_http_dstack_openai_answered(ngx_http_dstack_ctx_t *ctx,
+    ngx_http_dstack_answer_t *a);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -970,13 +1001,14 @@ ngx_http_dstack_openai_count(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
 }
 
 
-/* token counts from "usage", as the answer streams by; added at its end */
+/* token counts and latency of a 200 answer, as it streams by; added at
+ * its end (TTFT at its first byte) */
 static ngx_int_t
 ngx_http_dstack_openai_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
     ngx_chain_t                        *cl;
     ngx_http_dstack_ctx_t              *ctx;
-    ngx_http_dstack_service_metrics_t  *m;
+    ngx_http_dstack_answer_t           *a;
 
     if (r != r->main) {
         return ngx_http_next_body_filter(r, in);
@@ -990,29 +1022,159 @@ ngx_http_dstack_openai_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return ngx_http_next_body_filter(r, in);
     }
 
-    if (ctx->usage == NULL) {
-        ctx->usage = ngx_pcalloc(r->pool, sizeof(ds_usage_t));
-        if (ctx->usage == NULL) {
+    if (ctx->answer == NULL) {
+        ctx->answer = ngx_pcalloc(r->pool, sizeof(ngx_http_dstack_answer_t));
+        if (ctx->answer == NULL) {
             return NGX_ERROR;
         }
     }
 
+    a = ctx->answer;
+
     for (cl = in; cl; cl = cl->next) {
         if (ngx_buf_in_memory(cl->buf) && cl->buf->last > cl->buf->pos) {
-            ds_usage_scan(ctx->usage, (const char *) cl->buf->pos,
+            if (!a->started) {
+                ngx_http_dstack_openai_first_byte(ctx, a);
+            }
+
+            ds_usage_scan(&a->usage, (const char *) cl->buf->pos,
                           cl->buf->last - cl->buf->pos);
+            ngx_http_dstack_openai_events(a, cl->buf->pos, cl->buf->last);
         }
 
         /* the end may come as an empty special buffer */
-        if (cl->buf->last_buf && ctx->usage->seen) {
-            m = ctx->metrics;
-            __atomic_fetch_add(&m->prompt_tokens, ctx->usage->prompt,
-                               __ATOMIC_RELAXED);
-            __atomic_fetch_add(&m->completion_tokens,
-                               ctx->usage->completion, __ATOMIC_RELAXED);
-            ctx->usage->seen = 0;
+        if (cl->buf->last_buf && a->started) {
+            ngx_http_dstack_openai_answered(ctx, a);
+            a->started = 0;
         }
     }
 
     return ngx_http_next_body_filter(r, in);
+}
+
+
+static void
+ngx_http_dstack_openai_first_byte(ngx_http_dstack_ctx_t *ctx,
+    ngx_http_dstack_answer_t *a)
+{
+    uint64_t                    us;
+    ngx_http_dstack_latency_t  *lat;
+
+    a->started = 1;
+    a->first = ngx_current_msec;
+    a->last = a->first;
+
+    us = (uint64_t) (ngx_msec_int_t) (a->first - ctx->start) * 1000;
+
+    lat = ngx_http_dstack_metrics_service_latency(ctx->metrics);
+    ngx_http_dstack_latency_add(lat, NGX_HTTP_DSTACK_LAT_TTFT, us,
+                                ngx_time());
+
+    a->replica = ctx->current_metrics;
+
+    if (a->replica == NULL) {
+        return;
+    }
+
+    a->replica_uid = __atomic_load_n(&a->replica->uid, __ATOMIC_RELAXED);
+
+    lat = ngx_http_dstack_metrics_replica_latency(a->replica);
+    ngx_http_dstack_latency_add(lat, NGX_HTTP_DSTACK_LAT_TTFT, us,
+                                ngx_time());
+}
+
+
+/* counts the events "data: ..." at line starts but "data: [DONE]", and
+ * notes the time of the newest; resumes where the last buffer ended */
+static void
+ngx_http_dstack_openai_events(ngx_http_dstack_answer_t *a, u_char *p,
+    u_char *last)
+{
+    static const u_char  data[] = "data:";
+
+    for ( /* void */ ; p < last; p++) {
+
+        switch (a->sse) {
+
+        case NGX_HTTP_DSTACK_SSE_LINE_START:
+            if (*p == data[a->matched]) {
+                if (++a->matched == sizeof(data) - 1) {
+                    a->matched = 0;
+                    a->sse = NGX_HTTP_DSTACK_SSE_AFTER_DATA;
+                }
+                break;
+            }
+
+            a->matched = 0;
+            a->sse = (*p == '\n') ? NGX_HTTP_DSTACK_SSE_LINE_START
+                                  : NGX_HTTP_DSTACK_SSE_IN_LINE;
+            break;
+
+        case NGX_HTTP_DSTACK_SSE_AFTER_DATA:
+            if (*p == ' ') {
+                break;
+            }
+
+            if (*p != '[') {
+                a->events++;
+                a->last = ngx_current_msec;
+            }
+
+            a->sse = (*p == '\n') ? NGX_HTTP_DSTACK_SSE_LINE_START
+                                  : NGX_HTTP_DSTACK_SSE_IN_LINE;
+            break;
+
+        default: /* NGX_HTTP_DSTACK_SSE_IN_LINE */
+            if (*p == '\n') {
+                a->sse = NGX_HTTP_DSTACK_SSE_LINE_START;
+            }
+        }
+    }
+}
+
+
+/* the answer ended: its tokens, and for a stream its TPOT */
+static void
+ngx_http_dstack_openai_answered(ngx_http_dstack_ctx_t *ctx,
+    ngx_http_dstack_answer_t *a)
+{
+    uint64_t                            tokens, us;
+    ngx_http_dstack_latency_t          *lat;
+    ngx_http_dstack_service_metrics_t  *m;
+
+    m = ctx->metrics;
+
+    if (a->usage.seen) {
+        __atomic_fetch_add(&m->prompt_tokens, a->usage.prompt,
+                           __ATOMIC_RELAXED);
+        __atomic_fetch_add(&m->completion_tokens, a->usage.completion,
+                           __ATOMIC_RELAXED);
+        a->usage.seen = 0;
+        tokens = a->usage.completion;
+
+    } else {
+        tokens = a->events;
+    }
+
+    /* a plain answer comes at once: no time per token */
+
+    if (a->events < 2 || tokens < 2 || a->last == a->first) {
+        return;
+    }
+
+    us = (uint64_t) (ngx_msec_int_t) (a->last - a->first) * 1000
+         / (tokens - 1);
+
+    lat = ngx_http_dstack_metrics_service_latency(m);
+    ngx_http_dstack_latency_add(lat, NGX_HTTP_DSTACK_LAT_TPOT, us,
+                                ngx_time());
+
+    if (a->replica
+        && __atomic_load_n(&a->replica->uid, __ATOMIC_RELAXED)
+           == a->replica_uid)
+    {
+        lat = ngx_http_dstack_metrics_replica_latency(a->replica);
+        ngx_http_dstack_latency_add(lat, NGX_HTTP_DSTACK_LAT_TPOT, us,
+                                    ngx_time());
+    }
 }

@@ -64,10 +64,12 @@
 #define NGX_HTTP_DSTACK_PROM_MODEL_ERRORS     9
 #define NGX_HTTP_DSTACK_PROM_MODEL_TTFB       10
 #define NGX_HTTP_DSTACK_PROM_MODEL_TOKENS     11
-#define NGX_HTTP_DSTACK_PROM_REPLICA_INFLIGHT 12
-#define NGX_HTTP_DSTACK_PROM_REPLICA_REQUESTS 13
-#define NGX_HTTP_DSTACK_PROM_REPLICA_FAILURES 14
-#define NGX_HTTP_DSTACK_PROM_FAMILIES         15
+#define NGX_HTTP_DSTACK_PROM_MODEL_TTFT       12
+#define NGX_HTTP_DSTACK_PROM_MODEL_TPOT       13
+#define NGX_HTTP_DSTACK_PROM_REPLICA_INFLIGHT 14
+#define NGX_HTTP_DSTACK_PROM_REPLICA_REQUESTS 15
+#define NGX_HTTP_DSTACK_PROM_REPLICA_FAILURES 16
+#define NGX_HTTP_DSTACK_PROM_FAMILIES         17
 
 typedef struct {
     ngx_str_t                           name;
@@ -145,6 +147,23 @@ static ngx_http_dstack_prom_family_t  ngx_http_dstack_prom_families[] = {
       ngx_string("counter"),
       ngx_string("Tokens reported in the answers' usage, by type."),
       2 },
+
+    /* the latency families: lines of the service, then of each replica
+     * (ngx_http_dstack_prom_bound) */
+
+    { ngx_string("dstack_model_ttft_seconds"),
+      ngx_string("histogram"),
+      ngx_string("Time to first token: from admission to the first byte "
+                 "of a 200 answer's body (streamed or not), per service "
+                 "and per replica."),
+      NGX_HTTP_DSTACK_LAT_BUCKETS + 2 },
+
+    { ngx_string("dstack_model_tpot_seconds"),
+      ngx_string("histogram"),
+      ngx_string("Time per output token of streamed answers: first byte "
+                 "to last token event, over the completion tokens less "
+                 "one, per service and per replica."),
+      NGX_HTTP_DSTACK_LAT_BUCKETS + 2 },
 
     { ngx_string("dstack_replica_inflight_requests"),
       ngx_string("gauge"),
@@ -321,6 +340,13 @@ static u_char *ngx_http_dstack_prom_sample(u_char *p, ngx_str_t *name,
 
 
 /* the worker's cache: the last one built whole, NULL before */
+static u_char *ngx_http_dstack_prom_latency(u_char *p,
+    ngx_http_dstack_prom_family_t *pf, ngx_http_dstack_stats_service_t *s,
+    ngx_http_dstack_stats_replica_t *sr, ngx_uint_t kind,
+    ngx_http_dstack_latency_t *lat);
+static u_char *ngx_http_dstack_prom_replica(u_char *p,
+    ngx_http_dstack_stats_replica_t *sr);
+
 static ngx_http_dstack_prom_cache_t  *ngx_http_dstack_prom_current;
 
 /* spare blocks of the text, and their bytes */
@@ -867,6 +893,14 @@ ngx_http_dstack_prom_differ(ngx_http_dstack_stats_counters_t *a,
 
     if (a->model[3] != b->model[3] || a->model[4] != b->model[4]) {
         f |= 1 << NGX_HTTP_DSTACK_PROM_MODEL_TOKENS;
+    }
+
+    if (a->latency_seen[0] != b->latency_seen[0]) {
+        f |= 1 << NGX_HTTP_DSTACK_PROM_MODEL_TTFT;
+    }
+
+    if (a->latency_seen[1] != b->latency_seen[1]) {
+        f |= 1 << NGX_HTTP_DSTACK_PROM_MODEL_TPOT;
     }
 
     return f;
@@ -1551,6 +1585,22 @@ ngx_http_dstack_prom_bound(ngx_uint_t family,
     size_t      n;
     ngx_uint_t  j;
 
+    if (family == NGX_HTTP_DSTACK_PROM_MODEL_TTFT
+        || family == NGX_HTTP_DSTACK_PROM_MODEL_TPOT)
+    {
+        if (!s->model) {
+            return 0;
+        }
+
+        n = s->prom.len + NGX_HTTP_DSTACK_STATS_LINE;
+
+        for (j = 0; j < s->nreplicas; j++) {
+            n += sr[j].prom.len + s->prom.len + NGX_HTTP_DSTACK_STATS_LINE;
+        }
+
+        return ngx_http_dstack_prom_families[family].lines * n;
+    }
+
     if (family < NGX_HTTP_DSTACK_PROM_REPLICA_INFLIGHT) {
         return ngx_http_dstack_prom_families[family].lines
                * (s->prom.len + NGX_HTTP_DSTACK_STATS_LINE);
@@ -1695,6 +1745,30 @@ ngx_http_dstack_prom_render(u_char *p, ngx_uint_t family,
 
         break;
 
+    case NGX_HTTP_DSTACK_PROM_MODEL_TTFT:
+    case NGX_HTTP_DSTACK_PROM_MODEL_TPOT:
+
+        /* read live: a sample counts in the service and its replica at
+         * once, so the service's latency_seen tells when these change */
+
+        if (!s->model) {
+            break;
+        }
+
+        k = family - NGX_HTTP_DSTACK_PROM_MODEL_TTFT;
+
+        p = ngx_http_dstack_prom_latency(p, pf, s, NULL, k,
+                ngx_http_dstack_metrics_service_latency(s->metrics));
+
+        for (j = 0; j < s->nreplicas; j++) {
+            p = ngx_http_dstack_prom_latency(p, pf, s, &sr[j], k,
+                    sr[j].metrics
+                    ? ngx_http_dstack_metrics_replica_latency(sr[j].metrics)
+                    : NULL);
+        }
+
+        break;
+
     case NGX_HTTP_DSTACK_PROM_WINDOW:
 
         for (w = 0; w < NGX_HTTP_DSTACK_STATS_NWINDOWS; w++) {
@@ -1724,6 +1798,61 @@ ngx_http_dstack_prom_render(u_char *p, ngx_uint_t family,
     }
 
     return p;
+}
+
+
+/* one histogram of a latency record: the service's (sr NULL) or a
+ * replica's, with its replica label */
+static u_char *
+ngx_http_dstack_prom_latency(u_char *p, ngx_http_dstack_prom_family_t *pf,
+    ngx_http_dstack_stats_service_t *s, ngx_http_dstack_stats_replica_t *sr,
+    ngx_uint_t kind, ngx_http_dstack_latency_t *lat)
+{
+    uint64_t    count[NGX_HTTP_DSTACK_LAT_BUCKETS], cum, sum;
+    ngx_uint_t  k;
+
+    for (k = 0; k < NGX_HTTP_DSTACK_LAT_BUCKETS; k++) {
+        count[k] = lat ? __atomic_load_n(&lat->count[kind][k],
+                                         __ATOMIC_RELAXED)
+                       : 0;
+    }
+
+    sum = lat ? __atomic_load_n(&lat->sum_us[kind], __ATOMIC_RELAXED) : 0;
+
+    cum = 0;
+
+    for (k = 0; k < NGX_HTTP_DSTACK_LAT_BUCKETS; k++) {
+        cum += count[k];
+
+        p = ngx_http_dstack_prom_sample(p, &pf->name, "_bucket", &s->prom);
+        p = ngx_http_dstack_prom_replica(p, sr);
+        p = ngx_sprintf(p, "\",le=\"%V\"} %uL\n",
+                        &ngx_http_dstack_latency_le[kind][k], cum);
+    }
+
+    p = ngx_http_dstack_prom_sample(p, &pf->name, "_sum", &s->prom);
+    p = ngx_http_dstack_prom_replica(p, sr);
+    p = ngx_sprintf(p, "\"} %uL.%06uL\n", sum / 1000000, sum % 1000000);
+
+    p = ngx_http_dstack_prom_sample(p, &pf->name, "_count", &s->prom);
+    p = ngx_http_dstack_prom_replica(p, sr);
+    p = ngx_sprintf(p, "\"} %uL\n", cum);
+
+    return p;
+}
+
+
+/* ",replica=\"<addr>" after the service label, for a replica's line */
+static u_char *
+ngx_http_dstack_prom_replica(u_char *p, ngx_http_dstack_stats_replica_t *sr)
+{
+    if (sr == NULL) {
+        return p;
+    }
+
+    p = ngx_cpymem(p, "\",replica=\"", sizeof("\",replica=\"") - 1);
+
+    return ngx_cpymem(p, sr->prom.data, sr->prom.len);
 }
 
 

@@ -37,6 +37,9 @@ ngx_str_t  ngx_http_dstack_stats_classes[] = {
 static ngx_http_dstack_service_metrics_t  ngx_http_dstack_stats_no_service;
 static ngx_http_dstack_replica_metrics_t  ngx_http_dstack_stats_no_replica;
 
+static u_char *ngx_http_dstack_stats_latency(u_char *p,
+    ngx_http_dstack_latency_t *lat, time_t now);
+
 
 /* what both formats check first: GET or HEAD, no body, "?active=1" */
 
@@ -268,6 +271,7 @@ ngx_http_dstack_stats_collect(void *arg, const ds_service_t *svc)
 
     s->uid = svc->uid;
     s->slot = svc->slot;
+    s->model = (svc->model.len > 0);
     s->metrics = m;
     s->replica = col->replicas.nelts;
     s->nreplicas = 0;
@@ -451,6 +455,18 @@ ngx_http_dstack_stats_read(ngx_http_dstack_stats_service_t *s, time_t now,
     c->cold_starts = __atomic_load_n(&m->cold_starts, __ATOMIC_RELAXED);
     c->cold_start_ms_sum = __atomic_load_n(&m->cold_start_ms_sum,
                                            __ATOMIC_RELAXED);
+
+    /* services without a model have no latency: not a line of it read */
+
+    c->latency = (m == &ngx_http_dstack_stats_no_service || !s->model)
+                 ? NULL : ngx_http_dstack_metrics_service_latency(m);
+
+    for (i = 0; i < NGX_HTTP_DSTACK_LAT_KINDS; i++) {
+        c->latency_seen[i] = c->latency
+            ? __atomic_load_n(&c->latency->samples[i], __ATOMIC_RELAXED)
+              + __atomic_load_n(&c->latency->sum_us[i], __ATOMIC_RELAXED)
+            : 0;
+    }
 }
 
 
@@ -526,7 +542,7 @@ ngx_http_dstack_stats_json(ngx_http_dstack_stats_collect_t *col,
 
         esc = s->name.len + ngx_escape_json(NULL, s->name.data, s->name.len);
 
-        esc += 16 * NGX_HTTP_DSTACK_STATS_LINE;
+        esc += 20 * NGX_HTTP_DSTACK_STATS_LINE;
 
         b = ngx_http_dstack_stats_reserve(out, esc);
         if (b == NULL) {
@@ -588,13 +604,20 @@ ngx_http_dstack_stats_json(ngx_http_dstack_stats_collect_t *col,
                         DS_STATS_KEY(DS_STATS_MODEL_ERRORS) "%uL,"
                         DS_STATS_KEY(DS_STATS_TTFB_MS_SUM) "%uL,"
                         DS_STATS_KEY(DS_STATS_PROMPT_TOKENS) "%uL,"
-                        DS_STATS_KEY(DS_STATS_COMPLETION_TOKENS) "%uL},"
-                        DS_STATS_KEY(DS_STATS_REPLICAS) "[",
+                        DS_STATS_KEY(DS_STATS_COMPLETION_TOKENS) "%uL",
                         cnt.time_ms_sum, cnt.held, cnt.held_total,
                         cnt.held_ms_sum, cnt.hold_timeouts, cnt.hold_rejected,
                         cnt.cold_starts, cnt.cold_start_ms_sum,
                         cnt.model[0], cnt.model[1], cnt.model[2],
                         cnt.model[3], cnt.model[4]);
+
+        if (s->model) {
+            *p++ = ',';
+            p = ngx_http_dstack_stats_latency(p, cnt.latency, now);
+        }
+
+        p = ngx_cpymem(p, "}," DS_STATS_KEY(DS_STATS_REPLICAS) "[",
+                       sizeof("}," DS_STATS_KEY(DS_STATS_REPLICAS) "[") - 1);
 
         b->last = p;
 
@@ -605,7 +628,7 @@ ngx_http_dstack_stats_json(ngx_http_dstack_stats_collect_t *col,
             esc = sr->addr.len
                   + ngx_escape_json(NULL, sr->addr.data, sr->addr.len);
 
-            esc += 2 * NGX_HTTP_DSTACK_STATS_LINE;
+            esc += 6 * NGX_HTTP_DSTACK_STATS_LINE;
 
             b = ngx_http_dstack_stats_reserve(out, esc);
             if (b == NULL) {
@@ -644,11 +667,19 @@ ngx_http_dstack_stats_json(ngx_http_dstack_stats_collect_t *col,
                             DS_STATS_KEY(DS_STATS_REPLICA_VERSION) "%uD,"
                             DS_STATS_KEY(DS_STATS_INFLIGHT) "%L,"
                             DS_STATS_KEY(DS_STATS_REPLICA_REQUESTS) "%uL,"
-                            DS_STATS_KEY(DS_STATS_FAILURES) "%uL}",
+                            DS_STATS_KEY(DS_STATS_FAILURES) "%uL",
                             sr->uid, sr->slot, state, sr->version,
                             inflight > 0 ? inflight : (int64_t) 0,
                             __atomic_load_n(&rm->requests, __ATOMIC_RELAXED),
                             __atomic_load_n(&rm->failures, __ATOMIC_RELAXED));
+
+            if (s->model) {
+                *p++ = ',';
+                p = ngx_http_dstack_stats_latency(p,
+                        ngx_http_dstack_metrics_replica_latency(rm), now);
+            }
+
+            *p++ = '}';
 
             b->last = p;
         }
@@ -672,6 +703,43 @@ ngx_http_dstack_stats_json(ngx_http_dstack_stats_collect_t *col,
     *b->last++ = '\n';
 
     return NGX_OK;
+}
+
+
+/*
+ * "ttft_ms":{"30":{"p50":150.2,"p99":151.0,"n":12},"60":...},"tpot_ms":
+ * {...}: at most 2 * (18 + 3 * 80) bytes
+ */
+static u_char *
+ngx_http_dstack_stats_latency(u_char *p, ngx_http_dstack_latency_t *lat,
+    time_t now)
+{
+    ngx_uint_t                    kind, w;
+    ngx_http_dstack_lat_window_t  win[NGX_HTTP_DSTACK_STATS_NWINDOWS], *x;
+
+    for (kind = 0; kind < NGX_HTTP_DSTACK_LAT_KINDS; kind++) {
+        ngx_http_dstack_latency_windows(lat, kind, now,
+                                        ngx_http_dstack_stats_seconds,
+                                        NGX_HTTP_DSTACK_STATS_NWINDOWS, win);
+
+        p = ngx_sprintf(p, "%s\"%s\":{", kind ? "," : "",
+                        kind == NGX_HTTP_DSTACK_LAT_TTFT
+                        ? DS_STATS_TTFT_MS : DS_STATS_TPOT_MS);
+
+        for (w = 0; w < NGX_HTTP_DSTACK_STATS_NWINDOWS; w++) {
+            x = &win[w];
+            p = ngx_sprintf(p, "%s\"%ui\":{" DS_STATS_KEY(DS_STATS_P50)
+                            "%uL.%uL," DS_STATS_KEY(DS_STATS_P99) "%uL.%uL,"
+                            DS_STATS_KEY(DS_STATS_LAT_N) "%uL}",
+                            w ? "," : "", ngx_http_dstack_stats_seconds[w],
+                            x->p50_us / 1000, x->p50_us % 1000 / 100,
+                            x->p99_us / 1000, x->p99_us % 1000 / 100, x->n);
+        }
+
+        *p++ = '}';
+    }
+
+    return p;
 }
 
 

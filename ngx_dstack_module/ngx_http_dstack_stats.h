@@ -39,6 +39,8 @@ typedef struct {
                                                        label value */
     uint64_t                            uid;
     uint32_t                            slot;
+    ngx_uint_t                          model;      /* has a model: shows
+                                                       its latency */
     ngx_http_dstack_service_metrics_t  *metrics;
     ngx_uint_t                          replica;    /* first, in replicas */
     ngx_uint_t                          nreplicas;
@@ -89,12 +91,18 @@ typedef struct {
     uint64_t                            model[5];   /* requests, errors,
                                                        ttfb ms, prompt and
                                                        completion tokens */
+    uint64_t                            latency_seen[2];  /* TTFT, TPOT:
+                                                       samples and their
+                                                       sum, changed by
+                                                       any new one */
 
     /* JSON only */
     uint64_t                  arrivals[NGX_HTTP_DSTACK_STATS_NWINDOWS];
     uint64_t                            held_total;
     uint64_t                            hold_timeouts;
     uint64_t                            hold_rejected;
+    ngx_http_dstack_latency_t          *latency;    /* NULL: none, or no
+                                                       model */
 } ngx_http_dstack_stats_counters_t;
 
 

@@ -35,6 +35,9 @@ Per request:
   DELAY  = the X-Test-Delay-Ms request header, else 200 (streams only)
   X-Test-Status: CODE answers CODE with an OpenAI-shaped error instead.
   X-Test-Header-Delay-Ms: MS waits MS before answering at all.
+  X-Test-First-Ms: MS (streams) waits MS after the header, then writes
+        the role chunk and the first content chunk together (as a model
+        server does with its first token), the others DELAY apart.
 
 A prefix cache, to measure affinity routing (--prefix-cache, or the
 X-Test-Prefix-Cache: 1 header per request): a completion's prefix is the
@@ -143,6 +146,9 @@ def embedding(text, dims):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # the header and the body are two writes: without this, Nagle and the
+    # client's delayed ACK hold the body back ~40 ms
+    disable_nagle_algorithm = True
     server_version = "dstack-test-openai"
     sys_version = ""
 
@@ -258,12 +264,16 @@ class Handler(BaseHTTPRequestHandler):
     def stream(self, rid, path, n, delay, make_chunk, finish, usage):
         self.start_stream()
         sent = 0
+        first_ms = self.headers.get("X-Test-First-Ms")
         try:
+            if first_ms:
+                self.wait(int(first_ms) / 1000.0)
             first = make_chunk(None)
             if first is not None:
                 self.event(first)
             for i in range(n):
-                self.wait(delay)
+                if i > 0 or not first_ms:
+                    self.wait(delay)
                 self.event(make_chunk(i))
                 sent += 1
             self.event(finish())

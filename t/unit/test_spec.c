@@ -751,6 +751,28 @@ test_durations(void **state)
 }
 
 
+/* metric: ttft, our extension: p99 time to first token, seconds */
+static void
+test_scaling_ttft(void **state)
+{
+    ds_spec_t  spec;
+
+    (void) state;
+
+    spec_of("type: service\n"
+            "port: 8000\n"
+            "commands: [python app.py]\n"
+            "model: llama\n"
+            "replicas: 1..4\n"
+            "scaling: {metric: ttft, target: 0.5, window: 30s}\n", &spec);
+
+    assert_int_equal(spec.scaling.metric, DS_SPEC_METRIC_TTFT);
+    assert_true(spec.scaling.target == 0.5);
+    assert_int_equal(spec.scaling.window, 30);
+    ds_spec_free(&spec);
+}
+
+
 static void
 test_typed_profile(void **state)
 {
@@ -1368,6 +1390,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_cpu_memory_disk),
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_typed_profile),
+        cmocka_unit_test(test_scaling_ttft),
         cmocka_unit_test(test_typed_container),
         cmocka_unit_test(test_json_paths),
         cmocka_unit_test(test_json_container),
