@@ -91,8 +91,8 @@ export function TokensPage() {
     return (
         <section>
             <h2>Tokens</h2>
-            <p class="muted">Service tokens open this project's services and models;
-                they cannot sign in here.</p>
+            <p class="muted">Service tokens open this project's services and models and
+                cannot sign in here; users' tokens (yours among them) are listed too.</p>
             <ErrorNote error={error || actionError} />
             {tokens.length > 0 &&
                 <table class="grid" data-testid="tokens">
