@@ -146,7 +146,9 @@ ttft_want(struct run *r, long arrivals, unsigned window, char *why,
         want = ceil_div((double) cur * p99, target);
         rule = "over the target";
     } else if (p99 < target / 2) {
-        want = cur - 1;
+        /* requests come: never to zero on latency alone (only "no
+         * request" above scales to zero) */
+        want = cur > 1 ? cur - 1 : 1;
         rule = "under half the target";
     } else {
         want = cur;

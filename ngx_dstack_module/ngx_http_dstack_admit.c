@@ -129,6 +129,7 @@ ngx_http_dstack_repick(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
 
     if (rc == NGX_OK) {
         ngx_http_dstack_take_replicas(ctx, view);
+        ctx->released = ngx_current_msec;
 
     } else if (rc == NGX_DECLINED) {
         ngx_http_dstack_state_end();

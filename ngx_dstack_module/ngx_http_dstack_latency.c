@@ -56,7 +56,7 @@ static ngx_uint_t ngx_http_dstack_latency_bucket(ngx_uint_t kind,
     uint64_t us);
 static ngx_http_dstack_lat_slot_t *ngx_http_dstack_latency_slot(
     ngx_http_dstack_latency_t *lat, time_t now);
-static uint64_t ngx_http_dstack_latency_quantile(
+static uint64_t ngx_http_dstack_latency_quantile(ngx_uint_t kind,
     uint64_t count[NGX_HTTP_DSTACK_LAT_BUCKETS],
     uint64_t sum[NGX_HTTP_DSTACK_LAT_BUCKETS], uint64_t n, ngx_uint_t pct);
 
@@ -198,21 +198,26 @@ ngx_http_dstack_latency_windows(ngx_http_dstack_latency_t *lat,
         }
 
         out[j].n = total;
-        out[j].p50_us = ngx_http_dstack_latency_quantile(count, sum, total,
-                                                         50);
-        out[j].p99_us = ngx_http_dstack_latency_quantile(count, sum, total,
-                                                         99);
+        out[j].p50_us = ngx_http_dstack_latency_quantile(kind, count, sum,
+                                                         total, 50);
+        out[j].p99_us = ngx_http_dstack_latency_quantile(kind, count, sum,
+                                                         total, 99);
     }
 }
 
 
-/* the mean of the bucket holding the pct-th percentile, in us; 0 when
- * there is no sample */
+/*
+ * The mean of the bucket holding the pct-th percentile, in us; 0 when
+ * there is no sample.  Held within the bucket's bounds: a slot's 32-bit
+ * sum wraps past ~7,000 samples of 60 s in one bucket in 10 s (an
+ * overloaded service), and a wrapped mean must not read as a fast one.
+ */
 static uint64_t
-ngx_http_dstack_latency_quantile(uint64_t count[NGX_HTTP_DSTACK_LAT_BUCKETS],
+ngx_http_dstack_latency_quantile(ngx_uint_t kind,
+    uint64_t count[NGX_HTTP_DSTACK_LAT_BUCKETS],
     uint64_t sum[NGX_HTTP_DSTACK_LAT_BUCKETS], uint64_t n, ngx_uint_t pct)
 {
-    uint64_t    rank, cum;
+    uint64_t    rank, cum, mean, lower, upper;
     ngx_uint_t  k;
 
     if (n == 0) {
@@ -226,7 +231,13 @@ ngx_http_dstack_latency_quantile(uint64_t count[NGX_HTTP_DSTACK_LAT_BUCKETS],
         cum += count[k];
 
         if (cum >= rank && count[k]) {
-            return sum[k] * NGX_HTTP_DSTACK_LAT_UNIT / count[k];
+            mean = sum[k] * NGX_HTTP_DSTACK_LAT_UNIT / count[k];
+            lower = k ? ngx_http_dstack_latency_bounds[kind][k - 1] : 0;
+            upper = ngx_http_dstack_latency_bounds[kind][k];
+            if (upper == 0) {
+                upper = NGX_HTTP_DSTACK_LAT_CLAMP;
+            }
+            return mean < lower ? lower : mean > upper ? upper : mean;
         }
     }
 

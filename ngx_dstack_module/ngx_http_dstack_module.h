@@ -295,6 +295,8 @@ typedef struct ngx_http_dstack_ctx_s {
     uint64_t                    max_body_size;  /* 0 = unlimited */
     off_t                       body_received;  /* chunked bodies */
     ngx_msec_t                  start;          /* ngx_current_msec */
+    ngx_msec_t                  released;       /* a held request got
+                                                   replicas; 0: never held */
 
     struct ngx_http_dstack_answer_s *answer;    /* openai: what the
                                                    answer's body tells */

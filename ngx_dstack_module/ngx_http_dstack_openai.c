@@ -1064,7 +1064,11 @@ ngx_http_dstack_openai_first_byte(ngx_http_dstack_ctx_t *ctx,
     a->first = ngx_current_msec;
     a->last = a->first;
 
-    us = (uint64_t) (ngx_msec_int_t) (a->first - ctx->start) * 1000;
+    /* a held request from when it got a replica: its wait for a cold
+     * start is in the hold figures, and would make the autoscaler's
+     * "ttft" ask for replicas in proportion to a start-up time */
+    us = (uint64_t) (ngx_msec_int_t)
+         (a->first - (ctx->released ? ctx->released : ctx->start)) * 1000;
 
     lat = ngx_http_dstack_metrics_service_latency(ctx->metrics);
     ngx_http_dstack_latency_add(lat, NGX_HTTP_DSTACK_LAT_TTFT, us,
