@@ -105,6 +105,16 @@ network_backend = "netavark"
 network_config_dir = "$dir/networks"
 default_subnet = "$subnet"
 EOF
+    } else {
+        # On the host: CNI (containernetworking-plugins), whatever else is
+        # installed.  podman 4.3 picks netavark on a fresh store when it
+        # is there (t/88 and t/92 need it in their namespaces), and
+        # netavark 1.4's DNAT of a port published on 127.0.0.1 does not
+        # take connections made on this host: probes never reach it.
+        $net = <<"EOF";
+[network]
+network_backend = "cni"
+EOF
     }
     DsTest::_write("$dir/containers.conf", <<"EOF");
 [containers]
