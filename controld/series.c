@@ -120,17 +120,6 @@ static uint32_t  last_sweep;
 
 /* ---- services by name ---------------------------------------------------- */
 
-static size_t
-series_hash(const char *name)
-{
-    size_t  h = 2166136261u;
-
-    while (*name) {
-        h = (h ^ (unsigned char) *name++) * 16777619u;
-    }
-    return h;
-}
-
 
 static struct series_svc *
 series_find(const char *name)
@@ -140,7 +129,7 @@ series_find(const char *name)
     if (svcs.size == 0) {
         return NULL;
     }
-    for (svc = svcs.tab[series_hash(name) & (svcs.size - 1)]; svc != NULL;
+    for (svc = svcs.tab[str_hash(name) & (svcs.size - 1)]; svc != NULL;
          svc = svc->next)
     {
         if (strcmp(svc->name, name) == 0) {
@@ -163,7 +152,7 @@ series_grow(void)
     for (i = 0; i < svcs.size; i++) {
         for (svc = svcs.tab[i]; svc != NULL; svc = next) {
             next = svc->next;
-            h = series_hash(svc->name) & (size - 1);
+            h = str_hash(svc->name) & (size - 1);
             svc->next = tab[h];
             tab[h] = svc;
         }
@@ -185,7 +174,7 @@ series_add(const char *name)
     }
     svc = xcalloc(1, sizeof(*svc));
     snprintf(svc->name, sizeof(svc->name), "%s", name);
-    h = series_hash(name) & (svcs.size - 1);
+    h = str_hash(name) & (svcs.size - 1);
     svc->next = svcs.tab[h];
     svcs.tab[h] = svc;
     svcs.count++;

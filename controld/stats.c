@@ -95,17 +95,6 @@ static struct {
 } st;
 
 
-static size_t
-stats_hash(const char *name)
-{
-    size_t  h = 2166136261u;
-
-    while (*name) {
-        h = (h ^ (unsigned char) *name++) * 16777619u;
-    }
-    return h;
-}
-
 
 /* ---- sources ------------------------------------------------------------ */
 
@@ -811,7 +800,7 @@ stats_index(struct stats_src *s)
         if (!cJSON_IsString(name)) {
             continue;
         }
-        i = stats_hash(name->valuestring) & (s->index_size - 1);
+        i = str_hash(name->valuestring) & (s->index_size - 1);
         while (s->index[i] != NULL) {
             i = (i + 1) & (s->index_size - 1);
         }
@@ -829,7 +818,7 @@ stats_service(const struct stats_src *s, const char *service)
     if (s->last == NULL || s->index_size == 0) {
         return NULL;
     }
-    for (i = stats_hash(service) & (s->index_size - 1);
+    for (i = str_hash(service) & (s->index_size - 1);
          s->index[i] != NULL;
          i = (i + 1) & (s->index_size - 1))
     {

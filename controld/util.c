@@ -242,6 +242,18 @@ hex_encode(const uint8_t *in, size_t n, char *out)
 }
 
 
+size_t
+str_hash(const char *s)
+{
+    size_t  h = 2166136261u;
+
+    while (*s) {
+        h = (h ^ (unsigned char) *s++) * 16777619u;
+    }
+    return h;
+}
+
+
 int
 valid_hex_hash(const char *s)
 {

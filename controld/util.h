@@ -22,6 +22,8 @@ long long parse_duration_ms(const char *s);
 int proc_start_time(pid_t pid, unsigned long long *start);
 void hex_encode(const uint8_t *in, size_t n, char *out);
 int valid_hex_hash(const char *s);
+/* FNV-1a of a string, for the daemon's tables keyed by name */
+size_t str_hash(const char *s);
 /* a regular file of at most max bytes, whole and NUL-terminated
  * (malloc'd); NULL with errno: open's, EFBIG when it is larger, EINVAL
  * when it is not a regular file, EIO when it could not be read whole */
