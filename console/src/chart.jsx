@@ -41,6 +41,7 @@ export function Chart({ title, labels, unit, data, testid, total, stacked }) {
         if (plot.current) plot.current.setData(data);
     }, [data]);
 
+    const x = data[0];
     return <div class="chart" ref={box} data-testid={testid} data-total={total}
-        data-points={data[0].length} />;
+        data-points={x.length} data-end={x.length ? x[x.length - 1] : 0} />;
 }
