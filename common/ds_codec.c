@@ -18,8 +18,14 @@
  *            otherwise, so that one service has one encoding): the same,
  *            then the routing tail
  *
+ *            "DSVC" 3 0 (a model with a token budget): the same, then
+ *            the routing tail (affinity may be none, all zero) and the
+ *            budget tail
+ *
  *   routing  u32 affinity, u32 prefix_bytes, u32 load_factor (x 1000),
  *            str session_header
+ *
+ *   budget   u32 rpm, u32 tpm, u64 tpd, u32 max_tokens
  *
  *   replicas "DRPS" 1 0
  *            u64 generation, u32 count, u32 reserved (0),
@@ -34,6 +40,8 @@
  *            "DTOK" 2 0 (a user's token, or one of a project other than
  *            main; version 1 otherwise, so that one token has one
  *            encoding): the same with str user, str project after name
+ *            "DTOK" 3 0 (a token with a budget): version 2's, then u32
+ *            rpm, u32 tpm, u64 tpd before the scope count
  *
  *   member   "DMEM" 1 0
  *            u32 role, u64 created
@@ -42,6 +50,8 @@
  *            u32 format, u64 created, str name, str service, str prefix
  *            "DMOD" 2 0 (affinity routing, as a service's): the same,
  *            then the routing tail
+ *            "DMOD" 3 0 (a token budget, as a service's): the same, then
+ *            the routing tail and the budget tail
  *
  *   cert     "DCRT" 1 0
  *            u64 uid, u32 flags, u64 not_after, str host,
@@ -73,7 +83,9 @@
 #define DS_TOKEN_FLAGS_KNOWN                                                 \
     (DS_TOKEN_ADMIN | DS_TOKEN_ALL_SERVICES | DS_TOKEN_USER)
 #define DS_TOKEN_VERSION_TEAMS  2
+#define DS_TOKEN_VERSION_BUDGET 3
 #define DS_VERSION_ROUTING      2       /* services and models */
+#define DS_VERSION_BUDGET       3       /* services and models */
 
 #define DS_RUN_NAME_MIN         2
 #define DS_RUN_NAME_MAX         41
@@ -629,9 +641,10 @@ ds_put_routing(ds_buf_t *out, const ds_routing_t *rt)
 }
 
 
-/* the routing tail of a version-2 record, which must have an affinity */
+/* the routing tail of a version-2 record, which must have an affinity,
+ * or of a version-3 one, which may not */
 static int
-ds_rd_routing(ds_rd_t *rd, ds_routing_t *rt)
+ds_rd_routing(ds_rd_t *rd, ds_routing_t *rt, unsigned version)
 {
     if (ds_rd_u32(rd, &rt->affinity, "affinity") != 0
         || ds_rd_u32(rd, &rt->prefix_bytes, "affinity prefix bytes") != 0
@@ -643,7 +656,7 @@ ds_rd_routing(ds_rd_t *rd, ds_routing_t *rt)
         return -1;
     }
 
-    if (rt->affinity == DS_AFFINITY_NONE) {
+    if (rt->affinity == DS_AFFINITY_NONE && version == DS_VERSION_ROUTING) {
         /* one encoding: that is version 1's */
         ds_err_set(rd->err, "%s: version %u without an affinity",
                    rd->record, DS_VERSION_ROUTING);
@@ -651,6 +664,80 @@ ds_rd_routing(ds_rd_t *rd, ds_routing_t *rt)
     }
 
     return 0;
+}
+
+
+/* a model's budget: max_tokens within bounds and only with a limit (one
+ * encoding); a token's (model 0) has no max_tokens */
+static int
+ds_check_budget(const ds_budget_t *b, int model, const char *rec,
+    ds_err_t *err)
+{
+    if (!model && b->max_tokens != 0) {
+        ds_err_set(err, "%s: a token's budget has no max_tokens", rec);
+        return -1;
+    }
+
+    if (b->max_tokens > DS_BUDGET_MAX_TOKENS_MAX) {
+        ds_err_set(err, "%s: budget max_tokens %u exceed %u", rec,
+                   b->max_tokens, DS_BUDGET_MAX_TOKENS_MAX);
+        return -1;
+    }
+
+    if (b->max_tokens != 0 && !ds_budget_set(b)) {
+        ds_err_set(err, "%s: budget max_tokens without a limit", rec);
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static void
+ds_put_budget(ds_buf_t *out, const ds_budget_t *b, int model)
+{
+    ds_put_u32(out, b->rpm);
+    ds_put_u32(out, b->tpm);
+    ds_put_u64(out, b->tpd);
+
+    if (model) {
+        ds_put_u32(out, b->max_tokens);
+    }
+}
+
+
+/* the budget tail of a version-3 record, which must set a limit */
+static int
+ds_rd_budget(ds_rd_t *rd, ds_budget_t *b, int model)
+{
+    if (ds_rd_u32(rd, &b->rpm, "budget rpm") != 0
+        || ds_rd_u32(rd, &b->tpm, "budget tpm") != 0
+        || ds_rd_uint(rd, 8, &b->tpd, "budget tpd") != 0
+        || (model && ds_rd_u32(rd, &b->max_tokens, "budget max_tokens") != 0))
+    {
+        return -1;
+    }
+
+    if (!ds_budget_set(b)) {
+        /* one encoding: that is an older version's */
+        ds_err_set(rd->err, "%s: version 3 without a budget", rd->record);
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/* the version of a service's or a model's record: one encoding each */
+static unsigned
+ds_model_version(const ds_routing_t *rt, const ds_budget_t *b)
+{
+    if (ds_budget_set(b)) {
+        return DS_VERSION_BUDGET;
+    }
+
+    return rt->affinity != DS_AFFINITY_NONE ? DS_VERSION_ROUTING
+                                            : DS_RECORD_VERSION;
 }
 
 
@@ -698,6 +785,15 @@ ds_check_service(const ds_service_t *svc, const char *rec, ds_err_t *err)
 
     if (svc->model.len == 0 && svc->routing.affinity != DS_AFFINITY_NONE) {
         ds_err_set(err, "%s: affinity routing set without a model", rec);
+        return -1;
+    }
+
+    if (ds_check_budget(&svc->budget, 1, rec, err) != 0) {
+        return -1;
+    }
+
+    if (svc->model.len == 0 && ds_budget_set(&svc->budget)) {
+        ds_err_set(err, "%s: a token budget set without a model", rec);
         return -1;
     }
 
@@ -818,7 +914,11 @@ ds_check_model(const ds_model_t *m, const char *rec, ds_err_t *err)
         return -1;
     }
 
-    return ds_check_routing(&m->routing, rec, err);
+    if (ds_check_routing(&m->routing, rec, err) != 0) {
+        return -1;
+    }
+
+    return ds_check_budget(&m->budget, 1, rec, err);
 }
 
 
@@ -842,6 +942,7 @@ ds_service_init(ds_service_t *svc)
 int
 ds_service_encode(const ds_service_t *svc, ds_buf_t *out, ds_err_t *err)
 {
+    unsigned                version;
     uint32_t                i;
     const ds_rate_limit_t  *rl;
 
@@ -849,9 +950,9 @@ ds_service_encode(const ds_service_t *svc, ds_buf_t *out, ds_err_t *err)
         return DS_EINVAL;
     }
 
-    ds_put_header_version(out, "DSVC",
-                          svc->routing.affinity != DS_AFFINITY_NONE
-                          ? DS_VERSION_ROUTING : DS_RECORD_VERSION);
+    version = ds_model_version(&svc->routing, &svc->budget);
+
+    ds_put_header_version(out, "DSVC", version);
     ds_put_u64(out, svc->uid);
     ds_put_u32(out, svc->slot);
     ds_put_u32(out, svc->flags);
@@ -875,8 +976,12 @@ ds_service_encode(const ds_service_t *svc, ds_buf_t *out, ds_err_t *err)
         ds_put_str(out, &rl->header);
     }
 
-    if (svc->routing.affinity != DS_AFFINITY_NONE) {
+    if (version >= DS_VERSION_ROUTING) {
         ds_put_routing(out, &svc->routing);
+    }
+
+    if (version == DS_VERSION_BUDGET) {
+        ds_put_budget(out, &svc->budget, 1);
     }
 
     return ds_buf_done(out, "service record", err);
@@ -919,7 +1024,7 @@ ds_service_decode(const void *data, size_t len, ds_service_t *svc,
     ds_rd_init(&rd, data, len, "service record", err);
     memset(svc, 0, sizeof(*svc));
 
-    if (ds_rd_header_version(&rd, "DSVC", DS_VERSION_ROUTING, &version) != 0
+    if (ds_rd_header_version(&rd, "DSVC", DS_VERSION_BUDGET, &version) != 0
         || ds_rd_uint(&rd, 8, &svc->uid, "uid") != 0
         || ds_rd_u32(&rd, &svc->slot, "slot") != 0
         || ds_rd_u32(&rd, &svc->flags, "flags") != 0
@@ -960,8 +1065,14 @@ ds_service_decode(const void *data, size_t len, ds_service_t *svc,
         }
     }
 
-    if (version == DS_VERSION_ROUTING
-        && ds_rd_routing(&rd, &svc->routing) != 0)
+    if (version >= DS_VERSION_ROUTING
+        && ds_rd_routing(&rd, &svc->routing, version) != 0)
+    {
+        return DS_EINVAL;
+    }
+
+    if (version == DS_VERSION_BUDGET
+        && ds_rd_budget(&rd, &svc->budget, 1) != 0)
     {
         return DS_EINVAL;
     }
@@ -1171,7 +1282,7 @@ int
 ds_token_encode(const ds_token_t *tok, const ds_str_t *services,
     ds_buf_t *out, ds_err_t *err)
 {
-    int       teams;
+    int       teams, budget;
     uint32_t  i;
 
     if (ds_check_token(tok, "token record", err) != 0) {
@@ -1203,10 +1314,16 @@ ds_token_encode(const ds_token_t *tok, const ds_str_t *services,
         }
     }
 
-    teams = (tok->user.len != 0 || tok->project.len != 0);
+    if (ds_check_budget(&tok->budget, 0, "token record", err) != 0) {
+        return DS_EINVAL;
+    }
 
-    ds_put_header_version(out, "DTOK", teams ? DS_TOKEN_VERSION_TEAMS
-                                             : DS_RECORD_VERSION);
+    budget = ds_budget_set(&tok->budget);
+    teams = budget || tok->user.len != 0 || tok->project.len != 0;
+
+    ds_put_header_version(out, "DTOK", budget ? DS_TOKEN_VERSION_BUDGET
+                                       : teams ? DS_TOKEN_VERSION_TEAMS
+                                       : DS_RECORD_VERSION);
     ds_put_bytes(out, tok->hash, DS_TOKEN_HASH_LEN);
     ds_put_u32(out, tok->flags);
     ds_put_u64(out, tok->created);
@@ -1217,6 +1334,11 @@ ds_token_encode(const ds_token_t *tok, const ds_str_t *services,
         ds_put_str(out, &tok->user);
         ds_put_str(out, &tok->project);
     }
+
+    if (budget) {
+        ds_put_budget(out, &tok->budget, 0);
+    }
+
     ds_put_u16(out, tok->n_services);
 
     if (services != NULL) {
@@ -1246,7 +1368,7 @@ ds_token_decode(const void *data, size_t len, ds_token_t *tok,
     tok->user.data = "";
     tok->project.data = "";
 
-    if (ds_rd_header_version(&rd, "DTOK", DS_TOKEN_VERSION_TEAMS, &version)
+    if (ds_rd_header_version(&rd, "DTOK", DS_TOKEN_VERSION_BUDGET, &version)
         != 0
         || ds_rd_need(&rd, DS_TOKEN_HASH_LEN, "hash") != 0)
     {
@@ -1264,14 +1386,19 @@ ds_token_decode(const void *data, size_t len, ds_token_t *tok,
         return DS_EINVAL;
     }
 
-    if (version == DS_TOKEN_VERSION_TEAMS) {
+    if (version >= DS_TOKEN_VERSION_TEAMS) {
         if (ds_rd_str(&rd, &tok->user, 0, DS_NAME_MAX, "user") != 0
             || ds_rd_str(&rd, &tok->project, 0, DS_NAME_MAX, "project") != 0)
         {
             return DS_EINVAL;
         }
 
-        if (tok->user.len == 0 && tok->project.len == 0) {
+        if (version == DS_TOKEN_VERSION_BUDGET) {
+            if (ds_rd_budget(&rd, &tok->budget, 0) != 0) {
+                return DS_EINVAL;
+            }
+
+        } else if (tok->user.len == 0 && tok->project.len == 0) {
             /* one encoding per token: this one is version 1's */
             ds_err_set(err, "token record: version 2 without a user or a "
                        "project");
@@ -1450,21 +1577,27 @@ ds_member_decode(const void *data, size_t len, ds_member_t *m,
 int
 ds_model_encode(const ds_model_t *m, ds_buf_t *out, ds_err_t *err)
 {
+    unsigned  version;
+
     if (ds_check_model(m, "model record", err) != 0) {
         return DS_EINVAL;
     }
 
-    ds_put_header_version(out, "DMOD",
-                          m->routing.affinity != DS_AFFINITY_NONE
-                          ? DS_VERSION_ROUTING : DS_RECORD_VERSION);
+    version = ds_model_version(&m->routing, &m->budget);
+
+    ds_put_header_version(out, "DMOD", version);
     ds_put_u32(out, m->format);
     ds_put_u64(out, m->created);
     ds_put_str(out, &m->name);
     ds_put_str(out, &m->service);
     ds_put_str(out, &m->prefix);
 
-    if (m->routing.affinity != DS_AFFINITY_NONE) {
+    if (version >= DS_VERSION_ROUTING) {
         ds_put_routing(out, &m->routing);
+    }
+
+    if (version == DS_VERSION_BUDGET) {
+        ds_put_budget(out, &m->budget, 1);
     }
 
     return ds_buf_done(out, "model record", err);
@@ -1480,14 +1613,16 @@ ds_model_decode(const void *data, size_t len, ds_model_t *m, ds_err_t *err)
     ds_rd_init(&rd, data, len, "model record", err);
     memset(m, 0, sizeof(*m));
 
-    if (ds_rd_header_version(&rd, "DMOD", DS_VERSION_ROUTING, &version) != 0
+    if (ds_rd_header_version(&rd, "DMOD", DS_VERSION_BUDGET, &version) != 0
         || ds_rd_u32(&rd, &m->format, "format") != 0
         || ds_rd_uint(&rd, 8, &m->created, "created") != 0
         || ds_rd_str(&rd, &m->name, 1, DS_NAME_MAX, "name") != 0
         || ds_rd_str(&rd, &m->service, 1, DS_NAME_MAX, "service") != 0
         || ds_rd_str(&rd, &m->prefix, 0, DS_PREFIX_MAX, "prefix") != 0
-        || (version == DS_VERSION_ROUTING
-            && ds_rd_routing(&rd, &m->routing) != 0)
+        || (version >= DS_VERSION_ROUTING
+            && ds_rd_routing(&rd, &m->routing, version) != 0)
+        || (version == DS_VERSION_BUDGET
+            && ds_rd_budget(&rd, &m->budget, 1) != 0)
         || ds_rd_end(&rd) != 0
         || ds_check_model(m, "model record", err) != 0)
     {

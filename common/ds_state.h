@@ -130,12 +130,37 @@ typedef struct {
     ds_str_t        session_header; /* SESSION: e.g. "x-session-id" */
 } ds_routing_t;
 
+/*
+ * Token budgets of the model endpoint (#16): requests and tokens (prompt
+ * + completion) per minute, and tokens per UTC day, kept per (token,
+ * model) by the gateway.  A model's budget is the default of every token
+ * that calls it (the anonymous caller of a model without auth is one
+ * token); a token's own limits replace it field by field, 0 keeping the
+ * model's and DS_BUDGET_UNLIMITED lifting it.  max_tokens is a model's
+ * only: what a request that names no max_tokens is reckoned to answer
+ * before its usage is known (0: DS_BUDGET_MAX_TOKENS).
+ */
+#define DS_BUDGET_UNLIMITED     UINT32_MAX      /* rpm, tpm; tpd: ~0ULL */
+#define DS_BUDGET_MAX_TOKENS    256
+#define DS_BUDGET_MAX_TOKENS_MAX (1U << 24)
+
+typedef struct {
+    uint32_t        rpm;            /* requests per minute, 0 = none */
+    uint32_t        tpm;            /* tokens per minute, 0 = none */
+    uint64_t        tpd;            /* tokens per UTC day, 0 = none */
+    uint32_t        max_tokens;     /* a model's completion estimate */
+} ds_budget_t;
+
+/* any limit set */
+#define ds_budget_set(b)  ((b)->rpm != 0 || (b)->tpm != 0 || (b)->tpd != 0)
+
 typedef struct {
     ds_str_t        name;           /* run name = host label */
     ds_str_t        model;          /* model name, empty if none */
     ds_str_t        model_prefix;   /* e.g. "/v1" */
     uint32_t        model_format;   /* DS_MODEL_* */
     ds_routing_t    routing;        /* of the model endpoint */
+    ds_budget_t     budget;         /* of the model endpoint */
 
     uint64_t        uid;            /* set by the writer when created */
     uint32_t        slot;           /* metric slot, set by the writer */
@@ -213,6 +238,7 @@ typedef struct {
     uint32_t        flags;          /* DS_TOKEN_* */
     uint64_t        created;        /* unix seconds */
     uint64_t        expires;        /* unix seconds, 0 = never */
+    ds_budget_t     budget;         /* per model; max_tokens 0 */
     uint32_t        n_services;     /* services named in the scope */
     const uint8_t  *scope;          /* encoded names; ds_token_allows() */
     uint32_t        scope_len;
@@ -236,6 +262,7 @@ typedef struct {
     uint32_t        format;         /* DS_MODEL_* */
     uint64_t        created;        /* unix seconds */
     ds_routing_t    routing;        /* the service's */
+    ds_budget_t     budget;         /* the service's */
 } ds_model_t;
 
 

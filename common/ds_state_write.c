@@ -427,6 +427,7 @@ ds_put_service(ds_txn_t *txn, ds_service_t *svc, ds_err_t *err)
         m.prefix = tmp.model_prefix;
         m.format = tmp.model_format;
         m.routing = tmp.routing;
+        m.budget = tmp.budget;
 
         rc = ds_model_encode(&m, &mrec, err);
         if (rc != DS_OK) {

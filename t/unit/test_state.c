@@ -329,6 +329,106 @@ test_service_routing(void **state)
 }
 
 
+static void make_token(ds_token_t *tok);
+
+
+/* token budgets: a model's in its service and model records (version
+ * 3, the routing tail then the budget), a token's in version 3 */
+static void
+test_budget_codec(void **state)
+{
+    ds_buf_t      b, b2;
+    ds_err_t      err;
+    ds_model_t    m, mo;
+    ds_token_t    tin, tout;
+    ds_service_t  in, out;
+
+    (void) state;
+    memset(&b, 0, sizeof(b));
+    memset(&b2, 0, sizeof(b2));
+
+    make_service(&in);
+    in.budget.rpm = 60;
+    in.budget.tpm = 10000;
+    in.budget.tpd = 5000000000ULL;
+    in.budget.max_tokens = 512;
+
+    assert_int_equal(ds_service_encode(&in, &b, &err), DS_OK);
+    assert_memory_equal(b.data, "DSVC\x03\x00\x00\x00", 8);
+    assert_int_equal(ds_service_decode(b.data, b.len, &out, &err), DS_OK);
+    assert_int_equal(out.budget.rpm, 60);
+    assert_int_equal(out.budget.tpm, 10000);
+    assert_true(out.budget.tpd == 5000000000ULL);
+    assert_int_equal(out.budget.max_tokens, 512);
+    assert_int_equal(out.routing.affinity, DS_AFFINITY_NONE);
+    assert_int_equal(ds_service_encode(&out, &b2, &err), DS_OK);
+    assert_int_equal(b2.len, b.len);
+    assert_memory_equal(b2.data, b.data, b.len);
+    assert_truncations_fail(b.data, b.len, decode_service);
+
+    /* one encoding: a version-3 record without a limit is older */
+    memset(b.data + b.len - 20, 0, 16);
+    assert_int_equal(ds_service_decode(b.data, b.len, &out, &err),
+                     DS_EINVAL);
+    assert_msg(&err, "version 3 without a budget");
+
+    /* max_tokens only with a limit, and bounded */
+    memset(&in.budget, 0, sizeof(in.budget));
+    in.budget.max_tokens = 10;
+    assert_int_equal(ds_service_encode(&in, &b2, &err), DS_EINVAL);
+    assert_msg(&err, "max_tokens without a limit");
+    in.budget.rpm = 1;
+    in.budget.max_tokens = DS_BUDGET_MAX_TOKENS_MAX + 1;
+    assert_int_equal(ds_service_encode(&in, &b2, &err), DS_EINVAL);
+    assert_msg(&err, "max_tokens");
+    in.budget.max_tokens = 0;
+    in.model = S("");
+    in.model_prefix = S("");
+    assert_int_equal(ds_service_encode(&in, &b2, &err), DS_EINVAL);
+    assert_msg(&err, "budget set without a model");
+
+    /* a model record with routing and a budget */
+    memset(&m, 0, sizeof(m));
+    m.name = S("m");
+    m.service = S("llama");
+    m.prefix = S("/v1");
+    m.routing.affinity = DS_AFFINITY_PREFIX;
+    m.routing.prefix_bytes = 64;
+    m.routing.load_factor = 1000;
+    m.budget.tpm = 100;
+    assert_int_equal(ds_model_encode(&m, &b2, &err), DS_OK);
+    assert_memory_equal(b2.data, "DMOD\x03\x00\x00\x00", 8);
+    assert_int_equal(ds_model_decode(b2.data, b2.len, &mo, &err), DS_OK);
+    assert_int_equal(mo.routing.load_factor, 1000);
+    assert_int_equal(mo.budget.tpm, 100);
+    assert_int_equal(mo.budget.rpm, 0);
+    assert_truncations_fail(b2.data, b2.len, decode_model);
+
+    /* a token: version 3 with its budget; none of max_tokens */
+    make_token(&tin);
+    tin.n_services = 0;
+    tin.budget.rpm = DS_BUDGET_UNLIMITED;
+    tin.budget.tpd = 1000;
+    assert_int_equal(ds_token_encode(&tin, NULL, &b, &err), DS_OK);
+    assert_int_equal(b.data[4], 3);
+    assert_int_equal(ds_token_decode(b.data, b.len, &tout, &err), DS_OK);
+    assert_true(tout.budget.rpm == DS_BUDGET_UNLIMITED);
+    assert_int_equal(tout.budget.tpm, 0);
+    assert_int_equal(tout.budget.tpd, 1000);
+    assert_int_equal(tout.user.len, 0);
+    assert_int_equal(ds_token_encode(&tout, NULL, &b2, &err), DS_OK);
+    assert_int_equal(b2.len, b.len);
+    assert_memory_equal(b2.data, b.data, b.len);
+    assert_truncations_fail(b.data, b.len, decode_token);
+    tin.budget.max_tokens = 5;
+    assert_int_equal(ds_token_encode(&tin, NULL, &b2, &err), DS_EINVAL);
+    assert_msg(&err, "a token's budget has no max_tokens");
+
+    ds_buf_free(&b);
+    ds_buf_free(&b2);
+}
+
+
 static void
 test_service_decode_rejects(void **state)
 {
@@ -347,7 +447,7 @@ test_service_decode_rejects(void **state)
     assert_truncations_fail(b.data, b.len, decode_service);
 
     assert_patched(&b, 0, 'X', decode_service, "bad magic");
-    assert_patched(&b, 4, 3, decode_service, "version 3 is not supported");
+    assert_patched(&b, 4, 4, decode_service, "version 4 is not supported");
     /* version 2 is a version-1 record with a routing tail */
     assert_patched(&b, 4, 2, decode_service, "truncated");
     assert_patched(&b, 6, 1, decode_service, "reserved");
@@ -867,9 +967,9 @@ test_token_teams(void **state)
     assert_int_equal(ds_token_decode(b.data, b.len - 1, &out, &err),
                      DS_EINVAL);
     assert_msg(&err, "version 2 without a user or a project");
-    b.data[4] = 3;
+    b.data[4] = 4;
     assert_int_equal(ds_token_decode(b.data, b.len, &out, &err), DS_EINVAL);
-    assert_msg(&err, "version 3 is not supported");
+    assert_msg(&err, "version 4 is not supported");
 
     /* the project of a service key */
     ds_service_project("web", 3, &p);
@@ -909,6 +1009,7 @@ test_model_roundtrip(void **state)
     (void) state;
     memset(&b, 0, sizeof(b));
     memset(&b2, 0, sizeof(b2));
+    memset(&in, 0, sizeof(in));
 
     in.name = S("mistral-7b");
     in.service = S("mistral");
@@ -2307,6 +2408,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_service_roundtrip),
         cmocka_unit_test(test_service_decode_rejects),
         cmocka_unit_test(test_service_routing),
+        cmocka_unit_test(test_budget_codec),
         cmocka_unit_test(test_service_encode_rejects),
         cmocka_unit_test(test_replicas_roundtrip),
         cmocka_unit_test(test_replicas_rejects),
