@@ -16,7 +16,10 @@
  *              "tpot_ms":{"<seconds>":{"p50","p99","n"}...}},
  *     "replicas":[{"addr","uid","slot","state","version","inflight",
  *                  "requests","failures","ttft_ms":{...},
- *                  "tpot_ms":{...}}...]}...]}
+ *                  "tpot_ms":{...}}...]}...],
+ *   "budgets":[{"token","service","model","requests","refused",
+ *               "prompt_tokens","completion_tokens","day",
+ *               "day_tokens"}...]}
  */
 
 #ifndef DS_STATS_NAMES_H
@@ -89,5 +92,26 @@
 #define DS_STATS_REPLICA_VERSION        "version"
 #define DS_STATS_REPLICA_REQUESTS       "requests"
 #define DS_STATS_FAILURES               "failures"
+
+/*
+ * "budgets": the token budgets' counters of this gateway (#16), one
+ * entry per (token, model) seen since the entry was made (a gateway
+ * keeps the entries of the current UTC day; older idle ones may go).
+ * "token" is the token's name, "" for the anonymous caller of a model
+ * without auth; "service" the service key; "requests" admitted,
+ * "refused" over a budget (429); token counts from the answers' usage
+ * (the reservation when an answer had none); "day" the UTC day
+ * (unix time / 86400) that "day_tokens" counts, reserved included.
+ */
+#define DS_STATS_BUDGETS                "budgets"
+#define DS_STATS_BUDGET_TOKEN           "token"
+#define DS_STATS_BUDGET_SERVICE         "service"
+#define DS_STATS_BUDGET_MODEL           "model"
+#define DS_STATS_BUDGET_REQUESTS        "requests"
+#define DS_STATS_BUDGET_REFUSED         "refused"
+#define DS_STATS_BUDGET_PROMPT          "prompt_tokens"
+#define DS_STATS_BUDGET_COMPLETION      "completion_tokens"
+#define DS_STATS_BUDGET_DAY             "day"
+#define DS_STATS_BUDGET_DAY_TOKENS      "day_tokens"
 
 #endif /* DS_STATS_NAMES_H */
