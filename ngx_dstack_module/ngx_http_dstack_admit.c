@@ -166,6 +166,7 @@ ngx_http_dstack_admit(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
     time_t               retry_after;
     ngx_int_t            rc;
     ngx_str_t            reason;
+    const ds_token_t    *tok;
 
     ctx->service.len = view->len;
     ctx->service.data = ngx_pnalloc(r->pool, view->len);
@@ -177,8 +178,10 @@ ngx_http_dstack_admit(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
     ctx->service_uid = view->uid;
     ctx->metrics = view->metrics;
 
+    tok = NULL;
+
     if (view->flags & DS_SERVICE_AUTH) {
-        rc = ngx_http_dstack_auth(r, &ctx->service, &reason);
+        rc = ngx_http_dstack_auth(r, &ctx->service, &tok, &reason);
         if (rc != NGX_OK) {
             return ngx_http_dstack_refuse(r, ctx, rc, &reason, 0);
         }
@@ -212,6 +215,15 @@ ngx_http_dstack_admit(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx,
         return ngx_http_dstack_refuse(r, ctx,
                                       NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
                                       &reason, 0);
+    }
+
+    /* the model endpoint's token budgets: last: the refusals above
+     * cost nothing, this one a reservation */
+    if (ctx->openai) {
+        rc = ngx_http_dstack_budget_admit(r, ctx, tok);
+        if (rc != NGX_OK) {
+            return rc;
+        }
     }
 
     ctx->read_timeout = view->read_timeout_ms;
@@ -276,6 +288,7 @@ ngx_http_dstack_ctx_cleanup(void *data)
 
     ngx_http_dstack_hold_release(ctx);
     ngx_http_dstack_metrics_release(ctx);
+    ngx_http_dstack_budget_settle(ctx);
 
     if (ctx->ready) {
         ngx_http_dstack_peers_unref(ctx->ready);

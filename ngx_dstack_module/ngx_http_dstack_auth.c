@@ -23,7 +23,7 @@ static ds_token_cache_t  ngx_http_dstack_token_hashes;
 
 ngx_int_t
 ngx_http_dstack_auth(ngx_http_request_t *r, ngx_str_t *name,
-    ngx_str_t *reason)
+    const ds_token_t **token, ngx_str_t *reason)
 {
     ngx_int_t               rc;
     const ds_token_t       *tok;
@@ -49,6 +49,7 @@ ngx_http_dstack_auth(ngx_http_request_t *r, ngx_str_t *name,
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_dstack_module);
     ctx->token_consumed = 1;
+    *token = tok;
 
     return NGX_OK;
 }

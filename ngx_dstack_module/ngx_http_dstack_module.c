@@ -22,7 +22,7 @@ static char *ngx_http_dstack_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_http_dstack_capacity(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_http_dstack_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+static char *ngx_http_dstack_zone_size(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_dstack_domain(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -59,9 +59,16 @@ static ngx_command_t  ngx_http_dstack_commands[] = {
 
     { ngx_string("dstack_limit_zone"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_http_dstack_limit_zone,
+      ngx_http_dstack_zone_size,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
+      offsetof(ngx_http_dstack_main_conf_t, limit_zone_size),
+      NULL },
+
+    { ngx_string("dstack_budget_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_dstack_zone_size,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_dstack_main_conf_t, budget_zone_size),
       NULL },
 
     { ngx_string("dstack_watch_interval"),
@@ -331,6 +338,7 @@ ngx_http_dstack_create_main_conf(ngx_conf_t *cf)
     dmcf->max_services = NGX_CONF_UNSET_UINT;
     dmcf->max_replicas = NGX_CONF_UNSET_UINT;
     dmcf->limit_zone_size = NGX_CONF_UNSET_SIZE;
+    dmcf->budget_zone_size = NGX_CONF_UNSET_SIZE;
     dmcf->watch_interval = NGX_CONF_UNSET_MSEC;
     dmcf->retry_after = NGX_CONF_UNSET;
     dmcf->hold_poll = NGX_CONF_UNSET_MSEC;
@@ -347,6 +355,7 @@ ngx_http_dstack_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(dmcf->max_services, 1024);
     ngx_conf_init_uint_value(dmcf->max_replicas, 8192);
     ngx_conf_init_size_value(dmcf->limit_zone_size, 16 * 1024 * 1024);
+    ngx_conf_init_size_value(dmcf->budget_zone_size, 16 * 1024 * 1024);
     ngx_conf_init_msec_value(dmcf->watch_interval, 1000);
     ngx_conf_init_value(dmcf->retry_after, 5);
     ngx_conf_init_msec_value(dmcf->hold_poll, 10);
@@ -367,7 +376,9 @@ ngx_http_dstack_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_http_dstack_limit_zone_init(cf, dmcf) != NGX_OK) {
+    if (ngx_http_dstack_limit_zone_init(cf, dmcf) != NGX_OK
+        || ngx_http_dstack_budget_zone_init(cf, dmcf) != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
@@ -495,15 +506,17 @@ ngx_http_dstack_capacity(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/* dstack_limit_zone, dstack_budget_zone: a shared zone's size */
 static char *
-ngx_http_dstack_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+ngx_http_dstack_zone_size(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_http_dstack_main_conf_t *dmcf = conf;
-
+    size_t     *zone_size;
     ssize_t     size;
     ngx_str_t  *value;
 
-    if (dmcf->limit_zone_size != NGX_CONF_UNSET_SIZE) {
+    zone_size = (size_t *) ((char *) conf + cmd->offset);
+
+    if (*zone_size != NGX_CONF_UNSET_SIZE) {
         return "is duplicate";
     }
 
@@ -517,7 +530,7 @@ ngx_http_dstack_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    dmcf->limit_zone_size = size;
+    *zone_size = size;
 
     return NGX_CONF_OK;
 }

@@ -184,6 +184,8 @@ typedef struct {
     time_t                      retry_after;     /* 503 Retry-After */
     ngx_str_t                   notify;          /* dstack_notify socket */
     ngx_msec_t                  hold_poll;       /* dstack_hold_poll */
+    ngx_shm_zone_t             *budget_zone;
+    size_t                      budget_zone_size; /* dstack_budget_zone */
 } ngx_http_dstack_main_conf_t;
 
 typedef struct {
@@ -275,6 +277,60 @@ typedef union {
 #endif
 } ngx_http_dstack_inet_t;
 
+/* token budgets (budget.c): counters of a (token, model) since its node
+ * was made */
+typedef struct {
+    uint64_t                    requests;       /* admitted */
+    uint64_t                    refused;        /* 429 over a budget */
+    uint64_t                    prompt_tokens;
+    uint64_t                    completion_tokens;
+} ngx_http_dstack_budget_usage_t;
+
+/* the limit a refused request is over */
+#define NGX_HTTP_DSTACK_BUDGET_OVER_REQUESTS  1
+#define NGX_HTTP_DSTACK_BUDGET_OVER_SIZE      2   /* estimate > tpm */
+#define NGX_HTTP_DSTACK_BUDGET_OVER_TOKENS    3
+#define NGX_HTTP_DSTACK_BUDGET_OVER_DAY       4
+
+/* a request's budget, in r->pool, made only when a limit applies */
+typedef struct {
+    u_char                      key[24];        /* token hash 16, uid 8 */
+    uint32_t                    hash;
+    uint32_t                    rpm;            /* the limits, 0 = none */
+    uint32_t                    tpm;
+    uint64_t                    tpd;
+    uint64_t                    day;            /* unix day reserved in */
+    uint64_t                    estimate;       /* tokens reserved */
+    uint64_t                    completion_estimate;
+    uint64_t                    prompt;         /* the answer's usage */
+    uint64_t                    completion;
+    /* for the headers, at admission */
+    uint64_t                    requests_left;
+    uint64_t                    tokens_left;
+    uint64_t                    day_left;
+    uint64_t                    requests_reset; /* ms to full */
+    uint64_t                    tokens_reset;
+    uint64_t                    day_reset;
+    uint64_t                    retry;          /* ms, when refused */
+    ngx_uint_t                  status;         /* of the answer */
+    ngx_uint_t                  over;           /* NGX_HTTP_DSTACK_BUDGET_
+                                                   OVER_*, 0 admitted */
+    unsigned                    reserved:1;     /* to settle */
+    unsigned                    usage_seen:1;
+    unsigned                    strip_usage:1;  /* the gateway asked a
+                                                   stream for its usage */
+} ngx_http_dstack_budget_t;
+
+/* a node of the zone, copied for the stats */
+typedef struct {
+    ngx_str_t                   token;          /* name, "" anonymous */
+    ngx_str_t                   service;
+    ngx_str_t                   model;
+    ngx_http_dstack_budget_usage_t  usage;
+    uint64_t                    day;
+    uint64_t                    day_tokens;
+} ngx_http_dstack_budget_entry_t;
+
 typedef struct ngx_http_dstack_ctx_s {
     ngx_str_t                   service;        /* run name */
     uint64_t                    service_uid;
@@ -300,6 +356,12 @@ typedef struct ngx_http_dstack_ctx_s {
 
     struct ngx_http_dstack_answer_s *answer;    /* openai: what the
                                                    answer's body tells */
+    /* token budgets: openai.c sets the model's, budget.c the rest */
+    ngx_str_t                   body;           /* openai: the request's */
+    ngx_str_t                   model_name;
+    ds_budget_t                 model_budget;
+    ngx_http_dstack_budget_t   *budget;         /* NULL: no limit */
+    struct ngx_http_dstack_stream_s *stream;    /* stream.c's */
     ngx_http_dstack_held_t     *held;           /* hold.c */
 
     uint32_t                    read_timeout;   /* ms, 0 = location's */
@@ -421,10 +483,10 @@ ngx_table_elt_t *ngx_http_dstack_find_header(ngx_http_request_t *r,
 ngx_table_elt_t *ngx_http_dstack_find_out_header(ngx_http_request_t *r,
     const char *name);
 
-/* auth.c: may a token reach the service `name`: NGX_OK, or the status
- * to answer (401, 403) */
+/* auth.c: may a token reach the service `name`: NGX_OK (*token the
+ * token, valid until state_end()), or the status to answer (401, 403) */
 ngx_int_t ngx_http_dstack_auth(ngx_http_request_t *r, ngx_str_t *name,
-    ngx_str_t *reason);
+    const ds_token_t **token, ngx_str_t *reason);
 /* may the request's token (token()'s) open the service keyed name: by
  * itself (ds_token_allows), or as a user token of a member of the
  * service's project: NGX_OK or NGX_DECLINED */
@@ -441,6 +503,29 @@ ngx_int_t ngx_http_dstack_limit_zone_init(ngx_conf_t *cf,
 /* NGX_OK, NGX_BUSY (over the limit; *retry_after set) or NGX_ERROR */
 ngx_int_t ngx_http_dstack_limit(ngx_http_request_t *r,
     const ds_service_t *svc, time_t *retry_after);
+
+/* budget.c: token budgets of the model endpoint */
+ngx_int_t ngx_http_dstack_budget_zone_init(ngx_conf_t *cf,
+    ngx_http_dstack_main_conf_t *dmcf);
+/* after auth, in the read transaction (tok NULL: anonymous): NGX_OK,
+ * NGX_DONE when refused (answered), or an error status */
+ngx_int_t ngx_http_dstack_budget_admit(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx, const ds_token_t *tok);
+/* the x-ratelimit-* headers of the answer; notes its status */
+ngx_int_t ngx_http_dstack_budget_headers(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx);
+/* the request ends: its usage replaces the reservation */
+void ngx_http_dstack_budget_settle(ngx_http_dstack_ctx_t *ctx);
+/* the zone's nodes for the stats: ngx_http_dstack_budget_entry_t */
+ngx_array_t *ngx_http_dstack_budget_entries(ngx_pool_t *pool);
+
+/* stream.c: a stream's usage, asked for and taken out of the answer */
+/* the body asks for the usage unless the client did: *asked */
+ngx_int_t ngx_http_dstack_stream_ask_usage(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx, ngx_uint_t *asked);
+ngx_int_t ngx_http_dstack_stream_strip(ngx_http_request_t *r,
+    ngx_http_dstack_ctx_t *ctx, ngx_chain_t *in, ngx_chain_t **out);
+void ngx_http_dstack_stream_free(ngx_http_request_t *r, ngx_chain_t *out);
 
 /* metrics.c */
 ngx_int_t ngx_http_dstack_metrics_zone_init(ngx_conf_t *cf,

@@ -371,6 +371,9 @@ ngx_http_dstack_openai_route(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
         return rc;
     }
 
+    ctx->body = body;
+    ctx->model_name = model;
+
     txn = ngx_http_dstack_state_begin(r->connection->log);
     if (txn == NULL) {
         return ngx_http_dstack_refuse_unavailable(r, ctx);
@@ -405,6 +408,8 @@ ngx_http_dstack_openai_route(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
     if (m.routing.affinity != DS_AFFINITY_NONE) {
         ngx_http_dstack_openai_affinity(r, ctx, &body, &m.routing);
     }
+
+    ctx->model_budget = m.budget;
 
     service.data = (u_char *) m.service.data;
     service.len = m.service.len;
@@ -962,6 +967,10 @@ ngx_http_dstack_openai_header_filter(ngx_http_request_t *r)
 
     ngx_http_dstack_openai_count(r, ctx);
 
+    if (ngx_http_dstack_budget_headers(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (ngx_http_dstack_find_out_header(r, "Access-Control-Allow-Origin")
         == NULL)
     {
@@ -1006,7 +1015,8 @@ ngx_http_dstack_openai_count(ngx_http_request_t *r, ngx_http_dstack_ctx_t *ctx)
 static ngx_int_t
 ngx_http_dstack_openai_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
-    ngx_chain_t                        *cl;
+    ngx_int_t                           rc;
+    ngx_chain_t                        *cl, *out;
     ngx_http_dstack_ctx_t              *ctx;
     ngx_http_dstack_answer_t           *a;
 
@@ -1049,7 +1059,19 @@ ngx_http_dstack_openai_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         }
     }
 
-    return ngx_http_next_body_filter(r, in);
+    if (ctx->budget == NULL || !ctx->budget->strip_usage) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    if (ngx_http_dstack_stream_strip(r, ctx, in, &out) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_next_body_filter(r, out);
+
+    ngx_http_dstack_stream_free(r, out);
+
+    return rc;
 }
 
 
@@ -1147,6 +1169,12 @@ ngx_http_dstack_openai_answered(ngx_http_dstack_ctx_t *ctx,
     ngx_http_dstack_service_metrics_t  *m;
 
     m = ctx->metrics;
+
+    if (a->usage.seen && ctx->budget) {
+        ctx->budget->prompt = a->usage.prompt;
+        ctx->budget->completion = a->usage.completion;
+        ctx->budget->usage_seen = 1;
+    }
 
     if (a->usage.seen) {
         __atomic_fetch_add(&m->prompt_tokens, a->usage.prompt,

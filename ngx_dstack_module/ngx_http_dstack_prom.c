@@ -284,6 +284,7 @@ typedef struct {
     ngx_uint_t                          service;    /* next, in family */
     time_t                              now;
     ngx_uint_t                          done;       /* last buffer sent */
+    ngx_uint_t                          budgets;    /* rendered */
 } ngx_http_dstack_prom_stream_t;
 
 
@@ -314,6 +315,11 @@ static void ngx_http_dstack_prom_update(ngx_http_request_t *r,
 static void ngx_http_dstack_prom_write(ngx_http_request_t *r);
 static void ngx_http_dstack_prom_wait(ngx_http_request_t *r);
 static void ngx_http_dstack_prom_cleanup(void *data);
+static ngx_int_t ngx_http_dstack_prom_budgets(
+    ngx_http_dstack_prom_stream_t *st);
+static u_char *ngx_http_dstack_prom_budget_line(u_char *p,
+    const char *family, ngx_http_dstack_budget_entry_t *e,
+    const char *kind, uint64_t value);
 static ngx_int_t ngx_http_dstack_prom_family(
     ngx_http_dstack_prom_stream_t *st, ngx_uint_t from, ngx_uint_t to);
 static ngx_int_t ngx_http_dstack_prom_service(
@@ -1029,6 +1035,16 @@ ngx_http_dstack_prom_stream(ngx_http_request_t *r,
 
         done = (st->family == NGX_HTTP_DSTACK_PROM_FAMILIES);
 
+        /* the token budgets' counters, read each time (a few lines per
+         * token and model, outside the cache) */
+        if (done && !st->budgets) {
+            st->budgets = 1;
+
+            if (ngx_http_dstack_prom_budgets(st) != NGX_OK) {
+                return NGX_ERROR;
+            }
+        }
+
         if (done && st->mode == NGX_HTTP_DSTACK_PROM_BUILD) {
             /* whole: the worker's cache from now on */
 
@@ -1209,6 +1225,110 @@ ngx_http_dstack_prom_cleanup(void *data)
         ngx_http_dstack_prom_unref(st->prev);
         st->prev = NULL;
     }
+}
+
+
+/* the budgets' families: HELP, TYPE, a line per (token, model) */
+static ngx_int_t
+ngx_http_dstack_prom_budgets(ngx_http_dstack_prom_stream_t *st)
+{
+    size_t                           len;
+    ngx_buf_t                       *b;
+    ngx_uint_t                       f, i;
+    ngx_array_t                     *entries;
+    ngx_http_dstack_budget_entry_t  *e;
+
+    static const char  *help[4][3] = {
+        { "dstack_budget_requests_total", "counter",
+          "Model requests admitted under a token budget." },
+        { "dstack_budget_refused_total", "counter",
+          "Model requests refused (429) for a token budget." },
+        { "dstack_budget_tokens_total", "counter",
+          "Tokens used under a token budget, from the answers' usage." },
+        { "dstack_budget_day_tokens", "gauge",
+          "Tokens counted against the daily quota on the current UTC "
+          "day." }
+    };
+
+    entries = ngx_http_dstack_budget_entries(st->out.pool);
+
+    if (entries == NULL || entries->nelts == 0) {
+        return NGX_OK;
+    }
+
+    e = entries->elts;
+
+    for (f = 0; f < 4; f++) {
+        b = ngx_http_dstack_stats_reserve(&st->out, 256);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        b->last = ngx_sprintf(b->last, "# HELP %s %s\n# TYPE %s %s\n",
+                              help[f][0], help[f][2], help[f][0],
+                              help[f][1]);
+
+        for (i = 0; i < entries->nelts; i++) {
+            len = 2 * (96 + 2 * NGX_INT64_LEN
+                       + 2 * (e[i].token.len + e[i].model.len
+                              + e[i].service.len));
+
+            b = ngx_http_dstack_stats_reserve(&st->out, len);
+            if (b == NULL) {
+                return NGX_ERROR;
+            }
+
+            switch (f) {
+
+            case 0:
+                b->last = ngx_http_dstack_prom_budget_line(b->last,
+                              help[f][0], &e[i], NULL, e[i].usage.requests);
+                break;
+
+            case 1:
+                b->last = ngx_http_dstack_prom_budget_line(b->last,
+                              help[f][0], &e[i], NULL, e[i].usage.refused);
+                break;
+
+            case 2:
+                b->last = ngx_http_dstack_prom_budget_line(b->last,
+                              help[f][0], &e[i], "prompt",
+                              e[i].usage.prompt_tokens);
+                b->last = ngx_http_dstack_prom_budget_line(b->last,
+                              help[f][0], &e[i], "completion",
+                              e[i].usage.completion_tokens);
+                break;
+
+            default:
+                b->last = ngx_http_dstack_prom_budget_line(b->last,
+                              help[f][0], &e[i], NULL,
+                              e[i].day == (uint64_t) ngx_time() / 86400
+                              ? e[i].day_tokens : 0);
+            }
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* family{token="..",model="..",service=".."[,kind=".."]} value */
+static u_char *
+ngx_http_dstack_prom_budget_line(u_char *p, const char *family,
+    ngx_http_dstack_budget_entry_t *e, const char *kind, uint64_t value)
+{
+    p = ngx_sprintf(p, "%s{token=\"", family);
+    p = ngx_http_dstack_stats_escape(p, &e->token);
+    p = ngx_cpymem(p, "\",model=\"", sizeof("\",model=\"") - 1);
+    p = ngx_http_dstack_stats_escape(p, &e->model);
+    p = ngx_cpymem(p, "\",service=\"", sizeof("\",service=\"") - 1);
+    p = ngx_http_dstack_stats_escape(p, &e->service);
+
+    if (kind) {
+        p = ngx_sprintf(p, "\",kind=\"%s", kind);
+    }
+
+    return ngx_sprintf(p, "\"} %uL\n", value);
 }
 
 

@@ -17,6 +17,8 @@
 static int ngx_http_dstack_stats_collect(void *arg, const ds_service_t *svc);
 static ngx_int_t ngx_http_dstack_stats_json(
     ngx_http_dstack_stats_collect_t *col, ngx_http_dstack_stats_out_t *out);
+static ngx_int_t ngx_http_dstack_stats_budgets(
+    ngx_http_dstack_stats_collect_t *col, ngx_http_dstack_stats_out_t *out);
 static ngx_uint_t ngx_http_dstack_stats_is_active(
     ngx_http_dstack_service_metrics_t *m, time_t now);
 
@@ -693,14 +695,98 @@ ngx_http_dstack_stats_json(ngx_http_dstack_stats_collect_t *col,
         *b->last++ = '}';
     }
 
-    b = ngx_http_dstack_stats_reserve(out, 3);
+    b = ngx_http_dstack_stats_reserve(out, 1);
     if (b == NULL) {
         return NGX_ERROR;
     }
 
     *b->last++ = ']';
+
+    if (ngx_http_dstack_stats_budgets(col, out) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    b = ngx_http_dstack_stats_reserve(out, 2);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
     *b->last++ = '}';
     *b->last++ = '\n';
+
+    return NGX_OK;
+}
+
+
+/* ,"budgets":[{"token","service","model","requests",...}...] */
+static ngx_int_t
+ngx_http_dstack_stats_budgets(ngx_http_dstack_stats_collect_t *col,
+    ngx_http_dstack_stats_out_t *out)
+{
+    size_t                           len;
+    u_char                          *p;
+    ngx_buf_t                       *b;
+    ngx_uint_t                       i;
+    ngx_array_t                     *entries;
+    ngx_http_dstack_budget_entry_t  *e;
+
+    entries = ngx_http_dstack_budget_entries(col->pool);
+
+    b = ngx_http_dstack_stats_reserve(out, 16);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->last = ngx_cpymem(b->last, "," DS_STATS_KEY(DS_STATS_BUDGETS) "[",
+                         sizeof("," DS_STATS_KEY(DS_STATS_BUDGETS) "[") - 1);
+
+    e = entries ? entries->elts : NULL;
+
+    for (i = 0; entries && i < entries->nelts; i++) {
+        len = 2 * (e[i].token.len + e[i].service.len + e[i].model.len)
+              + ngx_escape_json(NULL, e[i].token.data, e[i].token.len)
+              + ngx_escape_json(NULL, e[i].service.data, e[i].service.len)
+              + ngx_escape_json(NULL, e[i].model.data, e[i].model.len)
+              + NGX_HTTP_DSTACK_STATS_LINE + 6 * NGX_INT64_LEN;
+
+        b = ngx_http_dstack_stats_reserve(out, len);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = ngx_cpymem(b->last, i ? ",{" : "{", i ? 2 : 1);
+        p = ngx_cpymem(p, DS_STATS_KEY(DS_STATS_BUDGET_TOKEN) "\"",
+                       sizeof(DS_STATS_KEY(DS_STATS_BUDGET_TOKEN) "\"") - 1);
+        p = (u_char *) ngx_escape_json(p, e[i].token.data, e[i].token.len);
+        p = ngx_cpymem(p, "\"," DS_STATS_KEY(DS_STATS_BUDGET_SERVICE) "\"",
+                       sizeof("\"," DS_STATS_KEY(DS_STATS_BUDGET_SERVICE) "\"")
+                       - 1);
+        p = (u_char *) ngx_escape_json(p, e[i].service.data,
+                                       e[i].service.len);
+        p = ngx_cpymem(p, "\"," DS_STATS_KEY(DS_STATS_BUDGET_MODEL) "\"",
+                       sizeof("\"," DS_STATS_KEY(DS_STATS_BUDGET_MODEL) "\"")
+                       - 1);
+        p = (u_char *) ngx_escape_json(p, e[i].model.data, e[i].model.len);
+        p = ngx_sprintf(p, "\"," DS_STATS_KEY(DS_STATS_BUDGET_REQUESTS) "%uL,"
+                        DS_STATS_KEY(DS_STATS_BUDGET_REFUSED) "%uL,"
+                        DS_STATS_KEY(DS_STATS_BUDGET_PROMPT) "%uL,"
+                        DS_STATS_KEY(DS_STATS_BUDGET_COMPLETION) "%uL,"
+                        DS_STATS_KEY(DS_STATS_BUDGET_DAY) "%uL,"
+                        DS_STATS_KEY(DS_STATS_BUDGET_DAY_TOKENS) "%uL}",
+                        e[i].usage.requests, e[i].usage.refused,
+                        e[i].usage.prompt_tokens,
+                        e[i].usage.completion_tokens, e[i].day,
+                        e[i].day_tokens);
+
+        b->last = p;
+    }
+
+    b = ngx_http_dstack_stats_reserve(out, 1);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    *b->last++ = ']';
 
     return NGX_OK;
 }

@@ -18,13 +18,15 @@
  *    "routing":{"affinity":"prefix|session","prefix_bytes":512,
  *               "load_factor":1.25,"session_header":"x-session-id"},
  *    "rate_limits":[{"prefix":"/","key":"ip"|{"header":"X-Key"},
- *                    "rps":2.5,"burst":3}]}
+ *                    "rps":2.5,"burst":3}],
+ *    "budget":{"rpm":60,"tpm":1000,"tpd":0,"max_tokens":256}}
  *   {"op":"del_service","name":"a"}
  *   {"op":"replicas","service":"a","replicas":[{"addr":"127.0.0.1:8001",
  *    "state":"ready|draining","version":1,"weight":1}]}
  *   {"op":"token","token":"<plain text>","name":"t1","admin":false,
  *    "all":false,"services":["a"],"expires":0,"created":0,
- *    "user":"alice","project":"team"}
+ *    "user":"alice","project":"team",
+ *    "budget":{"rpm":60|"unlimited","tpm":...,"tpd":...}}
  *   {"op":"del_token","token":"<plain text>"}
  *   {"op":"member","project":"team","user":"alice",
  *    "role":"admin|manager|user"}
@@ -338,6 +340,77 @@ fail:
 }
 
 
+/* a budget limit: a whole number, or "unlimited" (a token's) */
+static int
+seed_budget_limit(seed_ctx_t *ctx, const cJSON *o, const char *key,
+    uint64_t max, uint64_t unlimited, uint64_t *out)
+{
+    const cJSON  *it;
+
+    it = cJSON_GetObjectItemCaseSensitive(o, key);
+
+    if (cJSON_IsString(it) && strcmp(it->valuestring, "unlimited") == 0) {
+        *out = unlimited;
+        return 0;
+    }
+
+    return seed_uint(ctx, o, key, max, out);
+}
+
+
+/* "budget": {"rpm","tpm","tpd"[,"max_tokens": a model's]} */
+static int
+seed_budget(seed_ctx_t *ctx, const cJSON *op, ds_budget_t *b, int model)
+{
+    uint64_t      rpm, tpm, mt;
+    const cJSON  *o;
+
+    o = cJSON_GetObjectItemCaseSensitive(op, "budget");
+    if (o == NULL) {
+        return 0;
+    }
+
+    rpm = 0;
+    tpm = 0;
+    mt = 0;
+
+    if (seed_budget_limit(ctx, o, "rpm", UINT32_MAX - 1, DS_BUDGET_UNLIMITED,
+                          &rpm) != 0
+        || seed_budget_limit(ctx, o, "tpm", UINT32_MAX - 1,
+                             DS_BUDGET_UNLIMITED, &tpm) != 0
+        || seed_budget_limit(ctx, o, "tpd", UINT64_MAX - 1, UINT64_MAX,
+                             &b->tpd) != 0
+        || (model && seed_uint(ctx, o, "max_tokens", UINT32_MAX, &mt) != 0))
+    {
+        return -1;
+    }
+
+    b->rpm = (uint32_t) rpm;
+    b->tpm = (uint32_t) tpm;
+    b->max_tokens = (uint32_t) mt;
+
+    return 0;
+}
+
+
+/* "budget" as the seed op takes it */
+static void
+dump_budget(cJSON *o, const ds_budget_t *b)
+{
+    cJSON  *r;
+
+    r = cJSON_AddObjectToObject(o, "budget");
+    if (r == NULL) {
+        return;
+    }
+
+    cJSON_AddNumberToObject(r, "rpm", b->rpm);
+    cJSON_AddNumberToObject(r, "tpm", b->tpm);
+    cJSON_AddNumberToObject(r, "tpd", (double) b->tpd);
+    cJSON_AddNumberToObject(r, "max_tokens", b->max_tokens);
+}
+
+
 /* "routing": defaults as the service file's (ds_spec_model.c) */
 static int
 seed_routing(seed_ctx_t *ctx, const cJSON *op, ds_routing_t *rt)
@@ -410,7 +483,8 @@ seed_service(seed_ctx_t *ctx, const cJSON *op)
         || seed_str(ctx, op, "model_prefix", 0, &svc.model_prefix) != 0
         || seed_string(ctx, op, "model_format", 0, &format) != 0
         || seed_array(ctx, op, "rate_limits", 0, &rls) != 0
-        || seed_routing(ctx, op, &svc.routing) != 0)
+        || seed_routing(ctx, op, &svc.routing) != 0
+        || seed_budget(ctx, op, &svc.budget, 1) != 0)
     {
         return -1;
     }
@@ -613,7 +687,8 @@ seed_token(seed_ctx_t *ctx, const cJSON *op)
         || seed_uint(ctx, op, "created", UINT64_MAX, &created) != 0
         || seed_array(ctx, op, "services", 0, &list) != 0
         || seed_str(ctx, op, "user", 0, &tok.user) != 0
-        || seed_str(ctx, op, "project", 0, &tok.project) != 0)
+        || seed_str(ctx, op, "project", 0, &tok.project) != 0
+        || seed_budget(ctx, op, &tok.budget, 0) != 0)
     {
         return -1;
     }
@@ -869,11 +944,12 @@ static const seed_op_t  seed_ops[] = {
       "op name auth https https_auto hold hold_max hold_timeout_ms "
       "max_body_size read_timeout_ms "
       "connect_timeout_ms model model_prefix model_format rate_limits "
-      "routing" },
+      "routing budget" },
     { "del_service", seed_del_service, "op name" },
     { "replicas", seed_replicas, "op service replicas" },
     { "token", seed_token,
-      "op token name admin all services expires created user project" },
+      "op token name admin all services expires created user project "
+      "budget" },
     { "del_token", seed_del_token, "op token" },
     { "member", seed_member, "op project user role" },
     { "del_member", seed_del_member, "op project user" },
@@ -1183,6 +1259,9 @@ dump_service(void *arg, const ds_service_t *svc)
         if (svc->routing.affinity != DS_AFFINITY_NONE) {
             dump_routing(o, &svc->routing);
         }
+        if (ds_budget_set(&svc->budget)) {
+            dump_budget(o, &svc->budget);
+        }
     } else {
         cJSON_AddNullToObject(o, "model");
     }
@@ -1244,6 +1323,10 @@ dump_token(void *arg, const ds_token_t *tok)
 
     cJSON_AddNumberToObject(o, "created", (double) tok->created);
     cJSON_AddNumberToObject(o, "expires", (double) tok->expires);
+
+    if (ds_budget_set(&tok->budget)) {
+        dump_budget(o, &tok->budget);
+    }
 
     /* token names need not be unique: the hash prefix tells them apart */
     snprintf(key, sizeof(key), "%.*s", (int) tok->name.len, tok->name.data);

@@ -38,6 +38,9 @@ Per request:
   X-Test-First-Ms: MS (streams) waits MS after the header, then writes
         the role chunk and the first content chunk together (as a model
         server does with its first token), the others DELAY apart.
+  X-Test-Split-Events: N (streams) writes each event in pieces of N
+        bytes, 5 ms apart, so that a proxy receives events cut anywhere.
+  X-Test-Compact: 1 writes JSON without spaces (as vLLM does).
 
 A prefix cache, to measure affinity routing (--prefix-cache, or the
 X-Test-Prefix-Cache: 1 header per request): a completion's prefix is the
@@ -225,10 +228,21 @@ class Handler(BaseHTTPRequestHandler):
     def event(self, obj):
         if isinstance(obj, dict):
             obj["x_sent_at"] = time.time()
-            data = json.dumps(obj)
+            if self.headers.get("X-Test-Compact"):
+                data = json.dumps(obj, separators=(",", ":"))
+            else:
+                data = json.dumps(obj)
         else:
             data = obj
-        self.write_chunk(("data: %s\n\n" % data).encode())
+        raw = ("data: %s\n\n" % data).encode()
+        split = int(self.headers.get("X-Test-Split-Events") or 0)
+        if split <= 0:
+            self.write_chunk(raw)
+            return
+        for i in range(0, len(raw), split):
+            if i:
+                self.wait(0.005)
+            self.write_chunk(raw[i:i + split])
 
     def wait(self, seconds):
         """Sleeps, unless the client closes the connection meanwhile."""
