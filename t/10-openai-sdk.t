@@ -304,4 +304,32 @@ sdk_error(sdk('raw-chat', { body => { messages => [{ role => 'user',
 
 is(nreqs(), $before, 'no refused call reached a replica');
 
+# ---- a token budget -----------------------------------------------------------------
+
+# alpha gets a budget of 3 requests a minute: the gateway asks a stream
+# for its usage and the SDK, which did not, sees none of it; over the
+# budget the SDK throws its RateLimitError
+$t->seed([svc('alpha', model => 'alpha-model', budget => { rpm => 3 })]);
+$res = sdk('stream', { model => 'alpha-model', max_tokens => 3,
+    delay_ms => 5, include_usage => JSON::PP::false }, token => 'a');
+ok_sdk($res, 'under a budget, a stream without include_usage');
+@chunks = @{ $res->{chunks} || [] };
+is(scalar(grep { !@{ $_->{chunk}{choices} || [] } } @chunks), 0,
+    'every chunk the SDK yields has choices');
+is(scalar(grep { $_->{chunk}{usage} } @chunks), 0, 'none has a usage');
+is_deeply(last_req('srv-alpha')->{body}{stream_options},
+    { include_usage => JSON::PP::true }, 'the replica was asked for it');
+ok_sdk(sdk('chat', { model => 'alpha-model', max_tokens => 1 },
+    token => 'a'), 'the second request of the minute');
+ok_sdk(sdk('chat', { model => 'alpha-model', max_tokens => 1 },
+    token => 'a'), 'the third');
+$res = sdk('chat', { model => 'alpha-model', max_tokens => 1 }, token => 'a');
+sdk_error($res, 'RateLimitError', 429, 'the fourth, over the budget',
+    code => 'rate_limit_exceeded');
+is($res->{error}{type}, 'requests', 'the error type says requests');
+cmp_ok(($res->{error}{headers} || {})->{'retry-after'} // 0, '>=', 1,
+    'the SDK sees Retry-After');
+is(($res->{error}{headers} || {})->{'x-ratelimit-remaining-requests'}, 0,
+    'and x-ratelimit-remaining-requests: 0');
+
 $t->done;

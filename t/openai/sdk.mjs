@@ -16,9 +16,10 @@
 //   models {}                          client.models.list(), all pages
 //   retrieve {model}                   client.models.retrieve(model)
 //   chat {model, content, max_tokens}  client.chat.completions.create()
-//   stream {model, content, max_tokens, delay_ms}
-//       the same with stream: true and stream_options.include_usage; each
-//       chunk with its arrival time (unix seconds, float)
+//   stream {model, content, max_tokens, delay_ms, include_usage}
+//       the same with stream: true and stream_options.include_usage
+//       (unless include_usage is false); each chunk with its arrival
+//       time (unix seconds, float)
 //   embed {model, input, encoding_format?, dimensions?}
 //   complete {model, prompt, max_tokens}   client.completions.create()
 //   Any OP's result is {ok: true, ...}; an error thrown by the SDK gives
@@ -77,10 +78,8 @@ async function run() {
     }
     case 'stream': {
       const t0 = now();
-      const body = {
-        model: args.model, messages: messages(args), stream: true,
-        stream_options: { include_usage: true },
-      };
+      const body = { model: args.model, messages: messages(args), stream: true };
+      if (args.include_usage !== false) body.stream_options = { include_usage: true };
       if (args.max_tokens !== undefined) body.max_tokens = args.max_tokens;
       const headers = {};
       if (args.delay_ms !== undefined) headers['X-Test-Delay-Ms'] = String(args.delay_ms);
