@@ -8,8 +8,10 @@
  *                  (handler.c) or the model endpoint's "model" (openai.c)
  *                  names the service; admission (admit.c) looks it up in
  *                  the worker's cache of the newest LMDB commit
- *                  (state.c), checks bearer auth (auth.c) and rate limits
- *                  (limit.c), and takes a reference to the service's
+ *                  (state.c), checks bearer auth (auth.c), rate limits
+ *                  (limit.c) and a model's token budgets (budget.c,
+ *                  which has stream.c ask a stream for its usage), and
+ *                  takes a reference to the service's
  *                  ready replicas, or holds the request until one is
  *                  ready (hold.c); refusals are answered by reply.c
  *   content        stock proxy_pass to an upstream whose balancer is
@@ -22,14 +24,14 @@
  *
  * Files call downwards only, never back: module.c; the front doors
  * handler.c and openai.c; admit.c; what admission uses (auth.c, limit.c,
- * ssl.c, hold.c); then state.c, metrics.c and reply.c, which call
- * nothing above them.
+ * budget.c, ssl.c, hold.c); then stream.c, state.c, metrics.c and
+ * reply.c, which call nothing above them.
  *
  * A request reads LMDB only when a commit happened since the worker last
  * read the records it needs; what it keeps is in r->pool or referenced.
- * Shared memory: a fixed-layout metrics zone (metrics.c) and a slab zone
- * for rate limit buckets (limit.c); both keep their data over "nginx -s
- * reload".
+ * Shared memory: a fixed-layout metrics zone (metrics.c) and slab zones
+ * for rate limit buckets (limit.c) and token budgets (budget.c); all
+ * keep their data over "nginx -s reload".
  */
 
 #ifndef NGX_HTTP_DSTACK_MODULE_H
