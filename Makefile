@@ -228,7 +228,7 @@ fuzz-smoke: $(FUZZ_TARGETS)
 	done
 
 PROVE ?= prove
-PROVE_FLAGS ?=
+PROVE_FLAGS ?= --timer
 TESTS ?= t/*.t
 
 # the official OpenAI SDK for t/10-openai-sdk.t (npm registry)

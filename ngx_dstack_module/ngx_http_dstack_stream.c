@@ -20,6 +20,8 @@
 #include <string.h>
 
 
+#define NGX_HTTP_DSTACK_STREAM_ENDED  3
+
 /* an event longer than this is passed on as it is */
 #define NGX_HTTP_DSTACK_STREAM_EVENT_MAX  8192
 
@@ -33,6 +35,8 @@ typedef struct ngx_http_dstack_stream_s {
 
 static ngx_int_t ngx_http_dstack_stream_insert(ngx_http_request_t *r,
     ngx_str_t *body, size_t at, const char *text, ngx_uint_t comma);
+static u_char *ngx_http_dstack_stream_end(u_char *p, u_char *last,
+    ngx_uint_t *state);
 static ngx_uint_t ngx_http_dstack_stream_is_usage(u_char *p, size_t len);
 static ngx_uint_t ngx_http_dstack_stream_member(u_char *p, size_t len,
     const char *key, const char *value);
@@ -264,15 +268,18 @@ static ngx_int_t
 ngx_http_dstack_stream_finish(ngx_http_request_t *r,
     ngx_http_dstack_stream_t *st, ngx_buf_t *b, ngx_chain_t ***ll)
 {
-    u_char  *end, *p;
-    size_t   n;
+    u_char      *end, *p;
+    size_t       n;
+    ngx_uint_t   state;
 
-    if (st->pending[st->len - 1] == '\n' && *b->pos == '\n') {
-        end = b->pos + 1;
+    /* where the kept bytes left the line */
+    state = 0;
+    p = st->pending + (st->len > 2 ? st->len - 2 : 0);
+    (void) ngx_http_dstack_stream_end(p, st->pending + st->len, &state);
 
-    } else {
-        p = memmem(b->pos, b->last - b->pos, "\n\n", 2);
-        end = p ? p + 2 : b->last;
+    end = ngx_http_dstack_stream_end(b->pos, b->last, &state);
+    if (end == NULL) {
+        end = b->last;
     }
 
     n = end - b->pos;
@@ -289,8 +296,7 @@ ngx_http_dstack_stream_finish(ngx_http_request_t *r,
     st->len += n;
     b->pos = end;
 
-    if (st->pending[st->len - 1] != '\n' || st->pending[st->len - 2] != '\n')
-    {
+    if (state != NGX_HTTP_DSTACK_STREAM_ENDED) {
         /* b ended inside the event too */
         return NGX_OK;
     }
@@ -337,16 +343,16 @@ ngx_http_dstack_stream_emit(ngx_http_request_t *r, u_char *p, size_t len,
 static void
 ngx_http_dstack_stream_cut(ngx_buf_t *b)
 {
-    u_char  *p, *end;
+    u_char      *p, *end;
+    ngx_uint_t   state;
 
     for (p = b->pos; p < b->last; p = end) {
-        end = memmem(p, b->last - p, "\n\n", 2);
+        state = 0;
+        end = ngx_http_dstack_stream_end(p, b->last, &state);
 
         if (end == NULL) {
             return;
         }
-
-        end += 2;
 
         if (ngx_http_dstack_stream_is_usage(p, end - p)) {
             ngx_memmove(p, end, b->last - end);
@@ -362,16 +368,18 @@ static ngx_int_t
 ngx_http_dstack_stream_keep(ngx_http_request_t *r,
     ngx_http_dstack_stream_t *st, ngx_buf_t *b)
 {
-    u_char  *p, *start;
+    u_char      *p, *start;
+    ngx_uint_t   state;
 
     start = b->pos;
 
     for ( ;; ) {
-        p = memmem(start, b->last - start, "\n\n", 2);
+        state = 0;
+        p = ngx_http_dstack_stream_end(start, b->last, &state);
         if (p == NULL) {
             break;
         }
-        start = p + 2;
+        start = p;
     }
 
     if (start == b->last) {
@@ -395,6 +403,41 @@ ngx_http_dstack_stream_keep(ngx_http_request_t *r,
     b->last = start;
 
     return NGX_OK;
+}
+
+
+/*
+ * The end of an event: past the blank line after it ("\n\n", or with
+ * CRs, "\r\n\r\n"), or NULL when [p, last) ends first; *state carries
+ * where a line stands from one piece to the next (0 inside a line, 1 at
+ * a line's start, 2 after a CR there; ENDED once the end is found).
+ */
+static u_char *
+ngx_http_dstack_stream_end(u_char *p, u_char *last, ngx_uint_t *state)
+{
+    for ( /* void */ ; p < last; p++) {
+
+        switch (*p) {
+
+        case '\n':
+            if (*state != 0) {
+                *state = NGX_HTTP_DSTACK_STREAM_ENDED;
+                return p + 1;
+            }
+
+            *state = 1;
+            break;
+
+        case '\r':
+            *state = (*state == 1) ? 2 : *state;
+            break;
+
+        default:
+            *state = 0;
+        }
+    }
+
+    return NULL;
 }
 
 

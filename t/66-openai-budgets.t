@@ -226,11 +226,13 @@ is(entry('bob', 'tpm-model')->{day_tokens}, $before,
 sub events {
     my ($r) = @_;
     return grep { length } map { s/^data: ?//r } grep { /^data:/ }
-        split /\n\n/, $r->{body} // '';
+        split /\r?\n\r?\n/, $r->{body} // '';
 }
 
 for my $case (['', {}], ['compact JSON, split events',
-        { 'X-Test-Compact' => 1, 'X-Test-Split-Events' => 7 }]) {
+        { 'X-Test-Compact' => 1, 'X-Test-Split-Events' => 7 }],
+        ['CRLF, split events',
+        { 'X-Test-CRLF' => 1, 'X-Test-Split-Events' => 5 }]) {
     my ($name, $h) = @$case;
     $name = $name ? " ($name)" : '';
     my $b0 = entry('erin', 'tpm-model');

@@ -41,6 +41,7 @@ Per request:
   X-Test-Split-Events: N (streams) writes each event in pieces of N
         bytes, 5 ms apart, so that a proxy receives events cut anywhere.
   X-Test-Compact: 1 writes JSON without spaces (as vLLM does).
+  X-Test-CRLF: 1 ends the lines of a stream with CRLF.
 
 A prefix cache, to measure affinity routing (--prefix-cache, or the
 X-Test-Prefix-Cache: 1 header per request): a completion's prefix is the
@@ -234,7 +235,8 @@ class Handler(BaseHTTPRequestHandler):
                 data = json.dumps(obj)
         else:
             data = obj
-        raw = ("data: %s\n\n" % data).encode()
+        eol = "\r\n" if self.headers.get("X-Test-CRLF") else "\n"
+        raw = ("data: %s%s%s" % (data, eol, eol)).encode()
         split = int(self.headers.get("X-Test-Split-Events") or 0)
         if split <= 0:
             self.write_chunk(raw)
