@@ -1099,6 +1099,27 @@ dump_routing(cJSON *o, const ds_routing_t *rt)
 }
 
 
+/* "budget" when any limit is set: the record's numbers as they are
+ * (DS_BUDGET_UNLIMITED included) */
+static void
+dump_budget(cJSON *o, const ds_budget_t *b)
+{
+    cJSON  *j;
+
+    if (!ds_budget_set(b)) {
+        return;
+    }
+    j = cJSON_AddObjectToObject(o, "budget");
+    if (j == NULL) {
+        return;
+    }
+    cJSON_AddNumberToObject(j, "rpm", b->rpm);
+    cJSON_AddNumberToObject(j, "tpm", b->tpm);
+    cJSON_AddNumberToObject(j, "tpd", (double) b->tpd);
+    cJSON_AddNumberToObject(j, "max_tokens", b->max_tokens);
+}
+
+
 static const char *
 dump_format(uint32_t format)
 {
@@ -1183,6 +1204,7 @@ dump_service(void *arg, const ds_service_t *svc)
         if (svc->routing.affinity != DS_AFFINITY_NONE) {
             dump_routing(o, &svc->routing);
         }
+        dump_budget(o, &svc->budget);
     } else {
         cJSON_AddNullToObject(o, "model");
     }
@@ -1244,6 +1266,7 @@ dump_token(void *arg, const ds_token_t *tok)
 
     cJSON_AddNumberToObject(o, "created", (double) tok->created);
     cJSON_AddNumberToObject(o, "expires", (double) tok->expires);
+    dump_budget(o, &tok->budget);
 
     /* token names need not be unique: the hash prefix tells them apart */
     snprintf(key, sizeof(key), "%.*s", (int) tok->name.len, tok->name.data);
@@ -1272,6 +1295,7 @@ dump_model(void *arg, const ds_model_t *m)
     cJSON_AddItemToObject(o, "prefix", dump_str(m->prefix));
     cJSON_AddStringToObject(o, "format", dump_format(m->format));
     cJSON_AddNumberToObject(o, "created", (double) m->created);
+    dump_budget(o, &m->budget);
 
     ds_service_project(m->service.data, m->service.len, &project);
 
