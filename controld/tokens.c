@@ -25,6 +25,15 @@
 #include "util.h"
 
 
+/*
+ * Budgets are the gateway operator's: a project's manager could
+ * otherwise lift the limits of its own tokens over those of the models
+ * it calls, other projects' included.
+ */
+#define TOKENS_BUDGET_ADMIN \
+    "budget: only a global admin sets token budgets"
+
+
 int
 tokens_check_admin(const char *authorization, char *name, size_t n)
 {
@@ -609,6 +618,10 @@ tokens_create(const struct caller *c, const char *pkey, const cJSON *req,
     if (rc != 0) {
         return rc;
     }
+    if (a.budget.given && !c->global_admin) {
+        snprintf(err, n, "%s", TOKENS_BUDGET_ADMIN);
+        return 403;
+    }
 
     memset(&nt, 0, sizeof(nt));
     nt.name = a.name;
@@ -856,6 +869,10 @@ tokens_update(const struct caller *c, const char *pkey, const char *name,
     rc = api_args_token_update(req, &a, err, n);
     if (rc != 0) {
         return rc;
+    }
+    if (!c->global_admin) {
+        snprintf(err, n, "%s", TOKENS_BUDGET_ADMIN);
+        return 403;
     }
 
     if (tok_find(name, &f) != 0) {

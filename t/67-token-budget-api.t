@@ -86,11 +86,13 @@ $t->start;
 
 # ---- the API ------------------------------------------------------------------
 
+# api(METHOD, PATH, BODY?, TOKEN?): as the admin without TOKEN
 sub api {
-    my ($method, $path, $json) = @_;
+    my ($method, $path, $json, $token) = @_;
     my $body = defined $json ? $JSON->encode($json) : undef;
     my $req = $t->build_request($method, $path, host => 'localhost',
-        headers => [ Authorization => 'Bearer ' . $c->admin_token,
+        headers => [
+            Authorization => 'Bearer ' . ($token // $c->admin_token),
             defined $body ? ('Content-Type' => 'application/json') : () ],
         body => $body);
     my $sock = IO::Socket::UNIX->new(Type => SOCK_STREAM,
@@ -182,6 +184,24 @@ err_is(api('POST', '/api/tokens', { name => 'bad', budget => {
     rpm => 'many' } }), 400, qr/^budget\.rpm: expected a whole number/,
     'a create with a bad budget');
 ok(!listed('bad'), '... makes no token');
+
+# budgets are the operator's: a manager of main may make tokens, not
+# set their budgets
+$r = api('POST', '/api/users', { name => 'bob' });
+is($r->{status}, 201, 'a user bob') or diag $r->{body};
+my $bob = $r->{json}{token};
+is(api('POST', '/api/projects/main/members', { user => 'bob',
+    role => 'manager' })->{status}, 200, '... a manager of main');
+err_is(api('PATCH', '/api/tokens/ci', { budget => { rpm => 1 } }, $bob),
+    403, qr/^budget: only a global admin sets token budgets$/,
+    'a manager changing a budget');
+err_is(api('POST', '/api/tokens', { name => 'bobs', budget => {
+    tpd => 'unlimited' } }, $bob), 403,
+    qr/^budget: only a global admin sets token budgets$/,
+    'a manager making a token with a budget');
+is(api('POST', '/api/tokens', { name => 'bobs' }, $bob)->{status}, 201,
+    '... and one without');
+is_deeply(state_token('ci'), $before, 'the refused calls changed nothing');
 
 # usage: the two gateways' counters, summed per model
 my $use;
