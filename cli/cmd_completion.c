@@ -38,6 +38,7 @@ static const dsctl_comp_opts_t  dsctl_comp_opts[] = {
     { "logs", NULL, dsctl_logs_short, dsctl_logs_opts },
     { "offer", NULL, dsctl_offer_short, dsctl_offer_opts },
     { "token", "create", dsctl_token_create_short, dsctl_token_create_opts },
+    { "token", "update", dsctl_token_update_short, dsctl_token_update_opts },
     { "token", "list", dsctl_token_list_short, dsctl_token_list_opts },
     { "token", "revoke", dsctl_token_revoke_short,
       dsctl_token_revoke_opts },

@@ -76,6 +76,8 @@ extern const char          dsctl_token_create_short[];
 extern const struct option dsctl_token_create_opts[];
 extern const char          dsctl_token_list_short[];
 extern const struct option dsctl_token_list_opts[];
+extern const char          dsctl_token_update_short[];
+extern const struct option dsctl_token_update_opts[];
 extern const char          dsctl_token_revoke_short[];
 extern const struct option dsctl_token_revoke_opts[];
 extern const char          dsctl_fleet_list_short[];

@@ -25,7 +25,7 @@ static const dsctl_cmd_t  dsctl_commands[] = {
     { "stop", cmd_stop, 0, "stop a run (or abort it with -x)" },
     { "logs", cmd_logs, 0, "print or follow the logs of a run's replica" },
     { "offer", cmd_offer, 0, "list the offers for a .dstack.yml" },
-    { "token", cmd_token, 0, "create, list and revoke API and service tokens" },
+    { "token", cmd_token, 0, "create, list, update and revoke tokens" },
     { "secret", cmd_secret, 0, "set, get, list and delete secrets" },
     { "fleet", cmd_fleet, 0, "list and delete SSH fleets (apply creates them)" },
     { "project", cmd_project, 0,

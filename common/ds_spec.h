@@ -45,7 +45,9 @@
  *                  "chat_template":null,"eos_token":null},
  *                (either with "routing":{"affinity":"prefix"|"session",
  *                  "prefix_bytes":512,"session_header":null|"...",
- *                  "load_factor":1.25} after "format", when set)
+ *                  "load_factor":1.25} after "format", when set,
+ *                 and "budget":{"rpm":null|N,"tpm":null|N,"tpd":null|N,
+ *                  "max_tokens":null|N} after it, when set)
  *    "rate_limits":[{"prefix":"/","key":{"type":"ip_address"},
  *                    "rps":10,"burst":0}],
  *    "probes":null|[{"type":"http","url":"/","method":"get",
@@ -293,6 +295,7 @@ typedef struct {
         uint32_t        prefix_bytes;
         uint32_t        load_factor;    /* x 1000 */
         const char     *session_header; /* DS_AFFINITY_SESSION */
+        ds_budget_t     budget;         /* per token; 0: no limit */
     } model;
 
     const ds_spec_rate_limit_t *rate_limits;

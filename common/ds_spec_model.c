@@ -156,14 +156,99 @@ done:
 }
 
 
-enum { M_TYPE, M_NAME, M_FORMAT, M_ROUTING, M_PREFIX, M_TEMPLATE, M_EOS,
-       M_N };
+/* ---- budget: per-token limits of the model endpoint -------------------- */
+
+/*
+ * rpm and tpm share the record's u32 with DS_BUDGET_UNLIMITED, which a
+ * file cannot spell; tpd below 10^15, which cJSON prints exactly.
+ */
+#define DS_SPEC_BUDGET_U32_MAX  (DS_BUDGET_UNLIMITED - 1ULL)
+#define DS_SPEC_BUDGET_TPD_MAX  1000000000000000ULL
+
+
+/* a limit of 1 or more; 0 would read as "no limit", so it is refused */
+static int
+ds_v_budget_limit(ds_vctx_t *c, const cJSON *in, uint64_t max, cJSON **out)
+{
+    if (cJSON_IsNumber(in) && in->valuedouble == 0) {
+        return ds_v_fail(c, in, 0, "expected an integer >= 1, got 0 "
+                         "(no limit: leave the field out)");
+    }
+
+    return ds_v_f_uint(c, in, 1, max, out);
+}
+
+
+static int
+ds_v_f_budget_u32(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    return ds_v_budget_limit(c, in, DS_SPEC_BUDGET_U32_MAX, out);
+}
+
+
+static int
+ds_v_f_budget_tpd(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    return ds_v_budget_limit(c, in, DS_SPEC_BUDGET_TPD_MAX, out);
+}
+
+
+static int
+ds_v_f_budget_max_tokens(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    return ds_v_budget_limit(c, in, DS_BUDGET_MAX_TOKENS_MAX, out);
+}
+
+
+enum { B_RPM, B_TPM, B_TPD, B_MAX_TOKENS, B_N };
+
+static const ds_vfield_t  ds_budget_fields[B_N] = {
+    { "rpm", ds_v_f_budget_u32, 0, NULL },
+    { "tpm", ds_v_f_budget_u32, 0, NULL },
+    { "tpd", ds_v_f_budget_tpd, 0, NULL },
+    { "max_tokens", ds_v_f_budget_max_tokens, 0, NULL },
+};
+
+
+/* {rpm: 60, tpm: 100000, tpd: 2000000, max_tokens: 512}, at least one
+ * limit; the fields left out are null */
+static int
+ds_v_f_budget(ds_vctx_t *c, const cJSON *in, cJSON **out)
+{
+    int     rc;
+    cJSON  *s[B_N] = { NULL };
+
+    if (!cJSON_IsObject(in)) {
+        return ds_v_fail(c, in, 0, "expected a mapping with \"rpm\", "
+                         "\"tpm\" or \"tpd\", got %s", ds_tname(in));
+    }
+
+    rc = ds_v_object(c, in, ds_budget_fields, B_N, NULL, s);
+    if (rc != DS_OK) {
+        goto done;
+    }
+
+    if (s[B_RPM] == NULL && s[B_TPM] == NULL && s[B_TPD] == NULL) {
+        rc = ds_v_fail(c, in, 0, "expected at least one of \"rpm\", "
+                       "\"tpm\" or \"tpd\"%s", s[B_MAX_TOKENS]
+                       ? " (\"max_tokens\" alone limits nothing)" : "");
+    }
+
+done:
+
+    return ds_v_finish(c, ds_budget_fields, B_N, s, rc, out);
+}
+
+
+enum { M_TYPE, M_NAME, M_FORMAT, M_ROUTING, M_BUDGET, M_PREFIX, M_TEMPLATE,
+       M_EOS, M_N };
 
 static const ds_vfield_t  ds_model_fields[M_N] = {
     { "type", NULL, 0, &ds_model_types },
     { "name", ds_v_f_model_name, DS_VF_REQUIRED, NULL },
     { "format", NULL, DS_VF_REQUIRED, &ds_model_formats },
     { "routing", ds_v_f_routing, 0, NULL },
+    { "budget", ds_v_f_budget, 0, NULL },
     { "prefix", ds_v_f_prefix, 0, NULL },
     { "chat_template", ds_v_f_anystr, 0, NULL },
     { "eos_token", ds_v_f_anystr, 0, NULL },
@@ -174,7 +259,7 @@ static const ds_vfield_t  ds_model_fields[M_N] = {
 int
 ds_v_f_model(ds_vctx_t *c, const cJSON *in, cJSON **out)
 {
-    int           rc, tgi, routing;
+    int           rc, tgi, routing, budget;
     size_t        i;
     const cJSON  *m;
     cJSON        *s[M_N] = { NULL };
@@ -223,6 +308,7 @@ ds_v_f_model(ds_vctx_t *c, const cJSON *in, cJSON **out)
     }
 
     routing = s[M_ROUTING] != NULL;
+    budget = s[M_BUDGET] != NULL;
 
     /* openai: type, name, format, prefix; tgi: without prefix */
     rc = ds_v_assemble(c, ds_model_fields, tgi ? M_N : M_TEMPLATE, s, out);
@@ -232,6 +318,9 @@ ds_v_f_model(ds_vctx_t *c, const cJSON *in, cJSON **out)
     /* without routing the model reads as before it existed */
     if (rc == DS_OK && !routing) {
         cJSON_DeleteItemFromObjectCaseSensitive(*out, "routing");
+    }
+    if (rc == DS_OK && !budget) {
+        cJSON_DeleteItemFromObjectCaseSensitive(*out, "budget");
     }
 
 done:

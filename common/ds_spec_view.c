@@ -80,6 +80,23 @@ ds_spec_fill_routing(ds_spec_t *spec, const cJSON *rt)
 }
 
 
+/* model.budget, validated: each limit a whole number or null */
+static void
+ds_spec_fill_budget(ds_spec_t *spec, const cJSON *b)
+{
+    ds_budget_t  *to = &spec->model.budget;
+
+    if (!cJSON_IsObject(b)) {
+        return;
+    }
+
+    to->rpm = (uint32_t) ds_j_num(b, "rpm");
+    to->tpm = (uint32_t) ds_j_num(b, "tpm");
+    to->tpd = (uint64_t) ds_j_num(b, "tpd");
+    to->max_tokens = (uint32_t) ds_j_num(b, "max_tokens");
+}
+
+
 static void
 ds_j_range(const cJSON *o, ds_spec_range_t *r)
 {
@@ -490,6 +507,7 @@ ds_spec_from_json(const cJSON *normalized, ds_spec_t *spec, ds_err_t *err)
         spec->model.chat_template = ds_j_str(v, "chat_template");
         spec->model.eos_token = ds_j_str(v, "eos_token");
         ds_spec_fill_routing(spec, ds_j(v, "routing"));
+        ds_spec_fill_budget(spec, ds_j(v, "budget"));
     }
 
     if (ds_spec_fill_rate_limits(spec, priv, ds_j(j, "rate_limits"))

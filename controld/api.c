@@ -1126,6 +1126,19 @@ api_dispatch(struct MHD_Connection *c, struct api_req *q, const char *method)
         return api_bad_name(c, q->param);
 
     case R_TOKEN:
+        if (strcmp(method, "PATCH") == 0) {
+            body = api_parse_body(q, 0, err, sizeof(err));
+            if (body == NULL) {
+                return api_error(c, 400, err);
+            }
+            text = cJSON_PrintUnformatted(body);
+            cJSON_Delete(body);
+            if (text == NULL) {
+                return api_error(c, 500, "out of memory");
+            }
+            rq.op = PS_OP_TOKEN_UPDATE;
+            break;
+        }
         rq.op = PS_OP_TOKEN_REVOKE;
         break;
 

@@ -142,12 +142,136 @@ api_args_token_name_ok(const char *s)
 }
 
 
+/* one limit of a token's budget into *out: 0, or -1 with a message */
+static int
+api_args_budget_limit(const cJSON *v, const char *field, uint64_t max,
+    uint64_t unlimited, uint64_t *out, char *err, size_t n)
+{
+    if (cJSON_IsString(v) && strcmp(v->valuestring, "unlimited") == 0) {
+        *out = unlimited;
+        return 0;
+    }
+    if (!cJSON_IsNumber(v) || v->valuedouble < 0
+        || v->valuedouble > (double) max
+        || v->valuedouble != (double) (uint64_t) v->valuedouble)
+    {
+        snprintf(err, n, "budget.%s: expected a whole number from 0 (the "
+                 "model's default) to %llu, or \"unlimited\"", field,
+                 (unsigned long long) max);
+        return -1;
+    }
+    *out = (uint64_t) v->valuedouble;
+    return 0;
+}
+
+
+int
+api_args_budget(const cJSON *b, struct api_budget_args *a, char *err,
+    size_t n)
+{
+    const cJSON  *it;
+    uint64_t      v;
+
+    memset(a, 0, sizeof(*a));
+
+    if (!cJSON_IsObject(b)) {
+        snprintf(err, n, "budget: expected an object with \"rpm\", "
+                 "\"tpm\" or \"tpd\"");
+        return 400;
+    }
+
+    cJSON_ArrayForEach(it, b) {
+        if (strcmp(it->string, "rpm") == 0 || strcmp(it->string, "tpm") == 0) {
+            if (api_args_budget_limit(it, it->string, API_BUDGET_U32_MAX,
+                                      DS_BUDGET_UNLIMITED, &v, err, n) != 0)
+            {
+                return 400;
+            }
+            if (it->string[0] == 'r') {
+                a->budget.rpm = (uint32_t) v;
+                a->given |= API_BUDGET_RPM;
+            } else {
+                a->budget.tpm = (uint32_t) v;
+                a->given |= API_BUDGET_TPM;
+            }
+
+        } else if (strcmp(it->string, "tpd") == 0) {
+            if (api_args_budget_limit(it, "tpd", API_BUDGET_TPD_MAX,
+                                      UINT64_MAX, &v, err, n) != 0)
+            {
+                return 400;
+            }
+            a->budget.tpd = v;
+            a->given |= API_BUDGET_TPD;
+
+        } else {
+            snprintf(err, n, "budget: unknown field \"%.80s\" (expected "
+                     "\"rpm\", \"tpm\" or \"tpd\")", it->string);
+            return 400;
+        }
+    }
+    return 0;
+}
+
+
+void
+api_args_budget_apply(const struct api_budget_args *a, ds_budget_t *tok)
+{
+    if (a->given & API_BUDGET_RPM) {
+        tok->rpm = a->budget.rpm;
+    }
+    if (a->given & API_BUDGET_TPM) {
+        tok->tpm = a->budget.tpm;
+    }
+    if (a->given & API_BUDGET_TPD) {
+        tok->tpd = a->budget.tpd;
+    }
+    tok->max_tokens = 0;
+}
+
+
+int
+api_args_token_update(const cJSON *req, struct api_budget_args *a,
+    char *err, size_t n)
+{
+    const cJSON  *it, *b = NULL;
+    int           rc;
+
+    memset(a, 0, sizeof(*a));
+
+    cJSON_ArrayForEach(it, req) {
+        if (strcmp(it->string, "budget") != 0) {
+            snprintf(err, n, "unknown field \"%.80s\" (a token's budget "
+                     "alone changes)", it->string);
+            return 400;
+        }
+        b = it;
+    }
+    if (b == NULL) {
+        snprintf(err, n, "budget: required, an object with \"rpm\", "
+                 "\"tpm\" or \"tpd\"");
+        return 400;
+    }
+
+    rc = api_args_budget(b, a, err, n);
+    if (rc != 0) {
+        return rc;
+    }
+    if (a->given == 0) {
+        snprintf(err, n, "budget: nothing to change: give \"rpm\", "
+                 "\"tpm\" or \"tpd\"");
+        return 400;
+    }
+    return 0;
+}
+
+
 int
 api_args_token(const cJSON *req, struct api_token_args *a, char *err,
     size_t n)
 {
     const cJSON  *it, *name = NULL, *scope = NULL, *svcs = NULL;
-    const cJSON  *exp = NULL;
+    const cJSON  *exp = NULL, *budget = NULL;
 
     memset(a, 0, sizeof(*a));
 
@@ -160,6 +284,8 @@ api_args_token(const cJSON *req, struct api_token_args *a, char *err,
             svcs = it;
         } else if (strcmp(it->string, "expires_in") == 0) {
             exp = it;
+        } else if (strcmp(it->string, "budget") == 0) {
+            budget = it;
         } else {
             snprintf(err, n, "unknown field \"%.80s\"", it->string);
             return 400;
@@ -226,6 +352,10 @@ api_args_token(const cJSON *req, struct api_token_args *a, char *err,
             return 400;
         }
         a->expires_in = (uint64_t) exp->valuedouble;
+    }
+
+    if (budget != NULL && !cJSON_IsNull(budget)) {
+        return api_args_budget(budget, &a->budget, err, n);
     }
     return 0;
 }

@@ -956,6 +956,23 @@ api_parent_request(const struct ps_msg *m)
         cJSON_Delete(body);
         return 0;
 
+    case PS_OP_TOKEN_UPDATE:
+        body = api_parent_body(text, err, sizeof(err));
+        if (body == NULL) {
+            api_parent_answer(id, 400, 1, err);
+            return 0;
+        }
+        rc = teams_check(&c, rq.project, DS_ACT_TOKEN_WRITE, 0, err,
+                         sizeof(err));
+        if (rc == 0) {
+            rc = tokens_update(&c, pkey, rq.param, body, &answer, err,
+                               sizeof(err));
+        }
+        api_parent_done(id, &c, rq.project, "token update", rq.param, rc,
+                        200, answer, err);
+        cJSON_Delete(body);
+        return 0;
+
     case PS_OP_TOKEN_REVOKE:
         rc = teams_check(&c, rq.project, DS_ACT_TOKEN_WRITE, 0, err,
                          sizeof(err));

@@ -219,7 +219,7 @@ api_route(const char *url, char *param, size_t n, const char **allow)
         if (fmt(param, n, "%s", p + 7) != 0) {
             param[0] = '\0';
         }
-        *allow = "DELETE";
+        *allow = "DELETE, PATCH";
         return R_TOKEN;
     }
 
@@ -253,5 +253,5 @@ api_has_body(int route)
            || route == R_SECRET_SET || route == R_SECRET_GET
            || route == R_SECRET_DELETE || route == R_PROJECTS
            || route == R_MEMBERS || route == R_USERS
-           || route == R_USER_TOKENS;
+           || route == R_USER_TOKENS || route == R_TOKEN;
 }

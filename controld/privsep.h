@@ -92,6 +92,7 @@ enum ps_op {
     PS_OP_AUDIT,
     PS_OP_SERIES,
     PS_OP_SCALE,
+    PS_OP_TOKEN_UPDATE,
     PS_OP_MAX
 };
 

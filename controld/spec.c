@@ -112,6 +112,7 @@ spec_service(const ds_spec_t *sp, const char *name, ds_service_t *svc)
         svc->routing.prefix_bytes = sp->model.prefix_bytes;
         svc->routing.load_factor = sp->model.load_factor;
         spec_str(&svc->routing.session_header, sp->model.session_header);
+        svc->budget = sp->model.budget;
     }
 
     svc->n_rate_limits = 0;
@@ -155,7 +156,8 @@ spec_in_place(const char *field)
 }
 
 
-/* a model whose routing alone changed: only the gateway reads that */
+/* a model whose routing or budget alone changed: only the gateway reads
+ * those */
 static int
 spec_model_in_place(const cJSON *old, const cJSON *new_)
 {
@@ -176,6 +178,8 @@ spec_model_in_place(const cJSON *old, const cJSON *new_)
 
     cJSON_DeleteItemFromObjectCaseSensitive(a, "routing");
     cJSON_DeleteItemFromObjectCaseSensitive(b, "routing");
+    cJSON_DeleteItemFromObjectCaseSensitive(a, "budget");
+    cJSON_DeleteItemFromObjectCaseSensitive(b, "budget");
     same = cJSON_Compare(a, b, 1);
 
     cJSON_Delete(a);

@@ -1015,3 +1015,108 @@ stats_service_held(const char *service)
     n = stats_sum(service, NULL, stats_get_held);
     return n > 0 ? n : 0;
 }
+
+
+/* ---- token budgets ------------------------------------------------------- */
+
+/* the usage entry of (service, model) in list, made when missing */
+static cJSON *
+stats_usage_entry(cJSON *list, const char *service, const char *model)
+{
+    cJSON        *u;
+    const char   *s, *m;
+
+    cJSON_ArrayForEach(u, list) {
+        s = cJSON_GetStringValue(cJSON_GetObjectItem(u, "service"));
+        m = cJSON_GetStringValue(cJSON_GetObjectItem(u, "model"));
+        if (s && m && strcmp(s, service) == 0 && strcmp(m, model) == 0) {
+            return u;
+        }
+    }
+
+    u = cJSON_CreateObject();
+    if (u == NULL) {
+        return NULL;
+    }
+    cJSON_AddItemToArray(list, u);
+    cJSON_AddStringToObject(u, "model", model);
+    cJSON_AddStringToObject(u, "service", service);
+    cJSON_AddNumberToObject(u, "requests", 0);
+    cJSON_AddNumberToObject(u, "refused", 0);
+    cJSON_AddNumberToObject(u, "prompt_tokens", 0);
+    cJSON_AddNumberToObject(u, "completion_tokens", 0);
+    cJSON_AddNumberToObject(u, "day_tokens", 0);
+    return u;
+}
+
+
+/* to's field `name` += from's `name`, when it is a number */
+static void
+stats_usage_add(cJSON *to, const char *name, const cJSON *from,
+    const char *from_name)
+{
+    const cJSON  *v;
+    cJSON        *t;
+
+    v = cJSON_GetObjectItem(from, from_name);
+    t = cJSON_GetObjectItem(to, name);
+    if (cJSON_IsNumber(v) && v->valuedouble > 0 && cJSON_IsNumber(t)) {
+        cJSON_SetNumberValue(t, t->valuedouble + v->valuedouble);
+    }
+}
+
+
+/* one gateway's "budgets" entries of token into list */
+static void
+stats_usage_of(const cJSON *answer, const char *token, uint64_t day,
+    cJSON *list)
+{
+    const cJSON  *b, *tok, *svc, *model, *d;
+    cJSON        *u;
+
+    cJSON_ArrayForEach(b, cJSON_GetObjectItem(answer, DS_STATS_BUDGETS)) {
+        tok = cJSON_GetObjectItem(b, DS_STATS_BUDGET_TOKEN);
+        svc = cJSON_GetObjectItem(b, DS_STATS_BUDGET_SERVICE);
+        model = cJSON_GetObjectItem(b, DS_STATS_BUDGET_MODEL);
+        if (!cJSON_IsString(tok) || !cJSON_IsString(svc)
+            || !cJSON_IsString(model) || strcmp(tok->valuestring, token) != 0)
+        {
+            continue;
+        }
+
+        u = stats_usage_entry(list, svc->valuestring, model->valuestring);
+        if (u == NULL) {
+            return;
+        }
+        stats_usage_add(u, "requests", b, DS_STATS_BUDGET_REQUESTS);
+        stats_usage_add(u, "refused", b, DS_STATS_BUDGET_REFUSED);
+        stats_usage_add(u, "prompt_tokens", b, DS_STATS_BUDGET_PROMPT);
+        stats_usage_add(u, "completion_tokens", b,
+                        DS_STATS_BUDGET_COMPLETION);
+
+        /* a gateway's count of another day is not today's */
+        d = cJSON_GetObjectItem(b, DS_STATS_BUDGET_DAY);
+        if (cJSON_IsNumber(d) && (uint64_t) d->valuedouble == day) {
+            stats_usage_add(u, "day_tokens", b, DS_STATS_BUDGET_DAY_TOKENS);
+        }
+    }
+}
+
+
+cJSON *
+stats_token_usage(const char *token, uint64_t day)
+{
+    cJSON   *list;
+    size_t   i;
+
+    list = cJSON_CreateArray();
+    if (list == NULL) {
+        return NULL;
+    }
+    for (i = 0; i < st.n; i++) {
+        if (st.src[i].last != NULL) {
+            stats_usage_of(st.src[i].last, token, day, list);
+        }
+    }
+    return list;
+}

@@ -34,6 +34,15 @@ int stats_service_ttft_p99(const char *service, unsigned window,
     double *p99_ms, long *n);
 /* requests the module holds for a service scaled to zero */
 long stats_service_held(const char *service);
+/*
+ * A token's use of the models (#16): the "budgets" entries of the token
+ * name in the latest answers of the sources that answer, summed per
+ * (service key, model) in the order first seen, as [{"model","service",
+ * "requests","refused","prompt_tokens","completion_tokens",
+ * "day_tokens"}]; day_tokens only of entries whose "day" is `day` (unix
+ * time / 86400, UTC).  [] when none answers; NULL out of memory.
+ */
+struct cJSON *stats_token_usage(const char *token, uint64_t day);
 /* the oldest of the latest answers of the sources that answer
  * (monotonic ms), 0 never */
 int64_t stats_fresh_ms(void);

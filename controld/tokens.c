@@ -19,9 +19,19 @@
 #include "config.h"
 #include "ds_bearer.h"
 #include "log.h"
+#include "stats.h"
 #include "store.h"
 #include "tokens.h"
 #include "util.h"
+
+
+/*
+ * Budgets are the gateway operator's: a project's manager could
+ * otherwise lift the limits of its own tokens over those of the models
+ * it calls, other projects' included.
+ */
+#define TOKENS_BUDGET_ADMIN \
+    "budget: only a global admin sets token budgets"
 
 
 int
@@ -252,6 +262,56 @@ struct tok_list {
 };
 
 
+/* a limit of a token's budget: its number, or "unlimited" */
+static void
+tok_add_limit(cJSON *o, const char *name, uint64_t v, uint64_t unlimited)
+{
+    if (v == unlimited) {
+        cJSON_AddStringToObject(o, name, "unlimited");
+    } else {
+        cJSON_AddNumberToObject(o, name, (double) v);
+    }
+}
+
+
+/* {"rpm","tpm","tpd"}: 0 the model's, a number, or "unlimited" */
+static cJSON *
+tok_budget_json(const ds_budget_t *b)
+{
+    cJSON  *j;
+
+    j = cJSON_CreateObject();
+    tok_add_limit(j, "rpm", b->rpm, DS_BUDGET_UNLIMITED);
+    tok_add_limit(j, "tpm", b->tpm, DS_BUDGET_UNLIMITED);
+    tok_add_limit(j, "tpd", b->tpd, UINT64_MAX);
+    return j;
+}
+
+
+/* "budget" when any field is set */
+static void
+tok_add_budget(cJSON *o, const ds_budget_t *b)
+{
+    if (ds_budget_set(b)) {
+        cJSON_AddItemToObject(o, "budget", tok_budget_json(b));
+    }
+}
+
+
+/* "usage": the token's use of the models, summed over the gateways */
+static void
+tok_add_usage(cJSON *o, const char *name)
+{
+    cJSON  *use;
+
+    use = stats_token_usage(name, (uint64_t) time(NULL) / 86400);
+    if (use == NULL) {
+        use = cJSON_CreateArray();
+    }
+    cJSON_AddItemToObject(o, "usage", use);
+}
+
+
 static int
 tok_list_cb(void *arg, const ds_token_t *tok)
 {
@@ -305,6 +365,9 @@ tok_list_cb(void *arg, const ds_token_t *tok)
     }
     cJSON_AddBoolToObject(o, "expired", tok->expires != 0
                           && tok->expires <= (uint64_t) time(NULL));
+    tok_add_budget(o, &tok->budget);
+    snprintf(buf, sizeof(buf), "%.*s", (int) tok->name.len, tok->name.data);
+    tok_add_usage(o, buf);
     cJSON_AddItemToArray(l->list, o);
     return 0;
 }
@@ -349,6 +412,7 @@ struct tok_new {
     const char        **services;       /* service keys */
     int                 nsvc;
     uint64_t            expires;
+    ds_budget_t         budget;         /* max_tokens 0 */
 };
 
 
@@ -378,6 +442,7 @@ tok_store(const struct tok_new *nt, char text[DS_TOKEN_TEXT_LEN + 1],
     tok.flags = nt->flags;
     tok.created = (uint64_t) time(NULL);
     tok.expires = nt->expires;
+    tok.budget = nt->budget;
     tok.n_services = (uint32_t) nt->nsvc;
     for (i = 0; i < nt->nsvc; i++) {
         svc[i].data = nt->services[i];
@@ -532,6 +597,7 @@ tok_answer(const struct tok_new *nt, const char *text, const char *scope)
     } else {
         cJSON_AddNullToObject(o, "expires");
     }
+    tok_add_budget(o, &nt->budget);
     return o;
 }
 
@@ -552,6 +618,10 @@ tokens_create(const struct caller *c, const char *pkey, const cJSON *req,
     if (rc != 0) {
         return rc;
     }
+    if (a.budget.given && !c->global_admin) {
+        snprintf(err, n, "%s", TOKENS_BUDGET_ADMIN);
+        return 403;
+    }
 
     memset(&nt, 0, sizeof(nt));
     nt.name = a.name;
@@ -560,6 +630,7 @@ tokens_create(const struct caller *c, const char *pkey, const cJSON *req,
     if (a.expires_in) {
         nt.expires = (uint64_t) time(NULL) + a.expires_in;
     }
+    api_args_budget_apply(&a.budget, &nt.budget);
 
     if (a.admin) {
         /* a global admin's own token: users are made by POST /api/users */
@@ -738,5 +809,94 @@ tokens_revoke(const struct caller *c, const char *pkey, const char *name,
     }
 
     log_info("revoked token \"%s\" by user \"%s\"", name, c->user);
+    return 0;
+}
+
+
+/* the token's record again, its budget's given fields replaced; hash,
+ * name, scope and dates as they were */
+static int
+tok_put_budget(const uint8_t hash[DS_TOKEN_HASH_LEN],
+    const struct api_budget_args *a, ds_budget_t *now, char *errbuf,
+    size_t errlen)
+{
+    ds_token_t         tok;
+    ds_str_t           svc[DS_TOKEN_SCOPE_MAX];
+    ds_buf_t           buf;
+    ds_err_t           err;
+    struct store_txn  *t;
+    uint32_t           off = 0, i = 0;
+    int                rc;
+
+    t = store_begin(errbuf, errlen);
+    if (t == NULL) {
+        return 500;
+    }
+
+    memset(&buf, 0, sizeof(buf));
+    rc = ds_copy_token(store_txn_of(t), hash, &tok, &buf, &err);
+    if (rc != DS_OK) {
+        /* revoked since it was found: as if never there */
+        snprintf(errbuf, errlen, "%s", rc == DS_NOTFOUND ? "" : err.msg);
+        (void) store_end(t);    /* nothing put: nothing written */
+        ds_buf_free(&buf);
+        return rc == DS_NOTFOUND ? 404 : 500;
+    }
+
+    while (i < DS_TOKEN_SCOPE_MAX && ds_token_scope_next(&tok, &off, &svc[i]))
+    {
+        i++;
+    }
+    api_args_budget_apply(a, &tok.budget);
+    *now = tok.budget;
+
+    store_put_token(t, &tok, svc);
+    rc = store_end(t);
+    ds_buf_free(&buf);
+    return rc == STORE_OK ? 0 : 500;
+}
+
+
+int
+tokens_update(const struct caller *c, const char *pkey, const char *name,
+    const cJSON *req, cJSON **answer, char *err, size_t n)
+{
+    struct api_budget_args  a;
+    struct tok_find         f;
+    ds_budget_t             now;
+    int                     rc;
+
+    rc = api_args_token_update(req, &a, err, n);
+    if (rc != 0) {
+        return rc;
+    }
+    if (!c->global_admin) {
+        snprintf(err, n, "%s", TOKENS_BUDGET_ADMIN);
+        return 403;
+    }
+
+    if (tok_find(name, &f) != 0) {
+        snprintf(err, n, "cannot read tokens");
+        return 500;
+    }
+    if (!f.found || !tok_visible(c, pkey, f.flags, f.user, f.project)) {
+        snprintf(err, n, "no token named \"%.80s\"", name);
+        return 404;
+    }
+
+    rc = tok_put_budget(f.hash, &a, &now, err, n);
+    if (rc == 404) {
+        snprintf(err, n, "no token named \"%.80s\"", name);
+    }
+    if (rc != 0) {
+        return rc;
+    }
+
+    log_info("token \"%s\": budget rpm %u, tpm %u, tpd %llu by user \"%s\"",
+             name, now.rpm, now.tpm, (unsigned long long) now.tpd, c->user);
+
+    *answer = cJSON_CreateObject();
+    cJSON_AddStringToObject(*answer, "name", name);
+    cJSON_AddItemToObject(*answer, "budget", tok_budget_json(&now));
     return 0;
 }

@@ -1,5 +1,6 @@
 /*
- * API tokens (tokens.c): admin checks, the first token, create/revoke.
+ * API tokens (tokens.c): admin checks, the first token, create, update
+ * (budgets) and revoke.
  */
 
 #ifndef CONTROLD_TOKENS_H
@@ -54,6 +55,11 @@ int tokens_revoke(const struct caller *c, const char *pkey,
     const char *name, char *err, size_t errlen);
 int tokens_create(const struct caller *c, const char *pkey,
     const cJSON *req, cJSON **answer, char *err, size_t n);
+/* PATCH: the given fields of the token's budget ({"budget":{...}});
+ * answer {"name","budget"}; the token's hash and scope stay */
+int tokens_update(const struct caller *c, const char *pkey,
+    const char *name, const cJSON *req, cJSON **answer, char *err,
+    size_t n);
 /* a token of user (global admin or not): answer {"name","user","token",
  * "expires"}; name NULL: "<user>-N", the first free */
 int tokens_create_user(const char *user, int global_admin, const char *name,

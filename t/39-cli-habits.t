@@ -339,10 +339,13 @@ ok(complete('apply', '-f', 'sv')->{'svc.dstack.yml'},
 ok(complete('logs', 'x', '--s')->{'--since'}, 'logs --since');
 ok(complete('ps', '--f')->{'--format'}, 'ps --format');
 ok(complete('ps', '-')->{'-n'}, 'ps -n');
-is_deeply(complete('token', ''), { create => 1, list => 1, revoke => 1,
-    '--help' => 1 }, 'token: its subcommands');
+is_deeply(complete('token', ''), { create => 1, update => 1, list => 1,
+    revoke => 1, '--help' => 1 }, 'token: its subcommands');
 ok(complete('token', 'create', '--')->{'--scope'},
     'token create: its options');
+ok(complete('token', 'update', '--')->{'--tpd'},
+    'token update: its budget options');
+ok(complete('token', 'list', '-')->{'-v'}, 'token list -v');
 ok(complete('fleet', 'delete', '--')->{'--force'},
     'fleet delete: its options');
 

@@ -2,7 +2,8 @@
  * libFuzzer target for what the API makes of request bodies and
  * queries (controld/api_args.c, common/ds_json_dup.c).  The first byte
  * picks the request, the rest is its body (or query):
- *   0 POST /api/tokens     1 POST /api/runs/N/stop (and .../scale)
+ *   0 POST /api/tokens (and PATCH /api/tokens/NAME)
+ *   1 POST /api/runs/N/stop (and .../scale)
  *   2 GET .../logs?QUERY (and .../series?QUERY)
  *   3 POST /api/runs/apply (and plan)
  * Bodies are parsed as the API does (cJSON, then the duplicate keys,
@@ -48,6 +49,48 @@ naive_dup(const cJSON *node)
 }
 
 
+/* a decoded budget: what api_args_budget_apply() may put in a record */
+static void
+budget_ok(const struct api_budget_args *a)
+{
+    const ds_budget_t  *b = &a->budget;
+
+    if ((a->given & ~(unsigned) (API_BUDGET_RPM | API_BUDGET_TPM
+                                 | API_BUDGET_TPD)) != 0
+        || (b->rpm > API_BUDGET_U32_MAX && b->rpm != DS_BUDGET_UNLIMITED)
+        || (b->tpm > API_BUDGET_U32_MAX && b->tpm != DS_BUDGET_UNLIMITED)
+        || (b->tpd > API_BUDGET_TPD_MAX && b->tpd != UINT64_MAX)
+        || b->max_tokens != 0
+        || (!(a->given & API_BUDGET_RPM) && b->rpm != 0)
+        || (!(a->given & API_BUDGET_TPM) && b->tpm != 0)
+        || (!(a->given & API_BUDGET_TPD) && b->tpd != 0))
+    {
+        abort();
+    }
+}
+
+
+/* PATCH /api/tokens/NAME: a budget with at least one field, or why not */
+static void
+token_update(const cJSON *body)
+{
+    struct api_budget_args  a;
+    char                    err[512];
+
+    err[0] = '\0';
+    if (api_args_token_update(body, &a, err, sizeof(err)) != 0) {
+        if (err[0] == '\0') {
+            abort();
+        }
+        return;
+    }
+    if (a.given == 0) {
+        abort();
+    }
+    budget_ok(&a);
+}
+
+
 static void
 token(const cJSON *body)
 {
@@ -73,6 +116,7 @@ token(const cJSON *body)
             abort();
         }
     }
+    budget_ok(&a.budget);
 }
 
 
@@ -239,6 +283,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         switch (what) {
         case 0:
             token(body);
+            token_update(body);
             break;
         case 1:
             stop(body);

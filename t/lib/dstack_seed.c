@@ -393,24 +393,6 @@ seed_budget(seed_ctx_t *ctx, const cJSON *op, ds_budget_t *b, int model)
 }
 
 
-/* "budget" as the seed op takes it */
-static void
-dump_budget(cJSON *o, const ds_budget_t *b)
-{
-    cJSON  *r;
-
-    r = cJSON_AddObjectToObject(o, "budget");
-    if (r == NULL) {
-        return;
-    }
-
-    cJSON_AddNumberToObject(r, "rpm", b->rpm);
-    cJSON_AddNumberToObject(r, "tpm", b->tpm);
-    cJSON_AddNumberToObject(r, "tpd", (double) b->tpd);
-    cJSON_AddNumberToObject(r, "max_tokens", b->max_tokens);
-}
-
-
 /* "routing": defaults as the service file's (ds_spec_model.c) */
 static int
 seed_routing(seed_ctx_t *ctx, const cJSON *op, ds_routing_t *rt)
@@ -1175,6 +1157,27 @@ dump_routing(cJSON *o, const ds_routing_t *rt)
 }
 
 
+/* "budget" when any limit is set: the record's numbers as they are
+ * (DS_BUDGET_UNLIMITED included) */
+static void
+dump_budget(cJSON *o, const ds_budget_t *b)
+{
+    cJSON  *j;
+
+    if (!ds_budget_set(b)) {
+        return;
+    }
+    j = cJSON_AddObjectToObject(o, "budget");
+    if (j == NULL) {
+        return;
+    }
+    cJSON_AddNumberToObject(j, "rpm", b->rpm);
+    cJSON_AddNumberToObject(j, "tpm", b->tpm);
+    cJSON_AddNumberToObject(j, "tpd", (double) b->tpd);
+    cJSON_AddNumberToObject(j, "max_tokens", b->max_tokens);
+}
+
+
 static const char *
 dump_format(uint32_t format)
 {
@@ -1259,9 +1262,7 @@ dump_service(void *arg, const ds_service_t *svc)
         if (svc->routing.affinity != DS_AFFINITY_NONE) {
             dump_routing(o, &svc->routing);
         }
-        if (ds_budget_set(&svc->budget)) {
-            dump_budget(o, &svc->budget);
-        }
+        dump_budget(o, &svc->budget);
     } else {
         cJSON_AddNullToObject(o, "model");
     }
@@ -1323,10 +1324,7 @@ dump_token(void *arg, const ds_token_t *tok)
 
     cJSON_AddNumberToObject(o, "created", (double) tok->created);
     cJSON_AddNumberToObject(o, "expires", (double) tok->expires);
-
-    if (ds_budget_set(&tok->budget)) {
-        dump_budget(o, &tok->budget);
-    }
+    dump_budget(o, &tok->budget);
 
     /* token names need not be unique: the hash prefix tells them apart */
     snprintf(key, sizeof(key), "%.*s", (int) tok->name.len, tok->name.data);
@@ -1355,6 +1353,7 @@ dump_model(void *arg, const ds_model_t *m)
     cJSON_AddItemToObject(o, "prefix", dump_str(m->prefix));
     cJSON_AddStringToObject(o, "format", dump_format(m->format));
     cJSON_AddNumberToObject(o, "created", (double) m->created);
+    dump_budget(o, &m->budget);
 
     ds_service_project(m->service.data, m->service.len, &project);
 

@@ -773,6 +773,66 @@ test_scaling_ttft(void **state)
 }
 
 
+/* model.budget reaches the spec; left out, every field is 0 (none) */
+static void
+test_model_budget(void **state)
+{
+    ds_spec_t  spec;
+
+    (void) state;
+
+    spec_of("type: service\n"
+            "port: 8000\n"
+            "commands: [vllm serve llama]\n"
+            "model:\n"
+            "  name: llama\n"
+            "  format: openai\n"
+            "  budget: {rpm: 60, tpm: 100000, tpd: 2000000, "
+            "max_tokens: 512}\n", &spec);
+
+    assert_int_equal(spec.model.budget.rpm, 60);
+    assert_int_equal(spec.model.budget.tpm, 100000);
+    assert_true(spec.model.budget.tpd == 2000000);
+    assert_int_equal(spec.model.budget.max_tokens, 512);
+    ds_spec_free(&spec);
+
+    spec_of("type: service\n"
+            "port: 8000\n"
+            "commands: [vllm serve llama]\n"
+            "model:\n"
+            "  name: llama\n"
+            "  format: openai\n"
+            "  budget: {tpm: 1000}\n", &spec);
+
+    assert_int_equal(spec.model.budget.rpm, 0);
+    assert_int_equal(spec.model.budget.tpm, 1000);
+    assert_true(spec.model.budget.tpd == 0);
+    assert_int_equal(spec.model.budget.max_tokens, 0);
+    ds_spec_free(&spec);
+
+    spec_of("type: service\n"
+            "port: 8000\n"
+            "commands: [vllm serve llama]\n"
+            "model: llama\n", &spec);
+
+    assert_false(ds_budget_set(&spec.model.budget));
+    assert_int_equal(spec.model.budget.max_tokens, 0);
+    ds_spec_free(&spec);
+
+    /* the API's JSON names the field by its path */
+    json_err("{\"type\":\"service\",\"port\":8000,\"commands\":[\"x\"],"
+             "\"model\":{\"name\":\"m\",\"format\":\"openai\","
+             "\"budget\":{\"rpm\":0}}}",
+             "spec.model.budget.rpm: expected an integer >= 1, got 0 (no "
+             "limit: leave the field out)");
+    json_err("{\"type\":\"service\",\"port\":8000,\"commands\":[\"x\"],"
+             "\"model\":{\"name\":\"m\",\"format\":\"openai\","
+             "\"budget\":{\"rpm\":1,\"rps\":2}}}",
+             "spec.model.budget: unknown key \"rps\" (did you mean "
+             "\"rpm\"?)");
+}
+
+
 static void
 test_typed_profile(void **state)
 {
@@ -1391,6 +1451,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_typed_profile),
         cmocka_unit_test(test_scaling_ttft),
+        cmocka_unit_test(test_model_budget),
         cmocka_unit_test(test_typed_container),
         cmocka_unit_test(test_json_paths),
         cmocka_unit_test(test_json_container),

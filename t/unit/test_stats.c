@@ -5,7 +5,8 @@
  * left out; stats_set_sources() keeps the sources it is given again
  * (their last answer too), drops the others, reads a URL once however
  * often it comes, and leaves out what is not an http:// URL (logged
- * once, counted as failing).
+ * once, counted as failing); a token's budget counters are summed per
+ * (service, model) over the gateways (stats_token_usage()).
  */
 
 #define _GNU_SOURCE
@@ -24,6 +25,7 @@
 #include <sys/socket.h>
 
 #include <cmocka.h>
+#include <cjson/cJSON.h>
 
 #include "stats.h"
 #include "util.h"
@@ -43,6 +45,31 @@ static const char *answer_b =
     "{\"addr\":\"10.0.0.6:80\",\"inflight\":2}]},"
     "{\"name\":\"t\",\"inflight\":7,\"windows\":{\"60\":{\"arrivals\":6}},"
     "\"replicas\":[]}]}";
+
+
+/* two gateways' "budgets" (day 20000 is today): "ci" used llama at both
+ * and mistral at B; B's llama entry counts tokens of an older day; "ops"
+ * and the anonymous caller ("") are others */
+static const char *budgets_a =
+    "{\"version\":1,\"services\":[],\"budgets\":["
+    "{\"token\":\"ci\",\"service\":\"llm\",\"model\":\"llama\","
+    "\"requests\":10,\"refused\":2,\"prompt_tokens\":1000,"
+    "\"completion_tokens\":500,\"day\":20000,\"day_tokens\":1500},"
+    "{\"token\":\"ops\",\"service\":\"llm\",\"model\":\"llama\","
+    "\"requests\":99,\"refused\":0,\"prompt_tokens\":9,"
+    "\"completion_tokens\":9,\"day\":20000,\"day_tokens\":18},"
+    "{\"token\":\"\",\"service\":\"llm\",\"model\":\"llama\","
+    "\"requests\":7,\"refused\":0,\"prompt_tokens\":7,"
+    "\"completion_tokens\":7,\"day\":20000,\"day_tokens\":14}]}";
+
+static const char *budgets_b =
+    "{\"version\":1,\"services\":[],\"budgets\":["
+    "{\"token\":\"ci\",\"service\":\"llm\",\"model\":\"llama\","
+    "\"requests\":5,\"refused\":1,\"prompt_tokens\":300,"
+    "\"completion_tokens\":200,\"day\":19999,\"day_tokens\":500},"
+    "{\"token\":\"ci\",\"service\":\"mis--team\",\"model\":"
+    "\"mistral\",\"requests\":1,\"refused\":0,\"prompt_tokens\":20,"
+    "\"completion_tokens\":30,\"day\":20000,\"day_tokens\":50}]}";
 
 
 static int
@@ -204,6 +231,99 @@ test_sum_and_sources(void **state)
 }
 
 
+static double
+usage_num(const cJSON *u, const char *name)
+{
+    const cJSON  *v;
+
+    v = cJSON_GetObjectItem(u, name);
+    assert_true(cJSON_IsNumber(v));
+    return v->valuedouble;
+}
+
+
+/* a token's entries summed per (service, model) over the gateways; the
+ * day's tokens only of today's entries; other tokens left out */
+static void
+test_token_usage(void **state)
+{
+    int          la, lb, pa, pb, ca, cb;
+    char         ua[64], ub[64];
+    const char  *set[2];
+    cJSON       *use;
+    const cJSON *u;
+
+    (void) state;
+    la = listen_any(&pa);
+    lb = listen_any(&pb);
+    snprintf(ua, sizeof(ua), "http://127.0.0.1:%d/stats", pa);
+    snprintf(ub, sizeof(ub), "http://127.0.0.1:%d/stats", pb);
+    set[0] = ua;
+    set[1] = ub;
+    stats_set_sources(set, 2);
+
+    /* nobody answered yet: no use known */
+    use = stats_token_usage("ci", 20000);
+    assert_non_null(use);
+    assert_int_equal(cJSON_GetArraySize(use), 0);
+    cJSON_Delete(use);
+
+    round_now();
+    ca = answer(la, budgets_a);
+    cb = answer(lb, budgets_b);
+    pump();
+    close(ca);
+    close(cb);
+
+    use = stats_token_usage("ci", 20000);
+    assert_non_null(use);
+    assert_int_equal(cJSON_GetArraySize(use), 2);
+
+    u = cJSON_GetArrayItem(use, 0);
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(u,
+                                                                  "model")),
+                        "llama");
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(u,
+                                                                  "service")),
+                        "llm");
+    assert_true(usage_num(u, "requests") == 15);
+    assert_true(usage_num(u, "refused") == 3);
+    assert_true(usage_num(u, "prompt_tokens") == 1300);
+    assert_true(usage_num(u, "completion_tokens") == 700);
+    assert_true(usage_num(u, "day_tokens") == 1500);   /* B's is old */
+
+    u = cJSON_GetArrayItem(use, 1);
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(u,
+                                                                  "model")),
+                        "mistral");
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(u,
+                                                                  "service")),
+                        "mis--team");
+    assert_true(usage_num(u, "requests") == 1);
+    assert_true(usage_num(u, "day_tokens") == 50);
+    cJSON_Delete(use);
+
+    /* the next day, the same entries count no day's tokens */
+    use = stats_token_usage("ci", 20001);
+    assert_true(usage_num(cJSON_GetArrayItem(use, 0), "day_tokens") == 0);
+    assert_true(usage_num(cJSON_GetArrayItem(use, 0), "requests") == 15);
+    cJSON_Delete(use);
+
+    /* the anonymous caller is a token of its own; a stranger has none */
+    use = stats_token_usage("", 20000);
+    assert_int_equal(cJSON_GetArraySize(use), 1);
+    assert_true(usage_num(cJSON_GetArrayItem(use, 0), "requests") == 7);
+    cJSON_Delete(use);
+    use = stats_token_usage("nobody", 20000);
+    assert_int_equal(cJSON_GetArraySize(use), 0);
+    cJSON_Delete(use);
+
+    stats_set_sources(NULL, 0);
+    close(la);
+    close(lb);
+}
+
+
 static void
 test_init_refuses(void **state)
 {
@@ -230,6 +350,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sum_and_sources),
+        cmocka_unit_test(test_token_usage),
         cmocka_unit_test(test_init_refuses),
     };
 
