@@ -17,11 +17,11 @@
  *
  * Buckets of every worker live in the slab zone "dstack_budgets"
  * (dstack_budget_zone), one node per (token, service) in an rbtree with
- * an LRU queue, under the zone's mutex, as limit.c's; they survive
- * reload.  A node idle for a day goes when a new one needs its room; a
- * full zone drops the oldest.  Nodes keep the names of their token and
- * model, and counters since they were made, for the stats (stats.c,
- * prom.c).
+ * an LRU queue (lru.c), under the zone's mutex, as limit.c's; they
+ * survive reload.  A node idle for a day goes when a new one needs its
+ * room; a full zone drops the oldest.  Nodes keep the names of their
+ * token and model, and counters since they were made, for the stats
+ * (stats.c, prom.c).
  *
  * Every answer of a request with a budget carries OpenAI's headers
  * x-ratelimit-{limit,remaining,reset}-{requests,tokens}, and ours for the
@@ -60,21 +60,6 @@ typedef struct {
 } ngx_http_dstack_budget_node_t;
 
 
-typedef struct {
-    ngx_rbtree_t                 rbtree;
-    ngx_rbtree_node_t            sentinel;
-    ngx_queue_t                  queue;
-} ngx_http_dstack_budget_shctx_t;
-
-
-typedef struct {
-    ngx_http_dstack_budget_shctx_t  *sh;
-    ngx_slab_pool_t                 *shpool;
-} ngx_http_dstack_budget_ctx_t;
-
-
-static ngx_int_t ngx_http_dstack_budget_init_zone(ngx_shm_zone_t *shm_zone,
-    void *data);
 static void ngx_http_dstack_budget_rbtree_insert_value(
     ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
     ngx_rbtree_node_t *sentinel);
@@ -85,9 +70,9 @@ static uint64_t ngx_http_dstack_budget_limit64(uint64_t token,
 static uint64_t ngx_http_dstack_budget_estimate(ngx_http_dstack_ctx_t *ctx,
     uint64_t *completion);
 static ngx_http_dstack_budget_node_t *ngx_http_dstack_budget_lookup(
-    ngx_http_dstack_budget_ctx_t *bctx, ngx_http_dstack_budget_t *b);
+    ngx_http_dstack_lru_t *bctx, ngx_http_dstack_budget_t *b);
 static ngx_http_dstack_budget_node_t *ngx_http_dstack_budget_create(
-    ngx_http_dstack_budget_ctx_t *bctx, ngx_http_dstack_budget_t *b,
+    ngx_http_dstack_lru_t *bctx, ngx_http_dstack_budget_t *b,
     const ds_token_t *tok, ngx_http_dstack_ctx_t *ctx);
 static void ngx_http_dstack_budget_refill(ngx_http_dstack_budget_node_t *n,
     ngx_http_dstack_budget_t *b, ngx_msec_t now);
@@ -99,7 +84,7 @@ static void ngx_http_dstack_budget_remaining(
     time_t now);
 static ngx_msec_t ngx_http_dstack_budget_refill_ms(int64_t need_m,
     int64_t have_m, uint32_t limit);
-static void ngx_http_dstack_budget_expire(ngx_http_dstack_budget_ctx_t *bctx,
+static void ngx_http_dstack_budget_expire(ngx_http_dstack_lru_t *bctx,
     ngx_uint_t force);
 static ngx_int_t ngx_http_dstack_budget_refuse(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx, ngx_uint_t over);
@@ -114,81 +99,13 @@ ngx_int_t
 ngx_http_dstack_budget_zone_init(ngx_conf_t *cf,
     ngx_http_dstack_main_conf_t *dmcf)
 {
-    ngx_str_t                      name = ngx_string("dstack_budgets");
-    ngx_shm_zone_t                *shm_zone;
-    ngx_http_dstack_budget_ctx_t  *bctx;
+    ngx_str_t  name = ngx_string("dstack_budgets");
 
-    if (dmcf->budget_zone_size < 8 * ngx_pagesize) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "dstack_budget_zone of %uz bytes is too small, "
-                           "the minimum is %ui", dmcf->budget_zone_size,
-                           8 * ngx_pagesize);
-        return NGX_ERROR;
-    }
+    dmcf->budget_zone = ngx_http_dstack_lru_zone(cf, &name,
+                            dmcf->budget_zone_size, "dstack_budget_zone",
+                            ngx_http_dstack_budget_rbtree_insert_value);
 
-    shm_zone = ngx_shared_memory_add(cf, &name, dmcf->budget_zone_size,
-                                     &ngx_http_dstack_module);
-    if (shm_zone == NULL) {
-        return NGX_ERROR;
-    }
-
-    dmcf->budget_zone = shm_zone;
-
-    if (shm_zone->data) {
-        return NGX_OK;
-    }
-
-    bctx = ngx_pcalloc(cf->pool, sizeof(ngx_http_dstack_budget_ctx_t));
-    if (bctx == NULL) {
-        return NGX_ERROR;
-    }
-
-    shm_zone->init = ngx_http_dstack_budget_init_zone;
-    shm_zone->data = bctx;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_dstack_budget_init_zone(ngx_shm_zone_t *shm_zone, void *data)
-{
-    ngx_http_dstack_budget_ctx_t  *octx = data;
-
-    ngx_http_dstack_budget_ctx_t  *bctx;
-
-    bctx = shm_zone->data;
-
-    if (octx) {
-        /* reload: the buckets carry on */
-        bctx->sh = octx->sh;
-        bctx->shpool = octx->shpool;
-        return NGX_OK;
-    }
-
-    bctx->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
-
-    if (shm_zone->shm.exists) {
-        bctx->sh = bctx->shpool->data;
-        return NGX_OK;
-    }
-
-    bctx->sh = ngx_slab_alloc(bctx->shpool,
-                              sizeof(ngx_http_dstack_budget_shctx_t));
-    if (bctx->sh == NULL) {
-        return NGX_ERROR;
-    }
-
-    bctx->shpool->data = bctx->sh;
-
-    ngx_rbtree_init(&bctx->sh->rbtree, &bctx->sh->sentinel,
-                    ngx_http_dstack_budget_rbtree_insert_value);
-    ngx_queue_init(&bctx->sh->queue);
-
-    /* a full zone is reported by ngx_http_dstack_budget_admit() */
-    bctx->shpool->log_nomem = 0;
-
-    return NGX_OK;
+    return dmcf->budget_zone ? NGX_OK : NGX_ERROR;
 }
 
 
@@ -266,7 +183,7 @@ ngx_http_dstack_budget_admit(ngx_http_request_t *r,
     ngx_uint_t                      over, asked;
     ngx_str_t                       reason;
     ngx_http_dstack_budget_t       *b;
-    ngx_http_dstack_budget_ctx_t   *bctx;
+    ngx_http_dstack_lru_t   *bctx;
     ngx_http_dstack_budget_node_t  *n;
     ngx_http_dstack_main_conf_t    *dmcf;
     static const ds_budget_t        none;
@@ -405,7 +322,7 @@ ngx_http_dstack_budget_estimate(ngx_http_dstack_ctx_t *ctx,
 
 /* called with the zone mutex held */
 static ngx_http_dstack_budget_node_t *
-ngx_http_dstack_budget_lookup(ngx_http_dstack_budget_ctx_t *bctx,
+ngx_http_dstack_budget_lookup(ngx_http_dstack_lru_t *bctx,
     ngx_http_dstack_budget_t *b)
 {
     ngx_int_t                       rc;
@@ -441,7 +358,7 @@ ngx_http_dstack_budget_lookup(ngx_http_dstack_budget_ctx_t *bctx,
 
 /* a new node, its buckets full; called with the zone mutex held */
 static ngx_http_dstack_budget_node_t *
-ngx_http_dstack_budget_create(ngx_http_dstack_budget_ctx_t *bctx,
+ngx_http_dstack_budget_create(ngx_http_dstack_lru_t *bctx,
     ngx_http_dstack_budget_t *b, const ds_token_t *tok,
     ngx_http_dstack_ctx_t *ctx)
 {
@@ -672,7 +589,7 @@ ngx_http_dstack_budget_settle(ngx_http_dstack_ctx_t *ctx)
     int64_t                         diff;
     uint64_t                        prompt, completion, used;
     ngx_http_dstack_budget_t       *b;
-    ngx_http_dstack_budget_ctx_t   *bctx;
+    ngx_http_dstack_lru_t   *bctx;
     ngx_http_dstack_budget_node_t  *n;
     ngx_http_dstack_main_conf_t    *dmcf;
 
@@ -744,7 +661,7 @@ ngx_http_dstack_budget_settle(ngx_http_dstack_ctx_t *ctx)
  * force == 1 deletes the oldest by force, then as 0.
  */
 static void
-ngx_http_dstack_budget_expire(ngx_http_dstack_budget_ctx_t *bctx,
+ngx_http_dstack_budget_expire(ngx_http_dstack_lru_t *bctx,
     ngx_uint_t force)
 {
     ngx_uint_t                      i;
@@ -985,7 +902,7 @@ ngx_http_dstack_budget_entries(ngx_pool_t *pool)
     u_char                          *p;
     ngx_queue_t                     *q;
     ngx_array_t                     *a;
-    ngx_http_dstack_budget_ctx_t    *bctx;
+    ngx_http_dstack_lru_t    *bctx;
     ngx_http_dstack_budget_node_t   *n;
     ngx_http_dstack_budget_entry_t  *e;
     ngx_http_dstack_main_conf_t     *dmcf;

@@ -43,31 +43,16 @@ typedef struct {
 } ngx_http_dstack_limit_node_t;
 
 
-typedef struct {
-    ngx_rbtree_t                 rbtree;
-    ngx_rbtree_node_t            sentinel;
-    ngx_queue_t                  queue;
-} ngx_http_dstack_limit_shctx_t;
-
-
-typedef struct {
-    ngx_http_dstack_limit_shctx_t  *sh;
-    ngx_slab_pool_t                *shpool;
-} ngx_http_dstack_limit_ctx_t;
-
-
-static ngx_int_t ngx_http_dstack_limit_init_zone(ngx_shm_zone_t *shm_zone,
-    void *data);
 static void ngx_http_dstack_limit_rbtree_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static size_t ngx_http_dstack_limit_key(ngx_http_request_t *r,
     const ds_service_t *svc, ngx_uint_t rule, u_char *key);
-static ngx_int_t ngx_http_dstack_limit_lookup(ngx_http_dstack_limit_ctx_t *ctx,
+static ngx_int_t ngx_http_dstack_limit_lookup(ngx_http_dstack_lru_t *ctx,
     const ds_rate_limit_t *rl, uint32_t hash, u_char *key, size_t len,
     time_t *retry_after);
 static uint64_t ngx_http_dstack_limit_leak(uint64_t excess, uint32_t rate,
     ngx_msec_int_t ms);
-static void ngx_http_dstack_limit_expire(ngx_http_dstack_limit_ctx_t *ctx,
+static void ngx_http_dstack_limit_expire(ngx_http_dstack_lru_t *ctx,
     ngx_uint_t n);
 
 
@@ -75,95 +60,13 @@ ngx_int_t
 ngx_http_dstack_limit_zone_init(ngx_conf_t *cf,
     ngx_http_dstack_main_conf_t *dmcf)
 {
-    ngx_str_t                     name = ngx_string("dstack_limits");
-    ngx_shm_zone_t               *shm_zone;
-    ngx_http_dstack_limit_ctx_t  *ctx;
+    ngx_str_t  name = ngx_string("dstack_limits");
 
-    if (dmcf->limit_zone_size < 8 * ngx_pagesize) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "dstack_limit_zone of %uz bytes is too small, "
-                           "the minimum is %ui", dmcf->limit_zone_size,
-                           8 * ngx_pagesize);
-        return NGX_ERROR;
-    }
+    dmcf->limit_zone = ngx_http_dstack_lru_zone(cf, &name,
+                           dmcf->limit_zone_size, "dstack_limit_zone",
+                           ngx_http_dstack_limit_rbtree_insert_value);
 
-    shm_zone = ngx_shared_memory_add(cf, &name, dmcf->limit_zone_size,
-                                     &ngx_http_dstack_module);
-    if (shm_zone == NULL) {
-        return NGX_ERROR;
-    }
-
-    dmcf->limit_zone = shm_zone;
-
-    if (shm_zone->data) {
-        return NGX_OK;
-    }
-
-    ctx = ngx_pcalloc(cf->pool, sizeof(ngx_http_dstack_limit_ctx_t));
-    if (ctx == NULL) {
-        return NGX_ERROR;
-    }
-
-    shm_zone->init = ngx_http_dstack_limit_init_zone;
-    shm_zone->data = ctx;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_dstack_limit_init_zone(ngx_shm_zone_t *shm_zone, void *data)
-{
-    ngx_http_dstack_limit_ctx_t  *octx = data;
-
-    size_t                        len;
-    ngx_http_dstack_limit_ctx_t  *ctx;
-
-    ctx = shm_zone->data;
-
-    if (octx) {
-        /* reload: the buckets carry on */
-        ctx->sh = octx->sh;
-        ctx->shpool = octx->shpool;
-
-        return NGX_OK;
-    }
-
-    ctx->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
-
-    if (shm_zone->shm.exists) {
-        ctx->sh = ctx->shpool->data;
-
-        return NGX_OK;
-    }
-
-    ctx->sh = ngx_slab_alloc(ctx->shpool,
-                             sizeof(ngx_http_dstack_limit_shctx_t));
-    if (ctx->sh == NULL) {
-        return NGX_ERROR;
-    }
-
-    ctx->shpool->data = ctx->sh;
-
-    ngx_rbtree_init(&ctx->sh->rbtree, &ctx->sh->sentinel,
-                    ngx_http_dstack_limit_rbtree_insert_value);
-
-    ngx_queue_init(&ctx->sh->queue);
-
-    len = sizeof(" in dstack limit zone \"\"") + shm_zone->shm.name.len;
-
-    ctx->shpool->log_ctx = ngx_slab_alloc(ctx->shpool, len);
-    if (ctx->shpool->log_ctx == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_sprintf(ctx->shpool->log_ctx, " in dstack limit zone \"%V\"%Z",
-                &shm_zone->shm.name);
-
-    /* a full zone is reported by ngx_http_dstack_limit_lookup() */
-    ctx->shpool->log_nomem = 0;
-
-    return NGX_OK;
+    return dmcf->limit_zone ? NGX_OK : NGX_ERROR;
 }
 
 
@@ -218,7 +121,7 @@ ngx_http_dstack_limit(ngx_http_request_t *r, const ds_service_t *svc,
     ngx_int_t                     rc;
     ngx_uint_t                    i, n, rule;
     const ds_rate_limit_t        *rl;
-    ngx_http_dstack_limit_ctx_t  *ctx;
+    ngx_http_dstack_lru_t  *ctx;
     ngx_http_dstack_main_conf_t  *dmcf;
 
     if (svc->n_rate_limits == 0) {
@@ -396,7 +299,7 @@ ngx_http_dstack_limit_key(ngx_http_request_t *r, const ds_service_t *svc,
 /* called with the zone mutex held */
 
 static ngx_int_t
-ngx_http_dstack_limit_lookup(ngx_http_dstack_limit_ctx_t *ctx,
+ngx_http_dstack_limit_lookup(ngx_http_dstack_lru_t *ctx,
     const ds_rate_limit_t *rl, uint32_t hash, u_char *key, size_t len,
     time_t *retry_after)
 {
@@ -540,7 +443,7 @@ ngx_http_dstack_limit_leak(uint64_t excess, uint32_t rate, ngx_msec_int_t ms)
  */
 
 static void
-ngx_http_dstack_limit_expire(ngx_http_dstack_limit_ctx_t *ctx, ngx_uint_t n)
+ngx_http_dstack_limit_expire(ngx_http_dstack_lru_t *ctx, ngx_uint_t n)
 {
     ngx_msec_t                     now;
     ngx_queue_t                   *q;

@@ -499,6 +499,23 @@ ngx_int_t ngx_http_dstack_token_opens(ngx_http_request_t *r,
 ngx_int_t ngx_http_dstack_token(ngx_http_request_t *r,
     const ds_token_t **tok, ngx_str_t *reason);
 
+/* lru.c: a slab zone of nodes in an rbtree with an LRU queue, kept over
+ * reloads (limit.c's buckets, budget.c's budgets) */
+typedef struct {
+    ngx_rbtree_t                rbtree;
+    ngx_rbtree_node_t           sentinel;
+    ngx_queue_t                 queue;      /* most recently used first */
+} ngx_http_dstack_lru_sh_t;
+
+typedef struct {
+    ngx_http_dstack_lru_sh_t   *sh;
+    ngx_slab_pool_t            *shpool;
+    ngx_rbtree_insert_pt        insert;
+} ngx_http_dstack_lru_t;                    /* the zone's data */
+
+ngx_shm_zone_t *ngx_http_dstack_lru_zone(ngx_conf_t *cf, ngx_str_t *name,
+    size_t size, const char *directive, ngx_rbtree_insert_pt insert);
+
 /* limit.c */
 ngx_int_t ngx_http_dstack_limit_zone_init(ngx_conf_t *cf,
     ngx_http_dstack_main_conf_t *dmcf);
