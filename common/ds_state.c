@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include <lmdb.h>
@@ -557,8 +558,13 @@ ds_state_close(ds_state_t *st)
  * other processes kept the old lock.mdb open, LMDB does not reset the
  * lock, and readers would silently see a wrong snapshot (and a writer
  * would commit on top of it).  The data file's own last id must be the
- * one the lock hands out; a commit between the two reads makes them
- * differ harmlessly, hence the retries.
+ * one the lock hands out.  A commit makes them differ harmlessly for a
+ * moment (the writer writes the meta page, then the lock), so they are
+ * read again, soon and then a millisecond apart, for about 100 ms: a
+ * writer that commits all the time is seen in step within a few tries,
+ * a lock of another file never.  DS_STATE_NOWAIT (a worker of nginx,
+ * which must not sleep) gives up after the quick tries: its next try
+ * comes at its next watch interval.
  */
 static int
 ds_state_check_lock(ds_state_t *st, ds_err_t *err)
@@ -568,7 +574,15 @@ ds_state_check_lock(ds_state_t *st, ds_err_t *err)
     MDB_envinfo   info;
     size_t        id;
 
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < 100; i++) {
+        if (i >= 3) {
+            if (st->flags & DS_STATE_NOWAIT) {
+                break;
+            }
+
+            usleep(1000);
+        }
+
         rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
         if (rc == MDB_MAP_RESIZED) {
             if (ds_state_adopt_mapsize(st, err) != DS_OK) {

@@ -398,6 +398,9 @@ typedef struct ds_txn_s    ds_txn_t;
 
 #define DS_STATE_RDONLY         0x01    /* readers: nginx workers, CLI */
 #define DS_STATE_CREATE         0x02    /* create the directory and files */
+#define DS_STATE_NOWAIT         0x04    /* never sleeps (nginx workers): the
+                                           lock check gives up after three
+                                           quick tries, to try again later */
 
 /*
  * mode: permissions for created files (e.g. 0660 so that the nginx group

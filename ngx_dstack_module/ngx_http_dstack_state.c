@@ -704,7 +704,8 @@ ngx_http_dstack_state_open(ngx_http_dstack_state_t *st)
         return;
     }
 
-    if (ds_state_open(&st->state, st->dir, DS_STATE_RDONLY, 0, &err)
+    if (ds_state_open(&st->state, st->dir, DS_STATE_RDONLY | DS_STATE_NOWAIT,
+                      0, &err)
         != DS_OK)
     {
         st->state = NULL;

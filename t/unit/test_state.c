@@ -1352,6 +1352,69 @@ commit(ds_txn_t *txn)
 }
 
 
+/*
+ * Opening the state while another process commits as fast as it can:
+ * the check that lock.mdb belongs to data.mdb must tell a commit between
+ * its reads from a lock of another file (it took a busy controld for the
+ * latter once: t/21's dstack-seed --dump, CI of stop 25).
+ */
+static void
+test_state_open_while_committing(void **state)
+{
+    int          i, failed, status;
+    char         val[32];
+    pid_t        pid;
+    ds_err_t     err;
+    ds_txn_t    *txn;
+    ds_state_t  *st, *rd;
+
+    (void) state;
+
+    st = open_writer();
+    txn = begin(st, 1);
+    assert_int_equal(ds_put_setting(txn, "n", "0", 1, &err), DS_OK);
+    commit(txn);
+    ds_state_close(st);
+
+    pid = fork();
+    assert_true(pid >= 0);
+
+    if (pid == 0) {
+        st = open_writer();
+        for (i = 0; i < 20000; i++) {
+            if (ds_txn_begin(st, 1, &txn, &err) != DS_OK) {
+                _exit(1);
+            }
+            snprintf(val, sizeof(val), "%d", i);
+            if (ds_put_setting(txn, "n", val, strlen(val), &err) != DS_OK
+                || ds_txn_commit(txn, &err) != DS_OK)
+            {
+                _exit(1);
+            }
+        }
+        _exit(0);
+    }
+
+    failed = 0;
+
+    for (i = 0; i < 300; i++) {
+        if (ds_state_open(&rd, state_dir, DS_STATE_RDONLY, 0660, &err)
+            != DS_OK)
+        {
+            print_message("open %d: %s\n", i, err.msg);
+            failed++;
+            continue;
+        }
+        ds_state_close(rd);
+    }
+
+    kill(pid, SIGTERM);
+    waitpid(pid, &status, 0);
+
+    assert_int_equal(failed, 0);
+}
+
+
 static void
 put_service(ds_txn_t *txn, ds_service_t *svc)
 {
@@ -2421,6 +2484,8 @@ main(int argc, char **argv)
         cmocka_unit_test(test_token_generate),
         cmocka_unit_test(test_addr),
         cmocka_unit_test(test_run_names),
+        cmocka_unit_test_setup_teardown(test_state_open_while_committing,
+                                        dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_state_service, dir_setup,
                                         dir_teardown),
         cmocka_unit_test_setup_teardown(test_state_uid_slot, dir_setup,
