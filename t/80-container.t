@@ -21,6 +21,11 @@ use Time::HiRes qw(time sleep);
 use Digest::SHA ();
 use Test::More;
 
+# about 100 s of engine work: run once, in the plain pass (the
+# container backend's code runs under the sanitizers in t/81 and t/82)
+plan skip_all => 'slow end to end, run in the plain pass only'
+    if $DsTest::SANITIZE;
+
 my ($t, $s) = DsStack::stack(engine => 1, hold => 1);
 my $engine = $s->engine;
 
