@@ -835,8 +835,9 @@ static ngx_int_t
 ngx_http_dstack_budget_header(ngx_http_request_t *r, const char *name,
     uint64_t value, ngx_uint_t duration)
 {
-    u_char     *p;
-    ngx_str_t   v;
+    u_char           *p;
+    ngx_str_t         v;
+    ngx_table_elt_t  *h;
 
     p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 16);
     if (p == NULL) {
@@ -847,6 +848,13 @@ ngx_http_dstack_budget_header(ngx_http_request_t *r, const char *name,
     v.len = (duration ? ngx_http_dstack_budget_duration(p, value)
                       : ngx_sprintf(p, "%uL", value))
             - p;
+
+    /* a replica's own (a proxy of a metered API) gives way to ours */
+    h = ngx_http_dstack_find_out_header(r, name);
+    if (h) {
+        h->value = v;
+        return NGX_OK;
+    }
 
     return ngx_http_dstack_add_header(r, name, &v);
 }

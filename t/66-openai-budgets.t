@@ -127,6 +127,15 @@ $t->reload;
 is(chat('alice', 'rpm-model', max_tokens => 1)->{status}, 429,
     'after a reload, still over the limit');
 
+# a replica's own x-ratelimit-* headers give way to the gateway's
+my $own = chat('erin', 'rpm-model', max_tokens => 1,
+    headers => { 'X-Test-Ratelimit' => 1 });
+is($own->{status}, 200, 'a replica that sends x-ratelimit-* of its own');
+is($own->{headers}{'x-ratelimit-limit-requests'}, 5,
+    '... the client sees the gateway\'s limit, once');
+is($own->{headers}{'x-ratelimit-remaining-requests'}, 4,
+    '... and its remaining count');
+
 # a token's own limit over the model's: unlimited, or its own figure
 @r = $t->parallel([ map { chat_req('bob', 'rpm-model', max_tokens => 1) }
     1 .. 7 ]);

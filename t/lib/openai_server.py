@@ -42,6 +42,8 @@ Per request:
         bytes, 5 ms apart, so that a proxy receives events cut anywhere.
   X-Test-Compact: 1 writes JSON without spaces (as vLLM does).
   X-Test-CRLF: 1 ends the lines of a stream with CRLF.
+  X-Test-Ratelimit: 1 answers with x-ratelimit-limit-requests and
+        x-ratelimit-remaining-requests of its own (as a metered API).
 
 A prefix cache, to measure affinity routing (--prefix-cache, or the
 X-Test-Prefix-Cache: 1 header per request): a completion's prefix is the
@@ -195,6 +197,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("X-Replica", NAME)
         if getattr(self, "cache_status", None):
             self.send_header("X-Test-Cache", self.cache_status)
+        if self.headers.get("X-Test-Ratelimit"):
+            # as a metered API answers: its own x-ratelimit-* headers
+            self.send_header("x-ratelimit-limit-requests", "99999")
+            self.send_header("x-ratelimit-remaining-requests", "99998")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD":
