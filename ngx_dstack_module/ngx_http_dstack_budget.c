@@ -35,7 +35,8 @@
 #define NGX_HTTP_DSTACK_BUDGET_MINUTE   60000
 #define NGX_HTTP_DSTACK_BUDGET_DAY      86400
 #define NGX_HTTP_DSTACK_BUDGET_BYTES    4       /* body bytes per token */
-#define NGX_HTTP_DSTACK_BUDGET_IDLE     (NGX_HTTP_DSTACK_BUDGET_DAY * 1000)
+/* a header's value: 20 digits, or a duration (at most 24 bytes) */
+#define NGX_HTTP_DSTACK_BUDGET_VALUE    32
 
 
 /* overlays ngx_rbtree_node_t from its "color" member, as limit.c's */
@@ -88,8 +89,7 @@ static void ngx_http_dstack_budget_expire(ngx_http_dstack_lru_t *bctx,
     ngx_uint_t force);
 static ngx_int_t ngx_http_dstack_budget_refuse(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx, ngx_uint_t over);
-static ngx_int_t ngx_http_dstack_budget_header(ngx_http_request_t *r,
-    const char *name, uint64_t value, ngx_uint_t duration);
+static ngx_uint_t ngx_http_dstack_budget_own_headers(ngx_http_request_t *r);
 static u_char *ngx_http_dstack_budget_duration(u_char *p, uint64_t ms);
 static u_char *ngx_http_dstack_budget_name(u_char *p, const u_char *name,
     size_t len);
@@ -773,12 +773,29 @@ ngx_http_dstack_budget_refuse(ngx_http_request_t *r,
 }
 
 
-/* the x-ratelimit-* headers of an answer (the header filter's) */
+/* the x-ratelimit-* headers of an answer (the header filter's): the
+ * values in one allocation; a replica's own headers of those names (a
+ * proxy of a metered API) give way to ours */
 ngx_int_t
 ngx_http_dstack_budget_headers(ngx_http_request_t *r,
     ngx_http_dstack_ctx_t *ctx)
 {
+    u_char                    *p;
+    ngx_str_t                  v;
+    ngx_uint_t                 i, n, own;
+    ngx_table_elt_t           *h;
     ngx_http_dstack_budget_t  *b;
+
+    static const char  *names[9] = {
+        "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+        "x-ratelimit-limit-tokens-day", "x-ratelimit-remaining-tokens-day",
+        "x-ratelimit-reset-tokens-day"
+    };
+
+    uint64_t  values[9];
 
     b = ctx->budget;
 
@@ -788,75 +805,83 @@ ngx_http_dstack_budget_headers(ngx_http_request_t *r,
 
     b->status = r->headers_out.status;
 
-    if (b->rpm
-        && (ngx_http_dstack_budget_header(r, "x-ratelimit-limit-requests",
-                                          b->rpm, 0) != NGX_OK
-            || ngx_http_dstack_budget_header(r,
-                   "x-ratelimit-remaining-requests", b->requests_left, 0)
-               != NGX_OK
-            || ngx_http_dstack_budget_header(r, "x-ratelimit-reset-requests",
-                                             b->requests_reset, 1)
-               != NGX_OK))
-    {
+    /* limit, remaining, ms to full, for each limit set */
+    values[0] = b->rpm;
+    values[1] = b->requests_left;
+    values[2] = b->requests_reset;
+    values[3] = b->tpm;
+    values[4] = b->tokens_left;
+    values[5] = b->tokens_reset;
+    values[6] = b->tpd;
+    values[7] = b->day_left;
+    values[8] = b->day_reset;
+
+    p = ngx_pnalloc(r->pool, 9 * NGX_HTTP_DSTACK_BUDGET_VALUE);
+    if (p == NULL) {
         return NGX_ERROR;
     }
 
-    if (b->tpm
-        && (ngx_http_dstack_budget_header(r, "x-ratelimit-limit-tokens",
-                                          b->tpm, 0) != NGX_OK
-            || ngx_http_dstack_budget_header(r,
-                   "x-ratelimit-remaining-tokens", b->tokens_left, 0)
-               != NGX_OK
-            || ngx_http_dstack_budget_header(r, "x-ratelimit-reset-tokens",
-                                             b->tokens_reset, 1)
-               != NGX_OK))
-    {
-        return NGX_ERROR;
-    }
+    own = ngx_http_dstack_budget_own_headers(r);
 
-    if (b->tpd
-        && (ngx_http_dstack_budget_header(r, "x-ratelimit-limit-tokens-day",
-                                          b->tpd, 0) != NGX_OK
-            || ngx_http_dstack_budget_header(r,
-                   "x-ratelimit-remaining-tokens-day", b->day_left, 0)
-               != NGX_OK
-            || ngx_http_dstack_budget_header(r,
-                   "x-ratelimit-reset-tokens-day", b->day_reset, 1)
-               != NGX_OK))
-    {
-        return NGX_ERROR;
+    for (n = 0; n < 9; n += 3) {
+        if (values[n] == 0) {
+            continue;
+        }
+
+        for (i = n; i < n + 3; i++) {
+            v.data = p;
+            p = (i % 3 == 2) ? ngx_http_dstack_budget_duration(p, values[i])
+                             : ngx_sprintf(p, "%uL", values[i]);
+            v.len = p - v.data;
+
+            h = own ? ngx_http_dstack_find_out_header(r, names[i]) : NULL;
+
+            if (h) {
+                h->value = v;
+
+            } else if (ngx_http_dstack_add_header(r, names[i], &v)
+                       != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+        }
     }
 
     return NGX_OK;
 }
 
 
-static ngx_int_t
-ngx_http_dstack_budget_header(ngx_http_request_t *r, const char *name,
-    uint64_t value, ngx_uint_t duration)
+/* has the answer an x-ratelimit-* header of its own: one pass */
+static ngx_uint_t
+ngx_http_dstack_budget_own_headers(ngx_http_request_t *r)
 {
-    u_char           *p;
-    ngx_str_t         v;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
-    p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 16);
-    if (p == NULL) {
-        return NGX_ERROR;
+    part = &r->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return 0;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash != 0 && h[i].key.len > sizeof("x-ratelimit-") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "x-ratelimit-",
+                               sizeof("x-ratelimit-") - 1)
+               == 0)
+        {
+            return 1;
+        }
     }
-
-    v.data = p;
-    v.len = (duration ? ngx_http_dstack_budget_duration(p, value)
-                      : ngx_sprintf(p, "%uL", value))
-            - p;
-
-    /* a replica's own (a proxy of a metered API) gives way to ours */
-    h = ngx_http_dstack_find_out_header(r, name);
-    if (h) {
-        h->value = v;
-        return NGX_OK;
-    }
-
-    return ngx_http_dstack_add_header(r, name, &v);
 }
 
 
