@@ -190,9 +190,10 @@ try {
 
     // ---- payloads stay text ----------------------------------------------
     await page.goto(`${env.CONSOLE_URL}#/runs/${env.XSS_RUN}`);
+    /* both lines: the log streams, and the second may come a poll later */
     const xssLog = await waitFor(async () => {
         const t = await text('[data-testid=log]');
-        return t.includes('<script>') && t;
+        return t.includes('<script>') && t.includes('<img src=x onerror=') && t;
     }, 20000);
     check(xssLog && xssLog.includes('<img src=x onerror='),
         'log lines with HTML are shown as text', xssLog || '');
